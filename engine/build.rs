@@ -1,0 +1,3 @@
+fn main() {
+    lethe_build::link_libtorch();
+}

@@ -1,0 +1,5 @@
+//! Lethe's headless core: everything the GUI, the CLI and the plugins build on,
+//! testable without a display.
+
+pub mod cli;
+pub mod runtime;

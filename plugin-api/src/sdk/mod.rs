@@ -1,0 +1,565 @@
+//! Safe SDK for plugin authors: implement [`Plugin`], list your types in
+//! [`declare_plugin!`](crate::declare_plugin), build a `cdylib`. No raw pointers.
+//!
+//! ```
+//! use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError};
+//! use lethe_plugin_api::schema::ParamSpec;
+//!
+//! struct Shrink { factor: f64, steps: i64 }
+//!
+//! impl Plugin for Shrink {
+//!     fn descriptor() -> Descriptor {
+//!         Descriptor::new("org.example.shrink", "Shrink", "0.1.0", Kind::Method)
+//!             .description("Scales the classifier down a little every step.")
+//!             .citation("Doe et al., Forgetting by shrinking, 2025.")
+//!             .param(ParamSpec::float("factor", "Factor", 0.0, 1.0, 0.9).group("Schedule"))
+//!             .param(ParamSpec::int("steps", "Steps", 1, 1000, 10).help("How many steps."))
+//!     }
+//!
+//!     fn create(params: &Params) -> Result<Self, PluginError> {
+//!         Ok(Shrink { factor: params.f64("factor")?, steps: params.i64("steps")? })
+//!     }
+//!
+//!     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+//!         for step in 0..self.steps {
+//!             ctx.check_cancelled()?;
+//!             let fraction = (step + 1) as f64 / self.steps as f64;
+//!             ctx.progress_metrics(fraction, "shrinking", &serde_json::json!({"factor": self.factor}));
+//!         }
+//!         ctx.info("done");
+//!         Ok(())
+//!     }
+//! }
+//!
+//! lethe_plugin_api::declare_plugin!(Shrink);
+//! # fn main() {}
+//! ```
+//!
+//! Every exported function generated for you runs the plugin code inside
+//! `catch_unwind`: a panic becomes [`LetheStatus::PANIC`] with the panic message
+//! instead of aborting the host (Rust aborts when a panic unwinds out of an
+//! `extern "C"` function). Parameters are validated against your schema before
+//! [`Plugin::create`] sees them, with defaults filled in.
+
+#[doc(hidden)]
+pub mod __export;
+
+use crate::abi::{self, LetheHost, LetheKind, LetheLogLevel, LetheStatus};
+use crate::schema::{ParamKind, ParamSpec, ParamsError, Schema};
+use serde_json::{Map, Value};
+use std::ffi::{CStr, CString, c_void};
+use std::path::PathBuf;
+
+/// What a plugin does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An unlearning method (listed by the `lethe.factory.method/1` factory).
+    Method,
+    /// A membership-inference attack (listed by the `lethe.factory.attack/1` factory).
+    Attack,
+}
+
+impl Kind {
+    /// The ABI code.
+    pub const fn to_abi(self) -> LetheKind {
+        match self {
+            Kind::Method => LetheKind::METHOD,
+            Kind::Attack => LetheKind::ATTACK,
+        }
+    }
+
+    /// From the ABI code; `None` for codes this build does not know.
+    pub const fn from_abi(kind: LetheKind) -> Option<Kind> {
+        match kind.0 {
+            1 => Some(Kind::Method),
+            2 => Some(Kind::Attack),
+            _ => None,
+        }
+    }
+}
+
+/// Static description of a method or attack (the safe form of
+/// [`LetheDescriptor`](crate::abi::LetheDescriptor)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Descriptor {
+    /// Reverse-DNS unique id, e.g. `org.example.gradient-ascent`.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Version of the implementation.
+    pub version: String,
+    /// Method or attack.
+    pub kind: Kind,
+    /// One-paragraph description.
+    pub description: String,
+    /// How to cite it.
+    pub citation: String,
+    /// Its parameters.
+    pub schema: Schema,
+}
+
+impl Descriptor {
+    /// A descriptor with no description, citation or parameters yet.
+    pub fn new(id: &str, name: &str, version: &str, kind: Kind) -> Self {
+        Descriptor {
+            id: id.to_string(),
+            name: name.to_string(),
+            version: version.to_string(),
+            kind,
+            description: String::new(),
+            citation: String::new(),
+            schema: Schema::default(),
+        }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = text.to_string();
+        self
+    }
+
+    /// Sets the citation.
+    pub fn citation(mut self, text: &str) -> Self {
+        self.citation = text.to_string();
+        self
+    }
+
+    /// Appends a parameter.
+    pub fn param(mut self, spec: ParamSpec) -> Self {
+        self.schema.params.push(spec);
+        self
+    }
+}
+
+impl ParamSpec {
+    fn with_kind(key: &str, label: &str, kind: ParamKind) -> Self {
+        ParamSpec {
+            key: key.to_string(),
+            label: label.to_string(),
+            group: String::new(),
+            help: String::new(),
+            kind,
+        }
+    }
+
+    /// A float in `[min, max]` with a default, linear scale.
+    pub fn float(key: &str, label: &str, min: f64, max: f64, default: f64) -> Self {
+        Self::with_kind(
+            key,
+            label,
+            ParamKind::Float {
+                min,
+                max,
+                default,
+                log_scale: false,
+            },
+        )
+    }
+
+    /// An integer in `[min, max]` with a default.
+    pub fn int(key: &str, label: &str, min: i64, max: i64, default: i64) -> Self {
+        Self::with_kind(key, label, ParamKind::Int { min, max, default })
+    }
+
+    /// A flag with a default.
+    pub fn bool(key: &str, label: &str, default: bool) -> Self {
+        Self::with_kind(key, label, ParamKind::Bool { default })
+    }
+
+    /// One of `choices`, with a default among them.
+    pub fn choice(key: &str, label: &str, choices: &[&str], default: &str) -> Self {
+        Self::with_kind(
+            key,
+            label,
+            ParamKind::Choice {
+                choices: choices.iter().map(|c| c.to_string()).collect(),
+                default: default.to_string(),
+            },
+        )
+    }
+
+    /// A file path, required unless `default` is given.
+    pub fn path(key: &str, label: &str, default: Option<&str>) -> Self {
+        Self::with_kind(
+            key,
+            label,
+            ParamKind::Path {
+                default: default.map(str::to_string),
+                directory: false,
+            },
+        )
+    }
+
+    /// Sets the group (form section).
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = group.to_string();
+        self
+    }
+
+    /// Sets the help text.
+    pub fn help(mut self, help: &str) -> Self {
+        self.help = help.to_string();
+        self
+    }
+
+    /// Makes a float parameter log-scaled (no effect on other kinds).
+    pub fn log_scale(mut self) -> Self {
+        if let ParamKind::Float { log_scale, .. } = &mut self.kind {
+            *log_scale = true;
+        }
+        self
+    }
+
+    /// Makes a path parameter ask for a folder (no effect on other kinds).
+    pub fn directory(mut self) -> Self {
+        if let ParamKind::Path { directory, .. } = &mut self.kind {
+            *directory = true;
+        }
+        self
+    }
+}
+
+/// Parameters after validation against the descriptor's schema: every key of the
+/// schema is present with a value of the right type.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Params {
+    values: Map<String, Value>,
+}
+
+impl Params {
+    /// Wraps an already-validated map.
+    pub fn from_map(values: Map<String, Value>) -> Self {
+        Params { values }
+    }
+
+    /// All values.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.values
+    }
+
+    fn get(&self, key: &str, expected: &str) -> Result<&Value, PluginError> {
+        self.values.get(key).ok_or_else(|| {
+            PluginError::Message(format!(
+                "parameter `{key}` ({expected}) is not in this descriptor's schema"
+            ))
+        })
+    }
+
+    fn wrong(key: &str, expected: &str, v: &Value) -> PluginError {
+        PluginError::Message(format!("parameter `{key}` is not {expected}: {v}"))
+    }
+
+    /// A float (or int) parameter.
+    pub fn f64(&self, key: &str) -> Result<f64, PluginError> {
+        let v = self.get(key, "a float")?;
+        v.as_f64().ok_or_else(|| Self::wrong(key, "a float", v))
+    }
+
+    /// An int parameter.
+    pub fn i64(&self, key: &str) -> Result<i64, PluginError> {
+        let v = self.get(key, "an int")?;
+        v.as_i64().ok_or_else(|| Self::wrong(key, "an int", v))
+    }
+
+    /// A bool parameter.
+    pub fn bool(&self, key: &str) -> Result<bool, PluginError> {
+        let v = self.get(key, "a bool")?;
+        v.as_bool().ok_or_else(|| Self::wrong(key, "a bool", v))
+    }
+
+    /// A choice parameter.
+    pub fn str(&self, key: &str) -> Result<&str, PluginError> {
+        let v = self.get(key, "a string")?;
+        v.as_str().ok_or_else(|| Self::wrong(key, "a string", v))
+    }
+
+    /// A path parameter.
+    pub fn path(&self, key: &str) -> Result<PathBuf, PluginError> {
+        self.str(key).map(PathBuf::from)
+    }
+}
+
+/// Why a plugin call failed. Converted to a [`LetheStatus`] plus message at the
+/// boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Any failure, described for the user.
+    #[error("{0}")]
+    Message(String),
+    /// Parameters that do not fit the schema.
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// The host asked to stop ([`HostContext::check_cancelled`]).
+    #[error("cancelled by the host")]
+    Cancelled,
+    /// The host does not offer an extension the plugin needs.
+    #[error("the host does not offer extension `{0}`")]
+    MissingExtension(&'static str),
+    /// A host service call failed.
+    #[error("host call `{call}` failed ({}): {message}", status.name())]
+    Host {
+        /// Which call.
+        call: &'static str,
+        /// The host's status.
+        status: LetheStatus,
+        /// The host's message.
+        message: String,
+    },
+    /// A libtorch error inside the plugin.
+    #[cfg(feature = "tch")]
+    #[error("libtorch: {0}")]
+    Tch(#[from] tch::TchError),
+}
+
+impl PluginError {
+    /// A [`PluginError::Message`].
+    pub fn msg(message: impl Into<String>) -> Self {
+        PluginError::Message(message.into())
+    }
+
+    /// The status code this error crosses the boundary as.
+    pub fn status(&self) -> LetheStatus {
+        match self {
+            PluginError::Params(_) => LetheStatus::INVALID_PARAMS,
+            PluginError::Cancelled => LetheStatus::CANCELLED,
+            PluginError::MissingExtension(_) => LetheStatus::UNSUPPORTED,
+            _ => LetheStatus::ERROR,
+        }
+    }
+}
+
+/// Log severity for [`HostContext::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Detailed diagnostics.
+    Debug,
+    /// Normal information.
+    Info,
+    /// Suspicious but not fatal.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl LogLevel {
+    /// The ABI code.
+    pub const fn to_abi(self) -> LetheLogLevel {
+        match self {
+            LogLevel::Debug => LetheLogLevel::DEBUG,
+            LogLevel::Info => LetheLogLevel::INFO,
+            LogLevel::Warn => LetheLogLevel::WARN,
+            LogLevel::Error => LetheLogLevel::ERROR,
+        }
+    }
+
+    /// From the ABI code; unknown codes read as `Info`.
+    pub const fn from_abi(level: LetheLogLevel) -> LogLevel {
+        match level.0 {
+            0 => LogLevel::Debug,
+            2 => LogLevel::Warn,
+            3 => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
+/// A method or attack. The SDK instantiates it with validated parameters, runs it
+/// once and drops it.
+pub trait Plugin: Send + 'static {
+    /// Id, name, version, kind, description, citation and parameter schema. Called
+    /// once, when the plugin library is initialised.
+    fn descriptor() -> Descriptor
+    where
+        Self: Sized;
+
+    /// Builds an instance from parameters already validated against the schema
+    /// (defaults filled in). \[main-thread\]
+    fn create(params: &Params) -> Result<Self, PluginError>
+    where
+        Self: Sized;
+
+    /// Does the work, calling the host through `ctx`. Return
+    /// `Err(PluginError::Cancelled)` (e.g. via [`HostContext::check_cancelled`]) when
+    /// the host asks to stop. \[main-thread\]
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError>;
+}
+
+/// Safe access to the host services of one instance. The log, progress and
+/// cancellation methods take `&self` and are \[any-thread\] (the context is `Sync`,
+/// so scoped worker threads may report too); model, data and result methods take
+/// `&mut self` because they are \[main-thread\].
+#[derive(Debug)]
+pub struct HostContext {
+    host: *const LetheHost,
+    log: *const abi::LetheHostLog,
+    progress: *const abi::LetheHostProgress,
+    cancel: *const abi::LetheHostCancel,
+}
+
+// SAFETY: the host pointer and its vtables stay valid for the instance's life (ABI
+// contract of `create`), and the functions reachable through `&self` are tagged
+// [any-thread]; the [main-thread] ones need `&mut self`.
+unsafe impl Send for HostContext {}
+// SAFETY: as above.
+unsafe impl Sync for HostContext {}
+
+/// Turns text into a C string, dropping interior NULs instead of failing: a log
+/// line with a stray NUL should still arrive.
+pub(crate) fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', "")).unwrap_or_default()
+}
+
+impl HostContext {
+    /// Wraps a host pointer, looking up the services it offers.
+    ///
+    /// # Safety
+    /// `host` must be null or point to a [`LetheHost`] valid for as long as the
+    /// returned context is used.
+    pub unsafe fn from_raw(host: *const LetheHost) -> Self {
+        let mut ctx = HostContext {
+            host,
+            log: std::ptr::null(),
+            progress: std::ptr::null(),
+            cancel: std::ptr::null(),
+        };
+        ctx.log = ctx.extension_raw(abi::EXT_LOG).cast();
+        ctx.progress = ctx.extension_raw(abi::EXT_PROGRESS).cast();
+        ctx.cancel = ctx.extension_raw(abi::EXT_CANCEL).cast();
+        ctx
+    }
+
+    /// The raw host pointer, for extensions the SDK does not wrap.
+    pub fn raw_host(&self) -> *const LetheHost {
+        self.host
+    }
+
+    /// The raw vtable for a versioned extension id, or null when not offered.
+    /// Using it is `unsafe` (cast to the vtable type the id names).
+    pub fn extension_raw(&self, id: &str) -> *const c_void {
+        if self.host.is_null() {
+            return std::ptr::null();
+        }
+        let id = c_string(id);
+        // SAFETY: host is valid (from_raw contract); get_extension is [any-thread].
+        unsafe { ((*self.host).get_extension)(self.host, id.as_ptr()) }
+    }
+
+    /// The host's name and version, e.g. `("lethe", "0.1.0")`.
+    pub fn host_name(&self) -> (String, String) {
+        if self.host.is_null() {
+            return (String::new(), String::new());
+        }
+        // SAFETY: host is valid; the strings live as long as the host struct.
+        unsafe {
+            let h = &*self.host;
+            (read_c_str(h.name), read_c_str(h.version))
+        }
+    }
+
+    /// The host's message for its last failed call on this thread.
+    fn host_error(&self) -> String {
+        if self.host.is_null() {
+            return String::new();
+        }
+        // SAFETY: host valid; last_error is [any-thread] and never null.
+        unsafe { read_c_str(((*self.host).last_error)(self.host)) }
+    }
+
+    /// Turns a host status into a `Result`, fetching the host's message.
+    pub fn check(&self, call: &'static str, status: LetheStatus) -> Result<(), PluginError> {
+        if status.is_ok() {
+            Ok(())
+        } else {
+            Err(PluginError::Host {
+                call,
+                status,
+                message: self.host_error(),
+            })
+        }
+    }
+
+    /// Writes to the job's log. Silently dropped if the host has no log extension.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        if self.log.is_null() {
+            return;
+        }
+        let message = c_string(message);
+        // SAFETY: vtable from get_extension(EXT_LOG), valid with the host.
+        unsafe { ((*self.log).log)(self.host, level.to_abi(), message.as_ptr()) }
+    }
+
+    /// [`HostContext::log`] at debug level.
+    pub fn debug(&self, message: &str) {
+        self.log(LogLevel::Debug, message)
+    }
+
+    /// [`HostContext::log`] at info level.
+    pub fn info(&self, message: &str) {
+        self.log(LogLevel::Info, message)
+    }
+
+    /// [`HostContext::log`] at warning level.
+    pub fn warn(&self, message: &str) {
+        self.log(LogLevel::Warn, message)
+    }
+
+    /// [`HostContext::log`] at error level.
+    pub fn error(&self, message: &str) {
+        self.log(LogLevel::Error, message)
+    }
+
+    /// Reports progress: `fraction` in `[0, 1]` (negative: unknown) and a status line.
+    pub fn progress(&self, fraction: f64, message: &str) {
+        self.report(fraction, message, None)
+    }
+
+    /// Reports progress with metrics (a JSON object of numbers, e.g.
+    /// `{"loss": 0.3}`).
+    pub fn progress_metrics(&self, fraction: f64, message: &str, metrics: &Value) {
+        self.report(fraction, message, Some(metrics))
+    }
+
+    fn report(&self, fraction: f64, message: &str, metrics: Option<&Value>) {
+        if self.progress.is_null() {
+            return;
+        }
+        let message = c_string(message);
+        let metrics = metrics.map(|m| c_string(&m.to_string()));
+        let metrics_ptr = metrics.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
+        // SAFETY: vtable from get_extension(EXT_PROGRESS); strings outlive the call.
+        unsafe { ((*self.progress).report)(self.host, fraction, message.as_ptr(), metrics_ptr) }
+    }
+
+    /// Whether the host asked to stop (false when it offers no cancellation).
+    pub fn is_cancelled(&self) -> bool {
+        if self.cancel.is_null() {
+            return false;
+        }
+        // SAFETY: vtable from get_extension(EXT_CANCEL).
+        unsafe { ((*self.cancel).is_cancelled)(self.host) }
+    }
+
+    /// `Err(PluginError::Cancelled)` when the host asked to stop: use with `?` in
+    /// every loop.
+    pub fn check_cancelled(&self) -> Result<(), PluginError> {
+        if self.is_cancelled() {
+            Err(PluginError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Copies a borrowed C string; empty for null.
+///
+/// # Safety
+/// `ptr` must be null or a valid NUL-terminated string.
+pub(crate) unsafe fn read_c_str(ptr: *const std::ffi::c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: caller guarantees a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,194 @@
+//! Checkpoints: Lethe's safetensors format (weights + architecture +
+//! provenance), PyTorch `torch.save` state dicts (`.pt`/`.pth`), TorchScript
+//! modules, architecture detection and `inspect`.
+//!
+//! PyTorch archives are read by a small pickle interpreter of our own
+//! ([`pickle`]) because tch only exposes libtorch's TorchScript and
+//! "mobile" parameter loaders, neither of which reads `torch.save(state_dict)`.
+
+mod detect;
+mod error;
+mod format;
+mod inspect;
+pub mod pickle;
+mod safetensors_io;
+mod state_dict;
+mod torch_zip;
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, nn};
+
+pub use detect::detect_architecture;
+pub use error::{CheckpointError, MismatchDetails, ShapeMismatch};
+pub use format::{CheckpointFormat, detect_format};
+pub use inspect::{CheckpointSummary, TensorSummary, inspect, inspect_with};
+pub use safetensors_io::{CheckpointMeta, METADATA_KEY, Provenance, save_tensors};
+pub use state_dict::{StateDict, normalize_name};
+
+use crate::models::{ArchConfig, BackboneConfig, Model};
+
+/// Result alias for this module.
+pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+/// A checkpoint read into memory (tensors on the CPU).
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The file read.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: CheckpointFormat,
+    /// Its tensors, names normalized (no `module.` prefixes).
+    pub state_dict: StateDict,
+    /// Lethe metadata, for Lethe safetensors files.
+    pub meta: Option<CheckpointMeta>,
+}
+
+/// Reads any supported checkpoint. For TorchScript files the module's
+/// parameters and buffers are returned under their attribute paths.
+pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let format = detect_format(path)?;
+    let (tensors, meta) = match format {
+        CheckpointFormat::Safetensors => safetensors_io::read(path)?,
+        CheckpointFormat::TorchSave | CheckpointFormat::TorchScript => {
+            (torch_zip::read(path)?.0, None)
+        }
+    };
+    Ok(Checkpoint {
+        path: path.to_owned(),
+        format,
+        state_dict: StateDict::new(tensors),
+        meta,
+    })
+}
+
+/// How to choose the architecture when loading a model.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Use this architecture instead of the file's metadata or detection.
+    pub arch: Option<ArchConfig>,
+    /// For ResNet-18: whether a ReLU follows the stem's `bn1`. Weights look
+    /// the same either way, so checkpoints trained without it (the AC
+    /// reference code) need `Some(false)` here unless their metadata says so.
+    pub stem_relu: Option<bool>,
+}
+
+/// A built-in model with weights loaded from a file.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Holds the variables (train them with any tch optimizer).
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: Model,
+    /// The architecture used.
+    pub arch: ArchConfig,
+    /// Lethe metadata, if the file had any.
+    pub meta: Option<CheckpointMeta>,
+    /// The file's format.
+    pub format: CheckpointFormat,
+}
+
+impl Checkpoint {
+    /// The architecture: `opts.arch`, else the file's metadata, else detected
+    /// from keys and shapes; then `opts.stem_relu` is applied.
+    pub fn architecture(&self, opts: &LoadOptions) -> Result<ArchConfig> {
+        let mut arch = match (&opts.arch, self.meta.as_ref().and_then(|m| m.arch.clone())) {
+            (Some(a), _) => a.clone(),
+            (None, Some(a)) => a,
+            (None, None) => detect_architecture(&self.state_dict).map_err(|reason| {
+                CheckpointError::UnknownArchitecture {
+                    path: self.path.clone(),
+                    reason,
+                }
+            })?,
+        };
+        if let (Some(v), BackboneConfig::ResNet18 { stem_relu, .. }) =
+            (opts.stem_relu, &mut arch.backbone)
+        {
+            *stem_relu = v;
+        }
+        Ok(arch)
+    }
+
+    /// Builds the architecture on `device` and loads the weights (strictly).
+    pub fn into_model(self, device: Device, opts: &LoadOptions) -> Result<LoadedModel> {
+        let arch = self.architecture(opts)?;
+        let vs = nn::VarStore::new(device);
+        let model = Model::new(&vs.root(), &arch).map_err(|source| CheckpointError::Model {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.state_dict
+            .apply_to(&vs, &self.path, &arch.to_string())?;
+        Ok(LoadedModel {
+            vs,
+            model,
+            arch,
+            meta: self.meta,
+            format: self.format,
+        })
+    }
+}
+
+/// Reads `path` and builds the matching built-in model on `device`.
+pub fn load_model(
+    path: impl AsRef<Path>,
+    device: Device,
+    opts: &LoadOptions,
+) -> Result<LoadedModel> {
+    read(path)?.into_model(device, opts)
+}
+
+/// Loads the weights in `path` into an existing store (strict: names and
+/// shapes must match exactly; `module.` prefixes are ignored).
+pub fn load_into(vs: &nn::VarStore, path: impl AsRef<Path>) -> Result<()> {
+    let ckpt = read(path)?;
+    ckpt.state_dict
+        .apply_to(vs, &ckpt.path, "the model being loaded")
+}
+
+/// Saves the variables of `vs` with `meta` in Lethe's safetensors format,
+/// atomically; refuses to replace an existing file unless `overwrite`.
+pub fn save(
+    path: impl AsRef<Path>,
+    vs: &nn::VarStore,
+    meta: &CheckpointMeta,
+    overwrite: bool,
+) -> Result<()> {
+    let mut tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    save_tensors(path.as_ref(), &tensors, meta, overwrite)
+}
+
+/// Loads a TorchScript module for inference (eval mode) on `device`.
+pub fn load_torchscript(path: impl AsRef<Path>, device: Device) -> Result<tch::CModule> {
+    let path = path.as_ref();
+    expect_torchscript(path)?;
+    let mut m =
+        tch::CModule::load_on_device(path, device).map_err(|e| CheckpointError::torch(path, e))?;
+    m.f_set_eval()
+        .map_err(|e| CheckpointError::torch(path, e))?;
+    Ok(m)
+}
+
+/// Loads a TorchScript module whose parameters are registered in the store
+/// behind `vs`, so any user architecture can be trained with tch optimizers.
+pub fn load_trainable_torchscript(
+    path: impl AsRef<Path>,
+    vs: nn::Path<'_>,
+) -> Result<tch::TrainableCModule> {
+    let path = path.as_ref();
+    expect_torchscript(path)?;
+    tch::TrainableCModule::load(path, vs).map_err(|e| CheckpointError::torch(path, e))
+}
+
+fn expect_torchscript(path: &Path) -> Result<()> {
+    match detect_format(path)? {
+        CheckpointFormat::TorchScript => Ok(()),
+        other => Err(CheckpointError::unsupported(
+            path,
+            format!("expected a TorchScript module (torch.jit.save), found a {other}"),
+        )),
+    }
+}

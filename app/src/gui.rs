@@ -31,7 +31,7 @@ impl LetheApp {
 
 impl eframe::App for LetheApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show_inside(ui, |ui| {
+        egui::CentralPanel::default().show(ui, |ui| {
             ui.heading("Lethe — machine unlearning workbench");
             ui.separator();
             ui.checkbox(&mut self.state.show_runtime, "Show compute runtime");

@@ -1,7 +1,6 @@
 //! Lethe's headless core: everything the GUI, the CLI and the plugins build on,
 //! testable without a display.
 
-pub mod checkpoint;
 pub mod cli;
-pub mod models;
+pub mod data;
 pub mod runtime;

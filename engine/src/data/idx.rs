@@ -1,0 +1,165 @@
+//! MNIST and Fashion-MNIST IDX files (`*-images-idx3-ubyte`, `*-labels-idx1-ubyte`),
+//! plain or gzipped as they are distributed.
+
+use super::dataset::{Dataset, Format, RawSamples};
+use super::error::DataError;
+use flate2::read::GzDecoder;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const IDX_UBYTE: u8 = 0x08;
+
+/// Reads a file, transparently gunzipping it when it starts with the gzip magic (the
+/// official MNIST mirrors ship `.gz`, and users often forget to unpack).
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if raw.starts_with(&GZIP_MAGIC) {
+        let mut out = Vec::new();
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::format(path, format!("corrupt or truncated gzip: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX header and returns the dimensions and the payload, which must be exactly
+/// as long as the dimensions say.
+fn parse_idx<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    ndim: u8,
+) -> Result<(Vec<usize>, &'a [u8]), DataError> {
+    if bytes.len() < 4 {
+        return Err(DataError::format(path, "truncated IDX file: no header"));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(DataError::format(
+            path,
+            "not an IDX file (bad magic number)",
+        ));
+    }
+    if bytes[2] != IDX_UBYTE {
+        return Err(DataError::format(
+            path,
+            format!(
+                "IDX element type 0x{:02x} is not unsigned byte (0x08)",
+                bytes[2]
+            ),
+        ));
+    }
+    if bytes[3] != ndim {
+        return Err(DataError::format(
+            path,
+            format!("IDX file has {} dimensions, expected {ndim}", bytes[3]),
+        ));
+    }
+    let header_len = 4 + 4 * ndim as usize;
+    let header = bytes
+        .get(4..header_len)
+        .ok_or_else(|| DataError::format(path, "truncated IDX header"))?;
+    let dims: Vec<usize> = header
+        .chunks_exact(4)
+        .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
+        .collect();
+    let expected = dims.iter().product::<usize>();
+    let payload = &bytes[header_len..];
+    if payload.len() < expected {
+        return Err(DataError::format(
+            path,
+            format!(
+                "truncated IDX file: header promises {expected} data bytes, found {}",
+                payload.len()
+            ),
+        ));
+    }
+    if payload.len() > expected {
+        return Err(DataError::format(
+            path,
+            format!(
+                "IDX file has {} bytes after the {expected} the header promises",
+                payload.len() - expected
+            ),
+        ));
+    }
+    Ok((dims, payload))
+}
+
+/// Loads an images file and its labels file. Images become `[N, 1, H, W]`; class names
+/// are the label numbers (IDX files carry none).
+pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
+    read_idx_pair(images, labels)?.into_dataset(Vec::new(), images, Format::Idx)
+}
+
+fn read_idx_pair(images: &Path, labels: &Path) -> Result<RawSamples, DataError> {
+    let image_bytes = read_maybe_gz(images)?;
+    let (dims, pixels) = parse_idx(images, &image_bytes, 3)?;
+    let label_bytes = read_maybe_gz(labels)?;
+    let (ldims, label_data) = parse_idx(labels, &label_bytes, 1)?;
+    if ldims[0] != dims[0] {
+        return Err(DataError::format(
+            labels,
+            format!(
+                "{} labels for {} images in {}",
+                ldims[0],
+                dims[0],
+                images.display()
+            ),
+        ));
+    }
+    Ok(RawSamples {
+        pixels: pixels.to_vec(),
+        shape: [1, dims[1], dims[2]],
+        labels: label_data.iter().map(|&l| i64::from(l)).collect(),
+    })
+}
+
+/// Finds `<prefix>-images…idx3…` and `<prefix>-labels…idx1…` in `dir` (covers the
+/// official `train-images-idx3-ubyte`, `t10k-images.idx3-ubyte` and `.gz` spellings).
+fn find_pair(dir: &Path, prefix: &str) -> Result<Option<(PathBuf, PathBuf)>, DataError> {
+    let mut images = None;
+    let mut labels = None;
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut names: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        names.push(entry.map_err(|e| DataError::io(dir, e))?.path());
+    }
+    names.sort();
+    for path in names {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with(&format!("{prefix}-images")) && name.contains("idx3") {
+            images.get_or_insert(path);
+        } else if name.starts_with(&format!("{prefix}-labels")) && name.contains("idx1") {
+            labels.get_or_insert(path);
+        }
+    }
+    Ok(images.zip(labels))
+}
+
+/// Whether `dir` looks like an MNIST-style folder (has a training images/labels pair).
+pub(crate) fn is_idx_dir(dir: &Path) -> bool {
+    matches!(find_pair(dir, "train"), Ok(Some(_)))
+}
+
+/// Loads an MNIST-style folder: the `train` pair, followed by the `t10k` pair when
+/// present. With both, the dataset records the official split (train first, test after,
+/// no validation part).
+pub fn load_idx_dir(dir: &Path) -> Result<Dataset, DataError> {
+    let (train_images, train_labels) =
+        find_pair(dir, "train")?.ok_or_else(|| DataError::Unrecognised {
+            path: dir.to_path_buf(),
+            reason: "no train-images-idx3-ubyte / train-labels-idx1-ubyte pair".into(),
+        })?;
+    let train = read_idx_pair(&train_images, &train_labels)?;
+    let Some((test_images, test_labels)) = find_pair(dir, "t10k")? else {
+        return train.into_dataset(Vec::new(), dir, Format::Idx);
+    };
+    let test = read_idx_pair(&test_images, &test_labels)?;
+    let (all, split) = RawSamples::train_then_test(dir, train, test)?;
+    all.into_dataset(Vec::new(), dir, Format::Idx)?
+        .with_recorded_split(split)
+}

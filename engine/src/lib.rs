@@ -1,6 +1,8 @@
 //! Lethe's headless core: everything the GUI, the CLI and the plugins build on,
 //! testable without a display.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod models;
 pub mod runtime;

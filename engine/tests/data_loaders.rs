@@ -1,6 +1,9 @@
 //! Each dataset loader against real files written in the test, including corrupt and
 //! truncated ones, which must fail with an error naming the file.
 
+// Test helpers outside #[test] fns unwrap too; a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod data_fixtures;
 
 use data_fixtures::*;
@@ -115,7 +118,11 @@ fn cifar10_and_cifar100_batches_load_with_labels_and_names() {
     let b2 = dir.path().join("data_batch_2.bin");
     std::fs::write(&b1, cifar_bytes(&[(0, 3), (0, 9)], false, 0)).unwrap();
     std::fs::write(&b2, cifar_bytes(&[(0, 1)], false, 2)).unwrap();
-    std::fs::write(dir.path().join("test_batch.bin"), cifar_bytes(&[(0, 0)], false, 3)).unwrap();
+    std::fs::write(
+        dir.path().join("test_batch.bin"),
+        cifar_bytes(&[(0, 0)], false, 3),
+    )
+    .unwrap();
     let ds = data::load(dir.path()).unwrap();
     assert_eq!(ds.format(), Format::Cifar10);
     assert_eq!(ds.len(), 4);
@@ -128,7 +135,7 @@ fn cifar10_and_cifar100_batches_load_with_labels_and_names() {
     let c100 = tempfile::tempdir().unwrap();
     let train = c100.path().join("train.bin");
     std::fs::write(&train, cifar_bytes(&[(4, 72), (1, 5)], true, 0)).unwrap();
-    let ds = data::load_cifar(&[train.clone()], CifarKind::Cifar100).unwrap();
+    let ds = data::load_cifar(std::slice::from_ref(&train), CifarKind::Cifar100).unwrap();
     assert_eq!(ds.format(), Format::Cifar100);
     assert_eq!(ds.label_slice(), &[72, 5]);
     assert_eq!(ds.num_classes(), 100);
@@ -143,12 +150,12 @@ fn truncated_cifar_batch_and_bad_labels_are_errors_naming_the_file() {
     let b = dir.path().join("data_batch_1.bin");
     let bytes = cifar_bytes(&[(0, 1), (0, 2)], false, 0);
     std::fs::write(&b, &bytes[..bytes.len() - 100]).unwrap();
-    let err = err_text(data::load_cifar(&[b.clone()], CifarKind::Cifar10).unwrap_err());
+    let err = err_text(data::load_cifar(std::slice::from_ref(&b), CifarKind::Cifar10).unwrap_err());
     assert!(err.contains("truncated"), "{err}");
     assert_names(&err, &b);
 
     std::fs::write(&b, cifar_bytes(&[(0, 1), (0, 12)], false, 0)).unwrap();
-    let err = err_text(data::load_cifar(&[b.clone()], CifarKind::Cifar10).unwrap_err());
+    let err = err_text(data::load_cifar(std::slice::from_ref(&b), CifarKind::Cifar10).unwrap_err());
     assert!(err.contains("record 1 has label 12"), "{err}");
     assert_names(&err, &b);
 }
@@ -185,7 +192,10 @@ fn image_folder_channel_modes_are_explicit() {
     write_png(&rgb_file, &pixels(1, 3, 4, 4), 3, 4, 4);
 
     let err = err_text(data::load_image_folder(dir.path(), ChannelMode::Auto).unwrap_err());
-    assert!(err.contains("3 channel(s)") && err.contains("has 1"), "{err}");
+    assert!(
+        err.contains("3 channel(s)") && err.contains("has 1"),
+        "{err}"
+    );
     assert_names(&err, &rgb_file);
 
     let rgb = data::load_image_folder(dir.path(), ChannelMode::Rgb).unwrap();
@@ -200,7 +210,10 @@ fn image_folder_channel_modes_are_explicit() {
         ((299 * px[p] as u32 + 587 * px[16 + p] as u32 + 114 * px[32 + p] as u32 + 500) / 1000)
             as u8
     };
-    assert_eq!(g.sample_pixels(1).unwrap(), (0..16).map(luma).collect::<Vec<_>>());
+    assert_eq!(
+        g.sample_pixels(1).unwrap(),
+        (0..16).map(luma).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -211,7 +224,10 @@ fn image_folder_rejects_mixed_sizes_empty_classes_and_corrupt_images() {
     let big = dir.path().join("a/2.png");
     write_png(&big, &pixels(0, 1, 5, 4), 1, 5, 4);
     let err = err_text(data::load_image_folder(dir.path(), ChannelMode::Auto).unwrap_err());
-    assert!(err.contains("5x4") && err.contains("4x4") && err.contains("not resized"), "{err}");
+    assert!(
+        err.contains("5x4") && err.contains("4x4") && err.contains("not resized"),
+        "{err}"
+    );
     assert_names(&err, &big);
 
     // Truncated PNG.
@@ -238,7 +254,9 @@ fn jpeg_files_decode_to_gray_or_rgb_close_to_the_original() {
     std::fs::create_dir(dir.path().join("c")).unwrap();
     // Smooth content, so that JPEG at quality 100 is close to exact.
     let (h, w) = (16, 16);
-    let rgb: Vec<u8> = (0..3 * h * w).map(|p| (40 + (p % (h * w)) / 4 + 50 * (p / (h * w))) as u8).collect();
+    let rgb: Vec<u8> = (0..3 * h * w)
+        .map(|p| (40 + (p % (h * w)) / 4 + 50 * (p / (h * w))) as u8)
+        .collect();
     let gray: Vec<u8> = (0..h * w).map(|p| (60 + p / 3) as u8).collect();
     write_jpeg(&dir.path().join("c/rgb.jpg"), &rgb, 3, h, w);
     write_jpeg(&dir.path().join("c/gray.JPEG"), &gray, 1, h, w);
@@ -247,8 +265,16 @@ fn jpeg_files_decode_to_gray_or_rgb_close_to_the_original() {
     let c = data::decode_image_file(&dir.path().join("c/rgb.jpg")).unwrap();
     assert_eq!((c.channels, c.height, c.width), (3, h, w));
     let max_diff = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
-    assert!(max_diff(&g.pixels, &gray) <= 3, "gray diff {}", max_diff(&g.pixels, &gray));
-    assert!(max_diff(&c.pixels, &rgb) <= 8, "rgb diff {}", max_diff(&c.pixels, &rgb));
+    assert!(
+        max_diff(&g.pixels, &gray) <= 3,
+        "gray diff {}",
+        max_diff(&g.pixels, &gray)
+    );
+    assert!(
+        max_diff(&c.pixels, &rgb) <= 8,
+        "rgb diff {}",
+        max_diff(&c.pixels, &rgb)
+    );
     // Both in one folder: RGB mode decodes the gray one as three equal planes.
     let ds = data::load_image_folder(dir.path(), ChannelMode::Rgb).unwrap();
     let first = ds.sample_pixels(0).unwrap();
@@ -295,7 +321,10 @@ fn npz_written_by_numpy_loads_plain_compressed_and_without_channel_axis() {
         // Python's hashlib over numpy's bytes agrees with our content hash.
         assert_eq!(hash_hex(&ds.hashes()[3]), py_hash.trim());
         let split = ds.recorded_split().unwrap();
-        assert_eq!((split.train.len(), split.val.clone(), split.test.clone()), (7, vec![7], vec![8]));
+        assert_eq!(
+            (split.train.len(), split.val.clone(), split.test.clone()),
+            (7, vec![7], vec![8])
+        );
     }
 }
 
@@ -303,7 +332,10 @@ fn npz_written_by_numpy_loads_plain_compressed_and_without_channel_axis() {
 fn bad_npz_files_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.npz");
-    run_python(&format!("{NUMPY_PIXELS}{WRITE_NPZ}"), &["5", "1", "0", out.to_str().unwrap()]);
+    run_python(
+        &format!("{NUMPY_PIXELS}{WRITE_NPZ}"),
+        &["5", "1", "0", out.to_str().unwrap()],
+    );
     let bytes = std::fs::read(&out).unwrap();
     let cut = dir.path().join("cut.npz");
     std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -358,7 +390,10 @@ save_file({"x": x, "y": np.array([1, 0, 1, 2, 2, 0], np.int64)}, sys.argv[1],
     run_python(&script, &[out.to_str().unwrap()]);
     let ds = data::load(&out).unwrap();
     assert_eq!(ds.format(), Format::Safetensors);
-    assert_eq!((ds.len(), ds.channels(), ds.height(), ds.width()), (6, 3, 4, 2));
+    assert_eq!(
+        (ds.len(), ds.channels(), ds.height(), ds.width()),
+        (6, 3, 4, 2)
+    );
     assert_eq!(ds.classes(), &["cat", "dog", "eel"]);
     assert_eq!(ds.class_counts(), vec![2, 2, 2]);
     assert_eq!(ds.sample_pixels(4).unwrap(), pixels(4, 3, 4, 2));
@@ -382,12 +417,21 @@ fn subset_keeps_stable_indices_and_to_float_scales_to_unit_range() {
     assert_eq!(sub.sample_pixels(0).unwrap(), ds.sample_pixels(4).unwrap());
     let nested = sub.subset(&[1]).unwrap();
     assert_eq!(nested.indices(), &[1]);
-    assert!(matches!(ds.subset(&[6]), Err(DataError::Position { position: 6, len: 6 })));
+    assert!(matches!(
+        ds.subset(&[6]),
+        Err(DataError::Position {
+            position: 6,
+            len: 6
+        })
+    ));
 
     let f = ds.to_float();
     assert_eq!(f.kind(), Kind::Float);
     let expected = Tensor::from_slice(&pixels(0, 1, 4, 5)).to_kind(Kind::Float) / 255.0;
-    let diff = (f.get(0).flatten(0, -1) - expected).abs().max().double_value(&[]);
+    let diff = (f.get(0).flatten(0, -1) - expected)
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff < 1e-7, "{diff}");
     assert!(f.max().double_value(&[]) <= 1.0 && f.min().double_value(&[]) >= 0.0);
 }
@@ -398,7 +442,13 @@ fn splits_are_deterministic_disjoint_and_validated() {
     assert_eq!(a, Split::from_counts(100, 70, 10, 20, 7).unwrap());
     assert_ne!(a, Split::from_counts(100, 70, 10, 20, 8).unwrap());
     a.validate(100).unwrap();
-    let mut all: Vec<i64> = a.train.iter().chain(&a.val).chain(&a.test).copied().collect();
+    let mut all: Vec<i64> = a
+        .train
+        .iter()
+        .chain(&a.val)
+        .chain(&a.test)
+        .copied()
+        .collect();
     all.sort();
     assert_eq!(all, (0..100).collect::<Vec<_>>());
     assert!(a.train.windows(2).all(|w| w[0] < w[1]));
@@ -416,11 +466,17 @@ fn inspect_summarises_format_shape_classes_and_first_hash() {
     let summary = data::inspect(&images).unwrap();
     assert_eq!(summary.len, 5);
     assert_eq!(summary.shape, [1, 4, 5]);
-    assert_eq!(summary.classes, vec![("0".into(), 2), ("1".into(), 2), ("2".into(), 1)]);
+    assert_eq!(
+        summary.classes,
+        vec![("0".into(), 2), ("1".into(), 2), ("2".into(), 1)]
+    );
     let text = summary.to_string();
     assert!(text.contains("format: IDX"), "{text}");
     assert!(text.contains("samples: 5"), "{text}");
-    assert!(text.contains(&hash_hex(&hash_pixels(&pixels(0, 1, 4, 5)))), "{text}");
+    assert!(
+        text.contains(&hash_hex(&hash_pixels(&pixels(0, 1, 4, 5)))),
+        "{text}"
+    );
 
     let err = err_text(data::inspect(&dir.path().join("missing.npz")).unwrap_err());
     assert!(err.contains("missing.npz"), "{err}");

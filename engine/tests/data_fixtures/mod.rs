@@ -2,7 +2,7 @@
 //! with Rust encoders; npz and safetensors with the project venv's Python (numpy,
 //! safetensors) so the loaders are checked against an independent writer.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

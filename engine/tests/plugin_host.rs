@@ -1,0 +1,340 @@
+//! Loads real compiled plugins (plugins/test-fixtures*, built as dev-dependencies
+//! of this crate, so their `.so` files sit next to this test binary in
+//! target/<profile>/deps/) and checks the handshake, descriptors, parameter
+//! validation, host callbacks, panics, errors and refusals.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use lethe_engine::plugin_host::{HostServices, NoServices, PluginHostError, PluginLibrary};
+use lethe_plugin_api::abi::LetheStatus;
+use lethe_plugin_api::schema::ParamKind;
+use lethe_plugin_api::sdk::{Kind, LogLevel};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Finds `lib<name>.so` beside the test binary (deps/) or one level up.
+fn fixture(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join(&file);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{file} not found next to {}; it is built as a dev-dependency of lethe-engine",
+        exe.display()
+    );
+}
+
+fn fixtures() -> Arc<PluginLibrary> {
+    PluginLibrary::load(&fixture("lethe_test_fixtures")).unwrap()
+}
+
+type ProgressEvent = (Option<f64>, String, Option<Value>);
+
+#[derive(Default)]
+struct Recorder {
+    logs: Mutex<Vec<(LogLevel, String)>>,
+    progress: Mutex<Vec<ProgressEvent>>,
+    /// Report cancellation once this many progress reports arrived.
+    cancel_after: Option<usize>,
+}
+
+impl HostServices for Recorder {
+    fn log(&self, level: LogLevel, message: &str) {
+        self.logs.lock().unwrap().push((level, message.to_string()));
+    }
+    fn progress(&self, fraction: Option<f64>, message: &str, metrics: Option<Value>) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push((fraction, message.to_string(), metrics));
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancel_after
+            .is_some_and(|n| self.progress.lock().unwrap().len() >= n)
+    }
+}
+
+#[test]
+fn handshake_reads_descriptors_and_schemas() {
+    let lib = fixtures();
+    assert_eq!(lib.abi_version().major, lethe_plugin_api::ABI_MAJOR);
+    let build = lethe_plugin_api::abi::read_build_str(&lib.build_info().tch_version);
+    assert_eq!(build, lethe_plugin_api::TCH_VERSION);
+    // Loading again gives the same library (init ran once).
+    assert!(Arc::ptr_eq(&lib, &fixtures()));
+
+    let ids: Vec<(&str, Kind)> = lib
+        .descriptors()
+        .iter()
+        .map(|d| (d.id.as_str(), d.kind))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("org.lethe.test.progress", Kind::Method),
+            ("org.lethe.test.panic", Kind::Method),
+            ("org.lethe.test.fail", Kind::Attack),
+        ]
+    );
+    let d = lib.descriptor("org.lethe.test.progress").unwrap();
+    assert_eq!(d.name, "Progress test");
+    assert_eq!(d.version, "1.0.0");
+    assert_eq!(d.citation, "Lethe test suite.");
+    let steps = d.schema.get("steps").unwrap();
+    assert_eq!(steps.group, "Schedule");
+    assert_eq!(steps.help, "Gradient steps to take.");
+    assert_eq!(
+        steps.kind,
+        ParamKind::Int {
+            min: 1,
+            max: 50,
+            default: 4
+        }
+    );
+    assert!(matches!(
+        d.schema.get("lr").unwrap().kind,
+        ParamKind::Float {
+            log_scale: true,
+            ..
+        }
+    ));
+    let err = lib.descriptor("org.nope").unwrap_err().to_string();
+    assert!(err.contains("no method or attack `org.nope`"), "{err}");
+    assert!(err.contains("org.lethe.test.fail"), "{err}");
+}
+
+#[test]
+fn params_are_validated_and_defaults_filled() {
+    let lib = fixtures();
+    let id = "org.lethe.test.progress";
+    let full = lib.validate_params(id, &json!({"steps": 7})).unwrap();
+    assert_eq!(
+        Value::Object(full),
+        json!({"steps": 7, "lr": 0.1, "loss": "mse", "verbose": true})
+    );
+
+    let err = lib
+        .validate_params(id, &json!({"steps": 500, "lr": 0.0, "momentum": 0.9}))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, PluginHostError::InvalidParams { .. }));
+    assert!(msg.contains("liblethe_test_fixtures.so"), "{msg}");
+    assert!(msg.contains("`steps` = 500 is outside [1, 50]"), "{msg}");
+    assert!(msg.contains("`lr` = 0.0 is outside [0.00001, 1]"), "{msg}");
+    assert!(msg.contains("unknown parameter `momentum`"), "{msg}");
+
+    // create refuses the same params before the plugin sees them.
+    let err = lib
+        .create(id, &json!({"loss": "huber"}), Arc::new(NoServices))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"huber\" is not one of: mse, l1"),
+        "{err}"
+    );
+    let err = lib
+        .create("org.lethe.test.fail", &json!({}), Arc::new(NoServices))
+        .unwrap_err();
+    assert!(err.to_string().contains("`target` is required"), "{err}");
+}
+
+#[test]
+fn run_reports_progress_metrics_and_logs() {
+    let lib = fixtures();
+    let rec = Arc::new(Recorder::default());
+    let mut inst = lib
+        .create(
+            "org.lethe.test.progress",
+            &json!({"steps": 5, "lr": 0.25}),
+            rec.clone(),
+        )
+        .unwrap();
+    inst.run().unwrap();
+    drop(inst);
+
+    let progress = rec.progress.lock().unwrap();
+    let fractions: Vec<Option<f64>> = progress.iter().map(|p| p.0).collect();
+    assert_eq!(
+        fractions,
+        vec![Some(0.2), Some(0.4), Some(0.6), Some(0.8), Some(1.0)]
+    );
+    assert_eq!(progress[4].1, "step 5/5");
+    // Real libtorch arithmetic in the plugin: w <- w - 0.25 * 2w halves w, so the
+    // loss w² quarters every step: 1, 0.25, 0.0625, ...
+    let losses: Vec<f64> = progress
+        .iter()
+        .map(|p| p.2.as_ref().unwrap()["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses, vec![1.0, 0.25, 0.0625, 0.015625, 0.00390625]);
+    assert_eq!(progress[2].2.as_ref().unwrap()["step"], json!(3));
+
+    let logs = rec.logs.lock().unwrap();
+    assert_eq!(
+        logs[0],
+        (
+            LogLevel::Info,
+            format!("running on lethe {}", env!("CARGO_PKG_VERSION"))
+        )
+    );
+    assert!(logs.iter().any(|l| l.1 == "step 2: loss 0.250000"));
+    assert_eq!(logs.last().unwrap().1, "done: loss 0.003906, w 0.031250");
+}
+
+#[test]
+fn cancellation_stops_the_run_with_cancelled_status() {
+    let lib = fixtures();
+    let rec = Arc::new(Recorder {
+        cancel_after: Some(2),
+        ..Recorder::default()
+    });
+    let mut inst = lib
+        .create(
+            "org.lethe.test.progress",
+            &json!({"steps": 50}),
+            rec.clone(),
+        )
+        .unwrap();
+    let err = inst.run().unwrap_err();
+    assert_eq!(err.status(), Some(LetheStatus::CANCELLED), "{err}");
+    assert!(err.to_string().contains("cancelled by the host"), "{err}");
+    assert_eq!(rec.progress.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn panics_become_errors_and_the_host_survives() {
+    let lib = fixtures();
+    let rec = Arc::new(Recorder::default());
+    let mut inst = lib
+        .create("org.lethe.test.panic", &json!({}), rec.clone())
+        .unwrap();
+    let err = inst.run().unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.status(), Some(LetheStatus::PANIC), "{msg}");
+    assert!(msg.contains("plugin panicked in run"), "{msg}");
+    assert!(msg.contains("index out of bounds"), "{msg}");
+    assert!(msg.contains("org.lethe.test.panic"), "{msg}");
+    assert_eq!(
+        rec.logs.lock().unwrap()[0],
+        (LogLevel::Warn, "about to panic".to_string())
+    );
+    drop(inst);
+
+    let err = lib
+        .create(
+            "org.lethe.test.panic",
+            &json!({"when": "create"}),
+            Arc::new(NoServices),
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), Some(LetheStatus::PANIC));
+    assert!(
+        err.to_string()
+            .contains("plugin panicked in create: deliberate panic in create"),
+        "{err}"
+    );
+
+    // The same library keeps working after both panics.
+    let mut ok = lib
+        .create(
+            "org.lethe.test.progress",
+            &json!({"steps": 1}),
+            Arc::new(NoServices),
+        )
+        .unwrap();
+    ok.run().unwrap();
+}
+
+#[test]
+fn plugin_errors_carry_their_message() {
+    let lib = fixtures();
+    let rec = Arc::new(Recorder::default());
+    let mut inst = lib
+        .create(
+            "org.lethe.test.fail",
+            &json!({"target": "/data/scores.npy"}),
+            rec.clone(),
+        )
+        .unwrap();
+    let err = inst.run().unwrap_err();
+    assert_eq!(err.status(), Some(LetheStatus::ERROR));
+    assert!(
+        err.to_string()
+            .ends_with("`org.lethe.test.fail`: run failed (error): deliberate failure: cannot score /data/scores.npy"),
+        "{err}"
+    );
+    assert_eq!(
+        rec.logs.lock().unwrap()[0],
+        (LogLevel::Error, "giving up".to_string())
+    );
+}
+
+#[test]
+fn wrong_abi_major_is_refused_naming_both_versions() {
+    let path = fixture("lethe_test_fixture_bad_abi");
+    let err = PluginLibrary::load(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, PluginHostError::AbiMismatch { .. }), "{msg}");
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    let (major, minor) = (lethe_plugin_api::ABI_MAJOR, lethe_plugin_api::ABI_MINOR);
+    assert!(
+        msg.contains(&format!(
+            "plugin ABI {}.0 is incompatible with this Lethe's plugin ABI {major}.{minor}",
+            major + 1
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn other_libtorch_build_is_refused_saying_what_differs() {
+    let path = fixture("lethe_test_fixture_bad_torch");
+    let err = PluginLibrary::load(&path).unwrap_err();
+    let msg = err.to_string();
+    let PluginHostError::BuildMismatch { differences, .. } = &err else {
+        panic!("expected a build mismatch, got {msg}");
+    };
+    assert!(msg.contains("liblethe_test_fixture_bad_torch.so"), "{msg}");
+    let host = lethe_engine::plugin_host::host_build_info();
+    let host_torch = lethe_plugin_api::abi::read_build_str(&host.libtorch_version);
+    assert!(
+        differences.contains(&format!("libtorch: plugin 2.0.0+cpu, Lethe {host_torch}")),
+        "{msg}"
+    );
+    assert!(
+        differences.contains(&"tch: plugin 0.13.0, Lethe 0.26.0".to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn libraries_without_the_entry_and_non_libraries_are_refused() {
+    // libc10.so is a real shared library, just not a plugin; the fixture's .so sits
+    // in a folder whose rpath-less neighbours we do not need.
+    let lib_dir = PathBuf::from(env!("LETHE_LIBTORCH_LIB"));
+    let c10 = lib_dir.join("libc10.so");
+    let err = PluginLibrary::load(&c10).unwrap_err();
+    assert!(matches!(err, PluginHostError::MissingEntry { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("not a Lethe plugin: it exports no `lethe_plugin_entry` symbol"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("lethe-plugin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("libfake.so");
+    std::fs::write(&fake, "not an ELF file").unwrap();
+    let err = PluginLibrary::load(&fake).unwrap_err();
+    assert!(matches!(err, PluginHostError::Load { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("libfake.so: cannot load as a shared library"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,142 @@
+//! Test plugin for the plugin-host tests (engine/tests/plugin_host.rs):
+//!
+//! * `org.lethe.test.progress` (method): minimises `w²` or `|w|` from `w = 1` by
+//!   gradient descent with real libtorch tensors, logging and reporting progress
+//!   with the loss as a metric every step, and stopping on cancellation;
+//! * `org.lethe.test.panic` (method): panics in `create` or `run`, to prove the
+//!   boundary turns a panic into a status;
+//! * `org.lethe.test.fail` (attack): returns an error naming its required `target`
+//!   path parameter.
+#![deny(missing_docs)]
+
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError};
+use lethe_plugin_api::tch::{Kind as DType, Tensor};
+use serde_json::json;
+
+/// Gradient descent on a one-weight toy loss, with progress, logs and cancellation.
+pub struct ProgressMethod {
+    steps: i64,
+    lr: f64,
+    l1: bool,
+    verbose: bool,
+}
+
+impl Plugin for ProgressMethod {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.progress",
+            "Progress test",
+            "1.0.0",
+            Kind::Method,
+        )
+        .description("Minimises a one-weight toy loss, reporting every step.")
+        .citation("Lethe test suite.")
+        .param(
+            ParamSpec::int("steps", "Steps", 1, 50, 4)
+                .group("Schedule")
+                .help("Gradient steps to take."),
+        )
+        .param(ParamSpec::float("lr", "Learning rate", 1e-5, 1.0, 0.1).log_scale())
+        .param(ParamSpec::choice("loss", "Loss", &["mse", "l1"], "mse"))
+        .param(ParamSpec::bool("verbose", "Log every step", true).group("Output"))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        Ok(ProgressMethod {
+            steps: params.i64("steps")?,
+            lr: params.f64("lr")?,
+            l1: params.str("loss")? == "l1",
+            verbose: params.bool("verbose")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let (host, version) = ctx.host_name();
+        ctx.info(&format!("running on {host} {version}"));
+        let mut w = Tensor::f_from_slice(&[1.0f64])?;
+        let mut loss = 0.0;
+        for step in 0..self.steps {
+            ctx.check_cancelled()?;
+            let (value, grad) = if self.l1 {
+                (w.f_abs()?, w.f_sign()?)
+            } else {
+                (w.f_mul(&w)?, w.f_mul_scalar(2.0)?)
+            };
+            loss = value.f_double_value(&[0])?;
+            w = w.f_sub(&grad.f_mul_scalar(self.lr)?)?;
+            let done = step + 1;
+            if self.verbose {
+                ctx.info(&format!("step {done}: loss {loss:.6}"));
+            }
+            ctx.progress_metrics(
+                done as f64 / self.steps as f64,
+                &format!("step {done}/{}", self.steps),
+                &json!({"step": done, "loss": loss}),
+            );
+        }
+        let w = w.f_to_kind(DType::Double)?.f_double_value(&[0])?;
+        ctx.info(&format!("done: loss {loss:.6}, w {w:.6}"));
+        Ok(())
+    }
+}
+
+/// Panics where its `when` parameter says.
+pub struct PanicMethod;
+
+impl Plugin for PanicMethod {
+    fn descriptor() -> Descriptor {
+        Descriptor::new("org.lethe.test.panic", "Panic test", "1.0.0", Kind::Method)
+            .description("Panics on purpose.")
+            .param(ParamSpec::choice(
+                "when",
+                "When to panic",
+                &["create", "run"],
+                "run",
+            ))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        if params.str("when")? == "create" {
+            panic!("deliberate panic in create");
+        }
+        Ok(PanicMethod)
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.warn("about to panic");
+        let steps: Vec<u32> = Vec::new();
+        // Index out of bounds: a real bug-shaped panic, not just panic!().
+        let _ = steps[3];
+        Ok(())
+    }
+}
+
+/// An attack that always fails with an error naming its input.
+pub struct FailingAttack {
+    target: String,
+}
+
+impl Plugin for FailingAttack {
+    fn descriptor() -> Descriptor {
+        Descriptor::new("org.lethe.test.fail", "Failure test", "0.2.0", Kind::Attack)
+            .description("Returns an error on purpose.")
+            .param(ParamSpec::path("target", "Target scores", None).help("Required."))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        Ok(FailingAttack {
+            target: params.path("target")?.display().to_string(),
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.error("giving up");
+        Err(PluginError::msg(format!(
+            "deliberate failure: cannot score {}",
+            self.target
+        )))
+    }
+}
+
+lethe_plugin_api::declare_plugin!(ProgressMethod, PanicMethod, FailingAttack);

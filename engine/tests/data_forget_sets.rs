@@ -109,6 +109,12 @@ fn list_errors_name_the_file_and_line() {
         t.contains("g.csv:1") && t.contains("no `index` column"),
         "{t}"
     );
+    // A lone non-numeric first row is not silently taken for a header.
+    let t = expect_err(&list(d, "g2.csv", "idx\n1\n"), &split);
+    assert!(
+        t.contains("g2.csv:1") && t.contains("no `index` column"),
+        "{t}"
+    );
     let t = expect_err(&list(d, "h.csv", "1\n2.5\n"), &split);
     assert!(t.contains("h.csv:2"), "{t}");
 

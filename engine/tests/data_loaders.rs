@@ -88,6 +88,11 @@ fn truncated_or_corrupt_idx_files_are_errors_naming_the_file() {
     let err = err_text(data::load_idx(&images, &labels).unwrap_err());
     assert!(err.contains("magic"), "{err}");
 
+    // A header whose dimensions overflow is an error, not a panic or a huge allocation.
+    write_idx(&images, &[u32::MAX, u32::MAX, u32::MAX], &[]);
+    let err = err_text(data::load_idx(&images, &labels).unwrap_err());
+    assert!(err.contains("impossibly large"), "{err}");
+
     // Labels count disagreeing with images count names the labels file.
     std::fs::write(&images, &good).unwrap();
     write_idx(&labels, &[3], &[0, 1, 2]);

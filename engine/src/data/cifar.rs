@@ -95,9 +95,10 @@ fn read_batches(files: &[PathBuf], kind: CifarKind) -> Result<RawSamples, DataEr
 /// Class names are CIFAR-10's standard names, or `0..99` for CIFAR-100 unless a
 /// `fine_label_names.txt` sits beside the first file.
 pub fn load_cifar(files: &[PathBuf], kind: CifarKind) -> Result<Dataset, DataError> {
-    let first = files
-        .first()
-        .ok_or_else(|| DataError::Split("no CIFAR batch files given".into()))?;
+    let first = files.first().ok_or_else(|| DataError::Empty {
+        path: PathBuf::new(),
+        detail: "no CIFAR batch files given".into(),
+    })?;
     let classes = class_names(first.parent().unwrap_or(Path::new(".")), kind)?;
     read_batches(files, kind)?.into_dataset(classes, first, kind.format())
 }

@@ -107,7 +107,6 @@ impl RawSamples {
 /// A sample's *stable index* is its position in the source's file order; it is what
 /// forget sets, splits and reports refer to. [`Dataset::subset`] keeps each sample's
 /// stable index (see [`Dataset::indices`]).
-#[derive(Debug)]
 pub struct Dataset {
     /// u8 `[N, C, H, W]`.
     images: Tensor,
@@ -121,6 +120,19 @@ pub struct Dataset {
     source: PathBuf,
     format: Format,
     recorded_split: Option<Split>,
+}
+
+// By hand: the derived form would print every hash of every sample.
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("source", &self.source)
+            .field("format", &self.format)
+            .field("len", &self.len())
+            .field("shape", &self.shape)
+            .field("classes", &self.classes.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dataset {

@@ -31,7 +31,8 @@ pub(crate) fn parse_txt(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, Fo
 }
 
 /// Comma-separated; the index is the first column, or the column headed `index` when the
-/// first non-blank line is a header. Quoting is not needed for integers, so it is not
+/// first non-blank line is a header (a header without an `index` column is an error
+/// rather than a guess, so a mistyped first row is never silently skipped). Quoting is not needed for integers, so it is not
 /// supported.
 pub(crate) fn parse_csv(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, ForgetSetError> {
     let mut out = Vec::new();
@@ -50,7 +51,6 @@ pub(crate) fn parse_csv(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, Fo
                 column = fields
                     .iter()
                     .position(|f| f.eq_ignore_ascii_case("index"))
-                    .or_else(|| (fields.len() == 1).then_some(0))
                     .ok_or_else(|| unparseable(path, line, raw, "header has no `index` column"))?;
                 continue;
             }

@@ -64,7 +64,15 @@ fn parse_idx<'a>(
         .chunks_exact(4)
         .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
         .collect();
-    let expected = dims.iter().product::<usize>();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            DataError::format(
+                path,
+                format!("IDX dimensions {dims:?} are impossibly large"),
+            )
+        })?;
     let payload = &bytes[header_len..];
     if payload.len() < expected {
         return Err(DataError::format(

@@ -164,9 +164,12 @@ fn parse_npy(path: &Path, entry: &str, bytes: &[u8]) -> Result<Array, DataError>
         "u8" => Elem::U64,
         _ => Elem::Other,
     };
-    let data = &bytes[start + header_len..];
+    let data = bytes.get(start + header_len..).unwrap_or_default();
     if elem != Elem::Other {
-        let expected = shape.iter().product::<usize>() * elem.size();
+        let expected = shape
+            .iter()
+            .try_fold(elem.size(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| err(format!("shape {shape:?} is impossibly large")))?;
         if data.len() != expected {
             return Err(err(format!(
                 "truncated or padded data: shape {shape:?} needs {expected} bytes, found {}",

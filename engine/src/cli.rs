@@ -1,8 +1,17 @@
 //! The `lethe` command line, shared by the GUI binary (`lethe`) and the headless one
 //! (`lethe-cli`).
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tch::Device;
+
+use crate::jobs::demo::{DemoOptions, run_demo};
+use crate::jobs::train::{Backbone, Task, TrainJob, run_train_job};
 use crate::runtime::RuntimeReport;
-use clap::{Parser, Subcommand};
+use crate::train::augment::AugmentConfig;
+use crate::train::{Flow, OptimizerConfig, Schedule, TrainConfig, TrainEvent};
 
 /// Lethe: machine unlearning workbench.
 #[derive(Debug, Parser)]
@@ -22,6 +31,248 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the demo deletion on the bundled MNIST classifier.
+    Demo(DemoArgs),
+    /// Train a built-in model on a dataset and save it as a Lethe checkpoint.
+    Train(Box<TrainArgs>),
+    /// Look at datasets.
+    Data {
+        /// What to do with the dataset.
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Make forget sets.
+    Forget {
+        /// What to do.
+        #[command(subcommand)]
+        command: ForgetCommand,
+    },
+    /// Look at checkpoints.
+    Checkpoint {
+        /// What to do with the checkpoint.
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+/// `lethe data …`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Format, sample count, shape, classes and per-class counts.
+    Inspect {
+        /// IDX/CIFAR folder or file, image folder, .npz or .safetensors.
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lethe forget …`
+#[derive(Debug, Subcommand)]
+pub enum ForgetCommand {
+    /// Write a forget list (one training-sample index per line) for a dataset.
+    Make {
+        /// The dataset.
+        #[arg(long)]
+        data: PathBuf,
+        /// Forget this fraction of the training split, drawn with `--seed`.
+        #[arg(long, conflicts_with = "class")]
+        fraction: Option<f64>,
+        /// Forget every training sample of this class.
+        #[arg(long)]
+        class: Option<i64>,
+        /// Seed for `--fraction`.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output list (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `lethe checkpoint …`
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Format, detected architecture, parameter count and hashes.
+    Inspect {
+        /// .safetensors, .pt/.pth (torch.save) or TorchScript file.
+        path: PathBuf,
+    },
+}
+
+/// Where to compute.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum DeviceArg {
+    /// The first CUDA GPU when there is one, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (fails without one).
+    Cuda,
+}
+
+impl DeviceArg {
+    fn resolve(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceArg::Auto => Ok(Device::cuda_if_available()),
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            DeviceArg::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceArg::Cuda => anyhow::bail!("--device cuda: no usable CUDA GPU (see `lethe doctor`)"),
+        }
+    }
+}
+
+/// `lethe demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The resources folder holding `demo/` (default: next to the binary or the sources).
+    #[arg(long)]
+    pub resources: Option<PathBuf>,
+    /// New folder for the outputs (default: runs/demo-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceArg,
+}
+
+/// Augmentation presets.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AugmentArg {
+    /// None.
+    None,
+    /// Crop only (digits must not be mirrored).
+    Digits,
+    /// Crop and horizontal flip.
+    CropFlip,
+    /// The SimCLR/MoCo recipe: crop, flip, colour jitter, grayscale.
+    Contrastive,
+}
+
+/// `lethe train`
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset (IDX/CIFAR folder, image folder, .npz, .safetensors).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Backbone.
+    #[arg(long, value_enum, default_value = "small-cnn")]
+    pub backbone: Backbone,
+    /// Objective.
+    #[arg(long, value_enum, default_value = "classifier")]
+    pub task: Task,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: i64,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Use Adam instead of SGD with momentum 0.9.
+    #[arg(long)]
+    pub adam: bool,
+    /// Keep the learning rate constant instead of cosine decay.
+    #[arg(long)]
+    pub constant_lr: bool,
+    /// Seed of libtorch's generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Augmentation (contrastive tasks default to the contrastive recipe).
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentArg>,
+    /// Contrastive temperature.
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f64,
+    /// Output checkpoint (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceArg,
+}
+
+impl TrainArgs {
+    fn job(&self) -> TrainJob {
+        let augment = match self.augment {
+            Some(AugmentArg::None) => None,
+            Some(AugmentArg::Digits) => Some(AugmentConfig::digits()),
+            Some(AugmentArg::CropFlip) => Some(AugmentConfig::crop_flip()),
+            Some(AugmentArg::Contrastive) => Some(AugmentConfig::contrastive()),
+            None if self.task == Task::Classifier => None,
+            None => Some(AugmentConfig::contrastive()),
+        };
+        TrainJob {
+            data: self.data.clone(),
+            backbone: self.backbone,
+            task: self.task,
+            train: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                optimizer: if self.adam {
+                    OptimizerConfig::Adam {
+                        beta1: 0.9,
+                        beta2: 0.999,
+                    }
+                } else {
+                    OptimizerConfig::default()
+                },
+                schedule: if self.constant_lr {
+                    Schedule::Constant
+                } else {
+                    Schedule::Cosine
+                },
+                seed: self.seed,
+                drop_last: self.task != Task::Classifier,
+                augment,
+            },
+            temperature: self.temperature,
+            out: self.out.clone(),
+            overwrite: self.overwrite,
+        }
+    }
+}
+
+/// Prints one line per finished epoch to stderr.
+fn epoch_printer() -> impl FnMut(&TrainEvent) -> Flow {
+    |e: &TrainEvent| {
+        if e.step == e.steps {
+            eprintln!(
+                "epoch {:>3}/{} loss {:.4} lr {:.4} {:.0} samples/s",
+                e.epoch, e.epochs, e.loss, e.lr, e.samples_per_sec
+            );
+        }
+        Flow::Continue
+    }
+}
+
+/// The `resources/` folder: next to the installed binary, else the source tree's.
+fn default_resources() -> PathBuf {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("../share/lethe/resources")));
+    match beside_exe {
+        Some(p) if p.join("demo").is_dir() => p,
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resources"),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Runs a parsed command; the binary maps the error to a non-zero exit.
@@ -34,7 +285,105 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("{report}");
             }
-            Ok(())
+        }
+        Command::Demo(args) => {
+            let opts = DemoOptions {
+                resources: args.resources.unwrap_or_else(default_resources),
+                out_dir: args
+                    .out
+                    .unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", unix_now()))),
+                device: args.device.resolve()?,
+            };
+            eprintln!(
+                "demo: forgetting {} from {} by retraining on the retain set ({:?})",
+                crate::jobs::demo::DEMO_FORGET,
+                crate::jobs::demo::DEMO_CLASSIFIER,
+                opts.device
+            );
+            let r = run_demo(&opts, &mut epoch_printer()).context("demo failed")?;
+            println!(
+                "forgot {} samples ({}), kept {}; method: {} in {:.1}s",
+                r.forget_count, r.forget_set, r.retain_count, r.method, r.unlearning_seconds
+            );
+            println!("{:<28}{:>10}{:>12}", "", "original", "unlearned");
+            let rows = [
+                ("retain accuracy", r.original.retain_accuracy, r.unlearned.retain_accuracy),
+                ("forget accuracy", r.original.forget_accuracy, r.unlearned.forget_accuracy),
+                ("test accuracy", r.original.test_accuracy, r.unlearned.test_accuracy),
+                ("forget loss", r.original.forget_loss, r.unlearned.forget_loss),
+                ("test loss", r.original.test_loss, r.unlearned.test_loss),
+                ("loss-attack AUC (0.5=none)", r.original.mia_auc, r.unlearned.mia_auc),
+            ];
+            for (name, a, b) in rows {
+                println!("{name:<28}{a:>10.4}{b:>12.4}");
+            }
+            println!(
+                "wrote {} and {}",
+                r.unlearned_checkpoint.display(),
+                opts.out_dir.join("report.json").display()
+            );
+        }
+        Command::Train(args) => {
+            let device = args.device.resolve()?;
+            let job = args.job();
+            let out = run_train_job(&job, device, &mut epoch_printer())
+                .with_context(|| format!("training on {} failed", job.data.display()))?;
+            println!(
+                "wrote {} ({}); accuracy train {:.4} val {:.4} test {:.4}; {:.0} samples/s, {:.1}s",
+                out.checkpoint.display(),
+                out.arch,
+                out.accuracy.train,
+                out.accuracy.val,
+                out.accuracy.test,
+                out.samples_per_sec,
+                out.seconds
+            );
+        }
+        Command::Data {
+            command: DataCommand::Inspect { path, json },
+        } => {
+            let s = crate::data::inspect(&path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("{s}");
+            }
+        }
+        Command::Forget {
+            command:
+                ForgetCommand::Make {
+                    data,
+                    fraction,
+                    class,
+                    seed,
+                    out,
+                },
+        } => {
+            let dataset = crate::data::load(&data)?;
+            let split = crate::jobs::train::split_of(&dataset, 0)?;
+            let set = match (fraction, class) {
+                (Some(f), None) => crate::data::ForgetSet::random_fraction(&split.train, f, seed)?,
+                (None, Some(k)) => crate::data::ForgetSet::from_class(&dataset, &split.train, k)?,
+                _ => anyhow::bail!("give exactly one of --fraction or --class"),
+            };
+            let mut text = format!(
+                "# forget set for {}: {} ({} of {} training samples)\n",
+                data.display(),
+                set.origin(),
+                set.len(),
+                split.train.len()
+            );
+            for i in set.indices() {
+                text.push_str(&format!("{i}\n"));
+            }
+            crate::jobs::atomic::write_atomic(&out, text.as_bytes(), false)?;
+            println!("wrote {} ({} indices)", out.display(), set.len());
+        }
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { path },
+        } => {
+            println!("{}", crate::checkpoint::inspect(&path)?);
         }
     }
+    Ok(())
 }

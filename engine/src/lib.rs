@@ -7,3 +7,6 @@ pub mod data;
 pub mod models;
 pub mod plugin_host;
 pub mod runtime;
+pub mod train;
+pub mod jobs;
+pub mod metrics;

@@ -12,7 +12,7 @@ use super::error::CheckpointError;
 use super::format::CheckpointFormat;
 use super::safetensors_io::{CheckpointMeta, tensor_bytes};
 use super::{LoadOptions, read};
-use crate::models::{ArchConfig, Model};
+use crate::models::{ArchConfig, BackboneConfig, Model};
 
 /// One tensor of a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +93,8 @@ pub fn inspect_with(
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let source = if ckpt.meta.as_ref().is_some_and(|m| m.arch.is_some()) {
                 "from metadata"
+            } else if matches!(arch.backbone, BackboneConfig::ResNet18 { .. }) {
+                "detected; a ReLU after the stem's bn1 is assumed, weights cannot show it"
             } else {
                 "detected"
             };

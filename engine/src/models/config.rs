@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackboneConfig {
     /// CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks [2,2,2,2].
+    #[serde(rename = "resnet18")]
     ResNet18 {
         /// Input image channels.
         in_channels: i64,

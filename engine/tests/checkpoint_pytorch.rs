@@ -50,6 +50,16 @@ fn fixtures() -> &'static Path {
             "fixture script failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Fixtures of older script versions are dead weight (tens of MB each).
+        for old in std::fs::read_dir(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .flatten()
+        {
+            let name = old.file_name().to_string_lossy().into_owned();
+            if name.starts_with("torch_ckpt_") && !name.contains(".tmp") && old.path() != dir {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
         if std::fs::rename(&tmp, &dir).is_err() {
             // Another run won the race; its directory is complete.
             let _ = std::fs::remove_dir_all(&tmp);
@@ -397,4 +407,47 @@ fn inspect_reports_format_architecture_counts_and_file_hash() {
     assert_eq!(t.format, CheckpointFormat::TorchScript);
     assert_eq!(t.sha256, hashes["cnn_script.pt"].as_str().unwrap());
     assert_eq!(t.tensor_count, 8);
+}
+
+#[test]
+fn views_dtypes_and_protocol_4_read_exactly() {
+    let ckpt = checkpoint::read(fixture("tensors_protocol4.pt")).unwrap();
+    let all = Tensor::read_safetensors(fixture("expected.safetensors")).unwrap();
+    let mut seen = 0;
+    for (name, want) in all.iter().filter(|(n, _)| n.starts_with("odd.")) {
+        let key = &name["odd.".len()..];
+        let got = ckpt
+            .state_dict
+            .get(key)
+            .unwrap_or_else(|| panic!("missing {key}"));
+        assert_eq!(
+            (got.kind(), got.size()),
+            (want.kind(), want.size()),
+            "{key}"
+        );
+        assert!(got.equal(want), "{key}: {got} vs {want}");
+        seen += 1;
+    }
+    assert_eq!(seen, 10);
+    assert_eq!(
+        ckpt.state_dict.get("long").unwrap().int64_value(&[2]),
+        3_000_000_000
+    );
+}
+
+#[test]
+fn pickled_modules_and_legacy_files_are_refused_clearly() {
+    let e = checkpoint::read(fixture("whole_module.pt")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CheckpointError::Unsupported { .. }), "{msg}");
+    assert!(
+        msg.contains("whole_module.pt")
+            && msg.contains("__main__.SmallCnn")
+            && msg.contains("state_dict()"),
+        "{msg}"
+    );
+    let e = checkpoint::read(fixture("legacy.pt")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CheckpointError::Unsupported { .. }), "{msg}");
+    assert!(msg.contains("legacy.pt") && msg.contains("legacy"), "{msg}");
 }

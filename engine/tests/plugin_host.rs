@@ -79,6 +79,7 @@ fn handshake_reads_descriptors_and_schemas() {
         vec![
             ("org.lethe.test.progress", Kind::Method),
             ("org.lethe.test.panic", Kind::Method),
+            ("org.lethe.test.tensors", Kind::Method),
             ("org.lethe.test.fail", Kind::Attack),
         ]
     );
@@ -337,4 +338,246 @@ fn libraries_without_the_entry_and_non_libraries_are_refused() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A job host with a real (tiny) model and forget split, behind the model, data
+/// and result extensions, to prove tensors cross both ways with the ABI's
+/// ownership rules.
+mod tensor_host {
+    use super::*;
+    use lethe_engine::plugin_host::{services_of, tensor_from_borrowed, tensor_into_handle};
+    use lethe_plugin_api::abi::{
+        LetheHost, LetheHostData, LetheHostModel, LetheHostResult, LetheModelHead, LetheSplit,
+        LetheStatus, LetheTensor,
+    };
+    use std::any::Any;
+    use std::ffi::{CStr, CString, c_char, c_void};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tch::{Kind as DType, Tensor};
+
+    pub struct TensorHost {
+        pub w: Mutex<Tensor>,
+        w_name: CString,
+        /// Inputs and labels of the forget split (Mutex: tch tensors are not Sync).
+        data: Mutex<(Tensor, Tensor)>,
+        pub train: AtomicBool,
+        pub saved: AtomicBool,
+        pub closed_loaders: AtomicUsize,
+        pub tensors: Mutex<Vec<(String, Tensor)>>,
+        pub json: Mutex<Vec<(String, Value)>>,
+    }
+
+    impl TensorHost {
+        pub fn new() -> Self {
+            // Five examples, rows [i, 1, 0]; the model is x @ w with w = [1, 1, 1]ᵀ.
+            let rows: Vec<f64> = (0..5).flat_map(|i| [i as f64, 1.0, 0.0]).collect();
+            TensorHost {
+                w: Mutex::new(
+                    Tensor::ones([3, 1], (DType::Double, tch::Device::Cpu)).set_requires_grad(true),
+                ),
+                w_name: CString::new("fc.weight").unwrap(),
+                data: Mutex::new((
+                    Tensor::from_slice(&rows).view([5, 3]),
+                    Tensor::from_slice(&[0i64, 1, 2, 3, 4]),
+                )),
+                train: AtomicBool::new(false),
+                saved: AtomicBool::new(false),
+                closed_loaders: AtomicUsize::new(0),
+                tensors: Mutex::new(Vec::new()),
+                json: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl HostServices for TensorHost {
+        fn log(&self, _level: LogLevel, _message: &str) {}
+        fn progress(&self, _f: Option<f64>, _m: &str, _x: Option<Value>) {}
+        fn extension(&self, id: &str) -> *const c_void {
+            match id {
+                lethe_plugin_api::abi::EXT_MODEL => (&MODEL as *const LetheHostModel).cast(),
+                lethe_plugin_api::abi::EXT_DATA => (&DATA as *const LetheHostData).cast(),
+                lethe_plugin_api::abi::EXT_RESULT => (&RESULT as *const LetheHostResult).cast(),
+                _ => std::ptr::null(),
+            }
+        }
+    }
+
+    fn state<'a>(host: *const LetheHost) -> &'a TensorHost {
+        let services = unsafe { services_of(host) }.unwrap();
+        (services as &dyn Any).downcast_ref::<TensorHost>().unwrap()
+    }
+
+    static MODEL: LetheHostModel = LetheHostModel {
+        device: m_device,
+        set_train: m_set_train,
+        forward: m_forward,
+        parameter_count: m_count,
+        parameter: m_parameter,
+    };
+    static DATA: LetheHostData = LetheHostData {
+        len: d_len,
+        open_loader: d_open,
+        next_batch: d_next,
+        close_loader: d_close,
+    };
+    static RESULT: LetheHostResult = LetheHostResult {
+        save_model: r_save,
+        put_tensor: r_put_tensor,
+        put_json: r_put_json,
+    };
+
+    unsafe extern "C" fn m_device(_host: *const LetheHost) -> i32 {
+        -1
+    }
+    unsafe extern "C" fn m_set_train(host: *const LetheHost, train: bool) -> LetheStatus {
+        state(host).train.store(train, Ordering::SeqCst);
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn m_forward(
+        host: *const LetheHost,
+        head: LetheModelHead,
+        input: LetheTensor,
+        out: *mut LetheTensor,
+    ) -> LetheStatus {
+        if head != LetheModelHead::CLASSIFIER {
+            lethe_engine::plugin_host::set_last_error("only the classifier head exists");
+            return LetheStatus::UNSUPPORTED;
+        }
+        let x = unsafe { tensor_from_borrowed(input) }.unwrap();
+        let y = x.matmul(&state(host).w.lock().unwrap());
+        unsafe { *out = tensor_into_handle(y) };
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn m_count(_host: *const LetheHost) -> u32 {
+        1
+    }
+    unsafe extern "C" fn m_parameter(
+        host: *const LetheHost,
+        index: u32,
+        out_name: *mut *const c_char,
+        out_tensor: *mut LetheTensor,
+    ) -> LetheStatus {
+        assert_eq!(index, 0);
+        let s = state(host);
+        unsafe {
+            *out_name = s.w_name.as_ptr();
+            *out_tensor = tensor_into_handle(s.w.lock().unwrap().shallow_clone());
+        }
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn d_len(_host: *const LetheHost, split: LetheSplit) -> i64 {
+        if split == LetheSplit::FORGET { 5 } else { -1 }
+    }
+    unsafe extern "C" fn d_open(
+        _host: *const LetheHost,
+        split: LetheSplit,
+        batch_size: u32,
+        _shuffle: bool,
+        _augment: bool,
+        out_loader: *mut *mut c_void,
+    ) -> LetheStatus {
+        assert_eq!(split, LetheSplit::FORGET);
+        let cursor = Box::new((0i64, i64::from(batch_size)));
+        unsafe { *out_loader = Box::into_raw(cursor).cast() };
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn d_next(
+        host: *const LetheHost,
+        loader: *mut c_void,
+        out_inputs: *mut LetheTensor,
+        out_labels: *mut LetheTensor,
+        out_has_batch: *mut bool,
+    ) -> LetheStatus {
+        let s = state(host);
+        let cursor = unsafe { &mut *loader.cast::<(i64, i64)>() };
+        let (start, size) = *cursor;
+        let len = (5 - start).min(size);
+        unsafe {
+            if len <= 0 {
+                *out_has_batch = false;
+                *out_inputs = std::ptr::null_mut();
+                *out_labels = std::ptr::null_mut();
+            } else {
+                *out_has_batch = true;
+                let (x, y) = &*s.data.lock().unwrap();
+                *out_inputs = tensor_into_handle(x.narrow(0, start, len));
+                *out_labels = tensor_into_handle(y.narrow(0, start, len));
+                cursor.0 += len;
+            }
+        }
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn d_close(host: *const LetheHost, loader: *mut c_void) {
+        drop(unsafe { Box::from_raw(loader.cast::<(i64, i64)>()) });
+        state(host).closed_loaders.fetch_add(1, Ordering::SeqCst);
+    }
+    unsafe extern "C" fn r_save(host: *const LetheHost) -> LetheStatus {
+        state(host).saved.store(true, Ordering::SeqCst);
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn r_put_tensor(
+        host: *const LetheHost,
+        name: *const c_char,
+        tensor: LetheTensor,
+    ) -> LetheStatus {
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
+        // Borrowed: keep a deep copy, as a real host writing a file would.
+        let t = unsafe { tensor_from_borrowed(tensor) }.unwrap().copy();
+        state(host).tensors.lock().unwrap().push((name, t));
+        LetheStatus::OK
+    }
+    unsafe extern "C" fn r_put_json(
+        host: *const LetheHost,
+        name: *const c_char,
+        json: *const c_char,
+    ) -> LetheStatus {
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned();
+        let json = unsafe { CStr::from_ptr(json) }.to_str().unwrap();
+        state(host)
+            .json
+            .lock()
+            .unwrap()
+            .push((name, serde_json::from_str(json).unwrap()));
+        LetheStatus::OK
+    }
+}
+
+#[test]
+fn tensors_cross_both_ways_and_parameters_update_in_place() {
+    let lib = fixtures();
+    let host = Arc::new(tensor_host::TensorHost::new());
+    let mut inst = lib
+        .create("org.lethe.test.tensors", &json!({"lr": 0.5}), host.clone())
+        .unwrap();
+    inst.run().unwrap();
+    drop(inst);
+
+    assert!(host.train.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(host.saved.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        host.closed_loaders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // d(sum(x @ w))/dw = column sums of x = [0+1+2+3+4, 5, 0]; one step of 0.5 from
+    // w = 1 gives [-4, -1.5, 1] — in the host's own tensor, updated by the plugin.
+    let w: Vec<f64> = Vec::try_from(host.w.lock().unwrap().view([-1])).unwrap();
+    assert_eq!(w, vec![-4.0, -1.5, 1.0]);
+
+    let json = host.json.lock().unwrap();
+    assert_eq!(json[0].0, "summary");
+    assert_eq!(
+        json[0].1,
+        json!({"forget": 5, "seen": 5, "batches": 3, "loss_sum": 15.0,
+               "params": ["fc.weight"], "device": "Cpu"})
+    );
+    let tensors = host.tensors.lock().unwrap();
+    assert_eq!(tensors[0].0, "last_output");
+    // Last batch is the single row [4, 1, 0] against w = 1 (before the step).
+    let last: Vec<f64> = Vec::try_from(tensors[0].1.view([-1])).unwrap();
+    assert_eq!(last, vec![5.0]);
 }

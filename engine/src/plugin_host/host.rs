@@ -3,10 +3,11 @@
 
 use lethe_plugin_api::abi::{
     self, LetheAbiVersion, LetheHost, LetheHostCancel, LetheHostLog, LetheHostProgress,
-    LetheLogLevel,
+    LetheHostTensor, LetheLogLevel, LetheTensor,
 };
 use lethe_plugin_api::sdk::LogLevel;
 use serde_json::Value;
+use std::any::Any;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,7 +15,12 @@ use std::sync::Arc;
 
 /// What the host does with a plugin's calls. Implementations must be thread-safe:
 /// a plugin may report from any thread.
-pub trait HostServices: Send + Sync {
+///
+/// Extension vtables returned by [`HostServices::extension`] get the host pointer
+/// in every call; [`services_of`] turns it back into these services, and (thanks
+/// to the `Any` supertrait) `(services as &dyn Any).downcast_ref::<YourType>()`
+/// into your own state.
+pub trait HostServices: Send + Sync + Any {
     /// A log line from the plugin.
     fn log(&self, level: LogLevel, message: &str);
 
@@ -92,7 +98,9 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_last_error(message: &str) {
+/// Sets the message the plugin reads from `LetheHost::last_error` after a host
+/// extension call on this thread fails; call it before returning a failure status.
+pub fn set_last_error(message: &str) {
     let message = CString::new(message.replace('\0', "")).unwrap_or_default();
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
@@ -110,11 +118,12 @@ unsafe extern "C" fn last_error(_host: *const LetheHost) -> *const c_char {
         .unwrap_or(EMPTY.as_ptr().cast())
 }
 
-/// The services behind a host pointer.
+/// The services behind a host pointer, for extension implementations.
 ///
 /// # Safety
-/// `host` must be null or a pointer from [`HostBlock::as_raw`] whose block is alive.
-unsafe fn services<'a>(host: *const LetheHost) -> Option<&'a dyn HostServices> {
+/// `host` must be null or the host pointer this module gave a plugin instance that
+/// is still alive (i.e. the pointer a plugin passes into any extension call).
+pub unsafe fn services_of<'a>(host: *const LetheHost) -> Option<&'a dyn HostServices> {
     if host.is_null() {
         return None;
     }
@@ -152,17 +161,53 @@ static PROGRESS: LetheHostProgress = LetheHostProgress {
 static CANCEL: LetheHostCancel = LetheHostCancel {
     is_cancelled: host_is_cancelled,
 };
+static TENSOR: LetheHostTensor = LetheHostTensor {
+    free: host_tensor_free,
+};
+
+/// Hands a host tensor to a plugin through an out-parameter: the plugin owns the
+/// returned handle and gives it back to `lethe.tensor/1` `free`, which drops it
+/// here, with this side's tch shim (the ABI's "freed by the allocating side").
+pub fn tensor_into_handle(tensor: tch::Tensor) -> LetheTensor {
+    let mut tensor = std::mem::ManuallyDrop::new(tensor);
+    tensor.as_mut_ptr().cast()
+}
+
+/// A host-owned shallow clone of a tensor the plugin lends for a call (the
+/// plugin's handle stays the plugin's).
+///
+/// # Safety
+/// `handle` must be a live `at::Tensor*` for the duration of this call.
+pub unsafe fn tensor_from_borrowed(handle: LetheTensor) -> Option<tch::Tensor> {
+    if handle.is_null() {
+        return None;
+    }
+    // SAFETY: caller contract; the clone shares the TensorImpl and is ours.
+    Some(unsafe { tch::Tensor::clone_from_ptr(handle.cast()) })
+}
+
+unsafe extern "C" fn host_tensor_free(_host: *const LetheHost, tensor: LetheTensor) {
+    if tensor.is_null() {
+        return;
+    }
+    shield((), || {
+        // SAFETY: a handle from tensor_into_handle (ABI: only host-allocated handles
+        // come back here), freed once.
+        drop(unsafe { tch::Tensor::from_ptr(tensor.cast()) })
+    })
+}
 
 unsafe extern "C" fn get_extension(host: *const LetheHost, id: *const c_char) -> *const c_void {
     shield(std::ptr::null(), || {
         // SAFETY: ABI contract: host from create, id NUL-terminated.
-        let (Some(services), id) = (unsafe { services(host) }, unsafe { text(id) }) else {
+        let (Some(services), id) = (unsafe { services_of(host) }, unsafe { text(id) }) else {
             return std::ptr::null();
         };
         match id.as_str() {
             abi::EXT_LOG => (&LOG as *const LetheHostLog).cast(),
             abi::EXT_PROGRESS => (&PROGRESS as *const LetheHostProgress).cast(),
             abi::EXT_CANCEL => (&CANCEL as *const LetheHostCancel).cast(),
+            abi::EXT_TENSOR => (&TENSOR as *const LetheHostTensor).cast(),
             other => services.extension(other),
         }
     })
@@ -175,7 +220,7 @@ unsafe extern "C" fn host_log(
 ) {
     shield((), || {
         // SAFETY: ABI contract.
-        if let Some(s) = unsafe { services(host) } {
+        if let Some(s) = unsafe { services_of(host) } {
             // SAFETY: ABI contract: borrowed NUL-terminated string.
             s.log(LogLevel::from_abi(level), &unsafe { text(message) });
         }
@@ -190,7 +235,7 @@ unsafe extern "C" fn host_progress(
 ) {
     shield((), || {
         // SAFETY: ABI contract.
-        let Some(s) = (unsafe { services(host) }) else {
+        let Some(s) = (unsafe { services_of(host) }) else {
             return;
         };
         // SAFETY: ABI contract: borrowed NUL-terminated strings or null.
@@ -217,6 +262,6 @@ unsafe extern "C" fn host_progress(
 unsafe extern "C" fn host_is_cancelled(host: *const LetheHost) -> bool {
     shield(false, || {
         // SAFETY: ABI contract.
-        unsafe { services(host) }.is_some_and(|s| s.is_cancelled())
+        unsafe { services_of(host) }.is_some_and(|s| s.is_cancelled())
     })
 }

@@ -6,7 +6,11 @@
 //! descriptor and its parameter schema. [`PluginLibrary::create`] validates params
 //! against the schema and creates an instance with a host struct offering log,
 //! progress and cancellation (through [`HostServices`]); [`PluginInstance::run`]
-//! runs it; dropping the instance destroys it.
+//! runs it; dropping the instance destroys it. The host always offers
+//! `lethe.log/1`, `lethe.progress/1`, `lethe.cancel/1` and `lethe.tensor/1`;
+//! model, data and result extensions come from [`HostServices::extension`] (the
+//! worker's job host), built with [`services_of`], [`tensor_into_handle`],
+//! [`tensor_from_borrowed`] and [`set_last_error`].
 //!
 //! Loading runs plugin code (initialisers, `init`), and a plugin can still crash
 //! the process in ways no status code covers (segfault, abort), so the GUI and CLI
@@ -20,7 +24,9 @@
 
 mod host;
 
-pub use host::{HostServices, NoServices};
+pub use host::{
+    HostServices, NoServices, services_of, set_last_error, tensor_from_borrowed, tensor_into_handle,
+};
 
 use lethe_plugin_api::abi::{
     self, ENTRY_SYMBOL, LetheBuildInfo, LetheDescriptor, LetheInstance, LethePluginEntry,

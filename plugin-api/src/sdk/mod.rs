@@ -43,12 +43,17 @@
 
 #[doc(hidden)]
 pub mod __export;
+#[cfg(feature = "tch")]
+mod tensors;
 
 use crate::abi::{self, LetheHost, LetheKind, LetheLogLevel, LetheStatus};
 use crate::schema::{ParamKind, ParamSpec, ParamsError, Schema};
 use serde_json::{Map, Value};
 use std::ffi::{CStr, CString, c_void};
 use std::path::PathBuf;
+
+#[cfg(feature = "tch")]
+pub use tensors::Batches;
 
 /// What a plugin does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -363,6 +368,53 @@ impl LogLevel {
     }
 }
 
+/// Which part of the model `HostContext::model_forward` (feature `tch`) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelHead {
+    /// Inputs to features.
+    Encoder,
+    /// Inputs to class logits.
+    Classifier,
+    /// Inputs to the projection head's embedding.
+    Projection,
+}
+
+impl ModelHead {
+    /// The ABI code.
+    pub const fn to_abi(self) -> abi::LetheModelHead {
+        match self {
+            ModelHead::Encoder => abi::LetheModelHead::ENCODER,
+            ModelHead::Classifier => abi::LetheModelHead::CLASSIFIER,
+            ModelHead::Projection => abi::LetheModelHead::PROJECTION,
+        }
+    }
+}
+
+/// A data split of the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Examples to forget.
+    Forget,
+    /// Training examples to keep.
+    Retain,
+    /// Validation examples.
+    Validation,
+    /// Test examples.
+    Test,
+}
+
+impl Split {
+    /// The ABI code.
+    pub const fn to_abi(self) -> abi::LetheSplit {
+        match self {
+            Split::Forget => abi::LetheSplit::FORGET,
+            Split::Retain => abi::LetheSplit::RETAIN,
+            Split::Validation => abi::LetheSplit::VALIDATION,
+            Split::Test => abi::LetheSplit::TEST,
+        }
+    }
+}
+
 /// A method or attack. The SDK instantiates it with validated parameters, runs it
 /// once and drops it.
 pub trait Plugin: Send + 'static {
@@ -547,6 +599,71 @@ impl HostContext {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Main-thread services that need no tensors: model mode and device, data sizes,
+/// results. Tensor-valued ones come with the `tch` feature.
+impl HostContext {
+    /// The vtable for `id`, or `MissingExtension`.
+    ///
+    /// # Safety
+    /// `T` must be the vtable type the ABI defines for `id`.
+    pub(crate) unsafe fn ext<T>(&self, id: &'static str) -> Result<&T, PluginError> {
+        let p = self.extension_raw(id).cast::<T>();
+        if p.is_null() {
+            Err(PluginError::MissingExtension(id))
+        } else {
+            // SAFETY: non-null vtable valid as long as the host (from_raw contract),
+            // of type T (caller contract).
+            Ok(unsafe { &*p })
+        }
+    }
+
+    /// The model's device: `None` for the CPU, `Some(n)` for CUDA device `n`.
+    pub fn model_device_index(&mut self) -> Result<Option<usize>, PluginError> {
+        // SAFETY: EXT_MODEL names LetheHostModel.
+        let m = unsafe { self.ext::<abi::LetheHostModel>(abi::EXT_MODEL) }?;
+        // SAFETY: vtable from the host, host pointer valid.
+        let d = unsafe { (m.device)(self.host) };
+        Ok(usize::try_from(d).ok())
+    }
+
+    /// Switches the model to train (`true`) or eval (`false`) mode.
+    pub fn model_set_train(&mut self, train: bool) -> Result<(), PluginError> {
+        // SAFETY: EXT_MODEL names LetheHostModel.
+        let m = unsafe { self.ext::<abi::LetheHostModel>(abi::EXT_MODEL) }?;
+        // SAFETY: as above.
+        let status = unsafe { (m.set_train)(self.host, train) };
+        self.check("model.set_train", status)
+    }
+
+    /// Number of examples in `split`, `None` when the job has no such split.
+    pub fn data_len(&mut self, split: Split) -> Result<Option<u64>, PluginError> {
+        // SAFETY: EXT_DATA names LetheHostData.
+        let d = unsafe { self.ext::<abi::LetheHostData>(abi::EXT_DATA) }?;
+        // SAFETY: vtable from the host.
+        let n = unsafe { (d.len)(self.host, split.to_abi()) };
+        Ok(u64::try_from(n).ok())
+    }
+
+    /// Saves the model in its current state as the job's result.
+    pub fn save_model(&mut self) -> Result<(), PluginError> {
+        // SAFETY: EXT_RESULT names LetheHostResult.
+        let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;
+        // SAFETY: vtable from the host.
+        let status = unsafe { (r.save_model)(self.host) };
+        self.check("result.save_model", status)
+    }
+
+    /// Stores a named JSON result.
+    pub fn put_json(&mut self, name: &str, value: &Value) -> Result<(), PluginError> {
+        // SAFETY: EXT_RESULT names LetheHostResult.
+        let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;
+        let (name, json) = (c_string(name), c_string(&value.to_string()));
+        // SAFETY: vtable from the host; strings outlive the call.
+        let status = unsafe { (r.put_json)(self.host, name.as_ptr(), json.as_ptr()) };
+        self.check("result.put_json", status)
     }
 }
 

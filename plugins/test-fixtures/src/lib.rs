@@ -6,11 +6,16 @@
 //! * `org.lethe.test.panic` (method): panics in `create` or `run`, to prove the
 //!   boundary turns a panic into a status;
 //! * `org.lethe.test.fail` (attack): returns an error naming its required `target`
-//!   path parameter.
+//!   path parameter;
+//! * `org.lethe.test.tensors` (method): one step of gradient ascent on the forget
+//!   split through the host's model, data and result extensions, so tensors cross
+//!   the boundary both ways and parameters are updated in place.
 #![deny(missing_docs)]
 
 use lethe_plugin_api::schema::ParamSpec;
-use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError};
+use lethe_plugin_api::sdk::{
+    Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
+};
 use lethe_plugin_api::tch::{Kind as DType, Tensor};
 use serde_json::json;
 
@@ -139,4 +144,66 @@ impl Plugin for FailingAttack {
     }
 }
 
-lethe_plugin_api::declare_plugin!(ProgressMethod, PanicMethod, FailingAttack);
+/// Sums the classifier output over the forget split, backpropagates, takes one
+/// gradient-descent step of size `lr` on every parameter, stores the last batch's
+/// output and a JSON summary, and saves the model.
+pub struct TensorMethod {
+    lr: f64,
+}
+
+impl Plugin for TensorMethod {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.tensors",
+            "Tensor test",
+            "1.0.0",
+            Kind::Method,
+        )
+        .description("One gradient step through the host's model and data.")
+        .param(ParamSpec::float("lr", "Learning rate", 0.0, 1.0, 0.5))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        Ok(TensorMethod {
+            lr: params.f64("lr")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.model_set_train(true)?;
+        let device = ctx.model_device()?;
+        let mut params = ctx.model_parameters()?;
+        let forget = ctx.data_len(Split::Forget)?.unwrap_or(0);
+        let (mut seen, mut batches, mut loss_sum) = (0i64, 0, 0.0);
+        let mut last = None;
+        for batch in ctx.batches(Split::Forget, 2, false, false)? {
+            let (x, _labels) = batch?;
+            let out = ctx.model_forward(ModelHead::Classifier, &x)?;
+            let loss = out.f_sum(DType::Double)?;
+            loss.f_backward()?;
+            loss_sum += loss.f_double_value(&[])?;
+            seen += x.size().first().copied().unwrap_or(0);
+            batches += 1;
+            last = Some(out.f_detach()?);
+        }
+        lethe_plugin_api::tch::no_grad(|| -> Result<(), PluginError> {
+            for (_, p) in params.iter_mut() {
+                let step = p.grad().f_mul_scalar(self.lr)?;
+                let _updated_in_place = p.f_sub_(&step)?;
+            }
+            Ok(())
+        })?;
+        if let Some(out) = &last {
+            ctx.put_tensor("last_output", out)?;
+        }
+        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        ctx.put_json(
+            "summary",
+            &json!({"forget": forget, "seen": seen, "batches": batches,
+                    "loss_sum": loss_sum, "params": names, "device": format!("{device:?}")}),
+        )?;
+        ctx.save_model()
+    }
+}
+
+lethe_plugin_api::declare_plugin!(ProgressMethod, PanicMethod, FailingAttack, TensorMethod);

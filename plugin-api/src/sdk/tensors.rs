@@ -1,0 +1,221 @@
+//! `tch` wrappers for the tensor-valued host services. They implement the ABI's
+//! ownership rules so plugin code only sees owned `tch::Tensor`s:
+//!
+//! * a tensor we pass to the host is borrowed for the call (`as_ptr`);
+//! * a tensor the host returns is adopted: we take a shallow, refcounted clone
+//!   (allocated by our own copy of tch's shim, freed by our `Drop`) and hand the
+//!   host's handle straight back to [`LetheHostTensor::free`](crate::abi::LetheHostTensor).
+
+use super::{HostContext, ModelHead, PluginError, Split, c_string, read_c_str};
+use crate::abi::{self, LetheTensor};
+use std::ffi::{c_char, c_void};
+use tch::{Device, Tensor};
+
+/// # Safety
+/// `host` and `free` valid; `handle` a live host-allocated handle used only here.
+unsafe fn adopt(
+    host: *const abi::LetheHost,
+    free: &abi::LetheHostTensor,
+    handle: LetheTensor,
+) -> Result<Tensor, PluginError> {
+    if handle.is_null() {
+        return Err(PluginError::msg("the host returned a null tensor"));
+    }
+    // SAFETY: a live at::Tensor* (caller contract); the clone shares the
+    // TensorImpl (storage, autograd) and is ours to drop.
+    let ours = unsafe { Tensor::clone_from_ptr(handle.cast()) };
+    // SAFETY: the host's handle, freed by the host, exactly once.
+    unsafe { (free.free)(host, handle) };
+    Ok(ours)
+}
+
+impl HostContext {
+    /// Turns a host-allocated handle into a plugin-owned tensor and frees the
+    /// host's handle.
+    ///
+    /// # Safety
+    /// `handle` must be a live tensor handle the host just returned through an
+    /// out-parameter, not used again afterwards.
+    unsafe fn adopt(&self, handle: LetheTensor) -> Result<Tensor, PluginError> {
+        // SAFETY: EXT_TENSOR names LetheHostTensor.
+        let free = unsafe { self.ext::<abi::LetheHostTensor>(abi::EXT_TENSOR) }?;
+        // SAFETY: forwarded contract; host valid.
+        unsafe { adopt(self.host, free, handle) }
+    }
+
+    /// The model's device.
+    pub fn model_device(&mut self) -> Result<Device, PluginError> {
+        Ok(match self.model_device_index()? {
+            Some(n) => Device::Cuda(n),
+            None => Device::Cpu,
+        })
+    }
+
+    /// Runs `head` on `input` (on the model's device). Differentiable into the
+    /// parameters when the model is in train mode.
+    pub fn model_forward(
+        &mut self,
+        head: ModelHead,
+        input: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        // SAFETY: EXT_MODEL names LetheHostModel.
+        let m = unsafe { self.ext::<abi::LetheHostModel>(abi::EXT_MODEL) }?;
+        let mut out: LetheTensor = std::ptr::null_mut();
+        // SAFETY: `input` is borrowed for the call; `out` receives an owned handle.
+        let status = unsafe {
+            (m.forward)(
+                self.host,
+                head.to_abi(),
+                input.as_ptr().cast_mut().cast::<c_void>(),
+                &mut out,
+            )
+        };
+        self.check("model.forward", status)?;
+        // SAFETY: a fresh handle from the host.
+        unsafe { self.adopt(out) }
+    }
+
+    /// The model's trainable parameters with their dotted names. Each tensor shares
+    /// storage with the model: stepping it (e.g. with `tch::nn::Optimizer` over a
+    /// `VarStore` you register them in, or by hand under `tch::no_grad`) updates
+    /// the model.
+    pub fn model_parameters(&mut self) -> Result<Vec<(String, Tensor)>, PluginError> {
+        // SAFETY: EXT_MODEL names LetheHostModel.
+        let m = unsafe { self.ext::<abi::LetheHostModel>(abi::EXT_MODEL) }?;
+        // SAFETY: vtable from the host.
+        let count = unsafe { (m.parameter_count)(self.host) };
+        let mut out = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            let mut name: *const c_char = std::ptr::null();
+            let mut tensor: LetheTensor = std::ptr::null_mut();
+            // SAFETY: out-parameters are ours; index < count.
+            let status = unsafe { (m.parameter)(self.host, index, &mut name, &mut tensor) };
+            self.check("model.parameter", status)?;
+            // SAFETY: host-owned name valid as long as the host; fresh tensor handle.
+            let name = unsafe { read_c_str(name) };
+            // SAFETY: as above.
+            out.push((name, unsafe { self.adopt(tensor) }?));
+        }
+        Ok(out)
+    }
+
+    /// Iterates over `split` in batches of `(inputs, labels)`, on the model's
+    /// device. The iterator does not borrow the context, so the loop body can call
+    /// [`HostContext::model_forward`]; it must not outlive the instance (keeping it
+    /// in the plugin struct is fine: it is dropped, and the loader closed, before
+    /// the host goes away).
+    pub fn batches(
+        &mut self,
+        split: Split,
+        batch_size: u32,
+        shuffle: bool,
+        augment: bool,
+    ) -> Result<Batches, PluginError> {
+        // SAFETY: EXT_DATA / EXT_TENSOR name these vtable types.
+        let (data, free) = unsafe {
+            (
+                self.ext::<abi::LetheHostData>(abi::EXT_DATA)?,
+                self.ext::<abi::LetheHostTensor>(abi::EXT_TENSOR)?,
+            )
+        };
+        let mut loader: *mut c_void = std::ptr::null_mut();
+        // SAFETY: vtable from the host; `loader` receives a host-owned handle.
+        let status = unsafe {
+            (data.open_loader)(
+                self.host,
+                split.to_abi(),
+                batch_size,
+                shuffle,
+                augment,
+                &mut loader,
+            )
+        };
+        self.check("data.open_loader", status)?;
+        Ok(Batches {
+            host: self.host,
+            data,
+            free,
+            loader,
+        })
+    }
+
+    /// Stores a named tensor result (e.g. per-example attack scores); the host
+    /// copies it.
+    pub fn put_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<(), PluginError> {
+        // SAFETY: EXT_RESULT names LetheHostResult.
+        let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;
+        let name = c_string(name);
+        // SAFETY: `tensor` is borrowed for the call.
+        let status = unsafe {
+            (r.put_tensor)(
+                self.host,
+                name.as_ptr(),
+                tensor.as_ptr().cast_mut().cast::<c_void>(),
+            )
+        };
+        self.check("result.put_tensor", status)
+    }
+}
+
+/// Batches from [`HostContext::batches`]; closes the host's loader when dropped.
+/// Not `Send`: data calls are \[main-thread\].
+#[derive(Debug)]
+pub struct Batches {
+    host: *const abi::LetheHost,
+    data: *const abi::LetheHostData,
+    free: *const abi::LetheHostTensor,
+    loader: *mut c_void,
+}
+
+impl Batches {
+    fn fail(&self, call: &'static str, status: abi::LetheStatus) -> PluginError {
+        // SAFETY: host valid while the instance lives; last_error never null.
+        let message = unsafe { read_c_str(((*self.host).last_error)(self.host)) };
+        PluginError::Host {
+            call,
+            status,
+            message,
+        }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<(Tensor, Tensor), PluginError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.loader.is_null() {
+            return None;
+        }
+        let (mut inputs, mut labels): (LetheTensor, LetheTensor) =
+            (std::ptr::null_mut(), std::ptr::null_mut());
+        let mut has = false;
+        // SAFETY: live loader from open_loader; vtables valid while the host is;
+        // out-parameters are ours.
+        let status = unsafe {
+            ((*self.data).next_batch)(self.host, self.loader, &mut inputs, &mut labels, &mut has)
+        };
+        if !status.is_ok() {
+            return Some(Err(self.fail("data.next_batch", status)));
+        }
+        if !has {
+            return None;
+        }
+        // SAFETY: fresh handles from the host, adopted once each (both, even if
+        // the first fails, so neither leaks).
+        let (x, y) = unsafe {
+            (
+                adopt(self.host, &*self.free, inputs),
+                adopt(self.host, &*self.free, labels),
+            )
+        };
+        Some(x.and_then(|x| Ok((x, y?))))
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // SAFETY: the loader from open_loader, closed exactly once, while the host
+        // is still alive (see `HostContext::batches`).
+        unsafe { ((*self.data).close_loader)(self.host, self.loader) };
+    }
+}

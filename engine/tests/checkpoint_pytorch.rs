@@ -451,3 +451,41 @@ fn pickled_modules_and_legacy_files_are_refused_clearly() {
     assert!(matches!(e, CheckpointError::Unsupported { .. }), "{msg}");
     assert!(msg.contains("legacy.pt") && msg.contains("legacy"), "{msg}");
 }
+
+#[test]
+fn prefix_selects_one_encoder_of_a_moco_checkpoint() {
+    let opts = LoadOptions {
+        stem_relu: Some(false),
+        prefix: Some("encoder_q.".into()),
+        ..Default::default()
+    };
+    let m = run("moco_norelu", "moco_wrapped.pth.tar", &opts);
+    assert_eq!(m.arch.head, HeadConfig::LinearProjection { out_dim: 32 });
+    // Without the prefix the two encoders and the queue fit no architecture.
+    let e = checkpoint::load_model(
+        fixture("moco_wrapped.pth.tar"),
+        Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::UnknownArchitecture { .. }),
+        "{e}"
+    );
+    let bad = LoadOptions {
+        prefix: Some("encoder_z.".into()),
+        ..Default::default()
+    };
+    let e = checkpoint::load_model(fixture("moco_wrapped.pth.tar"), Device::Cpu, &bad).unwrap_err();
+    assert!(e.to_string().contains("encoder_z."), "{e}");
+}
+
+#[test]
+fn pytorch_cifar_names_are_mapped_to_torchvision() {
+    let m = run("kuangliu", "kuangliu.pth", &LoadOptions::default());
+    assert_eq!(m.arch.head, HeadConfig::Classifier { num_classes: 10 });
+    assert!(
+        m.vs.variables()
+            .contains_key("layer2.0.downsample.0.weight")
+    );
+}

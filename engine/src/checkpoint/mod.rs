@@ -72,6 +72,9 @@ pub struct LoadOptions {
     /// the same either way, so checkpoints trained without it (the AC
     /// reference code) need `Some(false)` here unless their metadata says so.
     pub stem_relu: Option<bool>,
+    /// Use only the tensors under this name prefix, with the prefix removed
+    /// (e.g. `encoder_q.` for the query encoder of a MoCo checkpoint).
+    pub prefix: Option<String>,
 }
 
 /// A built-in model with weights loaded from a file.
@@ -91,7 +94,8 @@ pub struct LoadedModel {
 
 impl Checkpoint {
     /// The architecture: `opts.arch`, else the file's metadata, else detected
-    /// from keys and shapes; then `opts.stem_relu` is applied.
+    /// from keys and shapes; then `opts.stem_relu` is applied (`opts.prefix`
+    /// is not: see [`Checkpoint::with_prefix`]).
     pub fn architecture(&self, opts: &LoadOptions) -> Result<ArchConfig> {
         let mut arch = match (&opts.arch, self.meta.as_ref().and_then(|m| m.arch.clone())) {
             (Some(a), _) => a.clone(),
@@ -111,8 +115,31 @@ impl Checkpoint {
         Ok(arch)
     }
 
-    /// Builds the architecture on `device` and loads the weights (strictly).
+    /// Keeps only the tensors under `prefix` (see [`StateDict::select_prefix`]);
+    /// an error if none are there.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self> {
+        let sd = std::mem::take(&mut self.state_dict).select_prefix(prefix);
+        if sd.is_empty() {
+            return Err(CheckpointError::UnknownArchitecture {
+                path: self.path,
+                reason: format!("no tensor names start with {prefix:?}"),
+            });
+        }
+        self.state_dict = sd;
+        Ok(self)
+    }
+
+    /// Builds the architecture on `device` and loads the weights (strictly),
+    /// after applying `opts.prefix`.
     pub fn into_model(self, device: Device, opts: &LoadOptions) -> Result<LoadedModel> {
+        let ckpt = match &opts.prefix {
+            Some(p) => self.with_prefix(p)?,
+            None => self,
+        };
+        ckpt.build(device, opts)
+    }
+
+    fn build(self, device: Device, opts: &LoadOptions) -> Result<LoadedModel> {
         let arch = self.architecture(opts)?;
         let vs = nn::VarStore::new(device);
         let model = Model::new(&vs.root(), &arch).map_err(|source| CheckpointError::Model {

@@ -49,7 +49,8 @@ pub struct Object {
 }
 
 /// Unpickled value. Containers are shared (`Rc`) because pickle's memo
-/// refers to the same object when it is mutated after being memoized.
+/// refers to the same object when it is mutated after being memoized, and
+/// so that re-fetching a large memoized tuple costs nothing.
 #[derive(Debug, Clone)]
 pub enum Value {
     /// `None`.
@@ -65,7 +66,7 @@ pub enum Value {
     /// A byte string.
     Bytes(Vec<u8>),
     /// A tuple.
-    Tuple(Vec<Value>),
+    Tuple(Rc<Vec<Value>>),
     /// A list.
     List(Rc<RefCell<Vec<Value>>>),
     /// A dict or `OrderedDict`, in insertion order.
@@ -397,10 +398,10 @@ impl<'a> Vm<'a> {
                     let b = self.take(n)?.to_vec();
                     self.stack.push(Value::Bytes(b));
                 }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -408,7 +409,7 @@ impl<'a> Vm<'a> {
                         return self.err("stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 b']' => self
                     .stack
@@ -587,7 +588,7 @@ impl<'a> Vm<'a> {
             return Ok(Value::Opaque("call result"));
         };
         let args_v = match &args {
-            Value::Tuple(a) => a.clone(),
+            Value::Tuple(a) => a.to_vec(),
             _ => Vec::new(),
         };
         match (module.as_str(), name.as_str()) {
@@ -644,7 +645,7 @@ impl<'a> Vm<'a> {
 
     fn int_tuple(&self, v: &Value, what: &str) -> Result<Vec<i64>, PickleError> {
         let items: Vec<Value> = match v {
-            Value::Tuple(t) => t.clone(),
+            Value::Tuple(t) => t.to_vec(),
             Value::List(l) => l.borrow().clone(),
             // torch.Size pickles as REDUCE(torch.Size, (tuple,))
             Value::Object(o) => match &o.borrow().args {

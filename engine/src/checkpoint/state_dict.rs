@@ -33,14 +33,49 @@ pub fn normalize_name(name: &str) -> &str {
     n
 }
 
+/// The widely used pytorch-cifar ResNet calls torchvision's `downsample`
+/// `shortcut` and `fc` `linear`; the layers and their order are identical,
+/// so such files are renamed rather than rejected. Only applied to dicts
+/// that look like such a ResNet and use neither torchvision name.
+fn alias_cifar_resnet(entries: &mut [(String, Tensor)]) {
+    let has = |pred: &dyn Fn(&str) -> bool| entries.iter().any(|(k, _)| pred(k));
+    if !has(&|k| k == "layer1.0.conv1.weight") {
+        return;
+    }
+    let shortcut = has(&|k| k.contains(".shortcut.")) && !has(&|k| k.contains(".downsample."));
+    let linear = has(&|k| k == "linear.weight") && !has(&|k| k == "fc.weight");
+    for (k, _) in entries.iter_mut() {
+        if shortcut && k.starts_with("layer") {
+            *k = k.replacen(".shortcut.", ".downsample.", 1);
+        }
+        if linear && let Some(rest) = k.strip_prefix("linear.") {
+            *k = format!("fc.{rest}");
+        }
+    }
+}
+
 impl StateDict {
-    /// Builds a state dict, normalizing names with [`normalize_name`].
+    /// Builds a state dict, normalizing names with [`normalize_name`] and
+    /// mapping pytorch-cifar ResNet names to torchvision ones (see
+    /// [`StateDict::names`]).
     pub fn new(entries: Vec<(String, Tensor)>) -> Self {
-        let entries = entries
+        let mut entries: Vec<(String, Tensor)> = entries
             .into_iter()
             .map(|(k, t)| (normalize_name(&k).to_owned(), t))
             .collect();
+        alias_cifar_resnet(&mut entries);
         StateDict { entries }
+    }
+
+    /// Keeps the tensors whose (normalized) name starts with `prefix`, with
+    /// the prefix removed: e.g. `encoder_q.` selects MoCo's query encoder.
+    pub fn select_prefix(self, prefix: &str) -> StateDict {
+        let entries = self
+            .entries
+            .into_iter()
+            .filter_map(|(k, t)| k.strip_prefix(prefix).map(|rest| (rest.to_owned(), t)))
+            .collect();
+        StateDict::new(entries)
     }
 
     /// The tensor called `name`.
@@ -58,7 +93,8 @@ impl StateDict {
         self.get(name).is_some()
     }
 
-    /// Tensor names in file order.
+    /// Tensor names in file order (normalized: `module.` prefixes removed,
+    /// pytorch-cifar `shortcut`/`linear` renamed to `downsample`/`fc`).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
     }

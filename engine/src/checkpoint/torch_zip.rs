@@ -66,7 +66,9 @@ fn read_entry(zip: &mut Archive, name: &str, path: &Path) -> Result<Vec<u8>, Che
     let mut f = zip
         .by_name(name)
         .map_err(|e| CheckpointError::corrupt(path, format!("entry {name}: {e}")))?;
-    let mut buf = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0));
+    // The declared size is only a hint: a damaged header must not trigger a huge allocation.
+    let hint = usize::try_from(f.size()).unwrap_or(0).min(1 << 26);
+    let mut buf = Vec::with_capacity(hint);
     // The zip reader checks the CRC at the end, so flipped bytes surface here.
     f.read_to_end(&mut buf)
         .map_err(|e| CheckpointError::corrupt(path, format!("entry {name}: {e}")))?;
@@ -316,7 +318,10 @@ fn materialize(
         Some(t) if t.kind() == kind => t.shallow_clone(),
         _ => {
             let bytes = read_entry(zip, &format!("{prefix}data/{key}"), path)?;
-            let need = numel as usize * kind.elt_size_in_bytes();
+            let need = usize::try_from(numel)
+                .ok()
+                .and_then(|n| n.checked_mul(kind.elt_size_in_bytes()))
+                .ok_or_else(|| bad(format!("storage of {numel} elements is too large")))?;
             if bytes.len() < need {
                 return Err(bad(format!(
                     "storage data/{key} has {} bytes, needs {need}",

@@ -138,3 +138,79 @@ fn detect_head(sd: &StateDict, feature_dim: i64) -> Result<HeadConfig, String> {
         Ok(HeadConfig::None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor, nn};
+
+    use super::*;
+    use crate::models::Model;
+
+    fn state_of(arch: &ArchConfig) -> Vec<(String, Tensor)> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        Model::new(&vs.root(), arch).unwrap();
+        vs.variables().into_iter().collect()
+    }
+
+    fn small_resnet() -> ArchConfig {
+        ArchConfig {
+            backbone: BackboneConfig::ResNet18 {
+                in_channels: 2,
+                widths: [4, 4, 8, 8],
+                stem_relu: true,
+            },
+            head: HeadConfig::Classifier { num_classes: 3 },
+        }
+    }
+
+    #[test]
+    fn detects_what_it_built() {
+        for arch in [
+            small_resnet(),
+            ArchConfig {
+                backbone: BackboneConfig::small_cnn(3),
+                head: HeadConfig::LinearProjection { out_dim: 4 },
+            },
+            ArchConfig {
+                backbone: BackboneConfig::Mlp {
+                    input_dim: 12,
+                    hidden: vec![7, 5, 3],
+                },
+                head: HeadConfig::MlpProjection {
+                    hidden_dim: 6,
+                    out_dim: 2,
+                },
+            },
+        ] {
+            assert_eq!(
+                detect_architecture(&StateDict::new(state_of(&arch))).unwrap(),
+                arch
+            );
+        }
+    }
+
+    #[test]
+    fn explains_unsupported_resnets() {
+        let zeros = |s: &[i64]| Tensor::zeros(s, (Kind::Float, Device::Cpu));
+        let mut imagenet = state_of(&small_resnet());
+        for (k, t) in imagenet.iter_mut() {
+            if k == "conv1.weight" {
+                *t = zeros(&[4, 2, 7, 7]);
+            }
+        }
+        let e = detect_architecture(&StateDict::new(imagenet)).unwrap_err();
+        assert!(e.contains("7×7") && e.contains("ImageNet"), "{e}");
+
+        let mut deeper = state_of(&small_resnet());
+        deeper.push(("layer3.2.conv1.weight".into(), zeros(&[8, 8, 3, 3])));
+        let e = detect_architecture(&StateDict::new(deeper)).unwrap_err();
+        assert!(
+            e.contains("layer3") && e.contains("more than 2 blocks"),
+            "{e}"
+        );
+
+        let e = detect_architecture(&StateDict::new(vec![("encoder.w".into(), zeros(&[2]))]))
+            .unwrap_err();
+        assert!(e.contains("encoder.w"), "{e}");
+    }
+}

@@ -644,13 +644,20 @@ impl<'a> Vm<'a> {
     }
 
     fn int_tuple(&self, v: &Value, what: &str) -> Result<Vec<i64>, PickleError> {
+        self.int_tuple_at(v, what, 0)
+    }
+
+    fn int_tuple_at(&self, v: &Value, what: &str, depth: usize) -> Result<Vec<i64>, PickleError> {
+        if depth > 4 {
+            return self.err(format!("tensor {what} is nested too deeply"));
+        }
         let items: Vec<Value> = match v {
             Value::Tuple(t) => t.to_vec(),
             Value::List(l) => l.borrow().clone(),
             // torch.Size pickles as REDUCE(torch.Size, (tuple,))
             Value::Object(o) => match &o.borrow().args {
                 Value::Tuple(a) => match a.first() {
-                    Some(inner) => return self.int_tuple(inner, what),
+                    Some(inner) => return self.int_tuple_at(inner, what, depth + 1),
                     None => Vec::new(),
                 },
                 _ => return self.err(format!("tensor {what} is not a tuple")),
@@ -722,6 +729,63 @@ mod tests {
                 panic!("not a dict")
             };
             assert_eq!(d.borrow().len(), 1);
+        }
+    }
+
+    /// data.pkl of `torch.save({'w': torch.zeros(2, 3), 'n': torch.tensor(5)})`
+    /// (torch 2.13, default protocol 2).
+    const STATE_DICT_PKL: &[u8] = b"\x80\x02\x7d\x71\x00\x28\x58\x01\x00\x00\x00\x77\x71\x01\x63\x74\x6f\x72\x63\x68\x2e\x5f\x75\x74\x69\x6c\x73\x0a\x5f\x72\x65\x62\x75\x69\x6c\x64\x5f\x74\x65\x6e\x73\x6f\x72\x5f\x76\x32\x0a\x71\x02\x28\x28\x58\x07\x00\x00\x00\x73\x74\x6f\x72\x61\x67\x65\x71\x03\x63\x74\x6f\x72\x63\x68\x0a\x46\x6c\x6f\x61\x74\x53\x74\x6f\x72\x61\x67\x65\x0a\x71\x04\x58\x01\x00\x00\x00\x30\x71\x05\x58\x03\x00\x00\x00\x63\x70\x75\x71\x06\x4b\x06\x74\x71\x07\x51\x4b\x00\x4b\x02\x4b\x03\x86\x71\x08\x4b\x03\x4b\x01\x86\x71\x09\x89\x63\x63\x6f\x6c\x6c\x65\x63\x74\x69\x6f\x6e\x73\x0a\x4f\x72\x64\x65\x72\x65\x64\x44\x69\x63\x74\x0a\x71\x0a\x29\x52\x71\x0b\x74\x71\x0c\x52\x71\x0d\x58\x01\x00\x00\x00\x6e\x71\x0e\x68\x02\x28\x28\x68\x03\x63\x74\x6f\x72\x63\x68\x0a\x4c\x6f\x6e\x67\x53\x74\x6f\x72\x61\x67\x65\x0a\x71\x0f\x58\x01\x00\x00\x00\x31\x71\x10\x68\x06\x4b\x01\x74\x71\x11\x51\x4b\x00\x29\x29\x89\x68\x0a\x29\x52\x71\x12\x74\x71\x13\x52\x71\x14\x75\x2e";
+
+    #[test]
+    fn reads_a_torch_save_state_dict() {
+        let Value::Dict(d) = unpickle(STATE_DICT_PKL).unwrap() else {
+            panic!("not a dict")
+        };
+        let d = d.borrow();
+        let [
+            (Value::Str(k0), Value::Tensor(w)),
+            (Value::Str(k1), Value::Tensor(n)),
+        ] = d.as_slice()
+        else {
+            panic!("unexpected entries {d:?}")
+        };
+        assert_eq!((k0.as_str(), k1.as_str()), ("w", "n"));
+        assert_eq!(
+            (w.size.as_slice(), w.stride.as_slice(), w.offset),
+            (&[2i64, 3][..], &[3i64, 1][..], 0)
+        );
+        assert_eq!(
+            w.storage,
+            StorageRef {
+                key: "0".into(),
+                storage_type: "FloatStorage".into(),
+                numel: 6
+            }
+        );
+        assert!(n.size.is_empty() && n.stride.is_empty());
+        assert_eq!(
+            (n.storage.key.as_str(), n.storage.storage_type.as_str()),
+            ("1", "LongStorage")
+        );
+    }
+
+    #[test]
+    fn damaged_pickles_never_panic() {
+        for len in 0..STATE_DICT_PKL.len() {
+            assert!(
+                unpickle(&STATE_DICT_PKL[..len]).is_err(),
+                "prefix of {len} bytes accepted"
+            );
+        }
+        // Every single-byte substitution must give a value or an error, not a panic.
+        for i in 0..STATE_DICT_PKL.len() {
+            for b in [
+                0x00, 0xff, b'(', b'.', b'h', b't', b'R', b'Q', b'b', 0x85, 0x94,
+            ] {
+                let mut data = STATE_DICT_PKL.to_vec();
+                data[i] = b;
+                let _ = unpickle(&data);
+            }
         }
     }
 

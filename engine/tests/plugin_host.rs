@@ -363,6 +363,7 @@ mod tensor_host {
         pub train: AtomicBool,
         pub saved: AtomicBool,
         pub closed_loaders: AtomicUsize,
+        pub progress: Mutex<Vec<Value>>,
         pub tensors: Mutex<Vec<(String, Tensor)>>,
         pub json: Mutex<Vec<(String, Value)>>,
     }
@@ -378,11 +379,14 @@ mod tensor_host {
                 w_name: CString::new("fc.weight").unwrap(),
                 data: Mutex::new((
                     Tensor::from_slice(&rows).view([5, 3]),
-                    Tensor::from_slice(&[0i64, 1, 2, 3, 4]),
+                    // One output class, so every label is 0 (the template plugin's
+                    // cross-entropy needs labels in range).
+                    Tensor::zeros([5], (DType::Int64, tch::Device::Cpu)),
                 )),
                 train: AtomicBool::new(false),
                 saved: AtomicBool::new(false),
                 closed_loaders: AtomicUsize::new(0),
+                progress: Mutex::new(Vec::new()),
                 tensors: Mutex::new(Vec::new()),
                 json: Mutex::new(Vec::new()),
             }
@@ -391,7 +395,12 @@ mod tensor_host {
 
     impl HostServices for TensorHost {
         fn log(&self, _level: LogLevel, _message: &str) {}
-        fn progress(&self, _f: Option<f64>, _m: &str, _x: Option<Value>) {}
+        fn progress(&self, _fraction: Option<f64>, _message: &str, metrics: Option<Value>) {
+            self.progress
+                .lock()
+                .unwrap()
+                .push(metrics.unwrap_or(Value::Null));
+        }
         fn extension(&self, id: &str) -> *const c_void {
             match id {
                 lethe_plugin_api::abi::EXT_MODEL => (&MODEL as *const LetheHostModel).cast(),
@@ -580,4 +589,36 @@ fn tensors_cross_both_ways_and_parameters_update_in_place() {
     // Last batch is the single row [4, 1, 0] against w = 1 (before the step).
     let last: Vec<f64> = Vec::try_from(tensors[0].1.view([-1])).unwrap();
     assert_eq!(last, vec![5.0]);
+}
+
+#[test]
+fn the_template_plugin_loads_and_runs() {
+    let lib = PluginLibrary::load(&fixture("lethe_plugin_template")).unwrap();
+    let d = lib.descriptor("org.example.gradient-ascent").unwrap();
+    assert_eq!(d.kind, Kind::Method);
+    assert_eq!(d.schema.get("lr").unwrap().group, "Optimiser");
+    let host = Arc::new(tensor_host::TensorHost::new());
+    let mut inst = lib
+        .create(
+            "org.example.gradient-ascent",
+            &json!({"epochs": 2, "batch_size": 2}),
+            host.clone(),
+        )
+        .unwrap();
+    inst.run().unwrap();
+    drop(inst);
+    assert!(host.saved.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        host.closed_loaders
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    // With a single class the cross-entropy is exactly 0 on every batch.
+    assert_eq!(
+        *host.progress.lock().unwrap(),
+        vec![
+            json!({"epoch": 1, "forget_loss": 0.0}),
+            json!({"epoch": 2, "forget_loss": 0.0})
+        ]
+    );
 }

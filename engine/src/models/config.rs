@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BackboneConfig {
-    /// CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks [2,2,2,2].
+    /// CIFAR ResNet-18: 3×3 stride-1 stem, no max-pool, BasicBlocks `[2, 2, 2, 2]`.
     #[serde(rename = "resnet18")]
     ResNet18 {
         /// Input image channels.

@@ -14,7 +14,7 @@ pub struct SmallCnn {
 
 impl SmallCnn {
     /// Creates the variables under `p`. `input_size` must be divisible by 4
-    /// (checked by [`super::build`]).
+    /// (checked by [`super::Backbone::new`]).
     pub fn new(
         p: &nn::Path<'_>,
         in_channels: i64,

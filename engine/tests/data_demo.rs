@@ -1,6 +1,6 @@
 //! The shipped demo data: 10,000 real MNIST digits with a recorded seeded split.
 
-use lethe_engine::data::{self, Format, Split};
+use lethe_engine::data::{self, ForgetSet, Format, Split};
 use std::path::PathBuf;
 
 fn demo() -> PathBuf {
@@ -48,4 +48,15 @@ fn demo_split_is_the_one_the_engine_derives_from_the_seed() {
         summary.contains("recorded split: train 6000, val 1000, test 3000"),
         "{summary}"
     );
+}
+
+#[test]
+fn demo_forget_list_is_a_valid_forget_set_of_the_recorded_split() {
+    let ds = data::load(&demo()).unwrap();
+    let split = ds.recorded_split().unwrap();
+    let list = demo().with_file_name("forget.txt");
+    let forget = ForgetSet::from_list_file(&list, ds.len(), &split.train).unwrap();
+    assert_eq!(forget.len(), 300);
+    let (_, retain) = split.forget_retain(&forget);
+    assert_eq!(retain.len(), 5700);
 }

@@ -32,7 +32,7 @@ fn inspect_prints_format_size_shape_classes_and_first_hash() {
         "samples: 10000",
         "shape: [1, 28, 28]",
         "classes: 10",
-        "  1 1: 1127",
+        "    1: 1127",
         "recorded split: train 6000, val 1000, test 3000",
         "first sample sha256: ",
     ] {

@@ -401,6 +401,8 @@ save_file({"x": x, "y": np.array([1, 0, 1, 2, 2, 0], np.int64)}, sys.argv[1],
     );
     assert_eq!(ds.classes(), &["cat", "dog", "eel"]);
     assert_eq!(ds.class_counts(), vec![2, 2, 2]);
+    let summary = data::DatasetSummary::of(&out, &ds).to_string();
+    assert!(summary.contains("    0 cat: 2\n"), "{summary}");
     assert_eq!(ds.sample_pixels(4).unwrap(), pixels(4, 3, 4, 2));
 
     let bytes = std::fs::read(&out).unwrap();

@@ -120,7 +120,12 @@ impl std::fmt::Display for DatasetSummary {
         writeln!(f, "shape: [{c}, {h}, {w}] (channels, height, width), uint8")?;
         writeln!(f, "classes: {}", self.classes.len())?;
         for (label, (name, count)) in self.classes.iter().enumerate() {
-            writeln!(f, "  {label:>3} {name}: {count}")?;
+            // Unnamed classes are named by their label; don't print it twice.
+            if *name == label.to_string() {
+                writeln!(f, "  {label:>3}: {count}")?;
+            } else {
+                writeln!(f, "  {label:>3} {name}: {count}")?;
+            }
         }
         if let Some([train, val, test]) = self.split {
             writeln!(f, "recorded split: train {train}, val {val}, test {test}")?;

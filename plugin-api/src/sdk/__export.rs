@@ -266,7 +266,11 @@ impl Registry {
         guard_value("get_factory", ptr::null(), || {
             let loaded = match self.loaded.get() {
                 Some(l) if self.active.load(Ordering::Acquire) => l,
-                _ => return Err(PluginError::msg("get_factory called before init")),
+                _ => {
+                    return Err(PluginError::BadState(
+                        "get_factory called before init".to_string(),
+                    ));
+                }
             };
             // SAFETY: caller contract.
             let id = unsafe { read_c_str(id) };
@@ -408,7 +412,9 @@ unsafe extern "C" fn instance_run(instance: *const LetheInstance) -> LetheStatus
         // SAFETY: ABI contract on `instance`.
         let data = unsafe { instance_data(instance) }?;
         if data.ran {
-            return Err(PluginError::msg("run called twice on one instance"));
+            return Err(PluginError::BadState(
+                "run called twice on one instance".to_string(),
+            ));
         }
         data.ran = true;
         data.plugin.run(&mut data.ctx)
@@ -440,6 +446,9 @@ unsafe extern "C" fn instance_get_extension(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{LetheAbiVersion, LetheHost};
+    use crate::schema::ParamSpec;
+    use std::ffi::CStr;
 
     #[test]
     fn guard_turns_panics_and_errors_into_statuses() {
@@ -455,5 +464,142 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { read_c_str(last_error()) }, "cancelled by the host");
         assert_eq!(guard("run", || Ok(())), LetheStatus::OK);
+    }
+
+    struct Counter {
+        n: i64,
+    }
+
+    impl Plugin for Counter {
+        fn descriptor() -> Descriptor {
+            Descriptor::new("org.test.counter", "Counter", "1.0.0", Kind::Method)
+                .param(ParamSpec::int("n", "N", 0, 10, 3))
+        }
+        fn create(params: &Params) -> Result<Self, PluginError> {
+            Ok(Counter {
+                n: params.i64("n")?,
+            })
+        }
+        fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+            ctx.info(&format!("n = {}", self.n));
+            Ok(())
+        }
+    }
+
+    struct BadSchema;
+
+    impl Plugin for BadSchema {
+        fn descriptor() -> Descriptor {
+            Descriptor::new("org.test.bad", "Bad", "1.0.0", Kind::Attack)
+                .param(ParamSpec::float("x", "X", 1.0, 0.0, 0.5))
+        }
+        fn create(_params: &Params) -> Result<Self, PluginError> {
+            Ok(BadSchema)
+        }
+        fn run(&mut self, _ctx: &mut HostContext) -> Result<(), PluginError> {
+            Ok(())
+        }
+    }
+
+    unsafe extern "C" fn no_extension(_h: *const LetheHost, _id: *const c_char) -> *const c_void {
+        ptr::null()
+    }
+    unsafe extern "C" fn no_error(_h: *const LetheHost) -> *const c_char {
+        c"".as_ptr()
+    }
+
+    fn host() -> LetheHost {
+        LetheHost {
+            abi: LetheAbiVersion::CURRENT,
+            host_data: ptr::null_mut(),
+            name: c"test".as_ptr(),
+            version: c"0".as_ptr(),
+            get_extension: no_extension,
+            last_error: no_error,
+        }
+    }
+
+    fn error() -> String {
+        // SAFETY: never null.
+        unsafe { read_c_str(last_error()) }
+    }
+
+    static GOOD: Registry = Registry::new(&[PluginVTable::of::<Counter>()]);
+    static BAD: Registry = Registry::new(&[PluginVTable::of::<BadSchema>()]);
+
+    #[test]
+    fn raw_abi_lifecycle_and_plugin_side_validation() {
+        let method = c"lethe.factory.method/1";
+        // SAFETY: every call below follows the ABI contract with valid pointers.
+        unsafe {
+            assert!(GOOD.get_factory(method.as_ptr()).is_null());
+            assert_eq!(error(), "get_factory called before init");
+            assert_eq!(GOOD.init(c"/x.so".as_ptr()), LetheStatus::OK);
+            // An empty attack factory still exists (count 0).
+            let attacks = GOOD.get_factory(c"lethe.factory.attack/1".as_ptr());
+            assert!(!attacks.is_null());
+            assert!(
+                GOOD.get_factory(c"lethe.factory.other/1".as_ptr())
+                    .is_null()
+            );
+            let f = GOOD
+                .get_factory(method.as_ptr())
+                .cast::<LethePluginFactory>();
+            assert_eq!(((*f).count)(f), 1);
+            let d = &*((*f).descriptor)(f, 0);
+            assert_eq!(CStr::from_ptr(d.id), c"org.test.counter");
+            assert!(((*f).descriptor)(f, 1).is_null());
+            let schema = Schema::from_json(&read_c_str(d.params_schema)).unwrap();
+            assert!(schema.get("n").is_some());
+
+            let h = host();
+            let mut inst: *const LetheInstance = ptr::null();
+            let id = c"org.test.counter".as_ptr();
+            // The plugin validates again: a host that skipped validation is caught.
+            let status = ((*f).create)(f, &h, id, c"{\"n\": 11}".as_ptr(), &mut inst);
+            assert_eq!(status, LetheStatus::INVALID_PARAMS);
+            assert!(inst.is_null());
+            assert!(
+                error().contains("`n` = 11 is outside [0, 10]"),
+                "{}",
+                error()
+            );
+            let status = ((*f).create)(f, &h, id, c"{nope".as_ptr(), &mut inst);
+            assert_eq!(status, LetheStatus::ERROR);
+            assert!(error().starts_with("params are not valid JSON"));
+            let status = ((*f).create)(f, &h, c"org.x".as_ptr(), ptr::null(), &mut inst);
+            assert_eq!(status, LetheStatus::ERROR);
+            assert_eq!(
+                error(),
+                "no descriptor `org.x` in this factory (it has: org.test.counter)"
+            );
+            let status = ((*f).create)(f, ptr::null(), id, ptr::null(), &mut inst);
+            assert_eq!(status, LetheStatus::ERROR);
+            assert_eq!(error(), "create: host is null");
+
+            // Null params means all defaults.
+            assert_eq!(
+                ((*f).create)(f, &h, id, ptr::null(), &mut inst),
+                LetheStatus::OK
+            );
+            assert_eq!(((*inst).run)(inst), LetheStatus::OK);
+            assert_eq!(((*inst).run)(inst), LetheStatus::BAD_STATE);
+            assert_eq!(error(), "run called twice on one instance");
+            ((*inst).destroy)(inst);
+
+            GOOD.deinit();
+            assert!(GOOD.get_factory(method.as_ptr()).is_null());
+        }
+    }
+
+    #[test]
+    fn init_refuses_an_inconsistent_schema() {
+        // SAFETY: valid (null) path.
+        let status = unsafe { BAD.init(ptr::null()) };
+        assert_eq!(status, LetheStatus::ERROR);
+        assert_eq!(
+            error(),
+            "descriptor `org.test.bad`: parameter `x`: needs min <= default <= max, got 1 / 0.5 / 0"
+        );
     }
 }

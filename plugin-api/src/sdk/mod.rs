@@ -310,6 +310,9 @@ pub enum PluginError {
         /// The host's message.
         message: String,
     },
+    /// A call out of order (e.g. `run` twice on one instance).
+    #[error("{0}")]
+    BadState(String),
     /// A libtorch error inside the plugin.
     #[cfg(feature = "tch")]
     #[error("libtorch: {0}")]
@@ -328,6 +331,7 @@ impl PluginError {
             PluginError::Params(_) => LetheStatus::INVALID_PARAMS,
             PluginError::Cancelled => LetheStatus::CANCELLED,
             PluginError::MissingExtension(_) => LetheStatus::UNSUPPORTED,
+            PluginError::BadState(_) => LetheStatus::BAD_STATE,
             _ => LetheStatus::ERROR,
         }
     }

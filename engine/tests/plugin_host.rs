@@ -622,3 +622,32 @@ fn the_template_plugin_loads_and_runs() {
         ]
     );
 }
+
+#[test]
+fn scanning_a_folder_loads_plugins_and_explains_refusals() {
+    let dir = std::env::temp_dir().join(format!("lethe-plugin-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("lethe_test_fixtures"), dir.join("b_fixtures.so")).unwrap();
+    std::fs::copy(
+        fixture("lethe_test_fixture_bad_abi"),
+        dir.join("a_bad_abi.so"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("c_broken.so"), "not an ELF file").unwrap();
+    std::fs::write(dir.join("README.txt"), "not a plugin").unwrap();
+
+    let found = lethe_engine::plugin_host::scan_dir(&dir).unwrap();
+    let names: Vec<String> = found
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["a_bad_abi.so", "b_fixtures.so", "c_broken.so"]);
+    assert!(matches!(
+        found[0].1,
+        Err(PluginHostError::AbiMismatch { .. })
+    ));
+    let lib = found[1].1.as_ref().unwrap();
+    assert_eq!(lib.descriptors().len(), 4);
+    assert!(matches!(found[2].1, Err(PluginHostError::Load { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

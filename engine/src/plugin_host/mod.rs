@@ -511,6 +511,31 @@ impl PluginLibrary {
     }
 }
 
+/// The file extension of plugin libraries on this platform.
+pub const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
+
+/// Loads every plugin library (`*.so` on Linux) directly inside `dir`, in file-name
+/// order, returning each file with its library or the reason it was refused. Other
+/// files are ignored. Fails only when `dir` cannot be read.
+///
+/// Like [`PluginLibrary::load`], this runs plugin code: do it in a worker process.
+pub fn scan_dir(
+    dir: &Path,
+) -> std::io::Result<Vec<(PathBuf, Result<Arc<PluginLibrary>, PluginHostError>)>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == LIBRARY_EXTENSION))
+        .collect();
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let result = PluginLibrary::load(&path);
+            (path, result)
+        })
+        .collect())
+}
+
 /// A live method or attack. Dropping it destroys it in the plugin.
 #[derive(Debug)]
 pub struct PluginInstance {

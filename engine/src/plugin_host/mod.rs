@@ -514,14 +514,15 @@ impl PluginLibrary {
 /// The file extension of plugin libraries on this platform.
 pub const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
 
+/// One file found by [`scan_dir`]: its path and its library or why it was refused.
+pub type ScannedLibrary = (PathBuf, Result<Arc<PluginLibrary>, PluginHostError>);
+
 /// Loads every plugin library (`*.so` on Linux) directly inside `dir`, in file-name
 /// order, returning each file with its library or the reason it was refused. Other
 /// files are ignored. Fails only when `dir` cannot be read.
 ///
 /// Like [`PluginLibrary::load`], this runs plugin code: do it in a worker process.
-pub fn scan_dir(
-    dir: &Path,
-) -> std::io::Result<Vec<(PathBuf, Result<Arc<PluginLibrary>, PluginHostError>)>> {
+pub fn scan_dir(dir: &Path) -> std::io::Result<Vec<ScannedLibrary>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == LIBRARY_EXTENSION))

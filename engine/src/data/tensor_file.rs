@@ -30,6 +30,7 @@ impl Elem {
             Elem::U8 | Elem::I8 => 1,
             Elem::I16 | Elem::U16 => 2,
             Elem::I32 | Elem::U32 => 4,
+            // `Other` arrays are refused before any element is interpreted; 8 is a placeholder.
             Elem::I64 | Elem::U64 | Elem::Other => 8,
         }
     }

@@ -332,3 +332,34 @@ fn duplicate_training_images_are_all_forgotten() {
     let f = ForgetSet::from_image_folder(&photos, &ds, &[0, 1, 2, 3]).unwrap();
     assert_eq!(f.indices(), &[0, 2]);
 }
+
+#[test]
+fn jpeg_photos_match_a_jpeg_image_folder_because_both_decode_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_dir = dir.path().join("train");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(train_dir.join(class)).unwrap();
+        for k in 0..3 {
+            let seed = k + if class == "b" { 10 } else { 0 };
+            write_jpeg(
+                &train_dir.join(class).join(format!("{k}.jpg")),
+                &pixels(seed, 3, 8, 8),
+                3,
+                8,
+                8,
+            );
+        }
+    }
+    let ds = data::load_image_folder(&train_dir, data::ChannelMode::Auto).unwrap();
+    assert_eq!((ds.len(), ds.channels()), (6, 3));
+    // The subject hands in the very files; JPEG is lossy, so only an identical decoder
+    // path makes these hashes agree.
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::copy(train_dir.join("b/1.jpg"), photos.join("me.jpg")).unwrap();
+    std::fs::copy(train_dir.join("a/2.jpg"), photos.join("me2.JPG")).unwrap();
+    let train: Vec<i64> = (0..6).collect();
+    let m = data::match_image_folder(&photos, &ds, &train).unwrap();
+    assert_eq!((m.matched_count(), m.unmatched_count()), (2, 0));
+    assert_eq!(m.into_forget_set(&train).unwrap().indices(), &[2, 4]);
+}

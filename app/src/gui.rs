@@ -19,9 +19,7 @@ impl LetheApp {
         let state = cc
             .storage
             .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
-            .unwrap_or(AppState {
-                show_runtime: true,
-            });
+            .unwrap_or(AppState { show_runtime: true });
         LetheApp {
             state,
             runtime: RuntimeReport::probe(),

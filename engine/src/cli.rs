@@ -119,7 +119,9 @@ impl DeviceArg {
             DeviceArg::Auto => Ok(Device::cuda_if_available()),
             DeviceArg::Cpu => Ok(Device::Cpu),
             DeviceArg::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceArg::Cuda => anyhow::bail!("--device cuda: no usable CUDA GPU (see `lethe doctor`)"),
+            DeviceArg::Cuda => {
+                anyhow::bail!("--device cuda: no usable CUDA GPU (see `lethe doctor`)")
+            }
         }
     }
 }
@@ -130,7 +132,7 @@ pub struct DemoArgs {
     /// The resources folder holding `demo/` (default: next to the binary or the sources).
     #[arg(long)]
     pub resources: Option<PathBuf>,
-    /// New folder for the outputs (default: runs/demo-<time>).
+    /// New folder for the outputs (default: `runs/demo-TIME`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute device.
@@ -262,10 +264,11 @@ fn default_resources() -> PathBuf {
     let beside_exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("../share/lethe/resources")));
-    match beside_exe {
+    let dir = match beside_exe {
         Some(p) if p.join("demo").is_dir() => p,
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resources"),
-    }
+    };
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 fn unix_now() -> u64 {
@@ -307,12 +310,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("{:<28}{:>10}{:>12}", "", "original", "unlearned");
             let rows = [
-                ("retain accuracy", r.original.retain_accuracy, r.unlearned.retain_accuracy),
-                ("forget accuracy", r.original.forget_accuracy, r.unlearned.forget_accuracy),
-                ("test accuracy", r.original.test_accuracy, r.unlearned.test_accuracy),
-                ("forget loss", r.original.forget_loss, r.unlearned.forget_loss),
+                (
+                    "retain accuracy",
+                    r.original.retain_accuracy,
+                    r.unlearned.retain_accuracy,
+                ),
+                (
+                    "forget accuracy",
+                    r.original.forget_accuracy,
+                    r.unlearned.forget_accuracy,
+                ),
+                (
+                    "test accuracy",
+                    r.original.test_accuracy,
+                    r.unlearned.test_accuracy,
+                ),
+                (
+                    "forget loss",
+                    r.original.forget_loss,
+                    r.unlearned.forget_loss,
+                ),
                 ("test loss", r.original.test_loss, r.unlearned.test_loss),
-                ("loss-attack AUC (0.5=none)", r.original.mia_auc, r.unlearned.mia_auc),
+                (
+                    "loss-attack AUC (0.5=none)",
+                    r.original.mia_auc,
+                    r.unlearned.mia_auc,
+                ),
             ];
             for (name, a, b) in rows {
                 println!("{name:<28}{a:>10.4}{b:>12.4}");

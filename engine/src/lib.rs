@@ -4,9 +4,9 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod jobs;
+pub mod metrics;
 pub mod models;
 pub mod plugin_host;
 pub mod runtime;
 pub mod train;
-pub mod jobs;
-pub mod metrics;

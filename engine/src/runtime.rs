@@ -76,7 +76,11 @@ fn mapped_library(name: &str) -> bool {
 impl fmt::Display for RuntimeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let yn = |b: bool| if b { "true" } else { "false" };
-        writeln!(f, "libtorch: {} (tch {})", self.libtorch_version, self.tch_version)?;
+        writeln!(
+            f,
+            "libtorch: {} (tch {})",
+            self.libtorch_version, self.tch_version
+        )?;
         writeln!(f, "libtorch lib: {}", self.libtorch_lib)?;
         writeln!(
             f,

@@ -8,7 +8,11 @@ fn doctor_prints_the_runtime() {
         .arg("doctor")
         .output()
         .expect("run lethe-cli doctor");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("libtorch: 2.13.0"), "{text}");
     assert!(text.contains("cuda: "), "{text}");

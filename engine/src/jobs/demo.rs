@@ -102,8 +102,12 @@ fn per_sample_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
 }
 
 fn floats(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1))
-        .unwrap_or_default()
+    Vec::<f64>::try_from(
+        t.to_kind(Kind::Double)
+            .to_device(Device::Cpu)
+            .flatten(0, -1),
+    )
+    .unwrap_or_default()
 }
 
 /// Evaluates `model` on the retain, forget and test parts of `dataset`.
@@ -218,7 +222,11 @@ pub fn run_demo(
     let out_ckpt = opts.out_dir.join("unlearned.safetensors");
     let mut meta = CheckpointMeta::new(
         Some(original.arch.clone()),
-        Some(format!("retrain of {} without {}", ckpt_path.display(), forget.origin())),
+        Some(format!(
+            "retrain of {} without {}",
+            ckpt_path.display(),
+            forget.origin()
+        )),
     );
     meta.provenance
         .notes

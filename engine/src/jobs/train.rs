@@ -12,7 +12,8 @@ use super::JobError;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::{self, Dataset, Split};
 use crate::models::{ArchConfig, BackboneConfig, HeadConfig, Model};
-use crate::train::contrastive::{KeyQueue, MocoConfig, train_moco, train_simclr};
+use crate::models::{KeyQueue, MomentumEncoder};
+use crate::train::contrastive::{MocoConfig, train_moco, train_simclr};
 use crate::train::probe::{extract, train_linear_probe};
 use crate::train::supervised::{evaluate, train_classifier};
 use crate::train::{Flow, Schedule, TrainConfig, TrainEvent};
@@ -161,32 +162,45 @@ pub fn run_train_job(
     let vs = VarStore::new(device);
     let model = Model::new(&vs.root(), &arch)?;
     let summary = match job.task {
-        Task::Classifier => train_classifier(&model, &vs, &x_train, &y_train, &job.train, on_event)?,
+        Task::Classifier => {
+            train_classifier(&model, &vs, &x_train, &y_train, &job.train, on_event)?
+        }
         Task::Simclr => train_simclr(&model, &vs, &x_train, job.temperature, &job.train, on_event)?,
         Task::Moco => {
-            let mut key_vs = VarStore::new(device);
-            let key = Model::new(&key_vs.root(), &arch)?;
-            key_vs.copy(&vs)?;
-            let queue_len = 4096.min(split.train.len() as i64);
-            let mut queue = KeyQueue::new(queue_len, arch.out_dim(), device);
             let moco = MocoConfig {
                 temperature: job.temperature,
                 ..MocoConfig::default()
             };
+            let mut key = MomentumEncoder::new(&vs, &arch, moco.momentum)?;
+            let queue_len = 4096.min(split.train.len() as i64);
+            let mut queue = KeyQueue::new(queue_len, arch.out_dim(), device)?;
             train_moco(
-                &model, &vs, &key, &key_vs, &mut queue, &x_train, &moco, &job.train, on_event,
+                &model,
+                &vs,
+                &mut key,
+                &mut queue,
+                &x_train,
+                moco.temperature,
+                &job.train,
+                on_event,
             )?
         }
     };
     let accuracy = measure(&model, &dataset, &split, job, device)?;
-    let mut meta = CheckpointMeta::new(Some(arch.clone()), Some(format!("lethe train ({:?})", job.task)));
+    let mut meta = CheckpointMeta::new(
+        Some(arch.clone()),
+        Some(format!("lethe train ({:?})", job.task)),
+    );
     let notes = &mut meta.provenance.notes;
     notes.insert("job".into(), serde_json::to_string(job).unwrap_or_default());
     notes.insert("data".into(), job.data.display().to_string());
     if let Some(h) = file_sha256(&job.data) {
         notes.insert("data_sha256".into(), h);
     }
-    notes.insert("accuracy".into(), serde_json::to_string(&accuracy).unwrap_or_default());
+    notes.insert(
+        "accuracy".into(),
+        serde_json::to_string(&accuracy).unwrap_or_default(),
+    );
     notes.insert("device".into(), format!("{device:?}"));
     checkpoint::save(&job.out, &vs, &meta, job.overwrite)?;
     Ok(TrainOutcome {

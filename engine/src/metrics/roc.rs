@@ -112,7 +112,9 @@ mod tests {
         // Scores with ties, drawn from a fixed generator.
         let mut x: u64 = 42;
         let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) % 20) as f64 / 4.0
         };
         let members: Vec<f64> = (0..37).map(|_| next() + 0.5).collect();
@@ -124,11 +126,15 @@ mod tests {
              f, t, _ = roc_curve(y, m + n, drop_intermediate=False)\n\
              print(json.dumps([roc_auc_score(y, m + n), list(f), list(t)]))"
         );
-        let python =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
         let out = Command::new(python).args(["-c", &script]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let (auc, fpr, tpr): (f64, Vec<f64>, Vec<f64>) = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (auc, fpr, tpr): (f64, Vec<f64>, Vec<f64>) =
+            serde_json::from_slice(&out.stdout).unwrap();
         let ours = roc_auc(&members, &non).unwrap();
         assert!((ours - auc).abs() < 1e-12, "{ours} vs sklearn {auc}");
         let curve = RocCurve::new(&members, &non);

@@ -181,21 +181,8 @@ fn hue_rotate(x: &Tensor, h: f64) -> Tensor {
     let (c, s) = (angle.cos(), angle.sin());
     let one = Tensor::ones([b], (kind, dev));
     let zero = Tensor::zeros([b], (kind, dev));
-    let rot = Tensor::stack(
-        &[
-            &one,
-            &zero,
-            &zero,
-            &zero,
-            &c,
-            &(-&s),
-            &zero,
-            &s,
-            &c,
-        ],
-        1,
-    )
-    .view([b, 3, 3]);
+    let rot =
+        Tensor::stack(&[&one, &zero, &zero, &zero, &c, &(-&s), &zero, &s, &c], 1).view([b, 3, 3]);
     // m = to_rgb · rot · to_yiq, per sample.
     let m = to_rgb.matmul(&rot).matmul(&to_yiq);
     let size = x.size();

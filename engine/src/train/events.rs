@@ -85,6 +85,10 @@ impl EpochMeter {
 
     pub(crate) fn rate(&self) -> f64 {
         let s = self.start.elapsed().as_secs_f64();
-        if s > 0.0 { self.samples as f64 / s } else { 0.0 }
+        if s > 0.0 {
+            self.samples as f64 / s
+        } else {
+            0.0
+        }
     }
 }

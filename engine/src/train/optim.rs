@@ -122,7 +122,10 @@ impl TrainConfig {
             )));
         }
         if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return Err(TrainError::Invalid(format!("lr must be ≥ 0, got {}", self.lr)));
+            return Err(TrainError::Invalid(format!(
+                "lr must be ≥ 0, got {}",
+                self.lr
+            )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(TrainError::Invalid(format!(

@@ -52,7 +52,9 @@ pub fn train_linear_probe(
 ) -> Result<(LinearProbe, TrainSummary), TrainError> {
     let n = images.size().first().copied().unwrap_or(0);
     if labels.size().first().copied().unwrap_or(0) != n {
-        return Err(TrainError::Invalid("images and labels differ in length".into()));
+        return Err(TrainError::Invalid(
+            "images and labels differ in length".into(),
+        ));
     }
     if n == 0 {
         return Err(TrainError::Empty("probe training"));
@@ -121,7 +123,8 @@ mod tests {
             ..TrainConfig::default()
         };
         let (probe, _) =
-            train_linear_probe(&feat, &x, &y, 3, Device::Cpu, &cfg, &mut |_| Flow::Continue).unwrap();
+            train_linear_probe(&feat, &x, &y, 3, Device::Cpu, &cfg, &mut |_| Flow::Continue)
+                .unwrap();
         let acc = probe.accuracy(&extract(&feat, &x, Device::Cpu), &y);
         assert!(acc > 0.9, "probe accuracy {acc}");
         assert!(enc.ws.equal(&before));

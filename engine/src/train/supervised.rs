@@ -75,7 +75,11 @@ pub fn run_epochs(
         final_loss,
         stopped,
         seconds,
-        samples_per_sec: if seconds > 0.0 { samples as f64 / seconds } else { 0.0 },
+        samples_per_sec: if seconds > 0.0 {
+            samples as f64 / seconds
+        } else {
+            0.0
+        },
     })
 }
 
@@ -175,8 +179,9 @@ mod tests {
         tch::manual_seed(11);
         let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(2);
         let centre = (y.to_kind(Kind::Float) * 2.0 - 1.0).view([n, 1, 1, 1]);
-        let x = (Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu)) * 0.3 + centre * 0.5 + 0.5)
-            .clamp(0.0, 1.0);
+        let x =
+            (Tensor::randn([n, 1, 2, 2], (Kind::Float, Device::Cpu)) * 0.3 + centre * 0.5 + 0.5)
+                .clamp(0.0, 1.0);
         (x, y)
     }
 
@@ -261,7 +266,9 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let model = mlp(&vs);
         let cfg = TrainConfig::default();
-        let e = train_classifier(&model, &vs, &x, &y.narrow(0, 0, 3), &cfg, &mut |_| Flow::Continue);
+        let e = train_classifier(&model, &vs, &x, &y.narrow(0, 0, 3), &cfg, &mut |_| {
+            Flow::Continue
+        });
         assert!(matches!(e, Err(TrainError::Invalid(_))));
         let huge = TrainConfig {
             lr: 1e30,

@@ -15,7 +15,11 @@ use crate::train::{Flow, OptimizerConfig, Schedule, TrainConfig, TrainEvent};
 
 /// Lethe: machine unlearning workbench.
 #[derive(Debug, Parser)]
-#[command(name = "lethe", version, about)]
+#[command(
+    name = "lethe",
+    version,
+    about = "Lethe: remove chosen training data from a model and check it with membership-inference attacks"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

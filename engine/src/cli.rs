@@ -57,6 +57,15 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+    /// Find and describe plugins (each scan runs in a worker process).
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::worker::cli::PluginsCommand,
+    },
+    /// Internal: run one job for a parent Lethe process, framed on stdin/stdout.
+    #[command(hide = true)]
+    Worker,
 }
 
 /// `lethe data …`
@@ -285,6 +294,8 @@ fn unix_now() -> u64 {
 /// Runs a parsed command; the binary maps the error to a non-zero exit.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Worker => crate::worker::child::run_worker()?,
+        Command::Plugins { command } => crate::worker::cli::run(command)?,
         Command::Doctor { json } => {
             let report = RuntimeReport::probe();
             if json {

@@ -10,3 +10,4 @@ pub mod models;
 pub mod plugin_host;
 pub mod runtime;
 pub mod train;
+pub mod worker;

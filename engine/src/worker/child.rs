@@ -1,0 +1,246 @@
+//! The worker side: `lethe worker` speaks the protocol on stdin/stdout and runs
+//! one job, so plugin code (which may crash, hang or scribble on stdout) never
+//! runs in the GUI or CLI process.
+
+use super::protocol::{
+    DescriptorInfo, FromWorker, Hello, Job, ProtocolError, ScanReport, ScannedFile, ToWorker,
+    read_frame, write_frame,
+};
+use crate::plugin_host::{HostServices, PluginHostError, PluginLibrary};
+use lethe_plugin_api::abi::LetheStatus;
+use lethe_plugin_api::sdk::{Kind, LogLevel};
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Why the worker could not serve its parent.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The protocol broke (bad frame, closed pipe, version mismatch).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Setting up the frame pipe failed.
+    #[error("worker setup: {0}")]
+    Setup(io::Error),
+    /// The parent closed stdin before sending a job.
+    #[error("the parent sent no job")]
+    NoJob,
+}
+
+/// The frame writer, shared by the job thread and plugin callbacks (plugins may
+/// report from any thread).
+#[derive(Clone)]
+struct Frames(Arc<Mutex<BufWriter<File>>>);
+
+impl Frames {
+    fn send(&self, msg: &FromWorker) -> Result<(), ProtocolError> {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut *w, msg)
+    }
+}
+
+/// Moves the real stdout out of the way: frames go to a private duplicate of fd 1,
+/// and fd 1 itself becomes stderr, so a plugin's `println!` or `printf` lands in the
+/// job log instead of corrupting the frame stream.
+fn take_stdout_for_frames() -> io::Result<File> {
+    // SAFETY: plain fd syscalls on fds this process owns; the duplicate is owned by
+    // the returned File alone.
+    unsafe {
+        let frames = libc::dup(1);
+        if frames < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::dup2(2, 1) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(frames))
+    }
+}
+
+/// A crashing plugin must not leave a multi-gigabyte core of libtorch behind for
+/// every failed job; the parent reports the signal instead.
+fn disable_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct; failure only means cores stay enabled.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
+/// Runs the worker: hello, one job, its final message. Returns after the job;
+/// the caller exits the process.
+pub fn run_worker() -> Result<(), WorkerError> {
+    disable_core_dumps();
+    let frames = Frames(Arc::new(Mutex::new(BufWriter::new(
+        take_stdout_for_frames().map_err(WorkerError::Setup)?,
+    ))));
+    let mut stdin = io::stdin().lock();
+
+    frames.send(&FromWorker::Hello(Hello::ours()))?;
+    match read_frame::<_, ToWorker>(&mut stdin)? {
+        Some(ToWorker::Hello(theirs)) => {
+            if let Err(e) = theirs.check() {
+                frames.send(&FromWorker::Error {
+                    message: e.to_string(),
+                })?;
+                return Err(e.into());
+            }
+        }
+        Some(other) => {
+            let e = ProtocolError::NoHello(format!("{other:?}"));
+            frames.send(&FromWorker::Error {
+                message: e.to_string(),
+            })?;
+            return Err(e.into());
+        }
+        None => return Err(WorkerError::NoJob),
+    }
+    let job = match read_frame::<_, ToWorker>(&mut stdin)? {
+        Some(ToWorker::Start { job }) => job,
+        Some(ToWorker::Cancel) => {
+            frames.send(&FromWorker::Cancelled)?;
+            return Ok(());
+        }
+        Some(other) => {
+            let message = format!("expected a start message, got {other:?}");
+            frames.send(&FromWorker::Error {
+                message: message.clone(),
+            })?;
+            return Err(ProtocolError::NoHello(message).into());
+        }
+        None => return Err(WorkerError::NoJob),
+    };
+    drop(stdin);
+
+    // Watch for cancel on another thread; the parent going away (stdin closed or
+    // broken) counts as cancel too.
+    let cancelled = Arc::new(AtomicBool::new(false));
+    {
+        let cancelled = Arc::clone(&cancelled);
+        std::thread::spawn(move || {
+            let mut stdin = io::stdin().lock();
+            loop {
+                match read_frame::<_, ToWorker>(&mut stdin) {
+                    Ok(Some(ToWorker::Cancel)) | Ok(None) | Err(_) => {
+                        cancelled.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(Some(_)) => {}
+                }
+            }
+        });
+    }
+
+    let last = match job {
+        Job::Scan { libraries } => {
+            let report = scan(&libraries);
+            match serde_json::to_value(&report) {
+                Ok(value) => FromWorker::Result { value },
+                Err(e) => FromWorker::Error {
+                    message: format!("cannot encode the scan report: {e}"),
+                },
+            }
+        }
+        Job::Run {
+            library,
+            id,
+            params,
+            job_dir: _,
+        } => run_plugin(&library, &id, &params, &frames, &cancelled),
+    };
+    frames.send(&last)?;
+    Ok(())
+}
+
+fn describe(lib: &PluginLibrary) -> Vec<DescriptorInfo> {
+    lib.descriptors()
+        .iter()
+        .map(|d| DescriptorInfo {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            version: d.version.clone(),
+            kind: match d.kind {
+                Kind::Method => "method",
+                Kind::Attack => "attack",
+            }
+            .to_string(),
+            description: d.description.clone(),
+            citation: d.citation.clone(),
+            schema: d.schema.clone(),
+        })
+        .collect()
+}
+
+fn scan(libraries: &[std::path::PathBuf]) -> ScanReport {
+    ScanReport {
+        files: libraries
+            .iter()
+            .map(|path| ScannedFile {
+                path: path.clone(),
+                outcome: PluginLibrary::load(path)
+                    .map(|lib| describe(&lib))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect(),
+    }
+}
+
+/// Plugin callbacks become frames; a failed send means the parent is gone, which
+/// the cancel flag already reflects, so it is ignored here.
+struct FrameServices {
+    frames: Frames,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl HostServices for FrameServices {
+    fn log(&self, level: LogLevel, message: &str) {
+        let _ = self.frames.send(&FromWorker::Log {
+            level: level.into(),
+            text: message.to_string(),
+        });
+    }
+    fn progress(&self, fraction: Option<f64>, message: &str, metrics: Option<Value>) {
+        let _ = self.frames.send(&FromWorker::Progress {
+            fraction,
+            message: message.to_string(),
+            metrics,
+        });
+    }
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+fn run_plugin(
+    library: &std::path::Path,
+    id: &str,
+    params: &Value,
+    frames: &Frames,
+    cancelled: &Arc<AtomicBool>,
+) -> FromWorker {
+    let services = Arc::new(FrameServices {
+        frames: frames.clone(),
+        cancelled: Arc::clone(cancelled),
+    });
+    let outcome = PluginLibrary::load(library)
+        .and_then(|lib| lib.create(id, params, services))
+        .and_then(|mut instance| instance.run());
+    // Plugins may have printed through C stdio; push it into the log now rather
+    // than losing it when the process exits.
+    let _ = io::stdout().flush();
+    match outcome {
+        Ok(()) => FromWorker::Result {
+            value: json!({"status": "ok"}),
+        },
+        Err(PluginHostError::Call { status, .. }) if status == LetheStatus::CANCELLED => {
+            FromWorker::Cancelled
+        }
+        Err(e) => FromWorker::Error {
+            message: e.to_string(),
+        },
+    }
+}

@@ -10,7 +10,8 @@
 //! `lethe.log/1`, `lethe.progress/1`, `lethe.cancel/1` and `lethe.tensor/1`;
 //! model, data and result extensions come from [`HostServices::extension`] (the
 //! worker's job host), built with [`services_of`], [`tensor_into_handle`],
-//! [`tensor_from_borrowed`] and [`set_last_error`].
+//! [`tensor_from_borrowed`] and [`set_last_error`]; [`services::EngineServices`]
+//! is the real one, over a built-in model, a dataset and an output folder.
 //!
 //! Loading runs plugin code (initialisers, `init`), and a plugin can still crash
 //! the process in ways no status code covers (segfault, abort), so the GUI and CLI
@@ -23,6 +24,7 @@
 //! load (its `init` runs once).
 
 mod host;
+pub mod services;
 
 pub use host::{
     HostServices, NoServices, services_of, set_last_error, tensor_from_borrowed, tensor_into_handle,

@@ -1,0 +1,152 @@
+//! Test plugin for the job-services tests (engine/tests/plugin_services.rs):
+//!
+//! * `org.lethe.test.services.ascent` (method): a few steps of gradient ascent on
+//!   the forget set's cross-entropy through the host's model, data and result
+//!   extensions (forward → loss → backward → SGD step on the host's parameters),
+//!   then saves the model;
+//! * `org.lethe.test.services.probe` (method): runs one forget batch through the
+//!   head its parameter names and stores the inputs and the output, so tests can
+//!   see augmentation and a missing head's error through the real ABI.
+#![deny(missing_docs)]
+
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{
+    Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
+};
+use lethe_plugin_api::tch::{self, Kind as DType, Reduction, Tensor};
+use serde_json::json;
+
+/// Gradient ascent on the forget set with plain SGD on the host's parameters.
+pub struct Ascent {
+    steps: i64,
+    lr: f64,
+    batch_size: u32,
+}
+
+impl Plugin for Ascent {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.services.ascent",
+            "Services ascent test",
+            "0.3.0",
+            Kind::Method,
+        )
+        .description("Gradient ascent on the forget set through the job services.")
+        .param(ParamSpec::int("steps", "Steps", 1, 100, 3))
+        .param(ParamSpec::float("lr", "Learning rate", 0.0, 10.0, 0.1))
+        .param(ParamSpec::int("batch_size", "Batch size", 1, 4096, 8))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        Ok(Ascent {
+            steps: params.i64("steps")?,
+            lr: params.f64("lr")?,
+            batch_size: u32::try_from(params.i64("batch_size")?)
+                .map_err(|_| PluginError::msg("batch_size out of range"))?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.model_set_train(true)?;
+        let mut params = ctx.model_parameters()?;
+        let mut batches_seen = 0i64;
+        for step in 0..self.steps {
+            ctx.check_cancelled()?;
+            let mut total = 0.0;
+            for batch in ctx.batches(Split::Forget, self.batch_size, true, false)? {
+                let (x, y) = batch?;
+                let logits = ctx.model_forward(ModelHead::Classifier, &x)?;
+                let loss =
+                    logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
+                total += loss.f_double_value(&[])?;
+                // Ascent: descend on the negated loss.
+                loss.f_neg()?.f_backward()?;
+                tch::no_grad(|| -> Result<(), PluginError> {
+                    for (_, p) in params.iter_mut() {
+                        let mut g = p.grad();
+                        if g.defined() {
+                            let _ = p.f_sub_(&g.f_mul_scalar(self.lr)?)?;
+                            let _ = g.f_zero_()?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                batches_seen += 1;
+            }
+            ctx.progress_metrics(
+                (step + 1) as f64 / self.steps as f64,
+                "ascent",
+                &json!({"step": step + 1, "forget_loss_sum": total}),
+            );
+        }
+        ctx.model_set_train(false)?;
+        // The forget labels in loader order (unshuffled), to check the split.
+        let mut labels = Vec::new();
+        for batch in ctx.batches(Split::Forget, self.batch_size, false, false)? {
+            labels.push(batch?.1);
+        }
+        ctx.put_tensor("forget_labels", &Tensor::f_cat(&labels, 0)?)?;
+        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        let (forget, retain, validation) = (
+            ctx.data_len(Split::Forget)?,
+            ctx.data_len(Split::Retain)?,
+            ctx.data_len(Split::Validation)?,
+        );
+        ctx.put_json(
+            "summary",
+            &json!({"batches": batches_seen, "params": names,
+                    "forget": forget, "retain": retain, "validation": validation}),
+        )?;
+        ctx.save_model()
+    }
+}
+
+/// Runs the first forget batch through one head and stores inputs and output.
+pub struct Probe {
+    head: ModelHead,
+    augment: bool,
+}
+
+impl Plugin for Probe {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.services.probe",
+            "Services probe test",
+            "0.3.0",
+            Kind::Method,
+        )
+        .description("One forget batch through a chosen head.")
+        .param(ParamSpec::choice(
+            "head",
+            "Head",
+            &["encoder", "classifier", "projection"],
+            "classifier",
+        ))
+        .param(ParamSpec::bool("augment", "Augment", false))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        let head = match params.str("head")? {
+            "encoder" => ModelHead::Encoder,
+            "projection" => ModelHead::Projection,
+            _ => ModelHead::Classifier,
+        };
+        Ok(Probe {
+            head,
+            augment: params.bool("augment")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let mut batches = ctx.batches(Split::Forget, 4096, false, self.augment)?;
+        let (x, _) = batches
+            .next()
+            .ok_or_else(|| PluginError::msg("empty forget split"))??;
+        drop(batches);
+        ctx.put_tensor("inputs", &x)?;
+        let out = ctx.model_forward(self.head, &x)?;
+        ctx.put_tensor("output", &out.f_to_kind(DType::Float)?)
+    }
+}
+
+lethe_plugin_api::declare_plugin!(Ascent, Probe);

@@ -9,7 +9,11 @@
 //!   path parameter;
 //! * `org.lethe.test.tensors` (method): one step of gradient ascent on the forget
 //!   split through the host's model, data and result extensions, so tensors cross
-//!   the boundary both ways and parameters are updated in place.
+//!   the boundary both ways and parameters are updated in place;
+//! * `org.lethe.test.misbehave` (method): what no status code can catch, for the
+//!   worker tests (engine/tests/worker_*.rs): segfaults, aborts, hangs ignoring
+//!   cancellation, exits early, prints junk to stdout, or works slowly while
+//!   honouring cancellation, as its `how` parameter says.
 #![deny(missing_docs)]
 
 use lethe_plugin_api::schema::ParamSpec;
@@ -206,4 +210,84 @@ impl Plugin for TensorMethod {
     }
 }
 
-lethe_plugin_api::declare_plugin!(ProgressMethod, PanicMethod, FailingAttack, TensorMethod);
+/// Misbehaves in the ways only a separate process survives.
+pub struct MisbehaveMethod {
+    how: String,
+    steps: i64,
+}
+
+impl Plugin for MisbehaveMethod {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.misbehave",
+            "Misbehaviour test",
+            "1.0.0",
+            Kind::Method,
+        )
+        .description("Crashes, hangs or scribbles on stdout on purpose.")
+        .param(ParamSpec::choice(
+            "how",
+            "How to misbehave",
+            &["segfault", "abort", "hang", "exit", "stdout", "slow"],
+            "slow",
+        ))
+        .param(ParamSpec::int("steps", "Steps (slow, stdout)", 1, 1000, 5))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        Ok(MisbehaveMethod {
+            how: params.str("how")?.to_string(),
+            steps: params.i64("steps")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.info(&format!("misbehaving: {}", self.how));
+        match self.how.as_str() {
+            "segfault" => {
+                // A real invalid access, not raise(SIGSEGV): the runtime's SIGSEGV
+                // handler would swallow a raised signal, but a faulting store re-faults
+                // under the default action.
+                let bad = std::ptr::with_exposed_provenance_mut::<u8>(8);
+                // SAFETY: deliberately unsound; the test wants the process to die here.
+                unsafe { std::ptr::write_volatile(bad, 1) };
+                Ok(())
+            }
+            "abort" => std::process::abort(),
+            "exit" => std::process::exit(3),
+            "hang" => loop {
+                // Ignores cancellation on purpose.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            },
+            "stdout" => {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                // Bytes that look like a frame header, then text: a host that shared
+                // stdout with its frames would misread everything after this.
+                let _ = out.write_all(&[5, 0, 0, 0]);
+                for step in 1..=self.steps {
+                    println!("junk on stdout {step}");
+                    ctx.progress(step as f64 / self.steps as f64, &format!("step {step}"));
+                }
+                let _ = out.flush();
+                Ok(())
+            }
+            _ => {
+                for step in 1..=self.steps {
+                    ctx.check_cancelled()?;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    ctx.progress(step as f64 / self.steps as f64, &format!("step {step}"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+lethe_plugin_api::declare_plugin!(
+    ProgressMethod,
+    PanicMethod,
+    FailingAttack,
+    TensorMethod,
+    MisbehaveMethod
+);

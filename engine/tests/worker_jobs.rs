@@ -1,0 +1,473 @@
+//! Real `lethe-cli worker` processes running the test-fixture plugin: results,
+//! ordered progress, plugin errors, segfaults, aborts, early exits, hangs (timeout
+//! and cancel), junk on stdout, broken protocol peers, and `plugins list`. Every
+//! test also proves the point of the worker: this test process keeps running.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use lethe_engine::worker::protocol::{
+    FromWorker, Hello, Level, PROTOCOL_VERSION, ToWorker, read_frame, write_frame,
+};
+use lethe_engine::worker::{Job, JobOutcome, JobReport, WorkerOptions, run_job, spawn_worker};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_lethe-cli");
+
+/// Finds `lib<name>.so` beside the test binary (deps/) or one level up.
+fn fixture(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join(&file);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{file} not found next to {}", exe.display());
+}
+
+fn opts() -> WorkerOptions {
+    let mut o = WorkerOptions::with_exe(EXE);
+    o.timeout = Some(Duration::from_secs(60));
+    o.grace = Duration::from_secs(1);
+    o
+}
+
+fn run_job_on(id: &str, params: Value) -> Job {
+    Job::Run {
+        library: fixture("lethe_test_fixtures"),
+        id: id.into(),
+        params,
+        job_dir: None,
+    }
+}
+
+/// Runs a job to the end, returning its report and every event, in order.
+fn run(opts: &WorkerOptions, job: Job) -> (JobReport, Vec<FromWorker>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let report = run_job(opts, job, move |e| sink.lock().unwrap().push(e)).unwrap();
+    let events = events.lock().unwrap().clone();
+    (report, events)
+}
+
+fn misbehave(how: &str) -> Job {
+    run_job_on("org.lethe.test.misbehave", json!({"how": how}))
+}
+
+fn logs(events: &[FromWorker]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            FromWorker::Log { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn fractions(events: &[FromWorker]) -> Vec<f64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            FromWorker::Progress { fraction, .. } => *fraction,
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_normal_job_streams_ordered_progress_then_its_result() {
+    let job = run_job_on("org.lethe.test.progress", json!({"steps": 5}));
+    let (report, events) = run(&opts(), job);
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Succeeded(json!({"status": "ok"})),
+        "{}",
+        report.stderr_tail
+    );
+    assert!(report.exit.unwrap().success());
+    assert_eq!(fractions(&events), vec![0.2, 0.4, 0.6, 0.8, 1.0]);
+    // Progress carries the plugin's metrics, step by step.
+    let steps: Vec<i64> = events
+        .iter()
+        .filter_map(|e| match e {
+            FromWorker::Progress {
+                metrics: Some(m), ..
+            } => m["step"].as_i64(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5]);
+    let logs = logs(&events);
+    assert!(logs[0].starts_with("running on lethe"), "{logs:?}");
+    assert!(logs.last().unwrap().starts_with("done: loss"), "{logs:?}");
+    // Logs and progress interleave in the order the plugin sent them.
+    let first_progress = events
+        .iter()
+        .position(|e| matches!(e, FromWorker::Progress { .. }))
+        .unwrap();
+    assert!(
+        matches!(&events[first_progress - 1], FromWorker::Log { level: Level::Info, text } if text == "step 1: loss 1.000000")
+    );
+}
+
+#[test]
+fn plugin_errors_panics_and_bad_params_are_failures_with_messages() {
+    let (report, events) = run(
+        &opts(),
+        run_job_on("org.lethe.test.panic", json!({"when": "run"})),
+    );
+    match &report.outcome {
+        JobOutcome::Failed(m) => assert!(m.contains("PANIC") || m.contains("panic"), "{m}"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(logs(&events), vec!["about to panic"]);
+
+    let (report, _) = run(
+        &opts(),
+        run_job_on("org.lethe.test.fail", json!({"target": "/x/scores.npy"})),
+    );
+    assert!(
+        matches!(&report.outcome, JobOutcome::Failed(m) if m.contains("deliberate failure: cannot score /x/scores.npy")),
+        "{}",
+        report.outcome
+    );
+
+    let (report, _) = run(
+        &opts(),
+        run_job_on("org.lethe.test.progress", json!({"steps": 999})),
+    );
+    assert!(
+        matches!(&report.outcome, JobOutcome::Failed(m) if m.contains("steps")),
+        "{}",
+        report.outcome
+    );
+
+    let (report, _) = run(
+        &opts(),
+        Job::Run {
+            library: "/nonexistent/libnope.so".into(),
+            id: "x".into(),
+            params: json!({}),
+            job_dir: None,
+        },
+    );
+    assert!(
+        matches!(&report.outcome, JobOutcome::Failed(m) if m.contains("/nonexistent/libnope.so")),
+        "{}",
+        report.outcome
+    );
+}
+
+#[test]
+fn a_segfault_is_reported_as_sigsegv_and_the_parent_survives() {
+    let (report, events) = run(&opts(), misbehave("segfault"));
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Crashed {
+            signal: Some(11),
+            code: None
+        },
+        "{}",
+        report.stderr_tail
+    );
+    assert!(report.outcome.to_string().contains("SIGSEGV"));
+    // What it said before dying is kept.
+    assert_eq!(logs(&events), vec!["misbehaving: segfault"]);
+    // The parent carries on and can run the next job.
+    let (next, _) = run(
+        &opts(),
+        run_job_on("org.lethe.test.progress", json!({"steps": 1})),
+    );
+    assert!(next.outcome.is_success(), "{}", next.outcome);
+}
+
+#[test]
+fn an_abort_is_reported_as_sigabrt() {
+    let (report, _) = run(&opts(), misbehave("abort"));
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Crashed {
+            signal: Some(6),
+            code: None
+        }
+    );
+    assert!(
+        report.outcome.to_string().contains("killed by SIGABRT"),
+        "{}",
+        report.outcome
+    );
+}
+
+#[test]
+fn an_early_exit_is_reported_with_its_code() {
+    let (report, _) = run(&opts(), misbehave("exit"));
+    assert_eq!(
+        report.outcome,
+        JobOutcome::Crashed {
+            signal: None,
+            code: Some(3)
+        }
+    );
+    assert!(
+        report
+            .outcome
+            .to_string()
+            .contains("exited early with code 3"),
+        "{}",
+        report.outcome
+    );
+}
+
+#[test]
+fn a_hang_times_out_and_is_killed() {
+    let mut o = opts();
+    o.timeout = Some(Duration::from_secs(2));
+    let t = Instant::now();
+    let (report, events) = run(&o, misbehave("hang"));
+    assert_eq!(report.outcome, JobOutcome::TimedOut(Duration::from_secs(2)));
+    assert!(
+        report.outcome.to_string().contains("timed out after 2.0s"),
+        "{}",
+        report.outcome
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Killed, not exited.
+    assert_eq!(report.exit.unwrap().code(), None);
+    assert_eq!(logs(&events), vec!["misbehaving: hang"]);
+}
+
+#[test]
+fn cancel_stops_a_cooperative_job_without_killing_it() {
+    let (tx, rx) = mpsc::channel();
+    let job = run_job_on(
+        "org.lethe.test.misbehave",
+        json!({"how": "slow", "steps": 200}),
+    );
+    let handle = spawn_worker(&opts(), job, move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    // Wait for real progress, so the plugin is running when the cancel lands.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+            FromWorker::Progress { .. } => break,
+            _ => continue,
+        }
+    }
+    assert!(!handle.is_finished());
+    let t = Instant::now();
+    handle.cancel();
+    let report = handle.wait();
+    assert_eq!(report.outcome, JobOutcome::Cancelled { killed: false });
+    assert!(report.exit.unwrap().success());
+    // Within the 1 s grace period (the plugin checks every 100 ms).
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let seen = rx.try_iter().count();
+    assert!(seen < 20, "kept running after cancel: {seen} more events");
+}
+
+#[test]
+fn cancel_kills_a_job_that_ignores_it_after_the_grace_period() {
+    let (tx, rx) = mpsc::channel();
+    let handle = spawn_worker(&opts(), misbehave("hang"), move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    // The plugin's first log line means it is inside run().
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+        FromWorker::Log { .. }
+    ));
+    let t = Instant::now();
+    handle.cancel();
+    handle.cancel(); // a second cancel changes nothing
+    let report = handle.wait();
+    let took = t.elapsed();
+    assert_eq!(report.outcome, JobOutcome::Cancelled { killed: true });
+    assert!(
+        report.outcome.to_string().contains("killed"),
+        "{}",
+        report.outcome
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn plugin_stdout_goes_to_the_log_not_the_frame_stream() {
+    let job = run_job_on(
+        "org.lethe.test.misbehave",
+        json!({"how": "stdout", "steps": 3}),
+    );
+    let (report, events) = run(&opts(), job);
+    assert!(report.outcome.is_success(), "{}", report.outcome);
+    assert_eq!(fractions(&events).len(), 3);
+    for step in 1..=3 {
+        assert!(
+            report
+                .stderr_tail
+                .contains(&format!("junk on stdout {step}")),
+            "{}",
+            report.stderr_tail
+        );
+    }
+}
+
+/// A fake worker: a shell script that writes `bytes` to stdout and waits for stdin.
+fn fake_worker(dir: &Path, bytes: &[u8]) -> WorkerOptions {
+    use std::os::unix::fs::PermissionsExt;
+    let data = dir.join("frames.bin");
+    std::fs::write(&data, bytes).unwrap();
+    let script = dir.join("fake-worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho 'fake worker here' >&2\ncat '{}'\ncat >/dev/null\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut o = WorkerOptions::with_exe(script);
+    o.timeout = Some(Duration::from_secs(10));
+    o
+}
+
+#[test]
+fn the_parent_refuses_a_worker_of_another_protocol_or_a_corrupt_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut frame = Vec::new();
+    write_frame(
+        &mut frame,
+        &FromWorker::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION + 1,
+            lethe_version: "9.9.9".into(),
+        }),
+    )
+    .unwrap();
+    let (report, _) = run(&fake_worker(dir.path(), &frame), misbehave("slow"));
+    match &report.outcome {
+        JobOutcome::Protocol(m) => {
+            assert!(
+                m.contains("protocol mismatch") && m.contains("9.9.9"),
+                "{m}"
+            )
+        }
+        other => panic!("{other}"),
+    }
+
+    let (report, _) = run(
+        &fake_worker(dir.path(), b"Segmentation fault? no, just text\n"),
+        misbehave("slow"),
+    );
+    assert!(
+        matches!(&report.outcome, JobOutcome::Protocol(m) if m.contains("exceeds")),
+        "{}",
+        report.outcome
+    );
+    assert!(report.stderr_tail.contains("fake worker here"));
+
+    // A frame before the hello.
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &FromWorker::Cancelled).unwrap();
+    let (report, _) = run(&fake_worker(dir.path(), &frame), misbehave("slow"));
+    assert!(
+        matches!(&report.outcome, JobOutcome::Protocol(m) if m.contains("expected a hello")),
+        "{}",
+        report.outcome
+    );
+}
+
+#[test]
+fn the_worker_refuses_a_parent_of_another_protocol() {
+    let mut child = Command::new(EXE)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let hello: FromWorker = read_frame(&mut stdout).unwrap().unwrap();
+    assert_eq!(hello, FromWorker::Hello(Hello::ours()));
+    let mut stdin = child.stdin.take().unwrap();
+    write_frame(
+        &mut stdin,
+        &ToWorker::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION + 7,
+            lethe_version: "0.0.0-old".into(),
+        }),
+    )
+    .unwrap();
+    let reply: FromWorker = read_frame(&mut stdout).unwrap().unwrap();
+    match reply {
+        FromWorker::Error { message } => {
+            assert!(message.contains("protocol mismatch"), "{message}");
+            assert!(message.contains("0.0.0-old"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(read_frame::<_, FromWorker>(&mut stdout).unwrap().is_none());
+    assert!(!child.wait().unwrap().success());
+}
+
+#[test]
+fn plugins_list_describes_good_libraries_and_says_why_others_were_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["lethe_test_fixtures", "lethe_test_fixture_bad_abi"] {
+        std::fs::copy(fixture(name), dir.path().join(format!("lib{name}.so"))).unwrap();
+    }
+    std::fs::write(dir.path().join("libnot_a_library.so"), "just text").unwrap();
+    std::fs::write(dir.path().join("README.txt"), "ignored").unwrap();
+
+    let out = Command::new(EXE)
+        .args(["plugins", "list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("liblethe_test_fixtures.so: ok"), "{text}");
+    assert!(text.contains("org.lethe.test.progress"), "{text}");
+    assert!(text.contains("attack   org.lethe.test.fail"), "{text}");
+    assert!(
+        text.contains("liblethe_test_fixture_bad_abi.so: refused:"),
+        "{text}"
+    );
+    assert!(text.contains("libnot_a_library.so: refused:"), "{text}");
+    assert!(!text.contains("README"), "{text}");
+
+    let out = Command::new(EXE)
+        .args(["plugins", "list", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = v[0]["files"]["Ok"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    let ids: Vec<&str> = files[1]["outcome"]["Ok"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"org.lethe.test.misbehave"), "{ids:?}");
+    assert!(files[0]["outcome"]["Err"].as_str().unwrap().contains("ABI"));
+}

@@ -471,3 +471,71 @@ fn plugins_list_describes_good_libraries_and_says_why_others_were_refused() {
     assert!(ids.contains(&"org.lethe.test.misbehave"), "{ids:?}");
     assert!(files[0]["outcome"]["Err"].as_str().unwrap().contains("ABI"));
 }
+
+#[test]
+fn an_unlearning_job_runs_over_the_demo_model_and_data_and_reports_artifacts() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo");
+    let out = tempfile::tempdir().unwrap();
+    let job = Job::Unlearn {
+        library: fixture("lethe_test_fixtures"),
+        id: "org.lethe.test.tensors".into(),
+        params: json!({"lr": 0.01}),
+        checkpoint: demo.join("classifier.safetensors"),
+        data: demo.join("mnist10k.npz"),
+        forget: demo.join("forget.txt"),
+        out_dir: out.path().join("job"),
+        seed: 1,
+        device: "cpu".into(),
+    };
+    let (report, events) = run(&opts(), job);
+    let value = match &report.outcome {
+        JobOutcome::Succeeded(v) => v.clone(),
+        other => panic!("{other}\n{}", report.stderr_tail),
+    };
+    let artifacts: Vec<(String, PathBuf)> = events
+        .iter()
+        .filter_map(|e| match e {
+            FromWorker::Artifact { name, path } => Some((name.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = artifacts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["last_output", "summary", "model"]);
+    for (_, path) in &artifacts {
+        assert!(
+            path.starts_with(out.path().join("job")),
+            "{}",
+            path.display()
+        );
+        assert!(path.is_file(), "{}", path.display());
+    }
+    assert_eq!(value["artifacts"].as_array().unwrap().len(), 3);
+    // The summary the plugin wrote says it saw the whole forget list.
+    let forget_lines = std::fs::read_to_string(demo.join("forget.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count() as i64;
+    let summary: Value = serde_json::from_slice(&std::fs::read(&artifacts[1].1).unwrap()).unwrap();
+    assert_eq!(summary["forget"], forget_lines);
+    assert_eq!(summary["seen"], forget_lines);
+
+    // Setup errors are job failures naming the culprit.
+    let bad = Job::Unlearn {
+        library: fixture("lethe_test_fixtures"),
+        id: "org.lethe.test.tensors".into(),
+        params: json!({}),
+        checkpoint: demo.join("missing.safetensors"),
+        data: demo.join("mnist10k.npz"),
+        forget: demo.join("forget.txt"),
+        out_dir: out.path().join("bad"),
+        seed: 1,
+        device: "cpu".into(),
+    };
+    let (report, _) = run(&opts(), bad);
+    assert!(
+        matches!(&report.outcome, JobOutcome::Failed(m) if m.contains("missing.safetensors")),
+        "{}",
+        report.outcome
+    );
+}

@@ -6,6 +6,8 @@ use super::protocol::{
     DescriptorInfo, FromWorker, Hello, Job, ProtocolError, ScanReport, ScannedFile, ToWorker,
     read_frame, write_frame,
 };
+use crate::checkpoint::LoadOptions;
+use crate::plugin_host::services::{EngineServices, JobInfo, ServiceEvent, SplitPositions};
 use crate::plugin_host::{HostServices, PluginHostError, PluginLibrary};
 use lethe_plugin_api::abi::LetheStatus;
 use lethe_plugin_api::sdk::{Kind, LogLevel};
@@ -13,8 +15,10 @@ use serde_json::{Value, json};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::FromRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tch::Device;
 
 /// Why the worker could not serve its parent.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +154,55 @@ pub fn run_worker() -> Result<(), WorkerError> {
             id,
             params,
             job_dir: _,
-        } => run_plugin(&library, &id, &params, &frames, &cancelled),
+        } => {
+            let services = Arc::new(FrameServices {
+                frames: frames.clone(),
+                cancelled: Arc::clone(&cancelled),
+            });
+            run_plugin(&library, &id, &params, services, json!({"status": "ok"}))
+        }
+        Job::Unlearn {
+            library,
+            id,
+            params,
+            checkpoint,
+            data,
+            forget,
+            out_dir,
+            seed,
+            device,
+        } => {
+            let setup = UnlearnSetup {
+                library: &library,
+                id: &id,
+                params: &params,
+                checkpoint: &checkpoint,
+                data: &data,
+                forget: &forget,
+                out_dir: &out_dir,
+                seed,
+                device: &device,
+            };
+            match engine_services(&setup, &frames, &cancelled) {
+                Ok(services) => {
+                    let artifacts = Arc::clone(&services);
+                    match run_plugin(&library, &id, &params, services, Value::Null) {
+                        FromWorker::Result { .. } => FromWorker::Result {
+                            value: json!({
+                                "status": "ok",
+                                "artifacts": artifacts.artifacts().iter().map(|a| json!({
+                                    "kind": format!("{:?}", a.kind).to_lowercase(),
+                                    "name": a.name,
+                                    "path": a.path,
+                                })).collect::<Vec<_>>(),
+                            }),
+                        },
+                        other => other,
+                    }
+                }
+                Err(message) => FromWorker::Error { message },
+            }
+        }
     };
     frames.send(&last)?;
     Ok(())
@@ -215,17 +267,110 @@ impl HostServices for FrameServices {
     }
 }
 
-fn run_plugin(
-    library: &std::path::Path,
-    id: &str,
-    params: &Value,
+struct UnlearnSetup<'a> {
+    library: &'a Path,
+    id: &'a str,
+    params: &'a Value,
+    checkpoint: &'a Path,
+    data: &'a Path,
+    forget: &'a Path,
+    out_dir: &'a Path,
+    seed: u64,
+    device: &'a str,
+}
+
+fn parse_device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("unknown device `{other}` (cpu, cuda or cuda:N)")),
+    }
+}
+
+/// The model, data and result services for an unlearning job, their events
+/// forwarded as frames and their cancel flag raised by the cancel watcher.
+fn engine_services(
+    s: &UnlearnSetup<'_>,
     frames: &Frames,
     cancelled: &Arc<AtomicBool>,
-) -> FromWorker {
-    let services = Arc::new(FrameServices {
-        frames: frames.clone(),
-        cancelled: Arc::clone(cancelled),
+) -> Result<Arc<EngineServices>, String> {
+    let lib = PluginLibrary::load(s.library).map_err(|e| e.to_string())?;
+    let version = lib
+        .descriptor(s.id)
+        .map_err(|e| e.to_string())?
+        .version
+        .clone();
+    let full = lib
+        .validate_params(s.id, s.params)
+        .map_err(|e| e.to_string())?;
+    let device = parse_device(s.device)?;
+    let dataset = crate::data::load(s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
+    let split = crate::jobs::train::split_of(&dataset, s.seed).map_err(|e| e.to_string())?;
+    let forget = crate::data::ForgetSet::from_list_file(s.forget, dataset.len(), &split.train)
+        .map_err(|e| e.to_string())?;
+    let model = crate::checkpoint::load_model(s.checkpoint, device, &LoadOptions::default())
+        .map_err(|e| format!("{}: {e}", s.checkpoint.display()))?;
+    let splits = SplitPositions {
+        retain: Some(forget.retain(&split.train)),
+        forget: Some(forget.indices().to_vec()),
+        validation: Some(split.val.clone()),
+        test: Some(split.test.clone()),
+    };
+    let job = JobInfo {
+        plugin_id: s.id.to_string(),
+        plugin_version: version,
+        params: Value::Object(full),
+        original_checkpoint: Some(s.checkpoint.to_path_buf()),
+    };
+    let services = EngineServices::new(model, dataset, splits, s.out_dir, job, s.seed)
+        .map_err(|e| e.to_string())?;
+    // The services own their cancel flag; mirror ours into it from the watcher's
+    // side by polling, as the watcher was started before the services existed.
+    let theirs = services.cancel_flag();
+    let ours = Arc::clone(cancelled);
+    std::thread::spawn(move || {
+        while !ours.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        theirs.store(true, Ordering::SeqCst);
     });
+    let frames = frames.clone();
+    let sink = move |e: ServiceEvent| {
+        let msg = match e {
+            ServiceEvent::Log { level, message } => FromWorker::Log {
+                level: level.into(),
+                text: message,
+            },
+            ServiceEvent::Progress {
+                fraction,
+                message,
+                metrics,
+            } => FromWorker::Progress {
+                fraction,
+                message,
+                metrics,
+            },
+            ServiceEvent::Artifact(a) => FromWorker::Artifact {
+                name: a.name,
+                path: a.path,
+            },
+        };
+        let _ = frames.send(&msg);
+    };
+    Ok(Arc::new(services.with_events(Arc::new(sink))))
+}
+
+fn run_plugin<S: HostServices>(
+    library: &Path,
+    id: &str,
+    params: &Value,
+    services: Arc<S>,
+    ok: Value,
+) -> FromWorker {
     let outcome = PluginLibrary::load(library)
         .and_then(|lib| lib.create(id, params, services))
         .and_then(|mut instance| instance.run());
@@ -233,9 +378,7 @@ fn run_plugin(
     // than losing it when the process exits.
     let _ = io::stdout().flush();
     match outcome {
-        Ok(()) => FromWorker::Result {
-            value: json!({"status": "ok"}),
-        },
+        Ok(()) => FromWorker::Result { value: ok },
         Err(PluginHostError::Call { status, .. }) if status == LetheStatus::CANCELLED => {
             FromWorker::Cancelled
         }

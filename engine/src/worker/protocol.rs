@@ -124,6 +124,30 @@ pub enum Job {
         /// Where the job writes files it reports as artifacts.
         job_dir: Option<PathBuf>,
     },
+    /// Run an unlearning method (or attack) over a real model and dataset, through
+    /// the host's model, data and result extensions. Results (the unlearned model,
+    /// tensors, JSON) are written under `out_dir` and reported as artifacts.
+    /// Result: `{"status": "ok", "artifacts": [{"kind", "name", "path"}, ...]}`.
+    Unlearn {
+        /// The plugin library.
+        library: PathBuf,
+        /// The descriptor id.
+        id: String,
+        /// Parameters (checked against the schema in the worker).
+        params: Value,
+        /// The trained model's checkpoint (never overwritten).
+        checkpoint: PathBuf,
+        /// The dataset (its recorded split, else a seeded 80/10/10 split).
+        data: PathBuf,
+        /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices).
+        forget: PathBuf,
+        /// Output folder for the job's results.
+        out_dir: PathBuf,
+        /// Seed for the split (when the dataset records none) and shuffling.
+        seed: u64,
+        /// `cpu`, `cuda` or `cuda:N`.
+        device: String,
+    },
 }
 
 /// Parent → worker.

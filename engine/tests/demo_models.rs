@@ -41,19 +41,13 @@ fn demo_classifier_is_accurate_and_fitted() {
     assert!(ls > 10.0 * lt, "train loss {lt}, test loss {ls}");
 }
 
-#[test]
-fn demo_encoder_features_support_a_linear_probe() {
-    let ds = data::load(&demo("mnist10k.npz")).unwrap();
-    let split = split_of(&ds, 0).unwrap();
-    let m = load_model(
-        demo("encoder.safetensors"),
-        Device::Cpu,
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let train = ds.subset(&split.train).unwrap();
-    let test = ds.subset(&split.test).unwrap();
-    let feat = |x: &Tensor| m.model.features(x, false);
+/// Test accuracy of a linear probe trained on the frozen features of `model`.
+fn probe_accuracy(
+    model: &lethe_engine::models::Model,
+    train: &data::Dataset,
+    test: &data::Dataset,
+) -> f64 {
+    let feat = |x: &Tensor| model.features(x, false);
     let cfg = TrainConfig {
         epochs: 30,
         batch_size: 256,
@@ -71,9 +65,24 @@ fn demo_encoder_features_support_a_linear_probe() {
         &mut |_| Flow::Continue,
     )
     .unwrap();
-    let acc = probe.accuracy(&extract(&feat, test.images(), Device::Cpu), test.labels());
+    probe.accuracy(&extract(&feat, test.images(), Device::Cpu), test.labels())
+}
+
+#[test]
+fn demo_encoder_features_support_a_linear_probe() {
+    let ds = data::load(&demo("mnist10k.npz")).unwrap();
+    let split = split_of(&ds, 0).unwrap();
+    let train = ds.subset(&split.train).unwrap();
+    let test = ds.subset(&split.test).unwrap();
+    let m = load_model(
+        demo("encoder.safetensors"),
+        Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let acc = probe_accuracy(&m.model, &train, &test);
     assert!(acc > 0.85, "probe test accuracy {acc}");
-    // Sanity: a random encoder of the same shape probes clearly worse.
+    // Sanity: the same architecture with random weights probes clearly worse.
     let random = load_model(
         demo("encoder.safetensors"),
         Device::Cpu,
@@ -86,17 +95,6 @@ fn demo_encoder_features_support_a_linear_probe() {
             v.copy_(&r);
         }
     });
-    let rfeat = |x: &Tensor| random.model.features(x, false);
-    let (rprobe, _) = train_linear_probe(
-        &rfeat,
-        train.images(),
-        train.labels(),
-        10,
-        Device::Cpu,
-        &cfg,
-        &mut |_| Flow::Continue,
-    )
-    .unwrap();
-    let racc = rprobe.accuracy(&extract(&rfeat, test.images(), Device::Cpu), test.labels());
-    assert!(acc > racc, "trained {acc} vs random {racc}");
+    let racc = probe_accuracy(&random.model, &train, &test);
+    assert!(acc > racc + 0.02, "trained {acc} vs random {racc}");
 }

@@ -11,10 +11,31 @@ use super::supervised::run_epochs;
 use super::{TrainConfig, TrainError};
 use crate::models::{KeyQueue, MomentumEncoder};
 
-fn views_config(cfg: &TrainConfig) -> AugmentConfig {
-    cfg.augment
-        .clone()
-        .unwrap_or_else(AugmentConfig::contrastive)
+/// What both contrastive loops prepare before their first step: the seed, the data on
+/// the device, the view augmentation and the optimiser.
+struct Setup {
+    n: i64,
+    device: tch::Device,
+    images: Tensor,
+    aug: AugmentConfig,
+    opt: tch::nn::Optimizer,
+}
+
+impl Setup {
+    fn new(vs: &VarStore, images: &Tensor, cfg: &TrainConfig) -> Result<Self, TrainError> {
+        tch::manual_seed(cfg.seed as i64);
+        let device = vs.device();
+        Ok(Setup {
+            n: images.size().first().copied().unwrap_or(0),
+            device,
+            images: images.to_device(device),
+            aug: cfg
+                .augment
+                .clone()
+                .unwrap_or_else(AugmentConfig::contrastive),
+            opt: cfg.build_optimizer(vs)?,
+        })
+    }
 }
 
 /// Trains `model` (images → projection) with SimCLR's NT-Xent on two augmented views.
@@ -26,12 +47,13 @@ pub fn train_simclr(
     cfg: &TrainConfig,
     on_event: &mut dyn FnMut(&TrainEvent) -> Flow,
 ) -> Result<TrainSummary, TrainError> {
-    let n = images.size().first().copied().unwrap_or(0);
-    tch::manual_seed(cfg.seed as i64);
-    let device = vs.device();
-    let images = images.to_device(device);
-    let aug = views_config(cfg);
-    let mut opt = cfg.build_optimizer(vs)?;
+    let Setup {
+        n,
+        device,
+        images,
+        aug,
+        mut opt,
+    } = Setup::new(vs, images, cfg)?;
     let mut step = |idx: &Tensor| -> Result<Tensor, TrainError> {
         let x = to_unit_float(&images.index_select(0, idx));
         let z1 = model.forward_t(&aug.apply(&x), true);
@@ -73,12 +95,13 @@ pub fn train_moco(
     cfg: &TrainConfig,
     on_event: &mut dyn FnMut(&TrainEvent) -> Flow,
 ) -> Result<TrainSummary, TrainError> {
-    let n = images.size().first().copied().unwrap_or(0);
-    tch::manual_seed(cfg.seed as i64);
-    let device = query_vs.device();
-    let images = images.to_device(device);
-    let aug = views_config(cfg);
-    let mut opt = cfg.build_optimizer(query_vs)?;
+    let Setup {
+        n,
+        device,
+        images,
+        aug,
+        mut opt,
+    } = Setup::new(query_vs, images, cfg)?;
     let mut pending: Option<Tensor> = None;
     let invalid = |e: crate::models::ModelError| TrainError::Invalid(e.to_string());
     let mut step = |idx: &Tensor| -> Result<Tensor, TrainError> {

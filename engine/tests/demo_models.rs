@@ -1,4 +1,6 @@
 //! The bundled demo models are real, useful and leave a membership signal.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
 
 use lethe_engine::checkpoint::{LoadOptions, load_model};
 use lethe_engine::data;

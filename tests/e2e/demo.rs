@@ -1,4 +1,6 @@
 //! The Quickstart's main job, run as a user would: `lethe-cli demo`.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
 
 use lethe_e2e::{require_binary, workspace_root};
 use std::process::Command;

@@ -511,3 +511,28 @@ fn results_never_overwrite_the_original_or_foreign_files() {
     );
     assert_eq!(std::fs::read(&orig).unwrap(), bytes);
 }
+
+#[test]
+fn the_cancel_flag_stops_the_plugin_before_it_saves() {
+    let id = "org.lethe.test.services.ascent";
+    let lib = plugin();
+    let params = Value::Object(lib.validate_params(id, &json!({"steps": 5})).unwrap());
+    let arch = mlp(HeadConfig::Classifier {
+        num_classes: CLASSES,
+    });
+    let j = job(arch, id, params.clone());
+    let before = weights(&j.services);
+    j.services
+        .cancel_flag()
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut inst = lib.create(id, &params, j.services.clone()).unwrap();
+    let err = inst.run().unwrap_err();
+    assert_eq!(err.status(), Some(LetheStatus::CANCELLED), "{err}");
+    drop(inst);
+    // It stopped before the first step: nothing changed, nothing written.
+    for ((n, a), (_, b)) in before.iter().zip(&weights(&j.services)) {
+        assert!(a.equal(b), "{n} changed");
+    }
+    assert!(j.services.artifacts().is_empty());
+    assert!(!j.out.join("model.safetensors").exists());
+}

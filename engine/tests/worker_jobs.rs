@@ -44,7 +44,6 @@ fn run_job_on(id: &str, params: Value) -> Job {
         library: fixture("lethe_test_fixtures"),
         id: id.into(),
         params,
-        job_dir: None,
     }
 }
 
@@ -155,7 +154,6 @@ fn plugin_errors_panics_and_bad_params_are_failures_with_messages() {
             library: "/nonexistent/libnope.so".into(),
             id: "x".into(),
             params: json!({}),
-            job_dir: None,
         },
     );
     assert!(

@@ -153,7 +153,6 @@ pub fn run_worker() -> Result<(), WorkerError> {
             library,
             id,
             params,
-            job_dir: _,
         } => {
             let services = Arc::new(FrameServices {
                 frames: frames.clone(),

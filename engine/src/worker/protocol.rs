@@ -113,7 +113,9 @@ pub enum Job {
         /// Library files to load, in order.
         libraries: Vec<PathBuf>,
     },
-    /// Create and run one method or attack. Result: `{"status": "ok"}`.
+    /// Create and run one method or attack with log, progress and cancel services
+    /// only (no model, data or result extensions: for plugins that need none, and
+    /// for tests). Result: `{"status": "ok"}`.
     Run {
         /// The plugin library.
         library: PathBuf,
@@ -121,8 +123,6 @@ pub enum Job {
         id: String,
         /// Parameters (checked against the schema in the worker).
         params: Value,
-        /// Where the job writes files it reports as artifacts.
-        job_dir: Option<PathBuf>,
     },
     /// Run an unlearning method (or attack) over a real model and dataset, through
     /// the host's model, data and result extensions. Results (the unlearned model,
@@ -213,7 +213,8 @@ pub enum FromWorker {
         /// The line.
         text: String,
     },
-    /// One scalar metric.
+    /// One scalar metric of the job itself (evaluations the host runs; a plugin's
+    /// own metrics travel inside `progress`).
     Metric {
         /// Metric name.
         name: String,
@@ -410,7 +411,6 @@ mod tests {
                     library: "/x/libp.so".into(),
                     id: "org.x".into(),
                     params: json!({"steps": 3}),
-                    job_dir: None,
                 },
             },
             ToWorker::Start {

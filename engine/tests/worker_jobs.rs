@@ -537,3 +537,61 @@ fn an_unlearning_job_runs_over_the_demo_model_and_data_and_reports_artifacts() {
         report.outcome
     );
 }
+
+#[test]
+fn a_scan_whose_worker_crashes_names_each_library_with_the_crash() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["liba.so", "libb.so"] {
+        std::fs::write(plugins.join(name), "x").unwrap();
+    }
+    // Stands in for a library whose initialiser segfaults: every worker dies.
+    let script = dir.path().join("crashing-worker");
+    std::fs::write(&script, "#!/bin/sh\necho 'loading...' >&2\nkill -SEGV $$\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut o = WorkerOptions::with_exe(&script);
+    o.timeout = Some(Duration::from_secs(10));
+    let scans = lethe_engine::worker::scan_plugins(&o, &[plugins.clone(), dir.path().join("nope")]);
+    assert_eq!(scans.len(), 2);
+    let files = scans[0].files.as_ref().unwrap();
+    let names: Vec<&str> = files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_str().unwrap())
+        .collect();
+    assert_eq!(names, ["liba.so", "libb.so"]);
+    for f in files {
+        let why = f.outcome.as_ref().unwrap_err();
+        assert!(why.contains("killed by SIGSEGV"), "{why}");
+        assert!(why.contains("loading..."), "{why}");
+    }
+    assert!(scans[1].files.is_err());
+}
+
+#[test]
+fn plugins_list_searches_lethe_plugin_path_and_the_dev_build() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("lethe_test_fixtures"),
+        dir.path().join("libmine.so"),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(EXE)
+        .args(["plugins", "list"])
+        .env("LETHE_PLUGIN_PATH", dir.path())
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with(&format!("{}\n  libmine.so: ok\n", dir.path().display())),
+        "{text}"
+    );
+    // lethe-cli runs from cargo's profile folder, whose built plugins are listed too.
+    let profile = Path::new(EXE).parent().unwrap();
+    assert!(text.contains(&format!("{}\n", profile.display())), "{text}");
+}

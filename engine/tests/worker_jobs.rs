@@ -595,3 +595,20 @@ fn plugins_list_searches_lethe_plugin_path_and_the_dev_build() {
     let profile = Path::new(EXE).parent().unwrap();
     assert!(text.contains(&format!("{}\n", profile.display())), "{text}");
 }
+
+#[test]
+fn a_panicking_event_callback_still_kills_the_worker() {
+    let handle = spawn_worker(&opts(), misbehave("hang"), |_| {
+        panic!("deliberate panic in the event callback")
+    })
+    .unwrap();
+    let pid = handle.pid();
+    let report = handle.wait();
+    assert!(
+        matches!(&report.outcome, JobOutcome::Protocol(m) if m.contains("supervisor panicked")),
+        "{}",
+        report.outcome
+    );
+    // Killed and reaped: no process (not even a zombie) left behind.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}

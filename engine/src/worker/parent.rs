@@ -324,6 +324,17 @@ struct Supervisor {
     started: Instant,
 }
 
+/// Unwinding out of `run` (a panicking event callback) must not leave an orphan
+/// worker running; after a normal `run` the child is already reaped.
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Supervisor {
     fn send(&mut self, msg: &ToWorker) {
         // A worker that already died cannot be told anything; its exit status says

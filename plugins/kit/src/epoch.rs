@@ -1,0 +1,140 @@
+//! Loops over the job's splits: one epoch over a split with cancellation checks,
+//! a forget stream that cycles (to mix forget examples into retain batches, as
+//! the reference code's concatenated datasets do), and per-epoch reporting.
+
+use lethe_plugin_api::sdk::{Batches, HostContext, PluginError, Split};
+use lethe_plugin_api::tch::Tensor;
+use serde_json::{Map, Value, json};
+
+/// What one pass over a split saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpochStats {
+    /// Batches processed.
+    pub batches: usize,
+    /// Examples processed.
+    pub samples: i64,
+    /// Sum over batches of (mean batch loss × batch size).
+    pub loss_sum: f64,
+}
+
+impl EpochStats {
+    /// Mean loss per example (NaN when nothing was processed).
+    pub fn mean_loss(&self) -> f64 {
+        if self.samples == 0 {
+            f64::NAN
+        } else {
+            self.loss_sum / self.samples as f64
+        }
+    }
+}
+
+/// Runs `step(ctx, inputs, labels)` on each batch of `split` (at most
+/// `max_batches` when non-zero), checking for cancellation before each. `step`
+/// returns the batch's mean loss, which is accumulated.
+pub fn for_each_batch<F>(
+    ctx: &mut HostContext,
+    split: Split,
+    batch_size: u32,
+    shuffle: bool,
+    max_batches: usize,
+    mut step: F,
+) -> Result<EpochStats, PluginError>
+where
+    F: FnMut(&mut HostContext, &Tensor, &Tensor) -> Result<f64, PluginError>,
+{
+    let mut stats = EpochStats::default();
+    for batch in ctx.batches(split, batch_size, shuffle, false)? {
+        ctx.check_cancelled()?;
+        let (x, y) = batch?;
+        let n = x.size().first().copied().unwrap_or(0);
+        let loss = step(ctx, &x, &y)?;
+        stats.batches += 1;
+        stats.samples += n;
+        stats.loss_sum += loss * n as f64;
+        if max_batches > 0 && stats.batches >= max_batches {
+            break;
+        }
+    }
+    Ok(stats)
+}
+
+/// Batches of one split without end: when the split is exhausted it is reopened
+/// (reshuffled). For taking a few forget examples alongside every retain batch.
+#[derive(Debug)]
+pub struct Cycle {
+    split: Split,
+    batch_size: u32,
+    current: Option<Batches>,
+}
+
+impl Cycle {
+    /// A cycling stream of `split` in shuffled batches of `batch_size`.
+    pub fn new(split: Split, batch_size: u32) -> Self {
+        Cycle {
+            split,
+            batch_size,
+            current: None,
+        }
+    }
+
+    /// The next batch, reopening the split at its end.
+    pub fn next_batch(&mut self, ctx: &mut HostContext) -> Result<(Tensor, Tensor), PluginError> {
+        for _ in 0..2 {
+            let batches = match self.current.as_mut() {
+                Some(b) => b,
+                None => {
+                    self.current
+                        .insert(ctx.batches(self.split, self.batch_size, true, false)?)
+                }
+            };
+            match batches.next() {
+                Some(batch) => return batch,
+                None => self.current = None,
+            }
+        }
+        Err(PluginError::msg(format!(
+            "the {:?} split is empty",
+            self.split
+        )))
+    }
+}
+
+/// Splits a batch of `batch_size` between retain and forget examples in
+/// proportion to the split sizes (at least one of each), so a pass over the
+/// retain split sees about the whole forget split once: the mix a shuffled
+/// concatenation of the two sets gives.
+pub fn mixed_batch_sizes(batch_size: u32, retain: u64, forget: u64) -> (u32, u32) {
+    let total = (retain + forget).max(1) as f64;
+    let bs = batch_size.max(2);
+    let f = ((f64::from(bs) * forget as f64 / total).round() as u32).clamp(1, bs - 1);
+    (bs - f, f)
+}
+
+/// Reports the end of epoch `epoch` (1-based) of `epochs` with `metrics` (plus
+/// `epoch`) as progress.
+pub fn report_epoch(ctx: &HostContext, epoch: usize, epochs: usize, metrics: Value) {
+    let mut m = match metrics {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    m.insert("epoch".into(), json!(epoch));
+    let text = format!("epoch {epoch}/{epochs}");
+    ctx.progress_metrics(
+        epoch as f64 / epochs.max(1) as f64,
+        &text,
+        &Value::Object(m),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_sizes_follow_the_split_proportions() {
+        assert_eq!(mixed_batch_sizes(256, 5700, 300), (243, 13));
+        assert_eq!(mixed_batch_sizes(10, 1000, 1), (9, 1));
+        assert_eq!(mixed_batch_sizes(10, 1, 1000), (1, 9));
+        assert_eq!(mixed_batch_sizes(1, 5, 5), (1, 1));
+    }
+}

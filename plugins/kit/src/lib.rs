@@ -1,0 +1,45 @@
+//! Shared pieces of Lethe's baseline unlearning plugins (`plugins/baseline-*`).
+//!
+//! * [`model`]: is the job's model a classifier or an encoder ([`model_kind`]);
+//! * [`losses`]: cross-entropy and SimCLR NT-Xent, and [`Objective`], the loss a
+//!   method optimises on a batch whatever the model kind;
+//! * [`optim`]: SGD with momentum, weight decay, learning-rate schedules and
+//!   per-parameter masks that keep masked weights bit-identical;
+//! * [`l1`]: the l1 penalty and its linearly decaying coefficient;
+//! * [`prune`]: one-shot global magnitude pruning;
+//! * [`epoch`]: loops over a split with cancellation checks, and a retain stream
+//!   mixed with a cycling forget stream;
+//! * [`flat`]: flat parameter vectors, their layout, flat gradients;
+//! * [`per_sample`]: gradients of single examples' losses;
+//! * [`params`]: the schema entries every method shares, and their parsing;
+//! * [`setup`]: the common start of a method (seed, model kind, pruning);
+//! * [`train`]: SGD plus schedule over a run, stepping on a loss;
+//! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end.
+#![deny(missing_docs)]
+
+pub mod epoch;
+pub mod eval;
+pub mod flat;
+pub mod l1;
+pub mod losses;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod per_sample;
+pub mod prune;
+pub mod setup;
+pub mod train;
+
+pub use eval::{Evaluation, evaluate, finish};
+pub use lethe_plugin_api;
+pub use lethe_plugin_api::tch;
+pub use losses::Objective;
+pub use model::{ModelKind, model_kind};
+pub use optim::{Masks, Schedule, Sgd, SgdConfig};
+pub use setup::{Prepared, prepare};
+
+/// Converts an `i64` schema value that the schema already bounds to `>= 1` into a
+/// batch size for [`lethe_plugin_api::sdk::HostContext::batches`].
+pub fn batch_size(value: i64) -> u32 {
+    u32::try_from(value.max(1)).unwrap_or(u32::MAX)
+}

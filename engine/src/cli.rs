@@ -21,6 +21,9 @@ use crate::train::{Flow, OptimizerConfig, Schedule, TrainConfig, TrainEvent};
     about = "Lethe: remove chosen training data from a model and check it with membership-inference attacks"
 )]
 pub struct Cli {
+    /// Also search this plugin folder, before the others (repeatable).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,7 +60,10 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
-    /// Find and describe plugins (each scan runs in a worker process).
+    /// Forget data from a model with an unlearning method plugin (runs in a
+    /// worker process; the original checkpoint is never modified).
+    Unlearn(Box<crate::worker::unlearn::UnlearnArgs>),
+    /// Find, describe and check plugins (each runs in a worker process).
     Plugins {
         /// What to do.
         #[command(subcommand)]
@@ -295,7 +301,10 @@ fn unix_now() -> u64 {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
-        Command::Plugins { command } => crate::worker::cli::run(command)?,
+        Command::Plugins { command } => {
+            crate::worker::cli::run(command, &cli.plugins, &default_resources())?
+        }
+        Command::Unlearn(args) => crate::worker::unlearn::run(*args, &cli.plugins, unix_now())?,
         Command::Doctor { json } => {
             let report = RuntimeReport::probe();
             if json {

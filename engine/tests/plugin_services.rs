@@ -536,3 +536,127 @@ fn the_cancel_flag_stops_the_plugin_before_it_saves() {
     assert!(j.services.artifacts().is_empty());
     assert!(!j.out.join("model.safetensors").exists());
 }
+
+#[test]
+fn the_abi_1_1_extensions_give_views_and_a_fresh_model_in_place() {
+    let lib = plugin();
+    let id = "org.lethe.test.services.fresh";
+    // ResNet-18 has BatchNorm buffers, which a reset must restore too.
+    let arch = ArchConfig::resnet18_classifier(1, CLASSES);
+    let params = Value::Object(lib.validate_params(id, &json!({"seed": 3})).unwrap());
+    let j = job(arch.clone(), id, params.clone());
+    j.services.with_var_store(|vs| {
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if name.ends_with("running_mean") {
+                    let _ = t.fill_(5.0);
+                }
+            }
+        })
+    });
+    let mut inst = lib.create(id, &params, j.services.clone()).unwrap();
+    inst.run().unwrap();
+    drop(inst);
+
+    let read = |name: &str| {
+        let ck = checkpoint::read(j.out.join(format!("{name}.safetensors"))).unwrap();
+        ck.state_dict.get(name).unwrap().shallow_clone()
+    };
+    let (v0, v1) = (read("view0"), read("view1"));
+    assert_eq!(v0.size(), [8, 1, 8, 8]);
+    assert_eq!(v1.size(), [8, 1, 8, 8]);
+    let diff = (&v0 - &v1).abs().mean(Kind::Float).double_value(&[]);
+    assert!(diff > 0.01, "two views of one batch are the same ({diff})");
+    // This checkpoint records no training job, so the recipe is empty.
+    let recipe: Value =
+        serde_json::from_slice(&std::fs::read(j.out.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(recipe, json!({}));
+
+    // The model is now exactly a fresh ResNet-18 drawn from seed 3, buffers too.
+    tch::manual_seed(3);
+    let fresh = tch::nn::VarStore::new(Device::Cpu);
+    let _m = Model::new(&fresh.root(), &arch).unwrap();
+    let want = fresh.variables();
+    let got = weights(&j.services);
+    assert_eq!(got.len(), want.len());
+    for (name, t) in &got {
+        assert!(t.equal(&want[name]), "{name} is not the fresh value");
+    }
+    assert!(got.iter().any(|(n, _)| n.ends_with("running_mean")));
+    // The parameter handle the plugin took before the reset saw the new values.
+    let (first, _) = j.services.parameter(0).unwrap();
+    let after = read(&format!("after.{first}"));
+    assert!(after.equal(&want[&first]), "{first}");
+}
+
+#[test]
+fn the_training_recipe_and_augmentation_follow_the_demo_checkpoints() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo");
+    let services = |file: &str, dir: &Path| {
+        let dir = &dir.join(file);
+        std::fs::create_dir(dir).unwrap();
+        let loaded =
+            checkpoint::load_model(demo.join(file), Device::Cpu, &LoadOptions::default()).unwrap();
+        EngineServices::new(
+            loaded,
+            dataset(dir),
+            splits(),
+            dir.join("out"),
+            JobInfo::default(),
+            1,
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The demo classifier was trained with `--epochs 30 --batch-size 64 --lr 0.05
+    // --weight-decay 0` (resources/demo/README.md); the recipe says so.
+    let classifier = services("classifier.safetensors", dir.path());
+    let recipe = classifier.training_recipe();
+    assert_eq!(recipe["task"], "classifier");
+    assert_eq!(recipe["epochs"], 30);
+    assert_eq!(recipe["batch_size"], 64);
+    assert_eq!(recipe["lr"], 0.05);
+    assert_eq!(recipe["weight_decay"], 0.0);
+    assert!(recipe.get("out").is_none() && recipe.get("data").is_none());
+    let encoder = services("encoder.safetensors", dir.path());
+    let recipe = encoder.training_recipe();
+    assert_eq!(recipe["task"], "simclr");
+    assert_eq!(recipe["temperature"], 0.5);
+
+    // Served rows are recorded per split.
+    let id = encoder
+        .open_loader(DataSplit::Forget, 3, false, false)
+        .unwrap();
+    let _ = encoder.next_batch(id).unwrap().unwrap();
+    assert_eq!(encoder.served_rows(DataSplit::Forget), forget_rows()[..3]);
+    assert!(encoder.served_rows(DataSplit::Retain).is_empty());
+
+    // The encoder's recorded recipe is the contrastive one (crop down to 10 %),
+    // much stronger than the light digits crop (70–100 %). A smooth ramp shows
+    // it (on noise every resample looks equally different).
+    let ramp = Tensor::arange(8, (Kind::Float, Device::Cpu)) / 14.0;
+    let x = (ramp.view([1, 1, 8, 1]) + ramp.view([1, 1, 1, 8])).repeat([4, 1, 1, 1]);
+    use lethe_engine::plugin_host::services::AugmentRecipe;
+    let change = |recipe: AugmentRecipe| {
+        let mut total = 0.0;
+        for _ in 0..20 {
+            let y = encoder.augment(&x, recipe).unwrap();
+            assert_eq!(y.size(), x.size());
+            total += (&y - &x).abs().mean(Kind::Float).double_value(&[]);
+        }
+        total / 20.0
+    };
+    let (training, light) = (
+        change(AugmentRecipe::Training),
+        change(AugmentRecipe::Light),
+    );
+    assert!(
+        training > 1.5 * light,
+        "training {training} vs light {light}"
+    );
+    assert!(
+        encoder
+            .augment(&x.to_kind(Kind::Uint8), AugmentRecipe::Light)
+            .is_err()
+    );
+}

@@ -93,6 +93,10 @@ pub const EXT_MODEL: &str = "lethe.model/1";
 pub const EXT_DATA: &str = "lethe.data/1";
 /// Host extension id for [`LetheHostResult`].
 pub const EXT_RESULT: &str = "lethe.result/1";
+/// Host extension id for [`LetheHostAugment`] (ABI 1.1).
+pub const EXT_AUGMENT: &str = "lethe.augment/1";
+/// Host extension id for [`LetheHostModelInit`] (ABI 1.1).
+pub const EXT_MODEL_INIT: &str = "lethe.model-init/1";
 
 /// Length of every fixed string field of [`LetheBuildInfo`], NUL included.
 pub const BUILD_STR_LEN: usize = 64;
@@ -508,6 +512,58 @@ pub struct LetheHostResult {
         name: *const c_char,
         json: *const c_char,
     ) -> LetheStatus,
+}
+
+/// Which augmentation recipe [`LetheHostAugment::augment`] applies.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LetheAugmentRecipe(pub u32);
+
+impl LetheAugmentRecipe {
+    /// The recipe the model was trained with, as recorded in its checkpoint; the
+    /// job's light recipe when the checkpoint records none.
+    pub const TRAINING: Self = Self(0);
+    /// The SimCLR/MoCo recipe (random resized crop 0.1–1, flip, colour jitter,
+    /// grayscale; the colour steps only touch 3-channel images).
+    pub const CONTRASTIVE: Self = Self(1);
+    /// Light supervised augmentation: crop and flip (crop only for 1-channel
+    /// images, so digits are not mirrored). What `open_loader(augment = true)` uses.
+    pub const LIGHT: Self = Self(2);
+}
+
+/// Extension [`EXT_AUGMENT`]: the host's batched on-device augmentation, for
+/// plugins that need several views of one batch (contrastive losses, EncoderMI).
+#[repr(C)]
+#[derive(Debug)]
+pub struct LetheHostAugment {
+    /// \[main-thread\] Augments `input` (borrowed: float `[B, C, H, W]` in `[0, 1]`
+    /// on the model's device) with `recipe`, each row independently, and writes a
+    /// new owned tensor of the same shape to `out`. Random draws come from
+    /// libtorch's generator, which the job seeds, so a run is reproducible.
+    pub augment: unsafe extern "C" fn(
+        host: *const LetheHost,
+        input: LetheTensor,
+        recipe: LetheAugmentRecipe,
+        out: *mut LetheTensor,
+    ) -> LetheStatus,
+}
+
+/// Extension [`EXT_MODEL_INIT`]: where the model came from and how to start it
+/// over, for exact unlearning (retraining from scratch) and for methods whose
+/// defaults follow the original training recipe.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LetheHostModelInit {
+    /// \[main-thread\] Replaces every parameter and buffer of the model, in place,
+    /// with a fresh initialisation of the same architecture drawn from `seed`.
+    /// Parameter handles taken earlier stay valid and see the new values; their
+    /// gradients are cleared.
+    pub reinitialize: unsafe extern "C" fn(host: *const LetheHost, seed: u64) -> LetheStatus,
+    /// \[main-thread\] The original model's training recipe as a JSON object
+    /// (`epochs`, `batch_size`, `lr`, `weight_decay`, `optimizer`, `schedule`, `seed`,
+    /// `task`, `temperature`, ... as recorded in its checkpoint), or `{}` when the
+    /// checkpoint records none. Host-owned, valid as long as the host struct.
+    pub training_recipe: unsafe extern "C" fn(host: *const LetheHost) -> *const c_char,
 }
 
 /// Builds a fixed [`BUILD_STR_LEN`]-byte NUL-terminated string in a `const`

@@ -1,8 +1,9 @@
-//! `lethe plugins …`: the CLI side of plugin scanning.
+//! `lethe plugins …`: the CLI side of plugin scanning and conformance checks.
 
-use super::{DirScan, WorkerOptions, default_plugin_dirs, scan_plugins};
+use super::check::{Demo, Verdict, check_plugin};
+use super::{DirScan, WorkerOptions, plugin_dirs, scan_plugins};
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `lethe plugins …`
@@ -10,21 +11,45 @@ use std::time::Duration;
 pub enum PluginsCommand {
     /// List every plugin library with its methods and attacks, or why it was refused.
     List {
-        /// Scan this folder instead of the default ones (repeatable).
+        /// Scan only this folder (repeatable) instead of the search path.
         #[arg(long)]
         dir: Vec<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Conformance check of one plugin library: it loads, its descriptors and
+    /// parameter defaults are valid, each method or attack runs with its defaults
+    /// on the bundled demo, and it stops when cancelled.
+    Check {
+        /// The plugin library (`.so`).
+        file: PathBuf,
+        /// Limit for each demo run, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Compute device for the demo runs: `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// The resources folder holding `demo/` (default: the installed or source one).
+        #[arg(long)]
+        resources: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// Runs a `plugins` subcommand.
-pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
+/// Runs a `plugins` subcommand; `extra_dirs` are the global `--plugins` folders,
+/// searched before the others.
+pub fn run(
+    command: PluginsCommand,
+    extra_dirs: &[PathBuf],
+    resources: &Path,
+) -> anyhow::Result<()> {
     match command {
         PluginsCommand::List { dir, json } => {
             let dirs = if dir.is_empty() {
-                default_plugin_dirs()
+                plugin_dirs(extra_dirs)
             } else {
                 dir
             };
@@ -38,14 +63,68 @@ pub fn run(command: PluginsCommand) -> anyhow::Result<()> {
                 print!("{}", render(&scans));
             }
         }
+        PluginsCommand::Check {
+            file,
+            timeout,
+            device,
+            resources: res,
+            json,
+        } => {
+            if !file.is_file() {
+                anyhow::bail!("{}: no such plugin library", file.display());
+            }
+            let mut opts = WorkerOptions::current_exe()?;
+            opts.timeout = Some(Duration::from_secs(timeout));
+            let demo = Demo::in_resources(res.as_deref().unwrap_or(resources));
+            let scratch = tempfile_dir()?;
+            let lines = check_plugin(&opts, &file, &demo, &device, scratch.path());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!("{}", super::check::render(&file, &lines));
+            }
+            let failed = lines.iter().filter(|l| l.verdict == Verdict::Fail).count();
+            if failed > 0 {
+                anyhow::bail!("{}: {failed} conformance check(s) failed", file.display());
+            }
+        }
     }
     Ok(())
+}
+
+/// A scratch folder for the check's demo outputs, removed when dropped.
+fn tempfile_dir() -> anyhow::Result<ScratchDir> {
+    let base = std::env::temp_dir().join(format!(
+        "lethe-check-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&base)
+        .map_err(|e| anyhow::anyhow!("cannot create scratch folder {}: {e}", base.display()))?;
+    Ok(ScratchDir(base))
+}
+
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn render(scans: &[DirScan]) -> String {
     let mut out = String::new();
     if scans.is_empty() {
-        out.push_str("no plugin folders found (set LETHE_PLUGIN_PATH or pass --dir)\n");
+        out.push_str("no plugin folders found (pass --plugins DIR or set LETHE_PLUGIN_PATH)\n");
     }
     for scan in scans {
         out.push_str(&format!("{}\n", scan.dir.display()));

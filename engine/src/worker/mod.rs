@@ -6,12 +6,15 @@
 //! * [`protocol`]: the versioned, length-prefixed frames both sides speak;
 //! * [`child`]: the worker (`lethe worker`);
 //! * [`parent`]: [`spawn_worker`] / [`WorkerHandle`], used by the CLI and the GUI;
-//! * [`scan_plugins`] and [`default_plugin_dirs`]: `lethe plugins list`.
+//! * [`scan_plugins`], [`plugin_dirs`] and [`find_plugin`]: `lethe plugins list`;
+//! * [`check`]: `lethe plugins check`; [`unlearn`]: `lethe unlearn`.
 
+pub mod check;
 pub mod child;
 pub mod cli;
 pub mod parent;
 pub mod protocol;
+pub mod unlearn;
 
 pub use parent::{
     JobOutcome, JobReport, WorkerHandle, WorkerOptions, run_job, signal_name, spawn_worker,
@@ -22,13 +25,13 @@ use crate::plugin_host::LIBRARY_EXTENSION;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Plugin folders searched by default, existing ones only, without duplicates:
-/// each entry of `$LETHE_PLUGIN_PATH`, the user folder
+/// Plugin folders to search, existing ones only, without duplicates, in order:
+/// `extra` (the `--plugins` folders), each entry of `$LETHE_PLUGIN_PATH`, the user folder
 /// (`$XDG_DATA_HOME/lethe/plugins`, else `~/.local/share/lethe/plugins`), the
 /// install's `<exe>/../lib/lethe/plugins`, and in a cargo build the profile folder
 /// holding the workspace's freshly built plugin libraries.
-pub fn default_plugin_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
+pub fn plugin_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = extra.to_vec();
     if let Some(path) = std::env::var_os("LETHE_PLUGIN_PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -97,23 +100,7 @@ pub fn scan_plugins(opts: &WorkerOptions, dirs: &[PathBuf]) -> Vec<DirScan> {
         .flatten()
         .cloned()
         .collect();
-    let mut scanned = scan_in_worker(opts, &all).unwrap_or_else(|_| {
-        all.iter()
-            .map(
-                |lib| match scan_in_worker(opts, std::slice::from_ref(lib)) {
-                    Ok(mut one) if one.len() == 1 => one.remove(0),
-                    Ok(_) => ScannedFile {
-                        path: lib.clone(),
-                        outcome: Err("the worker returned no report".into()),
-                    },
-                    Err(why) => ScannedFile {
-                        path: lib.clone(),
-                        outcome: Err(why),
-                    },
-                },
-            )
-            .collect()
-    });
+    let mut scanned = scan_plugins_files(opts, &all);
     listed
         .into_iter()
         .map(|(dir, files)| DirScan {
@@ -132,6 +119,71 @@ pub fn scan_plugins(opts: &WorkerOptions, dirs: &[PathBuf]) -> Vec<DirScan> {
             dir,
         })
         .collect()
+}
+
+/// Loads each library file in worker processes and describes it, in order.
+pub fn scan_plugins_files(opts: &WorkerOptions, all: &[PathBuf]) -> Vec<ScannedFile> {
+    scan_in_worker(opts, all).unwrap_or_else(|_| {
+        all.iter()
+            .map(
+                |lib| match scan_in_worker(opts, std::slice::from_ref(lib)) {
+                    Ok(mut one) if one.len() == 1 => one.remove(0),
+                    Ok(_) => ScannedFile {
+                        path: lib.clone(),
+                        outcome: Err("the worker returned no report".into()),
+                    },
+                    Err(why) => ScannedFile {
+                        path: lib.clone(),
+                        outcome: Err(why),
+                    },
+                },
+            )
+            .collect()
+    })
+}
+
+/// The first library in `dirs` (in search order) that offers `id`, with that
+/// descriptor; the error lists what the folders do offer.
+pub fn find_plugin(
+    opts: &WorkerOptions,
+    dirs: &[PathBuf],
+    id: &str,
+) -> Result<(PathBuf, protocol::DescriptorInfo), String> {
+    let scans = scan_plugins(opts, dirs);
+    let (mut offered, mut refused) = (Vec::new(), Vec::new());
+    for file in scans.iter().filter_map(|s| s.files.as_ref().ok()).flatten() {
+        match &file.outcome {
+            Ok(descriptors) => {
+                for d in descriptors {
+                    if d.id == id {
+                        return Ok((file.path.clone(), d.clone()));
+                    }
+                    offered.push(d.id.clone());
+                }
+            }
+            // The plugin may be among these: say so rather than "not found".
+            Err(why) => refused.push(format!("\n  {}: {why}", file.path.display())),
+        }
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    Err(format!(
+        "no plugin offers `{id}` in {}; available: {}{}",
+        if searched.is_empty() {
+            "any plugin folder (none found; pass --plugins DIR or set LETHE_PLUGIN_PATH)".into()
+        } else {
+            searched.join(", ")
+        },
+        if offered.is_empty() {
+            "none".into()
+        } else {
+            offered.join(", ")
+        },
+        if refused.is_empty() {
+            String::new()
+        } else {
+            format!("; these libraries could not be loaded:{}", refused.concat())
+        }
+    ))
 }
 
 /// One scan job; `Err` says how the worker failed, with its stderr tail.

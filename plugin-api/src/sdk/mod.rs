@@ -372,6 +372,29 @@ impl LogLevel {
     }
 }
 
+/// Which augmentation `HostContext::augment` (feature `tch`) applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Augment {
+    /// The recipe the model was trained with (recorded in its checkpoint), else
+    /// [`Augment::Light`].
+    Training,
+    /// The SimCLR/MoCo recipe: crop 0.1–1, flip, colour jitter, grayscale.
+    Contrastive,
+    /// Crop and flip (crop only for 1-channel images).
+    Light,
+}
+
+impl Augment {
+    /// The ABI code.
+    pub const fn to_abi(self) -> abi::LetheAugmentRecipe {
+        match self {
+            Augment::Training => abi::LetheAugmentRecipe::TRAINING,
+            Augment::Contrastive => abi::LetheAugmentRecipe::CONTRASTIVE,
+            Augment::Light => abi::LetheAugmentRecipe::LIGHT,
+        }
+    }
+}
+
 /// Which part of the model `HostContext::model_forward` (feature `tch`) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelHead {
@@ -649,6 +672,33 @@ impl HostContext {
         // SAFETY: vtable from the host.
         let n = unsafe { (d.len)(self.host, split.to_abi()) };
         Ok(u64::try_from(n).ok())
+    }
+
+    /// Resets the model to a fresh initialisation of its architecture drawn from
+    /// `seed`, in place: parameter tensors from `HostContext::model_parameters`
+    /// (feature `tch`) stay valid and see the new values. For exact unlearning by
+    /// retraining. Needs the host's `lethe.model-init/1` (ABI 1.1).
+    pub fn model_reinitialize(&mut self, seed: u64) -> Result<(), PluginError> {
+        // SAFETY: EXT_MODEL_INIT names LetheHostModelInit.
+        let m = unsafe { self.ext::<abi::LetheHostModelInit>(abi::EXT_MODEL_INIT) }?;
+        // SAFETY: vtable from the host.
+        let status = unsafe { (m.reinitialize)(self.host, seed) };
+        self.check("model-init.reinitialize", status)
+    }
+
+    /// How the original model was trained (epochs, batch size, learning rate,
+    /// optimiser, schedule, seed, task, ...) as recorded in its checkpoint; an
+    /// empty object when it records nothing.
+    pub fn training_recipe(&mut self) -> Result<Value, PluginError> {
+        // SAFETY: EXT_MODEL_INIT names LetheHostModelInit.
+        let m = unsafe { self.ext::<abi::LetheHostModelInit>(abi::EXT_MODEL_INIT) }?;
+        // SAFETY: vtable from the host; the string is host-owned and valid now.
+        let text = unsafe { read_c_str((m.training_recipe)(self.host)) };
+        if text.trim().is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| PluginError::msg(format!("the host's training recipe is not JSON: {e}")))
     }
 
     /// Saves the model in its current state as the job's result.

@@ -6,7 +6,7 @@
 //!   (allocated by our own copy of tch's shim, freed by our `Drop`) and hand the
 //!   host's handle straight back to [`LetheHostTensor::free`](crate::abi::LetheHostTensor).
 
-use super::{HostContext, ModelHead, PluginError, Split, c_string, read_c_str};
+use super::{Augment, HostContext, ModelHead, PluginError, Split, c_string, read_c_str};
 use crate::abi::{self, LetheTensor};
 use std::ffi::{c_char, c_void};
 use tch::{Device, Tensor};
@@ -71,6 +71,28 @@ impl HostContext {
             )
         };
         self.check("model.forward", status)?;
+        // SAFETY: a fresh handle from the host.
+        unsafe { self.adopt(out) }
+    }
+
+    /// A new, independently augmented copy of `input` (float `[B, C, H, W]` in
+    /// `[0, 1]` on the model's device, e.g. a batch from [`HostContext::batches`]
+    /// opened without augmentation). Call it twice for the two views of a
+    /// contrastive loss. Needs the host's `lethe.augment/1` (Lethe ≥ ABI 1.1).
+    pub fn augment(&mut self, input: &Tensor, recipe: Augment) -> Result<Tensor, PluginError> {
+        // SAFETY: EXT_AUGMENT names LetheHostAugment.
+        let a = unsafe { self.ext::<abi::LetheHostAugment>(abi::EXT_AUGMENT) }?;
+        let mut out: LetheTensor = std::ptr::null_mut();
+        // SAFETY: `input` is borrowed for the call; `out` receives an owned handle.
+        let status = unsafe {
+            (a.augment)(
+                self.host,
+                input.as_ptr().cast_mut().cast::<c_void>(),
+                recipe.to_abi(),
+                &mut out,
+            )
+        };
+        self.check("augment.augment", status)?;
         // SAFETY: a fresh handle from the host.
         unsafe { self.adopt(out) }
     }

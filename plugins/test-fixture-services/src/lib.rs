@@ -11,7 +11,7 @@
 
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
-    Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
+    Augment, Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
 use lethe_plugin_api::tch::{self, Kind as DType, Reduction, Tensor};
 use serde_json::json;
@@ -149,4 +149,64 @@ impl Plugin for Probe {
     }
 }
 
-lethe_plugin_api::declare_plugin!(Ascent, Probe);
+/// Exercises the ABI 1.1 extensions: two augmented views of the first forget
+/// batch (`lethe.augment/1`), the training recipe and a re-initialisation
+/// (`lethe.model-init/1`), observed through a parameter handle taken before it.
+pub struct Fresh {
+    recipe: Augment,
+    seed: i64,
+}
+
+impl Plugin for Fresh {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.services.fresh",
+            "Augment and re-initialise test",
+            "0.1.0",
+            Kind::Method,
+        )
+        .description("Two augmented views, the recipe, then a fresh model.")
+        .param(ParamSpec::choice(
+            "recipe",
+            "Recipe",
+            &["training", "contrastive", "light"],
+            "contrastive",
+        ))
+        .param(ParamSpec::int("seed", "Seed", 0, 1_000_000, 3))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        let recipe = match params.str("recipe")? {
+            "training" => Augment::Training,
+            "light" => Augment::Light,
+            _ => Augment::Contrastive,
+        };
+        Ok(Fresh {
+            recipe,
+            seed: params.i64("seed")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let mut batches = ctx.batches(Split::Forget, 4096, false, false)?;
+        let (x, _) = batches
+            .next()
+            .ok_or_else(|| PluginError::msg("empty forget split"))??;
+        drop(batches);
+        let views = [ctx.augment(&x, self.recipe)?, ctx.augment(&x, self.recipe)?];
+        ctx.put_tensor("view0", &views[0])?;
+        ctx.put_tensor("view1", &views[1])?;
+        let recipe = ctx.training_recipe()?;
+        ctx.put_json("recipe", &recipe)?;
+        let params = ctx.model_parameters()?;
+        let (name, first) = params
+            .first()
+            .ok_or_else(|| PluginError::msg("the model has no parameters"))?;
+        ctx.model_reinitialize(u64::try_from(self.seed).unwrap_or(0))?;
+        // The handle taken before the reset must see the fresh values.
+        ctx.put_tensor(&format!("after.{name}"), &first.f_detach()?)?;
+        ctx.save_model()
+    }
+}
+
+lethe_plugin_api::declare_plugin!(Ascent, Probe, Fresh);

@@ -1,4 +1,5 @@
-//! The C vtables of `lethe.model/1`, `lethe.data/1` and `lethe.result/1` over
+//! The C vtables of `lethe.model/1`, `lethe.data/1`, `lethe.result/1`,
+//! `lethe.augment/1` and `lethe.model-init/1` over
 //! [`EngineServices`]. Each function finds the services behind the host pointer,
 //! converts arguments, calls the Rust API and maps errors to a status plus
 //! `last_error`. Panics (tch's non-`f_` ops panic on libtorch errors, e.g. a wrong
@@ -10,12 +11,12 @@ use std::ffi::{CStr, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use lethe_plugin_api::abi::{
-    self, LetheHost, LetheHostData, LetheHostModel, LetheHostResult, LetheModelHead, LetheSplit,
-    LetheStatus, LetheTensor,
+    self, LetheAugmentRecipe, LetheHost, LetheHostAugment, LetheHostData, LetheHostModel,
+    LetheHostModelInit, LetheHostResult, LetheModelHead, LetheSplit, LetheStatus, LetheTensor,
 };
 use tch::Device;
 
-use super::{DataSplit, EngineServices, Head, LoaderId, ServiceError};
+use super::{AugmentRecipe, DataSplit, EngineServices, Head, LoaderId, ServiceError};
 use crate::plugin_host::{services_of, set_last_error, tensor_from_borrowed, tensor_into_handle};
 
 static MODEL: LetheHostModel = LetheHostModel {
@@ -39,12 +40,21 @@ static RESULT: LetheHostResult = LetheHostResult {
     put_json: r_put_json,
 };
 
+static AUGMENT: LetheHostAugment = LetheHostAugment { augment: a_augment };
+
+static MODEL_INIT: LetheHostModelInit = LetheHostModelInit {
+    reinitialize: i_reinitialize,
+    training_recipe: i_training_recipe,
+};
+
 /// The vtable for `id`, or null when these services do not offer it.
 pub(super) fn extension(id: &str) -> *const c_void {
     match id {
         abi::EXT_MODEL => (&MODEL as *const LetheHostModel).cast(),
         abi::EXT_DATA => (&DATA as *const LetheHostData).cast(),
         abi::EXT_RESULT => (&RESULT as *const LetheHostResult).cast(),
+        abi::EXT_AUGMENT => (&AUGMENT as *const LetheHostAugment).cast(),
+        abi::EXT_MODEL_INIT => (&MODEL_INIT as *const LetheHostModelInit).cast(),
         _ => std::ptr::null(),
     }
 }
@@ -319,5 +329,51 @@ unsafe extern "C" fn r_put_json(
             s.put_json(text(name, "result name")?, text(json, "JSON")?)
                 .map(|_| ())
         })
+    }
+}
+
+unsafe extern "C" fn a_augment(
+    host: *const LetheHost,
+    input: LetheTensor,
+    recipe: LetheAugmentRecipe,
+    out: *mut LetheTensor,
+) -> LetheStatus {
+    // SAFETY: ABI contract: `input` borrowed for the call, `out` writable.
+    unsafe {
+        call(host, "augment.augment", |s| {
+            if out.is_null() {
+                return Err(null_out());
+            }
+            *out = std::ptr::null_mut();
+            let recipe = match recipe {
+                LetheAugmentRecipe::TRAINING => AugmentRecipe::Training,
+                LetheAugmentRecipe::CONTRASTIVE => AugmentRecipe::Contrastive,
+                LetheAugmentRecipe::LIGHT => AugmentRecipe::Light,
+                other => {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "unknown augmentation recipe code {}",
+                        other.0
+                    )));
+                }
+            };
+            let x = tensor_from_borrowed(input)
+                .ok_or_else(|| ServiceError::InvalidArgument("input tensor is null".into()))?;
+            *out = tensor_into_handle(s.augment(&x, recipe)?);
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn i_reinitialize(host: *const LetheHost, seed: u64) -> LetheStatus {
+    // SAFETY: ABI contract on `host`.
+    unsafe { call(host, "model-init.reinitialize", |s| s.reinitialize(seed)) }
+}
+
+unsafe extern "C" fn i_training_recipe(host: *const LetheHost) -> *const c_char {
+    // SAFETY: ABI contract on `host`. The string lives as long as the services,
+    // which outlive the host struct the plugin holds.
+    match unsafe { engine(host) } {
+        Some(s) => s.recipe.as_ptr(),
+        None => c"{}".as_ptr(),
     }
 }

@@ -25,7 +25,7 @@
 
 mod ffi;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,6 +209,7 @@ pub struct Batch {
 pub struct LoaderId(u64);
 
 struct Loader {
+    split: DataSplit,
     /// Dataset rows in the order they are served.
     order: Vec<i64>,
     cursor: usize,
@@ -233,6 +234,9 @@ struct State {
     /// Files this job wrote, so writing the same name again replaces its own file
     /// but never someone else's.
     written: Vec<Artifact>,
+    /// Every row each split's loaders have served, so a test can prove what a
+    /// method never looked at (retraining must never see a forget row).
+    served: HashMap<DataSplit, BTreeSet<i64>>,
 }
 
 /// The model, data and result services of one job; pass it (in an `Arc`) to
@@ -243,6 +247,11 @@ pub struct EngineServices {
     device: Device,
     splits: SplitPositions,
     augment: AugmentConfig,
+    /// The augmentation the checkpoint records it was trained with.
+    training_augment: Option<AugmentConfig>,
+    /// The original training recipe as JSON (`{}` when unknown), NUL-terminated
+    /// for the ABI, which lends it out for the life of the services.
+    recipe: CString,
     seed: u64,
     output_dir: PathBuf,
     job: JobInfo,
@@ -313,6 +322,12 @@ impl EngineServices {
         } else {
             AugmentConfig::digits()
         };
+        let recipe = training_recipe(model.meta.as_ref());
+        let training_augment = recipe
+            .get("augment")
+            .and_then(|a| serde_json::from_value::<Option<AugmentConfig>>(a.clone()).ok())
+            .flatten();
+        let recipe = CString::new(recipe.to_string()).unwrap_or_default();
         let device = model.vs.device();
         Ok(EngineServices {
             state: Mutex::new(State {
@@ -326,11 +341,14 @@ impl EngineServices {
                 loaders: HashMap::new(),
                 next_loader: 1,
                 written: Vec::new(),
+                served: HashMap::new(),
             }),
             arch: model.arch,
             device,
             splits,
             augment,
+            training_augment,
+            recipe,
             seed,
             output_dir: output_dir.into(),
             job,
@@ -519,6 +537,7 @@ impl EngineServices {
         state.loaders.insert(
             id,
             Loader {
+                split,
                 order,
                 cursor: 0,
                 batch: batch_size,
@@ -531,7 +550,7 @@ impl EngineServices {
     /// The next batch of `loader`, `None` at the end of the epoch.
     pub fn next_batch(&self, loader: LoaderId) -> Result<Option<Batch>, ServiceError> {
         let mut state = lock(&self.state);
-        let (rows, augment) = {
+        let (rows, augment, split) = {
             let l = state.loaders.get_mut(&loader.0).ok_or_else(|| {
                 ServiceError::InvalidArgument(format!(
                     "loader {} is not open (closed already, or never opened)",
@@ -544,8 +563,9 @@ impl EngineServices {
             let end = (l.cursor + l.batch).min(l.order.len());
             let rows = l.order[l.cursor..end].to_vec();
             l.cursor = end;
-            (rows, l.augment)
+            (rows, l.augment, l.split)
         };
+        state.served.entry(split).or_default().extend(&rows);
         if state.images_on_device.is_none() {
             state.images_on_device = Some(state.dataset.images().f_to_device(self.device)?);
             state.labels_on_device = Some(state.dataset.labels().f_to_device(self.device)?);
@@ -575,6 +595,83 @@ impl EngineServices {
     /// Closes `loader`; `false` when it was not open.
     pub fn close_loader(&self, loader: LoaderId) -> bool {
         lock(&self.state).loaders.remove(&loader.0).is_some()
+    }
+
+    /// Every dataset row (position, as in [`SplitPositions`]) that loaders of
+    /// `split` have served so far, sorted.
+    pub fn served_rows(&self, split: DataSplit) -> Vec<i64> {
+        lock(&self.state)
+            .served
+            .get(&split)
+            .map(|rows| rows.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A freshly augmented copy of `input` (float images in `[0, 1]` on the
+    /// model's device).
+    pub fn augment(&self, input: &Tensor, recipe: AugmentRecipe) -> Result<Tensor, ServiceError> {
+        if input.device() != self.device {
+            return Err(ServiceError::InvalidArgument(format!(
+                "augment input is on {:?} but the model is on {:?}",
+                input.device(),
+                self.device
+            )));
+        }
+        if !input.is_floating_point() || input.dim() != 4 {
+            return Err(ServiceError::InvalidArgument(format!(
+                "augment takes float images [B, C, H, W]; got {:?} of shape {:?}",
+                input.kind(),
+                input.size()
+            )));
+        }
+        let config = match recipe {
+            AugmentRecipe::Training => self.training_augment.as_ref().unwrap_or(&self.augment),
+            AugmentRecipe::Contrastive => &AugmentConfig::contrastive(),
+            AugmentRecipe::Light => &self.augment,
+        };
+        // The lock serialises libtorch generator use with the loaders' draws.
+        let _state = lock(&self.state);
+        Ok(tch::no_grad(|| config.apply(&input.detach())))
+    }
+
+    /// The original training recipe (JSON object; `{}` when the checkpoint
+    /// records none).
+    pub fn training_recipe(&self) -> Value {
+        serde_json::from_slice(self.recipe.as_bytes()).unwrap_or_default()
+    }
+
+    /// Resets every parameter and buffer, in place, to a fresh initialisation of
+    /// the architecture drawn from `seed`. Handles to parameters stay valid.
+    pub fn reinitialize(&self, seed: u64) -> Result<(), ServiceError> {
+        let state = lock(&self.state);
+        let mut fresh = tch::nn::VarStore::new(self.device);
+        tch::manual_seed(i64::from_ne_bytes(seed.to_ne_bytes()));
+        Model::new(&fresh.root(), &self.arch)
+            .map_err(|e| ServiceError::Setup(format!("cannot build a fresh {}: {e}", self.arch)))?;
+        fresh.set_kind(state.vs.kind());
+        let fresh_vars = fresh.variables();
+        let mut ours = state.vs.variables();
+        if fresh_vars.len() != ours.len() {
+            return Err(ServiceError::Setup(format!(
+                "a fresh {} has {} tensors, the loaded model {}",
+                self.arch,
+                fresh_vars.len(),
+                ours.len()
+            )));
+        }
+        tch::no_grad(|| -> Result<(), ServiceError> {
+            for (name, t) in ours.iter_mut() {
+                let new = fresh_vars.get(name).ok_or_else(|| {
+                    ServiceError::Setup(format!("a fresh {} has no tensor `{name}`", self.arch))
+                })?;
+                t.f_copy_(new)?;
+                let mut grad = t.grad();
+                if grad.defined() {
+                    let _ = grad.f_zero_()?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Saves the model in its current state to `<output>/model.safetensors` with
@@ -672,6 +769,41 @@ impl EngineServices {
             sink(event);
         }
     }
+}
+
+/// Which augmentation [`EngineServices::augment`] applies (the ABI's
+/// `LetheAugmentRecipe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AugmentRecipe {
+    /// What the checkpoint records it was trained with, else [`AugmentRecipe::Light`].
+    Training,
+    /// The SimCLR/MoCo recipe.
+    Contrastive,
+    /// The services' own augmentation (what augmented loaders use).
+    Light,
+}
+
+/// The training settings a Lethe checkpoint records (`lethe train` stores its
+/// whole job under the `job` note): the optimiser fields flattened beside the
+/// task, backbone and temperature; paths dropped, they say nothing about the
+/// recipe and may not exist here.
+fn training_recipe(meta: Option<&CheckpointMeta>) -> Value {
+    let job: Option<Value> = meta
+        .and_then(|m| m.provenance.notes.get("job"))
+        .and_then(|text| serde_json::from_str(text).ok());
+    let mut recipe = serde_json::Map::new();
+    if let Some(Value::Object(job)) = job {
+        for (k, v) in job {
+            match (k.as_str(), v) {
+                ("data" | "out" | "overwrite", _) => {}
+                ("train", Value::Object(train)) => recipe.extend(train),
+                (_, v) => {
+                    recipe.insert(k, v);
+                }
+            }
+        }
+    }
+    Value::Object(recipe)
 }
 
 /// Result names become file names: keep them to one plain path component.

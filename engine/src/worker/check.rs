@@ -1,0 +1,364 @@
+//! `lethe plugins check FILE`: what a plugin author runs before publishing. Every
+//! step happens in worker processes, so a plugin that crashes fails the check
+//! instead of killing it.
+//!
+//! 1. the library loads and passes the handshake (ABI, libtorch build);
+//! 2. every descriptor has a reverse-DNS id, a name, a version, a citation, and
+//!    its parameter defaults validate against its own schema;
+//! 3. every method or attack runs with its defaults on the bundled demo (the
+//!    classifier, else the encoder when the plugin needs a projection head),
+//!    ending in success and, for methods, a saved model;
+//! 4. a second run is cancelled as soon as it starts, so the cancel flag is up
+//!    before the plugin's `run` begins: a plugin that checks it in its loops stops
+//!    at the first check; one that ignores it runs to the end (or is killed after
+//!    the grace period) and fails.
+
+use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker};
+use crate::worker::protocol::DescriptorInfo;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Conforms.
+    Pass,
+    /// Does not conform: the plugin must be fixed.
+    Fail,
+    /// Could not be decided or is only advice.
+    Warn,
+}
+
+/// One line of the conformance report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckLine {
+    /// The descriptor it is about (`None`: the library).
+    pub id: Option<String>,
+    /// What was checked.
+    pub what: String,
+    /// How it came out.
+    pub verdict: Verdict,
+    /// Details: the error, the time taken, what to change.
+    pub detail: String,
+}
+
+/// Where the demo files are (see `resources/demo/README.md`).
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// `classifier.safetensors`.
+    pub classifier: PathBuf,
+    /// `encoder.safetensors`.
+    pub encoder: PathBuf,
+    /// `mnist10k.npz`.
+    pub data: PathBuf,
+    /// `forget.txt`.
+    pub forget: PathBuf,
+}
+
+impl Demo {
+    /// The demo inside a `resources/` folder.
+    pub fn in_resources(resources: &Path) -> Self {
+        let demo = resources.join("demo");
+        Demo {
+            classifier: demo.join("classifier.safetensors"),
+            encoder: demo.join("encoder.safetensors"),
+            data: demo.join("mnist10k.npz"),
+            forget: demo.join("forget.txt"),
+        }
+    }
+}
+
+/// Runs every check on `library`, with demo jobs writing under `scratch` and
+/// each run limited to `opts.timeout`.
+pub fn check_plugin(
+    opts: &WorkerOptions,
+    library: &Path,
+    demo: &Demo,
+    device: &str,
+    scratch: &Path,
+) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let mut line = |id: Option<&str>, what: &str, verdict: Verdict, detail: String| {
+        lines.push(CheckLine {
+            id: id.map(str::to_string),
+            what: what.to_string(),
+            verdict,
+            detail,
+        });
+    };
+    let scans = super::scan_plugins_files(opts, std::slice::from_ref(&library.to_path_buf()));
+    let descriptors = match scans.into_iter().next().map(|s| s.outcome) {
+        Some(Ok(d)) if !d.is_empty() => {
+            line(
+                None,
+                "loads",
+                Verdict::Pass,
+                format!("{} method(s)/attack(s)", d.len()),
+            );
+            d
+        }
+        Some(Ok(_)) => {
+            line(
+                None,
+                "loads",
+                Verdict::Fail,
+                "it loads but offers no method or attack".into(),
+            );
+            return lines;
+        }
+        Some(Err(why)) => {
+            line(None, "loads", Verdict::Fail, why);
+            return lines;
+        }
+        None => {
+            line(
+                None,
+                "loads",
+                Verdict::Fail,
+                "the scan returned nothing".into(),
+            );
+            return lines;
+        }
+    };
+    for (n, d) in descriptors.iter().enumerate() {
+        let id = Some(d.id.as_str());
+        let problems = descriptor_problems(d);
+        if problems.is_empty() {
+            line(id, "descriptor", Verdict::Pass, String::new());
+        } else {
+            line(id, "descriptor", Verdict::Fail, problems.join("; "));
+        }
+        if d.citation.trim().is_empty() {
+            line(
+                id,
+                "citation",
+                Verdict::Warn,
+                "no citation: say which paper the method comes from".into(),
+            );
+        }
+        let params = match d.schema.validate(&Value::Object(Default::default())) {
+            Ok(p) => {
+                line(
+                    id,
+                    "defaults",
+                    Verdict::Pass,
+                    format!("{} parameter(s)", p.len()),
+                );
+                Value::Object(p)
+            }
+            Err(e) => {
+                line(
+                    id,
+                    "defaults",
+                    Verdict::Fail,
+                    format!("the defaults do not validate against the schema: {e}"),
+                );
+                continue;
+            }
+        };
+        let dir = scratch.join(format!("{n}-{}", sanitize(&d.id)));
+        let run = |checkpoint: &Path, tag: &str, cancel: bool| {
+            let job = Job::Unlearn {
+                library: library.to_path_buf(),
+                id: d.id.clone(),
+                params: params.clone(),
+                checkpoint: checkpoint.to_path_buf(),
+                data: demo.data.clone(),
+                forget: demo.forget.clone(),
+                out_dir: dir.join(tag),
+                seed: 0,
+                device: device.to_string(),
+            };
+            run_job_cancelling(opts, job, cancel)
+        };
+        let started = Instant::now();
+        let mut model = &demo.classifier;
+        let mut report = run(model, "classifier", false);
+        if needs_other_model(&report.outcome) {
+            model = &demo.encoder;
+            report = run(model, "encoder", false);
+        }
+        let took = started.elapsed();
+        let model_name = model.file_name().map(|f| f.to_string_lossy().into_owned());
+        let model_name = model_name.unwrap_or_default();
+        match &report.outcome {
+            JobOutcome::Succeeded(value) => {
+                let saved = artifact_names(value).iter().any(|n| n == "model");
+                if d.kind == "method" && !saved {
+                    line(
+                        id,
+                        "runs on the demo",
+                        Verdict::Fail,
+                        format!(
+                            "finished on {model_name} in {:.1}s but saved no model (call save_model at the end)",
+                            took.as_secs_f64()
+                        ),
+                    );
+                } else {
+                    line(
+                        id,
+                        "runs on the demo",
+                        Verdict::Pass,
+                        format!("{model_name}, {:.1}s", took.as_secs_f64()),
+                    );
+                }
+            }
+            other => {
+                line(
+                    id,
+                    "runs on the demo",
+                    Verdict::Fail,
+                    with_log(&format!("on {model_name}: {other}"), &report),
+                );
+                continue;
+            }
+        }
+        let cancelled = run(model, "cancel", true);
+        match &cancelled.outcome {
+            JobOutcome::Cancelled { killed: false } => {
+                line(id, "handles cancel", Verdict::Pass, String::new());
+            }
+            JobOutcome::Cancelled { killed: true } => line(
+                id,
+                "handles cancel",
+                Verdict::Fail,
+                "it ignored the cancel and had to be killed: call check_cancelled() in every loop"
+                    .into(),
+            ),
+            JobOutcome::Succeeded(_) => line(
+                id,
+                "handles cancel",
+                Verdict::Fail,
+                "it was cancelled before it started and still ran to the end: call check_cancelled() in every loop".into(),
+            ),
+            other => line(
+                id,
+                "handles cancel",
+                Verdict::Fail,
+                with_log(&format!("after a cancel: {other}"), &cancelled),
+            ),
+        }
+    }
+    lines
+}
+
+/// Runs `job`, cancelling it right after the start when `cancel` is set (the
+/// worker is still loading the model and data then, well before the plugin runs).
+fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> JobReport {
+    let handle = match spawn_worker(opts, job, |_| {}) {
+        Ok(h) => h,
+        Err(e) => {
+            return JobReport {
+                outcome: JobOutcome::Failed(format!("cannot start the worker: {e}")),
+                stderr_tail: String::new(),
+                elapsed: Duration::ZERO,
+                exit: None,
+            };
+        }
+    };
+    if cancel {
+        handle.cancel();
+    }
+    handle.wait()
+}
+
+/// Whether a run failed only because the demo model lacks a head the plugin
+/// needs (a contrastive method on the classifier), so the encoder should be tried.
+fn needs_other_model(outcome: &JobOutcome) -> bool {
+    matches!(outcome, JobOutcome::Failed(m) if m.contains("has no projection head"))
+}
+
+fn artifact_names(result: &Value) -> Vec<String> {
+    result["artifacts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn with_log(message: &str, report: &JobReport) -> String {
+    let tail = report.stderr_tail.trim();
+    if tail.is_empty() {
+        message.to_string()
+    } else {
+        format!(
+            "{message}\n      worker log:\n      {}",
+            tail.replace('\n', "\n      ")
+        )
+    }
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// What is wrong with a descriptor's identity fields.
+fn descriptor_problems(d: &DescriptorInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    let reverse_dns = d.id.split('.').count() >= 3
+        && d.id.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        });
+    if !reverse_dns {
+        out.push(format!(
+            "id `{}` is not reverse-DNS (like org.example.my-method: three or more lower-case dot-separated parts)",
+            d.id
+        ));
+    }
+    if d.name.trim().is_empty() {
+        out.push("empty name".into());
+    }
+    let semver = d.version.split('.').count() == 3
+        && d.version.split('.').all(|p| {
+            let p = p.split(['-', '+']).next().unwrap_or("");
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())
+        });
+    if !semver {
+        out.push(format!("version `{}` is not MAJOR.MINOR.PATCH", d.version));
+    }
+    if d.description.trim().is_empty() {
+        out.push("empty description".into());
+    }
+    out
+}
+
+/// The report as text, one line per check.
+pub fn render(library: &Path, lines: &[CheckLine]) -> String {
+    let mut out = format!("{}\n", library.display());
+    for l in lines {
+        let tag = match l.verdict {
+            Verdict::Pass => "ok  ",
+            Verdict::Fail => "FAIL",
+            Verdict::Warn => "warn",
+        };
+        let who = l.id.as_deref().unwrap_or("library");
+        out.push_str(&format!("  {tag} {who}: {}", l.what));
+        if !l.detail.is_empty() {
+            out.push_str(&format!(" ({})", l.detail));
+        }
+        out.push('\n');
+    }
+    let failed = lines.iter().filter(|l| l.verdict == Verdict::Fail).count();
+    out.push_str(&if failed == 0 {
+        "conforms\n".to_string()
+    } else {
+        format!("{failed} check(s) failed\n")
+    });
+    out
+}

@@ -1,0 +1,160 @@
+//! `lethe unlearn`: one deletion request from the command line. The method is
+//! found by id in the plugin folders and run in a worker process over the
+//! checkpoint, dataset and forget list; progress goes to stderr, results into a
+//! new output folder (the original checkpoint is never touched).
+
+use super::{FromWorker, Job, JobOutcome, WorkerOptions, find_plugin, plugin_dirs, spawn_worker};
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `lethe unlearn`
+#[derive(Debug, Args)]
+pub struct UnlearnArgs {
+    /// Method id, as `lethe plugins list` shows it (e.g. org.example.gradient-ascent).
+    #[arg(long)]
+    pub method: String,
+    /// The trained model (never modified).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The dataset it was trained on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices).
+    #[arg(long)]
+    pub forget: PathBuf,
+    /// Method parameters as a JSON object; defaults fill in the rest.
+    #[arg(long)]
+    pub params: Option<String>,
+    /// One parameter as KEY=VALUE (repeatable, after `--params`); VALUE is read as
+    /// JSON when it parses (`0.01`, `true`), else as a string.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// New folder for the results (default: `runs/<method>-TIME`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed for shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `auto` (first CUDA GPU, else CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Give up (and kill the worker) after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+/// The parameters from `--params` and `--set`, in that order.
+pub fn parse_params(json: Option<&str>, set: &[String]) -> anyhow::Result<Value> {
+    let mut params = match json {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => bail!("--params must be a JSON object, like '{{\"lr\": 0.01}}'"),
+            Err(e) => bail!("--params is not valid JSON: {e}"),
+        },
+    };
+    for item in set {
+        let Some((key, value)) = item.split_once('=') else {
+            bail!("--set {item:?}: expected KEY=VALUE");
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        params.insert(key.trim().to_string(), value);
+    }
+    Ok(Value::Object(params))
+}
+
+fn resolve_device(name: &str) -> anyhow::Result<String> {
+    Ok(match name {
+        "auto" if tch::Cuda::is_available() => "cuda".into(),
+        "auto" => "cpu".into(),
+        "cpu" | "cuda" => name.into(),
+        other if other.starts_with("cuda:") => other.into(),
+        other => bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
+    })
+}
+
+/// Runs the command; `extra_dirs` are the global `--plugins` folders and `now`
+/// names the default output folder.
+pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Result<()> {
+    let params = parse_params(args.params.as_deref(), &args.set)?;
+    let device = resolve_device(&args.device)?;
+    for (what, path) in [
+        ("checkpoint", &args.checkpoint),
+        ("dataset", &args.data),
+        ("forget list", &args.forget),
+    ] {
+        if !path.exists() {
+            bail!("{}: no such {what}", path.display());
+        }
+    }
+    let short = args.method.rsplit('.').next().unwrap_or("method");
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{short}-{now}")));
+    if out.exists() {
+        bail!(
+            "output folder {} already exists; results are never written over",
+            out.display()
+        );
+    }
+    let mut opts = WorkerOptions::current_exe()?;
+    opts.timeout = Some(Duration::from_secs(60));
+    let (library, descriptor) =
+        find_plugin(&opts, &plugin_dirs(extra_dirs), &args.method).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "unlearn: {} {} ({}) on {} [{device}]",
+        descriptor.name,
+        descriptor.version,
+        library.display(),
+        args.checkpoint.display()
+    );
+    opts.timeout = args.timeout.map(Duration::from_secs);
+    let job = Job::Unlearn {
+        library,
+        id: args.method.clone(),
+        params,
+        checkpoint: args.checkpoint.clone(),
+        data: args.data.clone(),
+        forget: args.forget.clone(),
+        out_dir: out.clone(),
+        seed: args.seed,
+        device,
+    };
+    let handle = spawn_worker(&opts, job, |event| match event {
+        FromWorker::Progress {
+            fraction,
+            message,
+            metrics,
+        } => {
+            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
+            let metrics = metrics.map(|m| format!(" {m}")).unwrap_or_default();
+            eprintln!("[{pct}] {message}{metrics}");
+        }
+        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
+        FromWorker::Metric { name, value, .. } => eprintln!("{name} = {value}"),
+        FromWorker::Artifact { name, path } => eprintln!("wrote {name}: {}", path.display()),
+        _ => {}
+    })
+    .context("cannot start the worker process")?;
+    let report = handle.wait();
+    match report.outcome {
+        JobOutcome::Succeeded(_) => {
+            println!(
+                "done in {:.1}s; results in {}",
+                report.elapsed.as_secs_f64(),
+                out.display()
+            );
+            Ok(())
+        }
+        other => {
+            let tail = report.stderr_tail.trim();
+            if tail.is_empty() {
+                bail!("{} {other}", args.method)
+            }
+            bail!("{} {other}\nworker log:\n{tail}", args.method)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `lethe-cli plugins check` and `lethe-cli unlearn` as a user runs them: real
+//! processes, real compiled plugins, the bundled demo.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_lethe-cli");
+
+/// Finds `lib<name>.so` beside the test binary (deps/) or one level up.
+fn fixture(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join(&file);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{file} not found next to {}", exe.display());
+}
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo")
+}
+
+fn lethe(args: &[&str], cwd: &Path) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .current_dir(cwd)
+        // Only the folders a test names: not the user's plugins, not the dev build.
+        .env_remove("LETHE_PLUGIN_PATH")
+        .env("XDG_DATA_HOME", cwd.join("no-user-plugins"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+#[test]
+fn the_template_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fixture("lethe_plugin_template");
+    let o = lethe(&["plugins", "check", lib.to_str().unwrap()], dir.path());
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for check in [
+        "ok   library: loads",
+        "ok   org.example.gradient-ascent: descriptor",
+        "ok   org.example.gradient-ascent: defaults (3 parameter(s))",
+        "ok   org.example.gradient-ascent: runs on the demo (classifier.safetensors",
+        "ok   org.example.gradient-ascent: handles cancel",
+        "conforms",
+    ] {
+        assert!(out.contains(check), "missing {check:?} in\n{out}");
+    }
+}
+
+#[test]
+fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fixture("lethe_test_fixtures");
+    let o = lethe(&["plugins", "check", lib.to_str().unwrap()], dir.path());
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    // The tensor test method never calls check_cancelled.
+    assert!(
+        out.contains("FAIL org.lethe.test.tensors: handles cancel (it was cancelled before it started and still ran to the end"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   org.lethe.test.tensors: runs on the demo"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warn org.lethe.test.tensors: citation"),
+        "{out}"
+    );
+    // The panic test panics with its defaults: the run fails with the message.
+    assert!(
+        out.contains(
+            "FAIL org.lethe.test.panic: runs on the demo (on classifier.safetensors: failed:"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("check(s) failed"), "{out}");
+
+    let bad = fixture("lethe_test_fixture_bad_abi");
+    let o = lethe(&["plugins", "check", bad.to_str().unwrap()], dir.path());
+    let out = text(&o);
+    assert!(!o.status.success());
+    assert!(out.contains("FAIL library: loads"), "{out}");
+    assert!(out.contains("ABI"), "{out}");
+
+    let o = lethe(&["plugins", "check", "no-such.so"], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no-such.so: no such plugin library"));
+}
+
+#[test]
+fn unlearn_runs_a_method_found_by_id_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(
+        fixture("lethe_plugin_template"),
+        plugins.join("libtemplate.so"),
+    )
+    .unwrap();
+    let demo = demo();
+    let ckpt = demo.join("classifier.safetensors");
+    let before = sha256(&ckpt);
+    let (data, forget) = (demo.join("mnist10k.npz"), demo.join("forget.txt"));
+    let args = |method: &str, out: &str, forget: &Path| -> Vec<String> {
+        [
+            "--plugins",
+            plugins.to_str().unwrap(),
+            "unlearn",
+            "--method",
+            method,
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--forget",
+            forget.to_str().unwrap(),
+            "--out",
+            out,
+            "--device",
+            "cpu",
+            "--set",
+            "epochs=2",
+            "--set",
+            "lr=0.01",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        lethe(&a, dir.path())
+    };
+    let o = run(args("org.example.gradient-ascent", "out1", &forget));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // Two epochs reported, with the plugin's metrics.
+    assert!(out.contains("[ 50%] epoch 1/2"), "{out}");
+    assert!(out.contains("[100%] epoch 2/2"), "{out}");
+    assert!(out.contains("forget_loss"), "{out}");
+    let model = dir.path().join("out1/model.safetensors");
+    assert!(model.is_file(), "{out}");
+    assert_eq!(sha256(&ckpt), before, "the original checkpoint changed");
+    // The result records what produced it.
+    let info = lethe(
+        &["checkpoint", "inspect", model.to_str().unwrap()],
+        dir.path(),
+    );
+    let info = text(&info);
+    assert!(info.contains("org.example.gradient-ascent"), "{info}");
+
+    // The same output folder again: refused, nothing touched.
+    let stamp = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let o = run(args("org.example.gradient-ascent", "out1", &forget));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        stamp
+    );
+
+    // An unknown method names what is available.
+    let o = run(args("org.nope.method", "out2", &forget));
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(out.contains("no plugin offers `org.nope.method`"), "{out}");
+    assert!(
+        out.contains("available: org.example.gradient-ascent"),
+        "{out}"
+    );
+
+    // A malformed forget list fails the job, naming the file and line.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "12\nseven\n").unwrap();
+    let o = run(args("org.example.gradient-ascent", "out3", &bad));
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(out.contains("bad.txt:2: cannot read \"seven\""), "{out}");
+    assert!(!dir.path().join("out3/model.safetensors").exists());
+
+    // A parameter outside its range is refused before anything runs.
+    let mut a = args("org.example.gradient-ascent", "out4", &forget);
+    a.extend(["--set".into(), "epochs=0".into()]);
+    let o = run(a);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("epochs"), "{}", text(&o));
+}

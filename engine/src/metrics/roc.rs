@@ -41,7 +41,7 @@ pub fn roc_auc(members: &[f64], non_members: &[f64]) -> Option<f64> {
 }
 
 /// ROC curve points, one per distinct threshold, from (0,0) to (1,1).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RocCurve {
     /// False-positive rates, ascending.
     pub fpr: Vec<f64>,

@@ -37,10 +37,20 @@ pub fn interpolate(
 
 /// `mean_i (‖g_i‖₂ − 1)²` over the rows of per-sample gradients `g` (`[B, ...]`).
 pub fn penalty_from_gradients(gradients: &Tensor) -> Result<Tensor, PluginError> {
-    let norms = gradients
-        .f_flatten(1, -1)?
-        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    let norms = row_norms(gradients)?;
     Ok(norms.f_sub_scalar(1.0)?.f_square()?.f_mean(Kind::Float)?)
+}
+
+/// L2 norm of each row, `sqrt(Σ x² + 1e-12)`: the tiny floor keeps the
+/// derivative finite at a zero row (dead ReLU features, a flat critic), where
+/// `x/‖x‖` is 0/0 and one NaN would poison every weight.
+fn row_norms(x: &Tensor) -> Result<Tensor, PluginError> {
+    Ok(x
+        .f_flatten(1, -1)?
+        .f_square()?
+        .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?
+        .f_add_scalar(1e-12)?
+        .f_sqrt()?)
 }
 
 /// The WGAN-GP term at the points `z` (`[B, ...]`, detached): runs `critic` on them
@@ -69,10 +79,7 @@ where
 
 /// Mean over rows of the L2 norm of `outputs` (`[B, D]`, or any `[B, ...]`).
 pub fn mean_output_norm(outputs: &Tensor) -> Result<Tensor, PluginError> {
-    Ok(outputs
-        .f_flatten(1, -1)?
-        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?
-        .f_mean(Kind::Float)?)
+    Ok(row_norms(outputs)?.f_mean(Kind::Float)?)
 }
 
 /// Coefficients of eq. (2).
@@ -165,6 +172,14 @@ mod tests {
         let z = Tensor::ones([2, 2], (Kind::Float, Device::Cpu));
         let c = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
         assert!(gradient_penalty(&z, |_| Ok(c.shallow_clone())).is_err());
+    }
+
+    #[test]
+    fn zero_rows_have_finite_gradients() {
+        let out = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let loss = mean_output_norm(&out).unwrap() + penalty_from_gradients(&out).unwrap();
+        loss.backward();
+        assert!(values(&out.grad()).iter().all(|g| g.is_finite()));
     }
 
     #[test]

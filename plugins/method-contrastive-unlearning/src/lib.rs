@@ -1,0 +1,353 @@
+//! Contrastive Unlearning (Lee, Zhang, Yang, Lou and Xiong): for every forget
+//! batch, freshly sampled and shuffled retain batches; the forget embeddings are
+//! pushed away from same-class retain embeddings and pulled towards other-class
+//! ones ([`losses`]), while cross-entropy on the retain batch keeps the model
+//! useful; unlearning stops as soon as the forget set is no better classified than
+//! unseen data.
+
+pub mod losses;
+
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{
+    Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
+};
+use lethe_plugin_api::tch::{Device, Tensor};
+use lethe_plugin_kit::epoch::{Cycle, report_epoch};
+use lethe_plugin_kit::losses::cross_entropy;
+use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
+use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
+use lethe_plugin_kit::{ModelKind, Objective, batch_size, evaluate, finish, prepare};
+use losses::contrastive_unlearning_loss;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// Id of the method.
+pub const ID: &str = "org.lethe.method.contrastive-unlearning";
+
+/// Sample or class unlearning: what the early stop compares against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Random samples: stop when forget accuracy ≤ test accuracy.
+    Sample,
+    /// A whole class: stop when forget-class accuracy ≤ 1/C.
+    Class,
+}
+
+/// The method and its settings.
+pub struct ContrastiveUnlearning {
+    optim: Optim,
+    seed: u64,
+    augment: bool,
+    tau: f64,
+    lambda_ul: f64,
+    lambda_ce: f64,
+    retain_batches: usize,
+    mode: Option<Mode>,
+    early_stop: bool,
+    check_every: usize,
+    eval_batches: usize,
+}
+
+impl Plugin for ContrastiveUnlearning {
+    fn descriptor() -> Descriptor {
+        let d = Descriptor::new(
+            ID,
+            "Contrastive Unlearning",
+            env!("CARGO_PKG_VERSION"),
+            Kind::Method,
+        )
+        .description(
+            "Unlearning in the representation space of a classifier. For each forget batch it \
+             draws `retain_batches` fresh, shuffled retain batches (the public code contrasted \
+             against the same fixed retain batches every time; this does not); on L2-normalised \
+             backbone features, S = z_u z_rᵀ/τ, each forget sample gets \
+             −mean_{other-class j} S_ij + log Σ_{same-class j} exp S_ij (no same-class term in \
+             class unlearning), and the step minimises λ_UL·that + λ_CE·CE(retain batch). It \
+             stops early once forget accuracy ≤ test accuracy (sample unlearning) or \
+             forget-class accuracy ≤ 1/C (class unlearning). Classifiers only.",
+        )
+        .citation(
+            "Hong kyu Lee, Qiuchen Zhang, Carl Yang, Jian Lou and Li Xiong, \"Contrastive \
+             Unlearning: A Contrastive Approach to Machine Unlearning\", arXiv:2401.10458 \
+             (2024); IJCAI 2025, doi:10.24963/ijcai.2025/830.",
+        )
+        .param(
+            ParamSpec::float("tau", "Temperature τ", 0.01, 10.0, 0.7)
+                .log_scale()
+                .group("Method"),
+        )
+        .param(
+            ParamSpec::float("lambda_ul", "λ_UL (contrastive term)", 0.0, 1000.0, 3.0)
+                .group("Method"),
+        )
+        .param(
+            ParamSpec::float("lambda_ce", "λ_CE (retain cross-entropy)", 0.0, 1000.0, 1.0)
+                .group("Method"),
+        )
+        .param(
+            ParamSpec::int("retain_batches", "Retain batches per forget batch", 1, 1000, 4)
+                .group("Method")
+                .help("Each is drawn fresh from a reshuffled retain stream; one step each."),
+        )
+        .param(
+            ParamSpec::choice("mode", "Unlearning", &["auto", "sample", "class"], "auto")
+                .group("Method")
+                .help(
+                    "auto: class unlearning when every forget sample has one label that no \
+                     retain sample has, else sample unlearning.",
+                ),
+        )
+        .param(
+            ParamSpec::bool("early_stop", "Stop early", true)
+                .group("Method")
+                .help(
+                    "Stop once forget accuracy ≤ test accuracy (sample) or ≤ 1/C (class), \
+                     checked every `check_every` forget batches.",
+                ),
+        )
+        .param(ParamSpec::int("check_every", "Check every (forget batches)", 1, 100_000, 1).group("Method"))
+        .param(
+            ParamSpec::int("eval_batches", "Test batches for the stop check", 0, 1_000_000, 8)
+                .group("Method")
+                .help("Test accuracy for the sample-unlearning stop is measured on this many batches (0: all)."),
+        )
+        .param(
+            ParamSpec::bool("augment", "Augment inputs", false)
+                .group("Data")
+                .help("Apply the model's training augmentation to forget and retain batches."),
+        );
+        let d = params::optimiser(
+            d,
+            &OptimDefaults {
+                lr: 1e-3,
+                epochs: 10,
+                batch_size: 128,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                schedule: "constant",
+            },
+        );
+        params::seed(d)
+    }
+
+    fn create(p: &Params) -> Result<Self, PluginError> {
+        let mode = match p.str("mode")? {
+            "sample" => Some(Mode::Sample),
+            "class" => Some(Mode::Class),
+            _ => None,
+        };
+        let count = |key: &str| -> Result<usize, PluginError> {
+            Ok(usize::try_from(p.i64(key)?).unwrap_or(0))
+        };
+        Ok(ContrastiveUnlearning {
+            optim: Optim::from_params(p)?,
+            seed: params::read_seed(p)?,
+            augment: p.bool("augment")?,
+            tau: p.f64("tau")?,
+            lambda_ul: p.f64("lambda_ul")?,
+            lambda_ce: p.f64("lambda_ce")?,
+            retain_batches: count("retain_batches")?.max(1),
+            mode,
+            early_stop: p.bool("early_stop")?,
+            check_every: count("check_every")?.max(1),
+            eval_batches: count("eval_batches")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let prep = prepare(ctx, self.seed, &Prune::NONE)?;
+        let ModelKind::Classifier { classes } = prep.kind else {
+            return Err(PluginError::msg(
+                "Contrastive Unlearning needs a classifier (labels and logits); the model is an \
+                 encoder",
+            ));
+        };
+        let objective = prep.objective(&Training {
+            augment: self.augment,
+            temperature: 0.5,
+            max_batches: 0,
+        });
+        let bs = self.optim.batch_size;
+        let mode = match self.mode {
+            Some(m) => m,
+            None => detect_mode(ctx)?,
+        };
+        let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
+        let target = |ctx: &mut HostContext| -> Result<f64, PluginError> {
+            Ok(match mode {
+                Mode::Sample => accuracy(ctx, &objective, Split::Test, bs, self.eval_batches)?,
+                Mode::Class => 1.0 / classes as f64,
+            })
+        };
+        let steps = steps_per_epoch(ctx, Split::Forget, bs, 0)?.saturating_mul(self.retain_batches);
+        let mut trainer = Trainer::new(prep.params, prep.masks, &self.optim, steps)?;
+        let mut retain = Cycle::new(Split::Retain, bs);
+        let epochs = self.optim.epochs;
+        let mut forget_batches = 0usize;
+        let mut stopped: Option<(f64, f64)> = None;
+        'epochs: for epoch in 0..epochs {
+            let lr = trainer.lr();
+            let mut sums = Sums::default();
+            for batch in ctx.batches(Split::Forget, bs, true, false)? {
+                ctx.check_cancelled()?;
+                let (xu, yu) = batch?;
+                for _ in 0..self.retain_batches {
+                    ctx.check_cancelled()?;
+                    let (xr, yr) = retain.next_batch(ctx)?;
+                    let terms = self.step(ctx, &objective, (&xu, &yu), (&xr, &yr))?;
+                    sums.add(&terms)?;
+                    trainer.step(&terms.loss)?;
+                }
+                forget_batches += 1;
+                if self.early_stop && forget_batches % self.check_every == 0 {
+                    let forget_acc = accuracy(ctx, &objective, Split::Forget, bs, 0)?;
+                    let goal = target(ctx)?;
+                    if forget_acc <= goal {
+                        stopped = Some((forget_acc, goal));
+                        report_epoch(ctx, epoch + 1, epochs, sums.report(lr, forget_batches));
+                        break 'epochs;
+                    }
+                }
+            }
+            report_epoch(ctx, epoch + 1, epochs, sums.report(lr, forget_batches));
+        }
+        if let Some((acc, goal)) = stopped {
+            ctx.info(&format!(
+                "stopped after {forget_batches} forget batches: forget accuracy {acc:.4} ≤ {goal:.4}"
+            ));
+        }
+        let final_target = target(ctx)?;
+        finish(
+            ctx,
+            &objective,
+            bs,
+            &before,
+            json!({
+                "method": "contrastive-unlearning",
+                "mode": match mode { Mode::Sample => "sample", Mode::Class => "class" },
+                "steps": trainer.steps(),
+                "forget_batches": forget_batches,
+                "stopped_early": stopped.is_some(),
+                "stop_target": final_target,
+                "tau": self.tau, "lambda_ul": self.lambda_ul, "lambda_ce": self.lambda_ce,
+                "retain_batches": self.retain_batches,
+            }),
+        )
+    }
+}
+
+/// One step's loss and its parts.
+struct StepTerms {
+    loss: Tensor,
+    contrastive: Tensor,
+    pull: Tensor,
+    push: Tensor,
+    ce: Tensor,
+}
+
+impl ContrastiveUnlearning {
+    fn step(
+        &self,
+        ctx: &mut HostContext,
+        objective: &Objective,
+        (xu, yu): (&Tensor, &Tensor),
+        (xr, yr): (&Tensor, &Tensor),
+    ) -> Result<StepTerms, PluginError> {
+        ctx.model_set_train(true)?;
+        let (xu, xr) = if self.augment {
+            (
+                ctx.augment(xu, objective.recipe)?,
+                ctx.augment(xr, objective.recipe)?,
+            )
+        } else {
+            (xu.shallow_clone(), xr.shallow_clone())
+        };
+        let zu = ctx.model_forward(ModelHead::Encoder, &xu)?;
+        let zr = ctx.model_forward(ModelHead::Encoder, &xr)?;
+        let c = contrastive_unlearning_loss(&zu, yu, &zr, yr, self.tau)?;
+        let ce = cross_entropy(&ctx.model_forward(ModelHead::Classifier, &xr)?, yr)?;
+        let loss = c
+            .loss
+            .f_mul_scalar(self.lambda_ul)?
+            .f_add(&ce.f_mul_scalar(self.lambda_ce)?)?;
+        Ok(StepTerms {
+            loss,
+            contrastive: c.loss,
+            pull: c.pull,
+            push: c.push,
+            ce,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Sums {
+    steps: usize,
+    loss: f64,
+    contrastive: f64,
+    pull: f64,
+    push: f64,
+    ce: f64,
+}
+
+impl Sums {
+    fn add(&mut self, t: &StepTerms) -> Result<(), PluginError> {
+        self.steps += 1;
+        self.loss += t.loss.f_double_value(&[])?;
+        self.contrastive += t.contrastive.f_double_value(&[])?;
+        self.pull += t.pull.f_double_value(&[])?;
+        self.push += t.push.f_double_value(&[])?;
+        self.ce += t.ce.f_double_value(&[])?;
+        Ok(())
+    }
+
+    fn report(&self, lr: f64, forget_batches: usize) -> serde_json::Value {
+        let n = self.steps.max(1) as f64;
+        json!({
+            "loss": self.loss / n,
+            "contrastive_loss": self.contrastive / n,
+            "pull": self.pull / n,
+            "push": self.push / n,
+            "retain_ce": self.ce / n,
+            "lr": lr,
+            "forget_batches": forget_batches,
+        })
+    }
+}
+
+fn accuracy(
+    ctx: &mut HostContext,
+    objective: &Objective,
+    split: Split,
+    bs: u32,
+    max_batches: usize,
+) -> Result<f64, PluginError> {
+    evaluate(ctx, objective, split, bs, max_batches)?
+        .accuracy
+        .ok_or_else(|| PluginError::msg("no accuracy for a classifier"))
+}
+
+/// Class unlearning when the forget labels are one class the retain set lacks.
+fn detect_mode(ctx: &mut HostContext) -> Result<Mode, PluginError> {
+    let labels = |ctx: &mut HostContext, split: Split| -> Result<BTreeSet<i64>, PluginError> {
+        let mut seen = BTreeSet::new();
+        for batch in ctx.batches(split, batch_size(1024), false, false)? {
+            ctx.check_cancelled()?;
+            let (_, y) = batch?;
+            seen.extend(Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?);
+        }
+        Ok(seen)
+    };
+    let forget = labels(ctx, Split::Forget)?;
+    if forget.len() != 1 {
+        return Ok(Mode::Sample);
+    }
+    let retain = labels(ctx, Split::Retain)?;
+    Ok(if forget.is_disjoint(&retain) {
+        Mode::Class
+    } else {
+        Mode::Sample
+    })
+}
+
+lethe_plugin_api::declare_plugin!(ContrastiveUnlearning);

@@ -14,12 +14,14 @@
 //! * [`params`]: the schema entries every method shares, and their parsing;
 //! * [`setup`]: the common start of a method (seed, model kind, pruning);
 //! * [`train`]: SGD plus schedule over a run, stepping on a loss;
-//! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end.
+//! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end;
+//! * [`forgetting`]: sample or class unlearning, from the splits' labels.
 #![deny(missing_docs)]
 
 pub mod epoch;
 pub mod eval;
 pub mod flat;
+pub mod forgetting;
 pub mod l1;
 pub mod losses;
 pub mod model;

@@ -11,15 +11,15 @@ use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
-use lethe_plugin_api::tch::{Device, Tensor};
+use lethe_plugin_api::tch::Tensor;
 use lethe_plugin_kit::epoch::{Cycle, report_epoch};
 use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
-use lethe_plugin_kit::{ModelKind, Objective, batch_size, evaluate, finish, prepare};
+use lethe_plugin_kit::forgetting::{self, Forgetting};
+use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
 use losses::contrastive_unlearning_loss;
 use serde_json::json;
-use std::collections::BTreeSet;
 
 /// Id of the method.
 pub const ID: &str = "org.lethe.method.contrastive-unlearning";
@@ -170,7 +170,10 @@ impl Plugin for ContrastiveUnlearning {
         let bs = self.optim.batch_size;
         let mode = match self.mode {
             Some(m) => m,
-            None => detect_mode(ctx)?,
+            None => match forgetting::detect(ctx)? {
+                Forgetting::Samples => Mode::Sample,
+                Forgetting::Class(_) => Mode::Class,
+            },
         };
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
         let target = |ctx: &mut HostContext| -> Result<f64, PluginError> {
@@ -325,29 +328,6 @@ fn accuracy(
     evaluate(ctx, objective, split, bs, max_batches)?
         .accuracy
         .ok_or_else(|| PluginError::msg("no accuracy for a classifier"))
-}
-
-/// Class unlearning when the forget labels are one class the retain set lacks.
-fn detect_mode(ctx: &mut HostContext) -> Result<Mode, PluginError> {
-    let labels = |ctx: &mut HostContext, split: Split| -> Result<BTreeSet<i64>, PluginError> {
-        let mut seen = BTreeSet::new();
-        for batch in ctx.batches(split, batch_size(1024), false, false)? {
-            ctx.check_cancelled()?;
-            let (_, y) = batch?;
-            seen.extend(Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?);
-        }
-        Ok(seen)
-    };
-    let forget = labels(ctx, Split::Forget)?;
-    if forget.len() != 1 {
-        return Ok(Mode::Sample);
-    }
-    let retain = labels(ctx, Split::Retain)?;
-    Ok(if forget.is_disjoint(&retain) {
-        Mode::Class
-    } else {
-        Mode::Sample
-    })
 }
 
 lethe_plugin_api::declare_plugin!(ContrastiveUnlearning);

@@ -93,10 +93,16 @@ mod tests {
         bytes.extend(std::iter::repeat_n(b' ', 0x0280 - 2));
         bytes.push(b'}');
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(detect_format(&path), Ok(CheckpointFormat::Safetensors)));
+        assert!(matches!(
+            detect_format(&path),
+            Ok(CheckpointFormat::Safetensors)
+        ));
         // The legacy magic (protocol 2, then the pickled magic number) is refused.
         let legacy = dir.path().join("old.pt");
         std::fs::write(&legacy, b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
-        assert!(matches!(detect_format(&legacy), Err(CheckpointError::Unsupported { .. })));
+        assert!(matches!(
+            detect_format(&legacy),
+            Err(CheckpointError::Unsupported { .. })
+        ));
     }
 }

@@ -233,7 +233,7 @@ mod tests {
     fn masked_weights_stay_bit_identical_under_momentum_and_weight_decay() {
         tch::manual_seed(7);
         let opts = (Kind::Float, Device::Cpu);
-        let mut init = Tensor::randn([64, 33], opts);
+        let init = Tensor::randn([64, 33], opts);
         // Negative zeros and huge values are where `p + 0·step` would go wrong.
         let _ = init.narrow(1, 0, 1).fill_(-0.0);
         let _ = init.narrow(1, 1, 1).fill_(3.0e38);

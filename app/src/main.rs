@@ -1,13 +1,11 @@
 //! `lethe`: with no arguments, the desktop workbench; with arguments, the CLI
 //! (the same commands as the headless `lethe-cli`).
 
-mod gui;
-
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     if std::env::args_os().len() > 1 {
         return lethe_engine::cli::run(lethe_engine::cli::Cli::parse());
     }
-    gui::run()
+    lethe_app::run()
 }

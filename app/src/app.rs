@@ -1,0 +1,652 @@
+//! The window: `LetheApp` holds the persisted [`AppState`], the open project,
+//! the job runner and the background tasks. Each frame it folds in what
+//! arrived (task results, worker events), draws the panels, and then applies
+//! the [`Command`]s the panels pushed, so no panel mutates shared state while
+//! another one reads it.
+
+use crate::artifacts::{ArtifactData, Scores};
+use crate::catalog::Catalog;
+use crate::devices::DeviceInfo;
+use crate::jobs::JobSpec;
+use crate::project::{self, ForgetSetEntry, Project};
+use crate::runner::{Runner, Waker};
+use crate::state::{AppState, View};
+use crate::tasks::{DatasetInfo, Done, ForgetPreview, ForgetRequest, Loadable, PickTarget, Tasks};
+use crate::thumbs::Thumb;
+use crate::widgets::TextureCache;
+use crate::widgets::heatmap::Heatmap;
+use lethe_engine::checkpoint::CheckpointSummary;
+use lethe_engine::runtime::RuntimeReport;
+use lethe_engine::worker::WorkerOptions;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Something a panel asked for, applied after drawing.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Open (or create) the project in a folder.
+    OpenProject(PathBuf),
+    /// Create or reopen the demo project in a folder.
+    OpenDemo(PathBuf),
+    /// Close the project.
+    CloseProject,
+    /// Show a view.
+    Show(View),
+    /// Open a file dialog.
+    Pick(PickTarget),
+    /// Add a checkpoint to the project.
+    AddCheckpoint(PathBuf),
+    /// Add a dataset to the project.
+    AddDataset(PathBuf),
+    /// Remove a checkpoint from the project list (the file stays).
+    RemoveCheckpoint(PathBuf),
+    /// Remove a dataset from the project list.
+    RemoveDataset(PathBuf),
+    /// Remove a forget set from the project list.
+    RemoveForgetSet(PathBuf),
+    /// Save the current forget preview under a name.
+    SaveForgetSet(String),
+    /// Queue a job.
+    Queue(JobSpec),
+    /// Cancel a job.
+    Cancel(String),
+    /// Re-scan the plugin folders.
+    RescanPlugins,
+    /// Write an export into a run folder.
+    Export {
+        /// Run id.
+        run: String,
+        /// File name.
+        name: String,
+        /// Contents.
+        bytes: Arc<Vec<u8>>,
+    },
+    /// Show a message in the status bar.
+    Notify(String, bool),
+}
+
+/// A message for the status bar.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The text.
+    pub text: String,
+    /// Whether it reports a problem.
+    pub error: bool,
+    /// When (unix seconds).
+    pub at: f64,
+}
+
+/// Text typed into path fields (not persisted: paths are saved once used).
+#[derive(Default)]
+pub struct Inputs {
+    /// Open/create project.
+    pub project: String,
+    /// Add checkpoint.
+    pub checkpoint: String,
+    /// Add dataset.
+    pub dataset: String,
+}
+
+/// The application.
+pub struct LetheApp {
+    /// Persisted state.
+    pub state: AppState,
+    /// The open project.
+    pub project: Option<Project>,
+    /// Why the last project could not be opened.
+    pub project_error: Option<String>,
+    pub(crate) runner: Runner,
+    pub(crate) tasks: Tasks,
+    pub(crate) worker_opts: WorkerOptions,
+    /// Plugins found.
+    pub catalog: Loadable<Catalog>,
+    /// Devices.
+    pub devices: Vec<DeviceInfo>,
+    /// The runtime report.
+    pub runtime: Option<RuntimeReport>,
+    /// Checkpoint inspections.
+    pub checkpoints: HashMap<PathBuf, Loadable<CheckpointSummary>>,
+    /// Dataset inspections, by path and split seed.
+    pub datasets: HashMap<(PathBuf, u64), Loadable<DatasetInfo>>,
+    /// The forget-set preview and the request it answers.
+    pub forget_preview: Option<(ForgetRequest, Loadable<ForgetPreview>)>,
+    /// Whether a preview task is running.
+    pub(crate) forget_inflight: bool,
+    /// Loaded result files.
+    pub artifacts: HashMap<PathBuf, Loadable<ArtifactData>>,
+    /// Heatmaps by file and tensor name.
+    pub heatmaps: HashMap<(PathBuf, String), Heatmap>,
+    /// Selected tensor per file.
+    pub selected_tensor: HashMap<PathBuf, String>,
+    /// Membership scores per output folder.
+    pub scores: HashMap<PathBuf, Loadable<Scores>>,
+    /// Sample pictures per dataset, by index.
+    pub samples: HashMap<PathBuf, HashMap<i64, Thumb>>,
+    /// Uploaded thumbnails.
+    pub textures: TextureCache,
+    /// Path fields.
+    pub inputs: Inputs,
+    /// Status bar messages.
+    pub notices: Vec<Notice>,
+    /// Commands pushed during this frame.
+    pub commands: Vec<Command>,
+}
+
+impl LetheApp {
+    /// The app with `state`, running workers from `worker_opts`; `waker` is
+    /// called from background threads when something arrives.
+    pub fn new(state: AppState, worker_opts: WorkerOptions, waker: Waker) -> Self {
+        let mut app = LetheApp {
+            runner: Runner::new(worker_opts.clone(), Arc::clone(&waker)),
+            tasks: Tasks::new(waker),
+            worker_opts,
+            state,
+            project: None,
+            project_error: None,
+            catalog: Loadable::Loading,
+            devices: vec![DeviceInfo {
+                id: "cpu".into(),
+                label: "CPU".into(),
+            }],
+            runtime: None,
+            checkpoints: HashMap::new(),
+            datasets: HashMap::new(),
+            forget_preview: None,
+            forget_inflight: false,
+            artifacts: HashMap::new(),
+            heatmaps: HashMap::new(),
+            selected_tensor: HashMap::new(),
+            scores: HashMap::new(),
+            samples: HashMap::new(),
+            textures: TextureCache::default(),
+            inputs: Inputs::default(),
+            notices: Vec::new(),
+            commands: Vec::new(),
+        };
+        app.tasks.scan_plugins(app.scan_opts());
+        app.tasks.probe_devices();
+        if let Some(dir) = app.state.project_dir.clone() {
+            app.open_project(&dir);
+        }
+        app
+    }
+
+    fn scan_opts(&self) -> WorkerOptions {
+        let mut o = self.worker_opts.clone();
+        // Loading runs plugin initialisers; one that hangs must not hang the list.
+        o.timeout = Some(std::time::Duration::from_secs(60));
+        o
+    }
+
+    /// Shows a status message.
+    pub fn notify(&mut self, text: impl Into<String>, error: bool) {
+        self.notices.push(Notice {
+            text: text.into(),
+            error,
+            at: project::now(),
+        });
+        if self.notices.len() > 50 {
+            self.notices.remove(0);
+        }
+    }
+
+    fn open_project(&mut self, dir: &Path) {
+        match Project::open_or_create(dir) {
+            Ok(p) => {
+                self.notify(format!("Opened project {}", p.dir.display()), false);
+                self.project = Some(p);
+                self.project_error = None;
+                self.state.remember_project(dir.to_path_buf());
+                self.inspect_project_files();
+            }
+            Err(e) => {
+                self.project_error = Some(e.to_string());
+                self.state.project_dir = None;
+                self.notify(e.to_string(), true);
+            }
+        }
+    }
+
+    /// Starts inspections of the project's files that are not known yet.
+    fn inspect_project_files(&mut self) {
+        let Some(p) = &self.project else { return };
+        let ckpts = p.file.checkpoints.clone();
+        for c in ckpts {
+            self.ensure_checkpoint(&c);
+        }
+    }
+
+    /// Inspects a checkpoint unless it already was.
+    pub fn ensure_checkpoint(&mut self, path: &Path) {
+        if !self.checkpoints.contains_key(path) {
+            self.checkpoints
+                .insert(path.to_path_buf(), Loadable::Loading);
+            self.tasks.inspect_checkpoint(path.to_path_buf());
+        }
+    }
+
+    /// Inspects a dataset (with the split for `seed`) unless it already was.
+    pub fn ensure_dataset(&mut self, path: &Path, seed: u64) {
+        let key = (path.to_path_buf(), seed);
+        if !self.datasets.contains_key(&key) {
+            self.datasets.insert(key, Loadable::Loading);
+            self.tasks.inspect_dataset(path.to_path_buf(), seed);
+        }
+    }
+
+    /// Loads a result file unless it already was.
+    pub fn ensure_artifact(&mut self, path: &Path) {
+        if !self.artifacts.contains_key(path) {
+            self.artifacts.insert(path.to_path_buf(), Loadable::Loading);
+            self.tasks.load_artifact(path.to_path_buf());
+        }
+    }
+
+    /// Loads the scores of an output folder unless it already was.
+    pub fn ensure_scores(&mut self, dir: &Path) {
+        if !self.scores.contains_key(dir) {
+            self.scores.insert(dir.to_path_buf(), Loadable::Loading);
+            self.tasks.load_scores(dir.to_path_buf());
+        }
+    }
+
+    /// Asks for pictures of samples not loaded yet.
+    pub fn ensure_samples(&mut self, data: &Path, indices: &[i64]) {
+        let have = self.samples.entry(data.to_path_buf()).or_default();
+        let missing: Vec<i64> = indices
+            .iter()
+            .copied()
+            .filter(|i| !have.contains_key(i))
+            .collect();
+        if !missing.is_empty() {
+            // Placeholders stop asking again while the task runs.
+            for &i in &missing {
+                have.insert(
+                    i,
+                    Thumb {
+                        label: format!("#{i}"),
+                        detail: "loading".into(),
+                        image: egui::ColorImage::new([1, 1], vec![egui::Color32::DARK_GRAY]),
+                    },
+                );
+            }
+            self.tasks.sample_thumbs(data.to_path_buf(), missing);
+        }
+    }
+
+    /// Asks for a forget-set preview; while one runs, the latest request waits.
+    pub fn request_forget_preview(&mut self, req: ForgetRequest) {
+        let current = self.forget_preview.as_ref().map(|(r, _)| r);
+        if current == Some(&req) {
+            return;
+        }
+        if self.forget_inflight {
+            return;
+        }
+        self.forget_inflight = true;
+        self.forget_preview = Some((req.clone(), Loadable::Loading));
+        self.tasks.preview_forget(req);
+    }
+
+    /// Folds in task results and worker events; saves changed job records.
+    pub fn update(&mut self) {
+        for done in self.tasks.drain() {
+            self.apply_done(done);
+        }
+        if let Some(p) = self.project.as_mut() {
+            let _ = self.runner.poll(p, project::now());
+        }
+    }
+
+    fn apply_done(&mut self, done: Done) {
+        match done {
+            Done::Checkpoint(path, r) => {
+                self.checkpoints.insert(path, r.into());
+            }
+            Done::Dataset(path, seed, r) => {
+                self.datasets.insert((path, seed), r.into());
+            }
+            Done::Forget(req, r) => {
+                self.forget_inflight = false;
+                self.forget_preview = Some((req, r.into()));
+            }
+            Done::Plugins(cat) => {
+                let n = cat.entries.len();
+                let refused = cat.refused.len();
+                self.catalog = Loadable::Ready(cat);
+                self.notify(
+                    format!("Found {n} plugin methods/attacks; {refused} libraries refused"),
+                    false,
+                );
+            }
+            Done::Picked(target, Some(path)) => self.apply_pick(target, path),
+            Done::Picked(_, None) => {}
+            Done::Devices(devices, runtime) => {
+                self.devices = devices;
+                self.runtime = Some(*runtime);
+                if !self.devices.iter().any(|d| d.id == self.state.draft.device) {
+                    self.state.draft.device = "cpu".into();
+                }
+            }
+            Done::Artifact(path, r) => {
+                self.artifacts.insert(path, r.into());
+            }
+            Done::Scores(dir, r) => {
+                self.scores.insert(dir, r.into());
+            }
+            Done::Samples(data, r) => match r {
+                Ok(list) => {
+                    let have = self.samples.entry(data).or_default();
+                    for (i, t) in list {
+                        have.insert(i, t);
+                    }
+                }
+                Err(e) => self.notify(e, true),
+            },
+            Done::Panicked(what) => {
+                self.forget_inflight = false;
+                self.notify(format!("internal error in a background task: {what}"), true);
+            }
+        }
+    }
+
+    fn apply_pick(&mut self, target: PickTarget, path: PathBuf) {
+        let text = path.display().to_string();
+        match target {
+            PickTarget::ProjectFolder => self.commands.push(Command::OpenProject(path)),
+            PickTarget::Checkpoint => self.commands.push(Command::AddCheckpoint(path)),
+            PickTarget::DatasetFile | PickTarget::DatasetFolder => {
+                self.commands.push(Command::AddDataset(path));
+            }
+            PickTarget::ForgetList => self.state.forget_draft.list_path = text,
+            PickTarget::ForgetFolder => self.state.forget_draft.folder = text,
+            PickTarget::Param { plugin, key, .. } => {
+                let form = self.state.forms.entry(plugin).or_default();
+                form.values.insert(key, crate::form::FormValue::Path(text));
+            }
+            PickTarget::SaveAs { bytes, .. } => match project::write_file(&path, &bytes) {
+                Ok(()) => self.notify(format!("Saved {}", path.display()), false),
+                Err(e) => self.notify(e.to_string(), true),
+            },
+        }
+    }
+
+    /// Applies the commands pushed this frame.
+    pub fn apply_commands(&mut self) {
+        let commands = std::mem::take(&mut self.commands);
+        for c in commands {
+            self.apply(c);
+        }
+    }
+
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::OpenProject(dir) => {
+                if let Some(p) = self.project.as_mut() {
+                    self.runner.shutdown(p);
+                }
+                self.open_project(&dir);
+                self.state.view = View::Home;
+            }
+            Command::OpenDemo(dir) => {
+                let demo = project::DemoFiles::find(&project::resources_dir())
+                    .and_then(|demo| project::create_demo_project(&dir, &demo).map(|p| (p, demo)));
+                match demo {
+                    Ok((p, demo)) => {
+                        if let Some(old) = self.project.as_mut() {
+                            self.runner.shutdown(old);
+                        }
+                        self.project = Some(p);
+                        self.project_error = None;
+                        self.state.remember_project(dir);
+                        // A deletion ready to run: the classifier, its data, the
+                        // bundled forget list; the method stays the user's choice.
+                        let d = &mut self.state.draft;
+                        d.checkpoint = Some(demo.classifier.clone());
+                        d.data = Some(demo.data.clone());
+                        d.forget = Some(demo.forget.clone());
+                        self.inspect_project_files();
+                        self.state.view = View::Deletion;
+                        self.notify("Opened the demo project", false);
+                    }
+                    Err(e) => {
+                        self.project_error = Some(e.to_string());
+                        self.notify(e.to_string(), true);
+                    }
+                }
+            }
+            Command::CloseProject => {
+                if let Some(p) = self.project.as_mut() {
+                    self.runner.shutdown(p);
+                }
+                self.project = None;
+                self.state.project_dir = None;
+                self.state.view = View::Home;
+            }
+            Command::Show(view) => self.state.view = view,
+            Command::Pick(target) => {
+                let start = self.project.as_ref().map(|p| p.dir.clone());
+                self.tasks.pick(target, start);
+            }
+            Command::AddCheckpoint(path) => self.add_file(path, true),
+            Command::AddDataset(path) => self.add_file(path, false),
+            Command::RemoveCheckpoint(path) => {
+                if let Some(p) = self.project.as_mut() {
+                    p.file.checkpoints.retain(|c| c != &path);
+                    self.save_project();
+                }
+                if self.state.draft.checkpoint.as_ref() == Some(&path) {
+                    self.state.draft.checkpoint = None;
+                }
+            }
+            Command::RemoveDataset(path) => {
+                if let Some(p) = self.project.as_mut() {
+                    p.file.datasets.retain(|c| c != &path);
+                    self.save_project();
+                }
+                if self.state.draft.data.as_ref() == Some(&path) {
+                    self.state.draft.data = None;
+                }
+            }
+            Command::RemoveForgetSet(path) => {
+                if let Some(p) = self.project.as_mut() {
+                    p.file.forget_sets.retain(|f| f.path != path);
+                    self.save_project();
+                }
+                if self.state.draft.forget.as_ref() == Some(&path) {
+                    self.state.draft.forget = None;
+                }
+            }
+            Command::SaveForgetSet(name) => self.save_forget_set(&name),
+            Command::Queue(spec) => {
+                let Some(p) = self.project.as_mut() else {
+                    self.notify("Open a project first", true);
+                    return;
+                };
+                match self.runner.queue(p, spec, project::now()) {
+                    Ok(id) => {
+                        let _ = self.runner.poll(p, project::now());
+                        self.state.view = View::Run(id);
+                    }
+                    Err(e) => self.notify(format!("cannot queue the job: {e}"), true),
+                }
+            }
+            Command::Cancel(id) => {
+                if let Some(p) = self.project.as_mut() {
+                    self.runner.cancel(p, &id, project::now());
+                }
+            }
+            Command::RescanPlugins => {
+                self.catalog = Loadable::Loading;
+                self.tasks.scan_plugins(self.scan_opts());
+            }
+            Command::Export { run, name, bytes } => {
+                let Some(p) = &self.project else { return };
+                match crate::artifacts::write_export(&p.run_dir(&run), &name, &bytes) {
+                    Ok(path) => self.notify(format!("Exported {}", path.display()), false),
+                    Err(e) => self.notify(e.to_string(), true),
+                }
+            }
+            Command::Notify(text, error) => self.notify(text, error),
+        }
+    }
+
+    fn save_project(&mut self) {
+        let result = self.project.as_ref().map(Project::save);
+        if let Some(Err(e)) = result {
+            self.notify(e.to_string(), true);
+        }
+    }
+
+    fn add_file(&mut self, path: PathBuf, checkpoint: bool) {
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        if !path.exists() {
+            self.notify(format!("{}: no such file or folder", path.display()), true);
+            return;
+        }
+        let Some(p) = self.project.as_mut() else {
+            self.notify("Open a project first", true);
+            return;
+        };
+        let list = if checkpoint {
+            &mut p.file.checkpoints
+        } else {
+            &mut p.file.datasets
+        };
+        Project::add_unique(list, path.clone());
+        self.save_project();
+        if checkpoint {
+            self.ensure_checkpoint(&path);
+            self.state.draft.checkpoint = Some(path);
+            self.inputs.checkpoint.clear();
+        } else {
+            self.ensure_dataset(&path, self.state.draft.seed);
+            if self.state.draft.data.as_ref() != Some(&path) {
+                self.state.draft.forget = None;
+            }
+            self.state.draft.data = Some(path);
+            self.inputs.dataset.clear();
+        }
+    }
+
+    fn save_forget_set(&mut self, name: &str) {
+        let Some((req, Loadable::Ready(preview))) = self.forget_preview.clone() else {
+            self.notify("Nothing to save: the preview is not ready", true);
+            return;
+        };
+        if preview.indices.is_empty() {
+            self.notify("The forget set is empty", true);
+            return;
+        }
+        let Some(p) = self.project.as_mut() else {
+            return;
+        };
+        match crate::tasks::write_forget_list(&p.forget_dir(), name, &req.data, &preview) {
+            Ok(path) => {
+                p.add_forget_set(ForgetSetEntry {
+                    name: name.to_string(),
+                    path: path.clone(),
+                    data: req.data.clone(),
+                    origin: preview.origin.clone(),
+                    count: preview.indices.len(),
+                });
+                self.save_project();
+                self.state.draft.forget = Some(path.clone());
+                self.state.draft.forget_form_open = false;
+                self.state.forget_draft.name.clear();
+                self.notify(format!("Saved forget set {}", path.display()), false);
+            }
+            Err(e) => self.notify(e.to_string(), true),
+        }
+    }
+
+    /// Stops every worker (on exit) and records how their jobs ended.
+    pub fn shutdown(&mut self) {
+        if let Some(p) = self.project.as_mut() {
+            self.runner.shutdown(p);
+        }
+    }
+
+    /// Draws the whole window.
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
+        self.update();
+        crate::panels::top_bar(ui, self);
+        crate::panels::status_bar(ui, self);
+        if self.project.is_some() {
+            crate::panels::sidebar(ui, self);
+        }
+        egui::CentralPanel::default().show(ui, |ui| {
+            crate::panels::central(ui, self);
+        });
+        self.apply_commands();
+        // Progress and ETA move with time, not only with events.
+        let running = self
+            .project
+            .as_ref()
+            .is_some_and(|p| p.runs.iter().any(|r| !r.status.is_final()));
+        if running || self.tasks.busy() {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(250));
+        }
+    }
+}
+
+/// The eframe wrapper: persistence and the frame loop.
+pub struct EframeApp {
+    /// The app.
+    pub app: LetheApp,
+}
+
+impl EframeApp {
+    /// Restores the state and starts the app.
+    pub fn new(cc: &eframe::CreationContext<'_>) -> anyhow::Result<Self> {
+        let state: AppState = cc
+            .storage
+            .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+            .unwrap_or_default();
+        let ctx = cc.egui_ctx.clone();
+        let waker: Waker = Arc::new(move || ctx.request_repaint());
+        let opts = WorkerOptions::current_exe()?;
+        Ok(EframeApp {
+            app: LetheApp::new(state, opts, waker),
+        })
+    }
+}
+
+impl eframe::App for EframeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.app.draw(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.app.state);
+    }
+
+    fn on_exit(&mut self) {
+        self.app.shutdown();
+    }
+}
+
+/// Opens the main window and blocks until it is closed.
+pub fn run() -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Lethe")
+            .with_inner_size([1280.0, 820.0])
+            .with_min_inner_size([900.0, 600.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Lethe",
+        options,
+        Box::new(|cc| {
+            let app =
+                EframeApp::new(cc).map_err(|e| -> Box<dyn std::error::Error + Send + Sync> {
+                    e.to_string().into()
+                })?;
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the Lethe window: {e}"))
+}

@@ -1,0 +1,477 @@
+//! A run's result files, read for the views: tensors (safetensors with one or
+//! more tensors: 2-D ones open in the heatmap, 1-D ones as histograms), JSON,
+//! and the membership scores an attack writes (`scores_<role>`, see the attack
+//! kit), from which ROC curves and histograms are drawn. Also the CSV/JSON
+//! exports of what the views show.
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Tensors larger than this are not loaded for display (a whole model's weights
+/// as one flat vector stays well under it).
+pub const MAX_ELEMENTS: i64 = 64 * 1024 * 1024;
+
+/// A row-major matrix of f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// `rows * cols` values.
+    pub values: Vec<f32>,
+}
+
+impl Matrix {
+    /// A matrix; `None` when the sizes do not match.
+    pub fn new(rows: usize, cols: usize, values: Vec<f32>) -> Option<Self> {
+        (rows.checked_mul(cols) == Some(values.len())).then_some(Matrix { rows, cols, values })
+    }
+
+    /// The value at `(r, c)`.
+    pub fn get(&self, r: usize, c: usize) -> Option<f32> {
+        if r < self.rows && c < self.cols {
+            self.values.get(r * self.cols + c).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Smallest and largest finite value (`(0, 0)` when there is none).
+    pub fn finite_range(&self) -> (f32, f32) {
+        finite_range(&self.values)
+    }
+
+    /// The matrix as CSV, one row per line.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::with_capacity(self.values.len() * 8);
+        for r in 0..self.rows {
+            let row = &self.values[r * self.cols..(r + 1) * self.cols];
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{v}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Smallest and largest finite value of `values` (`(0, 0)` when there is none).
+pub fn finite_range(values: &[f32]) -> (f32, f32) {
+    let mut lo = f32::INFINITY;
+    let mut hi = f32::NEG_INFINITY;
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if lo > hi { (0.0, 0.0) } else { (lo, hi) }
+}
+
+/// One tensor of a file.
+#[derive(Debug, Clone)]
+pub struct TensorData {
+    /// Its name in the file.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<i64>,
+    /// Its element type.
+    pub dtype: String,
+    /// Values as f32, row-major; `None` when it was too large to load.
+    pub values: Option<Vec<f32>>,
+}
+
+impl TensorData {
+    /// The tensor as a matrix: 2-D as is, 1-D as one row, higher ranks with all
+    /// leading dimensions folded into rows.
+    pub fn as_matrix(&self) -> Option<Matrix> {
+        let values = self.values.clone()?;
+        let (rows, cols) = match self.shape.as_slice() {
+            [] => (1, 1),
+            [n] => (1, *n as usize),
+            [.., last] => (values.len() / (*last).max(1) as usize, *last as usize),
+        };
+        Matrix::new(rows, cols, values)
+    }
+
+    /// Whether the heatmap is the natural view (two or more dimensions, each > 1).
+    pub fn is_matrix(&self) -> bool {
+        self.shape.len() >= 2 && self.shape.iter().rev().take(2).all(|&d| d > 1)
+    }
+}
+
+/// What a result file holds.
+#[derive(Debug, Clone)]
+pub enum ArtifactData {
+    /// A safetensors file's tensors.
+    Tensors(Vec<TensorData>),
+    /// A JSON document.
+    Json(Value),
+}
+
+/// Reads a result file for display.
+pub fn load(path: &Path) -> Result<ArtifactData, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".json") {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(ArtifactData::Json(value));
+    }
+    let ckpt = lethe_engine::checkpoint::read(path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (name, t) in ckpt.state_dict.iter() {
+        let shape = t.size();
+        let values = if t.numel() as i64 <= MAX_ELEMENTS {
+            let flat = t
+                .f_to_kind(tch::Kind::Float)
+                .and_then(|f| f.f_flatten(0, -1))
+                .and_then(|f| f.f_contiguous())
+                .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?;
+            Some(
+                Vec::<f32>::try_from(&flat)
+                    .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?,
+            )
+        } else {
+            None
+        };
+        out.push(TensorData {
+            name: name.to_string(),
+            shape,
+            dtype: format!("{:?}", t.kind()),
+            values,
+        });
+    }
+    Ok(ArtifactData::Tensors(out))
+}
+
+/// Membership scores of one attack run, by role (higher = more member-like).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scores {
+    /// The forget set.
+    pub forget: Option<Vec<f64>>,
+    /// Held-out members (retain samples).
+    pub member: Option<Vec<f64>>,
+    /// Held-out non-members.
+    pub nonmember: Option<Vec<f64>>,
+}
+
+impl Scores {
+    /// Whether there is a pair to draw a ROC curve from.
+    pub fn has_roc(&self) -> bool {
+        self.nonmember.is_some() && (self.member.is_some() || self.forget.is_some())
+    }
+}
+
+fn read_vector(path: &Path) -> Result<Vec<f64>, String> {
+    let ckpt = lethe_engine::checkpoint::read(path).map_err(|e| e.to_string())?;
+    let (_, t) = ckpt
+        .state_dict
+        .iter()
+        .next()
+        .ok_or_else(|| format!("{}: no tensor", path.display()))?;
+    let flat = t
+        .f_to_kind(tch::Kind::Double)
+        .and_then(|f| f.f_flatten(0, -1))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Vec::<f64>::try_from(&flat).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `scores_<role>.safetensors` files in `dir` (an attack's output folder).
+pub fn load_scores(dir: &Path) -> Result<Scores, String> {
+    let file = |role: &str| dir.join(format!("scores_{role}.safetensors"));
+    let read = |role: &str| -> Result<Option<Vec<f64>>, String> {
+        let p = file(role);
+        if p.is_file() {
+            read_vector(&p).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(Scores {
+        forget: read("forget")?,
+        member: read("member")?,
+        nonmember: read("nonmember")?,
+    })
+}
+
+/// Whether `path` is one of the score files [`load_scores`] reads.
+pub fn is_score_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("scores_") && n.ends_with(".safetensors"))
+}
+
+/// A ROC curve as `[fpr, tpr]` points with its AUC, computed by the engine's
+/// metrics (the same code the evaluation uses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Roc {
+    /// What is compared ("member vs non-member").
+    pub name: String,
+    /// Points from (0, 0) to (1, 1).
+    pub points: Vec<[f64; 2]>,
+    /// Area under the curve.
+    pub auc: Option<f64>,
+    /// Smallest non-zero FPR the data can resolve (1 / non-members).
+    pub fpr_floor: f64,
+}
+
+impl Roc {
+    /// The curve of `positives` against `negatives`.
+    pub fn new(name: &str, positives: &[f64], negatives: &[f64]) -> Self {
+        let curve = lethe_engine::metrics::RocCurve::new(positives, negatives);
+        Roc {
+            name: name.to_string(),
+            points: curve
+                .fpr
+                .iter()
+                .zip(&curve.tpr)
+                .map(|(f, t)| [*f, *t])
+                .collect(),
+            auc: lethe_engine::metrics::roc_auc(positives, negatives),
+            fpr_floor: 1.0 / negatives.len().max(1) as f64,
+        }
+    }
+
+    /// The points as CSV with a header.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("fpr,tpr\n");
+        for [f, t] in &self.points {
+            let _ = writeln!(out, "{f},{t}");
+        }
+        out
+    }
+}
+
+/// The ROC curves a score set supports: the attack against held-out members,
+/// and the forget set against non-members (the unlearning question).
+pub fn rocs(scores: &Scores) -> Vec<Roc> {
+    let mut out = Vec::new();
+    if let Some(non) = &scores.nonmember {
+        if let Some(m) = &scores.member {
+            out.push(Roc::new("members vs non-members", m, non));
+        }
+        if let Some(f) = &scores.forget {
+            out.push(Roc::new("forget set vs non-members", f, non));
+        }
+    }
+    out
+}
+
+/// A histogram with shared bins, for comparing score distributions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Left edge of the first bin.
+    pub lo: f64,
+    /// Bin width.
+    pub width: f64,
+    /// Per series: name and the share of its samples in each bin (sums to 1).
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// Bins every series over their common finite range into `bins` bins.
+pub fn histogram(series: &[(&str, &[f64])], bins: usize) -> Option<Histogram> {
+    let bins = bins.max(1);
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for (_, xs) in series {
+        for &x in xs.iter().filter(|x| x.is_finite()) {
+            lo = lo.min(x);
+            hi = hi.max(x);
+        }
+    }
+    if lo > hi {
+        return None;
+    }
+    let width = if hi > lo {
+        (hi - lo) / bins as f64
+    } else {
+        1.0
+    };
+    let out = series
+        .iter()
+        .map(|(name, xs)| {
+            let mut counts = vec![0.0; bins];
+            let mut n = 0.0;
+            for &x in xs.iter().filter(|x| x.is_finite()) {
+                let b = (((x - lo) / width) as usize).min(bins - 1);
+                counts[b] += 1.0;
+                n += 1.0;
+            }
+            if n > 0.0 {
+                for c in &mut counts {
+                    *c /= n;
+                }
+            }
+            (name.to_string(), counts)
+        })
+        .collect();
+    Some(Histogram {
+        lo,
+        width,
+        series: out,
+    })
+}
+
+/// Curves (`name → [x, y]` points) as long-format CSV: `series,x,y`.
+pub fn curves_csv(curves: &std::collections::BTreeMap<String, Vec<[f64; 2]>>) -> String {
+    let mut out = String::from("series,x,y\n");
+    for (name, points) in curves {
+        let name = csv_field(name);
+        for [x, y] in points {
+            let _ = writeln!(out, "{name},{x},{y}");
+        }
+    }
+    out
+}
+
+/// Quotes a CSV field when it needs it.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes an export next to the run (`<run>/exports/<name>`), never replacing
+/// an earlier one: a counter is added instead. Returns the path written.
+pub fn write_export(run_dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    let dir = run_dir.join("exports");
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) => (s.to_string(), format!(".{e}")),
+        None => (name.to_string(), String::new()),
+    };
+    let mut path = dir.join(name);
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stem}-{n}{ext}"));
+        n += 1;
+    }
+    crate::project::write_file(&path, bytes)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lethe_engine::checkpoint::{CheckpointMeta, save_tensors};
+    use tch::Tensor;
+
+    fn write(path: &Path, name: &str, t: Tensor) {
+        save_tensors(
+            path,
+            &[(name.to_string(), t)],
+            &CheckpointMeta::new(None, None),
+            false,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn tensors_load_as_matrices() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
+        write(&p, "alignment", t);
+        let ArtifactData::Tensors(ts) = load(&p).unwrap() else {
+            panic!("not tensors");
+        };
+        assert_eq!(ts[0].name, "alignment");
+        assert!(ts[0].is_matrix());
+        let m = ts[0].as_matrix().unwrap();
+        assert_eq!((m.rows, m.cols), (2, 3));
+        assert_eq!(m.get(1, 0), Some(4.0));
+        assert_eq!(m.get(2, 0), None);
+        assert_eq!(m.finite_range(), (1.0, 6.0));
+        assert_eq!(m.to_csv(), "1,2,3\n4,5,6\n");
+
+        // Integer and 3-D tensors load too (leading dims fold into rows).
+        let p = dir.path().join("i.safetensors");
+        write(
+            &p,
+            "mask",
+            Tensor::from_slice(&[1u8, 0, 1, 1, 0, 0, 1, 0]).reshape([2, 2, 2]),
+        );
+        let ArtifactData::Tensors(ts) = load(&p).unwrap() else {
+            panic!("not tensors");
+        };
+        let m = ts[0].as_matrix().unwrap();
+        assert_eq!((m.rows, m.cols), (4, 2));
+        assert_eq!(m.values, [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+
+        let p = dir.path().join("summary.json");
+        std::fs::write(&p, r#"{"auc": 0.5}"#).unwrap();
+        assert!(matches!(load(&p).unwrap(), ArtifactData::Json(v) if v["auc"] == 0.5));
+        assert!(load(&dir.path().join("missing.safetensors")).is_err());
+    }
+
+    #[test]
+    fn scores_give_roc_curves_from_the_engine_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("scores_member.safetensors"),
+            "scores_member",
+            Tensor::from_slice(&[0.9f64, 0.8, 0.7, 0.2]),
+        );
+        write(
+            &dir.path().join("scores_nonmember.safetensors"),
+            "scores_nonmember",
+            Tensor::from_slice(&[0.1f64, 0.3, 0.75, 0.05]),
+        );
+        let scores = load_scores(dir.path()).unwrap();
+        assert!(scores.forget.is_none());
+        assert!(scores.has_roc());
+        let rocs = rocs(&scores);
+        assert_eq!(rocs.len(), 1);
+        let roc = &rocs[0];
+        // 16 pairs; members win 13 (0.2 loses to 0.3 and 0.75; 0.7 loses to 0.75).
+        assert!(
+            (roc.auc.unwrap() - 13.0 / 16.0).abs() < 1e-12,
+            "{:?}",
+            roc.auc
+        );
+        assert_eq!(roc.points.first(), Some(&[0.0, 0.0]));
+        assert_eq!(roc.points.last(), Some(&[1.0, 1.0]));
+        assert_eq!(roc.fpr_floor, 0.25);
+        assert!(roc.to_csv().starts_with("fpr,tpr\n0,0\n"));
+        assert!(is_score_file(&dir.path().join("scores_member.safetensors")));
+        assert!(!is_score_file(&dir.path().join("model.safetensors")));
+    }
+
+    #[test]
+    fn histograms_share_bins_and_normalise() {
+        let a = [0.0, 0.1, 0.2, 1.0];
+        let b = [0.5, 0.5];
+        let h = histogram(&[("a", &a), ("b", &b)], 4).unwrap();
+        assert_eq!(h.lo, 0.0);
+        assert_eq!(h.width, 0.25);
+        assert_eq!(
+            h.series[0].1,
+            [0.75, 0.0, 0.0, 0.25],
+            "the maximum falls in the last bin"
+        );
+        assert_eq!(h.series[1].1, [0.0, 0.0, 1.0, 0.0]);
+        assert!(histogram(&[("e", &[])], 4).is_none());
+        let same = histogram(&[("c", &[2.0, 2.0])], 3).unwrap();
+        assert_eq!(same.series[0].1, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn exports_never_replace_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_export(dir.path(), "curves.csv", b"1").unwrap();
+        let b = write_export(dir.path(), "curves.csv", b"2").unwrap();
+        assert_eq!(a.file_name().unwrap(), "curves.csv");
+        assert_eq!(b.file_name().unwrap(), "curves-2.csv");
+        assert_eq!(std::fs::read(&a).unwrap(), b"1");
+        let mut curves = std::collections::BTreeMap::new();
+        curves.insert("loss, train".to_string(), vec![[1.0, 0.5]]);
+        assert_eq!(curves_csv(&curves), "series,x,y\n\"loss, train\",1,0.5\n");
+    }
+}

@@ -1,0 +1,427 @@
+//! One run: progress with ETA, live curves, the log, cancel, what it wrote, and
+//! (for a finished deletion) checking the new model with an attack plugin.
+
+use super::{file_name, status_color};
+use crate::app::{Command, LetheApp};
+use crate::artifacts::{self, curves_csv};
+use crate::form::{FormValues, form_ui};
+use crate::jobs::{JobRecord, JobSpec, JobStatus, format_duration};
+use crate::state::View;
+use crate::tasks::Loadable;
+use egui::{Color32, RichText};
+use std::sync::Arc;
+
+/// The run view.
+pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
+    let Some(record) = app.project.as_ref().and_then(|p| p.run(id)).cloned() else {
+        ui.label(format!("Run {id} is not in this project."));
+        return;
+    };
+    let run_dir = app
+        .project
+        .as_ref()
+        .map(|p| p.run_dir(id))
+        .unwrap_or_default();
+    let now = crate::project::now();
+    egui::ScrollArea::vertical().id_salt("run").show(ui, |ui| {
+        header(ui, app, &record, now, &run_dir);
+        ui.add_space(8.0);
+        progress(ui, &record, now);
+        if let Some(problem) = record.status.problem() {
+            ui.add_space(6.0);
+            egui::Frame::group(ui.style())
+                .fill(Color32::from_rgba_unmultiplied(220, 60, 60, 24))
+                .show(ui, |ui| {
+                    ui.set_width(ui.available_width());
+                    ui.colored_label(
+                        Color32::from_rgb(220, 60, 60),
+                        RichText::new("The job did not finish").strong(),
+                    );
+                    ui.add(egui::Label::new(&problem).wrap());
+                    if !record.stderr_tail.trim().is_empty() {
+                        egui::CollapsingHeader::new("Worker output (end)")
+                            .id_salt("stderr")
+                            .show(ui, |ui| {
+                                ui.add(
+                                    egui::Label::new(
+                                        RichText::new(record.stderr_tail.trim())
+                                            .monospace()
+                                            .small(),
+                                    )
+                                    .wrap(),
+                                );
+                            });
+                    }
+                    ui.label(
+                        RichText::new(
+                            "Lethe itself is unaffected: each job runs in its own process.",
+                        )
+                        .weak(),
+                    );
+                });
+        }
+        ui.add_space(8.0);
+        ui.label(RichText::new("Curves").strong());
+        let x_label = if record.latest.contains_key("epoch") {
+            "epoch"
+        } else {
+            "step"
+        };
+        crate::widgets::plots::curves_plot(ui, &format!("curves-{id}"), &record.curves, x_label);
+        if !record.latest.is_empty() {
+            egui::CollapsingHeader::new(format!("Latest values ({})", record.latest.len()))
+                .id_salt("latest")
+                .default_open(record.status == JobStatus::Succeeded)
+                .show(ui, |ui| {
+                    egui::Grid::new("latest-grid")
+                        .striped(true)
+                        .num_columns(4)
+                        .show(ui, |ui| {
+                            for (i, (k, v)) in record.latest.iter().enumerate() {
+                                ui.label(k);
+                                ui.monospace(crate::widgets::heatmap::format_value(*v as f32));
+                                if i % 2 == 1 {
+                                    ui.end_row();
+                                }
+                            }
+                        });
+                });
+        }
+        ui.add_space(8.0);
+        outputs(ui, app, &record);
+        scores_section(ui, app, &record);
+        ui.add_space(8.0);
+        log_view(ui, app, &record);
+        ui.add_space(8.0);
+        inputs(ui, &record);
+        if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
+            ui.add_space(8.0);
+            attack_section(ui, app, &record);
+        }
+    });
+}
+
+fn header(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    r: &JobRecord,
+    now: f64,
+    run_dir: &std::path::Path,
+) {
+    ui.horizontal(|ui| {
+        ui.heading(&r.spec.plugin_name);
+        ui.label(
+            RichText::new(r.status.label().to_uppercase())
+                .color(status_color(&r.status))
+                .strong(),
+        );
+    });
+    ui.label(RichText::new(format!("{} · {}", r.id, r.spec.forget_label)).weak());
+    ui.horizontal(|ui| {
+        let can_cancel = matches!(r.status, JobStatus::Queued | JobStatus::Running);
+        if ui
+            .add_enabled(can_cancel, egui::Button::new("⏹ Cancel"))
+            .on_hover_text("Stop the job; it is ended forcibly if it does not stop within a few seconds")
+            .clicked()
+        {
+            app.commands.push(Command::Cancel(r.id.clone()));
+        }
+        if matches!(r.status, JobStatus::Succeeded | JobStatus::Failed { .. } | JobStatus::Crashed { .. } | JobStatus::Cancelled { .. } | JobStatus::Interrupted)
+            && ui
+                .button("↻ Run again")
+                .on_hover_text("Queue the same job again (a new run)")
+                .clicked()
+        {
+            app.commands.push(Command::Queue(r.spec.clone()));
+        }
+        if ui
+            .button("📋 Copy folder path")
+            .on_hover_text(run_dir.display().to_string())
+            .clicked()
+        {
+            ui.ctx().copy_text(run_dir.display().to_string());
+            app.commands.push(Command::Notify(format!("Copied {}", run_dir.display()), false));
+        }
+        ui.separator();
+        let curves = Arc::new(curves_csv(&r.curves).into_bytes());
+        if ui
+            .add_enabled(!r.curves.is_empty(), egui::Button::new("Export curves (CSV)"))
+            .on_hover_text("Writes exports/curves.csv in the run folder")
+            .clicked()
+        {
+            app.commands.push(Command::Export { run: r.id.clone(), name: "curves.csv".into(), bytes: curves });
+        }
+        let json = serde_json::to_vec_pretty(r).unwrap_or_default();
+        if ui
+            .button("Export run (JSON)")
+            .on_hover_text("Writes exports/run.json: settings, status, curves, log and files")
+            .clicked()
+        {
+            app.commands.push(Command::Export { run: r.id.clone(), name: "run.json".into(), bytes: Arc::new(json.clone()) });
+        }
+        if ui.button("Save run JSON as…").clicked() {
+            app.commands.push(Command::Pick(crate::tasks::PickTarget::SaveAs {
+                name: format!("{}.json", r.id),
+                bytes: Arc::new(json),
+            }));
+        }
+        crate::widgets::not_yet_button(
+            ui,
+            "Report (PDF/HTML)",
+            "The deletion report is not there yet (report issue); export the run as JSON meanwhile.",
+        );
+    });
+    let _ = now;
+}
+
+fn progress(ui: &mut egui::Ui, r: &JobRecord, now: f64) {
+    let elapsed = r.elapsed(now).map(format_duration).unwrap_or_default();
+    let mut text = match r.status {
+        JobStatus::Queued => "waiting for the device".to_string(),
+        _ => r.message.clone(),
+    };
+    if let Some(eta) = r.eta(now) {
+        text = format!("{text} · about {} left", format_duration(eta));
+    }
+    if !elapsed.is_empty() {
+        text = format!("{text} · {elapsed} so far");
+    }
+    let running = matches!(r.status, JobStatus::Running | JobStatus::Cancelling);
+    let bar = egui::ProgressBar::new(r.fraction.unwrap_or(0.0) as f32)
+        .show_percentage()
+        .text(text)
+        .animate(running);
+    let bar = if r.status == JobStatus::Succeeded {
+        bar.fill(Color32::from_rgb(60, 150, 80))
+    } else {
+        bar
+    };
+    ui.add(bar);
+}
+
+fn outputs(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
+    if r.artifacts.is_empty() {
+        return;
+    }
+    ui.label(RichText::new("What the job wrote").strong());
+    egui::Grid::new("artifacts")
+        .striped(true)
+        .num_columns(3)
+        .show(ui, |ui| {
+            for a in &r.artifacts {
+                let what = if a.name == "model" {
+                    "the new model (unlearned copy)".to_string()
+                } else if a.path.extension().is_some_and(|e| e == "json") {
+                    "results (JSON)".to_string()
+                } else {
+                    "tensor".to_string()
+                };
+                ui.label(RichText::new(&a.name).strong());
+                ui.label(what);
+                ui.horizontal(|ui| {
+                    if ui
+                        .button("Open")
+                        .on_hover_text(a.path.display().to_string())
+                        .clicked()
+                    {
+                        let view = if a.name == "model" {
+                            View::Checkpoint(a.path.clone())
+                        } else {
+                            View::Artifact {
+                                run: r.id.clone(),
+                                path: a.path.clone(),
+                            }
+                        };
+                        app.commands.push(Command::Show(view));
+                    }
+                    if !a.path.exists() {
+                        ui.colored_label(Color32::from_rgb(220, 60, 60), "missing");
+                    }
+                });
+                ui.end_row();
+            }
+        });
+}
+
+/// ROC curves, histograms and the most member-like forget samples, when the
+/// run wrote membership scores (an attack).
+fn scores_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
+    if !r
+        .artifacts
+        .iter()
+        .any(|a| artifacts::is_score_file(&a.path))
+    {
+        return;
+    }
+    let Some(dir) = r
+        .artifacts
+        .iter()
+        .find(|a| artifacts::is_score_file(&a.path))
+        .and_then(|a| a.path.parent().map(|p| p.to_path_buf()))
+    else {
+        return;
+    };
+    app.ensure_scores(&dir);
+    ui.add_space(8.0);
+    crate::panels::results::scores_view(ui, app, &dir, Some(r));
+}
+
+fn log_view(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(format!("Log ({} lines)", r.log.len())).strong());
+        ui.checkbox(&mut app.state.hide_debug, "hide debug");
+        if r.log_dropped > 0 {
+            ui.weak(format!("({} earlier lines dropped)", r.log_dropped));
+        }
+    });
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        egui::ScrollArea::vertical()
+            .id_salt("log")
+            .max_height(220.0)
+            .stick_to_bottom(true)
+            .auto_shrink([false, true])
+            .show(ui, |ui| {
+                if r.log.is_empty() {
+                    ui.weak("Nothing logged yet.");
+                }
+                for l in r
+                    .log
+                    .iter()
+                    .filter(|l| !(app.state.hide_debug && l.level == "debug"))
+                {
+                    let color = match l.level.as_str() {
+                        "error" => Color32::from_rgb(220, 60, 60),
+                        "warn" => Color32::from_rgb(200, 150, 40),
+                        "debug" => ui.visuals().weak_text_color(),
+                        "progress" => Color32::from_rgb(90, 140, 210),
+                        _ => ui.visuals().text_color(),
+                    };
+                    ui.label(
+                        RichText::new(format!("{:>7.1}s {:<8} {}", l.t, l.level, l.text))
+                            .monospace()
+                            .color(color),
+                    );
+                }
+            });
+    });
+}
+
+fn inputs(ui: &mut egui::Ui, r: &JobRecord) {
+    egui::CollapsingHeader::new("Settings of this run")
+        .id_salt("settings")
+        .show(ui, |ui| {
+            let s = &r.spec;
+            crate::widgets::kv_grid(
+                ui,
+                "spec",
+                &[
+                    ("Method", format!("{} ({})", s.plugin_name, s.plugin_id)),
+                    ("Model", s.checkpoint.display().to_string()),
+                    ("Data", s.data.display().to_string()),
+                    (
+                        "Forget set",
+                        format!("{} — {}", s.forget_label, s.forget.display()),
+                    ),
+                    ("Device", s.device.clone()),
+                    ("Seed", s.seed.to_string()),
+                    (
+                        "Parameters",
+                        serde_json::to_string(&s.params).unwrap_or_default(),
+                    ),
+                    ("Plugin library", s.library.display().to_string()),
+                ],
+            );
+        });
+}
+
+/// Checking the new model: any attack plugin, against the unlearned model.
+fn attack_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
+    let Some(model) = r.model_artifact().cloned() else {
+        return;
+    };
+    egui::CollapsingHeader::new(
+        RichText::new("Check the new model with a membership attack").strong(),
+    )
+    .id_salt("attack")
+    .show(ui, |ui| {
+        let Some(cat) = app.catalog.ready().cloned() else {
+            ui.spinner();
+            return;
+        };
+        let attacks: Vec<_> = cat.of_kind("attack").cloned().collect();
+        if attacks.is_empty() {
+            ui.label("No attack plugins are installed yet.");
+            return;
+        }
+        let key = format!("attack-choice:{}", r.id);
+        let chosen = ui
+            .ctx()
+            .data(|d| d.get_temp::<String>(egui::Id::unique(&key)))
+            .filter(|id| attacks.iter().any(|a| &a.info.id == id))
+            .unwrap_or_else(|| attacks[0].info.id.clone());
+        let mut pick = chosen.clone();
+        egui::ComboBox::from_id_salt("attack-combo")
+            .selected_text(
+                attacks
+                    .iter()
+                    .find(|a| a.info.id == pick)
+                    .map(|a| a.info.name.clone())
+                    .unwrap_or_default(),
+            )
+            .show_ui(ui, |ui| {
+                for a in &attacks {
+                    ui.selectable_value(&mut pick, a.info.id.clone(), &a.info.name)
+                        .on_hover_text(&a.info.description);
+                }
+            });
+        ui.ctx()
+            .data_mut(|d| d.insert_temp(egui::Id::unique(&key), pick.clone()));
+        let Some(entry) = attacks.iter().find(|a| a.info.id == pick) else {
+            return;
+        };
+        ui.label(RichText::new(&entry.info.description).weak());
+        let values = app
+            .state
+            .forms
+            .entry(entry.info.id.clone())
+            .or_insert_with(|| FormValues::defaults(&entry.info.schema));
+        form_ui(ui, &entry.info.schema, values);
+        match values.validated(&entry.info.schema) {
+            Ok(params) => {
+                if ui
+                    .button(RichText::new("▶ Run the attack on the new model").strong())
+                    .clicked()
+                {
+                    let spec = JobSpec {
+                        kind: "attack".into(),
+                        plugin_id: entry.info.id.clone(),
+                        plugin_name: entry.info.name.clone(),
+                        library: entry.library.clone(),
+                        params: serde_json::Value::Object(params),
+                        checkpoint: model.path.clone(),
+                        data: r.spec.data.clone(),
+                        forget: r.spec.forget.clone(),
+                        forget_label: format!("{} · model of {}", r.spec.forget_label, r.id),
+                        device: r.spec.device.clone(),
+                        seed: r.spec.seed,
+                    };
+                    app.commands.push(Command::Queue(spec));
+                }
+            }
+            Err(problems) => {
+                for p in problems {
+                    ui.colored_label(Color32::from_rgb(220, 60, 60), p);
+                }
+            }
+        }
+        ui.label(
+            RichText::new(format!(
+                "The attack reads {} and the same data and forget set.",
+                file_name(&model.path)
+            ))
+            .small()
+            .weak(),
+        );
+    });
+    let _ = Loadable::<()>::Loading;
+}

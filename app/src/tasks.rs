@@ -1,0 +1,579 @@
+//! Background work: inspecting checkpoints and datasets, building forget-set
+//! previews, scanning plugins (in workers), file dialogs, device probing and
+//! loading result files. Each task runs on its own thread and sends one
+//! [`Done`] through a channel; the UI thread applies it when it next draws.
+
+use crate::artifacts::{ArtifactData, Scores};
+use crate::catalog::Catalog;
+use crate::devices::DeviceInfo;
+use crate::state::ForgetMode;
+use crate::thumbs::{Thumb, chw_to_image};
+use lethe_engine::checkpoint::CheckpointSummary;
+use lethe_engine::data::{Dataset, DatasetSummary, ForgetSet, Split};
+use lethe_engine::runtime::RuntimeReport;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// Something that is being computed, or was.
+#[derive(Debug, Clone)]
+pub enum Loadable<T> {
+    /// Still running.
+    Loading,
+    /// Done.
+    Ready(T),
+    /// Failed, with the message to show.
+    Failed(String),
+}
+
+impl<T> Loadable<T> {
+    /// The value, when ready.
+    pub fn ready(&self) -> Option<&T> {
+        match self {
+            Loadable::Ready(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl<T> From<Result<T, String>> for Loadable<T> {
+    fn from(r: Result<T, String>) -> Self {
+        match r {
+            Ok(t) => Loadable::Ready(t),
+            Err(e) => Loadable::Failed(e),
+        }
+    }
+}
+
+/// What a dataset inspection found.
+#[derive(Debug, Clone)]
+pub struct DatasetInfo {
+    /// The engine's summary (format, size, classes, recorded split).
+    pub summary: DatasetSummary,
+    /// The split jobs use (recorded, else seeded 80/10/10).
+    pub split: Split,
+    /// Whether the split is the one recorded in the file.
+    pub split_recorded: bool,
+    /// Training samples per class.
+    pub train_class_counts: Vec<usize>,
+    /// One example image per class (first ten classes).
+    pub examples: Vec<Thumb>,
+}
+
+/// A forget set to preview.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForgetRequest {
+    /// The dataset.
+    pub data: PathBuf,
+    /// Split seed (for datasets without a recorded split).
+    pub seed: u64,
+    /// How the set is chosen.
+    pub mode: ForgetMode,
+    /// List file.
+    pub list_path: PathBuf,
+    /// Class.
+    pub class: i64,
+    /// Fraction.
+    pub fraction: f64,
+    /// Fraction seed.
+    pub fraction_seed: u64,
+    /// Image folder.
+    pub folder: PathBuf,
+}
+
+/// The result of a folder match.
+#[derive(Debug, Clone)]
+pub struct FolderPreview {
+    /// Files that matched, with the training samples they matched.
+    pub matched: Vec<(PathBuf, Vec<i64>)>,
+    /// Files that matched nothing.
+    pub unmatched: Vec<PathBuf>,
+    /// Pictures of the unmatched files (first ones).
+    pub unmatched_thumbs: Vec<Thumb>,
+}
+
+/// A forget set, before it is saved.
+#[derive(Debug, Clone)]
+pub struct ForgetPreview {
+    /// Training-sample indices, ascending.
+    pub indices: Vec<i64>,
+    /// How they were chosen.
+    pub origin: String,
+    /// Training samples in all.
+    pub train_len: usize,
+    /// Forgotten samples per class name.
+    pub per_class: Vec<(String, usize)>,
+    /// Pictures of the first forgotten samples.
+    pub thumbs: Vec<Thumb>,
+    /// For folder requests: matched and unmatched files.
+    pub folder: Option<FolderPreview>,
+}
+
+/// What a file dialog is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickTarget {
+    /// Open or create a project folder.
+    ProjectFolder,
+    /// Add a checkpoint.
+    Checkpoint,
+    /// Add a dataset file.
+    DatasetFile,
+    /// Add a dataset folder (MNIST/CIFAR/image folder).
+    DatasetFolder,
+    /// A forget list file.
+    ForgetList,
+    /// A folder of images to forget.
+    ForgetFolder,
+    /// A path parameter of a plugin form.
+    Param {
+        /// Plugin id.
+        plugin: String,
+        /// Parameter key.
+        key: String,
+        /// A folder rather than a file.
+        directory: bool,
+    },
+    /// Save an export somewhere else.
+    SaveAs {
+        /// Suggested file name.
+        name: String,
+        /// The contents.
+        bytes: Arc<Vec<u8>>,
+    },
+}
+
+/// A finished task.
+pub enum Done {
+    /// A checkpoint inspection.
+    Checkpoint(PathBuf, Result<CheckpointSummary, String>),
+    /// A dataset inspection.
+    Dataset(PathBuf, u64, Result<DatasetInfo, String>),
+    /// A forget-set preview.
+    Forget(ForgetRequest, Result<ForgetPreview, String>),
+    /// A plugin scan.
+    Plugins(Catalog),
+    /// A file dialog closed (`None`: cancelled or no dialog available).
+    Picked(PickTarget, Option<PathBuf>),
+    /// Devices and runtime.
+    Devices(Vec<DeviceInfo>, Box<RuntimeReport>),
+    /// A result file.
+    Artifact(PathBuf, Result<ArtifactData, String>),
+    /// Membership scores of a run folder.
+    Scores(PathBuf, Result<Scores, String>),
+    /// Pictures of training samples, for a run's most-at-risk view.
+    Samples(PathBuf, Result<Vec<(i64, Thumb)>, String>),
+    /// A task panicked (a bug in Lethe); the message is shown.
+    Panicked(String),
+}
+
+/// One dataset kept in memory: opening CIFAR takes seconds, and the forget-set
+/// form asks for the same dataset again on every change.
+type DatasetCache = Arc<Mutex<Option<(PathBuf, Arc<Mutex<Dataset>>)>>>;
+
+/// Starts tasks and collects their results.
+pub struct Tasks {
+    tx: Sender<Done>,
+    rx: Receiver<Done>,
+    waker: crate::runner::Waker,
+    cache: DatasetCache,
+    /// Tasks started and not yet collected.
+    pending: usize,
+}
+
+impl Tasks {
+    /// A task pool that calls `waker` when a result is ready.
+    pub fn new(waker: crate::runner::Waker) -> Self {
+        let (tx, rx) = mpsc::channel();
+        Tasks {
+            tx,
+            rx,
+            waker,
+            cache: Arc::new(Mutex::new(None)),
+            pending: 0,
+        }
+    }
+
+    /// Whether any task is still running.
+    pub fn busy(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// Runs `f` on a new thread.
+    pub fn spawn(&mut self, f: impl FnOnce() -> Done + Send + 'static) {
+        let tx = self.tx.clone();
+        let waker = std::sync::Arc::clone(&self.waker);
+        self.pending += 1;
+        std::thread::spawn(move || {
+            // A panic in a task (a bug) must not leave the UI waiting forever.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let done = done.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Done::Panicked(what)
+            });
+            let _ = tx.send(done);
+            waker();
+        });
+    }
+
+    /// Results ready now.
+    pub fn drain(&mut self) -> Vec<Done> {
+        let mut out = Vec::new();
+        while let Ok(d) = self.rx.try_recv() {
+            self.pending = self.pending.saturating_sub(1);
+            out.push(d);
+        }
+        out
+    }
+
+    /// Inspects a checkpoint (architecture, parameter count, SHA-256).
+    pub fn inspect_checkpoint(&mut self, path: PathBuf) {
+        self.spawn(move || {
+            let r = lethe_engine::checkpoint::inspect(&path).map_err(|e| e.to_string());
+            Done::Checkpoint(path, r)
+        });
+    }
+
+    /// Inspects a dataset with the split jobs will use for `seed`.
+    pub fn inspect_dataset(&mut self, path: PathBuf, seed: u64) {
+        let cache = Arc::clone(&self.cache);
+        self.spawn(move || {
+            let r = with_dataset(&cache, &path, |d| dataset_info(&path, d, seed));
+            Done::Dataset(path, seed, r)
+        });
+    }
+
+    /// Builds a forget-set preview.
+    pub fn preview_forget(&mut self, req: ForgetRequest) {
+        let cache = Arc::clone(&self.cache);
+        self.spawn(move || {
+            let r = with_dataset(&cache, &req.data, |d| forget_preview(&req, d));
+            Done::Forget(req, r)
+        });
+    }
+
+    /// Pictures of the given samples of a dataset.
+    pub fn sample_thumbs(&mut self, data: PathBuf, indices: Vec<i64>) {
+        let cache = Arc::clone(&self.cache);
+        self.spawn(move || {
+            let r = with_dataset(&cache, &data, |d| {
+                Ok(indices
+                    .iter()
+                    .filter_map(|&i| sample_thumb(d, i, format!("#{i}")).map(|t| (i, t)))
+                    .collect())
+            });
+            Done::Samples(data, r)
+        });
+    }
+
+    /// Scans the plugin folders in worker processes.
+    pub fn scan_plugins(&mut self, opts: lethe_engine::worker::WorkerOptions) {
+        self.spawn(move || {
+            let dirs = lethe_engine::worker::plugin_dirs(&[]);
+            let scans = lethe_engine::worker::scan_plugins(&opts, &dirs);
+            Done::Plugins(Catalog::from_scan(dirs, scans))
+        });
+    }
+
+    /// Probes the devices and the runtime.
+    pub fn probe_devices(&mut self) {
+        self.spawn(|| Done::Devices(crate::devices::probe(), Box::new(RuntimeReport::probe())));
+    }
+
+    /// Loads a result file.
+    pub fn load_artifact(&mut self, path: PathBuf) {
+        self.spawn(move || {
+            let r = crate::artifacts::load(&path);
+            Done::Artifact(path, r)
+        });
+    }
+
+    /// Loads the membership scores in a folder.
+    pub fn load_scores(&mut self, dir: PathBuf) {
+        self.spawn(move || {
+            let r = crate::artifacts::load_scores(&dir);
+            Done::Scores(dir, r)
+        });
+    }
+
+    /// Opens a native file dialog. Blocking dialogs run on their own thread;
+    /// without a portal or zenity the dialog returns nothing and the typed path
+    /// fields remain.
+    pub fn pick(&mut self, target: PickTarget, start: Option<PathBuf>) {
+        self.spawn(move || {
+            let mut d = rfd::FileDialog::new();
+            if let Some(dir) = start.filter(|d| d.is_dir()) {
+                d = d.set_directory(dir);
+            }
+            let picked = match &target {
+                PickTarget::ProjectFolder => d.set_title("Project folder").pick_folder(),
+                PickTarget::Checkpoint => d
+                    .set_title("Model checkpoint")
+                    .add_filter(
+                        "Checkpoints",
+                        &["safetensors", "pt", "pth", "ckpt", "bin", "ts", "jit"],
+                    )
+                    .add_filter("All files", &["*"])
+                    .pick_file(),
+                PickTarget::DatasetFile => d
+                    .set_title("Dataset file")
+                    .add_filter("Datasets", &["npz", "safetensors", "bin", "gz", "ubyte"])
+                    .add_filter("All files", &["*"])
+                    .pick_file(),
+                PickTarget::DatasetFolder => d.set_title("Dataset folder").pick_folder(),
+                PickTarget::ForgetList => d
+                    .set_title("Forget list")
+                    .add_filter("Index lists", &["txt", "csv", "json"])
+                    .pick_file(),
+                PickTarget::ForgetFolder => d.set_title("Folder of images to forget").pick_folder(),
+                PickTarget::Param { directory, .. } => {
+                    if *directory {
+                        d.pick_folder()
+                    } else {
+                        d.pick_file()
+                    }
+                }
+                PickTarget::SaveAs { name, .. } => d.set_file_name(name).save_file(),
+            };
+            Done::Picked(target, picked)
+        });
+    }
+}
+
+fn with_dataset<T>(
+    cache: &DatasetCache,
+    path: &Path,
+    f: impl FnOnce(&Dataset) -> Result<T, String>,
+) -> Result<T, String> {
+    let cached = {
+        let guard = cache
+            .lock()
+            .map_err(|_| "dataset cache poisoned".to_string())?;
+        guard
+            .as_ref()
+            .filter(|(p, _)| p == path)
+            .map(|(_, d)| Arc::clone(d))
+    };
+    let dataset = match cached {
+        Some(d) => d,
+        None => {
+            let d = lethe_engine::data::load(path).map_err(|e| e.to_string())?;
+            let d = Arc::new(Mutex::new(d));
+            if let Ok(mut guard) = cache.lock() {
+                *guard = Some((path.to_path_buf(), Arc::clone(&d)));
+            }
+            d
+        }
+    };
+    let guard = dataset
+        .lock()
+        .map_err(|_| "dataset lock poisoned".to_string())?;
+    f(&guard)
+}
+
+fn sample_thumb(d: &Dataset, index: i64, label: String) -> Option<Thumb> {
+    let position = d.indices().iter().position(|&i| i == index)?;
+    let pixels = d.sample_pixels(position).ok()?;
+    let class = d
+        .label_slice()
+        .get(position)
+        .and_then(|&l| d.classes().get(l as usize))
+        .cloned()
+        .unwrap_or_default();
+    Some(Thumb {
+        detail: format!("training sample {index}, class {class}"),
+        label,
+        image: chw_to_image(d.channels(), d.height(), d.width(), &pixels),
+    })
+}
+
+fn dataset_info(path: &Path, d: &Dataset, seed: u64) -> Result<DatasetInfo, String> {
+    let summary = DatasetSummary::of(path, d);
+    let split = lethe_engine::jobs::train::split_of(d, seed).map_err(|e| e.to_string())?;
+    let mut train_class_counts = vec![0; d.num_classes()];
+    let labels = d.label_slice();
+    for &i in &split.train {
+        if let Some(c) = labels
+            .get(i as usize)
+            .and_then(|&l| train_class_counts.get_mut(l as usize))
+        {
+            *c += 1;
+        }
+    }
+    let mut examples = Vec::new();
+    for class in 0..d.num_classes().min(10) {
+        if let Some(pos) = labels.iter().position(|&l| l as usize == class) {
+            let name = d.classes().get(class).cloned().unwrap_or_default();
+            if let Some(t) = sample_thumb(d, d.indices()[pos], name) {
+                examples.push(t);
+            }
+        }
+    }
+    Ok(DatasetInfo {
+        summary,
+        split_recorded: d.recorded_split().is_some(),
+        split,
+        train_class_counts,
+        examples,
+    })
+}
+
+/// How many pictures a preview shows.
+const PREVIEW_THUMBS: usize = 48;
+
+fn forget_preview(req: &ForgetRequest, d: &Dataset) -> Result<ForgetPreview, String> {
+    let split = lethe_engine::jobs::train::split_of(d, req.seed).map_err(|e| e.to_string())?;
+    let mut folder = None;
+    let set = match req.mode {
+        ForgetMode::ListFile => {
+            if req.list_path.as_os_str().is_empty() {
+                return Err("choose a list file".into());
+            }
+            ForgetSet::from_list_file(&req.list_path, d.len(), &split.train)
+        }
+        ForgetMode::Class => ForgetSet::from_class(d, &split.train, req.class),
+        ForgetMode::Fraction => {
+            ForgetSet::random_fraction(&split.train, req.fraction, req.fraction_seed)
+        }
+        ForgetMode::Folder => {
+            if req.folder.as_os_str().is_empty() {
+                return Err("choose a folder of images".into());
+            }
+            let m = lethe_engine::data::match_image_folder(&req.folder, d, &split.train)
+                .map_err(|e| e.to_string())?;
+            let unmatched_thumbs = m
+                .unmatched
+                .iter()
+                .take(PREVIEW_THUMBS)
+                .filter_map(|p| {
+                    let img = lethe_engine::data::decode_image_file(p).ok()?;
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Some(Thumb {
+                        detail: format!("{}: matches no training sample", p.display()),
+                        label: name,
+                        image: chw_to_image(img.channels, img.height, img.width, &img.pixels),
+                    })
+                })
+                .collect();
+            let preview = FolderPreview {
+                matched: m
+                    .matched
+                    .iter()
+                    .map(|f| (f.path.clone(), f.indices.clone()))
+                    .collect(),
+                unmatched: m.unmatched.clone(),
+                unmatched_thumbs,
+            };
+            folder = Some(preview);
+            // Unmatched files are shown, and saving asks to acknowledge them; the
+            // set itself is the matched samples, through the engine's own checks.
+            let mut matched_only = m;
+            matched_only.unmatched.clear();
+            matched_only.into_forget_set(&split.train)
+        }
+    }
+    .map_err(|e| e.to_string());
+    let set = match (set, &folder) {
+        (Ok(s), _) => s,
+        // A folder whose files all fail to match is still worth showing.
+        (Err(e), Some(_)) => {
+            return Ok(ForgetPreview {
+                indices: Vec::new(),
+                origin: e,
+                train_len: split.train.len(),
+                per_class: Vec::new(),
+                thumbs: Vec::new(),
+                folder,
+            });
+        }
+        (Err(e), None) => return Err(e),
+    };
+    let labels = d.label_slice();
+    let mut counts = vec![0usize; d.num_classes()];
+    for &i in set.indices() {
+        if let Some(c) = labels
+            .get(i as usize)
+            .and_then(|&l| counts.get_mut(l as usize))
+        {
+            *c += 1;
+        }
+    }
+    let per_class = d
+        .classes()
+        .iter()
+        .cloned()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let thumbs = set
+        .indices()
+        .iter()
+        .take(PREVIEW_THUMBS)
+        .filter_map(|&i| sample_thumb(d, i, format!("#{i}")))
+        .collect();
+    Ok(ForgetPreview {
+        indices: set.indices().to_vec(),
+        origin: set.origin().to_string(),
+        train_len: split.train.len(),
+        per_class,
+        thumbs,
+        folder,
+    })
+}
+
+/// Writes a forget list (one index per line, with a comment header saying what
+/// it is) and returns its path under `dir`, never replacing an existing file.
+pub fn write_forget_list(
+    dir: &Path,
+    name: &str,
+    data: &Path,
+    preview: &ForgetPreview,
+) -> anyhow::Result<PathBuf> {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "forget-set" } else { slug };
+    let mut path = dir.join(format!("{slug}.txt"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{slug}-{n}.txt"));
+        n += 1;
+    }
+    let mut text = format!(
+        "# forget set \"{name}\" for {}: {} ({} of {} training samples)\n",
+        data.display(),
+        preview.origin.replace('\n', " "),
+        preview.indices.len(),
+        preview.train_len
+    );
+    if let Some(f) = &preview.folder
+        && !f.unmatched.is_empty()
+    {
+        text.push_str(&format!(
+            "# {} image file(s) matched no training sample and are not in this list:\n",
+            f.unmatched.len()
+        ));
+        for p in &f.unmatched {
+            text.push_str(&format!("#   {}\n", p.display()));
+        }
+    }
+    for i in &preview.indices {
+        text.push_str(&format!("{i}\n"));
+    }
+    crate::project::write_file(&path, text.as_bytes())?;
+    Ok(path)
+}

@@ -69,6 +69,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::worker::cli::PluginsCommand,
     },
+    /// Compare training throughput and memory with plain PyTorch, row by row.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Internal: run one job for a parent Lethe process, framed on stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -301,6 +303,7 @@ fn unix_now() -> u64 {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
+        Command::Bench(args) => crate::bench::run(*args)?,
         Command::Plugins { command } => {
             crate::worker::cli::run(command, &cli.plugins, &default_resources())?
         }

@@ -1,6 +1,7 @@
 //! Lethe's headless core: everything the GUI, the CLI and the plugins build on,
 //! testable without a display.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -1,0 +1,292 @@
+"""PyTorch side of `lethe bench`: the same work as engine/src/bench, in plain PyTorch.
+
+Usage (lethe bench calls it; by hand for debugging):
+    .venv/bin/python bench/pytorch_reference.py '<row spec JSON>'
+prints one JSON object: {"images_per_sec", "seconds", "peak_rss_mib"}.
+
+The spec fixes the model, batch size, step count, warm-up, threads and seed. Data
+are synthetic uint8 images kept in memory, augmented per batch with the same
+batched tensor operations Lethe uses (random resized crop + flip through an affine
+grid, colour jitter, grayscale), so the comparison measures the frameworks, not two
+different data pipelines. Optimiser: SGD, lr 0.01, momentum 0.9, weight decay 5e-4,
+one `loss.item()` per step (Lethe's loop reads the loss every step too).
+
+A second mode runs one unlearning method on the demo (see `unlearn_*` below).
+"""
+
+import json
+import math
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------- models
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + short)
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18: 3x3 stride-1 stem, no max-pool (as Lethe's)."""
+
+    def __init__(self, in_ch=3, widths=(64, 128, 256, 512)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        blocks, c_in = [], widths[0]
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            blocks += [BasicBlock(c_in, w, stride), BasicBlock(w, w, 1)]
+            c_in = w
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = widths[3]
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.blocks(out)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+class SmallCnn(nn.Module):
+    def __init__(self, in_ch=1, side=28, channels=(32, 64), feature_dim=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, channels[0], 3, padding=1)
+        self.conv2 = nn.Conv2d(channels[0], channels[1], 3, padding=1)
+        self.fc1 = nn.Linear(channels[1] * (side // 4) ** 2, feature_dim)
+        self.feature_dim = feature_dim
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return F.relu(self.fc1(x.flatten(1)))
+
+
+def build(spec):
+    backbone = ResNet18() if spec["net"] == "resnet18" else SmallCnn()
+    f = backbone.feature_dim
+    task = spec["task"]
+    if task == "supervised":
+        head = nn.Linear(f, 10)
+    elif task == "simclr":
+        head = nn.Sequential(nn.Linear(f, f), nn.ReLU(), nn.Linear(f, 128))
+    elif task == "moco":
+        head = nn.Linear(f, 128)
+    else:
+        head = nn.Identity()
+    return nn.Sequential(backbone, head)
+
+
+def synthetic(spec, n):
+    shape = (n, 3, 32, 32) if spec["net"] == "resnet18" else (n, 1, 28, 28)
+    x = torch.randint(0, 256, shape, dtype=torch.int64).to(torch.uint8)
+    y = torch.randint(0, 10, (n,), dtype=torch.int64)
+    return x, y
+
+
+# ---------------------------------------------------------- augmentation
+
+
+def crop_flip(x, scale, ratio, flip_p):
+    b = x.shape[0]
+
+    def uniform(lo, hi):
+        return torch.rand(b) * (hi - lo) + lo
+
+    area = uniform(*scale)
+    r = uniform(math.log(ratio[0]), math.log(ratio[1])).exp()
+    w = (area * r).sqrt().clamp(max=1.0)
+    h = (area / r).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b) * 2 - 1) * (1 - w)
+    cy = (torch.rand(b) * 2 - 1) * (1 - h)
+    flip = (torch.rand(b) < flip_p).float() * -2 + 1
+    zero = torch.zeros(b)
+    theta = torch.stack(
+        [torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def gray(x):
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def factor(b, s):
+    return (torch.rand(b, 1, 1, 1) * 2 - 1) * s + 1
+
+
+def hue_rotate(x, h):
+    b = x.shape[0]
+    to_yiq = torch.tensor(
+        [0.299, 0.587, 0.114, 0.596, -0.274, -0.322, 0.211, -0.523, 0.312]
+    ).view(3, 3)
+    to_rgb = torch.linalg.inv(to_yiq)
+    angle = (torch.rand(b) * 2 - 1) * (h * 2 * math.pi)
+    c, s = angle.cos(), angle.sin()
+    one, zero = torch.ones(b), torch.zeros(b)
+    rot = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], 1).view(b, 3, 3)
+    m = to_rgb @ rot @ to_yiq
+    return torch.bmm(m, x.view(b, 3, -1)).view_as(x)
+
+
+def contrastive(x):
+    x = crop_flip(x, (0.1, 1.0), (3 / 4, 4 / 3), 0.5)
+    if x.shape[1] != 3:
+        return x
+    b = x.shape[0]
+    y = (x * factor(b, 0.4)).clamp(0, 1)
+    mean = gray(y).mean((1, 2, 3), keepdim=True)
+    y = ((y - mean) * factor(b, 0.4) + mean).clamp(0, 1)
+    g = gray(y)
+    y = ((y - g) * factor(b, 0.4) + g).clamp(0, 1)
+    y = hue_rotate(y, 0.1).clamp(0, 1)
+    pick = torch.rand(b, 1, 1, 1) < 0.8
+    x = torch.where(pick, y, x)
+    pick = torch.rand(b, 1, 1, 1) < 0.2
+    return torch.where(pick, gray(x).expand_as(x), x)
+
+
+def light(x):
+    return crop_flip(x, (0.6, 1.0), (3 / 4, 4 / 3), 0.5)
+
+
+# --------------------------------------------------------------- losses
+
+
+def normalize(z):
+    return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def nt_xent(z1, z2, t):
+    n = z1.shape[0]
+    z = normalize(torch.cat([z1, z2]))
+    sim = (z @ z.t()) / t
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    idx = torch.arange(n)
+    return F.cross_entropy(sim, torch.cat([idx + n, idx]))
+
+
+def moco_loss(q, k, queue, t):
+    q, k = normalize(q), normalize(k)
+    pos = (q * k).sum(1, keepdim=True)
+    neg = q @ normalize(queue).t()
+    logits = torch.cat([pos, neg], 1) / t
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.int64))
+
+
+# ----------------------------------------------------------------- rows
+
+
+class Row:
+    def __init__(self, spec):
+        self.spec = spec
+        self.model = build(spec)
+        self.task = spec["task"]
+        if self.task == "probe":
+            self.model.eval()
+            self.linear = nn.Linear(self.model[0].feature_dim, 10)
+            params = self.linear.parameters()
+        else:
+            self.model.train()
+            params = self.model.parameters()
+        self.opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        if self.task == "moco":
+            self.key = build(spec)
+            self.key.load_state_dict(self.model.state_dict())
+            for p in self.key.parameters():
+                p.requires_grad_(False)
+            self.key.train()
+            self.queue = normalize(torch.randn(4096, 128))
+            self.ptr = 0
+            self.pending = None
+
+    def loss(self, x, y):
+        t = self.task
+        if t == "supervised":
+            return F.cross_entropy(self.model(light(x)), y)
+        if t == "simclr":
+            return nt_xent(self.model(contrastive(x)), self.model(contrastive(x)), 0.5)
+        if t == "moco":
+            if self.pending is not None:
+                with torch.no_grad():
+                    for pk, pq in zip(self.key.parameters(), self.model.parameters()):
+                        pk.mul_(0.99).add_(pq.detach(), alpha=0.01)
+                    k = normalize(self.pending)
+                    n = k.shape[0]
+                    idx = (torch.arange(n) + self.ptr) % self.queue.shape[0]
+                    self.queue[idx] = k
+                    self.ptr = (self.ptr + n) % self.queue.shape[0]
+            q = self.model(contrastive(x))
+            with torch.no_grad():
+                k = self.key(contrastive(x))
+            self.pending = k
+            return moco_loss(q, k, self.queue, 0.1)
+        with torch.no_grad():
+            f = self.model(light(x))
+        return F.cross_entropy(self.linear(f), y)
+
+    def steps(self, count):
+        spec = self.spec
+        x_all, y_all = synthetic(spec, count * spec["batch"])
+        start = time.perf_counter()
+        order = torch.randperm(x_all.shape[0])
+        for i in range(count):
+            idx = order[i * spec["batch"] : (i + 1) * spec["batch"]]
+            x = x_all.index_select(0, idx).float() / 255.0
+            y = y_all.index_select(0, idx)
+            loss = self.loss(x, y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            loss.item()
+        return time.perf_counter() - start
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_row(spec):
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    row = Row(spec)
+    if spec["warmup"] > 0:
+        row.steps(spec["warmup"])
+    seconds = row.steps(spec["steps"])
+    return {
+        "images_per_sec": spec["steps"] * spec["batch"] / max(seconds, 1e-9),
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(run_row(spec)))
+
+
+if __name__ == "__main__":
+    main()

@@ -937,3 +937,53 @@ fn retrain_runs_on_the_encoder_through_the_worker_with_its_recipe() {
     }
     assert!(run.seconds < 120.0);
 }
+
+/// The curvature methods run on the encoder (per-example NT-Xent within a batch);
+/// the label methods refuse it with a reason instead of training on nonsense.
+#[test]
+fn curvature_methods_run_on_the_encoder_and_label_methods_refuse_it() {
+    let fisher = unlearn(
+        "fisher",
+        "encoder",
+        json!({"samples": 16, "batch_size": 16, "alpha": 1e-6}),
+    );
+    assert_eq!(fisher.summary["model_kind"], "encoder");
+    assert_eq!(fisher.summary["fisher_samples"], 16);
+    let f = fisher.tensor("fisher_diagonal");
+    assert!(f.min().double_value(&[]) >= 0.0 && f.max().double_value(&[]) > 0.0);
+    let influence = unlearn(
+        "influence",
+        "encoder",
+        json!({"samples": 16, "batch_size": 256, "block_size": 32}),
+    );
+    assert_eq!(influence.summary["model_kind"], "encoder");
+    let ihvp = influence.tensor("ihvp");
+    assert!(
+        ihvp.isfinite().all().int64_value(&[]) == 1 && ihvp.abs().max().double_value(&[]) > 0.0
+    );
+
+    for method in ["random-label", "salun"] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job::Unlearn {
+            library: plugin_library(method),
+            id: format!("org.lethe.baseline.{method}"),
+            params: json!({"epochs": 1}),
+            checkpoint: checkpoint_of("encoder"),
+            data: demo_dir().join("mnist10k.npz"),
+            forget: demo_dir().join("forget.txt"),
+            out_dir: dir.path().join("job"),
+            seed: JOB_SEED,
+            device: "cpu".into(),
+        };
+        let report = run_job(
+            &WorkerOptions::with_exe(require_binary("lethe-cli")),
+            job,
+            |_| {},
+        )
+        .unwrap();
+        match report.outcome {
+            JobOutcome::Failed(m) => assert!(m.contains("encoder"), "{method}: {m}"),
+            other => panic!("{method} on the encoder: {other}"),
+        }
+    }
+}

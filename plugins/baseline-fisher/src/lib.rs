@@ -12,7 +12,7 @@ use lethe_plugin_kit::epoch::for_each_batch;
 use lethe_plugin_kit::flat::{flatten_params, grad_flat, layout, unflatten};
 use lethe_plugin_kit::optim::assign_masked;
 use lethe_plugin_kit::params::{self, Prune, Training};
-use lethe_plugin_kit::per_sample::per_sample_grads;
+use lethe_plugin_kit::per_sample::{per_sample_grads, warn_train_mode_gradients};
 use lethe_plugin_kit::{ModelKind, Objective, batch_size, evaluate, finish, prepare};
 use serde_json::json;
 
@@ -103,6 +103,7 @@ impl Plugin for Fisher {
             max_batches: 0,
         });
         let before = evaluate(ctx, &objective, Split::Forget, self.batch_size, 0)?;
+        warn_train_mode_gradients(ctx, &prep.params);
         let theta0 = flatten_params(&prep.params)?;
         let (fisher, used) =
             diagonal_fisher(ctx, &objective, &prep.params, self.samples, self.batch_size)?;

@@ -12,6 +12,7 @@ use lethe_plugin_kit::flat::{grad_flat, layout, unflatten};
 use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::optim::Masks;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
+use lethe_plugin_kit::per_sample::warn_train_mode_gradients;
 use lethe_plugin_kit::prune::intersect;
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, evaluate, finish, prepare};
@@ -78,6 +79,7 @@ impl Plugin for SalUn {
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
 
+        warn_train_mode_gradients(ctx, &prep.params);
         let saliency = forget_gradient(ctx, &prep.params, bs)?;
         let salient = top_fraction(&saliency, &prep.masks, &prep.params, self.mask_ratio)?;
         let mask_flat = Tensor::f_cat(

@@ -4,8 +4,9 @@
 //! the method's defining behaviour with numbers measured here, from the saved
 //! checkpoints and result tensors, not from what the plugin says about itself.
 //!
-//! Needs the workspace built (`cargo build --workspace`, or `./run test`): the
-//! plugins are cdylibs found next to `lethe-cli`.
+//! The plugins are dev-dependencies (built into `deps/` with the test); the
+//! worker is `lethe-cli`, which `cargo test --workspace` builds for the engine's
+//! integration tests (`./run test`).
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
@@ -30,12 +31,18 @@ fn demo_dir() -> PathBuf {
     workspace_root().join("resources/demo")
 }
 
-/// `lib<crate>.so` of a baseline plugin, built next to `lethe-cli`.
+/// `lib<crate>.so` of a baseline plugin. They are dev-dependencies of this
+/// crate, so cargo builds them into `deps/` beside the test; a workspace build
+/// also leaves a copy in the profile folder.
 fn plugin_library(method: &str) -> PathBuf {
-    require_binary(&format!(
-        "liblethe_baseline_{}.so",
-        method.replace('-', "_")
-    ))
+    let file = format!("liblethe_baseline_{}.so", method.replace('-', "_"));
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{file} is not built next to {}", exe.display()))
 }
 
 fn checkpoint_of(model: &str) -> PathBuf {

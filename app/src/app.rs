@@ -88,6 +88,32 @@ pub struct Inputs {
     pub dataset: String,
 }
 
+/// How the app is set up (the binary uses [`Config::standard`]; tests point it
+/// at their own worker, plugins and folders).
+#[derive(Clone)]
+pub struct Config {
+    /// How to start workers.
+    pub worker: WorkerOptions,
+    /// Plugin folders searched before the standard ones (like `--plugins`).
+    pub extra_plugin_dirs: Vec<PathBuf>,
+    /// Where "Open the demo project" puts the demo project.
+    pub demo_dir: PathBuf,
+    /// Called from background threads when something arrives.
+    pub waker: Waker,
+}
+
+impl Config {
+    /// This executable as the worker, the standard plugin folders, `~/Lethe/Demo`.
+    pub fn standard(waker: Waker) -> anyhow::Result<Self> {
+        Ok(Config {
+            worker: WorkerOptions::current_exe()?,
+            extra_plugin_dirs: Vec::new(),
+            demo_dir: project::default_demo_dir(),
+            waker,
+        })
+    }
+}
+
 /// The application.
 pub struct LetheApp {
     /// Persisted state.
@@ -99,6 +125,9 @@ pub struct LetheApp {
     pub(crate) runner: Runner,
     pub(crate) tasks: Tasks,
     pub(crate) worker_opts: WorkerOptions,
+    pub(crate) extra_plugin_dirs: Vec<PathBuf>,
+    /// Where the demo project goes.
+    pub demo_dir: PathBuf,
     /// Plugins found.
     pub catalog: Loadable<Catalog>,
     /// Devices.
@@ -134,13 +163,14 @@ pub struct LetheApp {
 }
 
 impl LetheApp {
-    /// The app with `state`, running workers from `worker_opts`; `waker` is
-    /// called from background threads when something arrives.
-    pub fn new(state: AppState, worker_opts: WorkerOptions, waker: Waker) -> Self {
+    /// The app with `state` (as persisted), set up by `config`.
+    pub fn new(state: AppState, config: Config) -> Self {
         let mut app = LetheApp {
-            runner: Runner::new(worker_opts.clone(), Arc::clone(&waker)),
-            tasks: Tasks::new(waker),
-            worker_opts,
+            runner: Runner::new(config.worker.clone(), Arc::clone(&config.waker)),
+            tasks: Tasks::new(config.waker),
+            worker_opts: config.worker,
+            extra_plugin_dirs: config.extra_plugin_dirs,
+            demo_dir: config.demo_dir,
             state,
             project: None,
             project_error: None,
@@ -164,7 +194,8 @@ impl LetheApp {
             notices: Vec::new(),
             commands: Vec::new(),
         };
-        app.tasks.scan_plugins(app.scan_opts());
+        app.tasks
+            .scan_plugins(app.scan_opts(), app.extra_plugin_dirs.clone());
         app.tasks.probe_devices();
         if let Some(dir) = app.state.project_dir.clone() {
             app.open_project(&dir);
@@ -479,7 +510,8 @@ impl LetheApp {
             }
             Command::RescanPlugins => {
                 self.catalog = Loadable::Loading;
-                self.tasks.scan_plugins(self.scan_opts());
+                self.tasks
+                    .scan_plugins(self.scan_opts(), self.extra_plugin_dirs.clone());
             }
             Command::Export { run, name, bytes } => {
                 let Some(p) = &self.project else { return };
@@ -607,9 +639,8 @@ impl EframeApp {
             .unwrap_or_default();
         let ctx = cc.egui_ctx.clone();
         let waker: Waker = Arc::new(move || ctx.request_repaint());
-        let opts = WorkerOptions::current_exe()?;
         Ok(EframeApp {
-            app: LetheApp::new(state, opts, waker),
+            app: LetheApp::new(state, Config::standard(waker)?),
         })
     }
 }

@@ -340,10 +340,10 @@ impl JobRecord {
                 report.elapsed.as_secs_f64()
             ),
         };
-        let level = if self.status == JobStatus::Succeeded {
-            "info"
-        } else {
-            "error"
+        let level = match self.status {
+            JobStatus::Succeeded => "info",
+            JobStatus::Cancelled { .. } => "warn",
+            _ => "error",
         };
         self.push_log(now, level, line);
     }

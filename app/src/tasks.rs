@@ -270,9 +270,9 @@ impl Tasks {
     }
 
     /// Scans the plugin folders in worker processes.
-    pub fn scan_plugins(&mut self, opts: lethe_engine::worker::WorkerOptions) {
+    pub fn scan_plugins(&mut self, opts: lethe_engine::worker::WorkerOptions, extra: Vec<PathBuf>) {
         self.spawn(move || {
-            let dirs = lethe_engine::worker::plugin_dirs(&[]);
+            let dirs = lethe_engine::worker::plugin_dirs(&extra);
             let scans = lethe_engine::worker::scan_plugins(&opts, &dirs);
             Done::Plugins(Catalog::from_scan(dirs, scans))
         });

@@ -287,23 +287,23 @@ fn forget_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             }
         } else {
             ui.label("No forget set for this dataset yet: make one below.");
-            app.state.draft.forget_form_open = true;
+            // Open once; the user may close it again.
+            if !ui.ctx().data(|d| {
+                d.get_temp::<bool>(egui::Id::unique("forget-form-opened"))
+                    .unwrap_or(false)
+            }) {
+                app.state.draft.forget_form_open = true;
+                ui.ctx()
+                    .data_mut(|d| d.insert_temp(egui::Id::unique("forget-form-opened"), true));
+            }
         }
         ui.add_space(4.0);
-        let open = app.state.draft.forget_form_open;
-        let header = if open {
-            "▾ Make a new forget set"
-        } else {
-            "▸ Make a new forget set"
-        };
-        if ui.button(header).clicked() {
-            app.state.draft.forget_form_open = !open;
-        }
-        if app.state.draft.forget_form_open {
-            egui::Frame::new()
-                .inner_margin(egui::Margin::symmetric(16, 6))
-                .show(ui, |ui| forget_form(ui, app, &data));
-        }
+        let force_open = app.state.draft.forget_form_open;
+        app.state.draft.forget_form_open = false;
+        egui::CollapsingHeader::new("Make a new forget set")
+            .id_salt("new-forget-set")
+            .open(force_open.then_some(true))
+            .show(ui, |ui| forget_form(ui, app, &data));
     });
 }
 

@@ -19,7 +19,7 @@ pub fn welcome(ui: &mut egui::Ui, app: &mut LetheApp) {
             );
         });
         ui.add_space(20.0);
-        let demo_dir = crate::project::default_demo_dir();
+        let demo_dir = app.demo_dir.clone();
         let first = !app.state.welcomed;
         egui::Frame::group(ui.style())
             .inner_margin(16.0)

@@ -44,8 +44,7 @@ pub fn top_bar(ui: &mut egui::Ui, app: &mut LetheApp) {
                     ui.close();
                 }
                 if ui.button("Open the demo project").clicked() {
-                    app.commands
-                        .push(Command::OpenDemo(crate::project::default_demo_dir()));
+                    app.commands.push(Command::OpenDemo(app.demo_dir.clone()));
                     ui.close();
                 }
                 if !app.state.recent.is_empty() {
@@ -162,7 +161,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     for c in &p.file.checkpoints {
         let sel = view == View::Checkpoint(c.clone());
         let r = ui
-            .selectable_label(sel, format!("🧠 {}", file_name(c)))
+            .selectable_label(sel, format!("📦 {}", file_name(c)))
             .on_hover_text(c.display().to_string());
         if r.clicked() {
             cmds.push(Command::Show(View::Checkpoint(c.clone())));
@@ -182,7 +181,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     for d in &p.file.datasets {
         let sel = view == View::Dataset(d.clone());
         let r = ui
-            .selectable_label(sel, format!("🗂 {}", file_name(d)))
+            .selectable_label(sel, format!("🖼 {}", file_name(d)))
             .on_hover_text(d.display().to_string());
         if r.clicked() {
             cmds.push(Command::Show(View::Dataset(d.clone())));
@@ -234,12 +233,12 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
             _ => String::new(),
         };
         let text = RichText::new(format!(
-            "● {} — {}{pct}",
+            "{} — {}{pct}",
             r.spec.plugin_name,
             r.status.label()
         ));
         ui.horizontal(|ui| {
-            ui.colored_label(status_color(&r.status), "▍");
+            ui.colored_label(status_color(&r.status), "■");
             let resp = ui
                 .selectable_label(sel, text)
                 .on_hover_text(format!("{}\n{}", r.id, r.spec.forget_label));

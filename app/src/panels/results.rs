@@ -18,7 +18,7 @@ const RED: Color32 = Color32::from_rgb(220, 60, 60);
 pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
     let record = app.project.as_ref().and_then(|p| p.run(run)).cloned();
     ui.horizontal(|ui| {
-        if ui.button("← Back to the run").clicked() {
+        if ui.button("Back to the run").clicked() {
             app.commands
                 .push(Command::Show(crate::state::View::Run(run.to_string())));
         }

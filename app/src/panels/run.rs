@@ -7,7 +7,6 @@ use crate::artifacts::{self, curves_csv};
 use crate::form::{FormValues, form_ui};
 use crate::jobs::{JobRecord, JobSpec, JobStatus, format_duration};
 use crate::state::View;
-use crate::tasks::Loadable;
 use egui::{Color32, RichText};
 use std::sync::Arc;
 
@@ -24,7 +23,7 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
         .unwrap_or_default();
     let now = crate::project::now();
     egui::ScrollArea::vertical().id_salt("run").show(ui, |ui| {
-        header(ui, app, &record, now, &run_dir);
+        header(ui, app, &record, &run_dir);
         ui.add_space(8.0);
         progress(ui, &record, now);
         if let Some(problem) = record.status.problem() {
@@ -101,13 +100,7 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
     });
 }
 
-fn header(
-    ui: &mut egui::Ui,
-    app: &mut LetheApp,
-    r: &JobRecord,
-    now: f64,
-    run_dir: &std::path::Path,
-) {
+fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
     ui.horizontal(|ui| {
         ui.heading(&r.spec.plugin_name);
         ui.label(
@@ -171,31 +164,43 @@ fn header(
             "The deletion report is not there yet (report issue); export the run as JSON meanwhile.",
         );
     });
-    let _ = now;
 }
 
 fn progress(ui: &mut egui::Ui, r: &JobRecord, now: f64) {
-    let elapsed = r.elapsed(now).map(format_duration).unwrap_or_default();
-    let mut text = match r.status {
-        JobStatus::Queued => "waiting for the device".to_string(),
-        _ => r.message.clone(),
-    };
-    if let Some(eta) = r.eta(now) {
-        text = format!("{text} · about {} left", format_duration(eta));
+    let mut parts = Vec::new();
+    if let Some(f) = r.fraction {
+        parts.push(format!("{:.0} %", f * 100.0));
     }
-    if !elapsed.is_empty() {
-        text = format!("{text} · {elapsed} so far");
+    match r.status {
+        JobStatus::Queued => parts.push("waiting for the device".to_string()),
+        JobStatus::Running if r.fraction.is_none() && r.message.is_empty() => {
+            parts.push("starting: loading the model and the data".to_string());
+        }
+        JobStatus::Cancelling => parts.push("stopping…".to_string()),
+        _ => {}
+    }
+    if !r.message.is_empty() && !r.status.is_final() {
+        parts.push(r.message.clone());
+    }
+    if let Some(eta) = r.eta(now) {
+        parts.push(format!("about {} left", format_duration(eta)));
+    }
+    if let Some(e) = r.elapsed(now) {
+        if r.status.is_final() {
+            parts.push(format!("{} after {}", r.status.label(), format_duration(e)));
+        } else {
+            parts.push(format!("{} so far", format_duration(e)));
+        }
     }
     let running = matches!(r.status, JobStatus::Running | JobStatus::Cancelling);
-    let bar = egui::ProgressBar::new(r.fraction.unwrap_or(0.0) as f32)
-        .show_percentage()
-        .text(text)
-        .animate(running);
-    let bar = if r.status == JobStatus::Succeeded {
-        bar.fill(Color32::from_rgb(60, 150, 80))
-    } else {
-        bar
-    };
+    let mut bar = egui::ProgressBar::new(r.fraction.unwrap_or(0.0) as f32)
+        .text(parts.join(" · "))
+        .animate(running && r.fraction.is_none());
+    if r.status == JobStatus::Succeeded {
+        bar = bar.fill(Color32::from_rgb(60, 150, 80));
+    } else if r.status.problem().is_some() {
+        bar = bar.fill(Color32::from_rgb(160, 60, 60));
+    }
     ui.add(bar);
 }
 
@@ -423,5 +428,4 @@ fn attack_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
             .weak(),
         );
     });
-    let _ = Loadable::<()>::Loading;
 }

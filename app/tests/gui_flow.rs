@@ -1,0 +1,407 @@
+//! The GUI driven headless (egui_kittest, no display): a compliance officer's
+//! deletion from the first-start demo offer to a finished run that is still
+//! there after a restart; a crashing plugin; cancel; making a forget set; and
+//! every view drawn once (which also proves every glyph used has a font).
+//! Jobs run in real `lethe worker` processes on the bundled demo, with the
+//! test-fixture plugins.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use lethe_app::app::{Command, Config, LetheApp};
+use lethe_app::form::FormValue;
+use lethe_app::jobs::JobStatus;
+use lethe_app::state::{AppState, ForgetMode, View};
+use lethe_engine::worker::WorkerOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `lib<name>.so` built next to this test binary (deps/) or one level up.
+fn fixture(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join(&file);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{file} not found next to {}", exe.display());
+}
+
+/// A plugin folder holding only the test fixtures.
+fn plugin_dir(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("lethe_test_fixtures"),
+        dir.join("liblethe_test_fixtures.so"),
+    )
+    .unwrap();
+    dir
+}
+
+fn config(tmp: &Path) -> Config {
+    let mut worker = WorkerOptions::with_exe(env!("CARGO_BIN_EXE_lethe"));
+    worker.grace = Duration::from_secs(2);
+    Config {
+        worker,
+        extra_plugin_dirs: vec![plugin_dir(tmp)],
+        demo_dir: tmp.join("Demo"),
+        waker: Arc::new(|| {}),
+    }
+}
+
+fn harness(app: LetheApp) -> Harness<'static, LetheApp> {
+    Harness::builder()
+        // Tall enough that every step of the deletion request is on screen
+        // (clicks go to where a widget is drawn).
+        .with_size(egui::vec2(1280.0, 2400.0))
+        .build_ui_state(|ui, app: &mut LetheApp| app.draw(ui), app)
+}
+
+/// Steps frames until `cond` holds.
+fn step_until(
+    h: &mut Harness<'_, LetheApp>,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&LetheApp) -> bool,
+) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !cond(h.state()) {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    h.step();
+}
+
+fn last_run(app: &LetheApp) -> Option<&lethe_app::jobs::JobRecord> {
+    app.project.as_ref().and_then(|p| p.runs.last())
+}
+
+/// Opens the demo through the first-start offer and waits for the plugins.
+fn open_demo(h: &mut Harness<'_, LetheApp>) {
+    h.step();
+    assert!(!h.state().state.welcomed);
+    h.get_by_label("▶  Open the demo project").click();
+    h.step();
+    h.step();
+    step_until(h, "the plugin scan", 120, |a| a.catalog.ready().is_some());
+    let app = h.state();
+    assert_eq!(
+        app.state.view,
+        View::Deletion,
+        "the demo opens on the deletion request"
+    );
+    assert!(app.state.welcomed);
+    let d = &app.state.draft;
+    assert!(d.checkpoint.is_some() && d.data.is_some() && d.forget.is_some());
+}
+
+fn choose_method(h: &mut Harness<'_, LetheApp>, id: &str, values: &[(&str, FormValue)]) {
+    let app = h.state_mut();
+    app.state.draft.method = Some(id.to_string());
+    let form = app.state.forms.entry(id.to_string()).or_default();
+    for (k, v) in values {
+        form.values.insert((*k).to_string(), v.clone());
+    }
+    h.step();
+    h.step();
+}
+
+#[test]
+fn deletion_from_the_demo_offer_to_a_finished_run_that_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.progress",
+        &[("steps", FormValue::Int(6))],
+    );
+    step_until(&mut h, "the checkpoint inspection", 60, |a| {
+        a.state
+            .draft
+            .checkpoint
+            .as_ref()
+            .and_then(|c| a.checkpoints.get(c))
+            .and_then(|l| l.ready())
+            .is_some()
+    });
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "the job to start", 30, |a| last_run(a).is_some());
+    let id = last_run(h.state()).unwrap().id.clone();
+    assert_eq!(
+        h.state().state.view,
+        View::Run(id.clone()),
+        "the run is shown"
+    );
+    step_until(&mut h, "the job to finish", 180, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let run = last_run(h.state()).unwrap().clone();
+    assert_eq!(
+        run.status,
+        JobStatus::Succeeded,
+        "{:?}\n{}",
+        run.status,
+        run.stderr_tail
+    );
+    assert_eq!(run.curves["loss"].len(), 6, "one loss point per step");
+    assert_eq!(run.fraction, Some(1.0));
+    assert!(
+        run.log.iter().any(|l| l.text.contains("running on")),
+        "{:?}",
+        run.log
+    );
+    assert!(h.query_by_label("DONE").is_some(), "the status is shown");
+    let record_file = tmp.path().join("Demo/runs").join(&id).join("job.json");
+    assert!(record_file.is_file());
+
+    // Restart: the persisted state reopens the project, the view and the run.
+    let saved = serde_json::to_string(&h.state().state).unwrap();
+    drop(h);
+    let state: AppState = serde_json::from_str(&saved).unwrap();
+    let mut h = harness(LetheApp::new(state, config(tmp.path())));
+    h.step();
+    let app = h.state();
+    assert_eq!(app.state.view, View::Run(id.clone()));
+    let again = app.project.as_ref().unwrap().run(&id).unwrap();
+    assert_eq!(again.status, JobStatus::Succeeded);
+    assert_eq!(again.curves, run.curves);
+    assert!(
+        h.query_by_label("Progress test").is_some(),
+        "the run view shows it"
+    );
+}
+
+#[test]
+fn a_crashing_plugin_is_reported_and_the_app_keeps_running_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.misbehave",
+        &[("how", FormValue::Choice("segfault".into()))],
+    );
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "the crash", 120, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let run = last_run(h.state()).unwrap().clone();
+    let problem = run.status.problem().unwrap_or_default();
+    assert!(
+        matches!(run.status, JobStatus::Crashed { .. }) && problem.contains("SIGSEGV"),
+        "{:?}",
+        run.status
+    );
+    assert!(h.query_by_label("The job did not finish").is_some());
+    // Still working: the same request with a well-behaved plugin succeeds.
+    h.state_mut().commands.push(Command::Show(View::Deletion));
+    h.step();
+    choose_method(
+        &mut h,
+        "org.lethe.test.progress",
+        &[("steps", FormValue::Int(2))],
+    );
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "the second job", 120, |a| {
+        a.project.as_ref().unwrap().runs.len() == 2
+            && last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    assert_eq!(last_run(h.state()).unwrap().status, JobStatus::Succeeded);
+}
+
+#[test]
+fn cancel_stops_a_running_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.misbehave",
+        &[
+            ("how", FormValue::Choice("slow".into())),
+            ("steps", FormValue::Int(1000)),
+        ],
+    );
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "progress", 120, |a| {
+        last_run(a).is_some_and(|r| r.fraction.is_some_and(|f| f > 0.0))
+    });
+    let r = last_run(h.state()).unwrap();
+    assert_eq!(r.status, JobStatus::Running);
+    assert!(
+        r.eta(lethe_app::project::now()).is_some(),
+        "an ETA once progress moves"
+    );
+    h.get_by_label("⏹ Cancel").click();
+    step_until(&mut h, "the cancel", 30, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let r = last_run(h.state()).unwrap();
+    assert_eq!(r.status, JobStatus::Cancelled { killed: false });
+    assert!(
+        r.fraction.unwrap() < 0.5,
+        "it stopped early: {:?}",
+        r.fraction
+    );
+}
+
+#[test]
+fn a_class_forget_set_is_previewed_saved_and_selected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    {
+        let app = h.state_mut();
+        app.state.forget_draft.mode = ForgetMode::Class;
+        app.state.forget_draft.class = 3;
+        app.state.draft.forget_form_open = true;
+    }
+    step_until(
+        &mut h,
+        "the preview",
+        60,
+        |a| matches!(&a.forget_preview, Some((r, lethe_app::tasks::Loadable::Ready(_))) if r.class == 3),
+    );
+    let n = match &h.state().forget_preview {
+        Some((_, lethe_app::tasks::Loadable::Ready(p))) => p.indices.len(),
+        _ => unreachable!(),
+    };
+    assert!(
+        n > 500 && n < 700,
+        "about a tenth of 6,000 training digits: {n}"
+    );
+    h.get_by_label("Save this forget set").click();
+    h.step();
+    h.step();
+    let app = h.state();
+    let p = app.project.as_ref().unwrap();
+    assert_eq!(p.file.forget_sets.len(), 2);
+    let saved = &p.file.forget_sets[1];
+    assert_eq!(saved.count, n);
+    assert_eq!(
+        app.state.draft.forget.as_ref(),
+        Some(&saved.path),
+        "and selected"
+    );
+    let text = std::fs::read_to_string(&saved.path).unwrap();
+    assert!(text.starts_with("# forget set"), "{text}");
+    assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), n);
+    // The worker accepts the list: the engine validates it against the same split.
+    let data = lethe_engine::data::load(&saved.data).unwrap();
+    let split = lethe_engine::jobs::train::split_of(&data, 0).unwrap();
+    let set = lethe_engine::data::ForgetSet::from_list_file(&saved.path, data.len(), &split.train)
+        .unwrap();
+    assert_eq!(set.len(), n);
+}
+
+#[test]
+fn every_view_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    // A finished run with a matrix and score files, as an attack would leave them.
+    let (ckpt, data, forget) = {
+        let d = &h.state().state.draft;
+        (
+            d.checkpoint.clone().unwrap(),
+            d.data.clone().unwrap(),
+            d.forget.clone().unwrap(),
+        )
+    };
+    choose_method(
+        &mut h,
+        "org.lethe.test.progress",
+        &[("steps", FormValue::Int(2))],
+    );
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "the run", 120, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let run = last_run(h.state()).unwrap().id.clone();
+    let out = tmp.path().join("Demo/runs").join(&run).join("output");
+    std::fs::create_dir_all(&out).unwrap();
+    let meta = lethe_engine::checkpoint::CheckpointMeta::new(None, None);
+    let matrix = tch::Tensor::rand([300, 300], (tch::Kind::Float, tch::Device::Cpu));
+    let m_path = out.join("alignment_gap.safetensors");
+    lethe_engine::checkpoint::save_tensors(
+        &m_path,
+        &[("alignment_gap".into(), matrix)],
+        &meta,
+        false,
+    )
+    .unwrap();
+    for (role, n) in [("member", 200), ("nonmember", 200), ("forget", 300)] {
+        let t = tch::Tensor::rand([n], (tch::Kind::Double, tch::Device::Cpu));
+        let name = format!("scores_{role}");
+        lethe_engine::checkpoint::save_tensors(
+            &out.join(format!("{name}.safetensors")),
+            &[(name, t)],
+            &meta,
+            false,
+        )
+        .unwrap();
+    }
+    let views = [
+        View::Home,
+        View::Deletion,
+        View::Checkpoint(ckpt),
+        View::Dataset(data),
+        View::ForgetSet(forget),
+        View::Plugins,
+        View::Runtime,
+        View::Run(run.clone()),
+        View::Artifact {
+            run: run.clone(),
+            path: m_path.clone(),
+        },
+        View::Artifact {
+            run: run.clone(),
+            path: out.join("scores_forget.safetensors"),
+        },
+    ];
+    for view in views {
+        h.state_mut().state.view = view.clone();
+        // A few frames: background loads land and are drawn too.
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            h.step();
+            std::thread::sleep(Duration::from_millis(20));
+            let a = h.state();
+            let loading = a
+                .artifacts
+                .values()
+                .any(|l| matches!(l, lethe_app::tasks::Loadable::Loading))
+                || a.scores
+                    .values()
+                    .any(|l| matches!(l, lethe_app::tasks::Loadable::Loading))
+                || a.checkpoints
+                    .values()
+                    .any(|l| matches!(l, lethe_app::tasks::Loadable::Loading))
+                || a.datasets
+                    .values()
+                    .any(|l| matches!(l, lethe_app::tasks::Loadable::Loading));
+            if !loading {
+                break;
+            }
+        }
+        h.step();
+        assert_eq!(h.state().state.view, view);
+    }
+    // The matrix became a heatmap of the right size; the scores ROC curves.
+    let app = h.state();
+    let hm = app
+        .heatmaps
+        .get(&(m_path, "alignment_gap".to_string()))
+        .unwrap();
+    assert_eq!((hm.matrix().rows, hm.matrix().cols), (300, 300));
+    let scores = app.scores.get(&out).and_then(|l| l.ready()).unwrap();
+    assert_eq!(lethe_app::artifacts::rocs(scores).len(), 2);
+}

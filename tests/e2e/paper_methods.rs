@@ -1,0 +1,566 @@
+//! The unlearning methods of the four papers (plugins/method-*) on the bundled
+//! demo model and data, each through a real `lethe-cli worker` process as a
+//! user's job runs. Each test measures the direction its paper promises with a
+//! yardstick computed here from the saved checkpoint, not from what the plugin
+//! reports about itself: loss and accuracy of the forget set against unseen test
+//! data and a loss-threshold membership AUC for classifiers; the positive-pair
+//! similarity of forget samples (the forgetting score) and a linear probe for
+//! encoders. Runs are shortened through the methods' own parameters (epochs,
+//! batches) to keep the suite to a few CPU minutes.
+//!
+//! Needs `lethe-cli` built (`cargo build --workspace`, or `./run test`); the
+//! plugins are dev-dependencies, so cargo rebuilds them for this test.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use lethe_e2e::{require_binary, workspace_root};
+use lethe_engine::checkpoint::{self, LoadOptions, LoadedModel};
+use lethe_engine::data::{Dataset, ForgetSet};
+use lethe_engine::metrics::roc_auc;
+use lethe_engine::models::Model;
+use lethe_engine::train::augment::{AugmentConfig, to_unit_float};
+use lethe_engine::train::probe::{extract, train_linear_probe};
+use lethe_engine::train::{Flow, Schedule, TrainConfig};
+use lethe_engine::worker::{FromWorker, Job, JobOutcome, WorkerOptions, run_job, spawn_worker};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+/// The job seed every run here uses (split shuffles, loader orders).
+const JOB_SEED: u64 = 1;
+
+fn demo_dir() -> PathBuf {
+    workspace_root().join("resources/demo")
+}
+
+/// `lib<crate>.so` of a method plugin: the one cargo just rebuilt for this test
+/// (the plugins are dev-dependencies, built into `deps/`), else the one next to
+/// `lethe-cli`.
+fn plugin_library(method: &str) -> PathBuf {
+    let file = format!("liblethe_method_{}.so", method.replace('-', "_"));
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(&file);
+    if deps.exists() {
+        deps
+    } else {
+        require_binary(&file)
+    }
+}
+
+fn checkpoint_of(model: &str) -> PathBuf {
+    demo_dir().join(format!("{model}.safetensors"))
+}
+
+fn job(method: &str, checkpoint: &Path, forget: &Path, params: Value, out: &Path) -> Job {
+    Job::Unlearn {
+        library: plugin_library(method),
+        id: format!("org.lethe.method.{method}"),
+        params,
+        checkpoint: checkpoint.to_path_buf(),
+        data: demo_dir().join("mnist10k.npz"),
+        forget: forget.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        seed: JOB_SEED,
+        device: "cpu".into(),
+    }
+}
+
+fn options() -> WorkerOptions {
+    let mut opts = WorkerOptions::with_exe(require_binary("lethe-cli"));
+    opts.timeout = Some(Duration::from_secs(600));
+    opts
+}
+
+/// One finished worker job.
+struct Run {
+    _dir: tempfile::TempDir,
+    artifacts: HashMap<String, PathBuf>,
+    /// Every progress metrics object, in order.
+    metrics: Vec<Value>,
+    summary: Value,
+}
+
+impl Run {
+    fn model(&self) -> &Path {
+        &self.artifacts["model"]
+    }
+
+    /// The metrics of each epoch report (those with an `epoch` key).
+    fn epochs(&self) -> Vec<&Value> {
+        self.metrics
+            .iter()
+            .filter(|m| m.get("epoch").is_some())
+            .collect()
+    }
+
+    /// Every epoch report carries finite values for `keys`.
+    fn assert_reports(&self, keys: &[&str]) {
+        let epochs = self.epochs();
+        assert!(!epochs.is_empty(), "no epoch reports: {:?}", self.metrics);
+        for m in epochs {
+            for k in keys {
+                let v = m[k].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite(), "{k} in {m}");
+            }
+        }
+    }
+}
+
+/// Runs `org.lethe.method.<method>` over a demo checkpoint and forget list.
+fn unlearn_with(method: &str, checkpoint: &Path, forget: &Path, params: Value) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("job");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let start = Instant::now();
+    let report = run_job(
+        &options(),
+        job(method, checkpoint, forget, params, &out),
+        move |e| sink.lock().unwrap().push(e),
+    )
+    .unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    if !matches!(report.outcome, JobOutcome::Succeeded(_)) {
+        panic!(
+            "{method} on {} failed: {}\n{}",
+            checkpoint.display(),
+            report.outcome,
+            report.stderr_tail
+        );
+    }
+    let events = events.lock().unwrap().clone();
+    let mut artifacts = HashMap::new();
+    let mut metrics = Vec::new();
+    for e in events {
+        match e {
+            FromWorker::Artifact { name, path } => {
+                assert!(path.starts_with(&out), "{}", path.display());
+                artifacts.insert(name, path);
+            }
+            FromWorker::Progress {
+                metrics: Some(m), ..
+            } => metrics.push(m),
+            _ => {}
+        }
+    }
+    let summary: Value = artifacts
+        .get("summary")
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .unwrap_or(Value::Null);
+    eprintln!("{method}: {seconds:.1} s, summary {summary}");
+    assert!(artifacts.contains_key("model"), "{method} saved no model");
+    Run {
+        _dir: dir,
+        artifacts,
+        metrics,
+        summary,
+    }
+}
+
+fn unlearn(method: &str, model: &str, params: Value) -> Run {
+    unlearn_with(
+        method,
+        &checkpoint_of(model),
+        &demo_dir().join("forget.txt"),
+        params,
+    )
+}
+
+/// The demo data with the job's split (the same the worker derives).
+struct Demo {
+    data: Dataset,
+    train: Vec<i64>,
+    forget: Vec<i64>,
+    retain: Vec<i64>,
+    test: Vec<i64>,
+}
+
+fn demo() -> Demo {
+    let data = lethe_engine::data::load(&demo_dir().join("mnist10k.npz")).unwrap();
+    let split = lethe_engine::jobs::train::split_of(&data, JOB_SEED).unwrap();
+    let forget =
+        ForgetSet::from_list_file(&demo_dir().join("forget.txt"), data.len(), &split.train)
+            .unwrap();
+    Demo {
+        retain: forget.retain(&split.train),
+        forget: forget.indices().to_vec(),
+        train: split.train.clone(),
+        test: split.test.clone(),
+        data,
+    }
+}
+
+impl Demo {
+    fn batch(&self, rows: &[i64]) -> (Tensor, Tensor) {
+        let pick = Tensor::from_slice(rows);
+        (
+            to_unit_float(&self.data.images().index_select(0, &pick)),
+            self.data
+                .labels()
+                .index_select(0, &pick)
+                .to_kind(Kind::Int64),
+        )
+    }
+}
+
+fn load(path: &Path) -> LoadedModel {
+    checkpoint::load_model(path, Device::Cpu, &LoadOptions::default()).unwrap()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Per-sample cross-entropy and accuracy of a classifier checkpoint on `rows`.
+struct ClassifierEval {
+    losses: Vec<f64>,
+    accuracy: f64,
+}
+
+fn classifier_eval(path: &Path, demo: &Demo, rows: &[i64]) -> ClassifierEval {
+    let m = load(path);
+    let Model::Classifier(c) = &m.model else {
+        panic!("{} is not a classifier", path.display())
+    };
+    let (x, y) = demo.batch(rows);
+    tch::no_grad(|| {
+        let logits = c.forward_t(&x, false);
+        let losses = logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0);
+        let accuracy = logits
+            .argmax(-1, false)
+            .eq_tensor(&y)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[]);
+        ClassifierEval {
+            losses: Vec::<f64>::try_from(losses.to_kind(Kind::Double)).unwrap(),
+            accuracy,
+        }
+    })
+}
+
+/// The loss-threshold attack's AUC, forget (members) against test (non-members):
+/// lower loss reads as "member", so the score is the negated loss.
+fn loss_auc(forget: &ClassifierEval, test: &ClassifierEval) -> f64 {
+    let neg = |v: &[f64]| v.iter().map(|l| -l).collect::<Vec<_>>();
+    roc_auc(&neg(&forget.losses), &neg(&test.losses)).unwrap()
+}
+
+/// What the tests compare for a classifier, before or after.
+#[derive(Debug)]
+struct Utility {
+    retain_acc: f64,
+    forget_acc: f64,
+    test_acc: f64,
+    forget_loss: f64,
+    test_loss: f64,
+    auc: f64,
+}
+
+fn utility(path: &Path, demo: &Demo) -> Utility {
+    let retain = classifier_eval(path, demo, &demo.retain[..2000]);
+    let forget = classifier_eval(path, demo, &demo.forget);
+    let test = classifier_eval(path, demo, &demo.test);
+    Utility {
+        retain_acc: retain.accuracy,
+        forget_acc: forget.accuracy,
+        test_acc: test.accuracy,
+        forget_loss: mean(&forget.losses),
+        test_loss: mean(&test.losses),
+        auc: loss_auc(&forget, &test),
+    }
+}
+
+/// Mean cosine similarity of the projections of two augmented views of each of
+/// `rows`, with views drawn from a fixed seed so that two checkpoints see the same
+/// images: the "positive alignment" whose drop is the forgetting score (eq. 2 of
+/// the Alignment Calibration paper).
+fn alignment(path: &Path, demo: &Demo, rows: &[i64]) -> f64 {
+    let m = load(path);
+    let Model::Encoder(e) = &m.model else {
+        panic!("{} is not an encoder", path.display())
+    };
+    let (x, _) = demo.batch(rows);
+    tch::manual_seed(77);
+    let aug = AugmentConfig::contrastive();
+    let (v1, v2) = (aug.apply(&x), aug.apply(&x));
+    tch::no_grad(|| {
+        let z1 = e.forward_t(&v1, false);
+        let z2 = e.forward_t(&v2, false);
+        Tensor::cosine_similarity(&z1, &z2, 1, 1e-8)
+            .mean(Kind::Double)
+            .double_value(&[])
+    })
+}
+
+/// Test accuracy of a linear probe on the encoder's frozen backbone features,
+/// trained on the retain samples (30 epochs, as the demo README's probe).
+fn probe_accuracy(path: &Path, demo: &Demo) -> f64 {
+    let m = load(path);
+    let feat = |x: &Tensor| m.model.features(x, false);
+    let (xr, yr) = (
+        demo.data.images().index_select(0, &Tensor::from_slice(&demo.retain)),
+        demo.data.labels().index_select(0, &Tensor::from_slice(&demo.retain)),
+    );
+    let cfg = TrainConfig {
+        epochs: 30,
+        batch_size: 256,
+        lr: 0.5,
+        weight_decay: 0.0,
+        schedule: Schedule::Cosine,
+        seed: 0,
+        augment: None,
+        ..TrainConfig::default()
+    };
+    let (probe, _) = train_linear_probe(&feat, &xr, &yr, 10, Device::Cpu, &cfg, &mut |_| {
+        Flow::Continue
+    })
+    .unwrap();
+    let pick = Tensor::from_slice(&demo.test);
+    let xt = demo.data.images().index_select(0, &pick);
+    let yt = demo.data.labels().index_select(0, &pick);
+    probe.accuracy(&extract(&feat, &xt, Device::Cpu), &yt)
+}
+
+/// A forget list with every training sample of `class`, written into `dir`.
+fn class_forget_list(demo: &Demo, class: i64, dir: &Path) -> PathBuf {
+    let labels = demo.data.label_slice();
+    let rows: Vec<String> = demo
+        .train
+        .iter()
+        .filter(|&&i| labels[i as usize] == class)
+        .map(|&i| demo.data.indices()[i as usize].to_string())
+        .collect();
+    let path = dir.join(format!("class-{class}.txt"));
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
+/// SimCLR NT-Xent (τ 0.5) of an encoder checkpoint on `rows`, over two views
+/// drawn from a fixed seed, so two checkpoints and two sets of rows of the same
+/// size are compared on equal terms.
+fn nt_xent(path: &Path, demo: &Demo, rows: &[i64]) -> f64 {
+    let m = load(path);
+    let Model::Encoder(e) = &m.model else {
+        panic!("{} is not an encoder", path.display())
+    };
+    let (x, _) = demo.batch(rows);
+    tch::manual_seed(99);
+    let aug = AugmentConfig::contrastive();
+    let (v1, v2) = (aug.apply(&x), aug.apply(&x));
+    tch::no_grad(|| {
+        lethe_engine::train::losses::nt_xent(&e.forward_t(&v1, false), &e.forward_t(&v2, false), 0.5)
+            .double_value(&[])
+    })
+}
+
+/// EncoderMU (defaults: α 1, β 0.1, γ 0.1, member loss on the forget set as the
+/// paper has it) on the overfitted demo classifier: the forget samples' loss rises
+/// from ~500× below unseen data to the level of unseen data, no strong
+/// membership signal is left either way, and test accuracy stays within the
+/// paper's "about 10 %".
+#[test]
+fn encodermu_brings_the_forget_loss_to_the_level_of_unseen_data() {
+    let demo = demo();
+    let before = utility(&checkpoint_of("classifier"), &demo);
+    let run = unlearn("encodermu", "classifier", json!({"epochs": 5, "augment": false, "seed": 1}));
+    run.assert_reports(&["loss", "member_loss", "gradient_penalty", "output_norm", "lr"]);
+    let after = utility(run.model(), &demo);
+    eprintln!("EncoderMU classifier\n  before {before:?}\n  after  {after:?}");
+    assert!(before.test_loss > 100.0 * before.forget_loss, "{before:?}");
+    assert!(after.forget_loss > 0.3 * after.test_loss, "{after:?}");
+    assert!(after.test_loss < 5.0 * before.test_loss, "{after:?}");
+    assert!((after.auc - 0.5).abs() < 0.1, "{after:?}");
+    assert!(after.test_acc > before.test_acc - 0.10, "{before:?} {after:?}");
+    assert!(after.retain_acc > 0.9, "{after:?}");
+    assert_eq!(run.summary["model_kind"], "classifier");
+    assert_eq!(run.summary["critic_output"], "classifier");
+}
+
+/// EncoderMU on the SimCLR encoder: the contrastive loss gap between forget
+/// samples (lower: they were trained on) and as many unseen test samples
+/// shrinks, and a linear probe keeps its accuracy within 10 points.
+#[test]
+fn encodermu_closes_the_member_gap_of_the_encoder() {
+    let demo = demo();
+    let original = checkpoint_of("encoder");
+    let run = unlearn("encodermu", "encoder", json!({"epochs": 2, "seed": 1}));
+    run.assert_reports(&["loss", "member_loss", "gradient_penalty", "output_norm"]);
+    assert_eq!(run.summary["model_kind"], "encoder");
+    assert_eq!(run.summary["critic_output"], "encoder");
+    let test_rows = &demo.test[..demo.forget.len()];
+    let gap = |p: &Path| nt_xent(p, &demo, test_rows) - nt_xent(p, &demo, &demo.forget);
+    let (gap_before, gap_after) = (gap(&original), gap(run.model()));
+    let (probe_before, probe_after) = (probe_accuracy(&original, &demo), probe_accuracy(run.model(), &demo));
+    eprintln!("EncoderMU encoder: NT-Xent gap test−forget {gap_before:.4} -> {gap_after:.4}, probe {probe_before:.4} -> {probe_after:.4}");
+    assert!(gap_before > 0.05, "{gap_before}");
+    assert!(gap_after.abs() < 0.5 * gap_before, "{gap_before} -> {gap_after}");
+    assert!(probe_after > probe_before - 0.10, "{probe_before} -> {probe_after}");
+}
+
+/// Alignment Calibration on the SimCLR encoder (β 10, within the paper's tuning
+/// range, for a short run): the positive-pair similarity of forget samples drops
+/// (a positive forgetting score) clearly more than that of unseen samples, and
+/// the linear probe keeps its accuracy.
+#[test]
+fn alignment_calibration_raises_the_forgetting_score_of_the_forget_set() {
+    let demo = demo();
+    let original = checkpoint_of("encoder");
+    let run = unlearn(
+        "alignment-calibration",
+        "encoder",
+        json!({"epochs": 4, "max_batches": 4, "beta": 10.0, "seed": 1}),
+    );
+    run.assert_reports(&[
+        "loss",
+        "retain_loss",
+        "unlearn_loss",
+        "negative_alignment",
+        "positive_alignment",
+        "log_sum_exp",
+        "epsilon",
+    ]);
+    assert_eq!(run.summary["variant"], "simclr");
+    let eps = run.summary["epsilon"].as_f64().unwrap();
+    assert!((eps - demo.forget.len() as f64 / demo.retain.len() as f64).abs() < 1e-9);
+    let test_rows = &demo.test[..demo.forget.len()];
+    let fs = |rows: &[i64]| alignment(&original, &demo, rows) - alignment(run.model(), &demo, rows);
+    let (fs_forget, fs_test) = (fs(&demo.forget), fs(test_rows));
+    let (probe_before, probe_after) = (probe_accuracy(&original, &demo), probe_accuracy(run.model(), &demo));
+    eprintln!("AC SimCLR: forgetting score forget {fs_forget:.4}, test {fs_test:.4}; probe {probe_before:.4} -> {probe_after:.4}");
+    assert!(fs_forget > 0.004, "{fs_forget}");
+    assert!(fs_forget > fs_test + 0.004, "forget {fs_forget} vs test {fs_test}");
+    assert!(probe_after > probe_before - 0.03, "{probe_before} -> {probe_after}");
+}
+
+/// The MoCo path on a MoCo encoder trained here for one epoch: the variant and
+/// temperature come from the checkpoint, the plugin's momentum encoder and queue
+/// run, every term is finite, the model is saved.
+#[test]
+fn alignment_calibration_unlearns_a_moco_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("moco.safetensors");
+    let out = std::process::Command::new(require_binary("lethe-cli"))
+        .args(["train", "--task", "moco", "--epochs", "1", "--batch-size", "256", "--temperature", "0.2"])
+        .args(["--device", "cpu", "--data"])
+        .arg(demo_dir().join("mnist10k.npz"))
+        .arg("--out")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = unlearn_with(
+        "alignment-calibration",
+        &ckpt,
+        &demo_dir().join("forget.txt"),
+        json!({"epochs": 2, "max_batches": 2, "batch_size": 256, "queue_size": 1024, "seed": 1}),
+    );
+    run.assert_reports(&["loss", "retain_loss", "negative_alignment", "positive_alignment", "log_sum_exp"]);
+    assert_eq!(run.summary["variant"], "moco");
+    // The temperature the checkpoint records, not the SimCLR default.
+    assert_eq!(run.summary["temperature"], json!(0.2));
+    assert!(run.summary["forgetting_score"].as_f64().unwrap().is_finite());
+    assert!(matches!(load(run.model()).model, Model::Encoder(_)));
+}
+
+/// Contrastive Unlearning, sample unlearning (lr 0.01: the demo's forget set is
+/// only three batches per epoch): it stops early once forget accuracy is down to
+/// test accuracy, the forget loss rises to the level of unseen data, and test
+/// accuracy stays within a few points.
+#[test]
+fn contrastive_unlearning_stops_when_the_forget_set_is_no_better_than_unseen_data() {
+    let demo = demo();
+    let before = utility(&checkpoint_of("classifier"), &demo);
+    let run = unlearn("contrastive-unlearning", "classifier", json!({"lr": 0.01, "seed": 1}));
+    run.assert_reports(&["loss", "contrastive_loss", "pull", "push", "retain_ce"]);
+    let after = utility(run.model(), &demo);
+    eprintln!("CU sample\n  before {before:?}\n  after  {after:?}");
+    assert_eq!(run.summary["mode"], "sample");
+    assert_eq!(run.summary["stopped_early"], true);
+    assert!(after.forget_acc <= after.test_acc + 0.02, "{after:?}");
+    assert!(after.forget_acc < before.forget_acc, "{before:?} {after:?}");
+    assert!(after.forget_loss > 0.2 * after.test_loss, "{after:?}");
+    assert!((after.auc - 0.5).abs() < 0.1, "{after:?}");
+    assert!(after.test_acc > before.test_acc - 0.04, "{before:?} {after:?}");
+    assert!(after.retain_acc > 0.97, "{after:?}");
+}
+
+/// Contrastive Unlearning, class unlearning of digit 7: detected from the splits,
+/// it stops once the class is recognised no better than chance, and the other
+/// classes keep their accuracy.
+#[test]
+fn contrastive_unlearning_forgets_a_whole_class() {
+    let demo = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let list = class_forget_list(&demo, 7, dir.path());
+    let run = unlearn_with("contrastive-unlearning", &checkpoint_of("classifier"), &list, json!({"lr": 0.01, "seed": 1}));
+    run.assert_reports(&["loss", "contrastive_loss", "pull", "retain_ce"]);
+    assert_eq!(run.summary["mode"], "class");
+    assert_eq!(run.summary["stopped_early"], true);
+    let labels = demo.data.label_slice();
+    let (class, others): (Vec<i64>, Vec<i64>) = demo.test.iter().partition(|&&i| labels[i as usize] == 7);
+    let original = checkpoint_of("classifier");
+    let forget_rows: Vec<i64> = demo.train.iter().copied().filter(|&i| labels[i as usize] == 7).collect();
+    let forget_acc = classifier_eval(run.model(), &demo, &forget_rows).accuracy;
+    let class_test = classifier_eval(run.model(), &demo, &class).accuracy;
+    let (others_before, others_after) = (
+        classifier_eval(&original, &demo, &others).accuracy,
+        classifier_eval(run.model(), &demo, &others).accuracy,
+    );
+    eprintln!("CU class 7: forget acc {forget_acc:.4}, class-7 test acc {class_test:.4}, other classes {others_before:.4} -> {others_after:.4}");
+    assert!(forget_acc <= 0.1, "{forget_acc}");
+    assert!(class_test < 0.3, "{class_test}");
+    assert!(others_after > others_before - 0.03, "{others_before} -> {others_after}");
+}
+
+#[test]
+fn cancelling_a_method_mid_run_stops_it_without_a_model() {
+    let demo_forget = demo_dir().join("forget.txt");
+    for (method, model, params) in [
+        ("encodermu", "classifier", json!({"epochs": 50})),
+        ("alignment-calibration", "encoder", json!({"epochs": 50})),
+        ("contrastive-unlearning", "classifier", json!({"epochs": 50, "early_stop": false})),
+        ("dau", "classifier", json!({"epochs": 50, "attacker_pretrain_steps": 2})),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("job");
+        let (tx, rx) = mpsc::channel();
+        let handle = spawn_worker(
+            &options(),
+            job(method, &checkpoint_of(model), &demo_forget, params, &out),
+            move |e| {
+                let _ = tx.send(e);
+            },
+        )
+        .unwrap();
+        // Cancel as soon as the method reports progress: it is inside its loops.
+        let mut events = Vec::new();
+        while let Ok(e) = rx.recv_timeout(Duration::from_secs(300)) {
+            let progress = matches!(e, FromWorker::Progress { .. });
+            events.push(e);
+            if progress {
+                handle.cancel();
+                break;
+            }
+        }
+        let report = handle.wait();
+        events.extend(rx.try_iter());
+        assert!(
+            matches!(report.outcome, JobOutcome::Cancelled { killed: false }),
+            "{method}: {}\n{}",
+            report.outcome,
+            report.stderr_tail
+        );
+        let saved_model = events
+            .iter()
+            .any(|e| matches!(e, FromWorker::Artifact { name, .. } if name == "model"));
+        assert!(!saved_model, "{method} saved a model after being cancelled");
+    }
+}

@@ -906,6 +906,7 @@ fn retrain_never_serves_a_forget_row_and_replaces_every_weight() {
     assert_eq!(summary["batch_size"], 64);
     assert_eq!(summary["lr"], 0.05);
     assert_eq!(summary["augment"], false);
+    assert_eq!(summary["drop_last"], false);
     assert_eq!(summary["epochs"], 1);
     let (_, acc) = classifier_metrics(&model, &demo, &demo.test);
     eprintln!("retrained 1 epoch: test accuracy {acc}");
@@ -936,6 +937,7 @@ fn retrain_runs_on_the_encoder_through_the_worker_with_its_recipe() {
     assert_eq!(run.summary["recipe_source"], "original");
     assert_eq!(run.summary["batch_size"], 256);
     assert_eq!(run.summary["temperature"], 0.5);
+    assert_eq!(run.summary["drop_last"], true);
     assert_eq!(run.summary["steps"], 4);
     let before = parameters(&checkpoint_of("encoder"));
     let after = parameters(run.model());

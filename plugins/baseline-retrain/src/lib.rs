@@ -8,7 +8,7 @@ mod recipe;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError, Split};
 use lethe_plugin_api::tch;
-use lethe_plugin_kit::epoch::{for_each_batch, report_epoch};
+use lethe_plugin_kit::epoch::{for_each_batch_with, report_epoch};
 use lethe_plugin_kit::eval::evaluate;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::prepare;
@@ -93,6 +93,7 @@ impl Plugin for Retrain {
         } else {
             (self.optim.clone(), self.training, Vec::new())
         };
+        let drop_last = self.follow_original && recipe::drop_last(&prep.recipe);
         for note in &notes {
             ctx.warn(note);
         }
@@ -109,18 +110,23 @@ impl Plugin for Retrain {
         let objective = prep.objective(&training);
         let bs = optim.batch_size;
         let max = training.max_batches;
-        let steps = steps_per_epoch(ctx, Split::Retain, bs, max)?;
+        let mut steps = steps_per_epoch(ctx, Split::Retain, bs, max)?;
+        if drop_last {
+            let n = ctx.data_len(Split::Retain)?.unwrap_or(0);
+            steps = steps.min(usize::try_from(n / u64::from(bs)).unwrap_or(usize::MAX));
+        }
         let mut trainer = Trainer::new(prep.params, prep.masks, &optim, steps)?;
         let mut seen = 0i64;
         for epoch in 0..optim.epochs {
             ctx.model_set_train(true)?;
             let lr = trainer.lr();
-            let stats = for_each_batch(ctx, Split::Retain, bs, true, max, |ctx, x, y| {
-                let loss = objective.loss(ctx, x, y)?;
-                let value = loss.f_double_value(&[])?;
-                trainer.step(&loss)?;
-                Ok(value)
-            })?;
+            let stats =
+                for_each_batch_with(ctx, Split::Retain, bs, true, max, drop_last, |ctx, x, y| {
+                    let loss = objective.loss(ctx, x, y)?;
+                    let value = loss.f_double_value(&[])?;
+                    trainer.step(&loss)?;
+                    Ok(value)
+                })?;
             seen += stats.samples;
             report_epoch(
                 ctx,
@@ -143,6 +149,7 @@ impl Plugin for Retrain {
             "weight_decay": optim.sgd.weight_decay,
             "schedule": format!("{:?}", optim.schedule),
             "augment": training.augment,
+            "drop_last": drop_last,
             "temperature": training.temperature,
             "steps": trainer.steps(),
             "retain_examples_seen": seen,

@@ -73,6 +73,11 @@ pub fn apply(recipe: &Value, form: &Optim, training: &Training) -> (Optim, Train
     (optim, training, notes)
 }
 
+/// Whether the recipe dropped the last, short batch of each epoch.
+pub fn drop_last(recipe: &Value) -> bool {
+    recipe.get("drop_last").and_then(Value::as_bool) == Some(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +117,8 @@ mod tests {
         assert_eq!(o.schedule, Schedule::Cosine);
         assert!(!t.augment);
         assert_eq!(t.temperature, 0.5);
+        assert!(!drop_last(&recipe));
+        assert!(drop_last(&json!({"drop_last": true})));
     }
 
     #[test]

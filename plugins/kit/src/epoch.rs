@@ -37,6 +37,23 @@ pub fn for_each_batch<F>(
     batch_size: u32,
     shuffle: bool,
     max_batches: usize,
+    step: F,
+) -> Result<EpochStats, PluginError>
+where
+    F: FnMut(&mut HostContext, &Tensor, &Tensor) -> Result<f64, PluginError>,
+{
+    for_each_batch_with(ctx, split, batch_size, shuffle, max_batches, false, step)
+}
+
+/// [`for_each_batch`], skipping a last batch shorter than `batch_size` when
+/// `drop_last` (as a training recipe with `drop_last` did).
+pub fn for_each_batch_with<F>(
+    ctx: &mut HostContext,
+    split: Split,
+    batch_size: u32,
+    shuffle: bool,
+    max_batches: usize,
+    drop_last: bool,
     mut step: F,
 ) -> Result<EpochStats, PluginError>
 where
@@ -47,6 +64,9 @@ where
         ctx.check_cancelled()?;
         let (x, y) = batch?;
         let n = x.size().first().copied().unwrap_or(0);
+        if drop_last && n < i64::from(batch_size) {
+            break;
+        }
         let loss = step(ctx, &x, &y)?;
         stats.batches += 1;
         stats.samples += n;

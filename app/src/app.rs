@@ -142,6 +142,8 @@ pub struct LetheApp {
     pub forget_preview: Option<(ForgetRequest, Loadable<ForgetPreview>)>,
     /// Whether a preview task is running.
     pub(crate) forget_inflight: bool,
+    /// Close the new-forget-set form on the next frame (it was just saved).
+    pub(crate) close_forget_form: bool,
     /// Loaded result files.
     pub artifacts: HashMap<PathBuf, Loadable<ArtifactData>>,
     /// Heatmaps by file and tensor name.
@@ -152,6 +154,10 @@ pub struct LetheApp {
     pub scores: HashMap<PathBuf, Loadable<Scores>>,
     /// Sample pictures per dataset, by index.
     pub samples: HashMap<PathBuf, HashMap<i64, Thumb>>,
+    /// Sample pictures asked for and not there yet.
+    pub(crate) samples_pending: std::collections::HashSet<(PathBuf, i64)>,
+    /// Samples that could not be drawn (not in the dataset).
+    pub(crate) samples_missing: std::collections::HashSet<(PathBuf, i64)>,
     /// Uploaded thumbnails.
     pub textures: TextureCache,
     /// Path fields.
@@ -184,11 +190,14 @@ impl LetheApp {
             datasets: HashMap::new(),
             forget_preview: None,
             forget_inflight: false,
+            close_forget_form: false,
             artifacts: HashMap::new(),
             heatmaps: HashMap::new(),
             selected_tensor: HashMap::new(),
             scores: HashMap::new(),
             samples: HashMap::new(),
+            samples_pending: std::collections::HashSet::new(),
+            samples_missing: std::collections::HashSet::new(),
             textures: TextureCache::default(),
             inputs: Inputs::default(),
             notices: Vec::new(),
@@ -259,9 +268,10 @@ impl LetheApp {
 
     /// Inspects a dataset (with the split for `seed`) unless it already was.
     pub fn ensure_dataset(&mut self, path: &Path, seed: u64) {
-        let key = (path.to_path_buf(), seed);
-        if !self.datasets.contains_key(&key) {
-            self.datasets.insert(key, Loadable::Loading);
+        if let std::collections::hash_map::Entry::Vacant(e) =
+            self.datasets.entry((path.to_path_buf(), seed))
+        {
+            e.insert(Loadable::Loading);
             self.tasks.inspect_dataset(path.to_path_buf(), seed);
         }
     }
@@ -282,25 +292,21 @@ impl LetheApp {
         }
     }
 
-    /// Asks for pictures of samples not loaded yet.
+    /// Asks for pictures of samples not loaded (or being loaded) yet.
     pub fn ensure_samples(&mut self, data: &Path, indices: &[i64]) {
         let have = self.samples.entry(data.to_path_buf()).or_default();
         let missing: Vec<i64> = indices
             .iter()
             .copied()
             .filter(|i| !have.contains_key(i))
+            .filter(|i| {
+                let key = (data.to_path_buf(), *i);
+                !self.samples_pending.contains(&key) && !self.samples_missing.contains(&key)
+            })
             .collect();
         if !missing.is_empty() {
-            // Placeholders stop asking again while the task runs.
             for &i in &missing {
-                have.insert(
-                    i,
-                    Thumb {
-                        label: format!("#{i}"),
-                        detail: "loading".into(),
-                        image: egui::ColorImage::new([1, 1], vec![egui::Color32::DARK_GRAY]),
-                    },
-                );
+                self.samples_pending.insert((data.to_path_buf(), i));
             }
             self.tasks.sample_thumbs(data.to_path_buf(), missing);
         }
@@ -366,15 +372,31 @@ impl LetheApp {
             Done::Scores(dir, r) => {
                 self.scores.insert(dir, r.into());
             }
-            Done::Samples(data, r) => match r {
-                Ok(list) => {
-                    let have = self.samples.entry(data).or_default();
-                    for (i, t) in list {
-                        have.insert(i, t);
+            Done::Samples(data, asked, r) => {
+                // Whatever came back, those requests are over: samples that could
+                // not be drawn are not asked for again every frame.
+                for i in &asked {
+                    self.samples_pending.remove(&(data.clone(), *i));
+                }
+                let have = self.samples.entry(data.clone()).or_default();
+                let error = match r {
+                    Ok(list) => {
+                        for (i, t) in list {
+                            have.insert(i, t);
+                        }
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+                for i in asked {
+                    if !have.contains_key(&i) {
+                        self.samples_missing.insert((data.clone(), i));
                     }
                 }
-                Err(e) => self.notify(e, true),
-            },
+                if let Some(e) = error {
+                    self.notify(e, true);
+                }
+            }
             Done::Panicked(what) => {
                 self.forget_inflight = false;
                 self.notify(format!("internal error in a background task: {what}"), true);
@@ -586,7 +608,9 @@ impl LetheApp {
                 self.save_project();
                 self.state.draft.forget = Some(path.clone());
                 self.state.draft.forget_form_open = false;
+                self.close_forget_form = true;
                 self.state.forget_draft.name.clear();
+                self.state.forget_draft.accept_unmatched = false;
                 self.notify(format!("Saved forget set {}", path.display()), false);
             }
             Err(e) => self.notify(e.to_string(), true),

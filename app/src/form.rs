@@ -141,21 +141,23 @@ pub fn form_ui(ui: &mut egui::Ui, schema: &Schema, values: &mut FormValues) -> b
             groups.push(p.group.as_str());
         }
     }
-    for group in groups {
-        if !group.is_empty() {
-            ui.add_space(4.0);
-            ui.label(egui::RichText::new(group).strong());
-        }
-        egui::Grid::new(("form", group))
-            .num_columns(3)
-            .spacing([12.0, 6.0])
-            .show(ui, |ui| {
+    // One grid for every group, so the widgets of all groups line up.
+    ui.spacing_mut().slider_width = 200.0;
+    egui::Grid::new("form")
+        .num_columns(3)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            for group in groups {
+                if !group.is_empty() {
+                    ui.label(egui::RichText::new(group).strong());
+                    ui.end_row();
+                }
                 for p in schema.params.iter().filter(|p| p.group == group) {
                     changed |= param_row(ui, p, values);
                     ui.end_row();
                 }
-            });
-    }
+            }
+        });
     ui.horizontal(|ui| {
         let all_default = values.is_default(schema);
         if ui

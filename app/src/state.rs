@@ -41,13 +41,14 @@ pub enum View {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ForgetMode {
     /// A `.txt`/`.csv`/`.json` list of training-sample indices.
-    #[default]
     ListFile,
     /// Every training sample of one class.
     Class,
     /// A seeded random fraction of the training samples.
     Fraction,
-    /// A folder of a data subject's images, matched by content.
+    /// A folder of a data subject's images, matched by content (the usual
+    /// deletion request: "here are my photos").
+    #[default]
     Folder,
 }
 

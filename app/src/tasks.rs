@@ -161,7 +161,7 @@ pub enum Done {
     /// Membership scores of a run folder.
     Scores(PathBuf, Result<Scores, String>),
     /// Pictures of training samples, for a run's most-at-risk view.
-    Samples(PathBuf, Result<Vec<(i64, Thumb)>, String>),
+    Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, String>),
     /// A task panicked (a bug in Lethe); the message is shown.
     Panicked(String),
 }
@@ -265,7 +265,7 @@ impl Tasks {
                     .filter_map(|&i| sample_thumb(d, i, format!("#{i}")).map(|t| (i, t)))
                     .collect())
             });
-            Done::Samples(data, r)
+            Done::Samples(data, indices, r)
         });
     }
 

@@ -147,7 +147,7 @@ pub fn group_digits(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -298,11 +298,18 @@ fn forget_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             }
         }
         ui.add_space(4.0);
-        let force_open = app.state.draft.forget_form_open;
+        let force = if app.state.draft.forget_form_open {
+            Some(true)
+        } else if app.close_forget_form {
+            Some(false)
+        } else {
+            None
+        };
         app.state.draft.forget_form_open = false;
+        app.close_forget_form = false;
         egui::CollapsingHeader::new("Make a new forget set")
             .id_salt("new-forget-set")
-            .open(force_open.then_some(true))
+            .open(force)
             .show(ui, |ui| forget_form(ui, app, &data));
     });
 }
@@ -312,7 +319,7 @@ fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
         || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
-fn forget_form(ui: &mut egui::Ui, app: &mut LetheApp, data: &PathBuf) {
+fn forget_form(ui: &mut egui::Ui, app: &mut LetheApp, data: &std::path::Path) {
     let fd = &mut app.state.forget_draft;
     ui.horizontal_wrapped(|ui| {
         for mode in ForgetMode::ALL {
@@ -323,7 +330,7 @@ fn forget_form(ui: &mut egui::Ui, app: &mut LetheApp, data: &PathBuf) {
     let seed = app.state.draft.seed;
     let info = app
         .datasets
-        .get(&(data.clone(), seed))
+        .get(&(data.to_path_buf(), seed))
         .and_then(Loadable::ready)
         .cloned();
     let mut browse = None;
@@ -395,7 +402,7 @@ fn forget_form(ui: &mut egui::Ui, app: &mut LetheApp, data: &PathBuf) {
     }
     let fd = app.state.forget_draft.clone();
     let req = ForgetRequest {
-        data: data.clone(),
+        data: data.to_path_buf(),
         seed,
         mode: fd.mode,
         list_path: PathBuf::from(fd.list_path.trim()),
@@ -776,7 +783,8 @@ pub fn job_spec(app: &LetheApp) -> Result<JobSpec, Vec<String>> {
 }
 
 fn run_step(ui: &mut egui::Ui, app: &mut LetheApp) {
-    step(ui, 5, "Run", false, |ui| {
+    let ready = job_spec(app).is_ok();
+    step(ui, 5, "Run", ready, |ui| {
         ui.horizontal(|ui| {
             ui.label("Run on:");
             let devices = app.devices.clone();

@@ -130,7 +130,11 @@ pub fn sidebar(ui: &mut egui::Ui, app: &mut LetheApp) {
         .default_size(270.0)
         .size_range(200.0..=420.0)
         .show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| sidebar_contents(ui, app));
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                // Long names are truncated (hover shows them), never widen the panel.
+                ui.set_max_width(ui.available_width());
+                sidebar_contents(ui, app);
+            });
         });
 }
 
@@ -161,7 +165,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     for c in &p.file.checkpoints {
         let sel = view == View::Checkpoint(c.clone());
         let r = ui
-            .selectable_label(sel, format!("📦 {}", file_name(c)))
+            .add(egui::Button::selectable(sel, format!("📦 {}", file_name(c))).truncate())
             .on_hover_text(c.display().to_string());
         if r.clicked() {
             cmds.push(Command::Show(View::Checkpoint(c.clone())));
@@ -181,7 +185,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     for d in &p.file.datasets {
         let sel = view == View::Dataset(d.clone());
         let r = ui
-            .selectable_label(sel, format!("🖼 {}", file_name(d)))
+            .add(egui::Button::selectable(sel, format!("🖼 {}", file_name(d))).truncate())
             .on_hover_text(d.display().to_string());
         if r.clicked() {
             cmds.push(Command::Show(View::Dataset(d.clone())));
@@ -206,7 +210,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     for f in &p.file.forget_sets {
         let sel = view == View::ForgetSet(f.path.clone());
         let r = ui
-            .selectable_label(sel, format!("✂ {} ({})", f.name, f.count))
+            .add(egui::Button::selectable(sel, format!("✂ {} ({})", f.name, f.count)).truncate())
             .on_hover_text(format!("{}\n{}", f.origin, f.path.display()));
         if r.clicked() {
             cmds.push(Command::Show(View::ForgetSet(f.path.clone())));
@@ -240,7 +244,7 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
         ui.horizontal(|ui| {
             ui.colored_label(status_color(&r.status), "■");
             let resp = ui
-                .selectable_label(sel, text)
+                .add(egui::Button::selectable(sel, text).truncate())
                 .on_hover_text(format!("{}\n{}", r.id, r.spec.forget_label));
             if resp.clicked() {
                 cmds.push(Command::Show(View::Run(r.id.clone())));

@@ -260,7 +260,10 @@ fn heatmap_view(
             "column".into()
         },
     );
-    let height = (ui.available_width() * 0.8).clamp(320.0, 720.0);
+    // Fit the visible part of the window (the view scrolls, so its own
+    // available height is unbounded).
+    let visible = ui.clip_rect().bottom() - ui.cursor().top() - 12.0;
+    let height = (ui.available_width() * 0.8).min(visible).max(320.0);
     heatmap.show(ui, height);
 }
 
@@ -315,25 +318,6 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
                 "log-log (low false-positive rates)",
             );
         });
-        crate::widgets::plots::roc_plot(
-            ui,
-            &format!("roc-{}", dir.display()),
-            &rocs,
-            app.state.roc_log,
-        );
-        if let Some(run) = record {
-            ui.horizontal(|ui| {
-                for r in &rocs {
-                    if ui.button(format!("Export ROC {} (CSV)", r.name)).clicked() {
-                        app.commands.push(Command::Export {
-                            run: run.id.clone(),
-                            name: format!("roc-{}.csv", r.name.replace(' ', "-")),
-                            bytes: Arc::new(r.to_csv().into_bytes()),
-                        });
-                    }
-                }
-            });
-        }
     }
     let mut groups: Vec<(&str, &[f64])> = Vec::new();
     if let Some(m) = &scores.member {
@@ -345,14 +329,45 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
     if let Some(f) = &scores.forget {
         groups.push(("forget set", f));
     }
-    if let Some(h) = artifacts::histogram(&groups, 40) {
-        ui.label(RichText::new("Scores: members vs non-members").strong());
-        crate::widgets::plots::histogram_plot(
-            ui,
-            &format!("hist-{}", dir.display()),
-            &h,
-            "membership score",
-        );
+    let hist = artifacts::histogram(&groups, 40);
+    // ROC and score distributions side by side: they are two views of the
+    // same question (can the attack tell the groups apart?).
+    ui.horizontal_top(|ui| {
+        if !rocs.is_empty() {
+            ui.vertical(|ui| {
+                ui.label(RichText::new("ROC").strong());
+                crate::widgets::plots::roc_plot(
+                    ui,
+                    &format!("roc-{}", dir.display()),
+                    &rocs,
+                    app.state.roc_log,
+                );
+            });
+        }
+        if let Some(h) = &hist {
+            ui.vertical(|ui| {
+                ui.label(RichText::new("Scores: members vs non-members").strong());
+                crate::widgets::plots::histogram_plot(
+                    ui,
+                    &format!("hist-{}", dir.display()),
+                    h,
+                    "membership score",
+                );
+            });
+        }
+    });
+    if let Some(run) = record {
+        ui.horizontal(|ui| {
+            for r in &rocs {
+                if ui.button(format!("Export ROC {} (CSV)", r.name)).clicked() {
+                    app.commands.push(Command::Export {
+                        run: run.id.clone(),
+                        name: format!("roc-{}.csv", r.name.replace(' ', "-")),
+                        bytes: Arc::new(r.to_csv().into_bytes()),
+                    });
+                }
+            }
+        });
     }
     if let (Some(f), Some(run)) = (&scores.forget, record) {
         at_risk(ui, app, f, run);

@@ -87,8 +87,8 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
                 });
         }
         ui.add_space(8.0);
-        outputs(ui, app, &record);
-        scores_section(ui, app, &record);
+        outputs(ui, app, &record, &run_dir);
+        scores_section(ui, app, &record, &run_dir);
         ui.add_space(8.0);
         log_view(ui, app, &record);
         ui.add_space(8.0);
@@ -174,7 +174,7 @@ fn progress(ui: &mut egui::Ui, r: &JobRecord, now: f64) {
     match r.status {
         JobStatus::Queued => parts.push("waiting for the device".to_string()),
         JobStatus::Running if r.fraction.is_none() && r.message.is_empty() => {
-            parts.push("starting: loading the model and the data".to_string());
+            parts.push("started; waiting for the method's first progress report".to_string());
         }
         JobStatus::Cancelling => parts.push("stopping…".to_string()),
         _ => {}
@@ -204,42 +204,68 @@ fn progress(ui: &mut egui::Ui, r: &JobRecord, now: f64) {
     ui.add(bar);
 }
 
-fn outputs(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
-    if r.artifacts.is_empty() {
+fn outputs(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
+    // Files in the output folder that no event announced (written by a newer
+    // engine, or by the evaluation) are shown too.
+    let mut extra: Vec<std::path::PathBuf> = std::fs::read_dir(run_dir.join("output"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .filter(|p| !r.artifacts.iter().any(|a| &a.path == p))
+                .collect()
+        })
+        .unwrap_or_default();
+    extra.sort();
+    if r.artifacts.is_empty() && extra.is_empty() {
         return;
     }
+    let rows: Vec<(String, std::path::PathBuf)> = r
+        .artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.path.clone()))
+        .chain(extra.into_iter().map(|p| (super::file_name(&p), p)))
+        .collect();
     ui.label(RichText::new("What the job wrote").strong());
     egui::Grid::new("artifacts")
         .striped(true)
         .num_columns(3)
         .show(ui, |ui| {
-            for a in &r.artifacts {
-                let what = if a.name == "model" {
-                    "the new model (unlearned copy)".to_string()
-                } else if a.path.extension().is_some_and(|e| e == "json") {
-                    "results (JSON)".to_string()
+            for (name, path) in &rows {
+                let is_model =
+                    name == "model" || path.file_name().is_some_and(|n| n == "model.safetensors");
+                let what = if is_model {
+                    "the new model (unlearned copy)"
+                } else if path.extension().is_some_and(|e| e == "json") {
+                    "results (JSON)"
+                } else if artifacts::is_score_file(path) {
+                    "membership scores"
                 } else {
-                    "tensor".to_string()
+                    "tensor"
                 };
-                ui.label(RichText::new(&a.name).strong());
+                ui.label(RichText::new(name).strong());
                 ui.label(what);
                 ui.horizontal(|ui| {
                     if ui
                         .button("Open")
-                        .on_hover_text(a.path.display().to_string())
+                        .on_hover_text(path.display().to_string())
                         .clicked()
                     {
-                        let view = if a.name == "model" {
-                            View::Checkpoint(a.path.clone())
+                        let view = if is_model {
+                            View::Checkpoint(path.clone())
                         } else {
                             View::Artifact {
                                 run: r.id.clone(),
-                                path: a.path.clone(),
+                                path: path.clone(),
                             }
                         };
                         app.commands.push(Command::Show(view));
                     }
-                    if !a.path.exists() {
+                    if !path.exists() {
                         ui.colored_label(Color32::from_rgb(220, 60, 60), "missing");
                     }
                 });
@@ -250,22 +276,19 @@ fn outputs(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
 
 /// ROC curves, histograms and the most member-like forget samples, when the
 /// run wrote membership scores (an attack).
-fn scores_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
-    if !r
+fn scores_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
+    let dir = run_dir.join("output");
+    let has_scores = r
         .artifacts
         .iter()
         .any(|a| artifacts::is_score_file(&a.path))
-    {
+        || dir.join("scores_nonmember.safetensors").is_file()
+        || dir.join("scores_forget.safetensors").is_file();
+    // Only once the job is over: score files are written one by one, and a
+    // half-written set must not be cached.
+    if !has_scores || !r.status.is_final() {
         return;
     }
-    let Some(dir) = r
-        .artifacts
-        .iter()
-        .find(|a| artifacts::is_score_file(&a.path))
-        .and_then(|a| a.path.parent().map(|p| p.to_path_buf()))
-    else {
-        return;
-    };
     app.ensure_scores(&dir);
     ui.add_space(8.0);
     crate::panels::results::scores_view(ui, app, &dir, Some(r));

@@ -301,9 +301,7 @@ impl Heatmap {
                 .load_texture("heatmap", image, TextureOptions::NEAREST);
             self.texture = Some((tex, block));
         }
-        let Some((tex, block)) = self.texture.as_ref() else {
-            return None;
-        };
+        let (tex, block) = self.texture.as_ref()?;
         let tex_id = tex.id();
         let block = *block;
 
@@ -312,9 +310,12 @@ impl Heatmap {
         let legend_w = 78.0;
         let width = ui.available_width().max(200.0);
         let (outer, _) = ui.allocate_exact_size(vec2(width, height.max(160.0)), Sense::hover());
-        let side = (outer.width() - axis - legend_w - 8.0).min(outer.height() - axis - 18.0);
+        // Top margin: the column title above the column axis.
+        let title_h = 16.0;
+        let side =
+            (outer.width() - axis - legend_w - 8.0).min(outer.height() - axis - title_h - 18.0);
         let plot = Rect::from_min_size(
-            outer.min + vec2(axis, axis),
+            outer.min + vec2(axis, axis + title_h),
             vec2(side.max(40.0), side.max(40.0)),
         );
         self.last_plot_rect = Some(plot);
@@ -329,7 +330,7 @@ impl Heatmap {
         // double-click shows everything.
         if let Some(p) = response.hover_pos() {
             let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
-            let factor = f64::from(pinch) * (f64::from(scroll) / 200.0).exp();
+            let factor = f64::from(pinch) * (f64::from(scroll) / 400.0).exp();
             if (factor - 1.0).abs() > 1e-6 {
                 let fx = f64::from((p.x - plot.left()) / plot.width());
                 let fy = f64::from((p.y - plot.top()) / plot.height());
@@ -529,7 +530,9 @@ impl Heatmap {
             && cell >= 10.0
         {
             let size = (cell as f32 - 1.0).min(axis - 6.0);
-            for i in (a0.floor() as usize)..(a1.ceil() as usize).min(thumbs.len()) {
+            let first = a0.floor() as usize;
+            let last = (a1.ceil() as usize).min(thumbs.len());
+            for (i, thumb) in thumbs.iter().enumerate().take(last).skip(first) {
                 let mid = to_screen(i as f64 + 0.5);
                 let r = if rows {
                     Rect::from_center_size(
@@ -546,7 +549,7 @@ impl Heatmap {
                     || (!rows && r.center().x >= plot.left() && r.center().x <= plot.right())
                 {
                     painter.image(
-                        thumbs[i].id(),
+                        thumb.id(),
                         r,
                         Rect::from_min_max(Pos2::ZERO, pos2(1.0, 1.0)),
                         Color32::WHITE,
@@ -714,7 +717,9 @@ mod tests {
             .with_size(vec2(800.0, 700.0))
             .build_ui_state(
                 |ui, (h, out): &mut (Heatmap, Option<Hovered>)| {
-                    *out = h.show(ui, 650.0);
+                    egui::ScrollArea::vertical().show(ui, |ui| {
+                        *out = h.show(ui, 650.0);
+                    });
                 },
                 (Heatmap::new(Arc::clone(&matrix), Colormap::Viridis), None),
             );
@@ -734,6 +739,25 @@ mod tests {
         let hovered = harness.state().1.expect("hovering a cell");
         assert_eq!(hovered.value, matrix.get(hovered.row, hovered.col).unwrap());
         assert!(hovered.row < 5 && hovered.col < 5, "{hovered:?}");
+        // The wheel over the cells zooms in about the pointer; double-click resets.
+        let at = plot.min + vec2(plot.width() * 0.25, plot.height() * 0.25);
+        harness.hover_at(at);
+        harness.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Line,
+            delta: vec2(0.0, 3.0),
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+            modifiers: egui::Modifiers::NONE,
+        });
+        for _ in 0..20 {
+            harness.step();
+        }
+        let w = harness.state().0.window();
+        assert!(w.x1 - w.x0 < 1500.0, "zoomed in: {w:?}");
+        assert!(
+            w.x0 > 0.0 && w.x0 < 500.0 && w.y0 > 0.0 && w.y0 < 500.0,
+            "about the pointer: {w:?}"
+        );
         heatmap.reset_view();
         assert_eq!(heatmap.window(), Window::full(2000, 2000));
     }

@@ -44,7 +44,7 @@ pub fn thumb_grid(
                 ui.set_width(size);
                 ui.image((tex.id(), egui::vec2(size, size)))
                     .on_hover_text(&t.detail);
-                ui.add(egui::Label::new(egui::RichText::new(&t.label).small()).truncate());
+                ui.add(egui::Label::new(egui::RichText::new(&t.label).small()).wrap());
             });
         }
     });

@@ -18,14 +18,29 @@ pub const PALETTE: [Color32; 8] = [
     Color32::from_rgb(23, 190, 207),
 ];
 
+/// A named series.
+type Series<'a> = (&'a String, &'a Vec<[f64; 2]>);
+
 /// The series worth a curve: two or more points.
-pub fn plottable(curves: &BTreeMap<String, Vec<[f64; 2]>>) -> Vec<(&String, &Vec<[f64; 2]>)> {
+pub fn plottable(curves: &BTreeMap<String, Vec<[f64; 2]>>) -> Vec<Series<'_>> {
     curves.iter().filter(|(_, p)| p.len() >= 2).collect()
 }
 
-/// Live curves of a job (losses and metrics against epoch or step). Series
-/// whose names contain "acc" go on their own plot so a loss of 2.3 does not
-/// flatten an accuracy of 0.98.
+/// Which plot a series goes on: losses, accuracies and everything else (a
+/// learning rate of 0.01 next to a loss of 2.3 would flatten one of them).
+pub fn curve_group(name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    if n.contains("loss") {
+        "losses"
+    } else if n.contains("acc") {
+        "accuracy"
+    } else {
+        "other values"
+    }
+}
+
+/// Live curves of a job (losses and metrics against epoch or step), one plot
+/// per [`curve_group`].
 pub fn curves_plot(
     ui: &mut egui::Ui,
     id: &str,
@@ -37,29 +52,39 @@ pub fn curves_plot(
         ui.weak("No curves yet: they appear once the method reports a value twice.");
         return;
     }
-    let (acc, other): (Vec<_>, Vec<_>) = series.into_iter().partition(|(n, _)| n.contains("acc"));
-    let groups: Vec<(&str, Vec<(&String, &Vec<[f64; 2]>)>)> =
-        [("values", other), ("accuracy", acc)]
-            .into_iter()
-            .filter(|(_, s)| !s.is_empty())
-            .collect();
+    let mut groups: Vec<(&str, Vec<Series<'_>>)> = Vec::new();
+    for s in series {
+        let g = curve_group(s.0);
+        match groups.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, list)) => list.push(s),
+            None => groups.push((g, vec![s])),
+        }
+    }
+    groups.sort_by_key(|(g, _)| {
+        ["losses", "accuracy", "other values"]
+            .iter()
+            .position(|x| x == g)
+    });
     let n = groups.len() as f32;
     let width = (ui.available_width() - 8.0 * (n - 1.0)) / n;
+    let mut color = 0;
     ui.horizontal(|ui| {
-        for (gi, (name, group)) in groups.into_iter().enumerate() {
+        for (name, group) in groups {
             ui.vertical(|ui| {
                 ui.set_width(width);
+                ui.label(egui::RichText::new(name).small().weak());
                 Plot::new((id, name))
-                    .height(220.0)
+                    .height(200.0)
                     .legend(Legend::default())
                     .x_axis_label(x_label)
                     .show(ui, |plot| {
-                        for (i, (series, points)) in group.iter().enumerate() {
+                        for (series, points) in &group {
                             plot.line(
                                 Line::new(series.as_str(), PlotPoints::from(points.to_vec()))
-                                    .color(PALETTE[(i + gi * 3) % PALETTE.len()])
+                                    .color(PALETTE[color % PALETTE.len()])
                                     .width(1.8),
                             );
+                            color += 1;
                         }
                     });
             });
@@ -91,9 +116,9 @@ pub fn roc_plot(ui: &mut egui::Ui, id: &str, rocs: &[Roc], log: bool) {
     };
     let lo = tx(floor);
     let mut plot = Plot::new(id)
-        .height(300.0)
-        .data_aspect(1.0)
-        .legend(Legend::default())
+        .height(320.0)
+        .width(420.0)
+        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .x_axis_label("false-positive rate")
         .y_axis_label("true-positive rate")
         .x_axis_formatter(move |m, _| fmt(m.value))
@@ -160,7 +185,10 @@ pub fn roc_plot(ui: &mut egui::Ui, id: &str, rocs: &[Roc], log: bool) {
             p.line(
                 Line::new(name, PlotPoints::from(pts))
                     .color(PALETTE[i % PALETTE.len()])
-                    .width(2.0),
+                    .width(2.0)
+                    // A ROC curve is a staircase: vertical runs are data, not
+                    // points to aggregate into a band.
+                    .allow_band(false),
             );
         }
     });
@@ -176,8 +204,18 @@ fn fmt_rate(v: f64) -> String {
 
 /// Score histograms of several groups on shared bins, as shares of each group.
 pub fn histogram_plot(ui: &mut egui::Ui, id: &str, h: &Histogram, x_label: &str) {
+    let top = h
+        .series
+        .iter()
+        .flat_map(|(_, s)| s.iter().copied())
+        .fold(0.0f64, f64::max);
     Plot::new(id)
-        .height(240.0)
+        .height(320.0)
+        .default_y_bounds(0.0, (top * 1.1).max(1e-9))
+        .default_x_bounds(
+            h.lo,
+            h.lo + h.width * h.series.first().map_or(1, |s| s.1.len()) as f64,
+        )
         .legend(Legend::default())
         .x_axis_label(x_label)
         .y_axis_label("share of samples")
@@ -197,4 +235,23 @@ pub fn histogram_plot(ui: &mut egui::Ui, id: &str, h: &Histogram, x_label: &str)
                 p.bar_chart(BarChart::new(name.as_str(), bars).color(color));
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_grouped_by_what_they_measure() {
+        assert_eq!(curve_group("retain_loss"), "losses");
+        assert_eq!(curve_group("forget_acc"), "accuracy");
+        assert_eq!(curve_group("test_accuracy"), "accuracy");
+        assert_eq!(curve_group("lr"), "other values");
+        let mut curves = BTreeMap::new();
+        curves.insert("one".to_string(), vec![[0.0, 1.0]]);
+        curves.insert("two".to_string(), vec![[0.0, 1.0], [1.0, 2.0]]);
+        let p = plottable(&curves);
+        assert_eq!(p.len(), 1, "a single point is not a curve");
+        assert_eq!(p[0].0, "two");
+    }
 }

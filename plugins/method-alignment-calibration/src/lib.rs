@@ -13,7 +13,7 @@ use lethe_plugin_api::sdk::{
 };
 use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::{Cycle, mixed_batch_sizes, report_epoch};
-use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
+use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, evaluate, finish, prepare};
 use losses::{Coefficients, Terms, forget_mask, moco_terms, normalize, simclr_terms};
@@ -172,12 +172,18 @@ impl Plugin for AlignmentCalibration {
                 ));
             }
         };
-        let task = prep.recipe.get("task").and_then(Value::as_str).unwrap_or("");
-        let variant = self.variant.unwrap_or(if task.eq_ignore_ascii_case("moco") {
-            Variant::Moco
-        } else {
-            Variant::SimClr
-        });
+        let task = prep
+            .recipe
+            .get("task")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let variant = self
+            .variant
+            .unwrap_or(if task.eq_ignore_ascii_case("moco") {
+                Variant::Moco
+            } else {
+                Variant::SimClr
+            });
         let temperature = if self.temperature > 0.0 {
             self.temperature
         } else {
@@ -206,7 +212,9 @@ impl Plugin for AlignmentCalibration {
             ctx.data_len(Split::Forget)?.unwrap_or(0),
         );
         if n_r == 0 || n_f == 0 {
-            return Err(PluginError::msg("Alignment Calibration needs retain and forget samples"));
+            return Err(PluginError::msg(
+                "Alignment Calibration needs retain and forget samples",
+            ));
         }
         let mut c = self.coefficients;
         if self.epsilon_auto {
@@ -215,7 +223,11 @@ impl Plugin for AlignmentCalibration {
         let bs = self.optim.batch_size;
         // At least two forget samples per batch: negative pairs need two.
         let (br, bf) = mixed_batch_sizes(bs, n_r, n_f);
-        let (br, bf) = if bf < 2 && bs >= 4 { (bs - 2, 2) } else { (br, bf) };
+        let (br, bf) = if bf < 2 && bs >= 4 {
+            (bs - 2, 2)
+        } else {
+            (br, bf)
+        };
         ctx.info(&format!(
             "{variant:?}, temperature {temperature}, ε = {:.5}, batches of {br} retain + {bf} forget",
             c.epsilon
@@ -441,9 +453,14 @@ fn alignment(
         let v2 = ctx.augment(&x, recipe)?;
         let z1 = normalize(&ctx.model_forward(head, &v1)?)?;
         let z2 = normalize(&ctx.model_forward(head, &v2)?)?;
-        let cos = z1.f_mul(&z2)?.f_sum_dim_intlist([1i64].as_slice(), false, DType::Float)?;
+        let cos = z1
+            .f_mul(&z2)?
+            .f_sum_dim_intlist([1i64].as_slice(), false, DType::Float)?;
         let take = i64::try_from((limit - n).min(rows(&cos) as u64)).unwrap_or(0);
-        sum += cos.f_narrow(0, 0, take)?.f_sum(DType::Float)?.f_double_value(&[])?;
+        sum += cos
+            .f_narrow(0, 0, take)?
+            .f_sum(DType::Float)?
+            .f_double_value(&[])?;
         n += take as u64;
         if n >= limit {
             break;

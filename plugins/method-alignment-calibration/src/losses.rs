@@ -109,7 +109,9 @@ pub fn simclr_terms(
     let idx = Tensor::f_arange(n, (Kind::Int64, device))?;
     // Row a's positive is a + N (mod 2N): the other view of the same sample.
     let partner = Tensor::f_cat(&[&idx.f_add_scalar(n)?, &idx], 0)?;
-    let pos_sim = s.f_gather(1, &partner.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+    let pos_sim = s
+        .f_gather(1, &partner.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?;
     let lse = s
         .f_masked_fill(&eye, f64::NEG_INFINITY)?
         .f_logsumexp([1i64].as_slice(), false)?;

@@ -27,9 +27,7 @@ impl MomentumEncoder {
     pub fn new(params: &[(String, Tensor)], momentum: f64) -> Result<Self, PluginError> {
         let live: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
         let keys = tch::no_grad(|| -> Result<Vec<Tensor>, PluginError> {
-            live.iter()
-                .map(|p| Ok(p.f_detach_copy()?))
-                .collect()
+            live.iter().map(|p| Ok(p.f_detach_copy()?)).collect()
         })?;
         Ok(MomentumEncoder {
             live,
@@ -166,10 +164,15 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let mut enc = MomentumEncoder::new(&[("w".into(), p.shallow_clone())], 0.9).unwrap();
         tch::no_grad(|| {
-            let _ = p.shallow_clone().f_copy_(&Tensor::from_slice(&[11.0f32, 2.0]));
+            let _ = p
+                .shallow_clone()
+                .f_copy_(&Tensor::from_slice(&[11.0f32, 2.0]));
         });
         enc.update().unwrap();
         let k = Vec::<f32>::try_from(enc.keys()[0].to_kind(Kind::Float)).unwrap();
-        assert!((k[0] - 2.0).abs() < 1e-6 && (k[1] - 2.0).abs() < 1e-6, "{k:?}");
+        assert!(
+            (k[0] - 2.0).abs() < 1e-6 && (k[1] - 2.0).abs() < 1e-6,
+            "{k:?}"
+        );
     }
 }

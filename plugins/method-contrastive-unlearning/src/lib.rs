@@ -13,10 +13,10 @@ use lethe_plugin_api::sdk::{
 };
 use lethe_plugin_api::tch::Tensor;
 use lethe_plugin_kit::epoch::{Cycle, report_epoch};
-use lethe_plugin_kit::losses::cross_entropy;
-use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
-use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::forgetting::{self, Forgetting};
+use lethe_plugin_kit::losses::cross_entropy;
+use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
+use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
 use losses::contrastive_unlearning_loss;
 use serde_json::json;
@@ -202,7 +202,7 @@ impl Plugin for ContrastiveUnlearning {
                     trainer.step(&terms.loss)?;
                 }
                 forget_batches += 1;
-                if self.early_stop && forget_batches % self.check_every == 0 {
+                if self.early_stop && forget_batches.is_multiple_of(self.check_every) {
                     let forget_acc = accuracy(ctx, &objective, Split::Forget, bs, 0)?;
                     let goal = target(ctx)?;
                     if forget_acc <= goal {

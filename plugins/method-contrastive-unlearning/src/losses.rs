@@ -44,9 +44,7 @@ pub fn contrastive_unlearning_loss(
     let s = normalize(z_u)?
         .f_matmul(&normalize(z_r)?.f_tr()?)?
         .f_div_scalar(tau)?;
-    let same = y_u
-        .f_unsqueeze(1)?
-        .f_eq_tensor(&y_r.f_unsqueeze(0)?)?;
+    let same = y_u.f_unsqueeze(1)?.f_eq_tensor(&y_r.f_unsqueeze(0)?)?;
     let diff = same.f_logical_not()?;
     let n_diff = diff
         .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?
@@ -125,7 +123,9 @@ mod tests {
     fn minimising_it_moves_a_forget_embedding_to_another_class() {
         // One forget sample of class 0 near the class-0 retain cluster; a few steps
         // of gradient descent on the loss move it closer to class 1.
-        let z = Tensor::from_slice(&[1.0f32, 0.1]).view([1, 2]).set_requires_grad(true);
+        let z = Tensor::from_slice(&[1.0f32, 0.1])
+            .view([1, 2])
+            .set_requires_grad(true);
         let y_u = Tensor::from_slice(&[0i64]);
         let z_r = Tensor::from_slice(&[1.0f32, 0.0, 0.9, 0.1, 0.0, 1.0]).view([3, 2]);
         let y_r = Tensor::from_slice(&[0i64, 0, 1]);
@@ -140,6 +140,10 @@ mod tests {
                 let _ = z.grad().zero_();
             });
         }
-        assert!(cos_to_class1(&z) > before + 0.5, "{before} -> {}", cos_to_class1(&z));
+        assert!(
+            cos_to_class1(&z) > before + 0.5,
+            "{before} -> {}",
+            cos_to_class1(&z)
+        );
     }
 }

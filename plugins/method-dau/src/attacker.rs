@@ -242,7 +242,10 @@ print(json.dumps(out.flatten().tolist()))
         let ours = Vec::<f64>::try_from(ours.to_kind(Kind::Double).flatten(0, -1)).unwrap();
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(&theirs) {
-            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{ours:?} vs {theirs:?}");
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{ours:?} vs {theirs:?}"
+            );
         }
     }
 
@@ -259,6 +262,9 @@ print(json.dumps(out.flatten().tolist()))
         let t1 = a.forward(&x, true).unwrap();
         let t2 = a.forward(&x, true).unwrap();
         assert!(!t1.allclose(&t2, 1e-6, 1e-6, false));
-        assert!(a.forward(&Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)), false).is_err());
+        assert!(
+            a.forward(&Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)), false)
+                .is_err()
+        );
     }
 }

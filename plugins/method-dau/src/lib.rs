@@ -17,12 +17,11 @@ use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::{Cycle, report_epoch};
 use lethe_plugin_kit::forgetting::{self, Forgetting};
 use lethe_plugin_kit::losses::cross_entropy;
-use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
+use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, Sgd, SgdConfig, evaluate, finish, prepare};
 use losses::{
-    Opposition, attack_inputs, barlow_twins, defender_loss, lambda_at, membership_loss,
-    sensitivity,
+    Opposition, attack_inputs, barlow_twins, defender_loss, lambda_at, membership_loss, sensitivity,
 };
 use serde_json::{Value, json};
 
@@ -368,12 +367,7 @@ fn score(logits: &Tensor, members: &Tensor) -> Result<(f64, f64), PluginError> {
 impl Game {
     /// The attacker's inputs for `(x, y)`: differentiable into the model when it is
     /// in train mode.
-    fn inputs(
-        &self,
-        ctx: &mut HostContext,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<Tensor, PluginError> {
+    fn inputs(&self, ctx: &mut HostContext, x: &Tensor, y: &Tensor) -> Result<Tensor, PluginError> {
         // The clean batch and its m noisy copies in one forward pass: one large
         // batch runs much faster than m + 1 small ones (the copies differ by 1e-3,
         // so batch statistics are those of the clean batch).
@@ -402,7 +396,10 @@ impl Game {
         ctx: &mut HostContext,
         train: bool,
     ) -> Result<(Tensor, Tensor), PluginError> {
-        let ((xf, yf), (xv, yv)) = (self.forget.next_batch(ctx)?, self.non_members.next_batch(ctx)?);
+        let ((xf, yf), (xv, yv)) = (
+            self.forget.next_batch(ctx)?,
+            self.non_members.next_batch(ctx)?,
+        );
         let n = rows(&xf).min(rows(&xv));
         ctx.model_set_train(train)?;
         let f = self.inputs(ctx, &xf.f_narrow(0, 0, n)?, &yf.f_narrow(0, 0, n)?)?;
@@ -423,6 +420,7 @@ impl Game {
         ctx: &mut HostContext,
         sgd: &mut Sgd,
     ) -> Result<(f64, f64), PluginError> {
+        ctx.check_cancelled()?;
         let (x, members) = self.membership_batch(ctx, false)?;
         let x = x.f_detach()?;
         sgd.zero_grad()?;
@@ -442,13 +440,18 @@ impl Game {
         yr: &Tensor,
         dau: &Dau,
     ) -> Result<DefenderTerms, PluginError> {
+        ctx.check_cancelled()?;
         ctx.model_set_train(true)?;
         let retain_ce = cross_entropy(&ctx.model_forward(ModelHead::Classifier, xr)?, yr)?;
-        let ((xf, yf), (xv, yv)) = (self.forget.next_batch(ctx)?, self.non_members.next_batch(ctx)?);
+        let ((xf, yf), (xv, yv)) = (
+            self.forget.next_batch(ctx)?,
+            self.non_members.next_batch(ctx)?,
+        );
         let n = rows(&xf).min(rows(&xv));
         let (xf, yf) = (xf.f_narrow(0, 0, n)?, yf.f_narrow(0, 0, n)?);
         let (xv, yv) = (xv.f_narrow(0, 0, n)?, yv.f_narrow(0, 0, n)?);
         let f = self.inputs(ctx, &xf, &yf)?;
+        ctx.check_cancelled()?;
         let v = self.inputs(ctx, &xv, &yv)?;
         let device = f.device();
         let (attack, attacker_acc) = match dau.opposition {
@@ -460,7 +463,9 @@ impl Game {
                     ],
                     0,
                 )?;
-                let logits = self.attacker.forward(&Tensor::f_cat(&[&f, &v], 0)?, false)?;
+                let logits = self
+                    .attacker
+                    .forward(&Tensor::f_cat(&[&f, &v], 0)?, false)?;
                 let acc = score(&logits.f_detach()?, &members)?.1;
                 (membership_loss(&logits, &members)?, acc)
             }

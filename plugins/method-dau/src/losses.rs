@@ -12,7 +12,9 @@ use lethe_plugin_api::tch::{Kind, Reduction, Tensor};
 /// Yuan and Zhang's sensitivity of a prediction to input noise of scale `ε`.
 pub fn sensitivity(p: &Tensor, noisy: &[Tensor], eps: f64) -> Result<Tensor, PluginError> {
     if noisy.is_empty() {
-        return Err(PluginError::msg("sensitivity needs at least one noisy draw"));
+        return Err(PluginError::msg(
+            "sensitivity needs at least one noisy draw",
+        ));
     }
     let mut sum = p.f_zeros_like()?;
     for q in noisy {
@@ -56,7 +58,11 @@ pub fn barlow_twins(a: &Tensor, b: &Tensor, off_diagonal: f64) -> Result<Tensor,
     let c = centre(a)?.f_tr()?.f_matmul(&centre(b)?)?;
     let d = c.size().first().copied().unwrap_or(0);
     let eye = Tensor::f_eye(d, (Kind::Float, c.device()))?;
-    let on = c.f_diagonal(0, 0, 1)?.f_sub_scalar(1.0)?.f_square()?.f_sum(Kind::Float)?;
+    let on = c
+        .f_diagonal(0, 0, 1)?
+        .f_sub_scalar(1.0)?
+        .f_square()?
+        .f_sum(Kind::Float)?;
     let off = c
         .f_mul(&eye.f_neg()?.f_add_scalar(1.0)?)?
         .f_square()?
@@ -179,7 +185,9 @@ mod tests {
 
     #[test]
     fn barlow_twins_is_finite_on_dead_features() {
-        let a = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 2.0]).view([2, 2]).set_requires_grad(true);
+        let a = Tensor::from_slice(&[0.0f32, 1.0, 0.0, 2.0])
+            .view([2, 2])
+            .set_requires_grad(true);
         let b = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 1.0]).view([2, 2]);
         let l = barlow_twins(&a, &b, 5e-3).unwrap();
         l.backward();
@@ -189,7 +197,11 @@ mod tests {
 
     #[test]
     fn defender_loss_and_lambda_schedule() {
-        let (ce, att, bt) = (Tensor::from(0.5f32), Tensor::from(0.7f32), Tensor::from(2.0f32));
+        let (ce, att, bt) = (
+            Tensor::from(0.5f32),
+            Tensor::from(0.7f32),
+            Tensor::from(2.0f32),
+        );
         let m = v(&defender_loss(&ce, &att, &bt, 2.0, 0.1, Opposition::MinMax).unwrap());
         assert!((m - (0.5 - 1.4 + 0.2)).abs() < 1e-6);
         let f = v(&defender_loss(&ce, &att, &bt, 2.0, 0.1, Opposition::Flipped).unwrap());

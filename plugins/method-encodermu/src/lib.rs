@@ -10,7 +10,7 @@ use lethe_plugin_api::sdk::{
 };
 use lethe_plugin_api::tch::{Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::{Cycle, for_each_batch, report_epoch};
-use lethe_plugin_kit::params::{self, OptimDefaults, Optim, Prune, Training};
+use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
 use losses::{Weights, gradient_penalty, interpolate, mean_output_norm, total};
@@ -41,9 +41,7 @@ enum Output {
 impl Output {
     fn head(self, kind: ModelKind) -> ModelHead {
         match (self, kind) {
-            (Output::Features, _) | (Output::Auto, ModelKind::Encoder { .. }) => {
-                ModelHead::Encoder
-            }
+            (Output::Features, _) | (Output::Auto, ModelKind::Encoder { .. }) => ModelHead::Encoder,
             (Output::Logits, _) | (Output::Auto, ModelKind::Classifier { .. }) => {
                 ModelHead::Classifier
             }
@@ -123,13 +121,18 @@ impl Plugin for EncoderMu {
                 ),
             )
             .param(
-                ParamSpec::choice("output", "Model output", &["auto", "features", "logits"], "auto")
-                    .group("Method")
-                    .help(
-                        "The output used as the critic D and in L_norm. auto: the encoder's \
+                ParamSpec::choice(
+                    "output",
+                    "Model output",
+                    &["auto", "features", "logits"],
+                    "auto",
+                )
+                .group("Method")
+                .help(
+                    "The output used as the critic D and in L_norm. auto: the encoder's \
                          features for an encoder (the paper: \"the encoder's prediction \
                          output\"), the logits for a classifier.",
-                    ),
+                ),
             );
         let d = params::optimiser(
             d,
@@ -187,8 +190,8 @@ impl Plugin for EncoderMu {
         let steps = steps_per_epoch(ctx, Split::Forget, bs, max)?;
         let mut trainer = Trainer::new(prep.params, prep.masks, &self.optim, steps)?;
         let mut non_members = Cycle::new(non_member, bs);
-        let mut members = (self.member_split != Split::Forget)
-            .then(|| Cycle::new(self.member_split, bs));
+        let mut members =
+            (self.member_split != Split::Forget).then(|| Cycle::new(self.member_split, bs));
         let epochs = self.optim.epochs;
         let w = self.weights;
         for epoch in 0..epochs {
@@ -233,8 +236,10 @@ impl Plugin for EncoderMu {
             "non_member_split": format!("{non_member:?}").to_lowercase(),
         });
         if let Some(m) = extra.as_object_mut() {
-            for (prefix, e) in [("non_member_before", before_non), ("non_member_after", after_non)]
-            {
+            for (prefix, e) in [
+                ("non_member_before", before_non),
+                ("non_member_after", after_non),
+            ] {
                 if let serde_json::Value::Object(v) = e.to_json(prefix) {
                     m.extend(v);
                 }

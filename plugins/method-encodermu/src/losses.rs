@@ -45,8 +45,7 @@ pub fn penalty_from_gradients(gradients: &Tensor) -> Result<Tensor, PluginError>
 /// derivative finite at a zero row (dead ReLU features, a flat critic), where
 /// `x/‖x‖` is 0/0 and one NaN would poison every weight.
 fn row_norms(x: &Tensor) -> Result<Tensor, PluginError> {
-    Ok(x
-        .f_flatten(1, -1)?
+    Ok(x.f_flatten(1, -1)?
         .f_square()?
         .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?
         .f_add_scalar(1e-12)?
@@ -146,18 +145,29 @@ mod tests {
         let z = Tensor::from_slice(&[0.3f32, -1.0, 2.0, 5.0]).view([2, 2]);
         let gp = gradient_penalty(&z, |z| Ok(z.matmul(&w))).unwrap();
         let want = (13f64.sqrt() - 1.0).powi(2);
-        assert!((scalar(&gp) - want).abs() < 1e-5, "{} vs {want}", scalar(&gp));
+        assert!(
+            (scalar(&gp) - want).abs() < 1e-5,
+            "{} vs {want}",
+            scalar(&gp)
+        );
 
         // D(z) = Σ_k z_k² : gradient 2z; rows (0.3, -1) → norm 2·√1.09, (2, 5) → 2·√29.
         let gp = gradient_penalty(&z, |z| Ok(z.square())).unwrap();
-        let want = ((2.0 * 1.09f64.sqrt() - 1.0).powi(2) + (2.0 * 29f64.sqrt() - 1.0).powi(2)) / 2.0;
-        assert!((scalar(&gp) - want).abs() < 1e-4, "{} vs {want}", scalar(&gp));
+        let want =
+            ((2.0 * 1.09f64.sqrt() - 1.0).powi(2) + (2.0 * 29f64.sqrt() - 1.0).powi(2)) / 2.0;
+        assert!(
+            (scalar(&gp) - want).abs() < 1e-4,
+            "{} vs {want}",
+            scalar(&gp)
+        );
     }
 
     #[test]
     fn the_penalty_back_propagates_into_the_critic() {
         // D(z) = z·w (one output): ∇_z D = w, GP = (‖w‖ − 1)², dGP/dw = 2(‖w‖−1)·w/‖w‖.
-        let w = Tensor::from_slice(&[3.0f32, 4.0]).view([2, 1]).set_requires_grad(true);
+        let w = Tensor::from_slice(&[3.0f32, 4.0])
+            .view([2, 1])
+            .set_requires_grad(true);
         let z = Tensor::from_slice(&[1.0f32, 2.0, -1.0, 0.5]).view([2, 2]);
         let gp = gradient_penalty(&z, |z| Ok(z.matmul(&w))).unwrap();
         gp.backward();
@@ -239,7 +249,8 @@ gp = ((g.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 gp.backward()
 print(json.dumps({"gp": gp.item(), "dw1": w1.grad.flatten().tolist(), "dw2": w2.grad.flatten().tolist()}))
 "#;
-        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+        let python =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
         let mut child = Command::new(python)
             .args(["-c", script])
             .stdin(Stdio::piped())
@@ -256,7 +267,10 @@ print(json.dumps({"gp": gp.item(), "dw1": w1.grad.flatten().tolist(), "dw2": w2.
         assert!(out.status.success());
         let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
-        assert!(close(scalar(&gp), theirs["gp"].as_f64().unwrap()), "{theirs}");
+        assert!(
+            close(scalar(&gp), theirs["gp"].as_f64().unwrap()),
+            "{theirs}"
+        );
         for (ours, key) in [(values(&w1.grad()), "dw1"), (values(&w2.grad()), "dw2")] {
             let theirs: Vec<f64> = serde_json::from_value(theirs[key].clone()).unwrap();
             assert_eq!(ours.len(), theirs.len());

@@ -58,10 +58,10 @@ fn simclr_terms_by_hand() {
     let neg = (-1.0 - 2.0 * C) / 2.0;
     assert!(close(v(&t.neg), neg), "{} vs {neg}", v(&t.neg));
     let lse_rows = [
-        lse(&[0.0, 0.0, 0.0, 2.0 * C, -2.0]),         // a1
-        lse(&[-2.0, 0.0, -2.0, -2.0 * C, 0.0]),       // a2
+        lse(&[0.0, 0.0, 0.0, 2.0 * C, -2.0]),                  // a1
+        lse(&[-2.0, 0.0, -2.0, -2.0 * C, 0.0]),                // a2
         lse(&[2.0 * C, 2.0 * C, -2.0 * C, 2.0 * C, -2.0 * C]), // a4
-        lse(&[0.0, -2.0, 0.0, 0.0, -2.0 * C]),        // a5
+        lse(&[0.0, -2.0, 0.0, 0.0, -2.0 * C]),                 // a5
     ];
     let want = lse_rows.iter().sum::<f64>() / 4.0;
     assert!(close(v(&t.lse), want), "{} vs {want}", v(&t.lse));
@@ -185,7 +185,12 @@ print(json.dumps({"simclr": simclr, "moco": moco}))
         &input,
     );
     for (name, ours) in [("simclr", &s), ("moco", &mo)] {
-        for (key, t) in [("retain", &ours.retain), ("pos", &ours.pos), ("neg", &ours.neg), ("lse", &ours.lse)] {
+        for (key, t) in [
+            ("retain", &ours.retain),
+            ("pos", &ours.pos),
+            ("neg", &ours.neg),
+            ("lse", &ours.lse),
+        ] {
             let want = theirs[name][key].as_f64().unwrap();
             assert!(close(v(t), want), "{name}.{key}: {} vs {want}", v(t));
         }

@@ -344,7 +344,7 @@ fn finetune_keeps_accuracy_and_neggrad_raises_the_forget_loss_relative_to_it() {
         test_acc_ft >= test_acc0 - 0.005,
         "{test_acc0} -> {test_acc_ft}"
     );
-    assert!(retain_ft < 1.5 * retain0, "{retain0} -> {retain_ft}");
+    assert!(retain_ft < retain0, "{retain0} -> {retain_ft}");
     assert!(
         ng_forget > 10.0 * ft_forget,
         "FT {ft_forget} vs NegGrad {ng_forget}"
@@ -365,10 +365,7 @@ fn finetune_runs_on_the_encoder_and_lowers_its_retain_infonce() {
     let before = encoder_loss(&checkpoint_of("encoder"), &demo, rows);
     let after = encoder_loss(run.model(), &demo, rows);
     eprintln!("FT encoder retain NT-Xent {before} -> {after}");
-    assert!(
-        after.is_finite() && after < before + 0.05,
-        "{before} -> {after}"
-    );
+    assert!(after < before, "{before} -> {after}");
 }
 
 #[test]

@@ -63,6 +63,12 @@ pub enum Command {
     /// Forget data from a model with an unlearning method plugin (runs in a
     /// worker process; the original checkpoint is never modified).
     Unlearn(Box<crate::worker::unlearn::UnlearnArgs>),
+    /// Utility (retain/test/forget accuracy, per class) of a model, and for
+    /// encoders with `--original` the alignment audit (FS, AM, AGM).
+    Evaluate(Box<crate::eval::cli::EvaluateArgs>),
+    /// Run a membership-inference attack plugin on a model and its forget set
+    /// (in a worker process) and report AUC, TPR at low FPR, intervals, efficacy.
+    Attack(Box<crate::eval::cli::AttackArgs>),
     /// Find, describe and check plugins (each runs in a worker process).
     Plugins {
         /// What to do.
@@ -308,6 +314,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::worker::cli::run(command, &cli.plugins, &default_resources())?
         }
         Command::Unlearn(args) => crate::worker::unlearn::run(*args, &cli.plugins, unix_now())?,
+        Command::Evaluate(args) => {
+            crate::eval::cli::run_evaluate(*args, unix_now())?;
+        }
+        Command::Attack(args) => {
+            crate::eval::cli::run_attack_command(*args, &cli.plugins, unix_now())?;
+        }
         Command::Doctor { json } => {
             let report = RuntimeReport::probe();
             if json {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod jobs;
 pub mod metrics;
 pub mod models;

@@ -106,7 +106,12 @@ fn metric_set_matches_scikit_learn_on_the_same_scores() {
     let f = |k: &str| sk[k].as_f64().unwrap();
     let v = |k: &str| -> Vec<f64> { serde_json::from_value(sk[k].clone()).unwrap() };
 
-    assert!((ours.auc - f("auc")).abs() < 1e-12, "{} vs {}", ours.auc, f("auc"));
+    assert!(
+        (ours.auc - f("auc")).abs() < 1e-12,
+        "{} vs {}",
+        ours.auc,
+        f("auc")
+    );
     assert_eq!(ours.roc.fpr.len(), v("fpr").len());
     for (a, b) in ours.roc.fpr.iter().zip(v("fpr")) {
         assert!((a - b).abs() < 1e-12);
@@ -115,7 +120,12 @@ fn metric_set_matches_scikit_learn_on_the_same_scores() {
         assert!((a - b).abs() < 1e-12);
     }
     for (t, want) in ours.tpr_at_fpr.iter().zip(v("at")) {
-        assert!((t.tpr - want).abs() < 1e-12, "TPR@{}: {} vs {want}", t.fpr, t.tpr);
+        assert!(
+            (t.tpr - want).abs() < 1e-12,
+            "TPR@{}: {} vs {want}",
+            t.fpr,
+            t.tpr
+        );
     }
     let d = ours.decisions.unwrap();
     assert!((d.accuracy - f("acc")).abs() < 1e-12);

@@ -55,7 +55,12 @@ pub fn over_unlearning(auc: f64, ci: Option<&Interval>) -> Option<SanityFlag> {
 /// Total-variation distance between the class histograms of two label lists:
 /// half the summed absolute difference of class shares, in `[0, 1]`.
 pub fn label_distance(a: &[i64], b: &[i64]) -> f64 {
-    let classes = a.iter().chain(b).copied().max().map_or(0, |m| m.max(0) as usize + 1);
+    let classes = a
+        .iter()
+        .chain(b)
+        .copied()
+        .max()
+        .map_or(0, |m| m.max(0) as usize + 1);
     let hist = |l: &[i64]| {
         let mut h = vec![0.0; classes];
         for &y in l {

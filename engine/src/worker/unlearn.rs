@@ -66,7 +66,9 @@ pub fn parse_params(json: Option<&str>, set: &[String]) -> anyhow::Result<Value>
     Ok(Value::Object(params))
 }
 
-fn resolve_device(name: &str) -> anyhow::Result<String> {
+/// `auto` (first CUDA GPU, else CPU), `cpu`, `cuda` or `cuda:N`, as the worker
+/// protocol names devices.
+pub fn resolve_device(name: &str) -> anyhow::Result<String> {
     Ok(match name {
         "auto" if tch::Cuda::is_available() => "cuda".into(),
         "auto" => "cpu".into(),

@@ -7,6 +7,8 @@
 //!   entropy, modified entropy) from class probabilities;
 //! * [`thresholds`]: their threshold rule (global and class-dependent) and
 //!   EncoderMI's grid search;
+//! * [`probe`]: class probabilities from a classifier, or a linear probe for
+//!   encoders;
 //! * [`sets`]: which samples play shadow member, shadow non-member, target and
 //!   held-out roles, gathered through the SDK;
 //! * [`results`]: the result files the engine turns into the metric set.
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod logistic;
+pub mod probe;
 pub mod results;
 pub mod scores;
 pub mod sets;
@@ -41,7 +44,9 @@ impl Features {
     /// Wraps row-major `data` of `dim` columns.
     pub fn new(data: Vec<f64>, dim: usize) -> Result<Self, ShapeError> {
         if dim == 0 && !data.is_empty() {
-            return Err(ShapeError("features of dimension 0 cannot hold values".into()));
+            return Err(ShapeError(
+                "features of dimension 0 cannot hold values".into(),
+            ));
         }
         if dim > 0 && data.len() % dim != 0 {
             return Err(ShapeError(format!(

@@ -83,16 +83,14 @@ impl Logistic {
         let p = d + 1;
         let mut theta = vec![0.0; p];
         let z_of = |theta: &[f64], i: usize| -> f64 {
-            x.row(i)
-                .iter()
-                .zip(theta)
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                + theta[d]
+            x.row(i).iter().zip(theta).map(|(a, b)| a * b).sum::<f64>() + theta[d]
         };
         let objective = |theta: &[f64]| -> f64 {
             let reg: f64 = theta[..d].iter().map(|w| w * w).sum::<f64>() * 0.5;
-            reg + c * (0..n).map(|i| log1p_exp_neg(s[i] * z_of(theta, i))).sum::<f64>()
+            reg + c
+                * (0..n)
+                    .map(|i| log1p_exp_neg(s[i] * z_of(theta, i)))
+                    .sum::<f64>()
         };
         let mut iterations = 0;
         for _ in 0..100 {

@@ -2,8 +2,9 @@
 //! metric set (AUC, ROC, TPR at low FPR, bootstrap intervals, efficacy) in one
 //! place for every attack:
 //!
-//! * `scores_<role>`: float64 `[n]`, one membership score per sample in split
-//!   order, higher = more member-like;
+//! * `scores_<role>`: float64 `[n]`, one membership score per sample, higher =
+//!   more member-like (forget scores in forget-split order, the others in the
+//!   order their roles were drawn, see [`crate::sets`]);
 //! * `predictions_<role>`: uint8 `[n]`, the attack's own decision (1 = member);
 //! * `attack_summary` (JSON): the attack's settings, fitted thresholds, roles.
 //!
@@ -71,8 +72,14 @@ pub fn put_scores(
         )));
     }
     let p: Vec<u8> = predictions.iter().map(|&m| u8::from(m)).collect();
-    ctx.put_tensor(&format!("scores_{}", role.name()), &Tensor::from_slice(scores))?;
-    ctx.put_tensor(&format!("predictions_{}", role.name()), &Tensor::from_slice(&p))
+    ctx.put_tensor(
+        &format!("scores_{}", role.name()),
+        &Tensor::from_slice(scores),
+    )?;
+    ctx.put_tensor(
+        &format!("predictions_{}", role.name()),
+        &Tensor::from_slice(&p),
+    )
 }
 
 /// Writes the summary JSON.
@@ -83,4 +90,50 @@ pub fn put_summary(ctx: &mut HostContext, summary: &Value) -> Result<(), PluginE
 /// The share of `predictions` that say member.
 pub fn member_rate(predictions: &[bool]) -> f64 {
     predictions.iter().filter(|m| **m).count() as f64 / predictions.len().max(1) as f64
+}
+
+/// Scores every role of `gathered` with `score` (a sample's score and member
+/// decision), writes them, and returns per-role member rates for the summary
+/// (the forget rate's complement is the paper-style efficacy).
+pub fn put_gathered(
+    ctx: &mut HostContext,
+    gathered: &crate::sets::Gathered,
+    score: &dyn Fn(&crate::sets::Sample) -> (f64, bool),
+) -> Result<Value, PluginError> {
+    let mut rates = serde_json::Map::new();
+    for (role, samples) in [
+        (Role::Forget, &gathered.forget),
+        (Role::Member, &gathered.members),
+        (Role::NonMember, &gathered.nonmembers),
+        (Role::ShadowMember, &gathered.shadow_members),
+        (Role::ShadowNonMember, &gathered.shadow_nonmembers),
+    ] {
+        let (scores, predictions): (Vec<f64>, Vec<bool>) = samples.iter().map(score).unzip();
+        put_scores(ctx, role, &scores, &predictions)?;
+        if !samples.is_empty() {
+            rates.insert(
+                role.name().to_string(),
+                serde_json::json!({"samples": samples.len(), "predicted_member": member_rate(&predictions)}),
+            );
+        }
+    }
+    let forget_rate = rates
+        .get("forget")
+        .and_then(|r| r["predicted_member"].as_f64());
+    let shadow_balanced = match (
+        rates
+            .get("shadow_member")
+            .and_then(|r| r["predicted_member"].as_f64()),
+        rates
+            .get("shadow_nonmember")
+            .and_then(|r| r["predicted_member"].as_f64()),
+    ) {
+        (Some(tpr), Some(fpr)) => Some((tpr + 1.0 - fpr) / 2.0),
+        _ => None,
+    };
+    Ok(serde_json::json!({
+        "member_rates": rates,
+        "efficacy": forget_rate.map(|r| 1.0 - r),
+        "shadow_balanced_accuracy": shadow_balanced,
+    }))
 }

@@ -1,13 +1,19 @@
 //! Which samples an attack fits on and which it is judged on.
 //!
 //! As in the Unlearn-Sparse / SalUn and Alignment Calibration evaluations, the
-//! attack is fitted on the model itself: **shadow members** are the first rows of
-//! the retain split, **shadow non-members** the test split. The target is the
-//! forget split. So that the engine can measure the attack without the bias of
-//! scoring its own training data, two **held-out** sets are kept out of the fit:
+//! attack is fitted on the model itself: **shadow members** come from the retain
+//! split, **shadow non-members** from the test split. The target is the forget
+//! split. So that the engine can measure the attack without the bias of scoring
+//! its own training data, two **held-out** sets are kept out of the fit:
 //! non-members from the validation split (or, without one, every other test row,
-//! the rest being the shadow non-members) and as many retain rows after the
-//! shadow ones as members.
+//! the rest being the shadow non-members) and as many further retain rows as
+//! members.
+//!
+//! The reference code takes the *first* retain rows; here retain and test are
+//! read in the job's seeded shuffled order first, because split rows are sorted
+//! by sample index and datasets are often sorted by class (the demo's MNIST is),
+//! so "the first N" would be a few classes only. Forget and validation rows keep
+//! their split order, so forget scores line up with the forget list.
 
 use lethe_plugin_api::sdk::{HostContext, PluginError, Split};
 use lethe_plugin_api::tch::{Kind, Tensor};
@@ -16,25 +22,25 @@ use serde_json::{Value, json};
 /// How many rows of which split play each role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    /// First rows of the retain split.
+    /// First rows of the shuffled retain split.
     pub shadow_members: usize,
-    /// The retain rows right after them.
+    /// The shuffled retain rows right after them.
     pub heldout_members: usize,
-    /// Test rows used as shadow non-members.
+    /// Shuffled test rows used as shadow non-members.
     pub shadow_nonmembers: usize,
     /// Held-out non-member rows.
     pub heldout_nonmembers: usize,
     /// Whether held-out non-members come from the validation split (else from
-    /// the odd test rows, the shadow ones being the even rows).
+    /// the odd rows of the shuffled test split, the shadow ones being the even).
     pub validation_heldout: bool,
     /// Rows of the forget split (all of them).
     pub forget: usize,
 }
 
 impl Plan {
-    /// Plans the roles for split sizes; `shadow_size` caps the shadow sets
-    /// (0: as many shadow members as shadow non-members, the balanced setting
-    /// of the reference code).
+    /// Plans the roles for split sizes. The shadow sets are equally large: as
+    /// many as the retain split and the test pool allow, capped by
+    /// `shadow_size` when it is not 0.
     pub fn new(
         retain: usize,
         validation: usize,
@@ -52,23 +58,25 @@ impl Plan {
                 "the attack needs members: the job has no retain samples",
             ));
         }
-        let cap = |n: usize| if shadow_size > 0 { n.min(shadow_size) } else { n };
         let validation_heldout = validation > 0;
-        let (shadow_nonmembers, heldout_nonmembers) = if validation_heldout {
-            (cap(test), validation)
+        let (test_pool, heldout_nonmembers) = if validation_heldout {
+            (test, validation)
         } else {
-            (cap(test.div_ceil(2)), test / 2)
+            (test.div_ceil(2), test / 2)
         };
-        if shadow_nonmembers == 0 {
+        // Balanced shadow sets, as in the reference code (whose retain set is
+        // larger than its test set): an SVM fitted on 1 member to 4 non-members
+        // learns the prior and calls everything a non-member.
+        let mut shadow = retain.min(test_pool);
+        if shadow_size > 0 {
+            shadow = shadow.min(shadow_size);
+        }
+        if shadow == 0 {
             return Err(PluginError::msg(
                 "the attack needs at least two test samples without a validation split",
             ));
         }
-        let shadow_members = if shadow_size > 0 {
-            retain.min(shadow_size)
-        } else {
-            retain.min(shadow_nonmembers)
-        };
+        let (shadow_members, shadow_nonmembers) = (shadow, shadow);
         let heldout_members = (retain - shadow_members).min(heldout_nonmembers);
         Ok(Plan {
             shadow_members,
@@ -97,18 +105,18 @@ impl Plan {
     /// The roles as recorded in the attack's summary.
     pub fn to_json(&self) -> Value {
         json!({
-            "shadow_members": {"split": "retain", "rows": format!("0..{}", self.shadow_members)},
+            "shadow_members": {"split": "retain", "order": "job-seeded shuffle", "rows": format!("0..{}", self.shadow_members)},
             "shadow_nonmembers": if self.validation_heldout {
-                json!({"split": "test", "rows": format!("0..{}", self.shadow_nonmembers)})
+                json!({"split": "test", "order": "job-seeded shuffle", "rows": format!("0..{}", self.shadow_nonmembers)})
             } else {
-                json!({"split": "test", "rows": format!("even positions, first {}", self.shadow_nonmembers)})
+                json!({"split": "test", "order": "job-seeded shuffle", "rows": format!("even positions, first {}", self.shadow_nonmembers)})
             },
-            "target": {"split": "forget", "rows": self.forget},
-            "heldout_members": {"split": "retain", "rows": format!("{}..{}", self.shadow_members, self.shadow_members + self.heldout_members)},
+            "target": {"split": "forget", "order": "split order", "rows": self.forget},
+            "heldout_members": {"split": "retain", "order": "job-seeded shuffle", "rows": format!("{}..{}", self.shadow_members, self.shadow_members + self.heldout_members)},
             "heldout_nonmembers": if self.validation_heldout {
-                json!({"split": "validation", "rows": self.heldout_nonmembers})
+                json!({"split": "validation", "order": "split order", "rows": self.heldout_nonmembers})
             } else {
-                json!({"split": "test", "rows": format!("odd positions, {}", self.heldout_nonmembers)})
+                json!({"split": "test", "order": "job-seeded shuffle", "rows": format!("odd positions, {}", self.heldout_nonmembers)})
             },
         })
     }
@@ -142,11 +150,13 @@ pub struct Gathered {
 pub type PerBatch<'a> =
     dyn FnMut(&mut HostContext, &Tensor, &Tensor) -> Result<Vec<Vec<f64>>, PluginError> + 'a;
 
-/// Runs `per_batch` over the first `limit` rows of `split` (unshuffled, not
-/// augmented), checking for cancellation and reporting progress.
+/// Runs `per_batch` over the first `limit` rows of `split` (in split order or
+/// the job's seeded shuffle, not augmented), checking for cancellation and
+/// reporting progress.
 fn collect(
     ctx: &mut HostContext,
     split: Split,
+    shuffle: bool,
     limit: usize,
     batch: u32,
     per_batch: &mut PerBatch<'_>,
@@ -156,11 +166,14 @@ fn collect(
     if limit == 0 {
         return Ok(out);
     }
-    for b in ctx.batches(split, batch, false, false)? {
+    for b in ctx.batches(split, batch, shuffle, false)? {
         ctx.check_cancelled()?;
         let (x, y) = b?;
         let want = (limit - out.len()).min(x.size().first().copied().unwrap_or(0) as usize);
-        let (x, y) = (x.f_narrow(0, 0, want as i64)?, y.f_narrow(0, 0, want as i64)?);
+        let (x, y) = (
+            x.f_narrow(0, 0, want as i64)?,
+            y.f_narrow(0, 0, want as i64)?,
+        );
         let rows = per_batch(ctx, &x, &y)?;
         let labels = Vec::<i64>::try_from(y.f_to_kind(Kind::Int64)?)?;
         if rows.len() != labels.len() {
@@ -205,17 +218,27 @@ pub fn gather(
     let mut retain = collect(
         ctx,
         Split::Retain,
+        true,
         plan.shadow_members + plan.heldout_members,
         batch,
         per_batch,
         &mut progress,
     )?;
     let members = retain.split_off(plan.shadow_members.min(retain.len()));
-    let forget = collect(ctx, Split::Forget, plan.forget, batch, per_batch, &mut progress)?;
+    let forget = collect(
+        ctx,
+        Split::Forget,
+        false,
+        plan.forget,
+        batch,
+        per_batch,
+        &mut progress,
+    )?;
     let (shadow_nonmembers, nonmembers) = if plan.validation_heldout {
         let test = collect(
             ctx,
             Split::Test,
+            true,
             plan.shadow_nonmembers,
             batch,
             per_batch,
@@ -224,6 +247,7 @@ pub fn gather(
         let val = collect(
             ctx,
             Split::Validation,
+            false,
             plan.heldout_nonmembers,
             batch,
             per_batch,
@@ -234,6 +258,7 @@ pub fn gather(
         let test = collect(
             ctx,
             Split::Test,
+            true,
             2 * plan.heldout_nonmembers.max(plan.shadow_nonmembers),
             batch,
             per_batch,
@@ -269,20 +294,31 @@ mod tests {
         // The demo: 5700 retain, 1000 validation, 3000 test, 300 forget.
         let p = Plan::new(5700, 1000, 3000, 300, 0).unwrap();
         assert_eq!(
-            (p.shadow_members, p.shadow_nonmembers, p.heldout_members, p.heldout_nonmembers),
+            (
+                p.shadow_members,
+                p.shadow_nonmembers,
+                p.heldout_members,
+                p.heldout_nonmembers
+            ),
             (3000, 3000, 1000, 1000)
         );
         assert!(p.validation_heldout);
         let capped = Plan::new(5700, 1000, 3000, 300, 500).unwrap();
-        assert_eq!((capped.shadow_members, capped.shadow_nonmembers), (500, 500));
+        assert_eq!(
+            (capped.shadow_members, capped.shadow_nonmembers),
+            (500, 500)
+        );
         assert_eq!(capped.heldout_members, 1000);
         // No validation: test halves.
         let p = Plan::new(100, 0, 41, 5, 0).unwrap();
         assert_eq!((p.shadow_nonmembers, p.heldout_nonmembers), (21, 20));
         assert_eq!((p.shadow_members, p.heldout_members), (21, 20));
-        // Few retain rows: all go to the shadow set.
+        // Few retain rows: all go to the shadow set, and the non-members match.
         let p = Plan::new(10, 50, 50, 5, 0).unwrap();
-        assert_eq!((p.shadow_members, p.heldout_members), (10, 0));
+        assert_eq!(
+            (p.shadow_members, p.shadow_nonmembers, p.heldout_members),
+            (10, 10, 0)
+        );
         assert!(Plan::new(10, 5, 0, 5, 0).is_err());
         assert!(Plan::new(0, 5, 5, 5, 0).is_err());
     }

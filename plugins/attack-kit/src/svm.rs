@@ -47,7 +47,9 @@ impl Default for SvcConfig {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SvmError {
     /// Both classes are needed.
-    #[error("the SVM needs examples of both classes ({members} members, {non_members} non-members)")]
+    #[error(
+        "the SVM needs examples of both classes ({members} members, {non_members} non-members)"
+    )]
     OneClass {
         /// Positive examples given.
         members: usize,
@@ -125,7 +127,10 @@ impl Svc {
             )));
         }
         if !(cfg.c > 0.0 && cfg.c.is_finite()) {
-            return Err(SvmError::Invalid(format!("C must be positive, got {}", cfg.c)));
+            return Err(SvmError::Invalid(format!(
+                "C must be positive, got {}",
+                cfg.c
+            )));
         }
         let members = member.iter().filter(|m| **m).count();
         if members == 0 || members == n {

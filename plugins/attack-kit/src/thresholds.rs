@@ -160,7 +160,11 @@ mod tests {
         for round in 0..50 {
             let m: Vec<f64> = (0..(5 + round)).map(|_| next() + 0.7).collect();
             let n: Vec<f64> = (0..(3 + 2 * round)).map(|_| next()).collect();
-            assert_eq!(best_threshold(&m, &n), Some(reference(&m, &n)), "round {round}");
+            assert_eq!(
+                best_threshold(&m, &n),
+                Some(reference(&m, &n)),
+                "round {round}"
+            );
         }
         assert_eq!(best_threshold(&[], &[1.0]), None);
         assert_eq!(best_threshold(&[f64::NAN], &[1.0]), None);

@@ -87,7 +87,11 @@ fn compare_svc(x: &Features, member: &[bool], targets: &Features) -> (f64, usize
     for (k, (d, p)) in dec.iter().zip(&sk_pred).enumerate() {
         if (*d > 0.0) != (*p == 1) {
             disagreements += 1;
-            assert!(d.abs() < 5e-3, "target {k}: ours {d}, sklearn {}", sk_dec[k]);
+            assert!(
+                d.abs() < 5e-3,
+                "target {k}: ours {d}, sklearn {}",
+                sk_dec[k]
+            );
         }
     }
     let sk_n_sv = sk["n_sv"].as_u64().unwrap() as usize;
@@ -133,12 +137,12 @@ fn rbf_svm_matches_scikit_learn_on_confidence_scores() {
         member.push(m);
     }
     let targets: Vec<f64> = (0..150).map(|k| k as f64 / 149.0).collect();
-    let (max_diff, disagreements) = compare_svc(
-        &Features::column(&x),
-        &member,
-        &Features::column(&targets),
+    let (max_diff, disagreements) =
+        compare_svc(&Features::column(&x), &member, &Features::column(&targets));
+    assert!(
+        max_diff < 2e-3,
+        "decision values differ by up to {max_diff}"
     );
-    assert!(max_diff < 2e-3, "decision values differ by up to {max_diff}");
     assert!(disagreements <= 1, "{disagreements} predictions differ");
 }
 
@@ -159,7 +163,10 @@ fn rbf_svm_matches_scikit_learn_on_probability_vectors() {
     let x = Features::from_rows(&rows).unwrap();
     let targets = Features::from_rows(&rows[..120]).unwrap();
     let (max_diff, disagreements) = compare_svc(&x, &member, &targets);
-    assert!(max_diff < 5e-3, "decision values differ by up to {max_diff}");
+    assert!(
+        max_diff < 5e-3,
+        "decision values differ by up to {max_diff}"
+    );
     assert!(disagreements <= 2, "{disagreements} predictions differ");
 }
 
@@ -217,7 +224,11 @@ print(json.dumps({"w": m.coef_[0].tolist(), "b": float(m.intercept_[0]),
         assert!((a - b).abs() < 1e-5, "weights {:?} vs {w:?}", ours.weights);
     }
     let b = sk["b"].as_f64().unwrap();
-    assert!((ours.intercept - b).abs() < 1e-5, "{} vs {b}", ours.intercept);
+    assert!(
+        (ours.intercept - b).abs() < 1e-5,
+        "{} vs {b}",
+        ours.intercept
+    );
     // The signal is real: the fitted model separates better than chance.
     let dec = ours.decision_function(&x);
     let right = dec

@@ -1,0 +1,515 @@
+//! `lethe evaluate` and `lethe attack`: print a table, write machine-readable
+//! results into a new folder (never over an existing one).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use tch::Device;
+
+use super::alignment::{AlignmentConfig, AlignmentReport, alignment_audit};
+use super::attack::{AttackReport, AttackRequest, SCAN_TIMEOUT, run_attack};
+use super::job_data::JobData;
+use super::utility::{ProbeSettings, SplitUtility, Utility, evaluate_utility};
+use crate::checkpoint::{self, CheckpointMeta, LoadOptions};
+use crate::jobs::atomic::write_atomic;
+use crate::jobs::train::{TrainJob, file_sha256};
+use crate::metrics::{MembershipMetrics, MetricOptions};
+use crate::models::Model;
+use crate::train::augment::AugmentConfig;
+use crate::worker::unlearn::{parse_params, resolve_device};
+use crate::worker::{FromWorker, WorkerOptions, find_plugin, plugin_dirs};
+
+/// `lethe evaluate`
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The model to evaluate (typically the unlearned one).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The model before unlearning: adds its utility beside, and for encoders
+    /// the alignment audit (forgetting score, Alignment Matrix, Alignment Gap
+    /// Matrix).
+    #[arg(long)]
+    pub original: Option<PathBuf>,
+    /// The dataset.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The forget list.
+    #[arg(long)]
+    pub forget: PathBuf,
+    /// New folder for `evaluation.json` and `alignment.safetensors` (default:
+    /// `runs/evaluate-TIME`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seed: split draw (datasets without a recorded split), probe, augmentations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Epochs of the linear probe that reads encoders.
+    #[arg(long, default_value_t = 30)]
+    pub probe_epochs: usize,
+    /// Run the alignment audit for classifiers too (on backbone features).
+    #[arg(long)]
+    pub alignment: bool,
+    /// Augmented view pairs per forget sample for the forgetting score.
+    #[arg(long, default_value_t = 5)]
+    pub pairs: usize,
+    /// Forget samples in the saved AM/AGM heatmaps.
+    #[arg(long, default_value_t = 8)]
+    pub matrix_samples: usize,
+    /// Forget samples in the full AGM behind the negative-alignment statistics.
+    #[arg(long, default_value_t = 2000)]
+    pub alignment_max: usize,
+}
+
+/// `lethe attack`
+#[derive(Debug, Args)]
+pub struct AttackArgs {
+    /// Attack id, as `lethe plugins list` shows it (e.g. org.lethe.attack.svm-mia).
+    #[arg(long)]
+    pub attack: String,
+    /// The model to attack (never modified).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Its dataset.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The forget list: the samples the attack asks about.
+    #[arg(long)]
+    pub forget: PathBuf,
+    /// Attack parameters as a JSON object; defaults fill in the rest.
+    #[arg(long)]
+    pub params: Option<String>,
+    /// One parameter as KEY=VALUE (repeatable, after `--params`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// New folder for the scores and `attack.json` (default: `runs/attack-<name>-TIME`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Job seed (split draw, loader shuffles) and bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Bootstrap replicates for the confidence intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Confidence level of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub ci: f64,
+    /// Give up (and kill the worker) after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+}
+
+fn device_of(name: &str) -> anyhow::Result<Device> {
+    let resolved = resolve_device(name)?;
+    Ok(match resolved.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(Device::Cuda)
+            .with_context(|| format!("--device {other}: expected cuda:N"))?,
+    })
+}
+
+fn ensure_inputs(paths: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (what, path) in paths {
+        if !path.exists() {
+            bail!("{}: no such {what}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn new_folder(out: Option<PathBuf>, default: String) -> anyhow::Result<PathBuf> {
+    let out = out.unwrap_or_else(|| PathBuf::from(default));
+    if out.exists() {
+        bail!(
+            "output folder {} already exists; results are never written over",
+            out.display()
+        );
+    }
+    Ok(out)
+}
+
+/// `evaluation.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    /// The evaluated model.
+    pub checkpoint: PathBuf,
+    /// Its SHA-256.
+    pub checkpoint_sha256: Option<String>,
+    /// The model before unlearning, if given.
+    pub original: Option<PathBuf>,
+    /// Its SHA-256.
+    pub original_sha256: Option<String>,
+    /// The dataset.
+    pub data: PathBuf,
+    /// The forget list.
+    pub forget_list: PathBuf,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Forget samples.
+    pub forget_count: usize,
+    /// Retained training samples.
+    pub retain_count: usize,
+    /// Test samples.
+    pub test_count: usize,
+    /// Validation samples.
+    pub validation_count: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Device.
+    pub device: String,
+    /// Utility of the evaluated model.
+    pub utility: Utility,
+    /// Utility of the original model.
+    pub original_utility: Option<Utility>,
+    /// The alignment audit (original → evaluated).
+    pub alignment: Option<AlignmentReport>,
+    /// Where its matrices went.
+    pub alignment_file: Option<PathBuf>,
+}
+
+/// The augmentation an encoder was trained with, from its checkpoint.
+fn training_augment(meta: Option<&CheckpointMeta>) -> Option<AugmentConfig> {
+    meta.and_then(|m| m.provenance.notes.get("job"))
+        .and_then(|j| serde_json::from_str::<TrainJob>(j).ok())
+        .and_then(|job| job.train.augment)
+}
+
+/// Runs `lethe evaluate`; `now` names the default output folder.
+pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationReport> {
+    let mut inputs = vec![
+        ("checkpoint", args.checkpoint.as_path()),
+        ("dataset", args.data.as_path()),
+        ("forget list", args.forget.as_path()),
+    ];
+    if let Some(o) = &args.original {
+        inputs.push(("original checkpoint", o.as_path()));
+    }
+    ensure_inputs(&inputs)?;
+    let out = new_folder(args.out.clone(), format!("runs/evaluate-{now}"))?;
+    let device = device_of(&args.device)?;
+    let data = JobData::load(&args.data, &args.forget, args.seed)?;
+    let load = |p: &Path| {
+        checkpoint::load_model(p, device, &LoadOptions::default())
+            .with_context(|| format!("cannot load {}", p.display()))
+    };
+    let model = load(&args.checkpoint)?;
+    let original = args.original.as_deref().map(load).transpose()?;
+    let probe = ProbeSettings {
+        epochs: args.probe_epochs,
+        seed: args.seed,
+        ..ProbeSettings::default()
+    };
+    eprintln!("evaluate: utility of {}", args.checkpoint.display());
+    let utility = evaluate_utility(&model, &data, device, &probe)?;
+    let original_utility = match &original {
+        Some(o) => {
+            eprintln!("evaluate: utility of the original");
+            Some(evaluate_utility(o, &data, device, &probe)?)
+        }
+        None => None,
+    };
+    let both_encoders = matches!(model.model, Model::Encoder(_))
+        && original
+            .as_ref()
+            .is_some_and(|o| matches!(o.model, Model::Encoder(_)));
+    let mut alignment = None;
+    let mut alignment_file = None;
+    if let Some(o) = original
+        .as_ref()
+        .filter(|_| both_encoders || args.alignment)
+    {
+        eprintln!("evaluate: alignment audit (forgetting score, AM, AGM)");
+        let cfg = AlignmentConfig {
+            pairs: args.pairs,
+            matrix_samples: args.matrix_samples,
+            max_samples: args.alignment_max,
+            seed: args.seed,
+            augment: training_augment(o.meta.as_ref()).unwrap_or_else(AugmentConfig::contrastive),
+            ..AlignmentConfig::default()
+        };
+        let forget = data.dataset.subset(data.forget.indices())?;
+        let (report, t) = alignment_audit(
+            &o.model,
+            &model.model,
+            forget.images(),
+            forget.indices(),
+            &cfg,
+            device,
+        )?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        let path = out.join("alignment.safetensors");
+        let meta = CheckpointMeta::new(
+            None,
+            Some(format!(
+                "lethe evaluate: alignment of {} vs {}",
+                args.checkpoint.display(),
+                args.original.as_deref().unwrap_or(Path::new("")).display()
+            )),
+        );
+        checkpoint::save_tensors(
+            &path,
+            &[
+                ("am_before".into(), t.am_before),
+                ("am_after".into(), t.am_after),
+                ("agm".into(), t.agm),
+                ("fs_per_sample".into(), t.fs_per_sample),
+                ("heatmap_indices".into(), t.heatmap_indices),
+            ],
+            &meta,
+            false,
+        )?;
+        alignment = Some(report);
+        alignment_file = Some(path);
+    }
+    let report = EvaluationReport {
+        checkpoint: args.checkpoint.clone(),
+        checkpoint_sha256: file_sha256(&args.checkpoint),
+        original: args.original.clone(),
+        original_sha256: args.original.as_deref().and_then(file_sha256),
+        data: args.data.clone(),
+        forget_list: args.forget.clone(),
+        classes: data.dataset.classes().to_vec(),
+        forget_count: data.forget.len(),
+        retain_count: data.retain.len(),
+        test_count: data.split.test.len(),
+        validation_count: data.split.val.len(),
+        seed: args.seed,
+        device: format!("{device:?}"),
+        utility,
+        original_utility,
+        alignment,
+        alignment_file,
+    };
+    let json = serde_json::to_vec_pretty(&report)?;
+    write_atomic(&out.join("evaluation.json"), &json, false)?;
+    print_evaluation(&report);
+    println!("wrote {}", out.join("evaluation.json").display());
+    Ok(report)
+}
+
+fn print_evaluation(r: &EvaluationReport) {
+    println!(
+        "{} forget / {} retain / {} test samples; model read by {}",
+        r.forget_count, r.retain_count, r.test_count, r.utility.reader
+    );
+    let cols = if r.original_utility.is_some() {
+        format!("{:>12}{:>12}", "evaluated", "original")
+    } else {
+        format!("{:>12}", "evaluated")
+    };
+    println!("{:<26}{cols}", "");
+    let row = |name: &str, f: &dyn Fn(&Utility) -> Option<f64>| {
+        let mut line = format!("{name:<26}");
+        for u in std::iter::once(&r.utility).chain(r.original_utility.as_ref()) {
+            match f(u) {
+                Some(v) => line.push_str(&format!("{v:>12.4}")),
+                None => line.push_str(&format!("{:>12}", "-")),
+            }
+        }
+        println!("{line}");
+    };
+    row("retain accuracy (RA)", &|u| Some(u.retain.accuracy));
+    row("test accuracy (TA)", &|u| Some(u.test.accuracy));
+    row("forget accuracy (UA)", &|u| Some(u.forget.accuracy));
+    row("validation accuracy", &|u| {
+        u.validation.as_ref().map(|v| v.accuracy)
+    });
+    row("retain loss", &|u| Some(u.retain.loss));
+    row("test loss", &|u| Some(u.test.loss));
+    row("forget loss", &|u| Some(u.forget.loss));
+    println!("per-class accuracy of the evaluated model:");
+    println!(
+        "{:<16}{:>10}{:>10}{:>10}",
+        "class", "retain", "test", "forget"
+    );
+    let cell = |s: &SplitUtility, c: usize| {
+        s.per_class
+            .get(c)
+            .copied()
+            .flatten()
+            .map_or(format!("{:>10}", "-"), |v| format!("{v:>10.4}"))
+    };
+    for (c, name) in r.classes.iter().enumerate() {
+        println!(
+            "{:<16}{}{}{}",
+            name,
+            cell(&r.utility.retain, c),
+            cell(&r.utility.test, c),
+            cell(&r.utility.forget, c)
+        );
+    }
+    if let Some(a) = &r.alignment {
+        println!(
+            "alignment audit, original → evaluated ({} forget samples × {} view pairs; matrices over {}):",
+            a.samples, a.pairs, a.matrix_size
+        );
+        println!(
+            "  forgetting score FS          {:+.4} ± {:.4}",
+            a.forgetting_score.mean, a.forgetting_score.std
+        );
+        println!(
+            "  positive alignment           {:.4} → {:.4}",
+            a.positive_before.mean, a.positive_after.mean
+        );
+        println!(
+            "  negative alignment (AGM)     {:+.4} ± {:.4}",
+            a.negative_alignment.mean, a.negative_alignment.std
+        );
+        println!(
+            "  negative pairs (AM)          {:.4} → {:.4}",
+            a.negative_before.mean, a.negative_after.mean
+        );
+    }
+}
+
+/// Runs `lethe attack`; `extra_dirs` are the global `--plugins` folders.
+pub fn run_attack_command(
+    args: AttackArgs,
+    extra_dirs: &[PathBuf],
+    now: u64,
+) -> anyhow::Result<AttackReport> {
+    let params = parse_params(args.params.as_deref(), &args.set)?;
+    let device = resolve_device(&args.device)?;
+    ensure_inputs(&[
+        ("checkpoint", args.checkpoint.as_path()),
+        ("dataset", args.data.as_path()),
+        ("forget list", args.forget.as_path()),
+    ])?;
+    if !(args.ci > 0.0 && args.ci < 1.0) {
+        bail!("--ci {}: expected a level in (0, 1), like 0.95", args.ci);
+    }
+    let short = args.attack.rsplit('.').next().unwrap_or("attack");
+    let out = new_folder(args.out.clone(), format!("runs/attack-{short}-{now}"))?;
+    let mut worker = WorkerOptions::current_exe()?;
+    worker.timeout = Some(SCAN_TIMEOUT);
+    let (library, descriptor) =
+        find_plugin(&worker, &plugin_dirs(extra_dirs), &args.attack).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "attack: {} {} ({}) on {} [{device}]",
+        descriptor.name,
+        descriptor.version,
+        library.display(),
+        args.checkpoint.display()
+    );
+    worker.timeout = args.timeout.map(std::time::Duration::from_secs);
+    let req = AttackRequest {
+        library,
+        descriptor,
+        params,
+        checkpoint: args.checkpoint.clone(),
+        data: args.data.clone(),
+        forget: args.forget.clone(),
+        out_dir: out.clone(),
+        seed: args.seed,
+        device,
+        metrics: MetricOptions {
+            resamples: args.bootstrap,
+            level: args.ci,
+            seed: args.seed,
+            ..MetricOptions::default()
+        },
+    };
+    let report = run_attack(&worker, &req, |event| match event {
+        FromWorker::Progress {
+            fraction, message, ..
+        } => {
+            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
+            eprintln!("[{pct}] {message}");
+        }
+        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
+        _ => {}
+    })
+    .with_context(|| format!("attack {} failed", args.attack))?;
+    print_attack(&report);
+    println!("wrote {}", out.join("attack.json").display());
+    Ok(report)
+}
+
+fn fmt_ci(v: f64, ci: Option<&crate::metrics::Interval>) -> String {
+    match ci {
+        Some(c) => format!("{v:.4} [{:.4}, {:.4}]", c.low, c.high),
+        None => format!("{v:.4}"),
+    }
+}
+
+fn print_attack(r: &AttackReport) {
+    let m = &r.metrics;
+    let level = r.bootstrap.level * 100.0;
+    println!(
+        "{:<30}{:>30}{:>30}",
+        "",
+        "forget vs non-members",
+        if m.reference.is_some() {
+            "held-out members vs non-members"
+        } else {
+            ""
+        }
+    );
+    let row = |name: &str, f: &dyn Fn(&MembershipMetrics) -> String| {
+        let mut line = format!("{name:<30}{:>30}", f(&m.forget));
+        if let Some(reference) = &m.reference {
+            line.push_str(&format!("{:>30}", f(reference)));
+        }
+        println!("{line}");
+    };
+    row("samples (members / non-members)", &|x| {
+        format!("{} / {}", x.members, x.non_members)
+    });
+    row(&format!("AUC [{level:.0}% CI]"), &|x| {
+        fmt_ci(x.auc, x.auc_ci.as_ref())
+    });
+    for (k, target) in m.forget.tpr_at_fpr.iter().enumerate() {
+        row(&format!("TPR @ {}% FPR", target.fpr * 100.0), &|x| {
+            x.tpr_at_fpr.get(k).map_or("-".into(), |t| {
+                let s = fmt_ci(t.tpr, t.ci.as_ref());
+                if t.resolved {
+                    s
+                } else {
+                    format!("{s} (unresolved)")
+                }
+            })
+        });
+    }
+    let dec = |f: fn(&crate::metrics::DecisionMetrics) -> f64| {
+        move |x: &MembershipMetrics| {
+            x.decisions
+                .as_ref()
+                .map_or("-".into(), |d| format!("{:.4}", f(d)))
+        }
+    };
+    row("accuracy", &dec(|d| d.accuracy));
+    row("precision", &dec(|d| d.precision));
+    row("recall (TPR)", &dec(|d| d.recall));
+    row("balanced accuracy", &dec(|d| d.balanced_accuracy));
+    if let Some(e) = m.forget.efficacy {
+        println!("{:<30}{e:>30.4}", "efficacy (forget → non-member)");
+    }
+    if let Some(s) = &m.shadow {
+        println!(
+            "{:<30}{:>30}",
+            "shadow fit (in-sample)",
+            format!(
+                "AUC {:.4}{}",
+                s.auc,
+                s.balanced_accuracy
+                    .map(|b| format!(", bal. acc. {b:.4}"))
+                    .unwrap_or_default()
+            )
+        );
+    }
+    for f in &r.flags {
+        println!("{:?} {}: {}", f.severity, f.code, f.message);
+    }
+}

@@ -333,6 +333,7 @@ impl JobRecord {
             },
         };
         let line = match self.status.problem() {
+            Some(p) if p.starts_with(self.status.label()) => p,
             Some(p) => format!("{}: {p}", self.status.label()),
             None => format!(
                 "{} after {:.1} s",

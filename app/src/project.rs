@@ -243,6 +243,19 @@ pub fn timestamp(unix: f64) -> String {
     )
 }
 
+/// `YYYY-MM-DD HH:MM UTC` for `unix` seconds, for people.
+pub fn datetime(unix: f64) -> String {
+    let t = timestamp(unix);
+    format!(
+        "{}-{}-{} {}:{} UTC",
+        &t[0..4],
+        &t[4..6],
+        &t[6..8],
+        &t[9..11],
+        &t[11..13]
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -462,5 +475,6 @@ mod tests {
         assert_eq!(timestamp(0.0), "19700101-000000");
         assert_eq!(timestamp(951_782_400.0 + 3661.0), "20000229-010101");
         assert_eq!(timestamp(1_767_225_599.0), "20251231-235959");
+        assert_eq!(datetime(1_767_225_599.0), "2025-12-31 23:59 UTC");
     }
 }

@@ -338,6 +338,22 @@ fn every_view_draws() {
         false,
     )
     .unwrap();
+    // The evaluation's alignment file: AM before/after, AGM, and the samples.
+    let first8: Vec<i64> = lethe_app::panels::read_indices(&forget).unwrap()[..8].to_vec();
+    let am = |shift: f64| tch::Tensor::eye(8, (tch::Kind::Double, tch::Device::Cpu)) * shift + 0.1;
+    let a_path = out.join("alignment.safetensors");
+    lethe_engine::checkpoint::save_tensors(
+        &a_path,
+        &[
+            ("am_before".into(), am(0.8)),
+            ("am_after".into(), am(0.3)),
+            ("agm".into(), am(0.8) - am(0.3)),
+            ("heatmap_indices".into(), tch::Tensor::from_slice(&first8)),
+        ],
+        &meta,
+        false,
+    )
+    .unwrap();
     for (role, n) in [("member", 200), ("nonmember", 200), ("forget", 300)] {
         let t = tch::Tensor::rand([n], (tch::Kind::Double, tch::Device::Cpu));
         let name = format!("scores_{role}");
@@ -361,6 +377,10 @@ fn every_view_draws() {
         View::Artifact {
             run: run.clone(),
             path: m_path.clone(),
+        },
+        View::Artifact {
+            run: run.clone(),
+            path: a_path.clone(),
         },
         View::Artifact {
             run: run.clone(),
@@ -404,4 +424,40 @@ fn every_view_draws() {
     assert_eq!((hm.matrix().rows, hm.matrix().cols), (300, 300));
     let scores = app.scores.get(&out).and_then(|l| l.ready()).unwrap();
     assert_eq!(lethe_app::artifacts::rocs(scores).len(), 2);
+    // The alignment file opens as before / after / gap, with the samples'
+    // pictures on both axes once they are loaded.
+    let gap = app
+        .heatmaps
+        .get(&(a_path.clone(), "triple/agm".to_string()))
+        .unwrap();
+    assert_eq!(
+        gap.colormap(),
+        lethe_app::widgets::heatmap::Colormap::Diverging
+    );
+    assert_eq!(
+        gap.row_labels.as_ref().unwrap()[0],
+        format!("#{}", first8[0])
+    );
+    h.state_mut().state.view = View::Artifact {
+        run: run.clone(),
+        path: a_path.clone(),
+    };
+    step_until(&mut h, "the axis pictures", 30, |a| {
+        a.heatmaps
+            .get(&(a_path.clone(), "triple/am_before".to_string()))
+            .is_some_and(|m| m.row_thumbs.as_ref().is_some_and(|t| t.len() == 8))
+    });
+    let range = |name: &str| {
+        h.state()
+            .heatmaps
+            .get(&(a_path.clone(), format!("triple/{name}")))
+            .unwrap()
+            .range()
+    };
+    assert_eq!(
+        range("am_before"),
+        range("am_after"),
+        "compared on one colour scale"
+    );
+    assert_eq!(range("am_before"), (0.1, 0.9));
 }

@@ -36,8 +36,9 @@ pub fn checkpoint(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path) {
                     rows.push((
                         "Written by",
                         format!(
-                            "Lethe {} at unix time {}",
-                            m.provenance.lethe_version, m.provenance.created_unix
+                            "Lethe {} on {}",
+                            m.provenance.lethe_version,
+                            crate::project::datetime(m.provenance.created_unix as f64)
                         ),
                     ));
                     if let Some(src) = &m.provenance.source {

@@ -9,6 +9,8 @@ mod plugins;
 mod results;
 mod run;
 
+pub use inspect::read_indices;
+
 use crate::app::{Command, LetheApp};
 use crate::jobs::JobStatus;
 use crate::state::View;

@@ -9,7 +9,7 @@ use crate::tasks::Loadable;
 use crate::thumbs::Thumb;
 use crate::widgets::heatmap::{Colormap, Heatmap};
 use egui::{Color32, RichText};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 const RED: Color32 = Color32::from_rgb(220, 60, 60);
@@ -66,6 +66,25 @@ pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
     }
 }
 
+/// The pseudo-tensor name of the before / after / gap view.
+const TRIPLE: &str = "AM before · AM after · AGM";
+
+/// The evaluation's alignment file (`lethe evaluate`): `am_before`, `am_after`
+/// and `agm` over the same forget samples, listed in `heatmap_indices`.
+fn has_alignment_triple(ts: &[TensorData]) -> bool {
+    let shape = |n: &str| ts.iter().find(|t| t.name == n).map(|t| t.shape.clone());
+    let a = shape("am_before");
+    a.is_some() && a == shape("am_after") && a == shape("agm")
+}
+
+/// The stable sample indices of the rows and columns, when the file says
+/// (`heatmap_indices`, as the evaluation writes it) and they fit `n`.
+fn file_axis_indices(ts: &[TensorData], n: usize) -> Option<Vec<i64>> {
+    let t = ts.iter().find(|t| t.name == "heatmap_indices")?;
+    let v: Vec<i64> = t.values.as_ref()?.iter().map(|&x| x as i64).collect();
+    (v.len() == n).then_some(v)
+}
+
 fn tensors(
     ui: &mut egui::Ui,
     app: &mut LetheApp,
@@ -78,17 +97,26 @@ fn tensors(
         ui.label("The file holds no tensors.");
         return;
     }
+    let triple = has_alignment_triple(ts);
+    let first = if triple {
+        TRIPLE.to_string()
+    } else {
+        ts[0].name.clone()
+    };
     let selected = app
         .selected_tensor
         .get(path)
-        .filter(|n| ts.iter().any(|t| &t.name == *n))
+        .filter(|n| ts.iter().any(|t| &t.name == *n) || (triple && n.as_str() == TRIPLE))
         .cloned()
-        .unwrap_or_else(|| ts[0].name.clone());
+        .unwrap_or(first);
     let mut pick = selected.clone();
     if ts.len() > 1 {
         egui::ComboBox::from_label("tensor")
             .selected_text(&pick)
             .show_ui(ui, |ui| {
+                if triple {
+                    ui.selectable_value(&mut pick, TRIPLE.to_string(), TRIPLE);
+                }
                 for t in ts {
                     ui.selectable_value(
                         &mut pick,
@@ -99,6 +127,10 @@ fn tensors(
             });
     }
     app.selected_tensor.insert(path.to_path_buf(), pick.clone());
+    if pick == TRIPLE {
+        alignment_triple(ui, app, path, ts, record);
+        return;
+    }
     let Some(t) = ts.iter().find(|t| t.name == pick) else {
         return;
     };
@@ -117,7 +149,8 @@ fn tensors(
     let csv = Arc::new(m.to_csv().into_bytes());
     let export_name = format!("{}.csv", t.name);
     if t.is_matrix() {
-        heatmap_view(ui, app, path, t, m, record);
+        let file_axes = file_axis_indices(ts, m.rows).filter(|_| m.rows == m.cols);
+        heatmap_view(ui, app, path, t, m, record, file_axes);
     } else {
         vector_view(ui, &t.name, &m);
     }
@@ -143,6 +176,46 @@ fn tensors(
     });
 }
 
+/// The colour scale a matrix starts with: diverging for gaps and differences
+/// (and anything with negative values), else viridis.
+fn default_colormap(name: &str, m: &Matrix) -> Colormap {
+    let n = name.to_lowercase();
+    if n.contains("gap") || n.contains("diff") || n == "agm" || m.finite_range().0 < 0.0 {
+        Colormap::Diverging
+    } else {
+        Colormap::Viridis
+    }
+}
+
+/// Textures for the pictures of `indices`, in order, once all are loaded.
+fn sample_textures(
+    app: &mut LetheApp,
+    ctx: &egui::Context,
+    data: &Path,
+    indices: &[i64],
+) -> Option<Vec<egui::TextureHandle>> {
+    app.ensure_samples(data, indices);
+    let map = app.samples.get(data)?;
+    let thumbs: Vec<(i64, Thumb)> = indices
+        .iter()
+        .map(|i| map.get(i).map(|t| (*i, t.clone())))
+        .collect::<Option<_>>()?;
+    Some(
+        thumbs
+            .iter()
+            .map(|(i, t)| {
+                app.textures
+                    .get(ctx, &format!("s:{}/{i}/{}", data.display(), t.detail), t)
+            })
+            .collect(),
+    )
+}
+
+/// Pictures for at most this many samples per axis: beyond it a cell is under
+/// a pixel at any zoom that shows them all.
+const MAX_AXIS_THUMBS: usize = 2000;
+
+#[allow(clippy::too_many_arguments)]
 fn heatmap_view(
     ui: &mut egui::Ui,
     app: &mut LetheApp,
@@ -150,34 +223,33 @@ fn heatmap_view(
     t: &TensorData,
     m: Matrix,
     record: Option<&JobRecord>,
+    file_axes: Option<Vec<i64>>,
 ) {
     let key = (path.to_path_buf(), t.name.clone());
-    let name_lc = t.name.to_lowercase();
-    let default_map =
-        if name_lc.contains("gap") || name_lc.contains("diff") || m.finite_range().0 < 0.0 {
-            Colormap::Diverging
-        } else {
-            Colormap::Viridis
-        };
+    let default_map = default_colormap(&t.name, &m);
     let heatmap = app
         .heatmaps
         .entry(key.clone())
         .or_insert_with(|| Heatmap::new(Arc::new(m), default_map));
     let (rows, cols) = (heatmap.matrix().rows, heatmap.matrix().cols);
-    // Rows or columns may be the run's forget samples (as for alignment
-    // matrices); the user says so, since the file does not.
-    let forget: Vec<i64> = record
-        .and_then(|r| crate::panels::inspect::read_indices(&r.spec.forget).ok())
-        .map(|mut v| {
-            v.sort_unstable();
-            v
-        })
-        .unwrap_or_default();
+    // Which samples the rows and columns are: the file says so (the
+    // evaluation's heatmap_indices), or the user does when the size matches the
+    // run's forget set (sorted, the order jobs see it in).
+    let from_file = file_axes.is_some();
+    let samples: Vec<i64> = file_axes.unwrap_or_else(|| {
+        record
+            .and_then(|r| crate::panels::inspect::read_indices(&r.spec.forget).ok())
+            .map(|mut v| {
+                v.sort_unstable();
+                v
+            })
+            .unwrap_or_default()
+    });
     let mem = egui::Id::unique(("heatmap-axes", &key));
     let (mut rows_are, mut cols_are) = ui
         .ctx()
         .data(|d| d.get_temp::<(bool, bool)>(mem))
-        .unwrap_or_default();
+        .unwrap_or((from_file, from_file));
     ui.horizontal(|ui| {
         let mut map = heatmap.colormap();
         egui::ComboBox::from_label("colours")
@@ -191,71 +263,42 @@ fn heatmap_view(
         if ui.button("Reset zoom").clicked() {
             heatmap.reset_view();
         }
-        if !forget.is_empty() && forget.len() == rows {
-            ui.checkbox(
-                &mut rows_are,
-                format!("rows are the {} forget samples", rows),
-            );
+        let what = if from_file {
+            "the file's heatmap samples"
+        } else {
+            "forget samples"
+        };
+        if !samples.is_empty() && samples.len() == rows {
+            ui.checkbox(&mut rows_are, format!("rows are the {rows} {what}"));
         }
-        if !forget.is_empty() && forget.len() == cols {
-            ui.checkbox(
-                &mut cols_are,
-                format!("columns are the {} forget samples", cols),
-            );
+        if !samples.is_empty() && samples.len() == cols {
+            ui.checkbox(&mut cols_are, format!("columns are the {cols} {what}"));
         }
     });
     ui.ctx()
         .data_mut(|d| d.insert_temp(mem, (rows_are, cols_are)));
     let data = record.map(|r| r.spec.data.clone());
-    let want_thumbs = (rows_are || cols_are) && data.is_some();
-    if let (true, Some(data)) = (want_thumbs, &data) {
-        // Pictures for at most 2,000 samples: beyond that a cell is under a pixel
-        // at any zoom that shows them all.
-        let idx: Vec<i64> = forget.iter().copied().take(2000).collect();
-        app.ensure_samples(data, &idx);
-    }
-    let thumbs = |app: &mut LetheApp, ui: &egui::Ui, data: &PathBuf| -> Vec<egui::TextureHandle> {
-        let Some(map) = app.samples.get(data) else {
-            return Vec::new();
-        };
-        let list: Vec<(i64, Thumb)> = forget
-            .iter()
-            .take(2000)
-            .filter_map(|i| map.get(i).map(|t| (*i, t.clone())))
-            .collect();
-        list.iter()
-            .map(|(i, t)| {
-                app.textures.get(
-                    ui.ctx(),
-                    &format!("s:{}/{i}/{}", data.display(), t.detail),
-                    t,
-                )
-            })
-            .collect()
+    let shown: Vec<i64> = samples.iter().copied().take(MAX_AXIS_THUMBS).collect();
+    let textures = match &data {
+        Some(d) if rows_are || cols_are => sample_textures(app, ui.ctx(), d, &shown),
+        _ => None,
     };
-    let (row_t, col_t) = match (&data, want_thumbs) {
-        (Some(d), true) => {
-            let t = thumbs(app, ui, d);
-            (rows_are.then(|| t.clone()), cols_are.then_some(t))
-        }
-        _ => (None, None),
-    };
-    let labels: Vec<String> = forget.iter().map(|i| format!("#{i}")).collect();
+    let labels: Vec<String> = samples.iter().map(|i| format!("#{i}")).collect();
     let Some(heatmap) = app.heatmaps.get_mut(&key) else {
         return;
     };
-    heatmap.row_thumbs = row_t;
-    heatmap.col_thumbs = col_t;
+    heatmap.row_thumbs = textures.clone().filter(|_| rows_are);
+    heatmap.col_thumbs = textures.filter(|_| cols_are);
     heatmap.row_labels = rows_are.then(|| labels.clone());
     heatmap.col_labels = cols_are.then_some(labels);
     heatmap.axis_titles = (
         if rows_are {
-            "forget sample".into()
+            "sample".into()
         } else {
             "row".into()
         },
         if cols_are {
-            "forget sample".into()
+            "sample".into()
         } else {
             "column".into()
         },
@@ -265,6 +308,76 @@ fn heatmap_view(
     let visible = ui.clip_rect().bottom() - ui.cursor().top() - 12.0;
     let height = (ui.available_width() * 0.8).min(visible).max(320.0);
     heatmap.show(ui, height);
+}
+
+/// AM before, AM after and the gap side by side, on one colour range for the
+/// two AMs, with the samples' pictures on the axes.
+fn alignment_triple(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    path: &Path,
+    ts: &[TensorData],
+    record: Option<&JobRecord>,
+) {
+    let get = |n: &str| {
+        ts.iter()
+            .find(|t| t.name == n)
+            .and_then(TensorData::as_matrix)
+    };
+    let (Some(before), Some(after), Some(gap)) = (get("am_before"), get("am_after"), get("agm"))
+    else {
+        return;
+    };
+    ui.label(
+        "Alignment Matrix: cosine similarity between augmented views of forget samples, \
+         before and after unlearning; the Alignment Gap Matrix is before − after \
+         (positive: the pair became less alike).",
+    );
+    let n = before.rows;
+    let indices = file_axis_indices(ts, n);
+    let textures = match (record, &indices) {
+        (Some(r), Some(idx)) => {
+            let shown: Vec<i64> = idx.iter().copied().take(MAX_AXIS_THUMBS).collect();
+            sample_textures(app, ui.ctx(), &r.spec.data, &shown)
+        }
+        _ => None,
+    };
+    let labels: Option<Vec<String>> = indices.map(|v| v.iter().map(|i| format!("#{i}")).collect());
+    // Before and after share one colour range: the point is to compare them.
+    let (b_lo, b_hi) = before.finite_range();
+    let (a_lo, a_hi) = after.finite_range();
+    let shared = (b_lo.min(a_lo), b_hi.max(a_hi));
+    let width = (ui.available_width() - 16.0) / 3.0;
+    ui.horizontal_top(|ui| {
+        for (name, m, title) in [
+            ("am_before", before, "AM before"),
+            ("am_after", after, "AM after"),
+            ("agm", gap, "AGM = before − after"),
+        ] {
+            let key = (path.to_path_buf(), format!("triple/{name}"));
+            let map = default_colormap(name, &m);
+            let hm = app
+                .heatmaps
+                .entry(key)
+                .or_insert_with(|| Heatmap::new(Arc::new(m), map));
+            if name != "agm" {
+                hm.set_range(shared);
+            }
+            hm.row_thumbs = textures.clone();
+            hm.col_thumbs = textures.clone();
+            hm.row_labels = labels.clone();
+            hm.col_labels = labels.clone();
+            hm.axis_titles = ("sample".into(), "sample".into());
+            // Three heatmaps in one parent: each needs its own id scope.
+            ui.push_id(name, |ui| {
+                ui.vertical(|ui| {
+                    ui.set_width(width);
+                    ui.label(RichText::new(title).strong());
+                    hm.show(ui, width.max(220.0));
+                });
+            });
+        }
+    });
 }
 
 fn vector_view(ui: &mut egui::Ui, name: &str, m: &Matrix) {

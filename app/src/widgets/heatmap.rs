@@ -276,6 +276,15 @@ impl Heatmap {
         self.range
     }
 
+    /// Maps `range` onto the colour scale instead of the matrix's own range, so
+    /// that several heatmaps compare by colour (the texture is rebuilt).
+    pub fn set_range(&mut self, range: (f32, f32)) {
+        if range != self.range && range.1 > range.0 {
+            self.range = range;
+            self.texture = None;
+        }
+    }
+
     /// The current view.
     pub fn window(&self) -> Window {
         self.window
@@ -388,16 +397,19 @@ impl Heatmap {
             font.clone(),
             ui.visuals().weak_text_color(),
         );
-        painter.text(
-            pos2(plot.left(), plot.bottom() + 4.0),
-            Align2::LEFT_TOP,
-            format!(
-                "{} × {}  ·  showing rows {:.0}–{:.0}, columns {:.0}–{:.0}  ·  scroll to zoom, drag to pan, double-click to reset",
-                m.rows, m.cols, w.y0, w.y1, w.x0, w.x1
-            ),
-            font.clone(),
-            ui.visuals().weak_text_color(),
-        );
+        // The status line needs room; narrow heatmaps (side by side) skip it.
+        if plot.width() > 360.0 {
+            painter.text(
+                pos2(plot.left(), plot.bottom() + 4.0),
+                Align2::LEFT_TOP,
+                format!(
+                    "{} × {}  ·  showing rows {:.0}–{:.0}, columns {:.0}–{:.0}  ·  scroll to zoom, drag to pan, double-click to reset",
+                    m.rows, m.cols, w.y0, w.y1, w.x0, w.x1
+                ),
+                font.clone(),
+                ui.visuals().weak_text_color(),
+            );
+        }
 
         // Legend.
         let legend = Rect::from_min_size(

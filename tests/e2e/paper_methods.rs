@@ -407,12 +407,18 @@ fn encodermu_brings_the_forget_loss_to_the_level_of_unseen_data() {
 
 /// EncoderMU on the SimCLR encoder: the contrastive loss gap between forget
 /// samples (lower: they were trained on) and as many unseen test samples
-/// shrinks, and a linear probe keeps its accuracy within 10 points.
+/// shrinks, and a linear probe keeps its accuracy within the paper's 10 points.
+/// The encoder's features start with input-gradient norms near 11, far from the
+/// penalty's target of 1, so β is 0.01 here (at 0.1 the probe loses ~20 points).
 #[test]
 fn encodermu_closes_the_member_gap_of_the_encoder() {
     let demo = demo();
     let original = checkpoint_of("encoder");
-    let run = unlearn("encodermu", "encoder", json!({"epochs": 2, "seed": 1}));
+    let run = unlearn(
+        "encodermu",
+        "encoder",
+        json!({"epochs": 2, "beta": 0.01, "lr": 0.003, "seed": 1}),
+    );
     run.assert_reports(&["loss", "member_loss", "gradient_penalty", "output_norm"]);
     assert_eq!(run.summary["model_kind"], "encoder");
     assert_eq!(run.summary["critic_output"], "encoder");
@@ -612,10 +618,11 @@ fn contrastive_unlearning_forgets_a_whole_class() {
 }
 
 /// Discriminative Adversarial Unlearning, class-wise (digit 7; the paper's
-/// strong case), shortened (3 sensitivity draws instead of 10, a few iterations):
-/// the pre-trained attacker tells the class's training samples from validation
-/// samples, the defender fights it, and the forgotten class stops being
-/// recognised while the other classes keep their accuracy.
+/// strong case) with its defaults (flipped objective, λ 10), shortened: 3
+/// sensitivity draws instead of 10, 25 iterations with λ → 0 after 10 instead of
+/// 30. The pre-trained attacker tells the class's training samples from
+/// validation samples; the defender defeats it by no longer recognising the
+/// class, then recovers the other classes.
 #[test]
 fn dau_unlearns_a_class_against_its_attacker() {
     let demo = demo();
@@ -626,8 +633,8 @@ fn dau_unlearns_a_class_against_its_attacker() {
         "dau",
         &original,
         &list,
-        json!({"epochs": 3, "max_batches": 5, "attacker_pretrain_steps": 10,
-               "sensitivity_draws": 3, "lr": 0.01, "attacker_lr": 0.01, "seed": 1}),
+        json!({"epochs": 5, "max_batches": 5, "attacker_pretrain_steps": 10,
+               "sensitivity_draws": 3, "class_lambda_off_after": 10, "seed": 1}),
     );
     run.assert_reports(&[
         "loss",
@@ -684,8 +691,7 @@ fn dau_leaves_the_model_alone_when_its_attacker_is_at_chance() {
     let run = unlearn(
         "dau",
         "classifier",
-        json!({"epochs": 1, "attacker_pretrain_steps": 10, "sensitivity_draws": 3,
-               "lr": 0.01, "attacker_lr": 0.01, "seed": 1}),
+        json!({"epochs": 1, "attacker_pretrain_steps": 10, "sensitivity_draws": 3, "seed": 1}),
     );
     run.assert_reports(&["loss", "retain_ce", "attack_term", "attacker_acc"]);
     assert_eq!(run.summary["forgetting"], "sample");

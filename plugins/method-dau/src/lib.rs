@@ -74,7 +74,9 @@ impl Plugin for Dau {
              (off-diagonal weight 5e-3); in class-wise forgetting λ drops to 0 after the \
              first iterations. The paper's numeric settings (λ, w, learning rates, \
              pre-training length) are not legible in our copy; the defaults were checked on \
-             the bundled demo.",
+             the bundled demo, where the saturating min-max form of eq. (1) barely moves a \
+             confident classifier (its softmax gradients vanish) and the flipped form the \
+             paper offers for exactly that (§3.3) forgets a class.",
         )
         .citation(
             "Rohan Sharma, Shijie Zhou, Kaiyi Ji and Changyou Chen, \"Discriminative \
@@ -83,12 +85,12 @@ impl Plugin for Dau {
              USENIX Security 2022. Regulariser: Zbontar et al., \"Barlow Twins\", ICML 2021.",
         )
         .param(
-            ParamSpec::float("lambda", "λ (attacker term)", 0.0, 1000.0, 1.0)
+            ParamSpec::float("lambda", "λ (attacker term)", 0.0, 1000.0, 10.0)
                 .group("Method")
                 .help("Weight of the attacker's objective in the defender's loss."),
         )
         .param(
-            ParamSpec::choice("opposition", "Defender objective", &["minmax", "flipped"], "minmax")
+            ParamSpec::choice("opposition", "Defender objective", &["minmax", "flipped"], "flipped")
                 .group("Method")
                 .help(
                     "minmax: subtract λ·(the attacker's loss), eq. (1); flipped: add λ·CE of \
@@ -134,7 +136,7 @@ impl Plugin for Dau {
                 .group("Attacker"),
         )
         .param(
-            ParamSpec::float("attacker_lr", "Attacker learning rate", 1e-7, 10.0, 1e-3)
+            ParamSpec::float("attacker_lr", "Attacker learning rate", 1e-7, 10.0, 0.01)
                 .log_scale()
                 .group("Attacker"),
         )
@@ -160,7 +162,7 @@ impl Plugin for Dau {
         let d = params::optimiser(
             d,
             &OptimDefaults {
-                lr: 1e-3,
+                lr: 0.01,
                 epochs: 10,
                 batch_size: 64,
                 momentum: 0.9,

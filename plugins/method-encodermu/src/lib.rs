@@ -91,7 +91,11 @@ impl Plugin for EncoderMu {
             .param(
                 ParamSpec::float("beta", "β (gradient penalty)", 0.0, 1000.0, 0.1)
                     .group("Method")
-                    .help("Weight of the WGAN-GP term L_GP."),
+                    .help(
+                        "Weight of the WGAN-GP term L_GP. Its gradient norms start far above 1 \
+                         on encoder features (≈ 11 on the demo encoder): there 0.01 keeps a \
+                         linear probe within the paper's 10 points, 0.1 does not.",
+                    ),
             )
             .param(
                 ParamSpec::float("gamma", "γ (output norm)", 0.0, 1000.0, 0.1)

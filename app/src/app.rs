@@ -145,13 +145,16 @@ pub struct LetheApp {
     /// Close the new-forget-set form on the next frame (it was just saved).
     pub(crate) close_forget_form: bool,
     /// Loaded result files.
-    pub artifacts: HashMap<PathBuf, Loadable<ArtifactData>>,
+    pub artifacts: HashMap<PathBuf, Loadable<Arc<ArtifactData>>>,
     /// Heatmaps by file and tensor name.
     pub heatmaps: HashMap<(PathBuf, String), Heatmap>,
     /// Selected tensor per file.
     pub selected_tensor: HashMap<PathBuf, String>,
     /// Membership scores per output folder.
-    pub scores: HashMap<PathBuf, Loadable<Scores>>,
+    pub scores: HashMap<PathBuf, Loadable<Arc<Scores>>>,
+    /// What the views derive from loaded data (ROC curves, histograms,
+    /// summaries), computed once rather than every frame.
+    pub derived: HashMap<String, Arc<crate::panels::Derived>>,
     /// Sample pictures per dataset, by index.
     pub samples: HashMap<PathBuf, HashMap<i64, Thumb>>,
     /// Sample pictures asked for and not there yet.
@@ -195,6 +198,7 @@ impl LetheApp {
             heatmaps: HashMap::new(),
             selected_tensor: HashMap::new(),
             scores: HashMap::new(),
+            derived: HashMap::new(),
             samples: HashMap::new(),
             samples_pending: std::collections::HashSet::new(),
             samples_missing: std::collections::HashSet::new(),
@@ -367,10 +371,10 @@ impl LetheApp {
                 }
             }
             Done::Artifact(path, r) => {
-                self.artifacts.insert(path, r.into());
+                self.artifacts.insert(path, r.map(Arc::new).into());
             }
             Done::Scores(dir, r) => {
-                self.scores.insert(dir, r.into());
+                self.scores.insert(dir, r.map(Arc::new).into());
             }
             Done::Samples(data, asked, r) => {
                 // Whatever came back, those requests are over: samples that could

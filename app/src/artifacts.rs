@@ -318,6 +318,21 @@ pub fn histogram(series: &[(&str, &[f64])], bins: usize) -> Option<Histogram> {
     })
 }
 
+/// Every score as long-format CSV: `role,position,score`.
+pub fn scores_csv(s: &Scores) -> String {
+    let mut out = String::from("role,position,score\n");
+    for (role, v) in [
+        ("forget", &s.forget),
+        ("member", &s.member),
+        ("nonmember", &s.nonmember),
+    ] {
+        for (i, x) in v.iter().flatten().enumerate() {
+            let _ = writeln!(out, "{role},{i},{x}");
+        }
+    }
+    out
+}
+
 /// Curves (`name → [x, y]` points) as long-format CSV: `series,x,y`.
 pub fn curves_csv(curves: &std::collections::BTreeMap<String, Vec<[f64; 2]>>) -> String {
     let mut out = String::from("series,x,y\n");
@@ -441,6 +456,12 @@ mod tests {
         assert_eq!(roc.fpr_floor, 0.25);
         assert!(roc.to_csv().starts_with("fpr,tpr\n0,0\n"));
         assert!(is_score_file(&dir.path().join("scores_member.safetensors")));
+        let csv = scores_csv(&scores);
+        assert!(
+            csv.starts_with("role,position,score\nmember,0,0.9\n"),
+            "{csv}"
+        );
+        assert_eq!(csv.lines().count(), 1 + 8);
         assert!(!is_score_file(&dir.path().join("model.safetensors")));
     }
 

@@ -11,6 +11,17 @@ mod run;
 
 pub use inspect::read_indices;
 
+/// Numbers and curves a view derives from loaded data, kept between frames.
+pub enum Derived {
+    /// A 1-D tensor: its summary line and histogram.
+    Vector(String, Option<crate::artifacts::Histogram>),
+    /// Membership scores: ROC curves and the score histogram.
+    Scores(
+        Vec<crate::artifacts::Roc>,
+        Option<crate::artifacts::Histogram>,
+    ),
+}
+
 use crate::app::{Command, LetheApp};
 use crate::jobs::JobStatus;
 use crate::state::View;

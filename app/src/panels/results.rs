@@ -5,6 +5,7 @@
 use crate::app::{Command, LetheApp};
 use crate::artifacts::{self, ArtifactData, Matrix, TensorData};
 use crate::jobs::JobRecord;
+use crate::panels::Derived;
 use crate::tasks::Loadable;
 use crate::thumbs::Thumb;
 use crate::widgets::heatmap::{Colormap, Heatmap};
@@ -37,26 +38,19 @@ pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
         return;
     }
     app.ensure_artifact(path);
+    // An Arc: the file's data is shared with the view, not copied each frame.
     let data = app.artifacts.get(path).cloned();
     match data {
-        Some(Loadable::Ready(ArtifactData::Json(v))) => {
-            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-            ui.horizontal(|ui| {
-                if ui.button("Copy").clicked() {
-                    ui.ctx().copy_text(text.clone());
-                }
-            });
-            egui::ScrollArea::both().id_salt("json").show(ui, |ui| {
-                ui.add(egui::Label::new(RichText::new(text).monospace()).extend());
-            });
-        }
-        Some(Loadable::Ready(ArtifactData::Tensors(ts))) => {
-            egui::ScrollArea::vertical()
-                .id_salt("tensors")
-                .show(ui, |ui| {
-                    tensors(ui, app, run, path, &ts, record.as_ref());
-                });
-        }
+        Some(Loadable::Ready(d)) => match d.as_ref() {
+            ArtifactData::Json(v) => json_view(ui, v),
+            ArtifactData::Tensors(ts) => {
+                egui::ScrollArea::vertical()
+                    .id_salt("tensors")
+                    .show(ui, |ui| {
+                        tensors(ui, app, run, path, ts, record.as_ref());
+                    });
+            }
+        },
         Some(Loadable::Failed(e)) => {
             ui.colored_label(RED, e);
         }
@@ -64,6 +58,18 @@ pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
             ui.spinner();
         }
     }
+}
+
+fn json_view(ui: &mut egui::Ui, v: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    ui.horizontal(|ui| {
+        if ui.button("Copy").clicked() {
+            ui.ctx().copy_text(text.clone());
+        }
+    });
+    egui::ScrollArea::both().id_salt("json").show(ui, |ui| {
+        ui.add(egui::Label::new(RichText::new(text).monospace()).extend());
+    });
 }
 
 /// The pseudo-tensor name of the before / after / gap view.
@@ -135,7 +141,7 @@ fn tensors(
         return;
     };
     ui.label(format!("{} · shape {:?} · {}", t.name, t.shape, t.dtype));
-    let Some(m) = t.as_matrix() else {
+    if t.values.is_none() {
         ui.colored_label(
             RED,
             format!(
@@ -145,32 +151,56 @@ fn tensors(
             ),
         );
         return;
-    };
-    let csv = Arc::new(m.to_csv().into_bytes());
-    let export_name = format!("{}.csv", t.name);
-    if t.is_matrix() {
-        let file_axes = file_axis_indices(ts, m.rows).filter(|_| m.rows == m.cols);
-        heatmap_view(ui, app, path, t, m, record, file_axes);
-    } else {
-        vector_view(ui, &t.name, &m);
     }
+    let key = (path.to_path_buf(), t.name.clone());
+    if t.is_matrix() {
+        // The matrix is copied out of the file once, into the heatmap.
+        if !app.heatmaps.contains_key(&key)
+            && let Some(m) = t.as_matrix()
+        {
+            let map = default_colormap(&t.name, &m);
+            app.heatmaps
+                .insert(key.clone(), Heatmap::new(Arc::new(m), map));
+        }
+        let n = app.heatmaps.get(&key).map_or(0, |h| h.matrix().rows);
+        let square = app
+            .heatmaps
+            .get(&key)
+            .is_some_and(|h| h.matrix().rows == h.matrix().cols);
+        let file_axes = file_axis_indices(ts, n).filter(|_| square);
+        heatmap_view(ui, app, path, t, record, file_axes);
+    } else {
+        vector_view(ui, app, path, t);
+    }
+    let export_name = format!("{}.csv", t.name);
+    // The CSV is made when asked for: a big matrix is megabytes of text.
+    let csv = |app: &LetheApp| -> Arc<Vec<u8>> {
+        let m = app
+            .heatmaps
+            .get(&key)
+            .map(|h| Arc::clone(h.matrix()))
+            .or_else(|| t.as_matrix().map(Arc::new));
+        Arc::new(m.map(|m| m.to_csv()).unwrap_or_default().into_bytes())
+    };
     ui.horizontal(|ui| {
         if ui
             .button("Export as CSV")
             .on_hover_text("Writes exports/<name>.csv in the run folder")
             .clicked()
         {
+            let bytes = csv(app);
             app.commands.push(Command::Export {
                 run: run.to_string(),
                 name: export_name.clone(),
-                bytes: Arc::clone(&csv),
+                bytes,
             });
         }
         if ui.button("Save CSV as…").clicked() {
+            let bytes = csv(app);
             app.commands
                 .push(Command::Pick(crate::tasks::PickTarget::SaveAs {
                     name: export_name,
-                    bytes: csv,
+                    bytes,
                 }));
         }
     });
@@ -215,22 +245,18 @@ fn sample_textures(
 /// a pixel at any zoom that shows them all.
 const MAX_AXIS_THUMBS: usize = 2000;
 
-#[allow(clippy::too_many_arguments)]
 fn heatmap_view(
     ui: &mut egui::Ui,
     app: &mut LetheApp,
     path: &Path,
     t: &TensorData,
-    m: Matrix,
     record: Option<&JobRecord>,
     file_axes: Option<Vec<i64>>,
 ) {
     let key = (path.to_path_buf(), t.name.clone());
-    let default_map = default_colormap(&t.name, &m);
-    let heatmap = app
-        .heatmaps
-        .entry(key.clone())
-        .or_insert_with(|| Heatmap::new(Arc::new(m), default_map));
+    let Some(heatmap) = app.heatmaps.get_mut(&key) else {
+        return;
+    };
     let (rows, cols) = (heatmap.matrix().rows, heatmap.matrix().cols);
     // Which samples the rows and columns are: the file says so (the
     // evaluation's heatmap_indices), or the user does when the size matches the
@@ -319,21 +345,42 @@ fn alignment_triple(
     ts: &[TensorData],
     record: Option<&JobRecord>,
 ) {
-    let get = |n: &str| {
-        ts.iter()
-            .find(|t| t.name == n)
-            .and_then(TensorData::as_matrix)
-    };
-    let (Some(before), Some(after), Some(gap)) = (get("am_before"), get("am_after"), get("agm"))
-    else {
-        return;
-    };
+    let names = ["am_before", "am_after", "agm"];
+    let key = |name: &str| (path.to_path_buf(), format!("triple/{name}"));
+    // The matrices are copied out of the file once, into their heatmaps.
+    if names.iter().any(|n| !app.heatmaps.contains_key(&key(n))) {
+        let get = |n: &str| {
+            ts.iter()
+                .find(|t| t.name == n)
+                .and_then(TensorData::as_matrix)
+        };
+        let (Some(before), Some(after), Some(gap)) =
+            (get("am_before"), get("am_after"), get("agm"))
+        else {
+            return;
+        };
+        // Before and after share one colour range: the point is to compare them.
+        let (b_lo, b_hi) = before.finite_range();
+        let (a_lo, a_hi) = after.finite_range();
+        let shared = (b_lo.min(a_lo), b_hi.max(a_hi));
+        for (name, m) in names.into_iter().zip([before, after, gap]) {
+            let map = default_colormap(name, &m);
+            let mut hm = Heatmap::new(Arc::new(m), map);
+            if name != "agm" {
+                hm.set_range(shared);
+            }
+            app.heatmaps.insert(key(name), hm);
+        }
+    }
     ui.label(
         "Alignment Matrix: cosine similarity between augmented views of forget samples, \
          before and after unlearning; the Alignment Gap Matrix is before − after \
          (positive: the pair became less alike).",
     );
-    let n = before.rows;
+    let n = app
+        .heatmaps
+        .get(&key("am_before"))
+        .map_or(0, |h| h.matrix().rows);
     let indices = file_axis_indices(ts, n);
     let textures = match (record, &indices) {
         (Some(r), Some(idx)) => {
@@ -343,26 +390,16 @@ fn alignment_triple(
         _ => None,
     };
     let labels: Option<Vec<String>> = indices.map(|v| v.iter().map(|i| format!("#{i}")).collect());
-    // Before and after share one colour range: the point is to compare them.
-    let (b_lo, b_hi) = before.finite_range();
-    let (a_lo, a_hi) = after.finite_range();
-    let shared = (b_lo.min(a_lo), b_hi.max(a_hi));
     let width = (ui.available_width() - 16.0) / 3.0;
     ui.horizontal_top(|ui| {
-        for (name, m, title) in [
-            ("am_before", before, "AM before"),
-            ("am_after", after, "AM after"),
-            ("agm", gap, "AGM = before − after"),
-        ] {
-            let key = (path.to_path_buf(), format!("triple/{name}"));
-            let map = default_colormap(name, &m);
-            let hm = app
-                .heatmaps
-                .entry(key)
-                .or_insert_with(|| Heatmap::new(Arc::new(m), map));
-            if name != "agm" {
-                hm.set_range(shared);
-            }
+        for (name, title) in
+            names
+                .into_iter()
+                .zip(["AM before", "AM after", "AGM = before − after"])
+        {
+            let Some(hm) = app.heatmaps.get_mut(&key(name)) else {
+                continue;
+            };
             hm.row_thumbs = textures.clone();
             hm.col_thumbs = textures.clone();
             hm.row_labels = labels.clone();
@@ -380,19 +417,33 @@ fn alignment_triple(
     });
 }
 
-fn vector_view(ui: &mut egui::Ui, name: &str, m: &Matrix) {
-    let values: Vec<f64> = m.values.iter().map(|&v| f64::from(v)).collect();
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
-    let (lo, hi) = m.finite_range();
-    let nonzero = finite.iter().filter(|v| **v != 0.0).count();
-    ui.label(format!(
-        "{} values · min {lo} · max {hi} · mean {mean:.4} · {} non-zero",
-        values.len(),
-        nonzero
-    ));
-    if let Some(h) = artifacts::histogram(&[(name, &values)], 60) {
-        crate::widgets::plots::histogram_plot(ui, &format!("vec-{name}"), &h, "value");
+fn vector_view(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path, t: &TensorData) {
+    let key = format!("vector:{}:{}", path.display(), t.name);
+    let derived = app
+        .derived
+        .entry(key)
+        .or_insert_with(|| {
+            let values: Vec<f64> = t.values.iter().flatten().map(|&v| f64::from(v)).collect();
+            let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let nonzero = finite.iter().filter(|v| **v != 0.0).count();
+            let summary = format!(
+                "{} values · min {lo} · max {hi} · mean {mean:.4} · {nonzero} non-zero",
+                values.len()
+            );
+            Arc::new(Derived::Vector(
+                summary,
+                artifacts::histogram(&[(t.name.as_str(), &values)], 60),
+            ))
+        })
+        .clone();
+    if let Derived::Vector(summary, hist) = derived.as_ref() {
+        ui.label(summary);
+        if let Some(h) = hist {
+            crate::widgets::plots::histogram_plot(ui, &format!("vec-{}", t.name), h, "value");
+        }
     }
 }
 
@@ -411,11 +462,33 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
         }
     };
     ui.label(RichText::new("Membership attack").strong());
-    let rocs = artifacts::rocs(&scores);
+    let derived = app
+        .derived
+        .entry(format!("scores:{}", dir.display()))
+        .or_insert_with(|| {
+            let mut groups: Vec<(&str, &[f64])> = Vec::new();
+            if let Some(m) = &scores.member {
+                groups.push(("members", m));
+            }
+            if let Some(n) = &scores.nonmember {
+                groups.push(("non-members", n));
+            }
+            if let Some(f) = &scores.forget {
+                groups.push(("forget set", f));
+            }
+            Arc::new(Derived::Scores(
+                artifacts::rocs(&scores),
+                artifacts::histogram(&groups, 40),
+            ))
+        })
+        .clone();
+    let Derived::Scores(rocs, hist) = derived.as_ref() else {
+        return;
+    };
     if rocs.is_empty() {
         ui.label("These scores have no non-member group, so no ROC curve can be drawn.");
     } else {
-        for r in &rocs {
+        for r in rocs {
             if let Some(auc) = r.auc {
                 ui.label(format!(
                     "{}: AUC {auc:.3} (0.5 = cannot tell them apart)",
@@ -432,17 +505,6 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
             );
         });
     }
-    let mut groups: Vec<(&str, &[f64])> = Vec::new();
-    if let Some(m) = &scores.member {
-        groups.push(("members", m));
-    }
-    if let Some(n) = &scores.nonmember {
-        groups.push(("non-members", n));
-    }
-    if let Some(f) = &scores.forget {
-        groups.push(("forget set", f));
-    }
-    let hist = artifacts::histogram(&groups, 40);
     // ROC and score distributions side by side: they are two views of the
     // same question (can the attack tell the groups apart?).
     ui.horizontal_top(|ui| {
@@ -452,12 +514,12 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
                 crate::widgets::plots::roc_plot(
                     ui,
                     &format!("roc-{}", dir.display()),
-                    &rocs,
+                    rocs,
                     app.state.roc_log,
                 );
             });
         }
-        if let Some(h) = &hist {
+        if let Some(h) = hist {
             ui.vertical(|ui| {
                 ui.label(RichText::new("Scores: members vs non-members").strong());
                 crate::widgets::plots::histogram_plot(
@@ -471,7 +533,18 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
     });
     if let Some(run) = record {
         ui.horizontal(|ui| {
-            for r in &rocs {
+            if ui
+                .button("Export scores (CSV)")
+                .on_hover_text("role, position in the role, score: the histogram's data")
+                .clicked()
+            {
+                app.commands.push(Command::Export {
+                    run: run.id.clone(),
+                    name: "scores.csv".into(),
+                    bytes: Arc::new(artifacts::scores_csv(&scores).into_bytes()),
+                });
+            }
+            for r in rocs {
                 if ui.button(format!("Export ROC {} (CSV)", r.name)).clicked() {
                     app.commands.push(Command::Export {
                         run: run.id.clone(),

@@ -211,6 +211,16 @@ pub struct Hovered {
     pub value: f32,
 }
 
+/// Matrices with more cells than this are coloured off the UI thread, so
+/// opening one never freezes the window (16M cells take seconds in a debug build).
+pub const BACKGROUND_CELLS: usize = 1 << 20;
+
+type PendingImage = (
+    Colormap,
+    (f32, f32),
+    std::sync::mpsc::Receiver<(ColorImage, [usize; 2])>,
+);
+
 /// A heatmap and its view state (zoom, colour scale, texture).
 pub struct Heatmap {
     matrix: Arc<Matrix>,
@@ -218,6 +228,9 @@ pub struct Heatmap {
     range: (f32, f32),
     window: Window,
     texture: Option<(TextureHandle, [usize; 2])>,
+    /// The picture being coloured on a background thread, and for which
+    /// colour scale and range (a stale one is dropped).
+    pending: Option<PendingImage>,
     /// Axis titles: rows, columns.
     pub axis_titles: (String, String),
     /// Row labels (sample numbers), if any.
@@ -243,6 +256,7 @@ impl Heatmap {
             range,
             window,
             texture: None,
+            pending: None,
             axis_titles: ("row".into(), "column".into()),
             row_labels: None,
             col_labels: None,
@@ -304,13 +318,25 @@ impl Heatmap {
         }
         if self.texture.is_none() {
             let max_side = ui.ctx().input(|i| i.max_texture_side).min(4096);
-            let (image, block) = texture_image(&m, self.map, self.range, max_side);
-            let tex = ui
-                .ctx()
-                .load_texture("heatmap", image, TextureOptions::NEAREST);
-            self.texture = Some((tex, block));
+            let ready = if m.values.len() <= BACKGROUND_CELLS {
+                Some(texture_image(&m, self.map, self.range, max_side))
+            } else {
+                self.poll_background(ui.ctx(), max_side)
+            };
+            if let Some((image, block)) = ready {
+                let tex = ui
+                    .ctx()
+                    .load_texture("heatmap", image, TextureOptions::NEAREST);
+                self.texture = Some((tex, block));
+            }
         }
-        let (tex, block) = self.texture.as_ref()?;
+        let Some((tex, block)) = self.texture.as_ref() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Colouring {} × {} cells…", m.rows, m.cols));
+            });
+            return None;
+        };
         let tex_id = tex.id();
         let block = *block;
 
@@ -505,6 +531,38 @@ impl Heatmap {
             });
         }
         hovered
+    }
+
+    /// Starts (or collects) the background colouring of the texture.
+    fn poll_background(
+        &mut self,
+        ctx: &egui::Context,
+        max_side: usize,
+    ) -> Option<(ColorImage, [usize; 2])> {
+        if let Some((map, range, rx)) = &self.pending
+            && *map == self.map
+            && *range == self.range
+        {
+            return match rx.try_recv() {
+                Ok(done) => {
+                    self.pending = None;
+                    Some(done)
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.pending = None;
+                    None
+                }
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (m, map, range, ctx) = (Arc::clone(&self.matrix), self.map, self.range, ctx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(texture_image(&m, map, range, max_side));
+            ctx.request_repaint();
+        });
+        self.pending = Some((self.map, self.range, rx));
+        None
     }
 
     fn name(&self, rows: bool, i: usize) -> String {
@@ -735,6 +793,15 @@ mod tests {
                 },
                 (Heatmap::new(Arc::clone(&matrix), Colormap::Viridis), None),
             );
+        // 4M cells are coloured in the background: the window keeps drawing.
+        harness.step();
+        assert!(harness.state().0.texture.is_none(), "not on the UI thread");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while harness.state().0.texture.is_none() {
+            assert!(std::time::Instant::now() < until, "the texture never came");
+            harness.step();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         harness.run();
         let (_, tex_block) = harness
             .state()

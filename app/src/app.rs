@@ -366,8 +366,15 @@ impl LetheApp {
             Done::Devices(devices, runtime) => {
                 self.devices = devices;
                 self.runtime = Some(*runtime);
-                if !self.devices.iter().any(|d| d.id == self.state.draft.device) {
-                    self.state.draft.device = "cpu".into();
+                let d = &mut self.state.draft;
+                if !self.devices.iter().any(|x| x.id == d.device) {
+                    d.device = "cpu".into();
+                }
+                // Someone who never chose gets the GPU when there is one.
+                if !d.device_chosen
+                    && let Some(gpu) = self.devices.iter().find(|x| x.id.starts_with("cuda"))
+                {
+                    d.device = gpu.id.clone();
                 }
             }
             Done::Artifact(path, r) => {

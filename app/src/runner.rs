@@ -20,8 +20,14 @@ pub struct Runner {
     tx: Sender<(String, FromWorker)>,
     rx: Receiver<(String, FromWorker)>,
     running: HashMap<String, WorkerHandle>,
+    /// When each running job's record was last written (unix seconds).
+    saved_at: HashMap<String, f64>,
     waker: Waker,
 }
+
+/// How often a running job's record is written, so that curves and log survive
+/// even if the app itself dies mid-run.
+const SAVE_EVERY_S: f64 = 5.0;
 
 impl Runner {
     /// A runner starting `opts.exe worker` for each job.
@@ -32,6 +38,7 @@ impl Runner {
             tx,
             rx,
             running: HashMap::new(),
+            saved_at: HashMap::new(),
             waker,
         }
     }
@@ -120,6 +127,20 @@ impl Runner {
             changed.push(id);
         }
         changed.extend(self.start_queued(project, now));
+        for id in &changed {
+            if !self.running.contains_key(id) {
+                self.saved_at.remove(id);
+                continue;
+            }
+            let due = self
+                .saved_at
+                .get(id)
+                .is_none_or(|t| now - t >= SAVE_EVERY_S);
+            if due && let Some(r) = project.runs.iter().find(|r| &r.id == id) {
+                let _ = r.save(&project.run_dir(id));
+                self.saved_at.insert(id.clone(), now);
+            }
+        }
         changed
     }
 

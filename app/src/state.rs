@@ -123,6 +123,8 @@ pub struct Draft {
     pub method: Option<String>,
     /// `cpu`, `cuda:N`.
     pub device: String,
+    /// Whether the user picked the device (else the first GPU is preferred).
+    pub device_chosen: bool,
     /// Seed for the split (when the data records none) and shuffling.
     pub seed: u64,
     /// Whether the new-forget-set form is open.
@@ -137,6 +139,7 @@ impl Default for Draft {
             forget: None,
             method: None,
             device: "cpu".into(),
+            device_chosen: false,
             seed: 0,
             forget_form_open: false,
         }

@@ -236,6 +236,16 @@ fn cancel_stops_a_running_job() {
     });
     let r = last_run(h.state()).unwrap();
     assert_eq!(r.status, JobStatus::Running);
+    // The record on disk follows the run (every few seconds), so a crash of the
+    // app itself keeps what was seen.
+    let file = tmp.path().join("Demo/runs").join(&r.id).join("job.json");
+    step_until(&mut h, "the record on disk to show progress", 30, |_| {
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<lethe_app::jobs::JobRecord>(&t).ok())
+            .is_some_and(|rec| rec.fraction.is_some_and(|f| f > 0.0))
+    });
+    let r = last_run(h.state()).unwrap();
     assert!(
         r.eta(lethe_app::project::now()).is_some(),
         "an ETA once progress moves"

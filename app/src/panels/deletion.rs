@@ -797,7 +797,12 @@ fn run_step(ui: &mut egui::Ui, app: &mut LetheApp) {
                 .selected_text(current)
                 .show_ui(ui, |ui| {
                     for d in &devices {
-                        ui.selectable_value(&mut app.state.draft.device, d.id.clone(), &d.label);
+                        if ui
+                            .selectable_value(&mut app.state.draft.device, d.id.clone(), &d.label)
+                            .clicked()
+                        {
+                            app.state.draft.device_chosen = true;
+                        }
                     }
                 });
             ui.add_space(16.0);

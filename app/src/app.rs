@@ -152,6 +152,8 @@ pub struct LetheApp {
     pub selected_tensor: HashMap<PathBuf, String>,
     /// Membership scores per output folder.
     pub scores: HashMap<PathBuf, Loadable<Arc<Scores>>>,
+    /// Evaluations by run id (`Ready(None)`: never evaluated).
+    pub evaluations: HashMap<String, Loadable<Option<crate::evaluation::Evaluation>>>,
     /// What the views derive from loaded data (ROC curves, histograms,
     /// summaries), computed once rather than every frame.
     pub derived: HashMap<String, Arc<crate::panels::Derived>>,
@@ -198,6 +200,7 @@ impl LetheApp {
             heatmaps: HashMap::new(),
             selected_tensor: HashMap::new(),
             scores: HashMap::new(),
+            evaluations: HashMap::new(),
             derived: HashMap::new(),
             samples: HashMap::new(),
             samples_pending: std::collections::HashSet::new(),
@@ -408,8 +411,20 @@ impl LetheApp {
                     self.notify(e, true);
                 }
             }
+            Done::Evaluation(run, r) => {
+                match &r {
+                    Ok(_) => self.notify(format!("Evaluation of {run} finished"), false),
+                    Err(_) => self.notify(format!("Evaluation of {run} failed"), true),
+                }
+                self.evaluations.insert(run, r.map(Some).into());
+            }
             Done::Panicked(what) => {
                 self.forget_inflight = false;
+                for e in self.evaluations.values_mut() {
+                    if matches!(e, Loadable::Loading) {
+                        *e = Loadable::Failed(format!("internal error: {what}"));
+                    }
+                }
                 self.notify(format!("internal error in a background task: {what}"), true);
             }
         }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod artifacts;
 pub mod catalog;
 pub mod devices;
+pub mod evaluation;
 pub mod form;
 pub mod jobs;
 pub mod panels;

@@ -162,6 +162,8 @@ pub enum Done {
     Scores(PathBuf, Result<Scores, String>),
     /// Pictures of training samples, for a run's most-at-risk view.
     Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, String>),
+    /// An evaluation of a run (`lethe evaluate`) ended.
+    Evaluation(String, Result<crate::evaluation::Evaluation, String>),
     /// A task panicked (a bug in Lethe); the message is shown.
     Panicked(String),
 }
@@ -289,6 +291,11 @@ impl Tasks {
             let r = crate::artifacts::load(&path);
             Done::Artifact(path, r)
         });
+    }
+
+    /// Runs `lethe evaluate` on a run's model (a subprocess, off the UI thread).
+    pub fn evaluate(&mut self, run: String, req: crate::evaluation::EvalRequest) {
+        self.spawn(move || Done::Evaluation(run, crate::evaluation::run(&req)));
     }
 
     /// Loads the membership scores in a folder.

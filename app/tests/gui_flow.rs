@@ -471,3 +471,88 @@ fn every_view_draws() {
     );
     assert_eq!(range("am_before"), (0.1, 0.9));
 }
+
+#[test]
+fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
+    use lethe_app::tasks::Loadable;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.tensors",
+        &[("lr", FormValue::Float(0.001))],
+    );
+    step_until(&mut h, "the checkpoint inspection", 60, |a| {
+        a.state
+            .draft
+            .checkpoint
+            .as_ref()
+            .and_then(|c| a.checkpoints.get(c))
+            .and_then(|l| l.ready())
+            .is_some()
+    });
+    h.get_by_label("▶  Start deletion").click();
+    step_until(&mut h, "the job to start", 30, |a| last_run(a).is_some());
+    step_until(&mut h, "the job to finish", 180, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let run = last_run(h.state()).unwrap().clone();
+    assert_eq!(run.status, JobStatus::Succeeded, "{}", run.stderr_tail);
+    h.step();
+    h.get_by_label("Evaluate").click();
+    h.step();
+    assert!(matches!(
+        h.state().evaluations.get(&run.id),
+        Some(Loadable::Loading)
+    ));
+    step_until(&mut h, "the evaluation", 300, |a| {
+        !matches!(a.evaluations.get(&run.id), Some(Loadable::Loading))
+    });
+    let e = match h.state().evaluations.get(&run.id) {
+        Some(Loadable::Ready(Some(e))) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    let rows = e.rows();
+    assert_eq!(rows.map(|r| r.0), ["retain", "test", "forget"]);
+    for (name, before, after) in rows {
+        let before = before.expect("the original's utility is beside");
+        assert!(
+            (0.0..=1.0).contains(&before) && (0.0..=1.0).contains(&after),
+            "{name}"
+        );
+    }
+    assert!(e.utility.forget.samples > 0);
+    assert!(!e.per_class("test").is_empty());
+    let run_dir = tmp.path().join("Demo/runs").join(&run.id);
+    assert!(e.folder.starts_with(&run_dir), "{}", e.folder.display());
+    assert!(e.folder.join("evaluation.json").is_file());
+    h.step();
+    assert!(h.query_by_label("Per class: forget").is_some());
+    assert!(h.query_by_label("Evaluate again").is_some());
+
+    // Restart: the evaluation is read back from the run folder.
+    let saved = serde_json::to_string(&h.state().state).unwrap();
+    drop(h);
+    let state: AppState = serde_json::from_str(&saved).unwrap();
+    let mut h = harness(LetheApp::new(state, config(tmp.path())));
+    h.step();
+    h.step();
+    match h.state().evaluations.get(&run.id) {
+        Some(Loadable::Ready(Some(again))) => assert_eq!(again, &e),
+        other => panic!("{other:?}"),
+    }
+
+    // A failing evaluation shows its stderr; the app stays up.
+    let model = run.model_artifact().unwrap().path.clone();
+    std::fs::remove_file(&model).unwrap();
+    h.get_by_label("Evaluate again").click();
+    step_until(&mut h, "the failed evaluation", 120, |a| {
+        matches!(a.evaluations.get(&run.id), Some(Loadable::Failed(_)))
+    });
+    match h.state().evaluations.get(&run.id) {
+        Some(Loadable::Failed(msg)) => assert!(msg.contains("no such checkpoint"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.query_by_label("The evaluation failed").is_some());
+}

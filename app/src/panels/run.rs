@@ -95,6 +95,8 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
         inputs(ui, &record);
         if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
             ui.add_space(8.0);
+            evaluation_section(ui, app, &record, &run_dir);
+            ui.add_space(8.0);
             attack_section(ui, app, &record);
         }
     });
@@ -451,4 +453,118 @@ fn attack_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
             .weak(),
         );
     });
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.1} %", v * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn evaluation_section(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    r: &JobRecord,
+    run_dir: &std::path::Path,
+) {
+    use crate::tasks::Loadable;
+    let Some(model) = r.model_artifact().cloned() else {
+        return;
+    };
+    if !app.evaluations.contains_key(&r.id) {
+        let saved = crate::evaluation::load_saved(run_dir);
+        app.evaluations.insert(r.id.clone(), saved.into());
+    }
+    let state = app.evaluations.get(&r.id).cloned();
+    ui.label(RichText::new("Evaluation").strong());
+    let loading = matches!(state, Some(Loadable::Loading));
+    let label = if matches!(state, Some(Loadable::Ready(Some(_)))) {
+        "Evaluate again"
+    } else {
+        "Evaluate"
+    };
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(!loading, egui::Button::new(label))
+            .on_hover_text("Utility before → after (and the alignment audit for encoders), with lethe evaluate")
+            .clicked()
+        {
+            let req = crate::evaluation::EvalRequest {
+                exe: app.worker_opts.exe.clone(),
+                model: model.path.clone(),
+                original: r.spec.checkpoint.clone(),
+                data: r.spec.data.clone(),
+                forget: r.spec.forget.clone(),
+                device: r.spec.device.clone(),
+                seed: r.spec.seed,
+                run_dir: run_dir.to_path_buf(),
+            };
+            app.evaluations.insert(r.id.clone(), Loadable::Loading);
+            app.tasks.evaluate(r.id.clone(), req);
+        }
+        if loading {
+            ui.spinner();
+            ui.label("Evaluating…");
+        }
+    });
+    match state {
+        Some(Loadable::Failed(e)) => {
+            ui.colored_label(Color32::from_rgb(220, 60, 60), "The evaluation failed");
+            ui.add(egui::Label::new(RichText::new(e).monospace().small()).wrap());
+        }
+        Some(Loadable::Ready(Some(e))) => {
+            ui.label(
+                RichText::new(format!(
+                    "Read by: {} · {}",
+                    e.utility.reader,
+                    e.folder.display()
+                ))
+                .small()
+                .weak(),
+            );
+            egui::Grid::new("eval-grid")
+                .striped(true)
+                .num_columns(3)
+                .show(ui, |ui| {
+                    ui.strong("accuracy");
+                    ui.strong("before");
+                    ui.strong("after");
+                    ui.end_row();
+                    for (name, before, after) in e.rows() {
+                        ui.label(name);
+                        ui.monospace(pct(before));
+                        ui.monospace(pct(Some(after)));
+                        ui.end_row();
+                    }
+                });
+            for split in ["retain", "test", "forget"] {
+                let rows = e.per_class(split);
+                egui::CollapsingHeader::new(format!("Per class: {split}"))
+                    .id_salt(format!("eval-{split}"))
+                    .show(ui, |ui| {
+                        egui::Grid::new(format!("eval-grid-{split}"))
+                            .striped(true)
+                            .num_columns(3)
+                            .show(ui, |ui| {
+                                for (c, before, after) in rows {
+                                    ui.label(c);
+                                    ui.monospace(pct(before));
+                                    ui.monospace(pct(Some(after)));
+                                    ui.end_row();
+                                }
+                            });
+                    });
+            }
+            if let Some(path) = e.alignment_path()
+                && ui
+                    .button("Open the alignment heatmaps (AM / AGM)")
+                    .clicked()
+            {
+                app.commands.push(Command::Show(View::Artifact {
+                    run: r.id.clone(),
+                    path,
+                }));
+            }
+        }
+        _ => {}
+    }
 }

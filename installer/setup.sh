@@ -26,6 +26,8 @@ APT_PACKAGES=(
   libfontconfig1
   # headless GUI tests and screenshots; PDF report checks
   xvfb x11-apps imagemagick poppler-utils
+  # packaging (installer/package.sh): rewrite rpaths to $ORIGIN-relative ones
+  patchelf
   # GUI file dialogs without an XDG portal (rfd falls back to zenity); driving the
   # window under Xvfb: xdotool, and a window manager so the window gets keyboard focus
   zenity xdotool openbox

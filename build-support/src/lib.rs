@@ -77,7 +77,11 @@ pub fn link_libtorch() -> Libtorch {
     let dir = lt.lib_dir.display();
     println!("cargo:rustc-link-search=native={dir}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    if lt.cuda {
+    // LETHE_LINK_CUDA=0 builds the CPU-only package (installer/package.sh cpu): the
+    // binary then needs only libtorch_cpu and friends, not the 3 GB of CUDA libraries.
+    println!("cargo:rerun-if-env-changed=LETHE_LINK_CUDA");
+    let link_cuda = lt.cuda && env::var("LETHE_LINK_CUDA").map_or(true, |v| v != "0");
+    if link_cuda {
         // Keep libtorch_cuda.so in DT_NEEDED even though no symbol of ours refers to it:
         // its static initialisers register the CUDA backend with the dispatcher.
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

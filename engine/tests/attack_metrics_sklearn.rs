@@ -3,6 +3,8 @@
 //! that curve the LiRA way, accuracy / precision / recall / balanced accuracy of
 //! the attack's decisions, and the percentile bootstrap of AUC and TPR@FPR
 //! (different random streams, so the intervals agree to Monte-Carlo precision).
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
 
 use lethe_engine::metrics::{MetricOptions, membership_metrics};
 use serde_json::{Value, json};

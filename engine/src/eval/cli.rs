@@ -448,7 +448,7 @@ fn print_attack(r: &AttackReport) {
     let m = &r.metrics;
     let level = r.bootstrap.level * 100.0;
     println!(
-        "{:<30}{:>30}{:>30}",
+        "{:<34}{:>40}{:>40}",
         "",
         "forget vs non-members",
         if m.reference.is_some() {
@@ -458,9 +458,9 @@ fn print_attack(r: &AttackReport) {
         }
     );
     let row = |name: &str, f: &dyn Fn(&MembershipMetrics) -> String| {
-        let mut line = format!("{name:<30}{:>30}", f(&m.forget));
+        let mut line = format!("{name:<34}{:>40}", f(&m.forget));
         if let Some(reference) = &m.reference {
-            line.push_str(&format!("{:>30}", f(reference)));
+            line.push_str(&format!("{:>40}", f(reference)));
         }
         println!("{line}");
     };
@@ -494,11 +494,11 @@ fn print_attack(r: &AttackReport) {
     row("recall (TPR)", &dec(|d| d.recall));
     row("balanced accuracy", &dec(|d| d.balanced_accuracy));
     if let Some(e) = m.forget.efficacy {
-        println!("{:<30}{e:>30.4}", "efficacy (forget → non-member)");
+        println!("{:<34}{e:>40.4}", "efficacy (forget → non-member)");
     }
     if let Some(s) = &m.shadow {
         println!(
-            "{:<30}{:>30}",
+            "{:<34}{:>40}",
             "shadow fit (in-sample)",
             format!(
                 "AUC {:.4}{}",

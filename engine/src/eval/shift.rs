@@ -5,6 +5,12 @@
 //! separable the inputs are without ever looking at the attacked model. Near
 //! 0.5: no shift an attack could exploit. Well above: the sets differ, and a
 //! membership attack's AUC partly measures that difference.
+//!
+//! Like any cross-validated AUC on sets that do not differ, the estimate
+//! scatters around, and tends to fall slightly *below*, 0.5 (each held-out half
+//! is what its fold's fit did not see: on the demo's forget set against the
+//! validation split it reads about 0.44–0.49). Only a clear excess above 0.5
+//! is flagged ([`crate::metrics::sanity::input_shift`]).
 
 use serde::Serialize;
 use tch::nn::{self, Module, OptimizerConfig};
@@ -108,7 +114,7 @@ pub fn input_shift(
     if a.len() < 4 || b.len() < 4 {
         return Ok(None);
     }
-    let mut rng = SplitMix64::new(opts.seed ^ 0x5348_4946_54);
+    let mut rng = SplitMix64::new(opts.seed ^ 0x5348_4946_5443_4845);
     let mut sample = |rows: &[i64]| {
         let mut r = rows.to_vec();
         rng.shuffle(&mut r);

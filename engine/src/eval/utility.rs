@@ -122,6 +122,9 @@ fn split_utility(
     })
 }
 
+/// Images to logits, batch by batch.
+type LogitsFn<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+
 /// Evaluates `model` on the retain, test, forget and validation rows of `data`.
 pub fn evaluate_utility(
     model: &LoadedModel,
@@ -141,11 +144,7 @@ pub fn evaluate_utility(
     };
     // Logits are computed batch by batch without gradients (`map_batches`);
     // only the probe's head trains.
-    let (reader, info, logits_of): (
-        String,
-        Option<ProbeInfo>,
-        Box<dyn Fn(&Tensor) -> Tensor + '_>,
-    ) = match &model.model {
+    let (reader, info, logits_of): (String, Option<ProbeInfo>, LogitsFn<'_>) = match &model.model {
         Model::Classifier(_) => (
             "classifier".into(),
             None,

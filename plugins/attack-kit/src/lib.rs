@@ -48,7 +48,7 @@ impl Features {
                 "features of dimension 0 cannot hold values".into(),
             ));
         }
-        if dim > 0 && data.len() % dim != 0 {
+        if dim > 0 && !data.len().is_multiple_of(dim) {
             return Err(ShapeError(format!(
                 "{} values do not make rows of {dim}",
                 data.len()

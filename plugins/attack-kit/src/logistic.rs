@@ -71,7 +71,7 @@ impl Logistic {
     pub fn fit(x: &Features, member: &[bool], c: f64) -> Option<Logistic> {
         let n = x.len();
         let d = x.dim();
-        if member.len() != n || !(c > 0.0) {
+        if member.len() != n || c.is_nan() || c <= 0.0 {
             return None;
         }
         let pos = member.iter().filter(|m| **m).count();
@@ -100,11 +100,11 @@ impl Logistic {
                 *g = theta[k];
                 hess[k * p + k] = 1.0;
             }
-            for i in 0..n {
+            for (i, &si) in s.iter().enumerate() {
                 let z = z_of(&theta, i);
                 let sig = sigmoid(z);
                 // d/dz of log(1 + exp(-s z)) is sigmoid(z) − [s = +1].
-                let r = c * (sig - if s[i] > 0.0 { 1.0 } else { 0.0 });
+                let r = c * (sig - if si > 0.0 { 1.0 } else { 0.0 });
                 let w = c * sig * (1.0 - sig);
                 let xi = x.row(i);
                 for a in 0..p {

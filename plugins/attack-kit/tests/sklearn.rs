@@ -2,6 +2,8 @@
 //! the project's venv: `SVC(C=3, gamma="auto", kernel="rbf")` decision values and
 //! predictions (the Unlearn-Sparse / SalUn attack) and `LogisticRegression`
 //! coefficients (EncoderMI's classifier variant).
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
 
 use lethe_attack_kit::Features;
 use lethe_attack_kit::logistic::{Logistic, Standardizer};

@@ -13,155 +13,55 @@
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
-use lethe_e2e::{require_binary, workspace_root};
-use lethe_engine::checkpoint::{self, LoadOptions, LoadedModel};
-use lethe_engine::data::{Dataset, ForgetSet};
+mod support;
+
+use support::{Demo, Run, checkpoint_of, demo, demo_dir, load, plugin_library};
+
+use lethe_e2e::require_binary;
 use lethe_engine::metrics::roc_auc;
 use lethe_engine::models::Model;
-use lethe_engine::train::augment::{AugmentConfig, to_unit_float};
+use lethe_engine::train::augment::AugmentConfig;
 use lethe_engine::train::probe::{extract, train_linear_probe};
 use lethe_engine::train::{Flow, Schedule, TrainConfig};
-use lethe_engine::worker::{FromWorker, Job, JobOutcome, WorkerOptions, run_job, spawn_worker};
+use lethe_engine::worker::{FromWorker, Job, JobOutcome, WorkerOptions, spawn_worker};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
-
-/// The job seed every run here uses (split shuffles, loader orders).
-const JOB_SEED: u64 = 1;
-
-fn demo_dir() -> PathBuf {
-    workspace_root().join("resources/demo")
-}
-
-/// `lib<crate>.so` of a method plugin: the one cargo just rebuilt for this test
-/// (the plugins are dev-dependencies, built into `deps/`), else the one next to
-/// `lethe-cli`.
-fn plugin_library(method: &str) -> PathBuf {
-    let file = format!("liblethe_method_{}.so", method.replace('-', "_"));
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join(&file);
-    if deps.exists() {
-        deps
-    } else {
-        require_binary(&file)
-    }
-}
-
-fn checkpoint_of(model: &str) -> PathBuf {
-    demo_dir().join(format!("{model}.safetensors"))
-}
-
-fn job(method: &str, checkpoint: &Path, forget: &Path, params: Value, out: &Path) -> Job {
-    Job::Unlearn {
-        library: plugin_library(method),
-        id: format!("org.lethe.method.{method}"),
-        params,
-        checkpoint: checkpoint.to_path_buf(),
-        data: demo_dir().join("mnist10k.npz"),
-        forget: forget.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        seed: JOB_SEED,
-        device: "cpu".into(),
-    }
-}
-
-fn options() -> WorkerOptions {
-    let mut opts = WorkerOptions::with_exe(require_binary("lethe-cli"));
-    opts.timeout = Some(Duration::from_secs(600));
-    opts
-}
-
-/// One finished worker job.
-struct Run {
-    _dir: tempfile::TempDir,
-    artifacts: HashMap<String, PathBuf>,
-    /// Every progress metrics object, in order.
-    metrics: Vec<Value>,
-    summary: Value,
-}
-
-impl Run {
-    fn model(&self) -> &Path {
-        &self.artifacts["model"]
-    }
-
-    /// The metrics of each epoch report (those with an `epoch` key).
-    fn epochs(&self) -> Vec<&Value> {
-        self.metrics
-            .iter()
-            .filter(|m| m.get("epoch").is_some())
-            .collect()
-    }
-
-    /// Every epoch report carries finite values for `keys`.
-    fn assert_reports(&self, keys: &[&str]) {
-        let epochs = self.epochs();
-        assert!(!epochs.is_empty(), "no epoch reports: {:?}", self.metrics);
-        for m in epochs {
-            for k in keys {
-                let v = m[k].as_f64().unwrap_or(f64::NAN);
-                assert!(v.is_finite(), "{k} in {m}");
-            }
-        }
-    }
-}
 
 /// Runs `org.lethe.method.<method>` over a demo checkpoint and forget list.
 fn unlearn_with(method: &str, checkpoint: &Path, forget: &Path, params: Value) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("job");
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let start = Instant::now();
-    let report = run_job(
+    let run = support::run_to_success(
         &options(),
         job(method, checkpoint, forget, params, &out),
-        move |e| sink.lock().unwrap().push(e),
+        &out,
+        dir,
+        method,
+    );
+    assert!(
+        run.artifacts.contains_key("model"),
+        "{method} saved no model"
+    );
+    run
+}
+
+fn job(method: &str, checkpoint: &Path, forget: &Path, params: Value, out: &Path) -> Job {
+    support::job(
+        plugin_library(&format!("lethe_method_{method}")),
+        &format!("org.lethe.method.{method}"),
+        checkpoint,
+        forget,
+        params,
+        out,
     )
-    .unwrap();
-    let seconds = start.elapsed().as_secs_f64();
-    if !matches!(report.outcome, JobOutcome::Succeeded(_)) {
-        panic!(
-            "{method} on {} failed: {}\n{}",
-            checkpoint.display(),
-            report.outcome,
-            report.stderr_tail
-        );
-    }
-    let events = events.lock().unwrap().clone();
-    let mut artifacts = HashMap::new();
-    let mut metrics = Vec::new();
-    for e in events {
-        match e {
-            FromWorker::Artifact { name, path } => {
-                assert!(path.starts_with(&out), "{}", path.display());
-                artifacts.insert(name, path);
-            }
-            FromWorker::Progress {
-                metrics: Some(m), ..
-            } => metrics.push(m),
-            _ => {}
-        }
-    }
-    let summary: Value = artifacts
-        .get("summary")
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-        .unwrap_or(Value::Null);
-    eprintln!("{method}: {seconds:.1} s, summary {summary}");
-    assert!(artifacts.contains_key("model"), "{method} saved no model");
-    Run {
-        _dir: dir,
-        artifacts,
-        metrics,
-        summary,
-    }
+}
+
+fn options() -> WorkerOptions {
+    support::options(Duration::from_secs(600))
 }
 
 fn unlearn(method: &str, model: &str, params: Value) -> Run {
@@ -171,47 +71,6 @@ fn unlearn(method: &str, model: &str, params: Value) -> Run {
         &demo_dir().join("forget.txt"),
         params,
     )
-}
-
-/// The demo data with the job's split (the same the worker derives).
-struct Demo {
-    data: Dataset,
-    train: Vec<i64>,
-    forget: Vec<i64>,
-    retain: Vec<i64>,
-    test: Vec<i64>,
-}
-
-fn demo() -> Demo {
-    let data = lethe_engine::data::load(&demo_dir().join("mnist10k.npz")).unwrap();
-    let split = lethe_engine::jobs::train::split_of(&data, JOB_SEED).unwrap();
-    let forget =
-        ForgetSet::from_list_file(&demo_dir().join("forget.txt"), data.len(), &split.train)
-            .unwrap();
-    Demo {
-        retain: forget.retain(&split.train),
-        forget: forget.indices().to_vec(),
-        train: split.train.clone(),
-        test: split.test.clone(),
-        data,
-    }
-}
-
-impl Demo {
-    fn batch(&self, rows: &[i64]) -> (Tensor, Tensor) {
-        let pick = Tensor::from_slice(rows);
-        (
-            to_unit_float(&self.data.images().index_select(0, &pick)),
-            self.data
-                .labels()
-                .index_select(0, &pick)
-                .to_kind(Kind::Int64),
-        )
-    }
-}
-
-fn load(path: &Path) -> LoadedModel {
-    checkpoint::load_model(path, Device::Cpu, &LoadOptions::default()).unwrap()
 }
 
 fn mean(v: &[f64]) -> f64 {

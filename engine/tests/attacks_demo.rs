@@ -287,7 +287,7 @@ fn encodermi_scores_the_demo_encoder_with_45_similarities_per_sample() {
             "lethe_attack_encodermi",
             "org.lethe.attack.encodermi",
             &demo("encoder.safetensors"),
-            json!({"variant": variant, "shadow_size": 200}),
+            json!({"variant": variant, "shadow_size": 200, "heldout_size": 300}),
             &dir.join(variant),
         );
         let s = &report.plugin_summary;
@@ -295,7 +295,8 @@ fn encodermi_scores_the_demo_encoder_with_45_similarities_per_sample() {
         assert_eq!(s["variant"], variant);
         assert_eq!(report.forget_scores.len(), 300);
         let f = &report.metrics.forget;
-        assert_eq!(f.non_members, 1000);
+        assert_eq!(f.non_members, 300);
+        assert_eq!(report.metrics.reference.as_ref().unwrap().members, 300);
         assert!((0.0..=1.0).contains(&f.auc));
         if variant == "threshold" {
             let t = s["threshold"].as_f64().unwrap();

@@ -13,7 +13,7 @@
 use lethe_attack_kit::Features;
 use lethe_attack_kit::logistic::{Logistic, Standardizer};
 use lethe_attack_kit::results::{put_gathered, put_summary};
-use lethe_attack_kit::sets::{Plan, Sample, gather};
+use lethe_attack_kit::sets::{Plan, Sample, Sizes, gather};
 use lethe_attack_kit::thresholds::grid_threshold;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
@@ -36,7 +36,7 @@ pub struct EncoderMi {
     recipe: Augment,
     grid_points: usize,
     c: f64,
-    shadow_size: usize,
+    sizes: Sizes,
     batch_size: u32,
     seed: i64,
 }
@@ -91,6 +91,7 @@ fn sorted(v: &[f64]) -> Vec<f64> {
 
 impl Plugin for EncoderMi {
     fn descriptor() -> Descriptor {
+        let [shadow, heldout] = Sizes::params();
         Descriptor::new(
             "org.lethe.attack.encodermi",
             "EncoderMI (augmented-view alignment)",
@@ -136,11 +137,8 @@ impl Plugin for EncoderMi {
                 .log_scale()
                 .group("Classifier variant"),
         )
-        .param(
-            ParamSpec::int("shadow_size", "Shadow set size", 0, 10_000_000, 0)
-                .group("Data")
-                .help("Shadow members (first retain rows) and at most as many test non-members; 0 = as many as the test split."),
-        )
+        .param(shadow)
+        .param(heldout)
         .param(ParamSpec::int("batch_size", "Batch size", 1, 4096, 128).group("Data"))
         .param(
             ParamSpec::int("seed", "Seed", 0, i64::from(i32::MAX), 0)
@@ -162,7 +160,7 @@ impl Plugin for EncoderMi {
             },
             grid_points: usize::try_from(params.i64("grid_points")?).unwrap_or(501),
             c: params.f64("c")?,
-            shadow_size: usize::try_from(params.i64("shadow_size")?).unwrap_or(0),
+            sizes: Sizes::from_params(params)?,
             batch_size: u32::try_from(params.i64("batch_size")?).unwrap_or(128),
             seed: params.i64("seed")?,
         })
@@ -171,7 +169,7 @@ impl Plugin for EncoderMi {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         tch::manual_seed(self.seed);
         ctx.model_set_train(false)?;
-        let plan = Plan::for_job(ctx, self.shadow_size)?;
+        let plan = Plan::for_job(ctx, self.sizes)?;
         let (views, recipe) = (self.views, self.recipe);
         let gathered = gather(ctx, &plan, self.batch_size, &mut |ctx, x, _| {
             view_similarities(ctx, x, views, recipe)

@@ -12,12 +12,54 @@
 //! The reference code takes the *first* retain rows; here retain and test are
 //! read in the job's seeded shuffled order first, because split rows are sorted
 //! by sample index and datasets are often sorted by class (the demo's MNIST is),
-//! so "the first N" would be a few classes only. Forget and validation rows keep
-//! their split order, so forget scores line up with the forget list.
+//! so "the first N" would be a few classes only. Forget rows keep their split
+//! order, so forget scores line up with the forget list; so does the validation
+//! split unless only part of it is used.
 
-use lethe_plugin_api::sdk::{HostContext, PluginError, Split};
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{HostContext, Params, PluginError, Split};
 use lethe_plugin_api::tch::{Kind, Tensor};
 use serde_json::{Value, json};
+
+/// Caps on the role sizes, from the attack's parameters (0 = no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sizes {
+    /// Shadow members, and as many shadow non-members.
+    pub shadow: usize,
+    /// Held-out non-members (and at most as many held-out members).
+    pub heldout: usize,
+}
+
+impl Sizes {
+    /// The `shadow_size` and `heldout_size` parameters.
+    pub fn params() -> [ParamSpec; 2] {
+        [
+            ParamSpec::int("shadow_size", "Shadow set size", 0, 10_000_000, 0)
+                .group("Data")
+                .help(
+                    "Shadow members (retain) and as many shadow non-members (test) the attack is \
+                     fitted on; 0 = as many as both splits allow. Lower it to go faster.",
+                ),
+            ParamSpec::int("heldout_size", "Held-out set size", 0, 10_000_000, 0)
+                .group("Data")
+                .help(
+                    "Held-out non-members (validation) and members (retain) the attack is judged \
+                     on beside the forget set; 0 = the whole validation split.",
+                ),
+        ]
+    }
+
+    /// Reads them from validated parameters.
+    pub fn from_params(params: &Params) -> Result<Sizes, PluginError> {
+        let get = |k: &str| -> Result<usize, PluginError> {
+            Ok(usize::try_from(params.i64(k)?).unwrap_or(0))
+        };
+        Ok(Sizes {
+            shadow: get("shadow_size")?,
+            heldout: get("heldout_size")?,
+        })
+    }
+}
 
 /// How many rows of which split play each role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +77,9 @@ pub struct Plan {
     pub validation_heldout: bool,
     /// Rows of the forget split (all of them).
     pub forget: usize,
+    /// Whether only part of the validation split is used: it is then drawn in
+    /// the job's shuffled order rather than the (index-sorted) split order.
+    pub validation_sampled: bool,
 }
 
 impl Plan {
@@ -46,8 +91,12 @@ impl Plan {
         validation: usize,
         test: usize,
         forget: usize,
-        shadow_size: usize,
+        sizes: Sizes,
     ) -> Result<Plan, PluginError> {
+        let Sizes {
+            shadow: shadow_size,
+            heldout: heldout_size,
+        } = sizes;
         if test == 0 {
             return Err(PluginError::msg(
                 "the attack needs non-members: the job has no test samples",
@@ -59,11 +108,15 @@ impl Plan {
             ));
         }
         let validation_heldout = validation > 0;
-        let (test_pool, heldout_nonmembers) = if validation_heldout {
+        let (test_pool, mut heldout_nonmembers) = if validation_heldout {
             (test, validation)
         } else {
             (test.div_ceil(2), test / 2)
         };
+        if heldout_size > 0 {
+            heldout_nonmembers = heldout_nonmembers.min(heldout_size);
+        }
+        let validation_sampled = validation_heldout && heldout_nonmembers < validation;
         // Balanced shadow sets, as in the reference code (whose retain set is
         // larger than its test set): an SVM fitted on 1 member to 4 non-members
         // learns the prior and calls everything a non-member.
@@ -85,11 +138,12 @@ impl Plan {
             heldout_nonmembers,
             validation_heldout,
             forget,
+            validation_sampled,
         })
     }
 
     /// Plans from the job's split sizes.
-    pub fn for_job(ctx: &mut HostContext, shadow_size: usize) -> Result<Plan, PluginError> {
+    pub fn for_job(ctx: &mut HostContext, sizes: Sizes) -> Result<Plan, PluginError> {
         let mut len = |s: Split| -> Result<usize, PluginError> {
             Ok(ctx.data_len(s)?.map_or(0, |n| n as usize))
         };
@@ -99,7 +153,7 @@ impl Plan {
             len(Split::Test)?,
             len(Split::Forget)?,
         );
-        Plan::new(r, v, t, f, shadow_size)
+        Plan::new(r, v, t, f, sizes)
     }
 
     /// The roles as recorded in the attack's summary.
@@ -114,7 +168,11 @@ impl Plan {
             "target": {"split": "forget", "order": "split order", "rows": self.forget},
             "heldout_members": {"split": "retain", "order": "job-seeded shuffle", "rows": format!("{}..{}", self.shadow_members, self.shadow_members + self.heldout_members)},
             "heldout_nonmembers": if self.validation_heldout {
-                json!({"split": "validation", "order": "split order", "rows": self.heldout_nonmembers})
+                json!({
+                    "split": "validation",
+                    "order": if self.validation_sampled { "job-seeded shuffle" } else { "split order" },
+                    "rows": self.heldout_nonmembers,
+                })
             } else {
                 json!({"split": "test", "order": "job-seeded shuffle", "rows": format!("odd positions, {}", self.heldout_nonmembers)})
             },
@@ -247,7 +305,7 @@ pub fn gather(
         let val = collect(
             ctx,
             Split::Validation,
-            false,
+            plan.validation_sampled,
             plan.heldout_nonmembers,
             batch,
             per_batch,
@@ -292,7 +350,7 @@ mod tests {
     #[test]
     fn plans_balance_the_shadow_sets_and_keep_held_out_sets_apart() {
         // The demo: 5700 retain, 1000 validation, 3000 test, 300 forget.
-        let p = Plan::new(5700, 1000, 3000, 300, 0).unwrap();
+        let p = Plan::new(5700, 1000, 3000, 300, Sizes::default()).unwrap();
         assert_eq!(
             (
                 p.shadow_members,
@@ -303,23 +361,52 @@ mod tests {
             (3000, 3000, 1000, 1000)
         );
         assert!(p.validation_heldout);
-        let capped = Plan::new(5700, 1000, 3000, 300, 500).unwrap();
+        let capped = Plan::new(
+            5700,
+            1000,
+            3000,
+            300,
+            Sizes {
+                shadow: 500,
+                heldout: 0,
+            },
+        )
+        .unwrap();
         assert_eq!(
             (capped.shadow_members, capped.shadow_nonmembers),
             (500, 500)
         );
         assert_eq!(capped.heldout_members, 1000);
+        let small = Plan::new(
+            5700,
+            1000,
+            3000,
+            300,
+            Sizes {
+                shadow: 200,
+                heldout: 300,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                small.shadow_members,
+                small.heldout_members,
+                small.heldout_nonmembers
+            ),
+            (200, 300, 300)
+        );
         // No validation: test halves.
-        let p = Plan::new(100, 0, 41, 5, 0).unwrap();
+        let p = Plan::new(100, 0, 41, 5, Sizes::default()).unwrap();
         assert_eq!((p.shadow_nonmembers, p.heldout_nonmembers), (21, 20));
         assert_eq!((p.shadow_members, p.heldout_members), (21, 20));
         // Few retain rows: all go to the shadow set, and the non-members match.
-        let p = Plan::new(10, 50, 50, 5, 0).unwrap();
+        let p = Plan::new(10, 50, 50, 5, Sizes::default()).unwrap();
         assert_eq!(
             (p.shadow_members, p.shadow_nonmembers, p.heldout_members),
             (10, 10, 0)
         );
-        assert!(Plan::new(10, 5, 0, 5, 0).is_err());
-        assert!(Plan::new(0, 5, 5, 5, 0).is_err());
+        assert!(Plan::new(10, 5, 0, 5, Sizes::default()).is_err());
+        assert!(Plan::new(0, 5, 5, 5, Sizes::default()).is_err());
     }
 }

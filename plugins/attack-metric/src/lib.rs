@@ -1,8 +1,9 @@
 //! Song & Mittal's metric-based membership inference as a Lethe attack plugin.
 //!
-//! Each sample's member value is one of correctness, confidence (as `log p_y`,
-//! which orders like `p_y` without rounding to 1), −entropy or −modified
-//! entropy of the model's prediction; thresholds that maximise
+//! Each sample's member value is one of correctness, confidence, entropy or
+//! modified entropy of the model's prediction, on a log scale where higher =
+//! member (the logit `log(p_y/(1−p_y))`, `−log H`, `−log M`: same decisions as
+//! the raw metrics, see `lethe_attack_kit::scores`); thresholds that maximise
 //! balanced accuracy are fitted per class on shadow members (retain) and
 //! shadow non-members (test). A sample's score is its value minus its class's
 //! threshold, so the score's sign is the decision and scores rank across
@@ -11,7 +12,7 @@
 use lethe_attack_kit::probe::{Probabilities, ProbeConfig};
 use lethe_attack_kit::results::{put_gathered, put_summary};
 use lethe_attack_kit::scores::Metric;
-use lethe_attack_kit::sets::{Plan, Sample, gather};
+use lethe_attack_kit::sets::{Plan, Sample, Sizes, gather};
 use lethe_attack_kit::thresholds::ClassThresholds;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError};
@@ -22,7 +23,7 @@ use serde_json::json;
 pub struct MetricMia {
     metric: Metric,
     class_thresholds: bool,
-    shadow_size: usize,
+    sizes: Sizes,
     batch_size: u32,
     probe: ProbeConfig,
     seed: i64,
@@ -30,6 +31,7 @@ pub struct MetricMia {
 
 impl Plugin for MetricMia {
     fn descriptor() -> Descriptor {
+        let [shadow, heldout] = Sizes::params();
         Descriptor::new(
             "org.lethe.attack.metric-mia",
             "Metric-based MIA (Song & Mittal)",
@@ -59,11 +61,8 @@ impl Plugin for MetricMia {
             ParamSpec::bool("class_thresholds", "Class-dependent thresholds", true)
                 .help("One threshold per class (else one for all), as in the paper."),
         )
-        .param(
-            ParamSpec::int("shadow_size", "Shadow set size", 0, 10_000_000, 0)
-                .group("Data")
-                .help("Shadow members (first retain rows) and at most as many test non-members; 0 = as many as the test split."),
-        )
+        .param(shadow)
+        .param(heldout)
         .param(ParamSpec::int("batch_size", "Batch size", 1, 8192, 256).group("Data"))
         .param(
             ParamSpec::int("probe_epochs", "Probe epochs", 1, 1000, 50)
@@ -84,7 +83,7 @@ impl Plugin for MetricMia {
             metric: Metric::parse(name)
                 .ok_or_else(|| PluginError::msg(format!("unknown metric `{name}`")))?,
             class_thresholds: params.bool("class_thresholds")?,
-            shadow_size: usize::try_from(params.i64("shadow_size")?).unwrap_or(0),
+            sizes: Sizes::from_params(params)?,
             batch_size: u32::try_from(params.i64("batch_size")?).unwrap_or(256),
             probe: ProbeConfig {
                 epochs: params.i64("probe_epochs")?,
@@ -97,7 +96,7 @@ impl Plugin for MetricMia {
 
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         tch::manual_seed(self.seed);
-        let plan = Plan::for_job(ctx, self.shadow_size)?;
+        let plan = Plan::for_job(ctx, self.sizes)?;
         let probs = Probabilities::for_job(ctx, self.batch_size, &self.probe)?;
         let metric = self.metric;
         let gathered = gather(ctx, &plan, self.batch_size, &mut |ctx, x, y| {
@@ -143,7 +142,7 @@ impl Plugin for MetricMia {
         let summary = json!({
             "attack": "org.lethe.attack.metric-mia",
             "metric": metric.name(),
-            "score": "member value (correctness, log p_y, -entropy or -modified entropy) minus its class threshold; >= 0 predicts member",
+            "score": "member value (correctness, logit of p_y, -log entropy or -log modified entropy) minus its class threshold; >= 0 predicts member",
             "thresholds": {
                 "global": thresholds.global,
                 "per_class": thresholds.per_class,

@@ -10,7 +10,7 @@ use lethe_attack_kit::Features;
 use lethe_attack_kit::probe::{Probabilities, ProbeConfig};
 use lethe_attack_kit::results::{Role, put_gathered, put_summary};
 use lethe_attack_kit::scores::Metric;
-use lethe_attack_kit::sets::{Plan, Sample, gather};
+use lethe_attack_kit::sets::{Plan, Sample, Sizes, gather};
 use lethe_attack_kit::svm::{Svc, SvcConfig};
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError};
@@ -30,7 +30,7 @@ enum Feature {
 pub struct SvmMia {
     feature: Feature,
     svc: SvcConfig,
-    shadow_size: usize,
+    sizes: Sizes,
     batch_size: u32,
     probe: ProbeConfig,
     write_features: bool,
@@ -39,6 +39,7 @@ pub struct SvmMia {
 
 impl Plugin for SvmMia {
     fn descriptor() -> Descriptor {
+        let [shadow, heldout] = Sizes::params();
         Descriptor::new(
             "org.lethe.attack.svm-mia",
             "Confidence-based MIA (RBF SVM)",
@@ -85,11 +86,8 @@ impl Plugin for SvmMia {
             ParamSpec::int("max_iter", "Max SMO iterations", 1, 100_000_000, 10_000_000)
                 .group("SVM"),
         )
-        .param(
-            ParamSpec::int("shadow_size", "Shadow set size", 0, 10_000_000, 0)
-                .group("Data")
-                .help("Shadow members (first retain rows) and at most as many test non-members; 0 = as many as the test split. Lower it to speed the SVM up."),
-        )
+        .param(shadow)
+        .param(heldout)
         .param(ParamSpec::int("batch_size", "Batch size", 1, 8192, 256).group("Data"))
         .param(
             ParamSpec::int("probe_epochs", "Probe epochs", 1, 1000, 50)
@@ -129,7 +127,7 @@ impl Plugin for SvmMia {
                 max_iter: usize::try_from(params.i64("max_iter")?).unwrap_or(usize::MAX),
                 ..SvcConfig::default()
             },
-            shadow_size: usize::try_from(params.i64("shadow_size")?).unwrap_or(0),
+            sizes: Sizes::from_params(params)?,
             batch_size: u32::try_from(params.i64("batch_size")?).unwrap_or(256),
             probe: ProbeConfig {
                 epochs: params.i64("probe_epochs")?,
@@ -143,7 +141,7 @@ impl Plugin for SvmMia {
 
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         tch::manual_seed(self.seed);
-        let plan = Plan::for_job(ctx, self.shadow_size)?;
+        let plan = Plan::for_job(ctx, self.sizes)?;
         let probs = Probabilities::for_job(ctx, self.batch_size, &self.probe)?;
         let feature = self.feature;
         let gathered = gather(ctx, &plan, self.batch_size, &mut |ctx, x, y| {

@@ -76,9 +76,17 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
     let o = lethe(&["plugins", "check", lib.to_str().unwrap()], dir.path());
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
-    // The tensor test method never calls check_cancelled.
+    // The tensor test method never calls check_cancelled: it runs to the end, or
+    // on a slow machine past the grace period and is killed; either way it fails.
+    let cancel_line = out
+        .lines()
+        .find(|l| l.contains("org.lethe.test.tensors: handles cancel"))
+        .unwrap_or_default();
     assert!(
-        out.contains("FAIL org.lethe.test.tensors: handles cancel (it was cancelled before it started and still ran to the end"),
+        cancel_line.contains("FAIL")
+            && (cancel_line.contains("still ran to the end")
+                || cancel_line.contains("had to be killed"))
+            && cancel_line.contains("call check_cancelled() in every loop"),
         "{out}"
     );
     assert!(

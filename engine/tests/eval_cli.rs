@@ -1,8 +1,8 @@
 //! `lethe-cli evaluate` and `lethe-cli attack` as a user runs them, on the
 //! bundled demo: the utility table and `evaluation.json` (RA/TA/UA against the
 //! accuracies the demo README records), the alignment audit's files and
-//! invariants, the attack table and `attack.json`, and outputs never written
-//! over.
+//! invariants, the attack table and `attack.json`, outputs never written
+//! over, and `plugins check` conformance of the metric and SVM attacks.
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
@@ -310,4 +310,26 @@ fn attack_prints_the_metric_table_and_writes_attack_json() {
         "{}",
         text(&unknown)
     );
+}
+
+#[test]
+fn the_confidence_attack_plugins_conform() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lib, id) in [
+        ("lethe_attack_metric", "org.lethe.attack.metric-mia"),
+        ("lethe_attack_svm", "org.lethe.attack.svm-mia"),
+    ] {
+        let so = plugin(lib);
+        let o = lethe(&["plugins", "check", so.to_str().unwrap()], dir.path());
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        for check in [
+            format!("ok   {id}: descriptor"),
+            format!("ok   {id}: runs on the demo"),
+            format!("ok   {id}: handles cancel"),
+            "conforms".to_string(),
+        ] {
+            assert!(t.contains(&check), "missing {check:?} in\n{t}");
+        }
+    }
 }

@@ -11,11 +11,13 @@ grid, colour jitter, grayscale), so the comparison measures the frameworks, not 
 different data pipelines. Optimiser: SGD, lr 0.01, momentum 0.9, weight decay 5e-4,
 one `loss.item()` per step (Lethe's loop reads the loss every step too).
 
-A second mode runs one unlearning method on the demo (see `unlearn_*` below).
+A second mode (spec with "kind": "unlearn") runs one whole unlearning run on the
+demo (see `run_unlearn` below).
 """
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -283,9 +285,197 @@ def run_row(spec):
     }
 
 
+# ------------------------------------------------------ unlearning runs
+#
+# One whole `lethe unlearn` run on the demo, as a user of the papers' PyTorch code
+# would do it: load the checkpoint and the data, measure the forget split, unlearn,
+# measure it again, save the model. The work per step mirrors Lethe's plugins
+# (plugins/baseline-finetune, plugins/method-alignment-calibration): same batch
+# sizes, optimiser, augmentation recipe, evaluation passes and audit. The time
+# counted is the whole process, interpreter start and `import torch` included,
+# since `lethe unlearn` is timed from process start to exit as well.
+
+
+class DemoNet(nn.Module):
+    """The demo's small CNN with the checkpoint's tensor names."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        if head == "classifier":
+            self.fc = nn.Linear(128, 10)
+        else:
+            self.head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128))
+        self.kind = head
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc(x) if self.kind == "classifier" else self.head(x)
+
+
+def load_demo(spec):
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(spec["checkpoint"], "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    head = "classifier" if "fc.weight" in state else "projection"
+    model = DemoNet(head)
+    model.load_state_dict(state)
+    data = np.load(spec["data"])
+    x = torch.from_numpy(data["x"])
+    y = torch.from_numpy(data["y"])
+    forget = []
+    with open(spec["forget"]) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                forget.append(int(line))
+    forget = torch.tensor(sorted(set(forget)), dtype=torch.int64)
+    train = torch.from_numpy(data["train_idx"])
+    retain = train[~torch.isin(train, forget)]
+    test = torch.from_numpy(data["test_idx"])
+    return model, x, y, retain, forget, test, save_file
+
+
+def batches(x, y, idx, bs, shuffle):
+    order = idx[torch.randperm(idx.numel())] if shuffle else idx
+    for i in range(0, order.numel(), bs):
+        b = order[i : i + bs]
+        yield x.index_select(0, b).float() / 255.0, y.index_select(0, b)
+
+
+def digits(x):
+    return crop_flip(x, (0.7, 1.0), (0.9, 1.1), 0.0)
+
+
+def forget_loss(model, x, y, forget, bs, encoder):
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for xb, yb in batches(x, y, forget, bs, False):
+            if encoder:
+                loss = nt_xent(model(contrastive(xb)), model(contrastive(xb)), 0.5)
+                total += loss.item() * xb.shape[0]
+            else:
+                logits = model(xb)
+                correct += (logits.argmax(-1) == yb).sum().item()
+                total += F.cross_entropy(logits, yb, reduction="sum").item()
+            n += xb.shape[0]
+    return total / max(n, 1), correct / max(n, 1)
+
+
+def finetune(spec, model, x, y, retain, forget):
+    bs = 256
+    before = forget_loss(model, x, y, forget, bs, False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for _ in range(spec["epochs"]):
+        model.train()
+        for xb, yb in batches(x, y, retain, bs, True):
+            loss = F.cross_entropy(model(digits(xb)), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+    return before, forget_loss(model, x, y, forget, bs, False)
+
+
+def alignment(model, x, y, idx):
+    model.eval()
+    torch.manual_seed(0x5EED)
+    total = 0.0
+    with torch.no_grad():
+        for xb, _ in batches(x, y, idx, 256, False):
+            z1 = normalize(model(contrastive(xb)))
+            z2 = normalize(model(contrastive(xb)))
+            total += (z1 * z2).sum(1).sum().item()
+    return total / max(idx.numel(), 1)
+
+
+def alignment_calibration(spec, model, x, y, retain, forget, test):
+    bs, t = 512, 0.5
+    alpha, beta, gamma = 1.0, 1.0, 1.0
+    eps = forget.numel() / retain.numel()
+    bf = min(max(round(bs * forget.numel() / (retain.numel() + forget.numel())), 1), bs - 1)
+    br = bs - bf
+    before = forget_loss(model, x, y, forget, bs, True)
+    audit = [alignment(model, x, y, forget), alignment(model, x, y, test[: forget.numel()])]
+    opt = torch.optim.SGD(model.parameters(), lr=0.006, momentum=0.9, weight_decay=5e-4)
+    cycle = []
+    for _ in range(spec["epochs"]):
+        for xr, _ in batches(x, y, retain, br, True):
+            model.train()
+            if len(cycle) < bf:
+                cycle += forget[torch.randperm(forget.numel())].tolist()
+            fb, cycle = torch.tensor(cycle[:bf]), cycle[bf:]
+            xf = x.index_select(0, fb).float() / 255.0
+            xb = torch.cat([xr, xf])
+            n, nf = xb.shape[0], xf.shape[0]
+            is_f = torch.cat([torch.zeros(n - nf, dtype=torch.bool), torch.ones(nf, dtype=torch.bool)])
+            z = normalize(torch.cat([model(contrastive(xb)), model(contrastive(xb))]))
+            s = z @ z.t() / t
+            idx = torch.arange(n)
+            partner = torch.cat([idx + n, idx])
+            pos = s.gather(1, partner.unsqueeze(1)).squeeze(1)
+            lse = s.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf")).logsumexp(1)
+            rows = torch.cat([is_f, is_f])
+            sample = torch.cat([idx, idx])
+            neg_pairs = rows.unsqueeze(1) & rows.unsqueeze(0) & (sample.unsqueeze(1) != sample.unsqueeze(0))
+            retain_loss = (lse - pos)[~rows].mean()
+            unlearn = -alpha * s[neg_pairs].mean() + beta * pos[rows].mean() + gamma * lse[rows].mean()
+            loss = retain_loss + eps * unlearn
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+    audit += [alignment(model, x, y, forget), alignment(model, x, y, test[: forget.numel()])]
+    return before, forget_loss(model, x, y, forget, bs, True)
+
+
+def process_seconds():
+    """Seconds since this process started (kernel start time)."""
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_unlearn(spec):
+    import tempfile
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    model, x, y, retain, forget, test, save_file = load_demo(spec)
+    if spec["method"] == "finetune":
+        before, after = finetune(spec, model, x, y, retain, forget)
+    else:
+        before, after = alignment_calibration(spec, model, x, y, retain, forget, test)
+    with tempfile.TemporaryDirectory() as d:
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, os.path.join(d, "unlearned.safetensors"))
+    seconds = process_seconds()
+    images = spec["epochs"] * retain.numel()
+    return {
+        "images_per_sec": images / max(seconds, 1e-9),
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "forget_loss_before": before[0],
+        "forget_loss_after": after[0],
+    }
+
+
 def main():
     spec = json.loads(sys.argv[1])
-    print(json.dumps(run_row(spec)))
+    if spec.get("kind") == "unlearn":
+        print(json.dumps(run_unlearn(spec)))
+    else:
+        print(json.dumps(run_row(spec)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod artifacts;
+pub mod bench_gui;
 pub mod catalog;
 pub mod devices;
 pub mod evaluation;

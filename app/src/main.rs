@@ -5,7 +5,16 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     if std::env::args_os().len() > 1 {
-        return lethe_engine::cli::run(lethe_engine::cli::Cli::parse());
+        let cli = lethe_engine::cli::Cli::parse();
+        // Only this binary links the GUI, so only it adds the frame-time row.
+        if let lethe_engine::cli::Command::Bench(args) = cli.command {
+            let gui = lethe_engine::bench::ExtraSection {
+                name: "gui heatmap frame time".into(),
+                run: Box::new(lethe_app::bench_gui::section),
+            };
+            return lethe_engine::bench::run_with(*args, vec![gui]);
+        }
+        return lethe_engine::cli::run(cli);
     }
     lethe_app::run()
 }

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use lethe_engine::bench::rows::{Net, RowResult, RowSpec, Task, default_rows, run_row};
-use lethe_engine::bench::{Comparison, render};
+use lethe_engine::bench::unlearn::default_unlearn_rows;
+use lethe_engine::bench::{Comparison, Spec, render};
 use std::path::Path;
 use std::process::Command;
 
@@ -65,9 +66,11 @@ fn the_table_gives_the_ratio_lethe_over_pytorch() {
         images_per_sec: ips,
         seconds: 1.0,
         peak_rss_mib: 100.0,
+        forget_loss_before: None,
+        forget_loss_after: None,
     };
     let row = Comparison {
-        spec,
+        spec: Spec::Throughput(spec),
         lethe: side(300.0),
         pytorch: side(200.0),
     };
@@ -77,4 +80,88 @@ fn the_table_gives_the_ratio_lethe_over_pytorch() {
         table.contains("| resnet18 supervised | 128 × 4 | 300.0 | 200.0 | 1.50× | 100 | 100 |"),
         "{table}"
     );
+}
+
+#[test]
+fn an_unlearning_row_is_faster_when_it_takes_less_time() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo");
+    let spec = default_unlearn_rows(&root, 2).remove(0);
+    let side = |seconds| RowResult {
+        images_per_sec: 0.0,
+        seconds,
+        peak_rss_mib: 500.0,
+        forget_loss_before: Some(0.5),
+        forget_loss_after: Some(1.25),
+    };
+    let row = Comparison {
+        spec: Spec::Unlearn(spec),
+        lethe: side(10.0),
+        pytorch: side(25.0),
+    };
+    assert!((row.ratio() - 2.5).abs() < 1e-12);
+    let table = render(&[row]);
+    assert!(
+        table.contains("| demo unlearn: fine-tune classifier | 3 | 10.0 | 25.0 | 2.50× | 0.5000 → 1.2500; 0.5000 → 1.2500 | 500 | 500 |"),
+        "{table}"
+    );
+}
+
+/// Where cargo put the fine-tune plugin this test depends on.
+fn plugin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        if dir.join("liblethe_baseline_finetune.so").exists() {
+            return dir.to_path_buf();
+        }
+    }
+    panic!(
+        "liblethe_baseline_finetune.so not built next to {}",
+        exe.display()
+    );
+}
+
+/// The fine-tune row on both sides, one epoch: both load the same model, data and
+/// forget set, so the forget loss before unlearning (eval mode, no augmentation)
+/// must agree, and both must train (the loss moves).
+#[test]
+fn the_finetune_run_does_the_same_work_on_both_sides() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut spec = default_unlearn_rows(&root.join("resources/demo"), 2).remove(0);
+    spec.epochs = 1;
+    let json = serde_json::to_string(&Spec::Unlearn(spec)).unwrap();
+    let run = |cmd: &mut Command| -> RowResult {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    let lethe = run(Command::new(env!("CARGO_BIN_EXE_lethe-cli"))
+        .env("LETHE_PLUGIN_PATH", plugin_dir())
+        .args(["bench", "--run-row", &json]));
+    let pytorch = run(Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("bench/pytorch_reference.py"))
+        .arg(&json));
+    for r in [&lethe, &pytorch] {
+        assert!(r.seconds > 0.0 && r.peak_rss_mib > 10.0, "{r:?}");
+    }
+    let (a, b) = (
+        lethe.forget_loss_before.unwrap(),
+        pytorch.forget_loss_before.unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-4 * b.abs().max(1e-6) + 1e-7,
+        "forget loss before: Lethe {a}, PyTorch {b}"
+    );
+    for r in [&lethe, &pytorch] {
+        let after = r.forget_loss_after.unwrap();
+        assert!(
+            after.is_finite() && after != r.forget_loss_before.unwrap(),
+            "{r:?}"
+        );
+    }
 }

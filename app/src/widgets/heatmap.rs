@@ -266,6 +266,12 @@ impl Heatmap {
         }
     }
 
+    /// Whether the matrix's picture is ready (large matrices are coloured in
+    /// the background over the first frames).
+    pub fn has_texture(&self) -> bool {
+        self.texture.is_some()
+    }
+
     /// The matrix shown.
     pub fn matrix(&self) -> &Arc<Matrix> {
         &self.matrix

@@ -4,17 +4,51 @@
 //! side's caches cannot help the other: `lethe bench --run-row SPEC` (this
 //! engine's training loops) and `python bench/pytorch_reference.py SPEC` (the same
 //! work in PyTorch, same libtorch). The table gives images per second for both and
-//! their ratio (> 1 means Lethe is faster), and peak resident memory.
+//! their ratio (> 1 means Lethe is faster), and peak resident memory. The
+//! unlearning rows ([`unlearn`]) time one whole run on the demo on both sides.
+//! Binaries that can measure more (the desktop app: frame time of the heatmap)
+//! add sections with [`run_with`].
 
 pub mod rows;
+pub mod unlearn;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rows::{RowResult, RowSpec, default_rows};
+use unlearn::{UnlearnSpec, default_unlearn_rows};
+
+/// A row spec of either kind, as passed to `--run-row` and the reference script.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Spec {
+    /// A whole unlearning run (has `"kind": "unlearn"`).
+    Unlearn(UnlearnSpec),
+    /// Training throughput.
+    Throughput(RowSpec),
+}
+
+impl Spec {
+    /// Row name.
+    pub fn name(&self) -> &str {
+        match self {
+            Spec::Unlearn(s) => &s.name,
+            Spec::Throughput(s) => &s.name,
+        }
+    }
+}
+
+/// A section a binary adds to the benchmark (name for `--row` filters, and the
+/// measurement, returning Markdown).
+pub struct ExtraSection {
+    /// Name matched by `--row`.
+    pub name: String,
+    /// Runs the measurement and returns its Markdown section.
+    pub run: Box<dyn Fn(i32) -> anyhow::Result<String>>,
+}
 
 /// `lethe bench`
 #[derive(Debug, Args)]
@@ -43,7 +77,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     /// The row.
-    pub spec: RowSpec,
+    pub spec: Spec,
     /// Lethe's measurement.
     pub lethe: RowResult,
     /// PyTorch's measurement.
@@ -51,9 +85,15 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Lethe's throughput over PyTorch's.
+    /// How much faster Lethe is (> 1: faster): throughput over PyTorch's, or
+    /// PyTorch's wall time over Lethe's for an unlearning run.
     pub fn ratio(&self) -> f64 {
-        self.lethe.images_per_sec / self.pytorch.images_per_sec.max(1e-12)
+        match self.spec {
+            Spec::Throughput(_) => {
+                self.lethe.images_per_sec / self.pytorch.images_per_sec.max(1e-12)
+            }
+            Spec::Unlearn(_) => self.pytorch.seconds / self.lethe.seconds.max(1e-12),
+        }
     }
 }
 
@@ -63,9 +103,18 @@ fn source_root() -> PathBuf {
 
 /// Runs the command.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    run_with(args, Vec::new())
+}
+
+/// Runs the command with the sections only this binary can measure.
+pub fn run_with(args: BenchArgs, extras: Vec<ExtraSection>) -> anyhow::Result<()> {
     if let Some(spec) = &args.run_row {
-        let spec: RowSpec = serde_json::from_str(spec).context("--run-row: bad row spec")?;
-        let result = rows::run_row(&spec).with_context(|| format!("row `{}`", spec.name))?;
+        let spec: Spec = serde_json::from_str(spec).context("--run-row: bad row spec")?;
+        let result = match &spec {
+            Spec::Throughput(s) => rows::run_row(s).map_err(anyhow::Error::from),
+            Spec::Unlearn(s) => unlearn::run_unlearn_row(s),
+        }
+        .with_context(|| format!("row `{}`", spec.name()))?;
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
@@ -86,37 +135,47 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let threads = args.threads.unwrap_or_else(tch::get_num_threads);
-    let specs: Vec<RowSpec> = default_rows(threads)
+    let wanted = |name: &str| args.rows.is_empty() || args.rows.iter().any(|f| name.contains(f));
+    let demo = source_root().join("resources/demo");
+    let specs: Vec<Spec> = default_rows(threads)
         .into_iter()
-        .filter(|r| args.rows.is_empty() || args.rows.iter().any(|f| r.name.contains(f)))
+        .map(Spec::Throughput)
+        .chain(
+            default_unlearn_rows(&demo, threads)
+                .into_iter()
+                .map(Spec::Unlearn),
+        )
+        .filter(|s| wanted(s.name()))
         .collect();
-    if specs.is_empty() {
+    let extras: Vec<ExtraSection> = extras.into_iter().filter(|e| wanted(&e.name)).collect();
+    if specs.is_empty() && extras.is_empty() {
         bail!("no row matches {:?}", args.rows);
     }
     let exe = std::env::current_exe()?;
     let mut table = Vec::new();
     for spec in specs {
         let json = serde_json::to_string(&spec)?;
-        eprintln!("bench: {} ...", spec.name);
+        let name = spec.name().to_string();
+        eprintln!("bench: {name} ...");
         let lethe = measure(Command::new(&exe).args(["bench", "--run-row", &json]))
-            .with_context(|| format!("Lethe side of `{}`", spec.name))?;
+            .with_context(|| format!("Lethe side of `{name}`"))?;
         let pytorch = measure(Command::new(&python).arg(&reference).arg(&json))
-            .with_context(|| format!("PyTorch side of `{}`", spec.name))?;
+            .with_context(|| format!("PyTorch side of `{name}`"))?;
         let row = Comparison {
             spec,
             lethe,
             pytorch,
         };
-        eprintln!(
-            "bench: {}: {:.1} vs {:.1} images/s ({:.2}x)",
-            row.spec.name,
-            row.lethe.images_per_sec,
-            row.pytorch.images_per_sec,
-            row.ratio()
-        );
+        eprintln!("bench: {name}: {:.2}x", row.ratio());
         table.push(row);
     }
-    let text = render(&table);
+    let mut text = render(&table);
+    for extra in &extras {
+        eprintln!("bench: {} ...", extra.name);
+        let section = (extra.run)(threads).with_context(|| format!("row `{}`", extra.name))?;
+        text.push('\n');
+        text.push_str(&section);
+    }
     print!("{text}");
     if let Some(path) = &args.record {
         record(path, &text, threads)?;
@@ -140,24 +199,69 @@ fn measure(cmd: &mut Command) -> anyhow::Result<RowResult> {
     serde_json::from_str(line).with_context(|| format!("unreadable result {line:?}"))
 }
 
-/// The comparison as a Markdown table.
+/// The comparison as Markdown tables: throughput rows, then unlearning runs.
 pub fn render(rows: &[Comparison]) -> String {
-    let mut out = String::from(
-        "| row | batch × steps | Lethe img/s | PyTorch img/s | ratio | Lethe peak MiB | PyTorch peak MiB |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {} × {} | {:.1} | {:.1} | {:.2}× | {:.0} | {:.0} |\n",
-            r.spec.name,
-            r.spec.batch,
-            r.spec.steps,
-            r.lethe.images_per_sec,
-            r.pytorch.images_per_sec,
-            r.ratio(),
-            r.lethe.peak_rss_mib,
-            r.pytorch.peak_rss_mib
-        ));
+    let mut out = String::new();
+    let throughput: Vec<_> = rows
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Throughput(s) => Some((s, r)),
+            Spec::Unlearn(_) => None,
+        })
+        .collect();
+    if !throughput.is_empty() {
+        out.push_str(
+            "| row | batch × steps | Lethe img/s | PyTorch img/s | ratio | Lethe peak MiB | PyTorch peak MiB |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for (s, r) in throughput {
+            out.push_str(&format!(
+                "| {} | {} × {} | {:.1} | {:.1} | {:.2}× | {:.0} | {:.0} |\n",
+                s.name,
+                s.batch,
+                s.steps,
+                r.lethe.images_per_sec,
+                r.pytorch.images_per_sec,
+                r.ratio(),
+                r.lethe.peak_rss_mib,
+                r.pytorch.peak_rss_mib
+            ));
+        }
+    }
+    let runs: Vec<_> = rows
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Unlearn(s) => Some((s, r)),
+            Spec::Throughput(_) => None,
+        })
+        .collect();
+    if !runs.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(
+            "Whole unlearning runs, process start to exit (ratio: PyTorch's time over Lethe's):\n\n\
+             | run | epochs | Lethe s | PyTorch s | ratio | forget loss before → after (Lethe; PyTorch) | Lethe peak MiB | PyTorch peak MiB |\n\
+             | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n",
+        );
+        let loss = |r: &RowResult| match (r.forget_loss_before, r.forget_loss_after) {
+            (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"),
+            _ => "n/a".into(),
+        };
+        for (s, r) in runs {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1} | {:.2}× | {}; {} | {:.0} | {:.0} |\n",
+                s.name,
+                s.epochs,
+                r.lethe.seconds,
+                r.pytorch.seconds,
+                r.ratio(),
+                loss(&r.lethe),
+                loss(&r.pytorch),
+                r.lethe.peak_rss_mib,
+                r.pytorch.peak_rss_mib
+            ));
+        }
     }
     out
 }
@@ -183,9 +287,14 @@ fn record(path: &Path, table: &str, threads: i32) -> anyhow::Result<()> {
     .trim()
     .to_string();
     let torch = crate::runtime::RuntimeReport::probe().libtorch_version;
+    // Other work on the machine skews every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
     let mut text = std::fs::read_to_string(path).unwrap_or_default();
     text.push_str(&format!(
-        "\n## {date}: CPU, {threads} threads\n\nMachine: {cpu}, {cores} cores. Lethe {} (tch 0.26) and PyTorch, both on libtorch {torch} from the project's venv.\n\n{table}",
+        "\n## {date}: CPU, {threads} threads\n\nMachine: {cpu}, {cores} cores, load average {load} at the end. Lethe {} (tch 0.26) and PyTorch, both on libtorch {torch} from the project's venv.\n\n{table}",
         env!("CARGO_PKG_VERSION"),
     ));
     crate::jobs::atomic::write_atomic(path, text.as_bytes(), true)

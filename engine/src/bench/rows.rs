@@ -101,6 +101,14 @@ pub struct RowResult {
     pub seconds: f64,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// Unlearning rows: mean loss on the forget split before the run, as the
+    /// method reported it (the same number on both sides shows they loaded the
+    /// same model and data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget_loss_before: Option<f64>,
+    /// Unlearning rows: the same after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget_loss_after: Option<f64>,
 }
 
 fn arch(spec: &RowSpec) -> ArchConfig {
@@ -209,6 +217,8 @@ pub fn run_row(spec: &RowSpec) -> Result<RowResult, TrainError> {
         images_per_sec: (spec.steps * spec.batch) as f64 / seconds.max(1e-9),
         seconds,
         peak_rss_mib: peak_rss_mib(),
+        forget_loss_before: None,
+        forget_loss_after: None,
     })
 }
 

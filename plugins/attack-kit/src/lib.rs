@@ -11,10 +11,14 @@
 //!   encoders;
 //! * [`sets`]: which samples play shadow member, shadow non-member, target and
 //!   held-out roles, gathered through the SDK;
-//! * [`results`]: the result files the engine turns into the metric set.
+//! * [`results`]: the result files the engine turns into the metric set;
+//! * [`transformer`]: Yuan and Zhang's transformer attacker and its inputs
+//!   (softmax, sensitivity to input noise, one-hot label), used by the
+//!   transformer attack and by Discriminative Adversarial Unlearning.
 //!
 //! The numeric modules are plain `f64` Rust (no tensors) so they are tested
-//! against scikit-learn directly.
+//! against scikit-learn directly; the transformer is checked against
+//! `torch.nn`.
 #![deny(missing_docs)]
 
 pub mod logistic;
@@ -24,6 +28,7 @@ pub mod scores;
 pub mod sets;
 pub mod svm;
 pub mod thresholds;
+pub mod transformer;
 
 pub use lethe_plugin_api;
 pub use lethe_plugin_api::tch;

@@ -1,14 +1,15 @@
 //! Discriminative Adversarial Unlearning (Sharma, Zhou, Ji and Chen): the model
 //! (the defender) and a membership attacker play a min-max game. The attacker
-//! ([`attacker`]) learns to tell the defender's outputs on forget samples from
-//! those on validation samples; the defender keeps its retain cross-entropy low
+//! (Yuan and Zhang's transformer, `lethe_attack_kit::transformer`, shared with
+//! the transformer attack plugin) learns to tell the defender's outputs on
+//! forget samples from those on validation samples; the defender keeps its
+//! retain cross-entropy low
 //! while defeating the attacker, and a Barlow-Twins regulariser pulls its forget
 //! features towards validation features ([`losses`]).
 
-pub mod attacker;
 pub mod losses;
 
-use attacker::Attacker;
+use lethe_attack_kit::transformer::{self, Attacker, membership_loss};
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -20,9 +21,7 @@ use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, Sgd, SgdConfig, evaluate, finish, prepare};
-use losses::{
-    Opposition, attack_inputs, barlow_twins, defender_loss, lambda_at, membership_loss, sensitivity,
-};
+use losses::{Opposition, barlow_twins, defender_loss, lambda_at};
 use serde_json::{Value, json};
 
 /// Id of the method.
@@ -370,25 +369,7 @@ impl Game {
     /// The attacker's inputs for `(x, y)`: differentiable into the model when it is
     /// in train mode.
     fn inputs(&self, ctx: &mut HostContext, x: &Tensor, y: &Tensor) -> Result<Tensor, PluginError> {
-        // The clean batch and its m noisy copies in one forward pass: one large
-        // batch runs much faster than m + 1 small ones (the copies differ by 1e-3,
-        // so batch statistics are those of the clean batch).
-        let b = rows(x);
-        let m = i64::try_from(self.settings.draws).unwrap_or(1);
-        let mut shape = vec![m];
-        shape.extend(x.size());
-        let copies = x.f_unsqueeze(0)?.f_expand(shape.as_slice(), false)?;
-        let noise = copies.f_randn_like()?.f_mul_scalar(self.settings.noise)?;
-        let noisy_x = copies.f_add(&noise)?.f_flatten(0, 1)?;
-        let all = ctx
-            .model_forward(ModelHead::Classifier, &Tensor::f_cat(&[x, &noisy_x], 0)?)?
-            .f_softmax(-1, DType::Float)?;
-        let p = all.f_narrow(0, 0, b)?;
-        let noisy: Vec<Tensor> = (0..m)
-            .map(|k| all.f_narrow(0, b * (k + 1), b))
-            .collect::<Result<_, _>>()?;
-        let s = sensitivity(&p, &noisy, self.settings.noise)?;
-        attack_inputs(&p, &s, y)
+        transformer::inputs(ctx, x, y, self.settings.draws, self.settings.noise)
     }
 
     /// Equal numbers of forget (member) and non-member samples: their attack

@@ -1,42 +1,12 @@
 //! The pieces of Discriminative Adversarial Unlearning's objective as pure
-//! functions of tensors: the attacker's inputs (softmax, sensitivity to input
-//! noise, one-hot label), its membership loss, the Barlow-Twins
-//! cross-correlation regulariser between forget and validation features, and the
-//! defender's total.
+//! functions of tensors: the Barlow-Twins cross-correlation regulariser between
+//! forget and validation features and the defender's total. The attacker's
+//! inputs (softmax, sensitivity to input noise, one-hot label) and its
+//! membership loss live with the attacker in `lethe_attack_kit::transformer`,
+//! shared with the transformer attack plugin.
 
 use lethe_plugin_api::sdk::PluginError;
-use lethe_plugin_api::tch::{Kind, Reduction, Tensor};
-
-/// `mean_k |p_k − p| / ε` over the softmax outputs `p_k` of `m` noisy copies of
-/// the inputs (`noisy`, each `[B, C]`) and the clean softmax `p` (`[B, C]`):
-/// Yuan and Zhang's sensitivity of a prediction to input noise of scale `ε`.
-pub fn sensitivity(p: &Tensor, noisy: &[Tensor], eps: f64) -> Result<Tensor, PluginError> {
-    if noisy.is_empty() {
-        return Err(PluginError::msg(
-            "sensitivity needs at least one noisy draw",
-        ));
-    }
-    let mut sum = p.f_zeros_like()?;
-    for q in noisy {
-        sum = sum.f_add(&q.f_sub(p)?.f_abs()?)?;
-    }
-    Ok(sum.f_div_scalar(eps * noisy.len() as f64)?)
-}
-
-/// The attacker's inputs `[p, s, one_hot(y)]` (`[B, 3C]`).
-pub fn attack_inputs(p: &Tensor, s: &Tensor, labels: &Tensor) -> Result<Tensor, PluginError> {
-    let classes = p.size().last().copied().unwrap_or(0);
-    let one_hot = labels.f_one_hot(classes)?.f_to_kind(p.kind())?;
-    Ok(Tensor::f_cat(&[p, s, &one_hot], 1)?)
-}
-
-/// Cross-entropy of membership logits (`[B, 2]`) against `members` (`[B]`, bool:
-/// true for forget samples, false for validation samples): the loss the attacker
-/// minimises.
-pub fn membership_loss(logits: &Tensor, members: &Tensor) -> Result<Tensor, PluginError> {
-    let target = members.f_to_kind(Kind::Int64)?;
-    Ok(logits.f_cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, -100, 0.0)?)
-}
+use lethe_plugin_api::tch::{Kind, Tensor};
 
 /// The Barlow-Twins regulariser between `a` and `b` (`[B, D]`, row `i` of each
 /// paired): with mean-centred features and
@@ -122,40 +92,6 @@ mod tests {
 
     fn values(t: &Tensor) -> Vec<f64> {
         Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
-    }
-
-    #[test]
-    fn sensitivity_by_hand() {
-        let p = Tensor::from_slice(&[0.5f32, 0.5, 0.9, 0.1]).view([2, 2]);
-        let q1 = Tensor::from_slice(&[0.501f32, 0.499, 0.9, 0.1]).view([2, 2]);
-        let q2 = Tensor::from_slice(&[0.497f32, 0.503, 0.902, 0.098]).view([2, 2]);
-        let s = values(&sensitivity(&p, &[q1, q2], 1e-3).unwrap());
-        // Row 0: (0.001 + 0.003)/2/1e-3 = 2 on both classes; row 1: (0 + 0.002)/2/1e-3 = 1.
-        for (got, want) in s.iter().zip([2.0, 2.0, 1.0, 1.0]) {
-            assert!((got - want).abs() < 1e-3, "{s:?}");
-        }
-        assert!(sensitivity(&p, &[], 1e-3).is_err());
-    }
-
-    #[test]
-    fn attack_inputs_are_softmax_sensitivity_and_one_hot() {
-        let p = Tensor::from_slice(&[0.2f32, 0.3, 0.5]).view([1, 3]);
-        let s = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
-        let y = Tensor::from_slice(&[2i64]);
-        let x = values(&attack_inputs(&p, &s, &y).unwrap());
-        let want = [0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 0.0, 0.0, 1.0];
-        for (a, b) in x.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{x:?}");
-        }
-    }
-
-    #[test]
-    fn membership_loss_by_hand() {
-        // Logits (0, ln 3): P(member) = 3/4. A member costs ln(4/3), a non-member ln 4.
-        let l = Tensor::from_slice(&[0.0f32, 3f32.ln(), 0.0, 3f32.ln()]).view([2, 2]);
-        let m = Tensor::from_slice(&[true, false]);
-        let want = ((4.0f64 / 3.0).ln() + 4f64.ln()) / 2.0;
-        assert!((v(&membership_loss(&l, &m).unwrap()) - want).abs() < 1e-6);
     }
 
     #[test]

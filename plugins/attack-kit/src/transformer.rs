@@ -1,6 +1,8 @@
-//! The membership attacker of Yuan and Zhang (USENIX Security 2022), which
-//! Discriminative Adversarial Unlearning plays against: the `3C` inputs
-//! `[softmax p, sensitivity, one-hot label]` go through BatchNorm1d(3C), become
+//! The membership attacker of Yuan and Zhang (USENIX Security 2022): the
+//! transformer that Discriminative Adversarial Unlearning plays against and
+//! that the `org.lethe.attack.transformer` plugin fits as an attack. Its `3C`
+//! inputs `[softmax p, sensitivity, one-hot label]` ([`inputs`],
+//! [`sensitivity`], [`attack_inputs`]) go through BatchNorm1d(3C), become
 //! `C` tokens of dimension 3 (token `j` = `(p_j, s_j, y_j)`), are embedded by
 //! Linear(3, 64) + GELU, pass a 3-layer transformer encoder (4 heads, feed-forward
 //! 128, dropout 0.2, GELU, post-norm as PyTorch's `TransformerEncoderLayer`), and
@@ -9,9 +11,77 @@
 //! Variable names follow PyTorch's modules (`layers.0.self_attn.in_proj`, …) so
 //! the test can load the same weights into `torch.nn` and compare outputs.
 
-use lethe_plugin_api::sdk::PluginError;
+use lethe_plugin_api::sdk::{HostContext, ModelHead, PluginError};
 use lethe_plugin_api::tch::nn::{self, ModuleT};
-use lethe_plugin_api::tch::{Device, Kind, Tensor};
+use lethe_plugin_api::tch::{Device, Kind, Reduction, Tensor};
+
+/// Yuan and Zhang's number of noisy queries per sample for the sensitivity.
+pub const SENSITIVITY_DRAWS: usize = 10;
+/// Their input-noise scale ε.
+pub const SENSITIVITY_NOISE: f64 = 1e-3;
+
+/// `mean_k |p_k − p| / ε` over the softmax outputs `p_k` of `m` noisy copies of
+/// the inputs (`noisy`, each `[B, C]`) and the clean softmax `p` (`[B, C]`):
+/// Yuan and Zhang's sensitivity of a prediction to input noise of scale `ε`.
+pub fn sensitivity(p: &Tensor, noisy: &[Tensor], eps: f64) -> Result<Tensor, PluginError> {
+    if noisy.is_empty() {
+        return Err(PluginError::msg(
+            "sensitivity needs at least one noisy draw",
+        ));
+    }
+    let mut sum = p.f_zeros_like()?;
+    for q in noisy {
+        sum = sum.f_add(&q.f_sub(p)?.f_abs()?)?;
+    }
+    Ok(sum.f_div_scalar(eps * noisy.len() as f64)?)
+}
+
+/// The attacker's inputs `[p, s, one_hot(y)]` (`[B, 3C]`).
+pub fn attack_inputs(p: &Tensor, s: &Tensor, labels: &Tensor) -> Result<Tensor, PluginError> {
+    let classes = p.size().last().copied().unwrap_or(0);
+    let one_hot = labels.f_one_hot(classes)?.f_to_kind(p.kind())?;
+    Ok(Tensor::f_cat(&[p, s, &one_hot], 1)?)
+}
+
+/// The attacker's inputs for a batch `(x, y)` of the host's model: the clean
+/// softmax, the sensitivity over `draws` noisy copies of scale `noise`, and the
+/// one-hot label. Differentiable into the model when it is in train mode (DAU's
+/// defender backpropagates through it); the caller picks the mode.
+pub fn inputs(
+    ctx: &mut HostContext,
+    x: &Tensor,
+    y: &Tensor,
+    draws: usize,
+    noise: f64,
+) -> Result<Tensor, PluginError> {
+    // The clean batch and its m noisy copies in one forward pass: one large
+    // batch runs much faster than m + 1 small ones (the copies differ by 1e-3,
+    // so batch statistics are those of the clean batch).
+    let b = x.size().first().copied().unwrap_or(0);
+    let m = i64::try_from(draws.max(1)).unwrap_or(1);
+    let mut shape = vec![m];
+    shape.extend(x.size());
+    let copies = x.f_unsqueeze(0)?.f_expand(shape.as_slice(), false)?;
+    let noisy_x = copies
+        .f_add(&copies.f_randn_like()?.f_mul_scalar(noise)?)?
+        .f_flatten(0, 1)?;
+    let all = ctx
+        .model_forward(ModelHead::Classifier, &Tensor::f_cat(&[x, &noisy_x], 0)?)?
+        .f_softmax(-1, Kind::Float)?;
+    let p = all.f_narrow(0, 0, b)?;
+    let noisy: Vec<Tensor> = (0..m)
+        .map(|k| all.f_narrow(0, b * (k + 1), b))
+        .collect::<Result<_, _>>()?;
+    let s = sensitivity(&p, &noisy, noise)?;
+    attack_inputs(&p, &s, y)
+}
+
+/// Cross-entropy of membership logits (`[B, 2]`) against `members` (`[B]`, bool:
+/// true for members): the loss the attacker minimises.
+pub fn membership_loss(logits: &Tensor, members: &Tensor) -> Result<Tensor, PluginError> {
+    let target = members.f_to_kind(Kind::Int64)?;
+    Ok(logits.f_cross_entropy_loss::<Tensor>(&target, None, Reduction::Mean, -100, 0.0)?)
+}
 
 /// Width of the transformer.
 pub const D_MODEL: i64 = 64;
@@ -83,7 +153,9 @@ impl EncoderLayer {
     }
 }
 
-/// The attacker network, with its own variables.
+/// The attacker network, with its own variables. The member column of its
+/// logits minus the non-member column is the membership log-odds the attack
+/// plugin reports as its score.
 #[derive(Debug)]
 pub struct Attacker {
     vs: nn::VarStore,
@@ -142,6 +214,11 @@ impl Attacker {
             .apply(&self.fc1)
             .f_relu()?
             .apply(&self.fc2))
+    }
+
+    /// Its variables, e.g. to build a `tch` optimiser over them.
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 
     /// Trainable variables with their names, sorted by name.
@@ -247,6 +324,48 @@ print(json.dumps(out.flatten().tolist()))
                 "{ours:?} vs {theirs:?}"
             );
         }
+    }
+
+    fn v(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn sensitivity_by_hand() {
+        let p = Tensor::from_slice(&[0.5f32, 0.5, 0.9, 0.1]).view([2, 2]);
+        let q1 = Tensor::from_slice(&[0.501f32, 0.499, 0.9, 0.1]).view([2, 2]);
+        let q2 = Tensor::from_slice(&[0.497f32, 0.503, 0.902, 0.098]).view([2, 2]);
+        let s = values(&sensitivity(&p, &[q1, q2], 1e-3).unwrap());
+        // Row 0: (0.001 + 0.003)/2/1e-3 = 2 on both classes; row 1: (0 + 0.002)/2/1e-3 = 1.
+        for (got, want) in s.iter().zip([2.0, 2.0, 1.0, 1.0]) {
+            assert!((got - want).abs() < 1e-3, "{s:?}");
+        }
+        assert!(sensitivity(&p, &[], 1e-3).is_err());
+    }
+
+    #[test]
+    fn attack_inputs_are_softmax_sensitivity_and_one_hot() {
+        let p = Tensor::from_slice(&[0.2f32, 0.3, 0.5]).view([1, 3]);
+        let s = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
+        let y = Tensor::from_slice(&[2i64]);
+        let x = values(&attack_inputs(&p, &s, &y).unwrap());
+        let want = [0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 0.0, 0.0, 1.0];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn membership_loss_by_hand() {
+        // Logits (0, ln 3): P(member) = 3/4. A member costs ln(4/3), a non-member ln 4.
+        let l = Tensor::from_slice(&[0.0f32, 3f32.ln(), 0.0, 3f32.ln()]).view([2, 2]);
+        let m = Tensor::from_slice(&[true, false]);
+        let want = ((4.0f64 / 3.0).ln() + 4f64.ln()) / 2.0;
+        assert!((v(&membership_loss(&l, &m).unwrap()) - want).abs() < 1e-6);
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct Cli {
     /// Also search this plugin folder, before the others (repeatable).
     #[arg(long, global = true, value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
+    /// Workspace holding the audit log `audit.sqlite` (default: `$LETHE_WORKSPACE`,
+    /// else the nearest folder above the output holding a project or an audit log,
+    /// else the current folder).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -74,6 +79,14 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: crate::worker::cli::PluginsCommand,
+    },
+    /// Write the compliance report of a deletion run (PDF, HTML, CSV, JSON, LaTeX).
+    Report(Box<crate::report::cli::ReportArgs>),
+    /// Check or list the workspace's audit trail (`audit.sqlite`).
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
     },
     /// Compare training throughput and memory with plain PyTorch, row by row.
     Bench(Box<crate::bench::BenchArgs>),
@@ -313,12 +326,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins { command } => {
             crate::worker::cli::run(command, &cli.plugins, &default_resources())?
         }
-        Command::Unlearn(args) => crate::worker::unlearn::run(*args, &cli.plugins, unix_now())?,
-        Command::Evaluate(args) => {
-            crate::eval::cli::run_evaluate(*args, unix_now())?;
+        Command::Unlearn(args) => {
+            crate::worker::unlearn::run(*args, &cli.plugins, unix_now(), cli.workspace.as_deref())?
         }
-        Command::Attack(args) => {
-            crate::eval::cli::run_attack_command(*args, &cli.plugins, unix_now())?;
+        Command::Evaluate(mut args) => {
+            use crate::audit::jobs as audit;
+            let now = unix_now();
+            let out = args
+                .out
+                .get_or_insert_with(|| PathBuf::from(format!("runs/evaluate-{now}")))
+                .clone();
+            let ran = args.checkpoint.exists() && args.data.exists() && args.forget.exists();
+            let mut entry = audit::evaluate_entry(&args, &out);
+            let result = crate::eval::cli::run_evaluate(*args, now);
+            if ran {
+                audit::finish(&mut entry, &result, &out);
+                let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
+                audit::record(&ws, &entry).context("the audit record could not be written")?;
+            }
+            result?;
+        }
+        Command::Attack(mut args) => {
+            use crate::audit::jobs as audit;
+            let now = unix_now();
+            let short = args.attack.rsplit('.').next().unwrap_or("attack");
+            let default = PathBuf::from(format!("runs/attack-{short}-{now}"));
+            let out = args.out.get_or_insert(default).clone();
+            let ran = args.checkpoint.exists() && args.data.exists() && args.forget.exists();
+            let mut entry = audit::attack_entry(&args, &out);
+            let result = crate::eval::cli::run_attack_command(*args, &cli.plugins, now);
+            if ran {
+                audit::finish(&mut entry, &result, &out);
+                entry.plugin = result.as_ref().ok().map(audit::attack_plugin);
+                let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
+                audit::record(&ws, &entry).context("the audit record could not be written")?;
+            }
+            result?;
+        }
+        Command::Report(args) => crate::report::cli::run(*args, cli.workspace.as_deref())?,
+        Command::Audit { command } => {
+            let ws = crate::audit::workspace_dir(cli.workspace.as_deref());
+            crate::audit::cli::run(command, &ws)?
         }
         Command::Doctor { json } => {
             let report = RuntimeReport::probe();

@@ -1,6 +1,7 @@
 //! Lethe's headless core: everything the GUI, the CLI and the plugins build on,
 //! testable without a display.
 
+pub mod audit;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod plugin_host;
+pub mod report;
 pub mod runtime;
 pub mod train;
 pub mod worker;

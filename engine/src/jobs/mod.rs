@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod demo;
+pub mod run_record;
 pub mod train;
 
 /// A job failed; the message names the file or setting at fault.

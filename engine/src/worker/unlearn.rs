@@ -4,6 +4,11 @@
 //! new output folder (the original checkpoint is never touched).
 
 use super::{FromWorker, Job, JobOutcome, WorkerOptions, find_plugin, plugin_dirs, spawn_worker};
+use crate::audit::{Entry, FileRef, PluginRef};
+use crate::jobs::atomic::write_atomic;
+use crate::jobs::run_record::{
+    ForgetRequest, HashedPath, PluginFile, RUN_FILE, RunRecord, Software,
+};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value};
@@ -79,8 +84,15 @@ pub fn resolve_device(name: &str) -> anyhow::Result<String> {
 }
 
 /// Runs the command; `extra_dirs` are the global `--plugins` folders and `now`
-/// names the default output folder.
-pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Result<()> {
+/// names the default output folder. A finished run gets `run.json` (see
+/// [`crate::jobs::run_record`]); every run that starts is recorded in the audit log
+/// of `workspace` (see [`crate::audit::jobs::workspace_for`]).
+pub fn run(
+    args: UnlearnArgs,
+    extra_dirs: &[PathBuf],
+    now: u64,
+    workspace: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let params = parse_params(args.params.as_deref(), &args.set)?;
     let device = resolve_device(&args.device)?;
     for (what, path) in [
@@ -102,6 +114,13 @@ pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Resul
             out.display()
         );
     }
+    let workspace = crate::audit::jobs::workspace_for(workspace, Some(&out));
+    let started = crate::audit::unix_now();
+    // Absolute paths, so a report made from another folder still finds them.
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let original = HashedPath::of(&abs(&args.checkpoint));
+    let data = HashedPath::of(&abs(&args.data));
+    let forget = ForgetRequest::read(&abs(&args.forget));
     let mut opts = WorkerOptions::current_exe()?;
     opts.timeout = Some(Duration::from_secs(60));
     let (library, descriptor) =
@@ -114,16 +133,22 @@ pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Resul
         args.checkpoint.display()
     );
     opts.timeout = args.timeout.map(Duration::from_secs);
+    let plugin = PluginFile {
+        id: descriptor.id.clone(),
+        name: descriptor.name.clone(),
+        version: descriptor.version.clone(),
+        library: HashedPath::of(&abs(&library)),
+    };
     let job = Job::Unlearn {
         library,
         id: args.method.clone(),
-        params,
+        params: params.clone(),
         checkpoint: args.checkpoint.clone(),
         data: args.data.clone(),
         forget: args.forget.clone(),
         out_dir: out.clone(),
         seed: args.seed,
-        device,
+        device: device.clone(),
     };
     let handle = spawn_worker(&opts, job, |event| match event {
         FromWorker::Progress {
@@ -142,8 +167,30 @@ pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Resul
     })
     .context("cannot start the worker process")?;
     let report = handle.wait();
-    match report.outcome {
+    let result = match report.outcome {
         JobOutcome::Succeeded(_) => {
+            let model = out.join("model.safetensors");
+            let record = RunRecord {
+                format: 1,
+                user: crate::audit::current_user(),
+                host: crate::audit::host_name(),
+                started_unix: started,
+                finished_unix: crate::audit::unix_now(),
+                seconds: report.elapsed.as_secs_f64(),
+                method: plugin.clone(),
+                params_given: params.clone(),
+                params: model_params(&model).unwrap_or_else(|| params.clone()),
+                seed: args.seed,
+                device: device.clone(),
+                original: original.clone(),
+                data: data.clone(),
+                forget: forget.clone(),
+                unlearned: model.is_file().then(|| HashedPath::of(&abs(&model))),
+                outputs: FileRef::folder(&out),
+                software: Software::probe(),
+            };
+            let json = serde_json::to_vec_pretty(&record)?;
+            write_atomic(&out.join(RUN_FILE), &json, false)?;
             println!(
                 "done in {:.1}s; results in {}",
                 report.elapsed.as_secs_f64(),
@@ -154,9 +201,59 @@ pub fn run(args: UnlearnArgs, extra_dirs: &[PathBuf], now: u64) -> anyhow::Resul
         other => {
             let tail = report.stderr_tail.trim();
             if tail.is_empty() {
-                bail!("{} {other}", args.method)
+                Err(anyhow::anyhow!("{} {other}", args.method))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} {other}\nworker log:\n{tail}",
+                    args.method
+                ))
             }
-            bail!("{} {other}\nworker log:\n{tail}", args.method)
         }
-    }
+    };
+    let entry = Entry {
+        kind: "unlearn".into(),
+        status: crate::audit::jobs::status_of(&result),
+        subject: format!("{} on {}", args.method, args.checkpoint.display()),
+        plugin: Some(PluginRef {
+            id: plugin.id,
+            version: plugin.version,
+            library: plugin.library.path.display().to_string(),
+            sha256: plugin.library.sha256,
+        }),
+        inputs: vec![
+            FileRef {
+                role: "checkpoint".into(),
+                path: original.path.display().to_string(),
+                sha256: original.sha256,
+            },
+            FileRef {
+                role: "dataset".into(),
+                path: data.path.display().to_string(),
+                sha256: data.sha256,
+            },
+            FileRef {
+                role: "forget list".into(),
+                path: forget.list.path.display().to_string(),
+                sha256: forget.list.sha256,
+            },
+        ],
+        outputs: FileRef::folder(&out),
+        details: serde_json::json!({
+            "params": params,
+            "seed": args.seed,
+            "device": device,
+            "out": out,
+            "seconds": report.elapsed.as_secs_f64(),
+        }),
+    };
+    crate::audit::jobs::record(&workspace, &entry)
+        .context("the job ran but its audit record could not be written")?;
+    result
+}
+
+/// The full parameters recorded in the unlearned model's provenance.
+fn model_params(model: &std::path::Path) -> Option<Value> {
+    let ckpt = crate::checkpoint::read(model).ok()?;
+    let text = ckpt.meta?.provenance.notes.get("params")?.clone();
+    serde_json::from_str(&text).ok()
 }

@@ -1,0 +1,139 @@
+//! Where the commands' records go, and the records of `lethe evaluate` and
+//! `lethe attack` (`lethe unlearn` and `lethe report` build theirs themselves).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::{
+    AUDIT_FILE, AuditError, AuditLog, Entry, FileRef, PluginRef, Record, WORKSPACE_ENV,
+    path_sha256, unix_now,
+};
+
+/// The workspace of a job writing into `out`: `flag`, else `$LETHE_WORKSPACE`,
+/// else the nearest folder above `out` holding a GUI project
+/// (`lethe-project.json`) or an audit log, else the current folder.
+pub fn workspace_for(flag: Option<&Path>, out: Option<&Path>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    if let Some(env) = std::env::var_os(WORKSPACE_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(env);
+    }
+    if let Some(out) = out {
+        let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+        for dir in abs.ancestors().skip(1) {
+            if dir.join("lethe-project.json").is_file() || dir.join(AUDIT_FILE).is_file() {
+                return dir.to_path_buf();
+            }
+        }
+    }
+    PathBuf::from(".")
+}
+
+/// Appends `entry` to the log of `workspace`.
+pub fn record(workspace: &Path, entry: &Entry) -> Result<Record, AuditError> {
+    AuditLog::open(&super::audit_path(workspace))?.append(entry, unix_now())
+}
+
+/// `succeeded`, or `failed: <first line of the error>`.
+pub fn status_of<T, E: std::fmt::Display>(result: &Result<T, E>) -> String {
+    match result {
+        Ok(_) => "succeeded".into(),
+        Err(e) => format!(
+            "failed: {}",
+            e.to_string().lines().next().unwrap_or("error")
+        ),
+    }
+}
+
+/// Sets the status and hashes the outputs once the job has ended.
+pub fn finish<T, E: std::fmt::Display>(entry: &mut Entry, result: &Result<T, E>, out: &Path) {
+    entry.status = status_of(result);
+    entry.outputs = FileRef::folder(out);
+}
+
+/// The record of `lethe evaluate`, its inputs hashed now (before it runs);
+/// [`finish`] completes it.
+pub fn evaluate_entry(args: &crate::eval::cli::EvaluateArgs, out: &Path) -> Entry {
+    let mut inputs = vec![
+        FileRef::of("checkpoint", &args.checkpoint),
+        FileRef::of("dataset", &args.data),
+        FileRef::of("forget list", &args.forget),
+    ];
+    if let Some(o) = &args.original {
+        inputs.push(FileRef::of("original checkpoint", o));
+    }
+    Entry {
+        kind: "evaluate".into(),
+        status: "started".into(),
+        subject: format!("utility of {}", args.checkpoint.display()),
+        plugin: None,
+        inputs,
+        outputs: Vec::new(),
+        details: json!({
+            "seed": args.seed,
+            "device": args.device,
+            "probe_epochs": args.probe_epochs,
+            "alignment": args.alignment,
+            "pairs": args.pairs,
+            "matrix_samples": args.matrix_samples,
+            "alignment_max": args.alignment_max,
+            "out": out,
+        }),
+    }
+}
+
+/// The record of `lethe attack`, its inputs hashed now; [`finish`] completes it
+/// and [`attack_plugin`] names the plugin once it ran.
+pub fn attack_entry(args: &crate::eval::cli::AttackArgs, out: &Path) -> Entry {
+    Entry {
+        kind: "attack".into(),
+        status: "started".into(),
+        subject: format!("{} on {}", args.attack, args.checkpoint.display()),
+        plugin: None,
+        inputs: vec![
+            FileRef::of("checkpoint", &args.checkpoint),
+            FileRef::of("dataset", &args.data),
+            FileRef::of("forget list", &args.forget),
+        ],
+        outputs: Vec::new(),
+        details: json!({
+            "attack": args.attack,
+            "params": args.params,
+            "set": args.set,
+            "seed": args.seed,
+            "device": args.device,
+            "bootstrap": args.bootstrap,
+            "ci": args.ci,
+            "out": out,
+        }),
+    }
+}
+
+/// The attack plugin of a finished attack, with its file's hash.
+pub fn attack_plugin(r: &crate::eval::attack::AttackReport) -> PluginRef {
+    PluginRef {
+        id: r.attack.id.clone(),
+        version: r.attack.version.clone(),
+        library: r.attack.library.display().to_string(),
+        sha256: path_sha256(&r.attack.library),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_the_flag_else_a_project_folder_above_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("ws");
+        assert_eq!(workspace_for(Some(&flag), None), flag);
+        if std::env::var_os(WORKSPACE_ENV).is_none() {
+            std::fs::write(dir.path().join("lethe-project.json"), "{}").unwrap();
+            let out = dir.path().join("runs/r1/evaluation-1");
+            assert_eq!(workspace_for(None, Some(&out)), dir.path());
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The audit trail: every job, its inputs and outputs with their SHA-256, and every
+//! export, appended to a local SQLite database in the workspace
+//! (`<workspace>/audit.sqlite`).
+//!
+//! Each record carries the hash of the record before it and its own hash,
+//! `SHA-256(prev_hash ‖ "\n" ‖ canonical record)`, so changing a stored field breaks
+//! that record's hash and recomputing it breaks the next record's link; a deleted
+//! record leaves a gap in the sequence numbers (or, at the end, below SQLite's own
+//! sequence counter). Triggers refuse `UPDATE` and `DELETE`, so an honest mistake
+//! cannot rewrite history; someone who drops the triggers and rewrites the whole chain
+//! and the counter is only caught against a head hash kept elsewhere (`lethe audit
+//! verify --expect-head`), which is why `lethe audit log` prints it.
+
+pub mod cli;
+mod hash;
+pub mod jobs;
+mod log;
+
+pub use hash::{folder_files, path_sha256};
+pub use log::{AuditLog, Problem, Verification};
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The database's file name inside a workspace.
+pub const AUDIT_FILE: &str = "audit.sqlite";
+
+/// Environment variable naming the workspace when `--workspace` is not given.
+pub const WORKSPACE_ENV: &str = "LETHE_WORKSPACE";
+
+/// The workspace: `flag`, else `$LETHE_WORKSPACE`, else the current folder.
+pub fn workspace_dir(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(WORKSPACE_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The audit database of a workspace.
+pub fn audit_path(workspace: &Path) -> PathBuf {
+    workspace.join(AUDIT_FILE)
+}
+
+/// The audit log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// SQLite refused an operation on the database.
+    #[error("audit log {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A stored JSON field does not parse (the database was edited by hand).
+    #[error("audit log {path}: record #{seq} has a malformed `{field}` field: {message}")]
+    Malformed {
+        /// The database file.
+        path: PathBuf,
+        /// The record.
+        seq: i64,
+        /// The column.
+        field: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// A file a job read or wrote, with its hash when it could be read (folders hash
+/// as a sorted manifest of their files' hashes, like `sha256sum`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// What it is to the job (`checkpoint`, `forget list`, `model`, …).
+    pub role: String,
+    /// The path as the job was given it.
+    pub path: String,
+    /// Its SHA-256 (hex), `None` when it could not be read.
+    pub sha256: Option<String>,
+}
+
+impl FileRef {
+    /// Hashes `path` now.
+    pub fn of(role: &str, path: &Path) -> FileRef {
+        FileRef {
+            role: role.to_string(),
+            path: path.display().to_string(),
+            sha256: path_sha256(path),
+        }
+    }
+
+    /// One entry per file under `dir` (sorted by path), the role being the path
+    /// relative to `dir`.
+    pub fn folder(dir: &Path) -> Vec<FileRef> {
+        folder_files(dir)
+            .into_iter()
+            .map(|p| {
+                let role = p
+                    .strip_prefix(dir)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_else(|_| p.display().to_string());
+                FileRef::of(&role, &p)
+            })
+            .collect()
+    }
+}
+
+/// The plugin a job ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// Descriptor id.
+    pub id: String,
+    /// Descriptor version.
+    pub version: String,
+    /// The library file.
+    pub library: String,
+    /// Its SHA-256.
+    pub sha256: Option<String>,
+}
+
+/// What to append: one job or export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// `unlearn`, `evaluate`, `attack`, `report`, `demo`, …
+    pub kind: String,
+    /// `succeeded` or `failed: <why>`.
+    pub status: String,
+    /// One line saying what it was about (method id, model, report format…).
+    pub subject: String,
+    /// The plugin, for plugin jobs.
+    pub plugin: Option<PluginRef>,
+    /// Files read.
+    pub inputs: Vec<FileRef>,
+    /// Files written.
+    pub outputs: Vec<FileRef>,
+    /// Settings (parameters, seed, device…).
+    pub details: Value,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Position in the log, from 1.
+    pub seq: i64,
+    /// When it was appended (Unix seconds).
+    pub time_unix: i64,
+    /// Who ran it (login name).
+    pub user: String,
+    /// On which machine.
+    pub host: String,
+    /// Lethe version that wrote it.
+    pub lethe_version: String,
+    /// The job or export.
+    pub entry: Entry,
+    /// Hash of the record before (64 zeros for the first).
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+/// The login name of whoever runs this process.
+pub fn current_user() -> String {
+    for var in ["USER", "LOGNAME", "USERNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v;
+        }
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    format!("uid {}", unsafe { libc::getuid() })
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success (the last byte stays 0 for the truncated case).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

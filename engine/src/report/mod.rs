@@ -1,0 +1,162 @@
+//! Reports: the compliance report of one deletion (PDF, self-contained HTML, CSV,
+//! JSON, LaTeX tables) and the research report of a study.
+//!
+//! The app's export buttons and the CLI share one entry point: build a
+//! [`Report`] ([`Report::deletion`]) and [`render`] it in a [`Format`], or
+//! [`write`] it to a file. The generation time is an argument: the same stored
+//! results rendered at the same time give the same bytes, and at another time
+//! differ only in the timestamp.
+//!
+//! * [`sources`]: reading run records, evaluations and attacks;
+//! * [`verdict`]: the pass/fail rules and their thresholds;
+//! * [`deletion`]: the deletion report's content;
+//! * [`doc`]: the document model every format renders;
+//! * [`html`], [`pdf`], [`tabular`] (CSV, LaTeX): the renderers;
+//! * [`cli`]: `lethe report`.
+
+pub mod cli;
+pub mod deletion;
+pub mod doc;
+pub mod format;
+pub mod html;
+pub mod pdf;
+pub mod plot;
+pub mod sources;
+pub mod tabular;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use deletion::{DeletionReport, DeletionSources};
+pub use doc::Document;
+
+/// A report failed; the message names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// An input file is missing or unreadable.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The bundled fonts or the PDF encoding failed.
+    #[error("PDF: {0}")]
+    Font(String),
+    /// Writing the report failed.
+    #[error(transparent)]
+    Write(#[from] crate::jobs::JobError),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Typeset PDF with embedded fonts.
+    Pdf,
+    /// One self-contained HTML file.
+    Html,
+    /// Every field and table value as tidy CSV.
+    Csv,
+    /// The structured report.
+    Json,
+    /// The tables as LaTeX (booktabs).
+    Tex,
+}
+
+impl Format {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Pdf => "pdf",
+            Format::Html => "html",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Tex => "tex",
+        }
+    }
+}
+
+/// What a report is about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Report {
+    /// One deletion.
+    Deletion(Box<DeletionReport>),
+}
+
+impl Report {
+    /// Gathers the report of a deletion run.
+    pub fn deletion(src: &DeletionSources) -> Result<Report, ReportError> {
+        Ok(Report::Deletion(Box::new(DeletionReport::load(src)?)))
+    }
+
+    /// The document, stamped with `generated_unix`.
+    pub fn document(&self, generated_unix: i64) -> Document {
+        let stamp = format::utc_datetime(generated_unix);
+        match self {
+            Report::Deletion(d) => d.document(&stamp),
+        }
+    }
+
+    /// The files the report was built from.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        match self {
+            Report::Deletion(d) => d.input_files(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    format: &'static str,
+    generated: String,
+    lethe_version: &'static str,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// Renders `report` in `format`, stamped with `generated_unix`.
+pub fn render(
+    report: &Report,
+    format: Format,
+    generated_unix: i64,
+) -> Result<Vec<u8>, ReportError> {
+    Ok(match format {
+        Format::Pdf => pdf::render(&report.document(generated_unix), generated_unix)?,
+        Format::Html => html::render(&report.document(generated_unix)).into_bytes(),
+        Format::Csv => tabular::csv(&report.document(generated_unix)).into_bytes(),
+        Format::Tex => tabular::tex(&report.document(generated_unix)).into_bytes(),
+        Format::Json => {
+            let j = JsonReport {
+                format: "lethe-report/1",
+                generated: format::utc_datetime(generated_unix),
+                lethe_version: env!("CARGO_PKG_VERSION"),
+                report,
+            };
+            let mut v = serde_json::to_vec_pretty(&j).map_err(|e| ReportError::Input {
+                path: PathBuf::new(),
+                message: format!("cannot encode the report as JSON: {e}"),
+            })?;
+            v.push(b'\n');
+            v
+        }
+    })
+}
+
+/// Renders and writes atomically to `path` (never over an existing file unless
+/// `overwrite`).
+pub fn write(
+    report: &Report,
+    format: Format,
+    generated_unix: i64,
+    path: &Path,
+    overwrite: bool,
+) -> Result<(), ReportError> {
+    let bytes = render(report, format, generated_unix)?;
+    crate::jobs::atomic::write_atomic(path, &bytes, overwrite)?;
+    Ok(())
+}

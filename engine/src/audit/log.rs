@@ -143,15 +143,23 @@ impl AuditLog {
         })
     }
 
-    /// Opens an existing database without creating one.
+    /// Opens an existing database read-only (verifying or listing never changes
+    /// it, not even by restoring dropped triggers).
     pub fn open_existing(path: &Path) -> Result<AuditLog, AuditError> {
+        let err = |source| AuditError::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
         if !path.is_file() {
-            return Err(AuditError::Sql {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::InvalidPath(path.to_path_buf()),
-            });
+            return Err(err(rusqlite::Error::InvalidPath(path.to_path_buf())));
         }
-        AuditLog::open(path)
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        Ok(AuditLog {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The database file.

@@ -1,0 +1,446 @@
+//! `lethe report` and `lethe audit` as a user runs them, on one small deletion of
+//! the bundled demo classifier (fine-tuning for two batches, a small evaluation
+//! with the alignment audit, a small metric attack): every field of the compliance report in the PDF (read back with
+//! pdftotext) and the HTML, byte-identical re-renders apart from the timestamp,
+//! CSV/JSON/LaTeX exports, and the audit log's chain catching an edited and a
+//! deleted record.
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+use lethe_engine::report::Format;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EXE: &str = env!("CARGO_BIN_EXE_lethe-cli");
+const T1: i64 = 1_700_000_000;
+const T2: i64 = 1_800_000_123;
+
+fn demo(file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../resources/demo")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+/// Finds `lib<name>.so` beside the test binary (deps/) or one level up.
+fn plugin(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    for dir in [deps, deps.parent().unwrap()] {
+        let p = dir.join(&file);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{file} not found next to {}", exe.display());
+}
+
+fn lethe(args: &[&str], cwd: &Path) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LETHE_PLUGIN_PATH")
+        .env_remove("LETHE_WORKSPACE")
+        .env("USER", "auditor")
+        .env("XDG_DATA_HOME", cwd.join("no-user-plugins"))
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn pdftotext(pdf: &Path) -> String {
+    let out = Command::new("pdftotext")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils, installed by installer/setup.sh)");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether byte `i` lies in a hex string `<…>` or a literal `(D:…)`: where the PDF
+/// holds its generation timestamp.
+fn in_stamp(b: &[u8], i: usize) -> bool {
+    let lo = i.saturating_sub(120);
+    let hi = (i + 120).min(b.len());
+    let open = b[lo..=i].iter().rposition(|&c| c == b'<' || c == b'(');
+    let close = b[i..hi].iter().position(|&c| c == b'>' || c == b')');
+    match (open, close) {
+        (Some(o), Some(c)) => {
+            let inner = &b[lo + o + 1..i + c];
+            let hex = b[lo + o] == b'<' && inner.iter().all(u8::is_ascii_hexdigit);
+            let date = b[lo + o] == b'('
+                && inner.starts_with(b"D:")
+                && inner[2..].iter().all(|c| c.is_ascii_digit() || *c == b'Z');
+            hex || date
+        }
+        _ => false,
+    }
+}
+
+/// The text of an HTML page: tags become spaces, entities are decoded, runs of
+/// white space collapse.
+fn html_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                out.push(' ');
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let out = out
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+struct Deletion {
+    dir: tempfile::TempDir,
+    run: PathBuf,
+}
+
+fn deletion() -> Deletion {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let plugins = ws.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for lib in ["lethe_baseline_finetune", "lethe_attack_metric"] {
+        let src = plugin(lib);
+        std::fs::copy(&src, plugins.join(src.file_name().unwrap())).unwrap();
+    }
+    let p = plugins.display().to_string();
+    let (ckpt, data, forget) = (
+        demo("classifier.safetensors"),
+        demo("mnist10k.npz"),
+        demo("forget.txt"),
+    );
+    let common = ["--data", &data, "--forget", &forget, "--device", "cpu"];
+    let run = ws.join("run");
+    let mut args = vec![
+        "--plugins",
+        &p,
+        "unlearn",
+        "--method",
+        "org.lethe.baseline.finetune",
+        "--checkpoint",
+        &ckpt,
+        "--set",
+        "epochs=1",
+        "--set",
+        "max_batches=2",
+        "--seed",
+        "3",
+        "--out",
+        "run",
+    ];
+    args.extend(common);
+    ok(lethe(&args, ws));
+    let mut args = vec![
+        "evaluate",
+        "--checkpoint",
+        "run/model.safetensors",
+        "--original",
+        &ckpt,
+        "--alignment",
+        "--pairs",
+        "1",
+        "--matrix-samples",
+        "6",
+        "--alignment-max",
+        "60",
+        "--out",
+        "run/evaluation",
+    ];
+    args.extend(common);
+    ok(lethe(&args, ws));
+    let mut args = vec![
+        "--plugins",
+        &p,
+        "attack",
+        "--attack",
+        "org.lethe.attack.metric-mia",
+        "--checkpoint",
+        "run/model.safetensors",
+        "--set",
+        "metric=confidence",
+        "--set",
+        "shadow_size=1000",
+        "--set",
+        "heldout_size=500",
+        "--bootstrap",
+        "50",
+        "--out",
+        "run/attack-metric",
+    ];
+    args.extend(common);
+    ok(lethe(&args, ws));
+    Deletion { dir, run }
+}
+
+#[test]
+fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampering() {
+    let d = deletion();
+    let ws = d.dir.path();
+    let run = json(&d.run.join("run.json"));
+    let eval = json(&d.run.join("evaluation/evaluation.json"));
+    let attack = json(&d.run.join("attack-metric/attack.json"));
+    assert_eq!(run["user"], "auditor");
+    assert_eq!(run["forget"]["samples"], 300);
+    assert_eq!(run["params"]["max_batches"], 2, "{}", run["params"]);
+    assert_eq!(
+        run["unlearned"]["sha256"], eval["checkpoint_sha256"],
+        "the evaluation is of the unlearned model"
+    );
+
+    // One export through the CLI (recorded in the audit log), the others through
+    // the library API the app uses.
+    let said = ok(lethe(
+        &[
+            "report",
+            d.run.to_str().unwrap(),
+            "--timestamp",
+            &T1.to_string(),
+            "--out",
+            "a.pdf",
+        ],
+        ws,
+    ));
+    assert!(said.contains("a.pdf: "), "{said}");
+    let src = lethe_engine::report::DeletionSources {
+        run: d.run.clone(),
+        ..Default::default()
+    };
+    let r = lethe_engine::report::Report::deletion(&src).unwrap();
+    let render = |f: Format, t: i64| lethe_engine::report::render(&r, f, t).unwrap();
+    std::fs::write(ws.join("b.pdf"), render(Format::Pdf, T1)).unwrap();
+    std::fs::write(ws.join("c.pdf"), render(Format::Pdf, T2)).unwrap();
+    let (a, b, c) = (
+        std::fs::read(ws.join("a.pdf")).unwrap(),
+        std::fs::read(ws.join("b.pdf")).unwrap(),
+        std::fs::read(ws.join("c.pdf")).unwrap(),
+    );
+    assert!(a.starts_with(b"%PDF-"));
+    assert_eq!(a, b, "the same results and time give the same bytes");
+    assert_eq!(a.len(), c.len(), "another time changes only the stamp");
+    let diffs: Vec<usize> = (0..a.len()).filter(|&i| a[i] != c[i]).collect();
+    assert!(!diffs.is_empty());
+    for &i in &diffs {
+        assert!(
+            in_stamp(&a, i) && in_stamp(&c, i),
+            "byte {i} differs outside the timestamp: {:?}",
+            String::from_utf8_lossy(&a[i.saturating_sub(40)..(i + 40).min(a.len())])
+        );
+    }
+    // The fonts are embedded, so the text reads back.
+    let text = pdftotext(&ws.join("a.pdf"));
+    let text_c = pdftotext(&ws.join("c.pdf"));
+    assert!(text.contains("2023-11-14 22:13:20 UTC"), "{text}");
+    assert_eq!(
+        text.replace("2023-11-14 22:13:20 UTC", "T"),
+        text_c.replace("2027-01-15 08:02:03 UTC", "T")
+    );
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    let mut fields = vec![
+        "Lethe deletion report".to_string(),
+        "Run by auditor".into(),
+        "Started".into(),
+        "Forget-set source file".into(),
+        s(&run["forget"]["list"]["sha256"]),
+        "Samples requested 300".into(),
+        "Matched 300 training samples".into(),
+        "Unmatched 0".into(),
+        s(&run["data"]["sha256"]),
+        s(&run["original"]["sha256"]),
+        s(&run["unlearned"]["sha256"]),
+        "org.lethe.baseline.finetune".into(),
+        format!("Plugin version {}", s(&run["method"]["version"])),
+        s(&run["method"]["library"]["sha256"]),
+        "max_batches 2".into(),
+        "Seed 3".into(),
+        "Device cpu".into(),
+        s(&run["software"]["libtorch"]),
+        "retain accuracy (RA)".into(),
+        "test accuracy (TA)".into(),
+        "forget accuracy (UA)".into(),
+        "Forgetting score FS".into(),
+        "TPR @ 1% FPR".into(),
+        "TPR @ 0.1% FPR".into(),
+        "forget-set AUC".into(),
+        format!(
+            "{:.4} [{:.4},",
+            attack["metrics"]["forget"]["auc"].as_f64().unwrap(),
+            attack["metrics"]["forget"]["auc_ci"]["low"]
+                .as_f64()
+                .unwrap()
+        ),
+        "AM before".into(),
+        "AGM = before − after".into(),
+        "false-positive rate (log)".into(),
+        "Verdict and the rules behind it".into(),
+        "must reach into [0.45, 0.55]".into(),
+        "TA(original) − TA ≤ +3.00 pt".into(),
+        "lethe --plugins".into(),
+        "unlearn --method org.lethe.baseline.finetune".into(),
+        "lethe evaluate --checkpoint".into(),
+        "attack --attack org.lethe.attack.metric-mia".into(),
+    ];
+    let lethe_engine::report::Report::Deletion(del) = &r;
+    let verdict = del.verdict.outcome.label();
+    fields.push(format!("{verdict} {}", del.verdict.headline));
+    for f in &fields {
+        assert!(flat.contains(f.as_str()), "the PDF lacks {f:?}:\n{text}");
+    }
+    assert!(flat.contains("page 2 of"), "several pages");
+
+    // HTML: self-contained, the same fields, identical apart from the stamp.
+    std::fs::write(ws.join("a.html"), render(Format::Html, T1)).unwrap();
+    std::fs::write(ws.join("c.html"), render(Format::Html, T2)).unwrap();
+    let h1 = std::fs::read_to_string(ws.join("a.html")).unwrap();
+    let h2 = std::fs::read_to_string(ws.join("c.html")).unwrap();
+    assert_eq!(
+        h1.replace("2023-11-14 22:13:20 UTC", "T"),
+        h2.replace("2027-01-15 08:02:03 UTC", "T")
+    );
+    assert!(!h1.contains("src=\"http") && !h1.contains("href=\"http") && !h1.contains("<link"));
+    assert!(h1.matches("<svg").count() >= 5, "2 ROC plots + 3 heatmaps");
+    let html_flat = html_text(&h1);
+    for f in &fields {
+        assert!(
+            html_flat.contains(f.as_str()),
+            "the HTML lacks {f:?}:\n{html_flat}"
+        );
+    }
+
+    // CSV, JSON and LaTeX carry the same values.
+    for (f, name) in [
+        (Format::Csv, "r.csv"),
+        (Format::Json, "r.json"),
+        (Format::Tex, "r.tex"),
+    ] {
+        std::fs::write(ws.join(name), render(f, T1)).unwrap();
+    }
+    let csv = std::fs::read_to_string(ws.join("r.csv")).unwrap();
+    assert!(csv.starts_with("section,table,row,column,value\n"));
+    assert!(csv.contains(&format!(
+        "Deletion request,request,Forget-set SHA-256,value,{}",
+        s(&run["forget"]["list"]["sha256"])
+    )));
+    let j = json(&ws.join("r.json"));
+    assert_eq!(j["kind"], "deletion");
+    assert_eq!(j["generated"], "2023-11-14 22:13:20 UTC");
+    assert_eq!(j["verdict"]["outcome"], verdict.to_lowercase());
+    assert_eq!(j["run"]["params"], run["params"]);
+    assert_eq!(
+        j["attacks"][0]["attack"]["id"],
+        "org.lethe.attack.metric-mia"
+    );
+    assert_eq!(j["integrity"]["unlearned"], true);
+    let tex = std::fs::read_to_string(ws.join("r.tex")).unwrap();
+    assert!(tex.contains("\\begin{tabular}") && tex.contains("TPR @ 1\\% FPR"));
+    // Existing reports are never written over.
+    let again = lethe(&["report", "run", "--out", "a.pdf"], ws);
+    assert!(!again.status.success());
+
+    // The audit log: every job and export, chained.
+    let v = ok(lethe(&["audit", "verify"], ws));
+    assert!(v.contains("chain intact"), "{v}");
+    let log = ok(lethe(&["audit", "log", "--json"], ws));
+    let records: Vec<Value> = serde_json::from_str(&log).unwrap();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["entry"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unlearn", "evaluate", "attack", "report"]);
+    let exported = &records[3]["entry"]["outputs"][0];
+    assert_eq!(exported["role"], "report");
+    assert_eq!(exported["sha256"].as_str().unwrap().len(), 64);
+    let unlearn = &records[0]["entry"];
+    assert_eq!(
+        unlearn["plugin"]["sha256"],
+        run["method"]["library"]["sha256"]
+    );
+    let model_out = unlearn["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "model.safetensors")
+        .unwrap();
+    assert_eq!(model_out["sha256"], run["unlearned"]["sha256"]);
+    assert_eq!(records[0]["user"], "auditor");
+    assert_eq!(records[1]["prev_hash"], records[0]["hash"]);
+
+    let db = rusqlite::Connection::open(ws.join("audit.sqlite")).unwrap();
+    assert!(
+        db.execute("UPDATE records SET status = 'x' WHERE seq = 2", [])
+            .is_err(),
+        "the log refuses edits"
+    );
+    db.execute_batch(
+        "DROP TRIGGER records_append_only_update; DROP TRIGGER records_append_only_delete;",
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE records SET outputs = replace(outputs, 'evaluation.json', 'evaluation.jsom') WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let bad = lethe(&["audit", "verify"], ws);
+    assert!(!bad.status.success());
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        out.contains("record #2") && out.contains("changed"),
+        "{out}"
+    );
+    assert!(!out.contains("record #3"), "{out}");
+
+    // Deleting a record is caught too (after undoing the edit).
+    db.execute(
+        "UPDATE records SET outputs = replace(outputs, 'evaluation.jsom', 'evaluation.json') WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    ok(lethe(&["audit", "verify"], ws));
+    db.execute("DELETE FROM records WHERE seq = 3", []).unwrap();
+    let bad = lethe(&["audit", "verify"], ws);
+    assert!(!bad.status.success());
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains("record #3 is missing"), "{out}");
+}
+
+#[test]
+fn a_folder_that_is_no_run_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = lethe(&["report", "."], dir.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not a deletion run folder"), "{err}");
+    let o = lethe(&["audit", "verify"], dir.path());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no audit log here"));
+}

@@ -103,7 +103,7 @@ fn sha(h: &HashedPath) -> Option<&str> {
 }
 
 /// Reads the matrices of an evaluation's alignment file.
-fn read_matrices(e: &EvaluationView) -> Option<Matrices> {
+pub(crate) fn read_matrices(e: &EvaluationView) -> Option<Matrices> {
     let path = e.alignment_path()?;
     let ckpt = crate::checkpoint::read(&path).ok()?;
     let get = |name: &str| -> Option<(Vec<i64>, Vec<f64>)> {

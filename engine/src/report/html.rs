@@ -30,7 +30,7 @@ h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1
 table{border-collapse:collapse;margin:.5em 0;font-size:.92em}
 th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;vertical-align:top}
 th{text-align:left;background:#f3f3f3}
-td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}
+td.r,th.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.fields th{background:none;width:13em;font-weight:bold}
 .mono{font-family:'DejaVu Sans Mono',monospace;font-size:.9em;word-break:break-all}
 .note{color:#666;font-size:.85em}
@@ -115,9 +115,17 @@ fn roc_svg(p: &RocPlot) -> String {
             }
         );
     }
+    // Legend bottom right, below the diagonal (about 5 px per character at 9 px).
+    let widest = p
+        .curves
+        .iter()
+        .map(|c| c.label.chars().count())
+        .max()
+        .unwrap_or(0) as f64
+        * 5.0;
     for (i, c) in p.curves.iter().enumerate() {
         let y = mt + ph - 8.0 - 11.0 * (p.curves.len() - 1 - i) as f64;
-        let x = ml + pw * 0.38;
+        let x = (ml + pw - widest - 18.0).max(ml + 2.0);
         let _ = write!(
             s,
             "<line x1=\"{x:.2}\" y1=\"{:.2}\" x2=\"{:.2}\" y2=\"{:.2}\" stroke=\"{}\" stroke-width=\"1.4\"/><text x=\"{:.2}\" y=\"{y:.2}\">{}</text>",

@@ -49,6 +49,10 @@ pub const UA_TA_GAP: f64 = 0.05;
 /// Largest |UA − UA of the retrained model|.
 pub const UA_RETRAIN_GAP: f64 = 0.05;
 
+/// Slack for comparing measured values with thresholds, so a value printed as
+/// equal to the threshold (0.95 − 1.0 is 0.05000000000000004) meets it.
+const EPS: f64 = 1e-9;
+
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +112,7 @@ fn membership_check(
     let (outcome, rule, measured, reason) = match retrain {
         Some(r) => {
             let gap = u.auc - r.auc;
-            let ok = gap.abs() <= AUC_RETRAIN_GAP;
+            let ok = gap.abs() <= AUC_RETRAIN_GAP + EPS;
             (
                 if ok { Outcome::Pass } else { Outcome::Fail },
                 format!("|AUC − AUC(retrain)| ≤ {}", num(AUC_RETRAIN_GAP, 2)),
@@ -135,14 +139,14 @@ fn membership_check(
                 num(AUC_CHANCE_HIGH, 2)
             );
             let measured = format!("AUC {}", with_ci(u.auc, u.auc_pair()));
-            if lo > AUC_CHANCE_HIGH {
+            if lo > AUC_CHANCE_HIGH + EPS {
                 (
                     Outcome::Fail,
                     rule,
                     measured,
                     "the attack still tells the forgotten samples from unseen data".to_string(),
                 )
-            } else if hi < AUC_CHANCE_LOW {
+            } else if hi < AUC_CHANCE_LOW - EPS {
                 (
                     Outcome::Fail,
                     rule,
@@ -225,7 +229,7 @@ fn low_fpr_check(name: &str, u: &MembershipView, retrain: Option<&MembershipView
             ),
         ),
     };
-    let ok = low <= limit;
+    let ok = low <= limit + EPS;
     Check {
         name: name.to_string(),
         rule,
@@ -286,7 +290,7 @@ pub fn decide(
             match ta_ref {
                 Some((who, ta)) => {
                     let drop = ta - u.test.accuracy;
-                    let ok = drop <= TA_DROP;
+                    let ok = drop <= TA_DROP + EPS;
                     checks.push(Check {
                         name: "utility: test accuracy".into(),
                         rule: format!("TA({who}) − TA ≤ {}", pts(TA_DROP)),
@@ -311,7 +315,7 @@ pub fn decide(
                 Some(r) => {
                     let gap = u.forget.accuracy - r.utility.forget.accuracy;
                     (
-                        gap.abs() <= UA_RETRAIN_GAP,
+                        gap.abs() <= UA_RETRAIN_GAP + EPS,
                         format!("|UA − UA(retrain)| ≤ {}", pts(UA_RETRAIN_GAP)),
                         format!(
                             "UA {} vs retrain {} ({})",
@@ -324,7 +328,7 @@ pub fn decide(
                 None => {
                     let gap = u.forget.accuracy - u.test.accuracy;
                     (
-                        gap <= UA_TA_GAP,
+                        gap <= UA_TA_GAP + EPS,
                         format!("UA − TA ≤ {}", pts(UA_TA_GAP)),
                         format!(
                             "UA {} vs TA {} ({})",
@@ -447,6 +451,17 @@ mod tests {
         assert_eq!(tpr_bad.outcome, Outcome::Fail);
         let alone = low_fpr_check("t", &m(0.6, 0.5, 0.7, 0.06, 0.04), None);
         assert_eq!(alone.outcome, Outcome::Fail, "lower end 0.04 > 3 x 1%");
+        let edge = membership_check(
+            "a",
+            &m(0.65, 0.6, 0.7, 0.0, 0.0),
+            Some(&m(0.6, 0.55, 0.65, 0.0, 0.0)),
+            None,
+        );
+        assert_eq!(
+            edge.outcome,
+            Outcome::Pass,
+            "a gap printed as the threshold meets it"
+        );
     }
 
     #[test]

@@ -527,10 +527,17 @@ impl Layout {
             fill: None,
             stroke: Some(([0x44, 0x44, 0x44], 0.6)),
         });
+        // Legend in the bottom-right corner, below the diagonal, where a ROC
+        // curve of an attack at or above chance never goes.
         let n = p.curves.len();
+        let widest = p
+            .curves
+            .iter()
+            .map(|c| sans.width(&c.label, 6.5))
+            .fold(0.0f64, f64::max);
+        let x = (px + pw - widest - 17.0).max(px + 2.0);
         for (i, c) in p.curves.iter().enumerate() {
             let y = py + ph - 5.0 - 9.0 * (n - 1 - i) as f64;
-            let x = px + pw * 0.36;
             self.cur.push(Op::Line {
                 points: vec![(x, y - 2.2), (x + 10.0, y - 2.2)],
                 color: c.color,

@@ -660,3 +660,131 @@ fn the_training_recipe_and_augmentation_follow_the_demo_checkpoints() {
             .is_err()
     );
 }
+
+/// Gradients of an eval-mode forward taken through the ABI on a BatchNorm
+/// model (as Fisher, influence and SalUn take them) equal PyTorch's through
+/// `model.eval()`, differ from its train-mode ones, leave the running
+/// statistics alone, and a forward under the plugin's `no_grad` records none.
+#[test]
+fn an_eval_mode_forward_through_the_abi_has_pytorchs_eval_mode_gradient() {
+    let lib = plugin();
+    let id = "org.lethe.test.services.eval-grad";
+    let arch = ArchConfig::resnet18_classifier(1, CLASSES);
+    let params = Value::Object(lib.validate_params(id, &json!({})).unwrap());
+    let j = job(arch, id, params.clone());
+    // Non-trivial running statistics, so eval and train mode really differ.
+    tch::manual_seed(17);
+    j.services.with_var_store(|vs| {
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if name.ends_with("running_mean") {
+                    t.copy_(&(t.randn_like() * 0.3));
+                } else if name.ends_with("running_var") {
+                    t.copy_(&(t.rand_like() * 1.5 + 0.5));
+                }
+            }
+        })
+    });
+    let before = weights(&j.services);
+    let dir = j.out.parent().unwrap().to_path_buf();
+    let model_file = dir.join("bn_model.safetensors");
+    j.services.with_var_store(|vs| {
+        checkpoint::save(&model_file, vs, &CheckpointMeta::new(None, None), false).unwrap()
+    });
+    let loader = j
+        .services
+        .open_loader(DataSplit::Forget, 4096, false, false)
+        .unwrap();
+    let batch = j.services.next_batch(loader).unwrap().unwrap();
+    assert!(j.services.close_loader(loader));
+    let batch_file = dir.join("batch.safetensors");
+    checkpoint::save_tensors(
+        &batch_file,
+        &[
+            ("x".into(), batch.inputs.shallow_clone()),
+            ("y".into(), batch.labels.shallow_clone()),
+        ],
+        &CheckpointMeta::new(None, None),
+        false,
+    )
+    .unwrap();
+
+    let mut inst = lib.create(id, &params, j.services.clone()).unwrap();
+    inst.run().unwrap();
+    drop(inst);
+
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(j.out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["graph"],
+        json!(true),
+        "eval-mode forward gave no graph"
+    );
+    assert_eq!(
+        summary["no_grad_graph"],
+        json!(false),
+        "no_grad was ignored"
+    );
+    // Eval mode: the running statistics did not move.
+    for ((n, a), (_, b)) in before.iter().zip(&weights(&j.services)) {
+        if n.contains("running") {
+            assert!(a.equal(b), "{n} moved in eval mode");
+        }
+    }
+
+    let reference = dir.join("reference.safetensors");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval_mode_grad.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&model_file)
+        .arg(&batch_file)
+        .arg(&reference)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run installer/setup.sh",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = checkpoint::read(&reference).unwrap().state_dict;
+    let read = |name: &str| {
+        checkpoint::read(j.out.join(format!("{name}.safetensors")))
+            .unwrap()
+            .state_dict
+            .get(name)
+            .unwrap()
+            .shallow_clone()
+    };
+    let rel = |a: &Tensor, b: &Tensor| {
+        let scale = b.abs().max().double_value(&[]).max(1e-12);
+        (a - b).abs().max().double_value(&[]) / scale
+    };
+    let loss = read("loss").reshape([1]);
+    assert!(rel(&loss, reference.get("eval.loss").unwrap()) < 1e-5);
+    let (mut compared, mut worst, mut train_gap) = (0, 0.0f64, 0.0f64);
+    for (name, _) in before.iter().filter(|(n, _)| !n.contains("running")) {
+        let got = read(&format!("grad.{name}"));
+        let want = reference.get(&format!("eval.{name}")).unwrap();
+        worst = worst.max(rel(&got, want));
+        train_gap = train_gap.max(rel(&got, reference.get(&format!("train.{name}")).unwrap()));
+        compared += 1;
+    }
+    eprintln!(
+        "{compared} gradients: worst relative error {worst:.2e}, vs train mode {train_gap:.2}"
+    );
+    assert!(compared > 60, "{compared}");
+    assert!(
+        worst < 1e-4,
+        "eval-mode gradient differs from PyTorch: {worst}"
+    );
+    assert!(
+        train_gap > 0.1,
+        "train-mode gradients are no different: {train_gap}"
+    );
+}

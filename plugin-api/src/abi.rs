@@ -423,8 +423,14 @@ pub struct LetheHostModel {
     /// batch-norm statistics).
     pub set_train: unsafe extern "C" fn(host: *const LetheHost, train: bool) -> LetheStatus,
     /// \[main-thread\] Runs `head` on `input` (borrowed, on the model's device) and
-    /// writes a new owned tensor to `out`. Autograd is recorded when the model is in
-    /// train mode and the result can be backpropagated into the parameters.
+    /// writes a new owned tensor to `out`. Train/eval mode (`set_train`)
+    /// selects dropout and batch-norm behaviour only. Autograd follows the calling
+    /// thread's grad mode (libtorch's thread-local switch, shared by host and
+    /// plugin): by default the result can be backpropagated into the parameters in
+    /// either mode, so gradients of an eval-mode forward are available; run
+    /// inference under `tch::no_grad` to skip recording the graph. (Earlier 1.x
+    /// hosts recorded no graph in eval mode; plugins written for them run unchanged,
+    /// recording a graph they drop.)
     pub forward: unsafe extern "C" fn(
         host: *const LetheHost,
         head: LetheModelHead,

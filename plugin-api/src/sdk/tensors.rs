@@ -52,7 +52,8 @@ impl HostContext {
     }
 
     /// Runs `head` on `input` (on the model's device). Differentiable into the
-    /// parameters when the model is in train mode.
+    /// parameters in train and eval mode alike unless called under
+    /// `tch::no_grad` (do that for inference: no graph is recorded then).
     pub fn model_forward(
         &mut self,
         head: ModelHead,

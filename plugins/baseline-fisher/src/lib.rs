@@ -12,7 +12,7 @@ use lethe_plugin_kit::epoch::for_each_batch;
 use lethe_plugin_kit::flat::{flatten_params, grad_flat, layout, unflatten};
 use lethe_plugin_kit::optim::assign_masked;
 use lethe_plugin_kit::params::{self, Prune, Training};
-use lethe_plugin_kit::per_sample::{per_sample_grads, warn_train_mode_gradients};
+use lethe_plugin_kit::per_sample::per_sample_grads;
 use lethe_plugin_kit::{ModelKind, Objective, batch_size, evaluate, finish, prepare};
 use serde_json::json;
 
@@ -103,7 +103,6 @@ impl Plugin for Fisher {
             max_batches: 0,
         });
         let before = evaluate(ctx, &objective, Split::Forget, self.batch_size, 0)?;
-        warn_train_mode_gradients(ctx, &prep.params);
         let theta0 = flatten_params(&prep.params)?;
         let (fisher, used) =
             diagonal_fisher(ctx, &objective, &prep.params, self.samples, self.batch_size)?;
@@ -180,7 +179,8 @@ fn diagonal_fisher(
             let (x, y) = (x.f_narrow(0, 0, take)?, y.f_narrow(0, 0, take)?);
             match objective.kind {
                 ModelKind::Classifier { classes } => {
-                    ctx.model_set_train(true)?;
+                    // Eval mode, as the reference's `hessian` (model.eval()).
+                    ctx.model_set_train(false)?;
                     for i in 0..take {
                         let logits =
                             ctx.model_forward(ModelHead::Classifier, &x.f_narrow(0, i, 1)?)?;

@@ -13,7 +13,7 @@ use lethe_plugin_kit::epoch::for_each_batch;
 use lethe_plugin_kit::flat::{flatten_params, grad_flat, layout, unflatten};
 use lethe_plugin_kit::optim::assign_masked;
 use lethe_plugin_kit::params::{self, Prune, Training};
-use lethe_plugin_kit::per_sample::{per_sample_grads, warn_train_mode_gradients};
+use lethe_plugin_kit::per_sample::per_sample_grads;
 use lethe_plugin_kit::{Objective, batch_size, evaluate, finish, prepare};
 use serde_json::json;
 use woodfisher::BlockInverse;
@@ -113,7 +113,6 @@ impl Plugin for Influence {
         });
         let bs = self.batch_size;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
-        warn_train_mode_gradients(ctx, &prep.params);
         let theta0 = flatten_params(&prep.params)?;
 
         let (g_f, n_f) = gradient_sum(ctx, &objective, &prep.params, Split::Forget, bs)?;
@@ -182,7 +181,8 @@ fn gradient_sum(
     split: Split,
     batch_size: u32,
 ) -> Result<(Tensor, i64), PluginError> {
-    ctx.model_set_train(true)?;
+    // Eval mode, as the reference's `woodfisher` (model.eval()).
+    ctx.model_set_train(false)?;
     let mut total: Option<Tensor> = None;
     let stats = for_each_batch(ctx, split, batch_size, false, 0, |ctx, x, y| {
         let loss = objective.loss(ctx, x, y)?;

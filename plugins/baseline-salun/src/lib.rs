@@ -12,7 +12,6 @@ use lethe_plugin_kit::flat::{grad_flat, layout, unflatten};
 use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::optim::Masks;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
-use lethe_plugin_kit::per_sample::warn_train_mode_gradients;
 use lethe_plugin_kit::prune::intersect;
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{ModelKind, evaluate, finish, prepare};
@@ -79,7 +78,6 @@ impl Plugin for SalUn {
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
 
-        warn_train_mode_gradients(ctx, &prep.params);
         let saliency = forget_gradient(ctx, &prep.params, bs)?;
         let salient = top_fraction(&saliency, &prep.masks, &prep.params, self.mask_ratio)?;
         let mask_flat = Tensor::f_cat(
@@ -149,8 +147,9 @@ fn forget_gradient(
     params: &[(String, Tensor)],
     batch_size: u32,
 ) -> Result<Tensor, PluginError> {
-    // Gradients need the graph, which the host records in train mode only.
-    ctx.model_set_train(true)?;
+    // Eval mode, as the reference's `save_gradient_ratio` (model.eval()): the
+    // saliency must not move normalisation statistics.
+    ctx.model_set_train(false)?;
     let mut total: Option<Tensor> = None;
     for_each_batch(ctx, Split::Forget, batch_size, false, 0, |ctx, x, y| {
         let logits = ctx.model_forward(lethe_plugin_api::sdk::ModelHead::Classifier, x)?;

@@ -11,7 +11,9 @@ use lethe_plugin_api::sdk::{HostContext, ModelHead, PluginError};
 use lethe_plugin_api::tch::Tensor;
 
 /// Calls `each(flat_gradient)` for every example of the batch `(x, y)`, in order.
-/// Switches the model to train mode: the host records a graph only there.
+/// Switches the model to eval mode, as the reference code (OPTML's Fisher and
+/// WoodFisher) does: normalisation layers use their running statistics, which
+/// stay put, and a single example is normalised like any other.
 pub fn per_sample_grads<F>(
     ctx: &mut HostContext,
     objective: &Objective,
@@ -23,7 +25,7 @@ pub fn per_sample_grads<F>(
 where
     F: FnMut(Tensor) -> Result<(), PluginError>,
 {
-    ctx.model_set_train(true)?;
+    ctx.model_set_train(false)?;
     let n = x.size().first().copied().unwrap_or(0);
     match objective.kind {
         ModelKind::Classifier { .. } => {
@@ -41,53 +43,4 @@ where
         }
     }
     Ok(())
-}
-
-/// Names of parameters that look like normalisation layers (1-D `*.weight`, as
-/// BatchNorm's scale), whose behaviour depends on train/eval mode.
-pub fn normalisation_layers(params: &[(String, Tensor)]) -> Vec<String> {
-    params
-        .iter()
-        .filter(|(name, p)| p.dim() == 1 && name.ends_with("weight"))
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
-/// Warns, once per run, that gradients are taken in train mode: the host records
-/// a graph only there, so a model with normalisation layers normalises with
-/// batch statistics (single examples for per-example gradients) and updates its
-/// running averages while the method reads gradients, unlike the reference code,
-/// which takes them in eval mode.
-pub fn warn_train_mode_gradients(ctx: &HostContext, params: &[(String, Tensor)]) {
-    let layers = normalisation_layers(params);
-    if let Some(first) = layers.first() {
-        ctx.warn(&format!(
-            "the model has {} normalisation layer(s) (e.g. `{first}`): gradients are taken in \
-             train mode (the host records gradients only there), so they use batch statistics \
-             and the running statistics move; the reference code takes them in eval mode",
-            layers.len()
-        ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lethe_plugin_api::tch::{Device, Kind};
-
-    #[test]
-    fn one_dimensional_weights_are_normalisation_layers() {
-        let t = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
-        let params = vec![
-            ("bn1.bias".to_string(), t(&[4])),
-            ("bn1.weight".to_string(), t(&[4])),
-            ("conv1.weight".to_string(), t(&[4, 3, 3, 3])),
-            ("fc.bias".to_string(), t(&[10])),
-        ];
-        assert_eq!(
-            normalisation_layers(&params),
-            vec!["bn1.weight".to_string()]
-        );
-        assert!(normalisation_layers(&params[2..]).is_empty());
-    }
 }

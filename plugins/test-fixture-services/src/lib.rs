@@ -6,7 +6,11 @@
 //!   then saves the model;
 //! * `org.lethe.test.services.probe` (method): runs one forget batch through the
 //!   head its parameter names and stores the inputs and the output, so tests can
-//!   see augmentation and a missing head's error through the real ABI.
+//!   see augmentation and a missing head's error through the real ABI;
+//! * `org.lethe.test.services.eval-grad` (method): the gradient of the forget
+//!   set's cross-entropy through an eval-mode forward (and whether a forward
+//!   under the plugin's own `no_grad` records a graph), so tests can check that
+//!   grad mode is the caller's, not tied to train/eval mode.
 #![deny(missing_docs)]
 
 use lethe_plugin_api::schema::ParamSpec;
@@ -209,4 +213,53 @@ impl Plugin for Fresh {
     }
 }
 
-lethe_plugin_api::declare_plugin!(Ascent, Probe, Fresh);
+/// Cross-entropy of the whole forget split through an eval-mode classifier
+/// forward, back-propagated; stores the loss, each parameter's gradient
+/// (`grad.<name>`) and a summary saying whether outputs carried a graph.
+pub struct EvalGrad;
+
+impl Plugin for EvalGrad {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.services.eval-grad",
+            "Eval-mode gradient test",
+            "0.1.0",
+            Kind::Method,
+        )
+        .description("Gradient of the forget loss through an eval-mode forward.")
+    }
+
+    fn create(_params: &Params) -> Result<Self, PluginError> {
+        Ok(EvalGrad)
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let mut batches = ctx.batches(Split::Forget, 4096, false, false)?;
+        let (x, y) = batches
+            .next()
+            .ok_or_else(|| PluginError::msg("empty forget split"))??;
+        drop(batches);
+        ctx.model_set_train(false)?;
+        let inference = tch::no_grad(|| ctx.model_forward(ModelHead::Classifier, &x))?;
+        let logits = ctx.model_forward(ModelHead::Classifier, &x)?;
+        let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
+        let params = ctx.model_parameters()?;
+        let graph = loss.requires_grad();
+        if graph {
+            loss.f_backward()?;
+        }
+        for (name, p) in &params {
+            let g = p.grad();
+            if g.defined() {
+                ctx.put_tensor(&format!("grad.{name}"), &g)?;
+            }
+        }
+        ctx.put_tensor("loss", &loss.f_detach()?)?;
+        ctx.put_json(
+            "summary",
+            &json!({"graph": graph, "no_grad_graph": inference.requires_grad()}),
+        )
+    }
+}
+
+lethe_plugin_api::declare_plugin!(Ascent, Probe, Fresh, EvalGrad);

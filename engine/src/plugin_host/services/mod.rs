@@ -494,11 +494,7 @@ impl EngineServices {
                 }
             })
         };
-        if train {
-            run(&state.model)
-        } else {
-            tch::no_grad(|| run(&state.model))
-        }
+        run(&state.model)
     }
 
     /// Number of examples in `split`, `None` when the job has no such split.

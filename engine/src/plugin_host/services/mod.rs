@@ -450,8 +450,12 @@ impl EngineServices {
         }
     }
 
-    /// Runs `head` on `input` (float, on the model's device). In eval mode no
-    /// autograd graph is recorded.
+    /// Runs `head` on `input` (float, on the model's device). Train/eval mode
+    /// only picks dropout and batch-norm behaviour; whether autograd records a
+    /// graph is the caller's grad mode (libtorch's thread-local switch, which a
+    /// plugin sets with `tch::no_grad` for inference), so gradients of an
+    /// eval-mode forward are available, as the reference code of Fisher,
+    /// influence and SalUn takes them.
     pub fn forward(&self, head: Head, input: &Tensor) -> Result<Tensor, ServiceError> {
         if input.device() != self.device {
             return Err(ServiceError::InvalidArgument(format!(

@@ -119,6 +119,14 @@ fn html_text(html: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+fn deletion_of(r: &lethe_engine::report::Report) -> &lethe_engine::report::DeletionReport {
+    match r {
+        lethe_engine::report::Report::Deletion(d) => d,
+        #[allow(unreachable_patterns)]
+        _ => panic!("a deletion report"),
+    }
+}
+
 struct Deletion {
     dir: tempfile::TempDir,
     run: PathBuf,
@@ -310,7 +318,7 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
         "lethe evaluate --checkpoint".into(),
         "attack --attack org.lethe.attack.metric-mia".into(),
     ];
-    let lethe_engine::report::Report::Deletion(del) = &r;
+    let del = deletion_of(&r);
     let verdict = del.verdict.outcome.label();
     fields.push(format!("{verdict} {}", del.verdict.headline));
     for f in &fields {
@@ -443,4 +451,91 @@ fn a_folder_that_is_no_run_is_refused_with_its_name() {
     let o = lethe(&["audit", "verify"], dir.path());
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no audit log here"));
+}
+
+/// A GUI run folder (`job.json` + `output/`): the report is rebuilt from the
+/// job's settings with hashes taken now; with no evaluation or attack of its
+/// model the verdict is inconclusive and says why; an evaluation of another
+/// model is listed as not used.
+#[test]
+fn a_gui_run_folder_reports_without_results_and_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/r1");
+    std::fs::create_dir_all(run.join("output")).unwrap();
+    std::fs::create_dir_all(run.join("evaluation-1")).unwrap();
+    let model = run.join("output/model.safetensors");
+    std::fs::copy(demo("classifier.safetensors"), &model).unwrap();
+    let job = serde_json::json!({
+        "id": "r1",
+        "spec": {
+            "kind": "method",
+            "plugin_id": "org.lethe.baseline.finetune",
+            "plugin_name": "Fine-tune",
+            "library": plugin("lethe_baseline_finetune"),
+            "params": {"epochs": 2, "lr": 0.01},
+            "checkpoint": demo("classifier.safetensors"),
+            "data": demo("mnist10k.npz"),
+            "forget": demo("forget.txt"),
+            "forget_label": "forget.txt (300)",
+            "device": "cpu",
+            "seed": 7
+        },
+        "status": {"state": "succeeded"},
+        "created": 100.0,
+        "started": 100.0,
+        "finished": 160.5
+    });
+    std::fs::write(run.join("job.json"), job.to_string()).unwrap();
+    let other = serde_json::json!({
+        "checkpoint": "/elsewhere/model.safetensors",
+        "checkpoint_sha256": "0".repeat(64),
+        "seed": 0,
+        "device": "Cpu",
+        "utility": {
+            "reader": "classifier",
+            "retain": {"samples": 1, "accuracy": 1.0, "loss": 0.0},
+            "test": {"samples": 1, "accuracy": 1.0, "loss": 0.0},
+            "forget": {"samples": 1, "accuracy": 1.0, "loss": 0.0}
+        }
+    });
+    std::fs::write(run.join("evaluation-1/evaluation.json"), other.to_string()).unwrap();
+
+    let src = lethe_engine::report::DeletionSources {
+        run: run.clone(),
+        ..Default::default()
+    };
+    let r = lethe_engine::report::Report::deletion(&src).unwrap();
+    let d = deletion_of(&r);
+    assert_eq!(d.verdict.outcome.label(), "INCONCLUSIVE");
+    assert!(
+        d.verdict.headline.contains("no attack"),
+        "{}",
+        d.verdict.headline
+    );
+    assert_eq!(d.run.seed, 7);
+    assert_eq!(d.run.seconds, 60.5);
+    assert_eq!(
+        d.run.unlearned.as_ref().unwrap().sha256,
+        d.run.original.sha256,
+        "the copied model hashes as the original file"
+    );
+    assert_eq!(d.integrity.unlearned, Some(true));
+    assert_eq!(d.ignored.len(), 1, "{:?}", d.ignored);
+    let html =
+        String::from_utf8(lethe_engine::report::render(&r, Format::Html, T1).unwrap()).unwrap();
+    let text = html_text(&html);
+    for want in [
+        "not recorded (GUI run)",
+        "No evaluation of the unlearned model was found",
+        "No attack results were found",
+        "Not used:",
+        "Seed 7",
+        "epochs 2",
+        "lr 0.01",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+    let pdf = lethe_engine::report::render(&r, Format::Pdf, T1).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    assert!(String::from_utf8_lossy(&pdf).trim_end().ends_with("%%EOF"));
 }

@@ -88,6 +88,9 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::audit::cli::AuditCommand,
     },
+    /// Compare methods over seeds against retraining: run (or resume) a study
+    /// file and print the papers' table, or `show` a stored one.
+    Study(Box<crate::study::cli::StudyArgs>),
     /// Compare training throughput and memory with plain PyTorch, row by row.
     Bench(Box<crate::bench::BenchArgs>),
     /// Internal: run one job for a parent Lethe process, framed on stdin/stdout.
@@ -323,6 +326,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
         Command::Bench(args) => crate::bench::run(*args)?,
+        Command::Study(args) => crate::study::cli::run(*args, &cli.plugins)?,
+        Command::Unlearn(args) if args.reuse_retrain => {
+            crate::study::cli::unlearn_reusing_retrain(*args, &cli.plugins, unix_now())?
+        }
         Command::Plugins { command } => {
             crate::worker::cli::run(command, &cli.plugins, &default_resources())?
         }

@@ -13,5 +13,6 @@ pub mod models;
 pub mod plugin_host;
 pub mod report;
 pub mod runtime;
+pub mod study;
 pub mod train;
 pub mod worker;

@@ -197,6 +197,22 @@ pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationRe
     }
     ensure_inputs(&inputs)?;
     let out = new_folder(args.out.clone(), format!("runs/evaluate-{now}"))?;
+    let report = evaluate_into(&args, &out, true)?;
+    print_evaluation(&report);
+    println!("wrote {}", out.join("evaluation.json").display());
+    Ok(report)
+}
+
+/// The work of `lethe evaluate` without printing: evaluates `args.checkpoint`
+/// (and, with `original_utility`, the original beside it) and writes
+/// `evaluation.json` (and `alignment.safetensors`) into the new folder `out`.
+/// Studies call it with `original_utility` off (the original, when wanted, is a
+/// row of their table).
+pub fn evaluate_into(
+    args: &EvaluateArgs,
+    out: &Path,
+    original_utility: bool,
+) -> anyhow::Result<EvaluationReport> {
     let device = device_of(&args.device)?;
     let data = JobData::load(&args.data, &args.forget, args.seed)?;
     let load = |p: &Path| {
@@ -212,7 +228,7 @@ pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationRe
     };
     eprintln!("evaluate: utility of {}", args.checkpoint.display());
     let utility = evaluate_utility(&model, &data, device, &probe)?;
-    let original_utility = match &original {
+    let original_utility = match original.as_ref().filter(|_| original_utility) {
         Some(o) => {
             eprintln!("evaluate: utility of the original");
             Some(evaluate_utility(o, &data, device, &probe)?)
@@ -247,8 +263,7 @@ pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationRe
             &cfg,
             device,
         )?;
-        std::fs::create_dir_all(&out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let path = out.join("alignment.safetensors");
         let meta = CheckpointMeta::new(
             None,
@@ -294,8 +309,6 @@ pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationRe
     };
     let json = serde_json::to_vec_pretty(&report)?;
     write_atomic(&out.join("evaluation.json"), &json, false)?;
-    print_evaluation(&report);
-    println!("wrote {}", out.join("evaluation.json").display());
     Ok(report)
 }
 

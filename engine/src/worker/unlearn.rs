@@ -49,6 +49,14 @@ pub struct UnlearnArgs {
     /// Give up (and kill the worker) after this many seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Take the result from the retrain cache when an earlier run with the same
+    /// checkpoint, data, forget set, seed, method and parameters stored one
+    /// (nothing trains), else run and store it (meant for exact retraining).
+    #[arg(long)]
+    pub reuse_retrain: bool,
+    /// The retrain cache folder (default: `.lethe-cache` beside the output folder).
+    #[arg(long, requires = "reuse_retrain")]
+    pub cache: Option<PathBuf>,
 }
 
 /// The parameters from `--params` and `--set`, in that order.

@@ -1,0 +1,243 @@
+//! `lethe study FILE` (run or resume a study, print its table), `lethe study
+//! show DIR` (print a stored study's table) and `lethe unlearn --reuse-retrain`
+//! (a retrain request through the cache).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use super::StudyResults;
+use super::cache::{RetrainCache, RetrainRequest, link_folder, retrain_cached};
+use super::hash::{forget_sha256, path_sha256};
+use super::results::InputHashes;
+use super::runner::{StudyOptions, run_study};
+use super::spec::StudySpec;
+use crate::eval::job_data::JobData;
+use crate::worker::unlearn::{UnlearnArgs, parse_params, resolve_device};
+use crate::worker::{FromWorker, WorkerOptions, find_plugin, plugin_dirs};
+
+/// `lethe study`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct StudyArgs {
+    /// Look at a stored study instead of running one.
+    #[command(subcommand)]
+    pub command: Option<StudyCommand>,
+    /// The study file (a commented example: resources/demo/study.toml).
+    #[arg(value_name = "FILE", required = true)]
+    pub file: Option<PathBuf>,
+    /// The study folder: created, or resumed when it already holds this study
+    /// (finished runs are reused). Default: `runs/study-<name>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The retrain cache (default: `.lethe-cache` beside the study folder).
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache: Option<PathBuf>,
+    /// Retrain for every seed even when the cache holds the result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print the workers' progress and logs.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Print the table as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lethe study …`
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Print the comparison table of a study folder (finished runs only, if the
+    /// study is incomplete).
+    Show {
+        /// The study folder.
+        dir: PathBuf,
+        /// Print the table as JSON.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print the table as CSV.
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+/// Runs `lethe study`; `extra_dirs` are the global `--plugins` folders.
+pub fn run(args: StudyArgs, extra_dirs: &[PathBuf]) -> anyhow::Result<()> {
+    if let Some(StudyCommand::Show { dir, json, csv }) = &args.command {
+        let results = StudyResults::load(dir)?;
+        let table = results.table();
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&table)?);
+        } else if *csv {
+            print!("{}", table.to_csv());
+        } else {
+            print!("{}", table.to_text());
+        }
+        return Ok(());
+    }
+    let Some(file) = args.file.as_deref() else {
+        bail!("give a study file (lethe study FILE) or `lethe study show DIR`");
+    };
+    let spec = StudySpec::load(file)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/study-{}", spec.name)));
+    let cache = if args.no_cache {
+        None
+    } else {
+        Some(match &args.cache {
+            Some(dir) => RetrainCache::new(dir),
+            None => RetrainCache::default_for(&out),
+        })
+    };
+    let opts = StudyOptions {
+        out: out.clone(),
+        cache,
+        worker: WorkerOptions::current_exe()?,
+        plugin_dirs: plugin_dirs(extra_dirs),
+        verbose: args.verbose,
+    };
+    eprintln!(
+        "study {}: {} method(s) × {} seed(s) into {}",
+        spec.name,
+        spec.methods.len(),
+        spec.seeds.len(),
+        out.display()
+    );
+    let run = run_study(&spec, file, &opts, &mut |line| eprintln!("study: {line}"))?;
+    let table = run.results.table();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&table)?);
+    } else {
+        print!("{}", table.to_text());
+    }
+    let s = &run.stats;
+    eprintln!(
+        "study: {} run(s) done, {} reused from the folder; retrain: {} trained, {} from the cache",
+        s.runs_done, s.runs_reused, s.retrains_trained, s.retrain_cache_hits
+    );
+    for w in &run.written {
+        println!("wrote {}", w.display());
+    }
+    if !run.failures.is_empty() {
+        bail!(
+            "{} run(s) failed (run the same command again to retry them):\n  {}",
+            run.failures.len(),
+            run.failures.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// `lethe unlearn --reuse-retrain`: the method's result from the retrain cache
+/// when it holds one (no worker starts), else trained and stored; either way
+/// the output folder gets the result's files (hard links into the cache where
+/// possible).
+pub fn unlearn_reusing_retrain(
+    args: UnlearnArgs,
+    extra_dirs: &[PathBuf],
+    now: u64,
+) -> anyhow::Result<()> {
+    let params = parse_params(args.params.as_deref(), &args.set)?;
+    let device = resolve_device(&args.device)?;
+    for (what, path) in [
+        ("checkpoint", &args.checkpoint),
+        ("dataset", &args.data),
+        ("forget list", &args.forget),
+    ] {
+        if !path.exists() {
+            bail!("{}: no such {what}", path.display());
+        }
+    }
+    let short = args.method.rsplit('.').next().unwrap_or("method");
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{short}-{now}")));
+    if out.exists() {
+        bail!(
+            "output folder {} already exists; results are never written over",
+            out.display()
+        );
+    }
+    let cache = match &args.cache {
+        Some(dir) => RetrainCache::new(dir),
+        None => RetrainCache::default_for(&out),
+    };
+    let mut worker = WorkerOptions::current_exe()?;
+    worker.timeout = Some(std::time::Duration::from_secs(60));
+    let (library, descriptor) =
+        find_plugin(&worker, &plugin_dirs(extra_dirs), &args.method).map_err(anyhow::Error::msg)?;
+    if descriptor.kind != "method" {
+        bail!("`{}` is a {}, not a method", args.method, descriptor.kind);
+    }
+    let full = descriptor
+        .schema
+        .validate(&params)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.method))?;
+    let data = JobData::load(&args.data, &args.forget, args.seed)?;
+    let hashes = InputHashes {
+        checkpoint_sha256: hash(&args.checkpoint)?,
+        data_sha256: hash(&args.data)?,
+        forget_sha256: forget_sha256(data.forget.indices()),
+        forget_count: data.forget.len(),
+    };
+    let params = serde_json::Value::Object(full);
+    let req = RetrainRequest {
+        key: RetrainRequest::key(&descriptor, &params, &hashes, args.seed, &device),
+        library,
+        descriptor,
+        params,
+        checkpoint: args.checkpoint.clone(),
+        data: args.data.clone(),
+        forget: args.forget.clone(),
+        seed: args.seed,
+        device: device.clone(),
+    };
+    worker.timeout = args.timeout.map(std::time::Duration::from_secs);
+    eprintln!(
+        "unlearn: {} {} on {} [{device}], cache {}",
+        req.descriptor.name,
+        req.descriptor.version,
+        args.checkpoint.display(),
+        cache.dir().display()
+    );
+    let cached = retrain_cached(&cache, &req, &worker, |event| match event {
+        FromWorker::Progress {
+            fraction,
+            message,
+            metrics,
+        } => {
+            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
+            let metrics = metrics.map(|m| format!(" {m}")).unwrap_or_default();
+            eprintln!("[{pct}] {message}{metrics}");
+        }
+        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
+        _ => {}
+    })?;
+    link_folder(&cached.dir, &out)?;
+    if cached.reused {
+        println!(
+            "reused the cached result {} (trained in {:.1}s on {}): nothing trained; results in {}",
+            cached.entry.digest,
+            cached.entry.seconds,
+            cached.entry.key.device,
+            out.display()
+        );
+    } else {
+        println!(
+            "done in {:.1}s, cached as {}; results in {}",
+            cached.entry.seconds,
+            cached.dir.display(),
+            out.display()
+        );
+    }
+    println!("model sha256 {}", cached.entry.model_sha256);
+    Ok(())
+}
+
+fn hash(path: &Path) -> anyhow::Result<String> {
+    path_sha256(path).with_context(|| format!("cannot read {}", path.display()))
+}

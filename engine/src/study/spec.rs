@@ -1,0 +1,566 @@
+//! The study file (`study.toml`): what to compare, on what, how often.
+//!
+//! ```toml
+//! name = "demo"
+//! checkpoint = "classifier.safetensors"  # paths are relative to this file
+//! data = "mnist10k.npz"
+//! forget = "forget.txt"
+//! seeds = [0, 1]
+//! device = "cpu"                         # auto | cpu | cuda | cuda:N
+//! metrics = ["ua", "mia.efficacy", "ra", "ta"]   # the table's columns
+//!
+//! [retrain]                              # the reference every gap is measured to
+//! params = { max_epochs = 1 }
+//!
+//! [[methods]]
+//! name = "FT"
+//! id = "org.lethe.baseline.finetune"
+//! params = { epochs = 1, lr = 0.01 }
+//!
+//! [[attacks]]
+//! name = "mia"
+//! id = "org.lethe.attack.metric-mia"
+//! ```
+//!
+//! The complete, commented example is `resources/demo/study.toml`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::StudyError;
+
+/// The retrain plugin used when the study names none.
+pub const RETRAIN_ID: &str = "org.lethe.baseline.retrain";
+
+/// A study, as read from `study.toml` (paths made absolute).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudySpec {
+    /// Short name; names the default output folder `runs/study-<name>`.
+    pub name: String,
+    /// The trained model every method starts from (never modified).
+    pub checkpoint: PathBuf,
+    /// Its dataset.
+    pub data: PathBuf,
+    /// The forget list.
+    pub forget: PathBuf,
+    /// One run of everything per seed. The seed is the job seed (loader
+    /// shuffles), each plugin's `seed` parameter unless its params set one, the
+    /// evaluation's probe seed and the attacks' bootstrap seed.
+    pub seeds: Vec<u64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Table columns, in order (see [`MetricKey`]); default: `ua`, each
+    /// attack's `efficacy`, `ra`, `ta` (the order of the SalUn tables).
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    /// Columns averaged into Avg. Gap; default: every column.
+    #[serde(default)]
+    pub avg_gap: Option<Vec<String>>,
+    /// Also evaluate and attack the original model (a row without a method).
+    #[serde(default)]
+    pub original: bool,
+    /// Give up on a job (and kill its worker) after this many seconds.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Retraining, the reference.
+    #[serde(default)]
+    pub retrain: RetrainSpec,
+    /// Evaluation settings.
+    #[serde(default)]
+    pub evaluate: EvaluateSpec,
+    /// The methods compared, one table row each.
+    #[serde(default)]
+    pub methods: Vec<MethodSpec>,
+    /// Attacks run on every model.
+    #[serde(default)]
+    pub attacks: Vec<AttackSpec>,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+/// How retraining is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// Plugin id of the retrain method.
+    #[serde(default = "default_retrain_id")]
+    pub id: String,
+    /// Its parameters (defaults fill the rest).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+}
+
+impl Default for RetrainSpec {
+    fn default() -> Self {
+        RetrainSpec {
+            id: default_retrain_id(),
+            params: empty_object(),
+        }
+    }
+}
+
+fn default_retrain_id() -> String {
+    RETRAIN_ID.into()
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Evaluation settings, as `lethe evaluate` takes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateSpec {
+    /// Epochs of the linear probe that reads encoders.
+    #[serde(default = "default_probe_epochs")]
+    pub probe_epochs: usize,
+    /// The alignment audit (forgetting score FS) also for classifiers; encoders
+    /// always get it.
+    #[serde(default)]
+    pub alignment: bool,
+    /// Augmented view pairs per forget sample for FS.
+    #[serde(default = "default_pairs")]
+    pub pairs: usize,
+    /// Forget samples in the saved AM/AGM heatmaps.
+    #[serde(default = "default_matrix_samples")]
+    pub matrix_samples: usize,
+    /// Forget samples in the full AGM.
+    #[serde(default = "default_alignment_max")]
+    pub alignment_max: usize,
+}
+
+impl Default for EvaluateSpec {
+    fn default() -> Self {
+        EvaluateSpec {
+            probe_epochs: default_probe_epochs(),
+            alignment: false,
+            pairs: default_pairs(),
+            matrix_samples: default_matrix_samples(),
+            alignment_max: default_alignment_max(),
+        }
+    }
+}
+
+fn default_probe_epochs() -> usize {
+    30
+}
+fn default_pairs() -> usize {
+    5
+}
+fn default_matrix_samples() -> usize {
+    8
+}
+fn default_alignment_max() -> usize {
+    2000
+}
+
+/// One compared method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    /// Row label, e.g. `FT` (unique; not `Retrain` or `Original`).
+    pub name: String,
+    /// Plugin id, as `lethe plugins list` shows it.
+    pub id: String,
+    /// Its parameters (defaults fill the rest).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+}
+
+/// One attack run on every model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSpec {
+    /// Short name used in metric keys, e.g. `mia` for `mia.efficacy`.
+    pub name: String,
+    /// Plugin id.
+    pub id: String,
+    /// Its parameters (defaults fill the rest).
+    #[serde(default = "empty_object")]
+    pub params: Value,
+    /// Bootstrap replicates for the intervals in `attack.json` (0: none).
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// Confidence level of those intervals.
+    #[serde(default = "default_ci")]
+    pub ci: f64,
+}
+
+fn default_bootstrap() -> usize {
+    1000
+}
+fn default_ci() -> f64 {
+    0.95
+}
+
+/// A table column: what is measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricKey {
+    /// `ra`: retain accuracy.
+    Ra,
+    /// `ta`: test accuracy.
+    Ta,
+    /// `ua`: accuracy on the forget set (as `lethe evaluate` reports it; the
+    /// SalUn papers' UA is 100 minus this, with the same gap to retrain).
+    Ua,
+    /// `va`: validation accuracy.
+    Va,
+    /// `fs`: the forgetting score of the alignment audit (encoders).
+    Fs,
+    /// `<attack>.efficacy`: share of the forget set the attack calls
+    /// non-members (MIA efficacy).
+    Efficacy(String),
+    /// `<attack>.auc`: AUC of forget set vs held-out non-members.
+    Auc(String),
+    /// `<attack>.tpr@<p>%`: TPR at `p` % FPR (one of the attack's FPR targets:
+    /// 1, 0.1, 0.01).
+    Tpr(String, f64),
+}
+
+impl MetricKey {
+    /// Parses a key such as `ra` or `mia.tpr@1%`.
+    pub fn parse(key: &str) -> Option<MetricKey> {
+        Some(match key {
+            "ra" => MetricKey::Ra,
+            "ta" => MetricKey::Ta,
+            "ua" => MetricKey::Ua,
+            "va" => MetricKey::Va,
+            "fs" => MetricKey::Fs,
+            other => {
+                let (attack, stat) = other.split_once('.')?;
+                if attack.is_empty() {
+                    return None;
+                }
+                match stat {
+                    "efficacy" => MetricKey::Efficacy(attack.into()),
+                    "auc" => MetricKey::Auc(attack.into()),
+                    s => {
+                        let pct: f64 = s.strip_prefix("tpr@")?.strip_suffix('%')?.parse().ok()?;
+                        MetricKey::Tpr(attack.into(), pct)
+                    }
+                }
+            }
+        })
+    }
+
+    /// The attack this metric comes from, if any.
+    pub fn attack(&self) -> Option<&str> {
+        match self {
+            MetricKey::Efficacy(a) | MetricKey::Auc(a) | MetricKey::Tpr(a, _) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Column heading.
+    pub fn label(&self) -> String {
+        match self {
+            MetricKey::Ra => "RA".into(),
+            MetricKey::Ta => "TA".into(),
+            MetricKey::Ua => "UA".into(),
+            MetricKey::Va => "VA".into(),
+            MetricKey::Fs => "FS".into(),
+            MetricKey::Efficacy(a) => format!("{a} efficacy"),
+            MetricKey::Auc(a) => format!("{a} AUC"),
+            MetricKey::Tpr(a, p) => format!("{a} TPR@{p}%"),
+        }
+    }
+
+    /// Factor from the stored value to the shown one: fractions are shown in
+    /// percent, the forgetting score as it is.
+    pub fn scale(&self) -> f64 {
+        match self {
+            MetricKey::Fs => 1.0,
+            _ => 100.0,
+        }
+    }
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> StudyError {
+    StudyError::Spec {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.'))
+}
+
+impl StudySpec {
+    /// Reads and checks `path`; relative paths inside are taken from its folder.
+    pub fn load(path: &Path) -> Result<StudySpec, StudyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        let mut spec: StudySpec =
+            toml::from_str(&text).map_err(|e| bad(path, format!("not a valid study file: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut spec.checkpoint, &mut spec.data, &mut spec.forget] {
+            let joined = base.join(&*p);
+            *p = std::fs::canonicalize(&joined).unwrap_or(joined);
+        }
+        spec.check(path)?;
+        Ok(spec)
+    }
+
+    /// The metric columns: as given, else the default set.
+    pub fn metric_keys(&self) -> Vec<String> {
+        if !self.metrics.is_empty() {
+            return self.metrics.clone();
+        }
+        let mut keys = vec!["ua".to_string()];
+        keys.extend(self.attacks.iter().map(|a| format!("{}.efficacy", a.name)));
+        keys.extend(["ra".to_string(), "ta".to_string()]);
+        keys
+    }
+
+    /// The columns averaged into Avg. Gap.
+    pub fn avg_gap_keys(&self) -> Vec<String> {
+        self.avg_gap.clone().unwrap_or_else(|| self.metric_keys())
+    }
+
+    /// Every consistency check, naming `path` and the field at fault.
+    pub fn check(&self, path: &Path) -> Result<(), StudyError> {
+        if !valid_name(&self.name) {
+            return Err(bad(
+                path,
+                format!(
+                    "name {:?}: use 1-40 letters, digits, '-', '_', '+' or '.'",
+                    self.name
+                ),
+            ));
+        }
+        for (what, p) in [
+            ("checkpoint", &self.checkpoint),
+            ("data", &self.data),
+            ("forget", &self.forget),
+        ] {
+            if !p.exists() {
+                return Err(bad(path, format!("{what}: {} does not exist", p.display())));
+            }
+        }
+        if self.seeds.is_empty() {
+            return Err(bad(
+                path,
+                "seeds: give at least one seed, like seeds = [0, 1]",
+            ));
+        }
+        let mut seeds = self.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.len() != self.seeds.len() {
+            return Err(bad(path, "seeds: a seed is listed twice"));
+        }
+        if self.methods.is_empty() {
+            return Err(bad(
+                path,
+                "no [[methods]]: a study compares at least one method",
+            ));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for m in &self.methods {
+            if !valid_name(&m.name) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "method name {:?}: use 1-40 letters, digits, '-', '_', '+' or '.'",
+                        m.name
+                    ),
+                ));
+            }
+            let lower = m.name.to_ascii_lowercase();
+            if lower == "retrain" || lower == "original" {
+                return Err(bad(
+                    path,
+                    format!(
+                        "method name {:?} is reserved for the reference rows",
+                        m.name
+                    ),
+                ));
+            }
+            if names.contains(&lower) {
+                return Err(bad(path, format!("method name {:?} is used twice", m.name)));
+            }
+            names.push(lower);
+            if !m.params.is_object() {
+                return Err(bad(
+                    path,
+                    format!("method {}: params must be a table", m.name),
+                ));
+            }
+        }
+        if !self.retrain.params.is_object() {
+            return Err(bad(path, "retrain: params must be a table"));
+        }
+        let mut attacks: Vec<&str> = Vec::new();
+        for a in &self.attacks {
+            let ok = !a.name.is_empty()
+                && a.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+            if !ok {
+                return Err(bad(
+                    path,
+                    format!(
+                        "attack name {:?}: use letters, digits, '-' or '_' (it prefixes metric keys such as mia.auc)",
+                        a.name
+                    ),
+                ));
+            }
+            if attacks.contains(&a.name.as_str()) {
+                return Err(bad(path, format!("attack name {:?} is used twice", a.name)));
+            }
+            attacks.push(&a.name);
+            if !(a.ci > 0.0 && a.ci < 1.0) {
+                return Err(bad(
+                    path,
+                    format!("attack {}: ci must lie in (0, 1)", a.name),
+                ));
+            }
+            if !a.params.is_object() {
+                return Err(bad(
+                    path,
+                    format!("attack {}: params must be a table", a.name),
+                ));
+            }
+        }
+        let metrics = self.metric_keys();
+        for key in metrics.iter().chain(self.avg_gap.iter().flatten()) {
+            let Some(k) = MetricKey::parse(key) else {
+                return Err(bad(
+                    path,
+                    format!(
+                        "metric {key:?}: expected ra, ta, ua, va, fs or <attack>.efficacy / .auc / .tpr@1%"
+                    ),
+                ));
+            };
+            if let Some(a) = k.attack()
+                && !attacks.contains(&a)
+            {
+                return Err(bad(
+                    path,
+                    format!("metric {key:?}: no [[attacks]] entry is named {a:?}"),
+                ));
+            }
+        }
+        if let Some(avg) = &self.avg_gap
+            && let Some(k) = avg.iter().find(|k| !metrics.contains(k))
+        {
+            return Err(bad(
+                path,
+                format!("avg_gap {k:?} is not one of the metrics columns"),
+            ));
+        }
+        match self.device.as_str() {
+            "auto" | "cpu" | "cuda" => {}
+            d if d
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<u32>().is_ok()) => {}
+            d => {
+                return Err(bad(
+                    path,
+                    format!("device {d:?}: expected auto, cpu, cuda or cuda:N"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        for f in ["m.safetensors", "d.npz", "f.txt"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let p = dir.join("study.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const HEAD: &str = "name = \"t\"\ncheckpoint = \"m.safetensors\"\ndata = \"d.npz\"\nforget = \"f.txt\"\nseeds = [0, 1]\n";
+
+    #[test]
+    fn a_minimal_study_gets_defaults_and_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &format!(
+                "{HEAD}[[methods]]\nname = \"FT\"\nid = \"x.ft\"\nparams = {{ lr = 0.01, epochs = 2 }}\n\
+                 [[attacks]]\nname = \"mia\"\nid = \"x.mia\"\n"
+            ),
+        );
+        let s = StudySpec::load(&p).unwrap();
+        assert!(s.checkpoint.is_absolute());
+        assert_eq!(s.retrain.id, RETRAIN_ID);
+        assert_eq!(s.device, "auto");
+        assert_eq!(s.methods[0].params["epochs"], 2);
+        assert_eq!(s.methods[0].params["lr"], 0.01);
+        assert_eq!(s.metric_keys(), ["ua", "mia.efficacy", "ra", "ta"]);
+        assert_eq!(s.attacks[0].bootstrap, 1000);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (HEAD.to_string(), "no [[methods]]"),
+            (
+                format!("{HEAD}metrics = [\"mia.auc\"]\n[[methods]]\nname = \"A\"\nid = \"x\"\n"),
+                "no [[attacks]] entry is named \"mia\"",
+            ),
+            (
+                format!("{HEAD}metrics = [\"acc\"]\n[[methods]]\nname = \"A\"\nid = \"x\"\n"),
+                "metric \"acc\"",
+            ),
+            (
+                format!("{HEAD}[[methods]]\nname = \"Retrain\"\nid = \"x\"\n"),
+                "reserved",
+            ),
+            (
+                format!(
+                    "{HEAD}[[methods]]\nname = \"A\"\nid = \"x\"\n[[methods]]\nname = \"a\"\nid = \"y\"\n"
+                ),
+                "used twice",
+            ),
+            (
+                format!("{HEAD}colour = 1\n[[methods]]\nname = \"A\"\nid = \"x\"\n"),
+                "unknown field",
+            ),
+            (
+                HEAD.replace("[0, 1]", "[]") + "[[methods]]\nname = \"A\"\nid = \"x\"\n",
+                "at least one seed",
+            ),
+        ];
+        for (text, want) in cases {
+            let p = write(dir.path(), &text);
+            let e = StudySpec::load(&p).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("study.toml"), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn metric_keys_parse() {
+        assert_eq!(MetricKey::parse("ra"), Some(MetricKey::Ra));
+        assert_eq!(
+            MetricKey::parse("svm.tpr@0.1%"),
+            Some(MetricKey::Tpr("svm".into(), 0.1))
+        );
+        assert_eq!(
+            MetricKey::parse("mia.efficacy").unwrap().label(),
+            "mia efficacy"
+        );
+        assert_eq!(MetricKey::parse("mia.bogus"), None);
+        assert_eq!(MetricKey::parse(".auc"), None);
+    }
+}

@@ -1,0 +1,523 @@
+//! The comparison table of the unlearning papers, as data: one row per method
+//! (and the reference rows), one column per metric, each cell the mean ± std
+//! over seeds with its gap to retrain; Avg. Gap (the mean of a row's gaps) and
+//! the run time (RTE) close each row, and the smallest gap of each column
+//! among the methods is marked best. The CLI prints it ([`ComparisonTable::to_text`],
+//! [`ComparisonTable::to_csv`]) and the GUI renders the same struct.
+//!
+//! Conventions (stated in the table's `notes`):
+//! * values are shown scaled (fractions in percent), gaps in the same units;
+//! * gap = |mean of the row − mean of Retrain| (gap of the means over seeds);
+//! * std is the sample standard deviation (n − 1), absent for one seed;
+//! * Avg. Gap = mean of the row's gaps over the Avg. Gap columns, absent when
+//!   one of them is;
+//! * best = smallest gap among the method rows (ties all marked).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::results::RowKind;
+
+/// A metric column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Metric key (`ra`, `mia.efficacy`, ...).
+    pub key: String,
+    /// Heading.
+    pub label: String,
+    /// Stored value × scale = shown value (100 for fractions).
+    pub scale: f64,
+    /// Decimals shown.
+    pub decimals: usize,
+    /// Whether its gap counts into Avg. Gap.
+    pub in_avg_gap: bool,
+}
+
+/// One cell: a metric of one row over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The scaled value of each seed that has one, in seed order.
+    pub values: Vec<f64>,
+    /// Their mean.
+    pub mean: Option<f64>,
+    /// Their sample standard deviation (n − 1); `None` below two values.
+    pub std: Option<f64>,
+    /// |mean − Retrain's mean|.
+    pub gap: Option<f64>,
+    /// mean − Retrain's mean (signed).
+    pub delta: Option<f64>,
+    /// Smallest gap of the column among the methods.
+    pub best: bool,
+}
+
+impl Cell {
+    fn of(values: Vec<f64>) -> Cell {
+        let (mean, std) = match mean_std(&values) {
+            Some((m, s)) => (Some(m), s),
+            None => (None, None),
+        };
+        Cell {
+            values,
+            mean,
+            std,
+            gap: None,
+            delta: None,
+            best: false,
+        }
+    }
+}
+
+/// A row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableRow {
+    /// Method name, `Retrain` or `Original`.
+    pub label: String,
+    /// What the row is.
+    pub kind: RowKind,
+    /// Seeds behind the row, ascending.
+    pub seeds: Vec<u64>,
+    /// One cell per column.
+    pub cells: Vec<Cell>,
+    /// Mean gap over the Avg. Gap columns.
+    pub avg_gap: Option<f64>,
+    /// Smallest Avg. Gap among the methods.
+    pub avg_gap_best: bool,
+    /// Run time in seconds (RTE): the method's worker job; for Retrain the
+    /// training that produced it, also when its result came from the cache.
+    pub rte: Cell,
+}
+
+/// The table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonTable {
+    /// Title line.
+    pub title: String,
+    /// Metric columns, in order.
+    pub columns: Vec<Column>,
+    /// Reference rows first, then the methods.
+    pub rows: Vec<TableRow>,
+    /// How the numbers were computed.
+    pub notes: Vec<String>,
+}
+
+/// One row's raw results: per seed, its metrics (unscaled, by key) and run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowInput {
+    /// Label.
+    pub label: String,
+    /// Kind.
+    pub kind: RowKind,
+    /// `(seed, metrics, seconds)` per run.
+    pub runs: Vec<(u64, BTreeMap<String, f64>, f64)>,
+}
+
+/// Mean and sample standard deviation (n − 1; `None` for one value) of the
+/// finite values; `None` when there are none.
+pub fn mean_std(values: &[f64]) -> Option<(f64, Option<f64>)> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    Some((mean, std))
+}
+
+/// Values closer than this count as a tie for "best".
+const TIE: f64 = 1e-9;
+
+/// Builds the table; the first [`RowKind::Retrain`] row is the reference.
+pub fn build_table(title: String, columns: Vec<Column>, rows: Vec<RowInput>) -> ComparisonTable {
+    let mut out: Vec<TableRow> = rows
+        .into_iter()
+        .map(|r| {
+            let mut runs = r.runs;
+            runs.sort_by_key(|(seed, _, _)| *seed);
+            let cells = columns
+                .iter()
+                .map(|c| {
+                    Cell::of(
+                        runs.iter()
+                            .filter_map(|(_, m, _)| m.get(&c.key))
+                            .map(|v| v * c.scale)
+                            .collect(),
+                    )
+                })
+                .collect();
+            TableRow {
+                label: r.label,
+                kind: r.kind,
+                seeds: runs.iter().map(|(s, _, _)| *s).collect(),
+                cells,
+                avg_gap: None,
+                avg_gap_best: false,
+                rte: Cell::of(runs.iter().map(|(_, _, s)| *s).collect()),
+            }
+        })
+        .collect();
+    let reference: Option<Vec<Option<f64>>> = out
+        .iter()
+        .find(|r| r.kind == RowKind::Retrain)
+        .map(|r| r.cells.iter().map(|c| c.mean).collect());
+    if let Some(reference) = &reference {
+        for row in &mut out {
+            for (cell, want) in row.cells.iter_mut().zip(reference) {
+                if let (Some(m), Some(w)) = (cell.mean, want) {
+                    cell.delta = Some(m - w);
+                    cell.gap = Some((m - w).abs());
+                }
+            }
+            let gaps: Option<Vec<f64>> = columns
+                .iter()
+                .zip(&row.cells)
+                .filter(|(c, _)| c.in_avg_gap)
+                .map(|(_, cell)| cell.gap)
+                .collect();
+            row.avg_gap = gaps
+                .filter(|g| !g.is_empty())
+                .map(|g| g.iter().sum::<f64>() / g.len() as f64);
+        }
+    }
+    let smallest = |out: &[TableRow], gap: &dyn Fn(&TableRow) -> Option<f64>| {
+        out.iter()
+            .filter(|r| r.kind == RowKind::Method)
+            .filter_map(gap)
+            .fold(f64::INFINITY, f64::min)
+    };
+    for k in 0..columns.len() {
+        let best = smallest(&out, &|r| r.cells[k].gap);
+        for row in out.iter_mut().filter(|r| r.kind == RowKind::Method) {
+            let cell = &mut row.cells[k];
+            cell.best = cell.gap.is_some_and(|g| g <= best + TIE);
+        }
+    }
+    let best_avg = smallest(&out, &|r| r.avg_gap);
+    for row in out.iter_mut().filter(|r| r.kind == RowKind::Method) {
+        row.avg_gap_best = row.avg_gap.is_some_and(|g| g <= best_avg + TIE);
+    }
+    let avg_cols: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.in_avg_gap)
+        .map(|c| c.label.as_str())
+        .collect();
+    ComparisonTable {
+        title,
+        notes: vec![
+            "mean ± sample std (n − 1) over seeds; accuracies, efficacy, AUC and TPR in %".into(),
+            "(gap) = |mean − Retrain's mean|; * = smallest gap in the column among the methods"
+                .into(),
+            format!("Avg. Gap = mean gap over {}", avg_cols.join(", ")),
+            "RTE = wall time of the method's job in seconds (Retrain: of its training, also when cached)"
+                .into(),
+        ],
+        columns,
+        rows: out,
+    }
+}
+
+fn fmt_cell(c: &Cell, decimals: usize, show_gap: bool) -> String {
+    let Some(mean) = c.mean else {
+        return "-".into();
+    };
+    let mut s = format!("{mean:.decimals$}");
+    if let Some(std) = c.std {
+        s.push_str(&format!("±{std:.decimals$}"));
+    }
+    if show_gap && let Some(g) = c.gap {
+        s.push_str(&format!(" ({g:.decimals$})"));
+    }
+    if c.best {
+        s.push('*');
+    }
+    s
+}
+
+impl ComparisonTable {
+    /// The table as aligned text, with the notes below it.
+    pub fn to_text(&self) -> String {
+        let mut header = vec!["method".to_string()];
+        header.extend(self.columns.iter().map(|c| c.label.clone()));
+        header.extend(["Avg. Gap".to_string(), "RTE (s)".to_string()]);
+        let mut lines = vec![header];
+        for row in &self.rows {
+            let mut line = vec![row.label.clone()];
+            for (c, cell) in self.columns.iter().zip(&row.cells) {
+                line.push(fmt_cell(cell, c.decimals, true));
+            }
+            line.push(match row.avg_gap {
+                Some(g) => format!("{g:.2}{}", if row.avg_gap_best { "*" } else { "" }),
+                None => "-".into(),
+            });
+            line.push(fmt_cell(&row.rte, 1, false));
+            lines.push(line);
+        }
+        let widths: Vec<usize> = (0..lines[0].len())
+            .map(|k| {
+                lines
+                    .iter()
+                    .map(|l| l[k].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = format!("{}\n", self.title);
+        for (i, line) in lines.iter().enumerate() {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(k, (s, w))| {
+                    if k == 0 {
+                        format!("{s:<w$}")
+                    } else {
+                        format!("{s:>w$}")
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+            if i == 0 {
+                let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+                out.push_str(&"-".repeat(total));
+                out.push('\n');
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  {n}\n"));
+        }
+        out
+    }
+
+    /// The table as CSV: per column its mean, std, gap, signed delta and best
+    /// flag (in shown units, full precision), then Avg. Gap and RTE.
+    pub fn to_csv(&self) -> String {
+        let mut head = vec!["row".to_string(), "kind".into(), "seeds".into()];
+        for c in &self.columns {
+            for part in ["mean", "std", "gap", "delta", "best"] {
+                head.push(format!("{}_{part}", c.key));
+            }
+        }
+        head.extend(
+            ["avg_gap", "avg_gap_best", "rte_mean_s", "rte_std_s"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        let mut out = head.join(",") + "\n";
+        for row in &self.rows {
+            let seeds: Vec<String> = row.seeds.iter().map(|s| s.to_string()).collect();
+            let mut line = vec![row.label.clone(), row.kind.name().into(), seeds.join(" ")];
+            for cell in &row.cells {
+                line.extend([
+                    num(cell.mean),
+                    num(cell.std),
+                    num(cell.gap),
+                    num(cell.delta),
+                    cell.best.to_string(),
+                ]);
+            }
+            line.extend([
+                num(row.avg_gap),
+                row.avg_gap_best.to_string(),
+                num(row.rte.mean),
+                num(row.rte.std),
+            ]);
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The table without run times: what must be identical when a study is
+    /// re-run with the same seeds (wall time is not reproducible).
+    pub fn without_run_times(&self) -> ComparisonTable {
+        let mut t = self.clone();
+        for row in &mut t.rows {
+            row.rte = Cell::of(Vec::new());
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(key: &str, in_avg: bool) -> Column {
+        Column {
+            key: key.into(),
+            label: key.to_uppercase(),
+            scale: 100.0,
+            decimals: 2,
+            in_avg_gap: in_avg,
+        }
+    }
+
+    fn run(seed: u64, pairs: &[(&str, f64)], secs: f64) -> (u64, BTreeMap<String, f64>, f64) {
+        (
+            seed,
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            secs,
+        )
+    }
+
+    fn row(label: &str, kind: RowKind, runs: Vec<(u64, BTreeMap<String, f64>, f64)>) -> RowInput {
+        RowInput {
+            label: label.into(),
+            kind,
+            runs,
+        }
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        // 1, 2, 3, 4: mean 2.5, squared deviations 2.25+0.25+0.25+2.25 = 5, /3.
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(m, 2.5);
+        assert!((s.unwrap() - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[7.0]), Some((7.0, None)));
+        assert_eq!(mean_std(&[]), None);
+        assert_eq!(mean_std(&[f64::NAN, 3.0]), Some((3.0, None)));
+    }
+
+    /// Retrain, two methods, two seeds; every number below is worked out by hand.
+    fn example() -> ComparisonTable {
+        build_table(
+            "t".into(),
+            vec![col("ua", true), col("ra", true), col("ta", false)],
+            vec![
+                row(
+                    "A",
+                    RowKind::Method,
+                    vec![
+                        run(1, &[("ua", 0.90), ("ra", 0.99), ("ta", 0.95)], 3.0),
+                        run(0, &[("ua", 0.92), ("ra", 0.97), ("ta", 0.93)], 1.0),
+                    ],
+                ),
+                row(
+                    "Retrain",
+                    RowKind::Retrain,
+                    vec![
+                        run(0, &[("ua", 0.94), ("ra", 1.00), ("ta", 0.96)], 10.0),
+                        run(1, &[("ua", 0.96), ("ra", 1.00), ("ta", 0.98)], 14.0),
+                    ],
+                ),
+                row(
+                    "B",
+                    RowKind::Method,
+                    vec![
+                        run(0, &[("ua", 1.00), ("ra", 0.99), ("ta", 0.97)], 2.0),
+                        run(1, &[("ua", 1.00), ("ra", 0.99), ("ta", 0.97)], 2.0),
+                    ],
+                ),
+                row(
+                    "Original",
+                    RowKind::Original,
+                    vec![run(0, &[("ua", 1.00), ("ra", 1.00), ("ta", 0.98)], 0.0)],
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn gaps_avg_gap_std_and_best_by_hand() {
+        let t = example();
+        let a = &t.rows[0];
+        assert_eq!(a.seeds, [0, 1]);
+        // A: UA 92, 90 -> mean 91, std sqrt(2); Retrain UA mean 95 -> gap 4, delta -4.
+        assert_eq!(a.cells[0].values, [92.0, 90.0]);
+        assert!(close(a.cells[0].mean, 91.0));
+        assert!(close(a.cells[0].std, 2f64.sqrt()));
+        assert!(close(a.cells[0].gap, 4.0));
+        assert!(close(a.cells[0].delta, -4.0));
+        // RA: 98 vs 100 -> gap 2; TA: 94 vs 97 -> gap 3 (not in Avg. Gap).
+        assert!(close(a.cells[1].gap, 2.0));
+        assert!(close(a.cells[2].gap, 3.0));
+        assert!(close(a.avg_gap, 3.0)); // (4 + 2) / 2
+        // B: UA 100 -> gap 5; RA 99 -> gap 1; TA 97 -> gap 0; std 0 (equal seeds).
+        let b = &t.rows[2];
+        assert!(close(b.cells[0].gap, 5.0));
+        assert!(close(b.cells[1].gap, 1.0));
+        assert!(close(b.cells[2].gap, 0.0));
+        assert!(close(b.cells[0].std, 0.0));
+        assert!(close(b.avg_gap, 3.0)); // (5 + 1) / 2: ties with A
+        // Best per column among methods: UA -> A (4 < 5), RA -> B, TA -> B.
+        assert_eq!(
+            (a.cells[0].best, a.cells[1].best, a.cells[2].best),
+            (true, false, false)
+        );
+        assert_eq!(
+            (b.cells[0].best, b.cells[1].best, b.cells[2].best),
+            (false, true, true)
+        );
+        assert!(a.avg_gap_best && b.avg_gap_best, "a tie marks both");
+        // Retrain: zero gaps, never marked; RTE mean 12 ± sqrt(8).
+        let r = &t.rows[1];
+        assert!(r.cells.iter().all(|c| close(c.gap, 0.0) && !c.best));
+        assert!(!r.avg_gap_best);
+        assert!(close(r.rte.mean, 12.0));
+        assert!(close(r.rte.std, 8f64.sqrt()));
+        // One seed: no std; the original is compared but never best.
+        let o = &t.rows[3];
+        assert_eq!(o.cells[0].std, None);
+        assert!(close(o.cells[0].gap, 5.0));
+        assert!(close(o.avg_gap, 2.5)); // (5 + 0) / 2
+        assert!(!o.avg_gap_best && !o.cells.iter().any(|c| c.best));
+    }
+
+    #[test]
+    fn a_missing_metric_leaves_its_cell_and_avg_gap_empty() {
+        let t = build_table(
+            "t".into(),
+            vec![col("ua", true), col("fs", true)],
+            vec![
+                row(
+                    "Retrain",
+                    RowKind::Retrain,
+                    vec![run(0, &[("ua", 0.5)], 1.0)],
+                ),
+                row(
+                    "A",
+                    RowKind::Method,
+                    vec![run(0, &[("ua", 0.25), ("fs", 0.1)], 1.0)],
+                ),
+            ],
+        );
+        let a = &t.rows[1];
+        assert!(close(a.cells[0].gap, 25.0));
+        assert_eq!(a.cells[1].gap, None, "no reference value");
+        assert_eq!(a.avg_gap, None);
+        assert!(a.cells[0].best && !a.cells[1].best);
+    }
+
+    #[test]
+    fn text_and_csv_show_the_numbers() {
+        let t = example();
+        let text = t.to_text();
+        assert!(text.contains("91.00±1.41 (4.00)*"), "{text}");
+        assert!(text.contains("100.00±0.00 (5.00)"), "{text}");
+        assert!(text.contains("Avg. Gap"), "{text}");
+        let csv = t.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert!(lines[0].starts_with("row,kind,seeds,ua_mean,ua_std,ua_gap,ua_delta,ua_best"));
+        assert!(
+            lines[1].starts_with("A,method,0 1,91,1.4142135623730951,4,-4,true"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with(",3,true,2,1.4142135623730951"),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(t.without_run_times().rows[1].rte.mean, None);
+    }
+}

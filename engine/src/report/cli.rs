@@ -12,8 +12,8 @@ use crate::audit::{Entry, FileRef};
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// A deletion run folder (`lethe unlearn --out`, with `run.json`, or a GUI run
-    /// folder). Its subfolders holding `evaluation.json` or `attack.json` are
-    /// read too.
+    /// folder; its subfolders holding `evaluation.json` or `attack.json` are read
+    /// too), or a study folder (`lethe study`, with `study.json`).
     pub run: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "pdf")]
@@ -49,7 +49,7 @@ pub fn run(args: ReportArgs, workspace: Option<&Path>) -> anyhow::Result<()> {
         attacks: args.attacks.clone(),
         retrain: args.retrain.clone(),
     };
-    let report = Report::deletion(&src)?;
+    let report = Report::open(&src)?;
     let out = args
         .out
         .clone()
@@ -57,13 +57,21 @@ pub fn run(args: ReportArgs, workspace: Option<&Path>) -> anyhow::Result<()> {
     let now = args.timestamp.unwrap_or_else(crate::audit::unix_now);
     super::write(&report, args.format, now, &out, args.overwrite)
         .with_context(|| format!("cannot write the report {}", out.display()))?;
-    let Report::Deletion(d) = &report;
-    println!(
-        "{}: {} — {}",
-        out.display(),
-        d.verdict.outcome.label(),
-        d.verdict.headline
-    );
+    let verdict = match &report {
+        Report::Deletion(d) => {
+            println!(
+                "{}: {} — {}",
+                out.display(),
+                d.verdict.outcome.label(),
+                d.verdict.headline
+            );
+            Some(d.verdict.outcome)
+        }
+        Report::Study(s) => {
+            println!("{}: {}", out.display(), s.table.title);
+            None
+        }
+    };
     let entry = Entry {
         kind: "report".into(),
         status: "succeeded".into(),
@@ -82,7 +90,7 @@ pub fn run(args: ReportArgs, workspace: Option<&Path>) -> anyhow::Result<()> {
         details: serde_json::json!({
             "format": args.format,
             "generated_unix": now,
-            "verdict": d.verdict.outcome,
+            "verdict": verdict,
         }),
     };
     let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));

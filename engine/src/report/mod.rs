@@ -10,6 +10,7 @@
 //! * [`sources`]: reading run records, evaluations and attacks;
 //! * [`verdict`]: the pass/fail rules and their thresholds;
 //! * [`deletion`]: the deletion report's content;
+//! * [`study`]: the research report of a study;
 //! * [`doc`]: the document model every format renders;
 //! * [`html`], [`pdf`], [`tabular`] (CSV, LaTeX): the renderers;
 //! * [`cli`]: `lethe report`.
@@ -22,6 +23,7 @@ pub mod html;
 pub mod pdf;
 pub mod plot;
 pub mod sources;
+pub mod study;
 pub mod tabular;
 pub mod verdict;
 
@@ -31,6 +33,7 @@ use serde::Serialize;
 
 pub use deletion::{DeletionReport, DeletionSources};
 pub use doc::Document;
+pub use study::StudyReport;
 
 /// A report failed; the message names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,8 @@ impl Format {
 pub enum Report {
     /// One deletion.
     Deletion(Box<DeletionReport>),
+    /// A study.
+    Study(Box<StudyReport>),
 }
 
 impl Report {
@@ -94,11 +99,26 @@ impl Report {
         Ok(Report::Deletion(Box::new(DeletionReport::load(src)?)))
     }
 
+    /// Gathers the report of a study folder.
+    pub fn study(dir: &Path) -> Result<Report, ReportError> {
+        Ok(Report::Study(Box::new(StudyReport::load(dir)?)))
+    }
+
+    /// A study folder (it holds `study.json`) or else a deletion run folder.
+    pub fn open(src: &DeletionSources) -> Result<Report, ReportError> {
+        if src.run.join(crate::study::results::STUDY_FILE).is_file() {
+            Report::study(&src.run)
+        } else {
+            Report::deletion(src)
+        }
+    }
+
     /// The document, stamped with `generated_unix`.
     pub fn document(&self, generated_unix: i64) -> Document {
         let stamp = format::utc_datetime(generated_unix);
         match self {
             Report::Deletion(d) => d.document(&stamp),
+            Report::Study(s) => s.document(&stamp),
         }
     }
 
@@ -106,6 +126,7 @@ impl Report {
     pub fn input_files(&self) -> Vec<PathBuf> {
         match self {
             Report::Deletion(d) => d.input_files(),
+            Report::Study(s) => s.input_files(),
         }
     }
 }
@@ -128,8 +149,17 @@ pub fn render(
     Ok(match format {
         Format::Pdf => pdf::render(&report.document(generated_unix), generated_unix)?,
         Format::Html => html::render(&report.document(generated_unix)).into_bytes(),
-        Format::Csv => tabular::csv(&report.document(generated_unix)).into_bytes(),
-        Format::Tex => tabular::tex(&report.document(generated_unix)).into_bytes(),
+        Format::Csv => match report {
+            // The study's own numeric columns (mean, std, gap, delta, best).
+            Report::Study(s) => s.table.to_csv().into_bytes(),
+            Report::Deletion(_) => tabular::csv(&report.document(generated_unix)).into_bytes(),
+        },
+        Format::Tex => match report {
+            Report::Study(s) => s
+                .latex_table(&format::utc_datetime(generated_unix))
+                .into_bytes(),
+            Report::Deletion(_) => tabular::tex(&report.document(generated_unix)).into_bytes(),
+        },
         Format::Json => {
             let j = JsonReport {
                 format: "lethe-report/1",

@@ -2,9 +2,10 @@
 //! JSON, LaTeX tables) and the research report of a study.
 //!
 //! The app's export buttons and the CLI share one entry point: build a
-//! [`Report`] ([`Report::deletion`]) and [`render`] it in a [`Format`], or
-//! [`write`] it to a file. The generation time is an argument: the same stored
-//! results rendered at the same time give the same bytes, and at another time
+//! [`Report`] ([`Report::deletion`], [`Report::study`] or [`Report::open`]) and
+//! [`render`] it in a [`Format`], or [`write()`] it to a file. The generation
+//! time is an argument: the same stored results rendered at the same time give
+//! the same bytes, and at another time
 //! differ only in the timestamp.
 //!
 //! * [`sources`]: reading run records, evaluations and attacks;

@@ -168,7 +168,29 @@ pub fn current_user() -> String {
         }
     }
     // SAFETY: getuid has no preconditions and cannot fail.
-    format!("uid {}", unsafe { libc::getuid() })
+    let uid = unsafe { libc::getuid() };
+    login_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The account name of `uid` from the password database.
+fn login_name(uid: libc::uid_t) -> Option<String> {
+    let mut pwd: libc::passwd = unsafe {
+        // SAFETY: passwd is a plain C struct; all-zero is a valid (empty) value
+        // that getpwuid_r overwrites.
+        std::mem::zeroed()
+    };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the duration of the call and the buffer
+    // length is its real size; on success `result` points at `pwd`, whose string
+    // fields point into `buf`, both alive below.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 /// This machine's host name.

@@ -416,6 +416,15 @@ impl Layout {
                 dashed: false,
             });
         };
+        // A short table stays on one page; a long one starts with at least its
+        // header and first row.
+        let mut total = height(&header);
+        for row in &t.rows {
+            total += height(&row_cells(row, FontKey::Sans)?);
+        }
+        if total < 260.0 {
+            self.need(total);
+        }
         let first = t
             .rows
             .first()

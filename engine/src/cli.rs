@@ -343,7 +343,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .out
                 .get_or_insert_with(|| PathBuf::from(format!("runs/evaluate-{now}")))
                 .clone();
-            let ran = args.checkpoint.exists() && args.data.exists() && args.forget.exists();
+            // A job refused for a missing input or an existing output folder did
+            // nothing worth recording.
+            let ran = args.checkpoint.exists()
+                && args.data.exists()
+                && args.forget.exists()
+                && !out.exists();
             let mut entry = audit::evaluate_entry(&args, &out);
             let result = crate::eval::cli::run_evaluate(*args, now);
             if ran {
@@ -359,7 +364,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let short = args.attack.rsplit('.').next().unwrap_or("attack");
             let default = PathBuf::from(format!("runs/attack-{short}-{now}"));
             let out = args.out.get_or_insert(default).clone();
-            let ran = args.checkpoint.exists() && args.data.exists() && args.forget.exists();
+            // A job refused for a missing input or an existing output folder did
+            // nothing worth recording.
+            let ran = args.checkpoint.exists()
+                && args.data.exists()
+                && args.forget.exists()
+                && !out.exists();
             let mut entry = audit::attack_entry(&args, &out);
             let result = crate::eval::cli::run_attack_command(*args, &cli.plugins, now);
             if ran {

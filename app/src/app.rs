@@ -47,8 +47,10 @@ pub enum Command {
     RemoveForgetSet(PathBuf),
     /// Save the current forget preview under a name.
     SaveForgetSet(String),
-    /// Queue a job.
+    /// Queue a job and show it.
     Queue(JobSpec),
+    /// Queue a job and stay on the current view.
+    QueueQuietly(JobSpec),
     /// Cancel a job.
     Cancel(String),
     /// Re-scan the plugin folders.
@@ -64,6 +66,10 @@ pub enum Command {
     },
     /// Show a message in the status bar.
     Notify(String, bool),
+    /// Write a study file and run it: (file, its text, the study folder).
+    StartStudy(PathBuf, String, PathBuf),
+    /// Stop a running study (its folder).
+    CancelStudy(PathBuf),
 }
 
 /// A message for the status bar.
@@ -152,6 +158,22 @@ pub struct LetheApp {
     pub selected_tensor: HashMap<PathBuf, String>,
     /// Membership scores per output folder.
     pub scores: HashMap<PathBuf, Loadable<Arc<Scores>>>,
+    /// Metric sets of finished attack runs, by run id.
+    pub attack_reports: HashMap<String, Loadable<crate::attack_report::AttackSummary>>,
+    /// The last report written per run: the file and the verdict line.
+    pub exports: HashMap<String, Loadable<(PathBuf, String)>>,
+    /// Running studies.
+    pub(crate) studies: crate::study::StudyRunner,
+    /// The project's study folders.
+    pub study_list: Vec<PathBuf>,
+    /// Studies read from their folders, by folder.
+    pub study_results: HashMap<PathBuf, Loadable<Arc<lethe_engine::study::StudyResults>>>,
+    /// Study folders being read.
+    pub(crate) study_loading: std::collections::HashSet<PathBuf>,
+    /// What running (or ended) studies said, by folder.
+    pub study_live: HashMap<PathBuf, crate::study::Live>,
+    /// Runs whose end was recorded in the audit log this session.
+    pub(crate) audited: std::collections::HashSet<String>,
     /// Evaluations by run id (`Ready(None)`: never evaluated).
     pub evaluations: HashMap<String, Loadable<Option<crate::evaluation::Evaluation>>>,
     /// What the views derive from loaded data (ROC curves, histograms,
@@ -176,6 +198,11 @@ pub struct LetheApp {
 impl LetheApp {
     /// The app with `state` (as persisted), set up by `config`.
     pub fn new(state: AppState, config: Config) -> Self {
+        let studies = crate::study::StudyRunner::new(
+            config.worker.exe.clone(),
+            config.extra_plugin_dirs.clone(),
+            Arc::clone(&config.waker),
+        );
         let mut app = LetheApp {
             runner: Runner::new(config.worker.clone(), Arc::clone(&config.waker)),
             tasks: Tasks::new(config.waker),
@@ -201,6 +228,14 @@ impl LetheApp {
             selected_tensor: HashMap::new(),
             scores: HashMap::new(),
             evaluations: HashMap::new(),
+            attack_reports: HashMap::new(),
+            exports: HashMap::new(),
+            studies,
+            study_list: Vec::new(),
+            study_results: HashMap::new(),
+            study_live: HashMap::new(),
+            study_loading: std::collections::HashSet::new(),
+            audited: std::collections::HashSet::new(),
             derived: HashMap::new(),
             samples: HashMap::new(),
             samples_pending: std::collections::HashSet::new(),
@@ -246,12 +281,98 @@ impl LetheApp {
                 self.project_error = None;
                 self.state.remember_project(dir.to_path_buf());
                 self.inspect_project_files();
+                self.refresh_studies();
             }
             Err(e) => {
                 self.project_error = Some(e.to_string());
                 self.state.project_dir = None;
                 self.notify(e.to_string(), true);
             }
+        }
+    }
+
+    /// Lists the project's study folders again.
+    pub fn refresh_studies(&mut self) {
+        self.study_list = self
+            .project
+            .as_ref()
+            .map(|p| crate::study::list(&p.dir))
+            .unwrap_or_default();
+        for dir in self.study_live.keys() {
+            if !self.study_list.contains(dir) {
+                self.study_list.push(dir.clone());
+            }
+        }
+        self.study_list.sort();
+    }
+
+    /// Reads a study folder (again), unless a read is under way (then once it
+    /// ends). The last table stays on screen meanwhile.
+    pub fn load_study(&mut self, dir: &Path) {
+        if self.study_loading.contains(dir) {
+            self.study_live.entry(dir.to_path_buf()).or_default().reload = true;
+            return;
+        }
+        if !dir.join(lethe_engine::study::results::STUDY_FILE).is_file() {
+            // Not started far enough to have written study.json yet.
+            return;
+        }
+        if let Some(l) = self.study_live.get_mut(dir) {
+            l.reload = false;
+        }
+        self.study_loading.insert(dir.to_path_buf());
+        self.study_results
+            .entry(dir.to_path_buf())
+            .or_insert(Loadable::Loading);
+        self.tasks.load_study(dir.to_path_buf());
+    }
+
+    fn poll_studies(&mut self) {
+        let (lines, ended) = self.studies.poll();
+        let mut changed: Vec<PathBuf> = Vec::new();
+        let mut files: HashMap<PathBuf, String> = HashMap::new();
+        for (dir, line) in lines {
+            files
+                .entry(crate::study::log_path(&dir))
+                .or_default()
+                .push_str(&format!("{line}\n"));
+            let step = line.starts_with("study:");
+            self.study_live.entry(dir.clone()).or_default().push(line);
+            if step && !changed.contains(&dir) {
+                changed.push(dir);
+            }
+        }
+        for (path, text) in files {
+            use std::io::Write as _;
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()));
+        }
+        for (dir, how) in ended {
+            let name = crate::panels::file_name(&dir);
+            match &how {
+                crate::study::Ended::Finished => {
+                    self.notify(format!("Study {name} finished"), false)
+                }
+                crate::study::Ended::Cancelled => {
+                    self.notify(format!("Study {name} stopped"), false)
+                }
+                crate::study::Ended::Failed(e) => {
+                    self.notify(format!("Study {name} did not finish: {e}"), true)
+                }
+            }
+            self.study_live.entry(dir.clone()).or_default().ended = Some(how);
+            if !changed.contains(&dir) {
+                changed.push(dir);
+            }
+        }
+        if !changed.is_empty() {
+            self.refresh_studies();
+        }
+        for dir in changed {
+            self.load_study(&dir);
         }
     }
 
@@ -338,8 +459,27 @@ impl LetheApp {
         for done in self.tasks.drain() {
             self.apply_done(done);
         }
+        self.poll_studies();
+        let mut ended = Vec::new();
         if let Some(p) = self.project.as_mut() {
-            let _ = self.runner.poll(p, project::now());
+            for id in self.runner.poll(p, project::now()) {
+                if let Some(r) = p.run(&id)
+                    && r.status.is_final()
+                    && r.started.is_some()
+                    && !self.audited.contains(&id)
+                {
+                    ended.push((r.clone(), p.run_dir(&id), p.dir.clone()));
+                }
+            }
+        }
+        for (record, run_dir, workspace) in ended {
+            self.audited.insert(record.id.clone());
+            let version = self
+                .catalog
+                .ready()
+                .and_then(|c| c.get(&record.spec.plugin_id))
+                .map(|e| e.info.version.clone());
+            self.tasks.audit_job(workspace, record, run_dir, version);
         }
     }
 
@@ -418,8 +558,51 @@ impl LetheApp {
                 }
                 self.evaluations.insert(run, r.map(Some).into());
             }
+            Done::Report(run, r) => {
+                match &r {
+                    Ok((path, verdict)) => self.notify(
+                        format!("Report written: {} ({verdict})", path.display()),
+                        false,
+                    ),
+                    Err(e) => self.notify(format!("The report of {run} failed: {e}"), true),
+                }
+                self.exports.insert(run, r.into());
+            }
+            Done::Audited(Err(e)) => self.notify(e, true),
+            Done::Exported(Ok(path)) => self.notify(format!("Exported {}", path.display()), false),
+            Done::Exported(Err(e)) => self.notify(e, true),
+            Done::Study(dir, r) => {
+                self.study_loading.remove(&dir);
+                let again = self.study_live.get(&dir).is_some_and(|l| l.reload);
+                self.study_results
+                    .insert(dir.clone(), r.map(Arc::new).into());
+                if again {
+                    self.load_study(&dir);
+                }
+            }
+            Done::Audited(Ok(())) => {}
+            Done::AttackReport(run, r) => {
+                if let Err(e) = &r {
+                    self.notify(format!("Attack metrics of {run}: {e}"), true);
+                }
+                self.attack_reports.insert(run, r.into());
+            }
             Done::Panicked(what) => {
                 self.forget_inflight = false;
+                for dir in std::mem::take(&mut self.study_loading) {
+                    self.study_results
+                        .insert(dir, Loadable::Failed(format!("internal error: {what}")));
+                }
+                for e in self.exports.values_mut() {
+                    if matches!(e, Loadable::Loading) {
+                        *e = Loadable::Failed(format!("internal error: {what}"));
+                    }
+                }
+                for e in self.attack_reports.values_mut() {
+                    if matches!(e, Loadable::Loading) {
+                        *e = Loadable::Failed(format!("internal error: {what}"));
+                    }
+                }
                 for e in self.evaluations.values_mut() {
                     if matches!(e, Loadable::Loading) {
                         *e = Loadable::Failed(format!("internal error: {what}"));
@@ -479,6 +662,7 @@ impl LetheApp {
                         self.project = Some(p);
                         self.project_error = None;
                         self.state.remember_project(dir);
+                        self.refresh_studies();
                         // A deletion ready to run: the classifier, its data, the
                         // bundled forget list; the method stays the user's choice.
                         let d = &mut self.state.draft;
@@ -496,6 +680,7 @@ impl LetheApp {
                 }
             }
             Command::CloseProject => {
+                self.studies.shutdown();
                 if let Some(p) = self.project.as_mut() {
                     self.runner.shutdown(p);
                 }
@@ -538,19 +723,8 @@ impl LetheApp {
                 }
             }
             Command::SaveForgetSet(name) => self.save_forget_set(&name),
-            Command::Queue(spec) => {
-                let Some(p) = self.project.as_mut() else {
-                    self.notify("Open a project first", true);
-                    return;
-                };
-                match self.runner.queue(p, spec, project::now()) {
-                    Ok(id) => {
-                        let _ = self.runner.poll(p, project::now());
-                        self.state.view = View::Run(id);
-                    }
-                    Err(e) => self.notify(format!("cannot queue the job: {e}"), true),
-                }
-            }
+            Command::Queue(spec) => self.queue(spec, true),
+            Command::QueueQuietly(spec) => self.queue(spec, false),
             Command::Cancel(id) => {
                 if let Some(p) = self.project.as_mut() {
                     self.runner.cancel(p, &id, project::now());
@@ -569,6 +743,47 @@ impl LetheApp {
                 }
             }
             Command::Notify(text, error) => self.notify(text, error),
+            Command::StartStudy(file, text, dir) => {
+                match self.studies.start(&file, &text, &dir, project::now()) {
+                    Ok(()) => {
+                        self.study_live.insert(dir.clone(), Default::default());
+                        self.refresh_studies();
+                        self.state.view = View::Study(dir.clone());
+                        self.notify(format!("Study started: {}", dir.display()), false);
+                    }
+                    Err(e) => self.notify(e, true),
+                }
+            }
+            Command::CancelStudy(dir) => {
+                if self.studies.cancel(&dir) {
+                    self.study_live.entry(dir.clone()).or_default().ended =
+                        Some(crate::study::Ended::Cancelled);
+                    self.notify(
+                        format!(
+                            "Study {} stopped; finished runs are kept",
+                            crate::panels::file_name(&dir)
+                        ),
+                        false,
+                    );
+                    self.load_study(&dir);
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, spec: JobSpec, show: bool) {
+        let Some(p) = self.project.as_mut() else {
+            self.notify("Open a project first", true);
+            return;
+        };
+        match self.runner.queue(p, spec, project::now()) {
+            Ok(id) => {
+                let _ = self.runner.poll(p, project::now());
+                if show {
+                    self.state.view = View::Run(id);
+                }
+            }
+            Err(e) => self.notify(format!("cannot queue the job: {e}"), true),
         }
     }
 
@@ -645,6 +860,7 @@ impl LetheApp {
 
     /// Stops every worker (on exit) and records how their jobs ended.
     pub fn shutdown(&mut self) {
+        self.studies.shutdown();
         if let Some(p) = self.project.as_mut() {
             self.runner.shutdown(p);
         }
@@ -667,7 +883,7 @@ impl LetheApp {
             .project
             .as_ref()
             .is_some_and(|p| p.runs.iter().any(|r| !r.status.is_final()));
-        if running || self.tasks.busy() {
+        if running || self.tasks.busy() || self.studies.busy() {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_millis(250));
         }

@@ -8,16 +8,19 @@
 
 pub mod app;
 pub mod artifacts;
+pub mod attack_report;
 pub mod bench_gui;
 pub mod catalog;
 pub mod devices;
 pub mod evaluation;
+pub mod export;
 pub mod form;
 pub mod jobs;
 pub mod panels;
 pub mod project;
 pub mod runner;
 pub mod state;
+pub mod study;
 pub mod tasks;
 pub mod thumbs;
 pub mod widgets;

@@ -35,6 +35,14 @@ pub enum View {
     Plugins,
     /// Compute runtime (libtorch, devices).
     Runtime,
+    /// The job queue.
+    Jobs,
+    /// Defining a new study.
+    NewStudy,
+    /// A study (its folder).
+    Study(PathBuf),
+    /// The project's deletion runs compared in one table.
+    Compare,
 }
 
 /// How a new forget set is chosen.
@@ -147,7 +155,7 @@ impl Default for Draft {
 }
 
 /// Everything persisted by eframe.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppState {
     /// The open project's folder.
@@ -168,6 +176,34 @@ pub struct AppState {
     pub roc_log: bool,
     /// Log levels hidden in the run view.
     pub hide_debug: bool,
+    /// Format of the deletion report (its file extension).
+    pub report_format: String,
+    /// The study being defined.
+    pub study_draft: crate::study::StudyDraft,
+    /// Sorting and colours of study tables.
+    pub study_table: crate::widgets::table::TableView,
+    /// Sorting and colours of the runs comparison table.
+    pub compare_table: crate::widgets::table::TableView,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        AppState {
+            project_dir: None,
+            recent: Vec::new(),
+            welcomed: false,
+            view: View::default(),
+            draft: Draft::default(),
+            forget_draft: ForgetDraft::default(),
+            forms: BTreeMap::new(),
+            roc_log: false,
+            hide_debug: false,
+            report_format: "pdf".into(),
+            study_draft: Default::default(),
+            study_table: Default::default(),
+            compare_table: Default::default(),
+        }
+    }
 }
 
 impl AppState {

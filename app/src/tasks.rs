@@ -164,6 +164,16 @@ pub enum Done {
     Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, String>),
     /// An evaluation of a run (`lethe evaluate`) ended.
     Evaluation(String, Result<crate::evaluation::Evaluation, String>),
+    /// A deletion report was written (by run id): the file and the verdict.
+    Report(String, Result<(PathBuf, String), String>),
+    /// A study folder was read.
+    Study(PathBuf, Result<lethe_engine::study::StudyResults, String>),
+    /// An export was written (or not).
+    Exported(Result<PathBuf, String>),
+    /// A job's end was recorded in the audit log.
+    Audited(Result<(), String>),
+    /// The metric set of a finished attack run (by run id).
+    AttackReport(String, Result<crate::attack_report::AttackSummary, String>),
     /// A task panicked (a bug in Lethe); the message is shown.
     Panicked(String),
 }
@@ -296,6 +306,48 @@ impl Tasks {
     /// Runs `lethe evaluate` on a run's model (a subprocess, off the UI thread).
     pub fn evaluate(&mut self, run: String, req: crate::evaluation::EvalRequest) {
         self.spawn(move || Done::Evaluation(run, crate::evaluation::run(&req)));
+    }
+
+    /// Reads a study folder.
+    pub fn load_study(&mut self, dir: PathBuf) {
+        self.spawn(move || {
+            let r = lethe_engine::study::StudyResults::load(&dir).map_err(|e| e.to_string());
+            Done::Study(dir, r)
+        });
+    }
+
+    /// Runs an export that writes a file.
+    pub fn export(&mut self, f: impl FnOnce() -> Result<PathBuf, String> + Send + 'static) {
+        self.spawn(move || Done::Exported(f()));
+    }
+
+    /// Writes a deletion report.
+    pub fn write_report(&mut self, run: String, job: crate::export::ReportJob) {
+        self.spawn(move || Done::Report(run, crate::export::write_report(&job)));
+    }
+
+    /// Records a finished job in the project's audit log (hashing its files),
+    /// and writes a finished deletion's `run.json`.
+    pub fn audit_job(
+        &mut self,
+        workspace: PathBuf,
+        record: crate::jobs::JobRecord,
+        run_dir: PathBuf,
+        plugin_version: Option<String>,
+    ) {
+        self.spawn(move || {
+            Done::Audited(crate::export::record_job(
+                &workspace,
+                &record,
+                &run_dir,
+                plugin_version,
+            ))
+        });
+    }
+
+    /// Computes (or reads back) the metric set of a finished attack run.
+    pub fn attack_report(&mut self, run: String, job: crate::attack_report::ReportJob) {
+        self.spawn(move || Done::AttackReport(run, crate::attack_report::compute(&job)));
     }
 
     /// Loads the membership scores in a folder.

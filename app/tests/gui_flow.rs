@@ -530,6 +530,23 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
     h.step();
     assert!(h.query_by_label("Per class: forget").is_some());
     assert!(h.query_by_label("Evaluate again").is_some());
+    // The run is a row of the project's comparison table, with its UA.
+    h.get_by_label("📊 Compare the runs").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.view, View::Compare);
+    assert!(h.query_by_label("Tensor test").is_some());
+    let ua = format!("{:.2}", e.utility.forget.accuracy * 100.0);
+    assert!(
+        h.query_all_by_label(&ua).count() >= 1,
+        "UA {ua} in the table"
+    );
+    h.get_by_label("Tensor test").click();
+    h.state_mut()
+        .commands
+        .push(Command::Show(View::Run(run.id.clone())));
+    h.step();
+    h.step();
 
     // Restart: the evaluation is read back from the run folder.
     let saved = serde_json::to_string(&h.state().state).unwrap();
@@ -555,4 +572,228 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
         other => panic!("{other:?}"),
     }
     assert!(h.query_by_label("The evaluation failed").is_some());
+}
+
+/// A finished study folder as `lethe study` leaves it (study.json and one
+/// result.json per run), written from the engine's own types.
+fn write_study(dir: &Path, data: &Path, forget: &Path, ckpt: &Path) {
+    use lethe_engine::study::results::{FORMAT, InputHashes, PluginRun, StudyManifest};
+    use lethe_engine::study::spec::{EvaluateSpec, MethodSpec, RetrainSpec};
+    use lethe_engine::study::{RowKind, RunResult, StudySpec};
+    let method = |name: &str, id: &str| MethodSpec {
+        name: name.into(),
+        id: id.into(),
+        params: serde_json::json!({}),
+    };
+    let spec = StudySpec {
+        name: "demo".into(),
+        checkpoint: ckpt.into(),
+        data: data.into(),
+        forget: forget.into(),
+        seeds: vec![0, 1],
+        device: "cpu".into(),
+        metrics: vec!["ua".into(), "ra".into()],
+        avg_gap: None,
+        original: false,
+        timeout: None,
+        retrain: RetrainSpec::default(),
+        evaluate: EvaluateSpec::default(),
+        methods: vec![
+            method("FT", "org.lethe.baseline.finetune"),
+            method("GA", "org.lethe.baseline.gradient-ascent"),
+        ],
+        attacks: vec![],
+    };
+    let manifest = StudyManifest {
+        format: FORMAT,
+        spec,
+        inputs: InputHashes {
+            checkpoint_sha256: "c".repeat(64),
+            data_sha256: "d".repeat(64),
+            forget_sha256: "f".repeat(64),
+            forget_count: 300,
+        },
+        device: "cpu".into(),
+        lethe_version: "test".into(),
+        created_unix: 0,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("study.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let runs = [
+        ("Retrain", RowKind::Retrain, [(0.90, 0.95), (0.90, 0.95)]),
+        ("FT", RowKind::Method, [(0.94, 0.93), (0.96, 0.93)]),
+        ("GA", RowKind::Method, [(0.99, 0.96), (0.97, 0.94)]),
+    ];
+    for (row, kind, values) in runs {
+        for (seed, (ua, ra)) in values.into_iter().enumerate() {
+            let seed = seed as u64;
+            let r = RunResult {
+                format: FORMAT,
+                row: row.into(),
+                kind,
+                seed,
+                method: (kind == RowKind::Method).then(|| PluginRun {
+                    id: "x".into(),
+                    name: row.into(),
+                    version: "1".into(),
+                    library: "/x.so".into(),
+                    params: serde_json::json!({}),
+                }),
+                model: "model/model.safetensors".into(),
+                model_sha256: String::new(),
+                weights_sha256: String::new(),
+                seconds: 3.0,
+                retrain_cache: None,
+                metrics: [("ua".to_string(), ua), ("ra".to_string(), ra)].into(),
+                evaluation: "evaluation/evaluation.json".into(),
+                attacks: vec![],
+                finished_unix: 0,
+            };
+            let run_dir = dir.join(lethe_engine::study::results::run_folder(row, seed));
+            std::fs::create_dir_all(&run_dir).unwrap();
+            std::fs::write(
+                run_dir.join("result.json"),
+                serde_json::to_vec_pretty(&r).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_stored_study_reopens_with_its_table_sorted_and_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    let (ckpt, data, forget) = {
+        let d = &h.state().state.draft;
+        (
+            d.checkpoint.clone().unwrap(),
+            d.data.clone().unwrap(),
+            d.forget.clone().unwrap(),
+        )
+    };
+    let dir = tmp.path().join("Demo/studies/demo");
+    write_study(&dir, &data, &forget, &ckpt);
+    // The workspace lists it once the project is opened again.
+    h.state_mut()
+        .commands
+        .push(Command::OpenProject(tmp.path().join("Demo")));
+    h.step();
+    h.step();
+    assert_eq!(h.state().study_list, vec![dir.clone()]);
+    h.get_by_label("🔬 demo").click();
+    step_until(&mut h, "the study", 30, |a| {
+        a.study_results
+            .get(&dir)
+            .and_then(lethe_app::tasks::Loadable::ready)
+            .is_some()
+    });
+    assert_eq!(h.state().state.view, View::Study(dir.clone()));
+    assert!(h.query_by_label("COMPLETE").is_some());
+    // mean ± sample std over the two seeds (in %), gap to Retrain's 90, best of
+    // the column.
+    assert!(h.query_by_label("95.00 ± 1.41 (5.00) ★").is_some());
+    assert!(h.query_by_label("98.00 ± 1.41 (8.00)").is_some());
+    assert!(
+        h.query_by_label("95.00 ± 1.41 (0.00) ★").is_some(),
+        "GA's RA"
+    );
+    h.get_by_label("UA").click();
+    h.step();
+    assert_eq!(h.state().state.study_table.sort, Some((0, false)));
+    h.get_by_label("CSV").click();
+    let exports = dir.join("exports");
+    // Written off the UI thread; the window keeps drawing meanwhile.
+    step_until(&mut h, "the export", 30, |_| {
+        std::fs::read_dir(&exports).is_ok_and(|mut d| d.next().is_some())
+    });
+    let file = std::fs::read_dir(&exports)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let want = lethe_engine::study::StudyResults::load(&dir)
+        .unwrap()
+        .table()
+        .to_csv();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+    // The research report of the study, from the same folder (the buttons
+    // wait while an export is being written).
+    let key = dir.display().to_string();
+    step_until(&mut h, "the CSV export to be reported", 30, |a| {
+        matches!(
+            a.exports.get(&key),
+            Some(lethe_app::tasks::Loadable::Ready(_))
+        )
+    });
+    h.get_by_label("Report (HTML)").click();
+    h.step();
+    step_until(&mut h, "the HTML export", 60, |a| {
+        !matches!(
+            a.exports.get(&key),
+            Some(lethe_app::tasks::Loadable::Loading)
+        )
+    });
+    match h.state().exports.get(&key) {
+        Some(lethe_app::tasks::Loadable::Ready((path, title))) => {
+            assert_eq!(path.extension().unwrap(), "html");
+            assert!(title.starts_with("Study demo"), "{title}");
+            let html = std::fs::read_to_string(path).unwrap();
+            assert!(
+                html.contains("FT") && html.contains("GA"),
+                "the rows are in it"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_study_is_defined_in_the_form_started_and_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    h.get_by_label("➕ New study…").click();
+    h.step();
+    {
+        let d = &mut h.state_mut().state.study_draft;
+        d.name = "gui study".into();
+        d.retrain_id = "org.lethe.test.tensors".into();
+        d.methods = vec![lethe_app::study::DraftMethod {
+            name: "Step".into(),
+            id: "org.lethe.test.tensors".into(),
+        }];
+        d.seeds = "0".into();
+        d.metrics = vec!["ua".into()];
+    }
+    h.step();
+    h.step();
+    h.get_by_label("▶  Run the study").click();
+    h.step();
+    let dir = tmp.path().join("Demo/studies/gui-study");
+    assert_eq!(h.state().state.view, View::Study(dir.clone()));
+    let file = tmp.path().join("Demo/studies/gui-study.toml");
+    let spec = lethe_engine::study::StudySpec::load(&file).unwrap();
+    assert_eq!(spec.methods[0].id, "org.lethe.test.tensors");
+    assert_eq!(spec.methods[0].params["lr"], 0.5, "the plugin's default");
+    assert_eq!(spec.seeds, [0]);
+    // It runs in the background: the window keeps drawing while it starts.
+    step_until(&mut h, "the study to start", 120, |a| {
+        a.study_live
+            .get(&dir)
+            .is_some_and(|l| l.lines.iter().any(|x| x.starts_with("study:")))
+    });
+    assert!(h.query_by_label("RUNNING").is_some());
+    h.get_by_label("⏹ Stop the study").click();
+    h.step();
+    let live = h.state().study_live.get(&dir).unwrap();
+    assert_eq!(live.ended, Some(lethe_app::study::Ended::Cancelled));
+    assert!(dir.join("study.json").is_file(), "kept for a resume");
+    assert!(lethe_app::study::log_path(&dir).is_file());
 }

@@ -2,12 +2,17 @@
 //! views. Each draws from `LetheApp` and pushes [`Command`]s for anything that
 //! changes more than its own widgets.
 
+mod attack;
+mod compare;
 mod deletion;
 mod home;
 mod inspect;
+mod jobs;
 mod plugins;
+mod report;
 mod results;
 mod run;
+mod study;
 
 pub use inspect::read_indices;
 
@@ -82,6 +87,7 @@ pub fn top_bar(ui: &mut egui::Ui, app: &mut LetheApp) {
                 for (label, view) in [
                     ("Home", View::Home),
                     ("New deletion request", View::Deletion),
+                    ("Job queue", View::Jobs),
                     ("Plugins", View::Plugins),
                     ("Compute runtime", View::Runtime),
                 ] {
@@ -109,7 +115,13 @@ pub fn top_bar(ui: &mut egui::Ui, app: &mut LetheApp) {
                         .filter(|r| r.status == JobStatus::Queued)
                         .count();
                     if running + queued > 0 {
-                        ui.label(format!("{running} running · {queued} queued"));
+                        if ui
+                            .link(format!("{running} running · {queued} queued"))
+                            .on_hover_text("Show the job queue")
+                            .clicked()
+                        {
+                            app.commands.push(Command::Show(View::Jobs));
+                        }
                         ui.spinner();
                     }
                 }
@@ -243,6 +255,16 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
     if p.runs.is_empty() {
         ui.weak("No runs yet.");
     }
+    let active = p.runs.iter().filter(|r| !r.status.is_final()).count();
+    if ui
+        .selectable_label(
+            view == View::Jobs,
+            format!("⏳ Job queue ({active} active)"),
+        )
+        .clicked()
+    {
+        cmds.push(Command::Show(View::Jobs));
+    }
     for r in p.runs.iter().rev() {
         let sel = view == View::Run(r.id.clone());
         let pct = match (&r.status, r.fraction) {
@@ -278,12 +300,43 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
         );
     }
 
-    section_header(ui, "Studies", 0);
-    crate::widgets::not_yet_button(
-        ui,
-        "New study…",
-        "Studies (several methods × seeds compared in one table) are not there yet.",
-    );
+    if ui
+        .selectable_label(view == View::Compare, "📊 Compare the runs")
+        .on_hover_text("Finished deletion runs of one request in a table, with gaps to retrain")
+        .clicked()
+    {
+        cmds.push(Command::Show(View::Compare));
+    }
+
+    section_header(ui, "Studies", app.study_list.len());
+    for dir in &app.study_list {
+        let sel = view == View::Study(dir.clone());
+        let state = if app.studies.is_running(dir) {
+            " — running"
+        } else {
+            match app.study_results.get(dir).and_then(Loadable::ready) {
+                Some(r) if r.missing().is_empty() => " — complete",
+                Some(_) => " — incomplete",
+                None => "",
+            }
+        };
+        let r = ui
+            .add(egui::Button::selectable(sel, format!("🔬 {}{state}", file_name(dir))).truncate())
+            .on_hover_text(dir.display().to_string());
+        if r.clicked() {
+            cmds.push(Command::Show(View::Study(dir.clone())));
+        }
+    }
+    if ui
+        .add(egui::Button::selectable(
+            view == View::NewStudy,
+            "➕ New study…",
+        ))
+        .on_hover_text("Several methods × seeds, each compared with exact retraining")
+        .clicked()
+    {
+        cmds.push(Command::Show(View::NewStudy));
+    }
 
     ui.add_space(10.0);
     ui.separator();
@@ -332,5 +385,9 @@ pub fn central(ui: &mut egui::Ui, app: &mut LetheApp) {
         View::Artifact { run, path } => results::artifact(ui, app, &run, &path),
         View::Plugins => plugins::plugins(ui, app),
         View::Runtime => plugins::runtime(ui, app),
+        View::Jobs => jobs::show(ui, app),
+        View::NewStudy => study::new_study(ui, app),
+        View::Study(dir) => study::show(ui, app, &dir),
+        View::Compare => compare::show(ui, app),
     }
 }

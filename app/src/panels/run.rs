@@ -1,11 +1,10 @@
 //! One run: progress with ETA, live curves, the log, cancel, what it wrote, and
 //! (for a finished deletion) checking the new model with an attack plugin.
 
-use super::{file_name, status_color};
+use super::status_color;
 use crate::app::{Command, LetheApp};
 use crate::artifacts::{self, curves_csv};
-use crate::form::{FormValues, form_ui};
-use crate::jobs::{JobRecord, JobSpec, JobStatus, format_duration};
+use crate::jobs::{JobRecord, JobStatus, format_duration};
 use crate::state::View;
 use egui::{Color32, RichText};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
     egui::ScrollArea::vertical().id_salt("run").show(ui, |ui| {
         header(ui, app, &record, &run_dir);
         ui.add_space(8.0);
-        progress(ui, &record, now);
+        progress(ui, app, &record, now);
         if let Some(problem) = record.status.problem() {
             ui.add_space(6.0);
             egui::Frame::group(ui.style())
@@ -88,6 +87,7 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
         }
         ui.add_space(8.0);
         outputs(ui, app, &record, &run_dir);
+        super::attack::attack_results(ui, app, &record);
         scores_section(ui, app, &record, &run_dir);
         ui.add_space(8.0);
         log_view(ui, app, &record);
@@ -97,7 +97,9 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
             ui.add_space(8.0);
             evaluation_section(ui, app, &record, &run_dir);
             ui.add_space(8.0);
-            attack_section(ui, app, &record);
+            super::attack::model_checks(ui, app, &record);
+            ui.add_space(8.0);
+            super::report::section(ui, app, &record, &run_dir);
         }
     });
 }
@@ -116,16 +118,24 @@ fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::p
         let can_cancel = matches!(r.status, JobStatus::Queued | JobStatus::Running);
         if ui
             .add_enabled(can_cancel, egui::Button::new("⏹ Cancel"))
-            .on_hover_text("Stop the job; it is ended forcibly if it does not stop within a few seconds")
+            .on_hover_text(
+                "Stop the job; it is ended forcibly if it does not stop within a few seconds",
+            )
             .clicked()
         {
             app.commands.push(Command::Cancel(r.id.clone()));
         }
-        if matches!(r.status, JobStatus::Succeeded | JobStatus::Failed { .. } | JobStatus::Crashed { .. } | JobStatus::Cancelled { .. } | JobStatus::Interrupted)
-            && ui
-                .button("↻ Run again")
-                .on_hover_text("Queue the same job again (a new run)")
-                .clicked()
+        if matches!(
+            r.status,
+            JobStatus::Succeeded
+                | JobStatus::Failed { .. }
+                | JobStatus::Crashed { .. }
+                | JobStatus::Cancelled { .. }
+                | JobStatus::Interrupted
+        ) && ui
+            .button("↻ Run again")
+            .on_hover_text("Queue the same job again (a new run)")
+            .clicked()
         {
             app.commands.push(Command::Queue(r.spec.clone()));
         }
@@ -135,16 +145,26 @@ fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::p
             .clicked()
         {
             ui.ctx().copy_text(run_dir.display().to_string());
-            app.commands.push(Command::Notify(format!("Copied {}", run_dir.display()), false));
+            app.commands.push(Command::Notify(
+                format!("Copied {}", run_dir.display()),
+                false,
+            ));
         }
         ui.separator();
         let curves = Arc::new(curves_csv(&r.curves).into_bytes());
         if ui
-            .add_enabled(!r.curves.is_empty(), egui::Button::new("Export curves (CSV)"))
+            .add_enabled(
+                !r.curves.is_empty(),
+                egui::Button::new("Export curves (CSV)"),
+            )
             .on_hover_text("Writes exports/curves.csv in the run folder")
             .clicked()
         {
-            app.commands.push(Command::Export { run: r.id.clone(), name: "curves.csv".into(), bytes: curves });
+            app.commands.push(Command::Export {
+                run: r.id.clone(),
+                name: "curves.csv".into(),
+                bytes: curves,
+            });
         }
         let json = serde_json::to_vec_pretty(r).unwrap_or_default();
         if ui
@@ -152,29 +172,43 @@ fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::p
             .on_hover_text("Writes exports/run.json: settings, status, curves, log and files")
             .clicked()
         {
-            app.commands.push(Command::Export { run: r.id.clone(), name: "run.json".into(), bytes: Arc::new(json.clone()) });
+            app.commands.push(Command::Export {
+                run: r.id.clone(),
+                name: "run.json".into(),
+                bytes: Arc::new(json.clone()),
+            });
         }
         if ui.button("Save run JSON as…").clicked() {
-            app.commands.push(Command::Pick(crate::tasks::PickTarget::SaveAs {
-                name: format!("{}.json", r.id),
-                bytes: Arc::new(json),
-            }));
+            app.commands
+                .push(Command::Pick(crate::tasks::PickTarget::SaveAs {
+                    name: format!("{}.json", r.id),
+                    bytes: Arc::new(json),
+                }));
         }
-        crate::widgets::not_yet_button(
-            ui,
-            "Report (PDF/HTML)",
-            "The deletion report is not there yet (report issue); export the run as JSON meanwhile.",
-        );
     });
 }
 
-fn progress(ui: &mut egui::Ui, r: &JobRecord, now: f64) {
+fn progress(ui: &mut egui::Ui, app: &LetheApp, r: &JobRecord, now: f64) {
     let mut parts = Vec::new();
     if let Some(f) = r.fraction {
         parts.push(format!("{:.0} %", f * 100.0));
     }
+    let place = app
+        .project
+        .as_ref()
+        .and_then(|p| super::jobs::queue_place(&p.runs, r));
     match r.status {
-        JobStatus::Queued => parts.push("waiting for the device".to_string()),
+        JobStatus::Queued => parts.push(match place {
+            Some((n, true)) => format!(
+                "waiting for the device: {} in line behind the running job",
+                super::jobs::ordinal(n)
+            ),
+            Some((n, false)) => format!(
+                "waiting for the device: {} in line",
+                super::jobs::ordinal(n)
+            ),
+            None => "waiting for the device".to_string(),
+        }),
         JobStatus::Running if r.fraction.is_none() && r.message.is_empty() => {
             parts.push("started; waiting for the method's first progress report".to_string());
         }
@@ -364,97 +398,6 @@ fn inputs(ui: &mut egui::Ui, r: &JobRecord) {
         });
 }
 
-/// Checking the new model: any attack plugin, against the unlearned model.
-fn attack_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
-    let Some(model) = r.model_artifact().cloned() else {
-        return;
-    };
-    egui::CollapsingHeader::new(
-        RichText::new("Check the new model with a membership attack").strong(),
-    )
-    .id_salt("attack")
-    .show(ui, |ui| {
-        let Some(cat) = app.catalog.ready().cloned() else {
-            ui.spinner();
-            return;
-        };
-        let attacks: Vec<_> = cat.of_kind("attack").cloned().collect();
-        if attacks.is_empty() {
-            ui.label("No attack plugins are installed yet.");
-            return;
-        }
-        let key = format!("attack-choice:{}", r.id);
-        let chosen = ui
-            .ctx()
-            .data(|d| d.get_temp::<String>(egui::Id::unique(&key)))
-            .filter(|id| attacks.iter().any(|a| &a.info.id == id))
-            .unwrap_or_else(|| attacks[0].info.id.clone());
-        let mut pick = chosen.clone();
-        egui::ComboBox::from_id_salt("attack-combo")
-            .selected_text(
-                attacks
-                    .iter()
-                    .find(|a| a.info.id == pick)
-                    .map(|a| a.info.name.clone())
-                    .unwrap_or_default(),
-            )
-            .show_ui(ui, |ui| {
-                for a in &attacks {
-                    ui.selectable_value(&mut pick, a.info.id.clone(), &a.info.name)
-                        .on_hover_text(&a.info.description);
-                }
-            });
-        ui.ctx()
-            .data_mut(|d| d.insert_temp(egui::Id::unique(&key), pick.clone()));
-        let Some(entry) = attacks.iter().find(|a| a.info.id == pick) else {
-            return;
-        };
-        ui.label(RichText::new(&entry.info.description).weak());
-        let values = app
-            .state
-            .forms
-            .entry(entry.info.id.clone())
-            .or_insert_with(|| FormValues::defaults(&entry.info.schema));
-        form_ui(ui, &entry.info.schema, values);
-        match values.validated(&entry.info.schema) {
-            Ok(params) => {
-                if ui
-                    .button(RichText::new("▶ Run the attack on the new model").strong())
-                    .clicked()
-                {
-                    let spec = JobSpec {
-                        kind: "attack".into(),
-                        plugin_id: entry.info.id.clone(),
-                        plugin_name: entry.info.name.clone(),
-                        library: entry.library.clone(),
-                        params: serde_json::Value::Object(params),
-                        checkpoint: model.path.clone(),
-                        data: r.spec.data.clone(),
-                        forget: r.spec.forget.clone(),
-                        forget_label: format!("{} · model of {}", r.spec.forget_label, r.id),
-                        device: r.spec.device.clone(),
-                        seed: r.spec.seed,
-                    };
-                    app.commands.push(Command::Queue(spec));
-                }
-            }
-            Err(problems) => {
-                for p in problems {
-                    ui.colored_label(Color32::from_rgb(220, 60, 60), p);
-                }
-            }
-        }
-        ui.label(
-            RichText::new(format!(
-                "The attack reads {} and the same data and forget set.",
-                file_name(&model.path)
-            ))
-            .small()
-            .weak(),
-        );
-    });
-}
-
 fn pct(v: Option<f64>) -> String {
     v.map(|v| format!("{:.1} %", v * 100.0))
         .unwrap_or_else(|| "–".into())
@@ -485,7 +428,7 @@ fn evaluation_section(
     ui.horizontal(|ui| {
         if ui
             .add_enabled(!loading, egui::Button::new(label))
-            .on_hover_text("Utility before → after (and the alignment audit for encoders), with lethe evaluate")
+            .on_hover_text("Utility before and after (and the alignment audit for encoders), with lethe evaluate")
             .clicked()
         {
             let req = crate::evaluation::EvalRequest {

@@ -1,7 +1,9 @@
 //! Reusable widgets: the heatmap, plots, path fields and thumbnail grids.
 
+pub mod gap_heatmap;
 pub mod heatmap;
 pub mod plots;
+pub mod table;
 
 use crate::thumbs::Thumb;
 use egui::{TextureHandle, TextureOptions};
@@ -95,4 +97,46 @@ pub fn kv_grid(ui: &mut egui::Ui, id: &str, rows: &[(&str, String)]) {
 pub fn not_yet_button(ui: &mut egui::Ui, label: &str, why: &str) {
     ui.add_enabled(false, egui::Button::new(label))
         .on_disabled_hover_text(why);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every non-ASCII character in the app's code (outside comments) has a
+    /// glyph in the bundled fonts: a missing one is a panic in the tests'
+    /// renderer and a box in the window, and hover texts are rarely drawn by
+    /// the view tests.
+    #[test]
+    fn every_character_in_the_ui_text_has_a_glyph() {
+        let ctx = egui::Context::default();
+        let mut out = ctx.run_ui(Default::default(), |_ui| {});
+        out.textures_delta.clear();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut used = std::collections::BTreeMap::new();
+        for dir in [root.clone(), root.join("panels"), root.join("widgets")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                for line in std::fs::read_to_string(&path).unwrap().lines() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    for c in code.chars().filter(|c| !c.is_ascii()) {
+                        used.entry(c).or_insert_with(|| path.clone());
+                    }
+                }
+            }
+        }
+        assert!(used.contains_key(&'▶'), "the scan sees the sources");
+        let font = egui::FontId::proportional(14.0);
+        let missing: Vec<String> = ctx.fonts_mut(|f| {
+            used.iter()
+                .filter(|(c, _)| !f.has_glyph(&font, **c))
+                .map(|(c, p)| format!("{c:?} (U+{:04X}) in {}", *c as u32, p.display()))
+                .collect()
+        });
+        assert!(missing.is_empty(), "no glyph for {missing:?}");
+    }
 }

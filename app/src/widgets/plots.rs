@@ -75,6 +75,8 @@ pub fn curves_plot(
                 ui.label(egui::RichText::new(name).small().weak());
                 Plot::new((id, name))
                     .height(200.0)
+                    // The wheel scrolls the page; ctrl+wheel zooms the plot.
+                    .allow_scroll(false)
                     .legend(Legend::default())
                     .x_axis_label(x_label)
                     .show(ui, |plot| {
@@ -117,6 +119,7 @@ pub fn roc_plot(ui: &mut egui::Ui, id: &str, rocs: &[Roc], log: bool) {
     let lo = tx(floor);
     let mut plot = Plot::new(id)
         .height(320.0)
+        .allow_scroll(false)
         .width(420.0)
         .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .x_axis_label("false-positive rate")
@@ -211,6 +214,7 @@ pub fn histogram_plot(ui: &mut egui::Ui, id: &str, h: &Histogram, x_label: &str)
         .fold(0.0f64, f64::max);
     Plot::new(id)
         .height(320.0)
+        .allow_scroll(false)
         .default_y_bounds(0.0, (top * 1.1).max(1e-9))
         .default_x_bounds(
             h.lo,

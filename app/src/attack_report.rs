@@ -1,0 +1,302 @@
+//! The metric set of an attack run started from the GUI. Once the attack's
+//! worker has finished, the engine computes it from the score files the plugin
+//! wrote (`eval::attack::report_from_dir`, the same code as `lethe attack`:
+//! AUC and TPR at low FPR with bootstrap intervals, MIA efficacy, the attack's
+//! power on held-out members, and the data checks) and `attack.json` is written
+//! into the run's output folder, where the deletion report and the GUI find it
+//! again after a restart.
+
+use crate::jobs::JobSpec;
+use lethe_engine::eval::attack::{AttackRequest, report_from_dir};
+use lethe_engine::metrics::MetricOptions;
+use lethe_engine::worker::protocol::DescriptorInfo;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The file the metric set is written to, in the attack's output folder.
+pub const ATTACK_FILE: &str = "attack.json";
+
+/// Bootstrap replicates for the intervals (as `lethe attack`'s default).
+pub const BOOTSTRAP: usize = 1000;
+
+/// TPR at one FPR target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tpr {
+    /// The FPR target.
+    pub fpr: f64,
+    /// The TPR reached.
+    pub tpr: f64,
+    /// Bootstrap interval.
+    pub ci: Option<(f64, f64)>,
+    /// Whether there are enough non-members to measure this FPR.
+    pub resolved: bool,
+}
+
+/// Members vs non-members: how well the attack separates them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Separation {
+    /// Members compared.
+    pub members: usize,
+    /// Non-members compared.
+    pub non_members: usize,
+    /// AUC (0.5: cannot tell them apart).
+    pub auc: f64,
+    /// Its bootstrap interval.
+    pub auc_ci: Option<(f64, f64)>,
+    /// Low-FPR operating points.
+    pub tprs: Vec<Tpr>,
+    /// Share of the members called non-members (for the forget set: MIA efficacy).
+    pub efficacy: Option<f64>,
+}
+
+/// A warning about the numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flag {
+    /// Whether the number may be misleading (else: worth knowing).
+    pub warning: bool,
+    /// What it means.
+    pub message: String,
+}
+
+/// What the run view shows of `attack.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttackSummary {
+    /// The attack's name.
+    pub attack: String,
+    /// The model attacked.
+    pub checkpoint: PathBuf,
+    /// Forget set (as members) vs held-out non-members.
+    pub forget: Separation,
+    /// Held-out members vs non-members: the attack's power on this model.
+    pub reference: Option<Separation>,
+    /// Where the non-members came from.
+    pub nonmember_split: String,
+    /// Warnings.
+    pub flags: Vec<Flag>,
+}
+
+fn interval(v: &Value) -> Option<(f64, f64)> {
+    Some((v.get("low")?.as_f64()?, v.get("high")?.as_f64()?))
+}
+
+fn separation(v: &Value) -> Option<Separation> {
+    Some(Separation {
+        members: v.get("members")?.as_u64()? as usize,
+        non_members: v.get("non_members")?.as_u64()? as usize,
+        auc: v.get("auc")?.as_f64()?,
+        auc_ci: v.get("auc_ci").and_then(interval),
+        tprs: v
+            .get("tpr_at_fpr")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|t| {
+                        Some(Tpr {
+                            fpr: t.get("fpr")?.as_f64()?,
+                            tpr: t.get("tpr")?.as_f64()?,
+                            ci: t.get("ci").and_then(interval),
+                            resolved: t.get("resolved").and_then(Value::as_bool).unwrap_or(true),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        efficacy: v.get("efficacy").and_then(Value::as_f64),
+    })
+}
+
+/// Reads the parts the GUI shows from `attack.json`'s contents.
+pub fn parse(v: &Value) -> Result<AttackSummary, String> {
+    let metrics = v.get("metrics").ok_or("attack.json: no `metrics`")?;
+    let forget = metrics
+        .get("forget")
+        .and_then(separation)
+        .ok_or("attack.json: `metrics.forget` is incomplete")?;
+    Ok(AttackSummary {
+        attack: v["attack"]["name"].as_str().unwrap_or("attack").to_string(),
+        checkpoint: PathBuf::from(v["checkpoint"].as_str().unwrap_or_default()),
+        forget,
+        reference: metrics.get("reference").and_then(separation),
+        nonmember_split: v["checks"]["nonmember_split"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        flags: v
+            .get("flags")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|f| Flag {
+                        warning: f["severity"].as_str() == Some("warning"),
+                        message: f["message"].as_str().unwrap_or_default().to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// The metric set already computed for an attack output folder, if any.
+pub fn load(out_dir: &Path) -> Result<Option<AttackSummary>, String> {
+    let path = out_dir.join(ATTACK_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&v)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// What computing the metric set of a finished attack run needs.
+#[derive(Debug, Clone)]
+pub struct ReportJob {
+    /// The run's spec (attack plugin, model, data, forget set, seed, device).
+    pub spec: JobSpec,
+    /// The attack's descriptor (its version goes into `attack.json`), when the
+    /// plugin is still installed.
+    pub descriptor: Option<DescriptorInfo>,
+    /// The run's output folder (the score files; `attack.json` goes here).
+    pub out_dir: PathBuf,
+    /// Wall time of the attack's worker.
+    pub seconds: f64,
+}
+
+/// Computes the metric set from the score files and writes `attack.json`
+/// (once: an existing file is read, never replaced). Slow (bootstrap, data
+/// checks): call it off the UI thread.
+pub fn compute(job: &ReportJob) -> Result<AttackSummary, String> {
+    if let Some(done) = load(&job.out_dir)? {
+        return Ok(done);
+    }
+    let spec = &job.spec;
+    let descriptor = job.descriptor.clone().unwrap_or_else(|| DescriptorInfo {
+        id: spec.plugin_id.clone(),
+        name: spec.plugin_name.clone(),
+        version: "unknown (plugin no longer installed)".into(),
+        kind: "attack".into(),
+        description: String::new(),
+        citation: String::new(),
+        schema: Default::default(),
+    });
+    let req = AttackRequest {
+        library: spec.library.clone(),
+        descriptor,
+        params: spec.params.clone(),
+        checkpoint: spec.checkpoint.clone(),
+        data: spec.data.clone(),
+        forget: spec.forget.clone(),
+        out_dir: job.out_dir.clone(),
+        seed: spec.seed,
+        device: spec.device.clone(),
+        metrics: MetricOptions {
+            resamples: BOOTSTRAP,
+            seed: spec.seed,
+            ..MetricOptions::default()
+        },
+    };
+    let report = report_from_dir(&req, job.seconds).map_err(|e| e.to_string())?;
+    let v = serde_json::to_value(&report).map_err(|e| format!("cannot encode attack.json: {e}"))?;
+    let bytes =
+        serde_json::to_vec_pretty(&v).map_err(|e| format!("cannot encode attack.json: {e}"))?;
+    let path = job.out_dir.join(ATTACK_FILE);
+    lethe_engine::jobs::atomic::write_atomic(&path, &bytes, false)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&v)
+}
+
+/// `0.537 [0.502, 0.575]`.
+pub fn with_interval(v: f64, ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+        None => format!("{v:.3}"),
+    }
+}
+
+/// What an AUC on the forget set says, in words for a non-specialist.
+pub fn verdict(forget: &Separation) -> &'static str {
+    match forget.auc_ci {
+        Some((lo, hi)) if lo <= 0.5 && 0.5 <= hi => {
+            "the attack cannot tell the forgotten samples from data the model never saw"
+        }
+        Some((lo, _)) if lo > 0.5 => {
+            "the attack still recognises the forgotten samples as training data more often than chance"
+        }
+        Some(_) => {
+            "the forgotten samples look less familiar to the model than unseen data \
+             (possible over-unlearning, which can itself give them away)"
+        }
+        None if (forget.auc - 0.5).abs() < 0.02 => "close to chance (no interval computed)",
+        None => "away from chance (no interval computed)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report() -> Value {
+        json!({
+            "attack": {"id": "org.x.mia", "name": "Metric MIA", "version": "1"},
+            "checkpoint": "/runs/r/output/model.safetensors",
+            "metrics": {
+                "forget": {
+                    "members": 300, "non_members": 600, "auc": 0.5376,
+                    "auc_ci": {"low": 0.5024, "high": 0.5747, "level": 0.95},
+                    "tpr_at_fpr": [
+                        {"fpr": 0.01, "tpr": 0.02, "ci": {"low": 0.0, "high": 0.04, "level": 0.95}, "resolved": true},
+                        {"fpr": 0.001, "tpr": 0.0, "ci": null, "resolved": false}
+                    ],
+                    "efficacy": 0.61, "roc": {"fpr": [], "tpr": []}
+                },
+                "reference": null,
+                "shadow": null
+            },
+            "checks": {"nonmember_split": "validation"},
+            "flags": [{"code": "weak_attack", "severity": "info", "message": "weak"},
+                      {"code": "label_shift", "severity": "warning", "message": "shift"}]
+        })
+    }
+
+    #[test]
+    fn attack_json_is_read_for_the_view() {
+        let s = parse(&report()).unwrap();
+        assert_eq!(s.attack, "Metric MIA");
+        assert_eq!(s.forget.members, 300);
+        assert_eq!(s.forget.auc_ci, Some((0.5024, 0.5747)));
+        assert_eq!(s.forget.tprs.len(), 2);
+        assert!(!s.forget.tprs[1].resolved);
+        assert_eq!(s.forget.efficacy, Some(0.61));
+        assert!(s.reference.is_none());
+        assert_eq!(s.nonmember_split, "validation");
+        assert_eq!(
+            s.flags.iter().map(|f| f.warning).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert!(verdict(&s.forget).contains("more often than chance"));
+        assert_eq!(
+            with_interval(0.5376, s.forget.auc_ci),
+            "0.538 [0.502, 0.575]"
+        );
+        let mut broken = report();
+        broken["metrics"]["forget"]
+            .as_object_mut()
+            .unwrap()
+            .remove("auc");
+        assert!(parse(&broken).unwrap_err().contains("incomplete"));
+    }
+
+    #[test]
+    fn load_reads_a_saved_file_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        std::fs::write(dir.path().join(ATTACK_FILE), report().to_string()).unwrap();
+        assert_eq!(load(dir.path()).unwrap().unwrap().forget.auc, 0.5376);
+        std::fs::write(dir.path().join(ATTACK_FILE), "{").unwrap();
+        assert!(load(dir.path()).unwrap_err().contains(ATTACK_FILE));
+    }
+}

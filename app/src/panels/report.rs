@@ -1,0 +1,284 @@
+//! The compliance report of a finished deletion run: format choice, what the
+//! report will contain (evaluation, attacks, retrained reference), and the
+//! button that writes it into the run folder (off the UI thread).
+
+use crate::app::{Command, LetheApp};
+use crate::export::{REPORT_FORMATS, ReportJob, unique_path};
+use crate::jobs::{JobRecord, JobStatus};
+use crate::tasks::Loadable;
+use egui::{Color32, RichText};
+use lethe_engine::report::{DeletionSources, Format};
+use std::path::Path;
+
+/// The exact-retraining plugin: its runs are the reference of a report.
+pub const RETRAIN_ID: &str = "org.lethe.baseline.retrain";
+
+/// The latest finished retrain run on the same model, data and forget set.
+pub fn retrain_run<'a>(runs: &'a [JobRecord], r: &JobRecord) -> Option<&'a JobRecord> {
+    runs.iter().rev().find(|x| {
+        x.id != r.id
+            && x.spec.plugin_id == RETRAIN_ID
+            && x.status == JobStatus::Succeeded
+            && x.spec.checkpoint == r.spec.checkpoint
+            && x.spec.data == r.spec.data
+            && x.spec.forget == r.spec.forget
+    })
+}
+
+/// Finished attack runs on the models of `r` (its original and its result).
+fn attacks_on<'a>(runs: &'a [JobRecord], r: &JobRecord) -> Vec<&'a JobRecord> {
+    let model = r.model_artifact().map(|a| a.path.clone());
+    runs.iter()
+        .filter(|a| {
+            a.spec.kind == "attack"
+                && a.status == JobStatus::Succeeded
+                && a.spec.data == r.spec.data
+                && a.spec.forget == r.spec.forget
+                && (a.spec.checkpoint == r.spec.checkpoint
+                    || Some(&a.spec.checkpoint) == model.as_ref())
+        })
+        .collect()
+}
+
+fn format_from(ext: &str) -> Format {
+    REPORT_FORMATS
+        .iter()
+        .map(|(f, _)| *f)
+        .find(|f| f.extension() == ext)
+        .unwrap_or(Format::Pdf)
+}
+
+/// The report job for run `r`.
+pub fn report_job(app: &LetheApp, r: &JobRecord, format: Format) -> Option<ReportJob> {
+    let p = app.project.as_ref()?;
+    let run_dir = p.run_dir(&r.id);
+    let retrain = retrain_run(&p.runs, r);
+    let mut attack_runs = attacks_on(&p.runs, r);
+    if let Some(rt) = retrain {
+        attack_runs.extend(attacks_on(&p.runs, rt).into_iter().filter(|a| {
+            rt.model_artifact()
+                .is_some_and(|m| m.path == a.spec.checkpoint)
+        }));
+    }
+    let mut attacks = Vec::new();
+    let mut pending = Vec::new();
+    for a in attack_runs {
+        let out = p.run_dir(&a.id).join("output");
+        if out.join(crate::attack_report::ATTACK_FILE).is_file() {
+            attacks.push(out);
+        } else {
+            pending.push(crate::attack_report::ReportJob {
+                spec: a.spec.clone(),
+                descriptor: app
+                    .catalog
+                    .ready()
+                    .and_then(|c| c.get(&a.spec.plugin_id))
+                    .map(|e| e.info.clone()),
+                out_dir: out,
+                seconds: a.elapsed(crate::project::now()).unwrap_or(0.0),
+            });
+        }
+    }
+    attacks.dedup();
+    let stamp = crate::project::timestamp(crate::project::now());
+    Some(ReportJob {
+        sources: DeletionSources {
+            run: run_dir.clone(),
+            evaluations: Vec::new(),
+            attacks,
+            retrain: retrain.map(|x| p.run_dir(&x.id)),
+        },
+        pending_attacks: pending,
+        format,
+        out: unique_path(
+            &run_dir.join("exports"),
+            &format!("report-{stamp}"),
+            format.extension(),
+        ),
+        workspace: p.dir.clone(),
+        now: crate::project::now() as i64,
+    })
+}
+
+fn has_evaluation(run_dir: &Path) -> bool {
+    std::fs::read_dir(run_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.path().join("evaluation.json").is_file())
+        })
+        .unwrap_or(false)
+}
+
+/// The report section of a finished deletion run.
+pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &Path) {
+    ui.label(RichText::new("Compliance report").strong());
+    ui.label(
+        "A document for the file: what was asked to be forgotten, how, on which model, the \
+         evidence (accuracy before and after, membership attacks, comparison with a retrained \
+         model when there is one), a verdict with its thresholds, and the file hashes.",
+    );
+    let Some(p) = &app.project else { return };
+    let evaluated = has_evaluation(run_dir);
+    let attacks = attacks_on(&p.runs, r).len();
+    let retrain = retrain_run(&p.runs, r).map(|x| x.id.clone());
+    let tick = |ok: bool| {
+        if ok {
+            RichText::new("✔").color(Color32::from_rgb(60, 170, 80))
+        } else {
+            RichText::new("–").weak()
+        }
+    };
+    egui::Grid::new("report-inputs").num_columns(2).show(ui, |ui| {
+        ui.label(tick(evaluated));
+        ui.label(if evaluated {
+            "evaluation (accuracy before and after)".to_string()
+        } else {
+            "no evaluation yet: press Evaluate above".to_string()
+        });
+        ui.end_row();
+        ui.label(tick(attacks > 0));
+        ui.label(if attacks > 0 {
+            format!("{attacks} finished attack run(s) on the original or the new model")
+        } else {
+            "no attack yet: run one above".to_string()
+        });
+        ui.end_row();
+        ui.label(tick(retrain.is_some()));
+        ui.label(match &retrain {
+            Some(id) => format!("retrained reference: {id}"),
+            None => "no retrained reference (run the Retrain method on the same request to add gaps to retrain)".into(),
+        });
+        ui.end_row();
+    });
+    let state = app.exports.get(&r.id).cloned();
+    let busy = matches!(state, Some(Loadable::Loading));
+    ui.horizontal(|ui| {
+        let mut ext = app.state.report_format.clone();
+        egui::ComboBox::from_id_salt("report-format")
+            .selected_text(
+                REPORT_FORMATS
+                    .iter()
+                    .find(|(f, _)| f.extension() == ext)
+                    .map_or("PDF", |(_, l)| *l),
+            )
+            .show_ui(ui, |ui| {
+                for (f, label) in REPORT_FORMATS {
+                    ui.selectable_value(&mut ext, f.extension().to_string(), label);
+                }
+            }).response.on_hover_text("Report format");
+        app.state.report_format = ext.clone();
+        let b = ui
+            .add_enabled(
+                !busy,
+                egui::Button::new(RichText::new("📄 Write the deletion report").strong()),
+            )
+            .on_hover_text("Written into exports/ in the run folder, never over an earlier one; recorded in the project's audit log");
+        if b.clicked()
+            && let Some(job) = report_job(app, r, format_from(&ext))
+        {
+            app.exports.insert(r.id.clone(), Loadable::Loading);
+            app.tasks.write_report(r.id.clone(), job);
+        }
+        if busy {
+            ui.spinner();
+            ui.label("Writing…");
+        }
+    });
+    match state {
+        Some(Loadable::Ready((path, verdict))) => {
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(&verdict).strong());
+            });
+            ui.horizontal(|ui| {
+                ui.monospace(path.display().to_string());
+                if ui.small_button("📋 Copy path").clicked() {
+                    ui.ctx().copy_text(path.display().to_string());
+                    app.commands
+                        .push(Command::Notify(format!("Copied {}", path.display()), false));
+                }
+                if ui
+                    .small_button("Save a copy as…")
+                    .on_hover_text("Choose another place for the report")
+                    .clicked()
+                    && let Ok(bytes) = std::fs::read(&path)
+                {
+                    app.commands
+                        .push(Command::Pick(crate::tasks::PickTarget::SaveAs {
+                            name: file_name_of(&path),
+                            bytes: std::sync::Arc::new(bytes),
+                        }));
+                }
+            });
+        }
+        Some(Loadable::Failed(e)) => {
+            ui.colored_label(
+                Color32::from_rgb(220, 60, 60),
+                "The report could not be written",
+            );
+            ui.add(egui::Label::new(RichText::new(e).monospace().small()).wrap());
+        }
+        _ => {}
+    }
+}
+
+fn file_name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobSpec;
+
+    fn run(id: &str, plugin: &str, kind: &str, ckpt: &str, status: JobStatus) -> JobRecord {
+        let mut r = JobRecord::new(
+            id.into(),
+            JobSpec {
+                kind: kind.into(),
+                plugin_id: plugin.into(),
+                plugin_name: plugin.into(),
+                library: "/l".into(),
+                params: serde_json::json!({}),
+                checkpoint: ckpt.into(),
+                data: "/d".into(),
+                forget: "/f".into(),
+                forget_label: String::new(),
+                device: "cpu".into(),
+                seed: 0,
+            },
+            0.0,
+        );
+        r.status = status;
+        r
+    }
+
+    #[test]
+    fn the_reference_is_the_latest_finished_retrain_of_the_same_request() {
+        let del = run("del", "org.x.ft", "method", "/orig", JobStatus::Succeeded);
+        let mut other_forget = run("r0", RETRAIN_ID, "method", "/orig", JobStatus::Succeeded);
+        other_forget.spec.forget = "/g".into();
+        let runs = vec![
+            run("r1", RETRAIN_ID, "method", "/orig", JobStatus::Succeeded),
+            run(
+                "r2",
+                RETRAIN_ID,
+                "method",
+                "/orig",
+                JobStatus::Failed {
+                    message: String::new(),
+                },
+            ),
+            other_forget,
+            del.clone(),
+        ];
+        assert_eq!(retrain_run(&runs, &del).unwrap().id, "r1");
+        assert!(
+            retrain_run(&runs[..1], &runs[0]).is_none(),
+            "not its own reference"
+        );
+        assert_eq!(format_from("html"), Format::Html);
+        assert_eq!(format_from("nope"), Format::Pdf);
+    }
+}

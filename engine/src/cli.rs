@@ -326,10 +326,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
         Command::Bench(args) => crate::bench::run(*args)?,
-        Command::Study(args) => crate::study::cli::run(*args, &cli.plugins)?,
-        Command::Unlearn(args) if args.reuse_retrain => {
-            crate::study::cli::unlearn_reusing_retrain(*args, &cli.plugins, unix_now())?
+        Command::Study(args) => {
+            crate::study::cli::run(*args, &cli.plugins, cli.workspace.as_deref())?
         }
+        Command::Unlearn(args) if args.reuse_retrain => crate::study::cli::unlearn_reusing_retrain(
+            *args,
+            &cli.plugins,
+            unix_now(),
+            cli.workspace.as_deref(),
+        )?,
         Command::Plugins { command } => {
             crate::worker::cli::run(command, &cli.plugins, &default_resources())?
         }

@@ -187,6 +187,12 @@ fn a_three_method_two_seed_study_completes_reproduces_its_table_and_resumes() {
 
     let first = run("a");
     let a = StudyResults::load(&dir.path().join("a")).unwrap();
+    // The study is a job of the workspace's audit log, its folder hashed.
+    let log = text(&lethe(&["audit", "log", "--json", "--kind", "study"], dir.path()).stdout);
+    assert!(
+        log.contains("study demo-ci") && log.contains("results.json"),
+        "{log}"
+    );
     assert!(a.missing().is_empty(), "{:?}", a.missing());
     let table = a.table();
     let labels: Vec<&str> = table.rows.iter().map(|r| r.label.as_str()).collect();
@@ -380,4 +386,19 @@ fn a_repeated_retrain_request_trains_nothing_and_returns_the_same_model() {
             .unwrap()
     };
     assert_eq!(weights("one"), weights("three"));
+
+    // Every request is in the workspace's audit log, the cached one marked so.
+    let log = text(&lethe(&["audit", "log", "--json", "--kind", "unlearn"], dir.path()).stdout);
+    let records: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let reused: Vec<bool> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["entry"]["details"]["retrain_cache"]["reused"]
+                .as_bool()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(reused, [false, true, false], "{log}");
 }

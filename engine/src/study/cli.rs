@@ -62,8 +62,13 @@ pub enum StudyCommand {
     },
 }
 
-/// Runs `lethe study`; `extra_dirs` are the global `--plugins` folders.
-pub fn run(args: StudyArgs, extra_dirs: &[PathBuf]) -> anyhow::Result<()> {
+/// Runs `lethe study`; `extra_dirs` are the global `--plugins` folders and
+/// `workspace` the global `--workspace` (whose audit log records the study).
+pub fn run(
+    args: StudyArgs,
+    extra_dirs: &[PathBuf],
+    workspace: Option<&Path>,
+) -> anyhow::Result<()> {
     if let Some(StudyCommand::Show { dir, json, csv }) = &args.command {
         let results = StudyResults::load(dir)?;
         let table = results.table();
@@ -106,7 +111,20 @@ pub fn run(args: StudyArgs, extra_dirs: &[PathBuf]) -> anyhow::Result<()> {
         spec.seeds.len(),
         out.display()
     );
-    let run = run_study(&spec, file, &opts, &mut |line| eprintln!("study: {line}"))?;
+    // A study refused because its folder holds a different study wrote nothing;
+    // every other outcome (partial runs included) is recorded.
+    let mut entry = study_entry(&spec, file);
+    let result = run_study(&spec, file, &opts, &mut |line| eprintln!("study: {line}"));
+    if out.exists() {
+        let failures = result.as_ref().map_or(0, |r| r.failures.len());
+        crate::audit::jobs::finish(&mut entry, &result, &out);
+        if failures > 0 {
+            entry.status = format!("failed: {failures} run(s) failed");
+        }
+        let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
+        crate::audit::jobs::record(&ws, &entry).context("the audit record could not be written")?;
+    }
+    let run = result?;
     let table = run.results.table();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&table)?);
@@ -131,6 +149,35 @@ pub fn run(args: StudyArgs, extra_dirs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The audit record of a study, its inputs hashed now (before it runs).
+fn study_entry(spec: &StudySpec, file: &Path) -> crate::audit::Entry {
+    use crate::audit::{Entry, FileRef};
+    Entry {
+        kind: "study".into(),
+        status: "started".into(),
+        subject: format!(
+            "study {}: {} method(s) × {} seed(s) on {}",
+            spec.name,
+            spec.methods.len(),
+            spec.seeds.len(),
+            spec.checkpoint.display()
+        ),
+        plugin: None,
+        inputs: vec![
+            FileRef::of("study file", file),
+            FileRef::of("checkpoint", &spec.checkpoint),
+            FileRef::of("dataset", &spec.data),
+            FileRef::of("forget list", &spec.forget),
+        ],
+        outputs: Vec::new(),
+        details: serde_json::json!({
+            "seeds": spec.seeds,
+            "device": spec.device,
+            "methods": spec.methods.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        }),
+    }
+}
+
 /// `lethe unlearn --reuse-retrain`: the method's result from the retrain cache
 /// when it holds one (no worker starts), else trained and stored; either way
 /// the output folder gets the result's files (hard links into the cache where
@@ -139,6 +186,7 @@ pub fn unlearn_reusing_retrain(
     args: UnlearnArgs,
     extra_dirs: &[PathBuf],
     now: u64,
+    workspace: Option<&Path>,
 ) -> anyhow::Result<()> {
     let params = parse_params(args.params.as_deref(), &args.set)?;
     let device = resolve_device(&args.device)?;
@@ -218,6 +266,37 @@ pub fn unlearn_reusing_retrain(
         _ => {}
     })?;
     link_folder(&cached.dir, &out)?;
+    // The deletion is recorded like any `lethe unlearn`, saying where the model
+    // came from: a cached result is a job too, and an auditor must see it.
+    let entry = crate::audit::Entry {
+        kind: "unlearn".into(),
+        status: "succeeded".into(),
+        subject: format!("{} on {}", args.method, args.checkpoint.display()),
+        plugin: Some(crate::audit::PluginRef {
+            id: req.descriptor.id.clone(),
+            version: req.descriptor.version.clone(),
+            library: req.library.display().to_string(),
+            sha256: path_sha256(&req.library).ok(),
+        }),
+        inputs: vec![
+            crate::audit::FileRef::of("checkpoint", &args.checkpoint),
+            crate::audit::FileRef::of("dataset", &args.data),
+            crate::audit::FileRef::of("forget list", &args.forget),
+        ],
+        outputs: crate::audit::FileRef::folder(&out),
+        details: serde_json::json!({
+            "params": req.params,
+            "seed": args.seed,
+            "device": device,
+            "retrain_cache": {
+                "dir": cache.dir().display().to_string(),
+                "entry": cached.entry.digest,
+                "reused": cached.reused,
+            },
+        }),
+    };
+    let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
+    crate::audit::jobs::record(&ws, &entry).context("the audit record could not be written")?;
     if cached.reused {
         println!(
             "reused the cached result {} (trained in {:.1}s on {}): nothing trained; results in {}",

@@ -13,6 +13,7 @@ pub mod models;
 pub mod plugin_host;
 pub mod report;
 pub mod runtime;
+pub mod shadows;
 pub mod study;
 pub mod train;
 pub mod worker;

@@ -97,6 +97,8 @@ pub const EXT_RESULT: &str = "lethe.result/1";
 pub const EXT_AUGMENT: &str = "lethe.augment/1";
 /// Host extension id for [`LetheHostModelInit`] (ABI 1.1).
 pub const EXT_MODEL_INIT: &str = "lethe.model-init/1";
+/// Host extension id for [`LetheHostShadow`] (ABI 1.2).
+pub const EXT_SHADOW: &str = "lethe.shadow/1";
 
 /// Length of every fixed string field of [`LetheBuildInfo`], NUL included.
 pub const BUILD_STR_LEN: usize = 64;
@@ -570,6 +572,57 @@ pub struct LetheHostModelInit {
     /// `task`, `temperature`, ... as recorded in its checkpoint), or `{}` when the
     /// checkpoint records none. Host-owned, valid as long as the host struct.
     pub training_recipe: unsafe extern "C" fn(host: *const LetheHost) -> *const c_char,
+}
+
+/// Extension [`EXT_SHADOW`]: reference ("shadow") models for likelihood-ratio
+/// attacks (LiRA, RMIA). The host trains them with the attacked model's recorded
+/// training recipe (its own, or its original's for an unlearned model) on random
+/// halves of a population of the job's samples, keeps their logits on disk and
+/// reuses them when the same models are asked for again.
+///
+/// A request is a JSON object:
+///
+/// * `models` (int ≥ 1): how many shadow models, `K`;
+/// * `mode`: `"online"` (the pool includes the targets, each target is in the
+///   training half of about half the models) or `"offline"` (no model ever
+///   trains on a target);
+/// * `targets`: array of `{"split": "forget" | "retain" | "validation" |
+///   "test", "positions": [..]}` (positions within the split, in split order;
+///   no `positions` = the whole split): the samples the attack asks about;
+/// * `population` (int, default 0): size of the pool the halves are drawn from,
+///   targets included (online) or not (offline); 0 = every sample of the job;
+/// * `epochs` (int, default 0): training epochs per model, 0 = the recipe's;
+/// * `seed` (int, default 0): draws the pool, the halves and the models.
+///
+/// The same request on the same data and recipe names the same models, so the
+/// cache key is a pure function of it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LetheHostShadow {
+    /// \[main-thread\] Makes the models of `request_json` (NUL-terminated UTF-8,
+    /// borrowed) available: loads the cached ones and trains the rest, polling
+    /// cancellation and reporting progress through the job's progress. Writes a
+    /// host-owned JSON summary to `out_summary` (`models`, `cached`, `trained`,
+    /// the cost estimate made before training, the recipe, the cache key), valid
+    /// until the next call of this extension. A host asked only for the cost
+    /// (an estimate run) records the estimate and returns
+    /// [`LetheStatus::CANCELLED`] without training anything.
+    pub prepare: unsafe extern "C" fn(
+        host: *const LetheHost,
+        request_json: *const c_char,
+        out_summary: *mut *const c_char,
+    ) -> LetheStatus,
+    /// \[main-thread\] The prepared models' logits on every sample of `split`,
+    /// in split order: a new owned float `[K, n, C]` tensor to `out_logits`, and a
+    /// new owned bool `[K, n]` tensor to `out_members` (true where that sample
+    /// was in that model's training half). On the CPU. [`LetheStatus::BAD_STATE`]
+    /// before a successful `prepare`.
+    pub logits: unsafe extern "C" fn(
+        host: *const LetheHost,
+        split: LetheSplit,
+        out_logits: *mut LetheTensor,
+        out_members: *mut LetheTensor,
+    ) -> LetheStatus,
 }
 
 /// Builds a fixed [`BUILD_STR_LEN`]-byte NUL-terminated string in a `const`

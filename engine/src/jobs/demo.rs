@@ -231,6 +231,13 @@ pub fn run_demo(
     meta.provenance
         .notes
         .insert("forget_set".into(), forget_path.display().to_string());
+    // Where it came from, as plugin results record it: shadow-model attacks
+    // train their shadows with the original's recipe.
+    let original_path = std::fs::canonicalize(&ckpt_path).unwrap_or_else(|_| ckpt_path.clone());
+    meta.provenance.notes.insert(
+        "original_checkpoint".into(),
+        original_path.display().to_string(),
+    );
     checkpoint::save(&out_ckpt, &vs, &meta, false)?;
     let report = DemoReport {
         dataset: data_path.display().to_string(),

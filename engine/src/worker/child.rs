@@ -7,7 +7,9 @@ use super::protocol::{
     read_frame, write_frame,
 };
 use crate::checkpoint::LoadOptions;
-use crate::plugin_host::services::{EngineServices, JobInfo, ServiceEvent, SplitPositions};
+use crate::plugin_host::services::{
+    EngineServices, JobInfo, ServiceEvent, ShadowSettings, SplitPositions,
+};
 use crate::plugin_host::{HostServices, PluginHostError, PluginLibrary};
 use lethe_plugin_api::abi::LetheStatus;
 use lethe_plugin_api::sdk::{Kind, LogLevel};
@@ -325,8 +327,11 @@ fn engine_services(
         params: Value::Object(full),
         original_checkpoint: Some(s.checkpoint.to_path_buf()),
     };
+    // The parent passes the shadow-model cache and estimate-only mode in the
+    // environment (`lethe attack --estimate`), leaving the job protocol as is.
     let services = EngineServices::new(model, dataset, splits, s.out_dir, job, s.seed)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_shadows(ShadowSettings::from_env());
     // The services own their cancel flag; mirror ours into it from the watcher's
     // side by polling, as the watcher was started before the services existed.
     let theirs = services.cancel_flag();

@@ -25,6 +25,9 @@ pub struct WorkerOptions {
     pub grace: Duration,
     /// How many trailing bytes of the worker's stderr to keep as the job log.
     pub stderr_tail_bytes: usize,
+    /// Extra environment variables for the worker (e.g. the shadow-model
+    /// cache, `LETHE_SHADOW_CACHE`).
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerOptions {
@@ -40,6 +43,7 @@ impl WorkerOptions {
             timeout: None,
             grace: Duration::from_secs(3),
             stderr_tail_bytes: 64 * 1024,
+            env: Vec::new(),
         }
     }
 }
@@ -215,6 +219,7 @@ pub fn spawn_worker(
 ) -> io::Result<WorkerHandle> {
     let mut child = Command::new(&opts.exe)
         .arg("worker")
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -330,6 +330,11 @@ impl PluginError {
         match self {
             PluginError::Params(_) => LetheStatus::INVALID_PARAMS,
             PluginError::Cancelled => LetheStatus::CANCELLED,
+            // A host call that stopped because the host cancelled the job (e.g.
+            // `lethe.shadow/1` in an estimate run) cancels the run too.
+            PluginError::Host { status, .. } if *status == LetheStatus::CANCELLED => {
+                LetheStatus::CANCELLED
+            }
             PluginError::MissingExtension(_) => LetheStatus::UNSUPPORTED,
             PluginError::BadState(_) => LetheStatus::BAD_STATE,
             _ => LetheStatus::ERROR,
@@ -431,6 +436,16 @@ pub enum Split {
 }
 
 impl Split {
+    /// Lower-case name, as in `lethe.shadow/1` requests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Split::Forget => "forget",
+            Split::Retain => "retain",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+
     /// The ABI code.
     pub const fn to_abi(self) -> abi::LetheSplit {
         match self {
@@ -439,6 +454,80 @@ impl Split {
             Split::Validation => abi::LetheSplit::VALIDATION,
             Split::Test => abi::LetheSplit::TEST,
         }
+    }
+}
+
+/// Whether shadow models may train on the samples an attack asks about
+/// (`lethe.shadow/1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShadowMode {
+    /// Each target is in the training half of about half the models (LiRA and
+    /// RMIA "online").
+    Online,
+    /// No model ever trains on a target ("offline").
+    Offline,
+}
+
+impl ShadowMode {
+    /// The request's `mode` string.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShadowMode::Online => "online",
+            ShadowMode::Offline => "offline",
+        }
+    }
+}
+
+/// Samples of one split an attack asks shadow models about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowTargets {
+    /// The split.
+    pub split: Split,
+    /// Positions within the split (split order); `None` = all of it.
+    pub positions: Option<Vec<u64>>,
+}
+
+/// What [`HostContext::shadow_prepare`] asks for (see
+/// [`LetheHostShadow`](crate::abi::LetheHostShadow) for the semantics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowRequest {
+    /// Number of shadow models.
+    pub models: u32,
+    /// Online or offline.
+    pub mode: ShadowMode,
+    /// The samples the attack asks about.
+    pub targets: Vec<ShadowTargets>,
+    /// Pool size the halves are drawn from (0 = every sample of the job).
+    pub population: u64,
+    /// Epochs per model (0 = the recorded recipe's).
+    pub epochs: u32,
+    /// Seed of the pool, the halves and the models.
+    pub seed: u64,
+}
+
+impl ShadowRequest {
+    /// The request as the ABI's JSON.
+    pub fn to_json(&self) -> Value {
+        let targets: Vec<Value> = self
+            .targets
+            .iter()
+            .map(|t| {
+                let mut o = Map::new();
+                o.insert("split".into(), Value::from(t.split.name()));
+                if let Some(p) = &t.positions {
+                    o.insert("positions".into(), Value::from(p.clone()));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        serde_json::json!({
+            "models": self.models,
+            "mode": self.mode.name(),
+            "targets": targets,
+            "population": self.population,
+            "epochs": self.epochs,
+            "seed": self.seed,
+        })
     }
 }
 
@@ -699,6 +788,29 @@ impl HostContext {
         }
         serde_json::from_str(&text)
             .map_err(|e| PluginError::msg(format!("the host's training recipe is not JSON: {e}")))
+    }
+
+    /// Trains or loads the shadow models of `request` (needs the host's
+    /// `lethe.shadow/1`, ABI 1.2) and returns the host's summary: `models`,
+    /// `cached`, `trained`, the cost `estimate` made before training, the
+    /// `recipe` and the cache `key`. Then `HostContext::shadow_logits` (feature
+    /// `tch`) reads their logits. Fails with [`PluginError::Cancelled`] when the
+    /// host only wanted the cost estimate (or the user cancelled).
+    pub fn shadow_prepare(&mut self, request: &ShadowRequest) -> Result<Value, PluginError> {
+        // SAFETY: EXT_SHADOW names LetheHostShadow.
+        let sh = unsafe { self.ext::<abi::LetheHostShadow>(abi::EXT_SHADOW) }?;
+        let json = c_string(&request.to_json().to_string());
+        let mut out: *const std::ffi::c_char = std::ptr::null();
+        // SAFETY: vtable from the host; the request outlives the call, `out` is ours.
+        let status = unsafe { (sh.prepare)(self.host, json.as_ptr(), &mut out) };
+        if status == LetheStatus::CANCELLED {
+            return Err(PluginError::Cancelled);
+        }
+        self.check("shadow.prepare", status)?;
+        // SAFETY: host-owned summary, valid until the next shadow call; copied now.
+        let text = unsafe { read_c_str(out) };
+        serde_json::from_str(&text)
+            .map_err(|e| PluginError::msg(format!("the host's shadow summary is not JSON: {e}")))
     }
 
     /// Saves the model in its current state as the job's result.

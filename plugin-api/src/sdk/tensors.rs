@@ -162,6 +162,24 @@ impl HostContext {
         })
     }
 
+    /// The logits of the shadow models from [`HostContext::shadow_prepare`] on
+    /// every sample of `split`, in split order: float `[K, n, C]` and the
+    /// membership mask, bool `[K, n]` (true where that sample was in that
+    /// model's training half). On the CPU.
+    pub fn shadow_logits(&mut self, split: Split) -> Result<(Tensor, Tensor), PluginError> {
+        // SAFETY: EXT_SHADOW names LetheHostShadow.
+        let sh = unsafe { self.ext::<abi::LetheHostShadow>(abi::EXT_SHADOW) }?;
+        let (mut logits, mut members): (LetheTensor, LetheTensor) =
+            (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: vtable from the host; out-parameters are ours.
+        let status = unsafe { (sh.logits)(self.host, split.to_abi(), &mut logits, &mut members) };
+        self.check("shadow.logits", status)?;
+        // SAFETY: fresh handles from the host, adopted once each (both, even if
+        // the first fails, so neither leaks).
+        let (l, m) = unsafe { (self.adopt(logits), self.adopt(members)) };
+        Ok((l?, m?))
+    }
+
     /// Stores a named tensor result (e.g. per-example attack scores); the host
     /// copies it.
     pub fn put_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<(), PluginError> {

@@ -10,12 +10,17 @@
 //! * `org.lethe.test.services.eval-grad` (method): the gradient of the forget
 //!   set's cross-entropy through an eval-mode forward (and whether a forward
 //!   under the plugin's own `no_grad` records a graph), so tests can check that
-//!   grad mode is the caller's, not tied to train/eval mode.
+//!   grad mode is the caller's, not tied to train/eval mode;
+//! * `org.lethe.test.services.shadows` (attack): asks the host for shadow models
+//!   (`lethe.shadow/1`, ABI 1.2) and stores their logits and training halves on
+//!   each split with the host's summary, so tests can check training, the
+//!   membership design and the cache through the real ABI.
 #![deny(missing_docs)]
 
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
-    Augment, Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
+    Augment, Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, ShadowMode,
+    ShadowRequest, ShadowTargets, Split,
 };
 use lethe_plugin_api::tch::{self, Kind as DType, Reduction, Tensor};
 use serde_json::json;
@@ -262,4 +267,99 @@ impl Plugin for EvalGrad {
     }
 }
 
-lethe_plugin_api::declare_plugin!(Ascent, Probe, Fresh, EvalGrad);
+/// Shadow models through `lethe.shadow/1`: their logits and training halves
+/// on every split (`logits.<split>`, `members.<split>`) and the host's summary
+/// (`shadow_summary`). With `logits_first`, asks for logits before preparing
+/// (the host must refuse).
+pub struct Shadows {
+    request: ShadowRequest,
+    logits_first: bool,
+}
+
+impl Plugin for Shadows {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.services.shadows",
+            "Shadow models test",
+            "0.1.0",
+            Kind::Attack,
+        )
+        .description("Shadow-model logits through the job services.")
+        .param(ParamSpec::int("models", "Models", 1, 64, 4))
+        .param(ParamSpec::choice(
+            "mode",
+            "Mode",
+            &["online", "offline"],
+            "online",
+        ))
+        .param(ParamSpec::int("population", "Population", 0, 1_000_000, 0))
+        .param(ParamSpec::int("epochs", "Epochs", 0, 1000, 0))
+        .param(ParamSpec::int("seed", "Seed", 0, 1_000_000, 0))
+        .param(ParamSpec::choice(
+            "targets",
+            "Targets",
+            &["forget", "forget+test3", "bad-position"],
+            "forget",
+        ))
+        .param(ParamSpec::bool(
+            "logits_first",
+            "Logits before prepare",
+            false,
+        ))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        let count = |k: &str| -> Result<u64, PluginError> {
+            Ok(u64::try_from(params.i64(k)?).unwrap_or(0))
+        };
+        let mut targets = vec![ShadowTargets {
+            split: Split::Forget,
+            positions: None,
+        }];
+        match params.str("targets")? {
+            "forget+test3" => targets.push(ShadowTargets {
+                split: Split::Test,
+                positions: Some(vec![0, 1, 2]),
+            }),
+            "bad-position" => targets.push(ShadowTargets {
+                split: Split::Test,
+                positions: Some(vec![1_000_000]),
+            }),
+            _ => {}
+        }
+        Ok(Shadows {
+            request: ShadowRequest {
+                models: u32::try_from(count("models")?).unwrap_or(1),
+                mode: if params.str("mode")? == "offline" {
+                    ShadowMode::Offline
+                } else {
+                    ShadowMode::Online
+                },
+                targets,
+                population: count("population")?,
+                epochs: u32::try_from(count("epochs")?).unwrap_or(0),
+                seed: count("seed")?,
+            },
+            logits_first: params.bool("logits_first")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        if self.logits_first {
+            let _early = ctx.shadow_logits(Split::Forget)?;
+        }
+        let summary = ctx.shadow_prepare(&self.request)?;
+        ctx.put_json("shadow_summary", &summary)?;
+        for split in [Split::Forget, Split::Retain, Split::Test] {
+            let (logits, members) = ctx.shadow_logits(split)?;
+            ctx.put_tensor(&format!("logits.{}", split.name()), &logits)?;
+            ctx.put_tensor(
+                &format!("members.{}", split.name()),
+                &members.f_to_kind(DType::Uint8)?,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+lethe_plugin_api::declare_plugin!(Ascent, Probe, Fresh, EvalGrad, Shadows);

@@ -1,5 +1,5 @@
 //! The C vtables of `lethe.model/1`, `lethe.data/1`, `lethe.result/1`,
-//! `lethe.augment/1` and `lethe.model-init/1` over
+//! `lethe.augment/1`, `lethe.model-init/1` and `lethe.shadow/1` over
 //! [`EngineServices`]. Each function finds the services behind the host pointer,
 //! converts arguments, calls the Rust API and maps errors to a status plus
 //! `last_error`. Panics (tch's non-`f_` ops panic on libtorch errors, e.g. a wrong
@@ -12,7 +12,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use lethe_plugin_api::abi::{
     self, LetheAugmentRecipe, LetheHost, LetheHostAugment, LetheHostData, LetheHostModel,
-    LetheHostModelInit, LetheHostResult, LetheModelHead, LetheSplit, LetheStatus, LetheTensor,
+    LetheHostModelInit, LetheHostResult, LetheHostShadow, LetheModelHead, LetheSplit, LetheStatus,
+    LetheTensor,
 };
 use tch::Device;
 
@@ -47,6 +48,11 @@ static MODEL_INIT: LetheHostModelInit = LetheHostModelInit {
     training_recipe: i_training_recipe,
 };
 
+static SHADOW: LetheHostShadow = LetheHostShadow {
+    prepare: s_prepare,
+    logits: s_logits,
+};
+
 /// The vtable for `id`, or null when these services do not offer it.
 pub(super) fn extension(id: &str) -> *const c_void {
     match id {
@@ -55,6 +61,7 @@ pub(super) fn extension(id: &str) -> *const c_void {
         abi::EXT_RESULT => (&RESULT as *const LetheHostResult).cast(),
         abi::EXT_AUGMENT => (&AUGMENT as *const LetheHostAugment).cast(),
         abi::EXT_MODEL_INIT => (&MODEL_INIT as *const LetheHostModelInit).cast(),
+        abi::EXT_SHADOW => (&SHADOW as *const LetheHostShadow).cast(),
         _ => std::ptr::null(),
     }
 }
@@ -71,9 +78,16 @@ unsafe fn engine<'a>(host: *const LetheHost) -> Option<&'a EngineServices> {
 }
 
 fn status_of(e: &ServiceError) -> LetheStatus {
+    use crate::shadows::ShadowError;
     match e {
         ServiceError::NoSuchHead(_) | ServiceError::NoSuchSplit(_) => LetheStatus::UNSUPPORTED,
         ServiceError::InvalidArgument(_) => LetheStatus::INVALID_ARGUMENT,
+        ServiceError::BadState(_) => LetheStatus::BAD_STATE,
+        ServiceError::Shadow(ShadowError::Cancelled { .. } | ShadowError::EstimateOnly { .. }) => {
+            LetheStatus::CANCELLED
+        }
+        ServiceError::Shadow(ShadowError::Request(_)) => LetheStatus::INVALID_ARGUMENT,
+        ServiceError::Shadow(ShadowError::Recipe(_)) => LetheStatus::UNSUPPORTED,
         _ => LetheStatus::ERROR,
     }
 }
@@ -375,5 +389,48 @@ unsafe extern "C" fn i_training_recipe(host: *const LetheHost) -> *const c_char 
     match unsafe { engine(host) } {
         Some(s) => s.recipe.as_ptr(),
         None => c"{}".as_ptr(),
+    }
+}
+
+unsafe extern "C" fn s_prepare(
+    host: *const LetheHost,
+    request_json: *const c_char,
+    out_summary: *mut *const c_char,
+) -> LetheStatus {
+    // SAFETY: ABI contract: the request is NUL-terminated and borrowed, the
+    // out-parameter writable.
+    unsafe {
+        call(host, "shadow.prepare", |s| {
+            if out_summary.is_null() {
+                return Err(null_out());
+            }
+            *out_summary = std::ptr::null();
+            s.shadow_prepare(text(request_json, "shadow request")?)?;
+            // The summary lives in the services until the next prepare.
+            *out_summary = s.shadow_summary_ptr();
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn s_logits(
+    host: *const LetheHost,
+    split: LetheSplit,
+    out_logits: *mut LetheTensor,
+    out_members: *mut LetheTensor,
+) -> LetheStatus {
+    // SAFETY: ABI contract: out-parameters writable.
+    unsafe {
+        call(host, "shadow.logits", |s| {
+            if out_logits.is_null() || out_members.is_null() {
+                return Err(null_out());
+            }
+            *out_logits = std::ptr::null_mut();
+            *out_members = std::ptr::null_mut();
+            let (logits, members) = s.shadow_logits(split_of(split)?)?;
+            *out_logits = tensor_into_handle(logits);
+            *out_members = tensor_into_handle(members);
+            Ok(())
+        })
     }
 }

@@ -24,6 +24,9 @@
 //!   `put_tensor` copies to a file before returning.
 
 mod ffi;
+mod shadow;
+
+pub use shadow::ShadowSettings;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, c_void};
@@ -67,6 +70,12 @@ pub enum ServiceError {
     /// The setup handed to [`EngineServices::new`] is inconsistent.
     #[error("invalid job setup: {0}")]
     Setup(String),
+    /// Shadow models could not be provided (`lethe.shadow/1`).
+    #[error(transparent)]
+    Shadow(#[from] crate::shadows::ShadowError),
+    /// A call out of order (shadow logits before `prepare`).
+    #[error("{0}")]
+    BadState(String),
 }
 
 /// One of the job's data splits.
@@ -257,6 +266,10 @@ pub struct EngineServices {
     job: JobInfo,
     cancel: Arc<AtomicBool>,
     sink: Option<EventSink>,
+    /// The attacked checkpoint's metadata: where shadow models find the recipe.
+    meta: Option<CheckpointMeta>,
+    shadow: ShadowSettings,
+    shadow_state: Mutex<shadow::ShadowState>,
 }
 
 impl std::fmt::Debug for EngineServices {
@@ -322,6 +335,7 @@ impl EngineServices {
         } else {
             AugmentConfig::digits()
         };
+        let meta = model.meta.clone();
         let recipe = training_recipe(model.meta.as_ref());
         let training_augment = recipe
             .get("augment")
@@ -354,6 +368,9 @@ impl EngineServices {
             job,
             cancel: Arc::new(AtomicBool::new(false)),
             sink: None,
+            meta,
+            shadow: ShadowSettings::default(),
+            shadow_state: Mutex::new(shadow::ShadowState::default()),
         })
     }
 

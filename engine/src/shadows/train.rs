@@ -1,0 +1,319 @@
+//! Training the shadow models a plan names (or loading them from the cache),
+//! and what that will cost.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+use super::cache::ShadowCache;
+use super::plan::ShadowPlan;
+use super::recipe::ShadowRecipe;
+use super::{ShadowError, ShadowMode};
+use crate::data::Dataset;
+use crate::models::{HeadConfig, Model};
+use crate::train::augment::to_unit_float;
+use crate::train::supervised::{predict_logits, train_classifier};
+use crate::train::{Flow, TrainConfig};
+
+/// What a set of shadow models costs, before anything is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowEstimate {
+    /// Cache key of the set.
+    pub key: String,
+    /// Its cache folder.
+    pub cache_dir: PathBuf,
+    /// Online or offline.
+    pub mode: ShadowMode,
+    /// Models asked for.
+    pub models: usize,
+    /// Models already in the cache.
+    pub cached: usize,
+    /// Models to train.
+    pub to_train: usize,
+    /// Pool size.
+    pub pool: usize,
+    /// Target samples.
+    pub targets: usize,
+    /// Mean training-half size.
+    pub train_samples_per_model: usize,
+    /// Epochs per model.
+    pub epochs: usize,
+    /// Batch size of the recipe.
+    pub batch_size: i64,
+    /// Optimiser steps per model.
+    pub steps_per_model: usize,
+    /// Timed seconds per optimiser step (`None` when nothing is to be trained).
+    pub seconds_per_step: Option<f64>,
+    /// Estimated seconds per model, logits on every sample included.
+    pub seconds_per_model: f64,
+    /// Estimated seconds for the models to train.
+    pub seconds: f64,
+    /// Device the estimate was timed on.
+    pub device: String,
+    /// The checkpoint whose recipe the models follow.
+    pub recipe_source: PathBuf,
+}
+
+/// Models ready for an attack.
+#[derive(Debug)]
+pub struct PreparedShadows {
+    /// Logits of every model on every dataset row: float `[K, N, C]`, CPU.
+    pub logits: Tensor,
+    /// Training halves: bool `[K, N]`, CPU.
+    pub members: Tensor,
+    /// The estimate made before training.
+    pub estimate: ShadowEstimate,
+    /// Models loaded from the cache.
+    pub cached: usize,
+    /// Models trained now.
+    pub trained: usize,
+    /// Wall time of [`prepare`].
+    pub seconds: f64,
+}
+
+/// A progress report while models train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowProgress {
+    /// Share of the training done, `[0, 1]`.
+    pub fraction: f64,
+    /// Status line.
+    pub message: String,
+}
+
+/// Everything a plan is trained with.
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowContext<'a> {
+    /// The job's dataset (rows as in the plan).
+    pub dataset: &'a Dataset,
+    /// The training recipe.
+    pub recipe: &'a ShadowRecipe,
+    /// Epochs per model (0 = the recipe's).
+    pub epochs: usize,
+    /// The cache.
+    pub cache: &'a ShadowCache,
+    /// Compute device.
+    pub device: Device,
+}
+
+fn classes(ctx: &ShadowContext<'_>) -> i64 {
+    match ctx.recipe.arch.head {
+        HeadConfig::Classifier { num_classes } => num_classes,
+        _ => ctx.dataset.num_classes() as i64,
+    }
+}
+
+fn steps(n: usize, cfg: &TrainConfig) -> usize {
+    let bs = cfg.batch_size.max(1) as usize;
+    let per_epoch = if cfg.drop_last {
+        n / bs
+    } else {
+        n.div_ceil(bs)
+    };
+    per_epoch.max(1) * cfg.epochs
+}
+
+/// Times a few optimiser steps of the recipe (after a warm-up step) and the
+/// logits of a batch, on a fresh model: seconds per step, seconds per row.
+fn time_steps(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    cfg: &TrainConfig,
+) -> Result<(f64, f64), ShadowError> {
+    const TIMED: usize = 3;
+    let mut rows = plan.training_rows(0);
+    if rows.is_empty() {
+        rows = plan.pool.clone();
+    }
+    let take = (cfg.batch_size.max(1) as usize).min(rows.len());
+    let idx = Tensor::from_slice(&rows[..take]);
+    let x = ctx
+        .dataset
+        .images()
+        .index_select(0, &idx)
+        .to_device(ctx.device);
+    let y = ctx
+        .dataset
+        .labels()
+        .index_select(0, &idx)
+        .to_device(ctx.device)
+        .to_kind(Kind::Int64);
+    tch::manual_seed(plan.model_seed(0) as i64);
+    let vs = VarStore::new(ctx.device);
+    let model = Model::new(&vs.root(), &ctx.recipe.arch)?;
+    let mut opt = cfg
+        .build_optimizer(&vs)
+        .map_err(|source| ShadowError::Train { model: 0, source })?;
+    let mut step = || {
+        let x = to_unit_float(&x);
+        let x = match &cfg.augment {
+            Some(a) => a.apply(&x),
+            None => x,
+        };
+        let loss = model.forward_t(&x, true).cross_entropy_for_logits(&y);
+        opt.backward_step(&loss);
+        // Waits for the device, so the clock measures the work.
+        let _ = loss.double_value(&[]);
+    };
+    step();
+    let start = Instant::now();
+    for _ in 0..TIMED {
+        step();
+    }
+    let per_step = start.elapsed().as_secs_f64() / TIMED as f64;
+    let start = Instant::now();
+    let n = ctx.dataset.len().min(512) as i64;
+    let logits = predict_logits(
+        &model,
+        &ctx.dataset.images().narrow(0, 0, n),
+        512,
+        ctx.device,
+    );
+    let _ = logits.sum(Kind::Float).double_value(&[]);
+    let per_row = start.elapsed().as_secs_f64() / n.max(1) as f64;
+    Ok((per_step, per_row))
+}
+
+/// The cost of `plan`: models cached and to train, and the time the rest will
+/// take, from a timed mini-batch of the recipe on `ctx.device`.
+pub fn estimate(plan: &ShadowPlan, ctx: &ShadowContext<'_>) -> Result<ShadowEstimate, ShadowError> {
+    let (key, _) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
+    let models = plan.models();
+    let cached = ctx.cache.count(&key, models);
+    let to_train = models - cached;
+    let cfg = ctx.recipe.with_epochs(ctx.epochs);
+    let mean_train = (0..models)
+        .map(|k| plan.training_rows(k).len())
+        .sum::<usize>()
+        .checked_div(models)
+        .unwrap_or(0);
+    let steps_per_model = steps(mean_train, &cfg);
+    let (per_step, per_row) = if to_train > 0 {
+        let (s, r) = time_steps(plan, ctx, &cfg)?;
+        (Some(s), r)
+    } else {
+        (None, 0.0)
+    };
+    let seconds_per_model =
+        per_step.unwrap_or(0.0) * steps_per_model as f64 + per_row * ctx.dataset.len() as f64;
+    Ok(ShadowEstimate {
+        cache_dir: ctx.cache.dir(&key),
+        key,
+        mode: plan.mode,
+        models,
+        cached,
+        to_train,
+        pool: plan.pool.len(),
+        targets: plan.targets,
+        train_samples_per_model: mean_train,
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        steps_per_model,
+        seconds_per_step: per_step,
+        seconds_per_model,
+        seconds: seconds_per_model * to_train as f64,
+        device: format!("{:?}", ctx.device),
+        recipe_source: ctx.recipe.source.clone(),
+    })
+}
+
+/// Loads or trains every model of `plan`. `cancelled` is polled every step;
+/// `progress` hears about each epoch. Models finished before a cancel stay in
+/// the cache.
+pub fn prepare(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    estimate: ShadowEstimate,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(ShadowProgress),
+) -> Result<PreparedShadows, ShadowError> {
+    let start = Instant::now();
+    let (key, spec) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
+    ctx.cache.write_spec(&key, &spec)?;
+    let rows = ctx.dataset.len();
+    let classes = classes(ctx);
+    let total = plan.models();
+    let cfg = ctx.recipe.with_epochs(ctx.epochs);
+    let to_train = estimate.to_train.max(1);
+    let (mut cached, mut trained) = (0usize, 0usize);
+    let mut all_logits = Vec::with_capacity(total);
+    let mut all_masks = Vec::with_capacity(total * rows);
+    for k in 0..total {
+        if cancelled() {
+            return Err(ShadowError::Cancelled {
+                done: cached + trained,
+                total,
+            });
+        }
+        let mask = plan.member_mask(k, rows);
+        let logits = match ctx.cache.load(&key, k, classes, &mask) {
+            Some(l) => {
+                cached += 1;
+                l
+            }
+            None => {
+                let started = Instant::now();
+                let train_rows = plan.training_rows(k);
+                let idx = Tensor::from_slice(&train_rows);
+                let x = ctx.dataset.images().index_select(0, &idx);
+                let y = ctx.dataset.labels().index_select(0, &idx);
+                let mut cfg = cfg.clone();
+                cfg.seed = plan.model_seed(k);
+                tch::manual_seed(cfg.seed as i64);
+                let vs = VarStore::new(ctx.device);
+                let model = Model::new(&vs.root(), &ctx.recipe.arch)?;
+                let done = trained;
+                let mut on_event = |e: &crate::train::TrainEvent| {
+                    if cancelled() {
+                        return Flow::Stop;
+                    }
+                    if e.step == e.steps {
+                        progress(ShadowProgress {
+                            fraction: ((done as f64 + e.epoch as f64 / e.epochs.max(1) as f64)
+                                / to_train as f64)
+                                .min(1.0),
+                            message: format!(
+                                "shadow model {}/{} (#{k}): epoch {}/{}, loss {:.4}",
+                                done + 1,
+                                estimate.to_train,
+                                e.epoch,
+                                e.epochs,
+                                e.loss
+                            ),
+                        });
+                    }
+                    Flow::Continue
+                };
+                let summary = train_classifier(&model, &vs, &x, &y, &cfg, &mut on_event)
+                    .map_err(|source| ShadowError::Train { model: k, source })?;
+                if summary.stopped {
+                    return Err(ShadowError::Cancelled {
+                        done: cached + trained,
+                        total,
+                    });
+                }
+                let logits = predict_logits(&model, ctx.dataset.images(), 512, ctx.device)
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu);
+                ctx.cache
+                    .store(&key, k, &logits, &mask, started.elapsed().as_secs_f64())?;
+                trained += 1;
+                logits
+            }
+        };
+        all_logits.push(logits);
+        all_masks.extend(mask);
+    }
+    let logits = Tensor::f_stack(&all_logits, 0)?;
+    let members = Tensor::from_slice(&all_masks).view([total as i64, rows as i64]);
+    Ok(PreparedShadows {
+        logits,
+        members,
+        estimate,
+        cached,
+        trained,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -363,6 +363,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             result?;
         }
+        Command::Attack(args) if args.estimate => {
+            crate::eval::cli::run_attack_estimate(*args, &cli.plugins)?;
+        }
         Command::Attack(mut args) => {
             use crate::audit::jobs as audit;
             let now = unix_now();

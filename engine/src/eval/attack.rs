@@ -466,3 +466,87 @@ pub fn report_from_dir(req: &AttackRequest, seconds: f64) -> Result<AttackReport
 
 /// Default timeout for the plugin scan that finds an attack by id.
 pub const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What an attack will cost, found before it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttackEstimate {
+    /// The attack.
+    pub attack: String,
+    /// Its shadow models: how many are cached, how many must be trained and
+    /// how long that takes (timed on a mini-batch); `None` when the attack
+    /// asked for none (it then ran to the end in the dry run).
+    pub shadows: Option<crate::shadows::ShadowEstimate>,
+    /// Wall time of the dry run.
+    pub seconds: f64,
+}
+
+/// A scratch folder for a dry run, unique within this process.
+fn scratch_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("lethe-estimate-{}-{n}", std::process::id()))
+}
+
+/// Estimates `req` without training anything: runs the attack in a worker
+/// whose `lethe.shadow/1` records the cost of the shadow models the attack
+/// asks for and stops it there. Nothing is written to `req.out_dir`. The
+/// estimate's cache is the worker's (`worker.env`'s `LETHE_SHADOW_CACHE`, else
+/// the inherited environment, else the default folder).
+pub fn estimate_attack(
+    worker: &WorkerOptions,
+    req: &AttackRequest,
+) -> Result<AttackEstimate, EvalError> {
+    let dir = scratch_dir();
+    let mut opts = worker.clone();
+    opts.env.push((
+        crate::shadows::SHADOW_ESTIMATE_ENV.to_string(),
+        "1".to_string(),
+    ));
+    let job = Job::Unlearn {
+        library: req.library.clone(),
+        id: req.descriptor.id.clone(),
+        params: req.params.clone(),
+        checkpoint: req.checkpoint.clone(),
+        data: req.data.clone(),
+        forget: req.forget.clone(),
+        out_dir: dir.clone(),
+        seed: req.seed,
+        device: req.device.clone(),
+    };
+    let result = (|| {
+        let handle = spawn_worker(&opts, job, |_| {})
+            .map_err(|e| EvalError::Invalid(format!("cannot start the worker process: {e}")))?;
+        let report = handle.wait();
+        let file = dir.join("shadow_estimate.json");
+        let shadows = match (&report.outcome, file.exists()) {
+            (JobOutcome::Cancelled { killed: false }, true) => {
+                let bytes = std::fs::read(&file)
+                    .map_err(|e| EvalError::Invalid(format!("{}: {e}", file.display())))?;
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| EvalError::Invalid(format!("{}: {e}", file.display())))?,
+                )
+            }
+            (JobOutcome::Succeeded(_), _) => None,
+            (other, _) => {
+                let tail = report.stderr_tail.trim();
+                return Err(EvalError::Invalid(format!(
+                    "estimating {}: {other}{}",
+                    req.descriptor.id,
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\nworker log:\n{tail}")
+                    }
+                )));
+            }
+        };
+        Ok(AttackEstimate {
+            attack: req.descriptor.id.clone(),
+            shadows,
+            seconds: report.elapsed.as_secs_f64(),
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -9,7 +9,9 @@ use serde::Serialize;
 use tch::Device;
 
 use super::alignment::{AlignmentConfig, AlignmentReport, alignment_audit};
-use super::attack::{AttackReport, AttackRequest, SCAN_TIMEOUT, run_attack};
+use super::attack::{
+    AttackEstimate, AttackReport, AttackRequest, SCAN_TIMEOUT, estimate_attack, run_attack,
+};
 use super::job_data::JobData;
 use super::utility::{ProbeSettings, SplitUtility, Utility, evaluate_utility};
 use crate::checkpoint::{self, CheckpointMeta, LoadOptions};
@@ -104,6 +106,11 @@ pub struct AttackArgs {
     /// Give up (and kill the worker) after this many seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Only say what the attack will cost: the shadow models it needs, how many
+    /// are cached, how long training the rest takes (from a timed mini-batch).
+    /// Nothing is trained and no output folder is made.
+    #[arg(long)]
+    pub estimate: bool,
 }
 
 fn device_of(name: &str) -> anyhow::Result<Device> {
@@ -448,6 +455,76 @@ pub fn run_attack_command(
     print_attack(&report);
     println!("wrote {}", out.join("attack.json").display());
     Ok(report)
+}
+
+/// Runs `lethe attack --estimate`: the attack in a dry run that stops where it
+/// would train shadow models, and the cost it found.
+pub fn run_attack_estimate(
+    args: AttackArgs,
+    extra_dirs: &[PathBuf],
+) -> anyhow::Result<AttackEstimate> {
+    let params = parse_params(args.params.as_deref(), &args.set)?;
+    let device = resolve_device(&args.device)?;
+    ensure_inputs(&[
+        ("checkpoint", args.checkpoint.as_path()),
+        ("dataset", args.data.as_path()),
+        ("forget list", args.forget.as_path()),
+    ])?;
+    let mut worker = WorkerOptions::current_exe()?;
+    worker.timeout = Some(SCAN_TIMEOUT);
+    let (library, descriptor) =
+        find_plugin(&worker, &plugin_dirs(extra_dirs), &args.attack).map_err(anyhow::Error::msg)?;
+    worker.timeout = args.timeout.map(std::time::Duration::from_secs);
+    let req = AttackRequest {
+        library,
+        descriptor,
+        params,
+        checkpoint: args.checkpoint.clone(),
+        data: args.data.clone(),
+        forget: args.forget.clone(),
+        out_dir: PathBuf::new(),
+        seed: args.seed,
+        device,
+        metrics: MetricOptions::default(),
+    };
+    let e = estimate_attack(&worker, &req)
+        .with_context(|| format!("estimating attack {} failed", args.attack))?;
+    match &e.shadows {
+        None => println!(
+            "{} trains no shadow models (its dry run finished in {:.1} s)",
+            e.attack, e.seconds
+        ),
+        Some(s) => {
+            println!(
+                "{}: {} {} shadow models, {} cached, {} to train",
+                e.attack,
+                s.models,
+                match s.mode {
+                    crate::shadows::ShadowMode::Online => "online",
+                    crate::shadows::ShadowMode::Offline => "offline",
+                },
+                s.cached,
+                s.to_train
+            );
+            println!(
+                "  each: {} samples of a {}-sample pool, {} epochs, {} steps of batch {}",
+                s.train_samples_per_model, s.pool, s.epochs, s.steps_per_model, s.batch_size
+            );
+            match s.seconds_per_step {
+                Some(step) => println!(
+                    "  estimated time: {:.0} s ({:.1} s a model; {:.4} s a step, timed on {})",
+                    s.seconds, s.seconds_per_model, step, s.device
+                ),
+                None => println!("  nothing to train"),
+            }
+            println!(
+                "  recipe of {}; cache {}",
+                s.recipe_source.display(),
+                s.cache_dir.display()
+            );
+        }
+    }
+    Ok(e)
 }
 
 fn fmt_ci(v: f64, ci: Option<&crate::metrics::Interval>) -> String {

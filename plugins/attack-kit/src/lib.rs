@@ -12,6 +12,10 @@
 //! * [`sets`]: which samples play shadow member, shadow non-member, target and
 //!   held-out roles, gathered through the SDK;
 //! * [`results`]: the result files the engine turns into the metric set;
+//! * [`lira`] and [`rmia`]: the per-sample maths of LiRA (Carlini et al.) and
+//!   RMIA (Zarifzadeh et al.) on shadow-model logits, plain `f64`, and
+//!   [`shadow_attack`]: their shared flow (roles, the engine's shadow models,
+//!   calibrated decisions, result files);
 //! * [`transformer`]: Yuan and Zhang's transformer attacker and its inputs
 //!   (softmax, sensitivity to input noise, one-hot label), used by the
 //!   transformer attack and by Discriminative Adversarial Unlearning.
@@ -21,11 +25,14 @@
 //! `torch.nn`.
 #![deny(missing_docs)]
 
+pub mod lira;
 pub mod logistic;
 pub mod probe;
 pub mod results;
+pub mod rmia;
 pub mod scores;
 pub mod sets;
+pub mod shadow_attack;
 pub mod svm;
 pub mod thresholds;
 pub mod transformer;

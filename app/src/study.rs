@@ -118,6 +118,18 @@ pub fn clean_name(label: &str, keep_dots: bool) -> String {
     if s.is_empty() { "x".into() } else { s }
 }
 
+/// A table row label for a plugin name: the abbreviation in brackets when it
+/// has one (`Fine-tune (FT)` → `FT`), else the name made valid.
+pub fn row_label(plugin_name: &str) -> String {
+    let abbreviation = plugin_name
+        .trim()
+        .strip_suffix(')')
+        .and_then(|s| s.rsplit_once('('))
+        .map(|(_, a)| a.trim())
+        .filter(|a| !a.is_empty() && a.len() <= 12);
+    clean_name(abbreviation.unwrap_or(plugin_name), true)
+}
+
 /// The short name of an attack (it prefixes metric keys): the last part of its id.
 pub fn attack_name(id: &str) -> String {
     clean_name(id.rsplit('.').next().unwrap_or(id), false)
@@ -637,6 +649,9 @@ mod tests {
         assert_eq!(clean_name("l1 sparse+", true), "l1-sparse+");
         assert_eq!(clean_name("???", true), "x");
         assert_eq!(attack_name("org.lethe.attack.metric-mia"), "metric-mia");
+        assert_eq!(row_label("Fine-tune (FT)"), "FT");
+        assert_eq!(row_label("Influence unlearning (WoodFisher)"), "WoodFisher");
+        assert_eq!(row_label("NegGrad"), "NegGrad");
         assert_eq!(line_fraction("  [FT, seed 0] [ 45%] epoch 1/2"), Some(0.45));
         assert_eq!(line_fraction("study: FT, seed 0: unlearning"), None);
     }

@@ -102,6 +102,27 @@ fn open_demo(h: &mut Harness<'_, LetheApp>) {
     assert!(d.checkpoint.is_some() && d.data.is_some() && d.forget.is_some());
 }
 
+/// Clicks "Start deletion" once the model and data inspections have landed:
+/// a click goes where the button was drawn, and a late inspection moves it.
+fn click_start(h: &mut Harness<'_, LetheApp>) {
+    step_until(h, "the model and data inspections", 120, |a| {
+        let d = &a.state.draft;
+        let ckpt = d
+            .checkpoint
+            .as_ref()
+            .and_then(|c| a.checkpoints.get(c))
+            .is_some_and(|l| !matches!(l, lethe_app::tasks::Loadable::Loading));
+        let data = d
+            .data
+            .as_ref()
+            .and_then(|p| a.datasets.get(&(p.clone(), d.seed)))
+            .is_some_and(|l| !matches!(l, lethe_app::tasks::Loadable::Loading));
+        ckpt && data
+    });
+    h.step();
+    h.get_by_label("▶  Start deletion").click();
+}
+
 fn choose_method(h: &mut Harness<'_, LetheApp>, id: &str, values: &[(&str, FormValue)]) {
     let app = h.state_mut();
     app.state.draft.method = Some(id.to_string());
@@ -132,7 +153,7 @@ fn deletion_from_the_demo_offer_to_a_finished_run_that_survives_a_restart() {
             .and_then(|l| l.ready())
             .is_some()
     });
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "the job to start", 30, |a| last_run(a).is_some());
     let id = last_run(h.state()).unwrap().id.clone();
     assert_eq!(
@@ -189,7 +210,7 @@ fn a_crashing_plugin_is_reported_and_the_app_keeps_running_jobs() {
         "org.lethe.test.misbehave",
         &[("how", FormValue::Choice("segfault".into()))],
     );
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "the crash", 120, |a| {
         last_run(a).is_some_and(|r| r.status.is_final())
     });
@@ -209,7 +230,7 @@ fn a_crashing_plugin_is_reported_and_the_app_keeps_running_jobs() {
         "org.lethe.test.progress",
         &[("steps", FormValue::Int(2))],
     );
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "the second job", 120, |a| {
         a.project.as_ref().unwrap().runs.len() == 2
             && last_run(a).is_some_and(|r| r.status.is_final())
@@ -230,7 +251,7 @@ fn cancel_stops_a_running_job() {
             ("steps", FormValue::Int(1000)),
         ],
     );
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "progress", 120, |a| {
         last_run(a).is_some_and(|r| r.fraction.is_some_and(|f| f > 0.0))
     });
@@ -239,7 +260,7 @@ fn cancel_stops_a_running_job() {
     // The record on disk follows the run (every few seconds), so a crash of the
     // app itself keeps what was seen.
     let file = tmp.path().join("Demo/runs").join(&r.id).join("job.json");
-    step_until(&mut h, "the record on disk to show progress", 30, |_| {
+    step_until(&mut h, "the record on disk to show progress", 90, |_| {
         std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| serde_json::from_str::<lethe_app::jobs::JobRecord>(&t).ok())
@@ -251,7 +272,7 @@ fn cancel_stops_a_running_job() {
         "an ETA once progress moves"
     );
     h.get_by_label("⏹ Cancel").click();
-    step_until(&mut h, "the cancel", 30, |a| {
+    step_until(&mut h, "the cancel", 90, |a| {
         last_run(a).is_some_and(|r| r.status.is_final())
     });
     let r = last_run(h.state()).unwrap();
@@ -331,7 +352,7 @@ fn every_view_draws() {
         "org.lethe.test.progress",
         &[("steps", FormValue::Int(2))],
     );
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "the run", 120, |a| {
         last_run(a).is_some_and(|r| r.status.is_final())
     });
@@ -492,7 +513,7 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
             .and_then(|l| l.ready())
             .is_some()
     });
-    h.get_by_label("▶  Start deletion").click();
+    click_start(&mut h);
     step_until(&mut h, "the job to start", 30, |a| last_run(a).is_some());
     step_until(&mut h, "the job to finish", 180, |a| {
         last_run(a).is_some_and(|r| r.status.is_final())
@@ -500,7 +521,8 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
     let run = last_run(h.state()).unwrap().clone();
     assert_eq!(run.status, JobStatus::Succeeded, "{}", run.stderr_tail);
     h.step();
-    h.get_by_label("Evaluate").click();
+    // The first of the run's next steps, at the top of its view.
+    h.get_by_label("1. Evaluate the new model").click();
     h.step();
     assert!(matches!(
         h.state().evaluations.get(&run.id),
@@ -541,12 +563,46 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
         h.query_all_by_label(&ua).count() >= 1,
         "UA {ua} in the table"
     );
-    h.get_by_label("Tensor test").click();
     h.state_mut()
         .commands
         .push(Command::Show(View::Run(run.id.clone())));
     h.step();
     h.step();
+    // The third step: the compliance report, in the run folder, in the audit
+    // log with the run itself (and its run.json, written when it ended).
+    h.get_by_label("3. Write the report (PDF)").click();
+    step_until(&mut h, "the report", 120, |a| {
+        !matches!(
+            a.exports.get(&run.id),
+            None | Some(lethe_app::tasks::Loadable::Loading)
+        )
+    });
+    let report = match h.state().exports.get(&run.id) {
+        Some(lethe_app::tasks::Loadable::Ready((path, _))) => path.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        report.starts_with(run_dir.join("exports")),
+        "{}",
+        report.display()
+    );
+    assert!(std::fs::read(&report).unwrap().starts_with(b"%PDF"));
+    assert!(run_dir.join("run.json").is_file());
+    let log = lethe_engine::audit::AuditLog::open_existing(
+        &tmp.path()
+            .join("Demo")
+            .join(lethe_engine::audit::AUDIT_FILE),
+    )
+    .unwrap();
+    let kinds: Vec<String> = log
+        .records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.kind)
+        .collect();
+    assert!(kinds.contains(&"unlearn".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"report".to_string()), "{kinds:?}");
+    assert!(log.verify(None).unwrap().ok());
 
     // Restart: the evaluation is read back from the run folder.
     let saved = serde_json::to_string(&h.state().state).unwrap();

@@ -260,6 +260,95 @@ pub fn default_attack(attacks: &[crate::catalog::PluginEntry], encoder: bool) ->
         .unwrap_or_default()
 }
 
+/// The attack's jobs on `model` (and, with `compare`, on the original), the
+/// original's left out when that same job already ran or is under way.
+fn queue_attack(
+    app: &mut LetheApp,
+    r: &JobRecord,
+    model: &Path,
+    entry: &crate::catalog::PluginEntry,
+    params: serde_json::Map<String, serde_json::Value>,
+    compare: bool,
+) {
+    let spec = |checkpoint: &Path, what: &str| JobSpec {
+        kind: "attack".into(),
+        plugin_id: entry.info.id.clone(),
+        plugin_name: entry.info.name.clone(),
+        library: entry.library.clone(),
+        params: serde_json::Value::Object(params.clone()),
+        checkpoint: checkpoint.to_path_buf(),
+        data: r.spec.data.clone(),
+        forget: r.spec.forget.clone(),
+        forget_label: format!("{} · {what}", r.spec.forget_label),
+        device: r.spec.device.clone(),
+        seed: r.spec.seed,
+    };
+    let new = spec(model, &format!("new model of {}", r.id));
+    if compare {
+        let original = spec(
+            &r.spec.checkpoint,
+            &format!("original {}", file_name(&r.spec.checkpoint)),
+        );
+        let have = app.project.as_ref().is_some_and(|p| {
+            p.runs.iter().any(|x| {
+                x.spec == original
+                    && matches!(
+                        x.status,
+                        JobStatus::Succeeded | JobStatus::Queued | JobStatus::Running
+                    )
+            })
+        });
+        if !have {
+            app.commands.push(Command::QueueQuietly(original));
+        }
+    }
+    app.commands.push(Command::Queue(new));
+}
+
+/// The default attack (see [`default_attack`]) with its form's values, on the
+/// new model and the original: the one-click check of a deletion.
+pub fn quick_attack(app: &mut LetheApp, r: &JobRecord, model: &Path) {
+    let Some(cat) = app.catalog.ready().cloned() else {
+        app.commands.push(Command::Notify(
+            "The plugins are still being scanned".into(),
+            true,
+        ));
+        return;
+    };
+    let mut attacks: Vec<_> = cat.of_kind("attack").cloned().collect();
+    attacks.sort_by_key(|e| crate::catalog::is_test_plugin(&e.info.id));
+    let id = default_attack(&attacks, is_encoder(app, r));
+    let Some(entry) = attacks.into_iter().find(|a| a.info.id == id) else {
+        app.commands.push(Command::Notify(
+            "No attack plugins are installed".into(),
+            true,
+        ));
+        return;
+    };
+    let values = app
+        .state
+        .forms
+        .entry(entry.info.id.clone())
+        .or_insert_with(|| FormValues::defaults(&entry.info.schema))
+        .clone();
+    match values.validated(&entry.info.schema) {
+        Ok(params) => queue_attack(app, r, model, &entry, params, true),
+        Err(problems) => app.commands.push(Command::Notify(
+            format!("{}: {}", entry.info.name, problems.join("; ")),
+            true,
+        )),
+    }
+}
+
+/// Whether the run's original model is an encoder (no classifier head).
+fn is_encoder(app: &LetheApp, r: &JobRecord) -> bool {
+    app.checkpoints
+        .get(&r.spec.checkpoint)
+        .and_then(Loadable::ready)
+        .and_then(|s| s.architecture.as_ref())
+        .is_some_and(|a| !matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }))
+}
+
 /// Choosing an attack plugin and running it on the new model (and the original).
 fn attack_form(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Path) {
     egui::CollapsingHeader::new(RichText::new("Run a membership attack").strong())
@@ -276,18 +365,7 @@ fn attack_form(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Pat
                 return;
             }
             let key = egui::Id::unique(("attack-choice", &r.id));
-            let encoder = app
-                .checkpoints
-                .get(&r.spec.checkpoint)
-                .and_then(Loadable::ready)
-                .and_then(|s| s.architecture.as_ref())
-                .is_some_and(|a| {
-                    !matches!(
-                        a.head,
-                        lethe_engine::models::HeadConfig::Classifier { .. }
-                    )
-                });
-            let default = default_attack(&attacks, encoder);
+            let default = default_attack(&attacks, is_encoder(app, r));
             let (chosen, mut compare) = ui
                 .ctx()
                 .data(|d| d.get_temp::<(String, bool)>(key))
@@ -332,37 +410,7 @@ fn attack_form(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Pat
                         .button(RichText::new("▶ Run the attack").strong())
                         .clicked()
                     {
-                        let spec = |checkpoint: &Path, what: &str| JobSpec {
-                            kind: "attack".into(),
-                            plugin_id: entry.info.id.clone(),
-                            plugin_name: entry.info.name.clone(),
-                            library: entry.library.clone(),
-                            params: serde_json::Value::Object(params.clone()),
-                            checkpoint: checkpoint.to_path_buf(),
-                            data: r.spec.data.clone(),
-                            forget: r.spec.forget.clone(),
-                            forget_label: format!("{} · {what}", r.spec.forget_label),
-                            device: r.spec.device.clone(),
-                            seed: r.spec.seed,
-                        };
-                        let new = spec(model, &format!("new model of {}", r.id));
-                        if compare {
-                            let original = spec(
-                                &r.spec.checkpoint,
-                                &format!("original {}", file_name(&r.spec.checkpoint)),
-                            );
-                            // The original's run would be the same job again: reuse it.
-                            let have = app.project.as_ref().is_some_and(|p| {
-                                p.runs.iter().any(|x| {
-                                    x.spec == original
-                                        && matches!(x.status, JobStatus::Succeeded | JobStatus::Queued | JobStatus::Running)
-                                })
-                            });
-                            if !have {
-                                app.commands.push(Command::QueueQuietly(original));
-                            }
-                        }
-                        app.commands.push(Command::Queue(new));
+                        queue_attack(app, r, model, &entry, params, compare);
                     }
                 }
                 Err(problems) => {

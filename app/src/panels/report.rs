@@ -40,7 +40,8 @@ fn attacks_on<'a>(runs: &'a [JobRecord], r: &JobRecord) -> Vec<&'a JobRecord> {
         .collect()
 }
 
-fn format_from(ext: &str) -> Format {
+/// The format of a file extension (PDF when unknown).
+pub fn format_from(ext: &str) -> Format {
     REPORT_FORMATS
         .iter()
         .map(|(f, _)| *f)

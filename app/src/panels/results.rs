@@ -16,12 +16,19 @@ use std::sync::Arc;
 const RED: Color32 = Color32::from_rgb(220, 60, 60);
 
 /// A result file.
+/// The prefix of the `run` of a study's file in [`crate::state::View::Artifact`].
+pub const STUDY_PREFIX: &str = "study:";
+
 pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
     let record = app.project.as_ref().and_then(|p| p.run(run)).cloned();
     ui.horizontal(|ui| {
-        if ui.button("Back to the run").clicked() {
-            app.commands
-                .push(Command::Show(crate::state::View::Run(run.to_string())));
+        // A study's files name their study as `study:<folder>`.
+        let back = match run.strip_prefix(STUDY_PREFIX) {
+            Some(dir) => ("Back to the study", crate::state::View::Study(dir.into())),
+            None => ("Back to the run", crate::state::View::Run(run.to_string())),
+        };
+        if ui.button(back.0).clicked() {
+            app.commands.push(Command::Show(back.1));
         }
         ui.heading(super::file_name(path));
     });

@@ -25,6 +25,10 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
         header(ui, app, &record, &run_dir);
         ui.add_space(8.0);
         progress(ui, app, &record, now);
+        if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
+            ui.add_space(4.0);
+            next_steps(ui, app, &record, &run_dir);
+        }
         if let Some(problem) = record.status.problem() {
             ui.add_space(6.0);
             egui::Frame::group(ui.style())
@@ -403,6 +407,90 @@ fn pct(v: Option<f64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// Starts `lethe evaluate` on the run's model (off the UI thread).
+fn start_evaluation(
+    app: &mut LetheApp,
+    r: &JobRecord,
+    model: &std::path::Path,
+    run_dir: &std::path::Path,
+) {
+    let req = crate::evaluation::EvalRequest {
+        exe: app.worker_opts.exe.clone(),
+        model: model.to_path_buf(),
+        original: r.spec.checkpoint.clone(),
+        data: r.spec.data.clone(),
+        forget: r.spec.forget.clone(),
+        device: r.spec.device.clone(),
+        seed: r.spec.seed,
+        run_dir: run_dir.to_path_buf(),
+    };
+    app.evaluations
+        .insert(r.id.clone(), crate::tasks::Loadable::Loading);
+    app.tasks.evaluate(r.id.clone(), req);
+}
+
+/// A finished deletion's three next steps, one click each with the defaults,
+/// at the top of the view: evaluate, attack (the new and the original model),
+/// write the report. The sections below hold the details and the settings.
+fn next_steps(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
+    use crate::tasks::Loadable;
+    let Some(model) = r.model_artifact().cloned() else {
+        return;
+    };
+    if !app.evaluations.contains_key(&r.id) {
+        let saved = crate::evaluation::load_saved(run_dir);
+        app.evaluations.insert(r.id.clone(), saved.into());
+    }
+    let evaluating = matches!(app.evaluations.get(&r.id), Some(Loadable::Loading));
+    let evaluated = matches!(app.evaluations.get(&r.id), Some(Loadable::Ready(Some(_))));
+    let attacked = app.project.as_ref().is_some_and(|p| {
+        p.runs
+            .iter()
+            .any(|a| a.spec.kind == "attack" && a.spec.checkpoint == model.path)
+    });
+    let writing = matches!(app.exports.get(&r.id), Some(Loadable::Loading));
+    let done = |ok: bool| if ok { " ✔" } else { "" };
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Next:").strong());
+        if ui
+            .add_enabled(
+                !evaluating,
+                egui::Button::new(format!("1. Evaluate the new model{}", done(evaluated))),
+            )
+            .on_hover_text("Accuracy before and after on the retained, test and forgotten samples")
+            .clicked()
+        {
+            start_evaluation(app, r, &model.path, run_dir);
+        }
+        if ui
+            .button(format!("2. Attack it and the original{}", done(attacked)))
+            .on_hover_text(
+                "Runs the default membership attack (settings below) on the new model and on the \
+                 original, to show what the deletion changed",
+            )
+            .clicked()
+        {
+            super::attack::quick_attack(app, r, &model.path);
+        }
+        let ext = app.state.report_format.clone();
+        if ui
+            .add_enabled(
+                !writing,
+                egui::Button::new(format!("3. Write the report ({})", ext.to_uppercase())),
+            )
+            .on_hover_text("The compliance report, into exports/ in the run folder (format below)")
+            .clicked()
+            && let Some(job) = super::report::report_job(app, r, super::report::format_from(&ext))
+        {
+            app.exports.insert(r.id.clone(), Loadable::Loading);
+            app.tasks.write_report(r.id.clone(), job);
+        }
+        if evaluating || writing {
+            ui.spinner();
+        }
+    });
+}
+
 fn evaluation_section(
     ui: &mut egui::Ui,
     app: &mut LetheApp,
@@ -431,18 +519,7 @@ fn evaluation_section(
             .on_hover_text("Utility before and after (and the alignment audit for encoders), with lethe evaluate")
             .clicked()
         {
-            let req = crate::evaluation::EvalRequest {
-                exe: app.worker_opts.exe.clone(),
-                model: model.path.clone(),
-                original: r.spec.checkpoint.clone(),
-                data: r.spec.data.clone(),
-                forget: r.spec.forget.clone(),
-                device: r.spec.device.clone(),
-                seed: r.spec.seed,
-                run_dir: run_dir.to_path_buf(),
-            };
-            app.evaluations.insert(r.id.clone(), Loadable::Loading);
-            app.tasks.evaluate(r.id.clone(), req);
+            start_evaluation(app, r, &model.path, run_dir);
         }
         if loading {
             ui.spinner();

@@ -399,10 +399,11 @@ fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
         && let Some(e) = cat.get(&id)
     {
         let d = &mut app.state.study_draft;
-        let mut name = study::clean_name(&e.info.name, true);
+        let base = study::row_label(&e.info.name);
+        let mut name = base.clone();
         let mut n = 2;
         while d.methods.iter().any(|m| m.name.eq_ignore_ascii_case(&name)) {
-            name = format!("{}-{n}", study::clean_name(&e.info.name, true));
+            name = format!("{base}-{n}");
             n += 1;
         }
         d.methods.push(DraftMethod { name, id });
@@ -707,6 +708,11 @@ fn results_ui(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, r: &StudyResult
     egui::CollapsingHeader::new(format!("Runs ({})", r.runs.len()))
         .id_salt("study-runs")
         .show(ui, |ui| {
+            let tag = format!("{}{}", super::results::STUDY_PREFIX, dir.display());
+            let open = |path: PathBuf| View::Artifact {
+                run: tag.clone(),
+                path,
+            };
             egui::Grid::new("study-runs-grid")
                 .striped(true)
                 .show(ui, |ui| {
@@ -714,6 +720,7 @@ fn results_ui(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, r: &StudyResult
                     ui.strong("seed");
                     ui.strong("time");
                     ui.strong("model");
+                    ui.strong("results");
                     ui.end_row();
                     for run in &r.runs {
                         ui.label(&run.row);
@@ -733,6 +740,36 @@ fn results_ui(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, r: &StudyResult
                         {
                             app.commands.push(Command::Show(View::Checkpoint(model)));
                         }
+                        ui.horizontal(|ui| {
+                            let eval = folder.join(&run.evaluation);
+                            if ui.link("evaluation").clicked() {
+                                app.commands.push(Command::Show(open(eval.clone())));
+                            }
+                            let alignment = eval.with_file_name("alignment.safetensors");
+                            if alignment.is_file()
+                                && ui
+                                    .link("AM / AGM heatmaps")
+                                    .on_hover_text("Alignment Matrix before and after, and the gap")
+                                    .clicked()
+                            {
+                                app.commands.push(Command::Show(open(alignment)));
+                            }
+                            for a in &run.attacks {
+                                let scores = folder
+                                    .join(&a.report)
+                                    .with_file_name("scores_forget.safetensors");
+                                if ui
+                                    .link(format!("{}: ROC, scores", a.name))
+                                    .on_hover_text(
+                                        "ROC curves (linear and log-log), score histograms, \
+                                         the samples most at risk",
+                                    )
+                                    .clicked()
+                                {
+                                    app.commands.push(Command::Show(open(scores)));
+                                }
+                            }
+                        });
                         ui.end_row();
                     }
                 });

@@ -42,6 +42,18 @@ pub fn gap_heatmap(
         ui.weak("No gaps to show: the table needs a retrain row and at least one method.");
         return None;
     }
+    let any = rows.iter().any(|&r| {
+        cols.iter().any(|&c| {
+            model.rows[r]
+                .cells
+                .get(c)
+                .is_some_and(|x| x.delta.is_some())
+        })
+    });
+    if !any {
+        ui.weak("No gaps yet: they appear once retraining and a method have results.");
+        return None;
+    }
     let max: Vec<f64> = cols
         .iter()
         .map(|&c| {
@@ -62,9 +74,10 @@ pub fn gap_heatmap(
     let cell_w = ((ui.available_width() - label_w - 90.0) / cols.len() as f32).clamp(56.0, 140.0);
     let cell_h = 30.0;
     let head_h = 22.0;
+    // Room for the legend even with a single row.
     let size = vec2(
         label_w + cell_w * cols.len() as f32 + 90.0,
-        head_h + cell_h * rows.len() as f32 + 4.0,
+        (head_h + cell_h * rows.len() as f32 + 4.0).max(head_h + 84.0),
     );
     let (outer, response) = ui.allocate_exact_size(size, Sense::hover());
     let painter = ui.painter_at(outer);
@@ -141,7 +154,7 @@ pub fn gap_heatmap(
     // Legend: the diverging scale, labelled in words (columns differ in units).
     let legend = Rect::from_min_size(
         pos2(grid.right() + 24.0, grid.top()),
-        vec2(14.0, grid.height().max(60.0)),
+        vec2(14.0, grid.height().max(80.0)),
     );
     let steps = 32;
     for s in 0..steps {

@@ -42,11 +42,15 @@ pub fn thumb_grid(
         ui.spacing_mut().item_spacing = egui::vec2(6.0, 6.0);
         for (i, t) in thumbs.iter().enumerate() {
             let tex = cache.get(ui.ctx(), &format!("{key}/{i}/{}", t.label), t);
-            ui.vertical(|ui| {
-                ui.set_width(size);
-                ui.image((tex.id(), egui::vec2(size, size)))
-                    .on_hover_text(&t.detail);
-                ui.add(egui::Label::new(egui::RichText::new(&t.label).small()).wrap());
+            // A known size, so the wrapping layout can start a new line before
+            // it (a plain `vertical` is placed first and measured after).
+            ui.allocate_ui(egui::vec2(size, size + 30.0), |ui| {
+                ui.vertical(|ui| {
+                    ui.set_width(size);
+                    ui.image((tex.id(), egui::vec2(size, size)))
+                        .on_hover_text(&t.detail);
+                    ui.add(egui::Label::new(egui::RichText::new(&t.label).small()).wrap());
+                });
             });
         }
     });

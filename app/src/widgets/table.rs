@@ -340,7 +340,11 @@ fn cell_ui(
 ) {
     let is_ref = model.rows.iter().any(|r| r.label == row && r.reference);
     // A summary column's value is itself a gap (Avg. Gap): no brackets.
-    let text = cell.text(col.decimals, !view.hide_gaps && col.has_gap && !col.summary);
+    // The reference's own gaps are zero by definition: not shown.
+    let text = cell.text(
+        col.decimals,
+        !view.hide_gaps && col.has_gap && !col.summary && !is_ref,
+    );
     let bg = match (view.tint, cell.gap, model.max_gap(c)) {
         (Tint::Gap, Some(g), Some(max)) if !is_ref && col.has_gap => {
             Some(gap_tint(if max > 0.0 { g / max } else { 0.0 }, cell.best))

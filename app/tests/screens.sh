@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Runs the desktop app under Xvfb and drives the demo by mouse (xdotool), from
+# the first-start offer to a finished deletion, its evaluation, a membership
+# attack on the new and the original model, the compliance report, the
+# comparison table, the job queue and a small study, saving a screenshot of each
+# screen as PNG. Nothing is committed: the pictures go to OUT (default
+# /tmp/lethe-screens), the project to a fresh HOME under /tmp.
+#
+#   app/tests/screens.sh [OUT]
+#
+# Needs: Xvfb, openbox, xdotool, xwd, ImageMagick `convert` (installer/setup.sh
+# installs them), a built `lethe` (LETHE_BIN, default target/release/lethe, else
+# target/debug/lethe) and the plugins built beside it (`cargo build --workspace`):
+# the app finds them in its cargo profile folder.
+#
+# The clicks are window coordinates of the 1280 × 820 window with the bundled
+# fonts; a changed layout moves them. Each step waits for the files the step
+# writes (job.json states, evaluation.json, the report), so a wrong click shows
+# up as a timeout naming the step, with the screenshots so far to look at.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${1:-/tmp/lethe-screens}
+BIN=${LETHE_BIN:-}
+if [[ -z $BIN ]]; then
+    BIN=$ROOT/target/release/lethe
+    [[ -x $BIN ]] || BIN=$ROOT/target/debug/lethe
+fi
+[[ -x $BIN ]] || { echo "no lethe binary at $BIN: cargo build -p lethe first" >&2; exit 1; }
+DISP=${LETHE_DISPLAY:-:97}
+WORK=$(mktemp -d /tmp/lethe-screens-run.XXXXXX)
+mkdir -p "$OUT" "$WORK/home" "$WORK/xdg"
+chmod 700 "$WORK/xdg"
+export HOME=$WORK/home XDG_RUNTIME_DIR=$WORK/xdg DISPLAY=$DISP
+PROJECT=$HOME/Lethe/Demo
+PIDS=()
+cleanup() {
+    # Stop only what this script started, newest first.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[i]}" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+Xvfb "$DISP" -screen 0 1400x900x24 >"$WORK/xvfb.log" 2>&1 &
+PIDS+=($!)
+sleep 2
+openbox >"$WORK/openbox.log" 2>&1 &
+PIDS+=($!)
+sleep 1
+"$BIN" >"$WORK/app.log" 2>&1 &
+PIDS+=($!)
+
+step() { echo "[screens] $*"; }
+fail() {
+    echo "[screens] FAILED: $*" >&2
+    echo "[screens] app log: $WORK/app.log; screenshots so far: $OUT" >&2
+    exit 1
+}
+WID=
+for _ in $(seq 1 120); do
+    WID=$(xdotool search --name '^Lethe$' 2>/dev/null | head -1 || true)
+    [[ -n $WID ]] && break
+    sleep 1
+done
+[[ -n $WID ]] || fail "the window did not open"
+sleep 10
+
+shot() { xwd -id "$WID" -silent | convert xwd:- "$OUT/$1.png"; step "saved $OUT/$1.png"; }
+click() { xdotool mousemove --window "$WID" "$1" "$2" click 1; sleep "${3:-2}"; }
+# The central view's scroll bar: the wheel there scrolls the page, never a plot.
+bottom() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 5; done; sleep 2; }
+top() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 4; done; sleep 2; }
+# Types into the value box at (x, y) (a slider's number).
+set_value() { click "$1" "$2" 1; xdotool key ctrl+a; xdotool type "$3"; xdotool key Return; sleep 1; }
+# Waits until `cond` (a shell expression) holds.
+wait_for() {
+    local what=$1 secs=$2 cond=$3
+    for _ in $(seq 1 "$secs"); do
+        if eval "$cond"; then return 0; fi
+        sleep 1
+    done
+    shot "timeout-$(echo "$what" | tr ' ' '-')"
+    fail "timed out waiting for $what"
+}
+# Runs whose job.json says `state: succeeded`, by plugin id substring.
+succeeded() { grep -l '"state": "succeeded"' "$PROJECT"/runs/*"$1"*/job.json 2>/dev/null | wc -l; }
+
+step "first start: the demo offer"
+shot 01-welcome
+click 145 213 10
+shot 02-deletion-request
+
+step "method: Fine-tune, 2 epochs"
+click 500 667 3
+click 345 460 3
+bottom
+set_value 676 244 2
+shot 03-deletion-method-and-run
+click 390 745 8
+shot 04-run-started
+wait_for "the fine-tuning run" 900 '[[ $(succeeded finetune) -ge 1 ]]'
+sleep 3
+top
+shot 05-run-finished
+
+step "the next steps of the deletion: attack, evaluate, report"
+# The "Next:" strip under the progress bar: 1. Evaluate, 2. Attack, 3. Report.
+click 590 143 6
+shot 06-attack-queued
+click 90 344 4
+shot 07-job-queue
+wait_for "both attack runs" 900 '[[ $(succeeded metric-mia) -ge 2 ]]'
+click 130 367 8
+top
+shot 08-attack-result
+bottom
+shot 09-attack-roc-and-at-risk
+click 100 413 4
+top
+click 400 143 3
+wait_for "the evaluation" 900 'ls "$PROJECT"/runs/*finetune/evaluation-*/evaluation.json >/dev/null 2>&1'
+sleep 4
+click 770 143 3
+wait_for "the report" 300 'ls "$PROJECT"/runs/*finetune/exports/report-*.pdf >/dev/null 2>&1'
+sleep 4
+top
+shot 10-run-next-steps-done
+bottom
+shot 11-evidence-and-report
+if command -v pdftoppm >/dev/null; then
+    pdftoppm -png -r 60 -f 1 -l 2 "$PROJECT"/runs/*finetune/exports/report-*.pdf "$OUT/12-report-pdf"
+fi
+
+step "comparison table"
+click 84 436 5
+shot 13-compare-runs
+
+step "a study: FT against capped retraining, metric MIA, seed 0"
+click 60 483 4
+shot 14-new-study
+set_value 500 212 0
+click 285 359 1
+click 437 287 2
+click 333 314 2
+click 290 554 2
+bottom
+set_value 681 271 1
+set_value 681 531 20
+shot 15-new-study-filled
+click 358 769 15
+shot 16-study-running
+wait_for "the study" 1800 '[[ -f "$PROJECT/studies/study-1/results.json" ]]'
+sleep 6
+top
+shot 17-study-table
+
+step "done: $OUT"

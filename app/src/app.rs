@@ -160,6 +160,8 @@ pub struct LetheApp {
     pub scores: HashMap<PathBuf, Loadable<Arc<Scores>>>,
     /// Metric sets of finished attack runs, by run id.
     pub attack_reports: HashMap<String, Loadable<crate::attack_report::AttackSummary>>,
+    /// Shadow-model cost estimates, by model, attack and parameters.
+    pub estimates: HashMap<String, Loadable<String>>,
     /// The last report written per run: the file and the verdict line.
     pub exports: HashMap<String, Loadable<(PathBuf, String)>>,
     /// Running studies.
@@ -230,6 +232,7 @@ impl LetheApp {
             evaluations: HashMap::new(),
             attack_reports: HashMap::new(),
             exports: HashMap::new(),
+            estimates: HashMap::new(),
             studies,
             study_list: Vec::new(),
             study_results: HashMap::new(),
@@ -568,6 +571,9 @@ impl LetheApp {
                 }
                 self.exports.insert(run, r.into());
             }
+            Done::Estimate(key, r) => {
+                self.estimates.insert(key, r.into());
+            }
             Done::Audited(Err(e)) => self.notify(e, true),
             Done::Exported(Ok(path)) => self.notify(format!("Exported {}", path.display()), false),
             Done::Exported(Err(e)) => self.notify(e, true),
@@ -592,6 +598,11 @@ impl LetheApp {
                 for dir in std::mem::take(&mut self.study_loading) {
                     self.study_results
                         .insert(dir, Loadable::Failed(format!("internal error: {what}")));
+                }
+                for e in self.estimates.values_mut() {
+                    if matches!(e, Loadable::Loading) {
+                        *e = Loadable::Failed(format!("internal error: {what}"));
+                    }
                 }
                 for e in self.exports.values_mut() {
                     if matches!(e, Loadable::Loading) {

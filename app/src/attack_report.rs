@@ -208,6 +208,56 @@ pub fn compute(job: &ReportJob) -> Result<AttackSummary, String> {
     parse(&v)
 }
 
+/// What an attack with shadow models will cost, in one line for a person.
+pub fn estimate_line(e: &lethe_engine::eval::attack::AttackEstimate) -> String {
+    let Some(s) = &e.shadows else {
+        return format!("{} needs no shadow models", e.attack);
+    };
+    let mut line = format!(
+        "{} shadow model(s): {} already cached, {} to train",
+        s.models, s.cached, s.to_train
+    );
+    if s.to_train > 0 {
+        line.push_str(&format!(
+            " — about {} ({} each: {} epoch(s) of {} samples)",
+            crate::jobs::format_duration(s.seconds),
+            crate::jobs::format_duration(s.seconds_per_model),
+            s.epochs,
+            s.train_samples_per_model
+        ));
+    }
+    line
+}
+
+/// Estimates the cost of an attack on `checkpoint` without training anything
+/// (a dry run in a worker; slow only by the timed mini-batch).
+pub fn estimate(
+    worker: &lethe_engine::worker::WorkerOptions,
+    spec: &JobSpec,
+    descriptor: &DescriptorInfo,
+) -> Result<String, String> {
+    let req = AttackRequest {
+        library: spec.library.clone(),
+        descriptor: descriptor.clone(),
+        params: spec.params.clone(),
+        checkpoint: spec.checkpoint.clone(),
+        data: spec.data.clone(),
+        forget: spec.forget.clone(),
+        out_dir: std::env::temp_dir(),
+        seed: spec.seed,
+        device: spec.device.clone(),
+        metrics: MetricOptions::default(),
+    };
+    lethe_engine::eval::attack::estimate_attack(worker, &req)
+        .map(|e| estimate_line(&e))
+        .map_err(|e| e.to_string())
+}
+
+/// Whether an attack trains shadow models (its cost is worth estimating first).
+pub fn uses_shadows(descriptor: &DescriptorInfo) -> bool {
+    descriptor.schema.get("shadow_models").is_some()
+}
+
 /// `0.537 [0.502, 0.575]`.
 pub fn with_interval(v: f64, ci: Option<(f64, f64)>) -> String {
     match ci {
@@ -298,5 +348,28 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap().unwrap().forget.auc, 0.5376);
         std::fs::write(dir.path().join(ATTACK_FILE), "{").unwrap();
         assert!(load(dir.path()).unwrap_err().contains(ATTACK_FILE));
+    }
+
+    #[test]
+    fn an_estimate_reads_as_models_cached_and_time() {
+        let shadows: lethe_engine::shadows::ShadowEstimate = serde_json::from_value(json!({
+            "key": "k", "cache_dir": "/c", "mode": "online", "models": 8, "cached": 2,
+            "to_train": 6, "pool": 1200, "targets": 300, "train_samples_per_model": 600,
+            "epochs": 10, "batch_size": 128, "steps_per_model": 50,
+            "seconds_per_step": 0.2, "seconds_per_model": 12.0, "seconds": 72.0,
+            "device": "cpu", "recipe_source": "/m.safetensors"
+        }))
+        .unwrap();
+        let mut e = lethe_engine::eval::attack::AttackEstimate {
+            attack: "LiRA".into(),
+            shadows: Some(shadows),
+            seconds: 3.0,
+        };
+        assert_eq!(
+            estimate_line(&e),
+            "8 shadow model(s): 2 already cached, 6 to train — about 1 min 12 s (12 s each: 10 epoch(s) of 600 samples)"
+        );
+        e.shadows = None;
+        assert_eq!(estimate_line(&e), "LiRA needs no shadow models");
     }
 }

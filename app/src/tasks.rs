@@ -172,6 +172,8 @@ pub enum Done {
     Exported(Result<PathBuf, String>),
     /// A job's end was recorded in the audit log.
     Audited(Result<(), String>),
+    /// A shadow-model cost estimate (by its key: model, attack, params).
+    Estimate(String, Result<String, String>),
     /// The metric set of a finished attack run (by run id).
     AttackReport(String, Result<crate::attack_report::AttackSummary, String>),
     /// A task panicked (a bug in Lethe); the message is shown.
@@ -342,6 +344,22 @@ impl Tasks {
                 &run_dir,
                 plugin_version,
             ))
+        });
+    }
+
+    /// Estimates what an attack's shadow models will cost.
+    pub fn estimate_attack(
+        &mut self,
+        key: String,
+        worker: lethe_engine::worker::WorkerOptions,
+        spec: crate::jobs::JobSpec,
+        descriptor: lethe_engine::worker::protocol::DescriptorInfo,
+    ) {
+        self.spawn(move || {
+            Done::Estimate(
+                key,
+                crate::attack_report::estimate(&worker, &spec, &descriptor),
+            )
         });
     }
 

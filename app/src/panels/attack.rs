@@ -349,6 +349,66 @@ fn is_encoder(app: &LetheApp, r: &JobRecord) -> bool {
         .is_some_and(|a| !matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }))
 }
 
+/// The cost of an attack's shadow models, estimated on request (they are
+/// trained once and cached, but the first time can take hours).
+fn estimate_ui(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    r: &JobRecord,
+    model: &Path,
+    entry: &crate::catalog::PluginEntry,
+    params: &serde_json::Map<String, serde_json::Value>,
+) {
+    let params = serde_json::Value::Object(params.clone());
+    let key = format!("{}|{}|{params}", model.display(), entry.info.id);
+    let state = app.estimates.get(&key).cloned();
+    ui.horizontal_wrapped(|ui| {
+        let busy = matches!(state, Some(Loadable::Loading));
+        if ui
+            .add_enabled(!busy, egui::Button::new("Estimate the shadow models' cost"))
+            .on_hover_text(
+                "A dry run: how many shadow models the attack needs, how many are cached, \
+                 and how long training the rest takes (timed on a mini-batch); trains nothing",
+            )
+            .clicked()
+        {
+            let spec = JobSpec {
+                kind: "attack".into(),
+                plugin_id: entry.info.id.clone(),
+                plugin_name: entry.info.name.clone(),
+                library: entry.library.clone(),
+                params,
+                checkpoint: model.to_path_buf(),
+                data: r.spec.data.clone(),
+                forget: r.spec.forget.clone(),
+                forget_label: r.spec.forget_label.clone(),
+                device: r.spec.device.clone(),
+                seed: r.spec.seed,
+            };
+            app.estimates.insert(key.clone(), Loadable::Loading);
+            app.tasks.estimate_attack(
+                key.clone(),
+                app.worker_opts.clone(),
+                spec,
+                entry.info.clone(),
+            );
+        }
+        match &state {
+            Some(Loadable::Loading) => {
+                ui.spinner();
+                ui.label("Estimating…");
+            }
+            Some(Loadable::Ready(line)) => {
+                ui.label(line);
+            }
+            Some(Loadable::Failed(e)) => {
+                ui.colored_label(RED, e);
+            }
+            None => {}
+        }
+    });
+}
+
 /// Choosing an attack plugin and running it on the new model (and the original).
 fn attack_form(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Path) {
     egui::CollapsingHeader::new(RichText::new("Run a membership attack").strong())
@@ -404,6 +464,11 @@ fn attack_form(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Pat
             );
             ui.ctx()
                 .data_mut(|d| d.insert_temp(key, (pick.clone(), compare)));
+            if crate::attack_report::uses_shadows(&entry.info)
+                && let Ok(params) = &validated
+            {
+                estimate_ui(ui, app, r, model, &entry, params);
+            }
             match validated {
                 Ok(params) => {
                     if ui

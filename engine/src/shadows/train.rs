@@ -122,7 +122,12 @@ fn time_steps(
     ctx: &ShadowContext<'_>,
     cfg: &TrainConfig,
 ) -> Result<(f64, f64), ShadowError> {
-    const TIMED: usize = 3;
+    // libtorch's first steps on a fresh model are slow (kernel, allocator and
+    // thread-pool set-up: on the demo's small CNN the first six took 2-10 times
+    // a steady step), and a busy machine adds spikes: warm up, then take the
+    // median of several timed steps.
+    const WARM_UP: usize = 6;
+    const TIMED: usize = 7;
     let mut rows = plan.training_rows(0);
     if rows.is_empty() {
         rows = plan.pool.clone();
@@ -157,12 +162,18 @@ fn time_steps(
         // Waits for the device, so the clock measures the work.
         let _ = loss.double_value(&[]);
     };
-    step();
-    let start = Instant::now();
-    for _ in 0..TIMED {
+    for _ in 0..WARM_UP {
         step();
     }
-    let per_step = start.elapsed().as_secs_f64() / TIMED as f64;
+    let mut times: Vec<f64> = (0..TIMED)
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let per_step = times[TIMED / 2];
     let start = Instant::now();
     let n = ctx.dataset.len().min(512) as i64;
     let logits = predict_logits(

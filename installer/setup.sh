@@ -65,14 +65,36 @@ for spec in extras:
 PY
 }
 
+free_gib() { df -P -B1G "$root" | awk 'NR == 2 { print $4 }'; }
+
+# torch with its CUDA libraries takes ~5 GiB installed plus ~3 GiB of downloads
+# while pip works, and the cold debug build needs ~15 GiB more under target/.
+check_disk() {
+  local need=9 have
+  have="$(free_gib)"
+  if [ "$have" -lt "$need" ]; then
+    log "not enough disk space on the file system of $root: $have GiB free, torch needs about $need GiB (and the build ~15 GiB more)"
+    exit 1
+  fi
+}
+
 install_python() {
   venv_ok && return 0
   local py="${PYTHON:-python3}"
   command -v "$py" >/dev/null || { log "python3 is required (3.10+)"; exit 1; }
   [ -x .venv/bin/python ] || { log "creating .venv"; "$py" -m venv .venv; }
+  check_disk
   log "installing torch==$TORCH_VERSION and test oracles into .venv (PyPI)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --progress-bar off \
-    "torch==$TORCH_VERSION" "${PY_EXTRA[@]}"
+  # No pip cache: the CUDA wheels are ~3 GB and a cached copy would double the
+  # disk this needs; pip's unpack folders go under .venv so a full disk names it.
+  mkdir -p .venv/tmp
+  TMPDIR="$root/.venv/tmp" .venv/bin/python -m pip install -q --no-cache-dir \
+    --disable-pip-version-check --progress-bar off "torch==$TORCH_VERSION" "${PY_EXTRA[@]}" || {
+    rm -rf .venv/tmp
+    log "pip could not install torch into $root/.venv (free there now: $(free_gib) GiB; see pip's error above)"
+    exit 1
+  }
+  rm -rf .venv/tmp
   venv_ok || { log "torch $TORCH_VERSION is not importable from .venv after install"; exit 1; }
 }
 

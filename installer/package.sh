@@ -14,8 +14,10 @@
 #                                   $ORIGIN-relative rpaths keep working)
 #   share/lethe/resources/demo      the demo
 #   share/applications, share/icons desktop entry and icon
-# Builds in its own target folder (target-package) so the development build is not
-# relinked back and forth; switching variants there only relinks (LETHE_LINK_CUDA).
+# The CUDA variant links exactly as the development build does, so it builds in target/
+# (a release build there, e.g. from ./run bench, is reused); the CPU variant builds in
+# its own folder (target-package) so the development build is not relinked back and
+# forth by LETHE_LINK_CUDA.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -31,7 +33,7 @@ installer/setup.sh
 command -v patchelf >/dev/null || { log "patchelf is missing (installer/setup.sh installs it)"; exit 1; }
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
-target="target-package"
+if [ "$link_cuda" = 1 ]; then target="target"; else target="target-package"; fi
 site="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
 
 # The plugins users get: every cdylib under plugins/ except test fixtures and the template.
@@ -48,7 +50,12 @@ for p in meta["packages"]:
 log "building lethe and ${#plugin_pkgs[@]} plugins ($variant) in $target"
 args=(-p lethe)
 for p in "${plugin_pkgs[@]}"; do args+=(-p "$p"); done
-LETHE_LINK_CUDA=$link_cuda CARGO_TARGET_DIR="$target" cargo build --release --quiet "${args[@]}"
+if [ "$link_cuda" = 1 ]; then
+  # Unset, as in every other build of target/: a changed value would relink it all.
+  env -u LETHE_LINK_CUDA CARGO_TARGET_DIR="$target" cargo build --release --quiet "${args[@]}"
+else
+  LETHE_LINK_CUDA=0 CARGO_TARGET_DIR="$target" cargo build --release --quiet "${args[@]}"
+fi
 
 name="lethe-$version-linux-x86_64-$variant"
 stage="$target/stage/$name"

@@ -10,7 +10,7 @@ use crate::tasks::Loadable;
 use crate::thumbs::Thumb;
 use crate::widgets::heatmap::{Colormap, Heatmap};
 use egui::{Color32, RichText};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const RED: Color32 = Color32::from_rgb(220, 60, 60);
@@ -19,8 +19,53 @@ const RED: Color32 = Color32::from_rgb(220, 60, 60);
 /// The prefix of the `run` of a study's file in [`crate::state::View::Artifact`].
 pub const STUDY_PREFIX: &str = "study:";
 
+/// Where a result's samples come from: the dataset (for pictures), the forget
+/// list (the order of forget scores) and a key for the picture cache.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// The dataset file.
+    pub data: PathBuf,
+    /// The forget list.
+    pub forget: PathBuf,
+    /// Names the pictures' textures (a run id or a study folder).
+    pub key: String,
+}
+
+impl Samples {
+    /// A job's samples.
+    pub fn of_run(r: &JobRecord) -> Self {
+        Samples {
+            data: r.spec.data.clone(),
+            forget: r.spec.forget.clone(),
+            key: r.id.clone(),
+        }
+    }
+}
+
+/// The samples of a `run` tag: a job of the project, or a study folder's
+/// dataset and forget list (read from its study.json, loaded on demand).
+fn samples_of(app: &mut LetheApp, run: &str, record: Option<&JobRecord>) -> Option<Samples> {
+    if let Some(r) = record {
+        return Some(Samples::of_run(r));
+    }
+    let dir = PathBuf::from(run.strip_prefix(STUDY_PREFIX)?);
+    match app.study_results.get(&dir) {
+        Some(Loadable::Ready(r)) => Some(Samples {
+            data: r.manifest.spec.data.clone(),
+            forget: r.manifest.spec.forget.clone(),
+            key: run.to_string(),
+        }),
+        Some(_) => None,
+        None => {
+            app.load_study(&dir);
+            None
+        }
+    }
+}
+
 pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
     let record = app.project.as_ref().and_then(|p| p.run(run)).cloned();
+    let samples = samples_of(app, run, record.as_ref());
     ui.horizontal(|ui| {
         // A study's files name their study as `study:<folder>`.
         let back = match run.strip_prefix(STUDY_PREFIX) {
@@ -40,7 +85,7 @@ pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
         egui::ScrollArea::vertical()
             .id_salt("scores-art")
             .show(ui, |ui| {
-                scores_view(ui, app, dir, record.as_ref());
+                scores_view(ui, app, dir, record.as_ref(), samples.as_ref());
             });
         return;
     }
@@ -54,7 +99,7 @@ pub fn artifact(ui: &mut egui::Ui, app: &mut LetheApp, run: &str, path: &Path) {
                 egui::ScrollArea::vertical()
                     .id_salt("tensors")
                     .show(ui, |ui| {
-                        tensors(ui, app, run, path, ts, record.as_ref());
+                        tensors(ui, app, run, path, ts, samples.as_ref());
                     });
             }
         },
@@ -104,7 +149,7 @@ fn tensors(
     run: &str,
     path: &Path,
     ts: &[TensorData],
-    record: Option<&JobRecord>,
+    record: Option<&Samples>,
 ) {
     if ts.is_empty() {
         ui.label("The file holds no tensors.");
@@ -257,7 +302,7 @@ fn heatmap_view(
     app: &mut LetheApp,
     path: &Path,
     t: &TensorData,
-    record: Option<&JobRecord>,
+    record: Option<&Samples>,
     file_axes: Option<Vec<i64>>,
 ) {
     let key = (path.to_path_buf(), t.name.clone());
@@ -271,7 +316,7 @@ fn heatmap_view(
     let from_file = file_axes.is_some();
     let samples: Vec<i64> = file_axes.unwrap_or_else(|| {
         record
-            .and_then(|r| crate::panels::inspect::read_indices(&r.spec.forget).ok())
+            .and_then(|r| crate::panels::inspect::read_indices(&r.forget).ok())
             .map(|mut v| {
                 v.sort_unstable();
                 v
@@ -310,7 +355,7 @@ fn heatmap_view(
     });
     ui.ctx()
         .data_mut(|d| d.insert_temp(mem, (rows_are, cols_are)));
-    let data = record.map(|r| r.spec.data.clone());
+    let data = record.map(|r| r.data.clone());
     let shown: Vec<i64> = samples.iter().copied().take(MAX_AXIS_THUMBS).collect();
     let textures = match &data {
         Some(d) if rows_are || cols_are => sample_textures(app, ui.ctx(), d, &shown),
@@ -350,7 +395,7 @@ fn alignment_triple(
     app: &mut LetheApp,
     path: &Path,
     ts: &[TensorData],
-    record: Option<&JobRecord>,
+    record: Option<&Samples>,
 ) {
     let names = ["am_before", "am_after", "agm"];
     let key = |name: &str| (path.to_path_buf(), format!("triple/{name}"));
@@ -392,7 +437,7 @@ fn alignment_triple(
     let textures = match (record, &indices) {
         (Some(r), Some(idx)) => {
             let shown: Vec<i64> = idx.iter().copied().take(MAX_AXIS_THUMBS).collect();
-            sample_textures(app, ui.ctx(), &r.spec.data, &shown)
+            sample_textures(app, ui.ctx(), &r.data, &shown)
         }
         _ => None,
     };
@@ -456,7 +501,13 @@ fn vector_view(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path, t: &TensorDat
 
 /// ROC curves (linear and log-log), score histograms and the forget samples
 /// most at risk, from the `scores_<role>` files in `dir`.
-pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Option<&JobRecord>) {
+pub fn scores_view(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    dir: &Path,
+    record: Option<&JobRecord>,
+    samples: Option<&Samples>,
+) {
     let scores = match app.scores.get(dir) {
         Some(Loadable::Ready(s)) => s.clone(),
         Some(Loadable::Failed(e)) => {
@@ -562,14 +613,14 @@ pub fn scores_view(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path, record: Op
             }
         });
     }
-    if let (Some(f), Some(run)) = (&scores.forget, record) {
-        at_risk(ui, app, f, run);
+    if let (Some(f), Some(s)) = (&scores.forget, samples) {
+        at_risk(ui, app, f, s);
     }
 }
 
 /// The forget samples the attack still scores as most member-like.
-fn at_risk(ui: &mut egui::Ui, app: &mut LetheApp, scores: &[f64], run: &JobRecord) {
-    let Ok(mut indices) = crate::panels::inspect::read_indices(&run.spec.forget) else {
+fn at_risk(ui: &mut egui::Ui, app: &mut LetheApp, scores: &[f64], run: &Samples) {
+    let Ok(mut indices) = crate::panels::inspect::read_indices(&run.forget) else {
         return;
     };
     indices.sort_unstable();
@@ -589,13 +640,13 @@ fn at_risk(ui: &mut egui::Ui, app: &mut LetheApp, scores: &[f64], run: &JobRecor
         .map(|&i| (indices[i], scores[i]))
         .collect();
     let wanted: Vec<i64> = top.iter().map(|(i, _)| *i).collect();
-    app.ensure_samples(&run.spec.data, &wanted);
+    app.ensure_samples(&run.data, &wanted);
     ui.label(RichText::new("Forget samples most at risk (highest membership score)").strong());
     let thumbs: Vec<Thumb> = top
         .iter()
         .filter_map(|(i, s)| {
             app.samples
-                .get(&run.spec.data)
+                .get(&run.data)
                 .and_then(|m| m.get(i))
                 .map(|t| Thumb {
                     label: format!("#{i} · {s:.3}"),
@@ -607,7 +658,7 @@ fn at_risk(ui: &mut egui::Ui, app: &mut LetheApp, scores: &[f64], run: &JobRecor
     crate::widgets::thumb_grid(
         ui,
         &mut app.textures,
-        &format!("risk:{}", run.id),
+        &format!("risk:{}", run.key),
         &thumbs,
         56.0,
     );

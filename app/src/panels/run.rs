@@ -331,7 +331,8 @@ fn scores_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir:
     }
     app.ensure_scores(&dir);
     ui.add_space(8.0);
-    crate::panels::results::scores_view(ui, app, &dir, Some(r));
+    let samples = crate::panels::results::Samples::of_run(r);
+    crate::panels::results::scores_view(ui, app, &dir, Some(r), Some(&samples));
 }
 
 fn log_view(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {

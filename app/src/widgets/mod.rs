@@ -2,7 +2,10 @@
 
 pub mod gap_heatmap;
 pub mod heatmap;
+pub mod numbers;
 pub mod plots;
+#[cfg(test)]
+mod snapshots;
 pub mod table;
 
 use crate::thumbs::Thumb;

@@ -1,6 +1,7 @@
 //! Plots on egui_plot: training curves, ROC curves (linear and log-log) and
 //! score histograms.
 
+use super::numbers;
 use crate::artifacts::{Histogram, Roc};
 use egui::Color32;
 use egui_plot::{Bar, BarChart, Legend, Line, LineStyle, Plot, PlotPoints};
@@ -73,25 +74,65 @@ pub fn curves_plot(
             ui.vertical(|ui| {
                 ui.set_width(width);
                 ui.label(egui::RichText::new(name).small().weak());
-                Plot::new((id, name))
+                let mut plot = Plot::new((id, name))
                     .height(200.0)
                     // The wheel scrolls the page; ctrl+wheel zooms the plot.
                     .allow_scroll(false)
                     .legend(Legend::default())
                     .x_axis_label(x_label)
-                    .show(ui, |plot| {
-                        for (series, points) in &group {
-                            plot.line(
-                                Line::new(series.as_str(), PlotPoints::from(points.to_vec()))
-                                    .color(PALETTE[color % PALETTE.len()])
-                                    .width(1.8),
-                            );
-                            color += 1;
-                        }
+                    .y_axis_formatter(|m, _| numbers::tick(m.value, m.step_size))
+                    .label_formatter(|hover| {
+                        let (name, p) = match hover {
+                            egui_plot::HoverPosition::NearDataPoint {
+                                plot_name,
+                                position,
+                                ..
+                            } => (*plot_name, *position),
+                            egui_plot::HoverPosition::Elsewhere { position } => ("", *position),
+                        };
+                        Some(format!(
+                            "{name}\n{} · {}",
+                            numbers::significant(p.x, 4),
+                            numbers::significant(p.y, 4)
+                        ))
                     });
+                // A constant series (a fixed learning rate) would get an axis
+                // of ±0.5 around it, whose only tick reads 0: frame it instead.
+                if let Some((lo, hi)) = y_extent(&group) {
+                    let pad = if hi > lo {
+                        0.0
+                    } else if lo == 0.0 {
+                        1.0
+                    } else {
+                        lo.abs() * 0.2
+                    };
+                    plot = plot.include_y(lo - pad).include_y(hi + pad);
+                }
+                plot.show(ui, |plot| {
+                    for (series, points) in &group {
+                        plot.line(
+                            Line::new(series.as_str(), PlotPoints::from(points.to_vec()))
+                                .color(PALETTE[color % PALETTE.len()])
+                                .width(1.8),
+                        );
+                        color += 1;
+                    }
+                });
             });
         }
     });
+}
+
+/// The smallest and largest finite y of some series.
+fn y_extent(series: &[Series<'_>]) -> Option<(f64, f64)> {
+    series
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p[1]))
+        .filter(|y| y.is_finite())
+        .fold(None, |acc, y| match acc {
+            None => Some((y, y)),
+            Some((lo, hi)) => Some((f64::min(lo, y), f64::max(hi, y))),
+        })
 }
 
 /// ROC curves. In log-log mode both rates are drawn as log10, from the smallest
@@ -223,6 +264,9 @@ pub fn histogram_plot(ui: &mut egui::Ui, id: &str, h: &Histogram, x_label: &str)
         .legend(Legend::default())
         .x_axis_label(x_label)
         .y_axis_label("share of samples")
+        // Scores can be tiny (losses near 0, likelihood ratios).
+        .x_axis_formatter(|m, _| numbers::tick(m.value, m.step_size))
+        .y_axis_formatter(|m, _| numbers::tick(m.value, m.step_size))
         .show(ui, |p| {
             for (i, (name, shares)) in h.series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];

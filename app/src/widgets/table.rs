@@ -108,6 +108,54 @@ impl CellValue {
         }
         s
     }
+
+    /// The same on two lines, `12.34 ± 0.56` over `(0.12) ★`, for tables
+    /// too wide for one line per cell.
+    pub fn text_two_lines(&self, decimals: usize, show_gap: bool) -> String {
+        let Some(mean) = self.mean else {
+            return "–".into();
+        };
+        let mut first = format!("{mean:.decimals$}");
+        if let Some(std) = self.std {
+            first.push_str(&format!(" ± {std:.decimals$}"));
+        }
+        let mut second = String::new();
+        if show_gap && let Some(g) = self.gap {
+            second.push_str(&format!("({g:.decimals$})"));
+        }
+        if self.best {
+            if !second.is_empty() {
+                second.push(' ');
+            }
+            second.push('★');
+        }
+        if second.is_empty() {
+            first
+        } else {
+            format!("{first}\n{second}")
+        }
+    }
+}
+
+/// A heading broken at spaces into lines of about `width` characters
+/// (`metric-mia efficacy` → `metric-mia` / `efficacy`); a word is never cut.
+pub fn wrap_heading(label: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for word in label.split(' ').filter(|w| !w.is_empty()) {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines.join("\n")
+}
+
+/// Characters of the longest line of `text`.
+fn longest_line(text: &str) -> usize {
+    text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
 }
 
 impl TableModel {
@@ -199,6 +247,41 @@ fn width_for(chars: usize) -> f32 {
     (chars as f32 * 7.2 + 14.0).max(60.0)
 }
 
+/// Headings of a compact table wrap at about this many characters.
+const HEADING_CHARS: usize = 11;
+
+/// Each column's width: its widest cell or its heading (with room for the
+/// sort arrow), on one line or as in a compact table.
+fn column_widths(model: &TableModel, show_gap: bool, compact: bool) -> Vec<f32> {
+    model
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(c, col)| {
+            let gap = show_gap && col.has_gap && !col.summary;
+            let longest = model
+                .rows
+                .iter()
+                .filter_map(|r| r.cells.get(c))
+                .map(|cell| {
+                    if compact {
+                        longest_line(&cell.text_two_lines(col.decimals, gap))
+                    } else {
+                        cell.text(col.decimals, gap).chars().count()
+                    }
+                })
+                .max()
+                .unwrap_or(1);
+            let heading = if compact {
+                longest_line(&wrap_heading(&col.label, HEADING_CHARS))
+            } else {
+                col.label.chars().count()
+            };
+            width_for(longest.max(heading + 2))
+        })
+        .collect()
+}
+
 /// Draws the options line (sorting, tint, gaps) and the table. Returns the row
 /// order shown.
 pub fn table_ui(
@@ -230,25 +313,40 @@ pub fn table_ui(
     });
     let order = model.order(view);
     let show_gap = !view.hide_gaps;
-    let widths: Vec<f32> = model
+    // One line per cell when the table fits the view; else each cell on two
+    // lines (mean ± std over the gap) and headings wrapped, which about halves
+    // the width, and the table scrolls sideways for whatever still does not fit.
+    let one_line = column_widths(model, show_gap, false);
+    let method_w = model
+        .rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .map_or(80.0, width_for);
+    let spacing = 4.0 * (model.columns.len() + 1) as f32;
+    let compact = method_w + spacing + one_line.iter().sum::<f32>() > ui.available_width().max(1.0);
+    let widths = if compact {
+        column_widths(model, show_gap, true)
+    } else {
+        one_line
+    };
+    let heading = |col: &Column| {
+        if compact {
+            wrap_heading(&col.label, HEADING_CHARS)
+        } else {
+            col.label.clone()
+        }
+    };
+    let line_h = 18.0;
+    let header_h = model
         .columns
         .iter()
-        .enumerate()
-        .map(|(c, col)| {
-            let longest = model
-                .rows
-                .iter()
-                .filter_map(|r| r.cells.get(c))
-                .map(|cell| {
-                    cell.text(col.decimals, show_gap && col.has_gap && !col.summary)
-                        .chars()
-                        .count()
-                })
-                .max()
-                .unwrap_or(1);
-            width_for(longest.max(col.label.chars().count() + 2))
-        })
-        .collect();
+        .map(|c| heading(c).lines().count().max(1))
+        .max()
+        .unwrap_or(1) as f32
+        * line_h
+        + 2.0;
+    let cell_h = if compact { 2.0 * line_h } else { 20.0 };
     let arrow = |col: usize| match view.sort {
         Some((c, false)) if c == col => " ⏶",
         Some((c, true)) if c == col => " ⏷",
@@ -271,7 +369,7 @@ pub fn table_ui(
                         clicked = Some(BY_NAME);
                     }
                     for (c, col) in model.columns.iter().enumerate() {
-                        let text = format!("{}{}", col.label, arrow(c));
+                        let text = format!("{}{}", heading(col), arrow(c));
                         let how = if col.has_gap {
                             "sort by gap to retrain (click again: reverse)"
                         } else {
@@ -283,8 +381,8 @@ pub fn table_ui(
                             format!("{}\n\n{how}", col.help)
                         };
                         ui.allocate_ui_with_layout(
-                            egui::vec2(widths[c], 20.0),
-                            egui::Layout::right_to_left(egui::Align::Center),
+                            egui::vec2(widths[c], header_h),
+                            egui::Layout::right_to_left(egui::Align::Max),
                             |ui| {
                                 // The whole width, not just the text's: the grid
                                 // sizes its column from what is allocated.
@@ -312,7 +410,8 @@ pub fn table_ui(
                         }
                         for (c, col) in model.columns.iter().enumerate() {
                             let cell = row.cells.get(c).cloned().unwrap_or_default();
-                            cell_ui(ui, model, view, &row.label, col, c, &cell, widths[c]);
+                            let size = egui::vec2(widths[c], cell_h);
+                            cell_ui(ui, model, view, &row.label, col, c, &cell, size, compact);
                         }
                         ui.end_row();
                     }
@@ -336,15 +435,18 @@ fn cell_ui(
     col: &Column,
     c: usize,
     cell: &CellValue,
-    width: f32,
+    size: egui::Vec2,
+    two_lines: bool,
 ) {
     let is_ref = model.rows.iter().any(|r| r.label == row && r.reference);
     // A summary column's value is itself a gap (Avg. Gap): no brackets.
     // The reference's own gaps are zero by definition: not shown.
-    let text = cell.text(
-        col.decimals,
-        !view.hide_gaps && col.has_gap && !col.summary && !is_ref,
-    );
+    let show_gap = !view.hide_gaps && col.has_gap && !col.summary && !is_ref;
+    let text = if two_lines {
+        cell.text_two_lines(col.decimals, show_gap)
+    } else {
+        cell.text(col.decimals, show_gap)
+    };
     let bg = match (view.tint, cell.gap, model.max_gap(c)) {
         (Tint::Gap, Some(g), Some(max)) if !is_ref && col.has_gap => {
             Some(gap_tint(if max > 0.0 { g / max } else { 0.0 }, cell.best))
@@ -353,16 +455,17 @@ fn cell_ui(
         _ => None,
     };
     let inner = ui.allocate_ui_with_layout(
-        egui::vec2(width, 20.0),
+        size,
         egui::Layout::right_to_left(egui::Align::Center),
         |ui| {
-            ui.set_min_width(width);
+            ui.set_min_width(size.x);
             let slot = ui.painter().add(egui::Shape::Noop);
             let mut rt = RichText::new(&text).monospace();
             if cell.best {
                 rt = rt.strong();
             }
-            let r = ui.label(rt);
+            // Right-aligned lines: the decimal points of both lines line up.
+            let r = ui.add(egui::Label::new(rt).halign(egui::Align::Max));
             if let Some(bg) = bg {
                 let rect = egui::Rect::from_min_max(
                     egui::pos2(ui.max_rect().left(), r.rect.top() - 1.0),
@@ -472,6 +575,72 @@ mod tests {
         assert_eq!(c.text(2, true), "12.35 ± 0.50 (1.25) ★");
         assert_eq!(c.text(1, false), "12.3 ± 0.5 ★");
         assert_eq!(CellValue::default().text(2, true), "–");
+    }
+
+    #[test]
+    fn compact_cells_and_headings_break_into_lines() {
+        let c = CellValue {
+            mean: Some(95.0),
+            std: Some(1.414),
+            gap: Some(5.0),
+            best: true,
+            ..CellValue::default()
+        };
+        assert_eq!(c.text_two_lines(2, true), "95.00 ± 1.41\n(5.00) ★");
+        assert_eq!(c.text_two_lines(2, false), "95.00 ± 1.41\n★");
+        let plain = CellValue {
+            mean: Some(3.0),
+            ..CellValue::default()
+        };
+        assert_eq!(
+            plain.text_two_lines(1, true),
+            "3.0",
+            "nothing for a second line"
+        );
+        assert_eq!(
+            wrap_heading("metric-mia efficacy", 11),
+            "metric-mia\nefficacy"
+        );
+        assert_eq!(wrap_heading("RTE (s)", 11), "RTE (s)");
+        assert_eq!(
+            wrap_heading("lira TPR@0.1%FPR", 11),
+            "lira\nTPR@0.1%FPR",
+            "a long word stays whole"
+        );
+    }
+
+    #[test]
+    fn a_table_wider_than_the_view_goes_compact() {
+        use egui_kittest::Harness;
+        use egui_kittest::kittest::Queryable;
+        let at = |width: f32| {
+            let mut h = Harness::builder()
+                .with_size(egui::vec2(width, 300.0))
+                .build_ui_state(
+                    |ui, v: &mut TableView| {
+                        let model = crate::widgets::snapshots::study_table();
+                        table_ui(ui, "t", &model, v);
+                    },
+                    TableView::default(),
+                );
+            h.run();
+            h
+        };
+        let h = at(1100.0);
+        assert!(
+            h.query_by_label("0.40 ± 0.10 (1.70)").is_some(),
+            "one line fits"
+        );
+        assert!(h.query_by_label("metric-mia efficacy").is_some());
+        let h = at(640.0);
+        assert!(
+            h.query_by_label("0.40 ± 0.10\n(1.70)").is_some(),
+            "too narrow: mean ± std over the gap"
+        );
+        assert!(
+            h.query_by_label("metric-mia\nefficacy").is_some(),
+            "the heading wraps"
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub fn metric_help(key: &str) -> String {
         "ra" => "RA: accuracy on the retained training data".into(),
         "ta" => "TA: accuracy on the test split".into(),
         "va" => "VA: accuracy on the validation split".into(),
-        "fs" => "FS: forgetting score of the alignment audit (encoders)".into(),
+        "fs" => "FS: forgetting score of the alignment audit (encoders; for a classifier, choosing it runs the audit on its backbone and writes AM/AGM heatmaps per run)".into(),
         k if k.ends_with(".efficacy") => {
             "MIA efficacy: share of the forget set the attack calls non-members".into()
         }

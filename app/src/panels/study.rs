@@ -104,6 +104,12 @@ pub fn spec_of(app: &LetheApp, d: &StudyDraft) -> Result<StudySpec, Vec<String>>
     if metrics.is_empty() {
         missing.push("choose at least one column".into());
     }
+    // The FS column needs the alignment audit, which classifiers only get on
+    // request; it also writes the AM/AGM heatmaps of each run.
+    let evaluate = EvaluateSpec {
+        alignment: metrics.iter().any(|m| m == "fs"),
+        ..EvaluateSpec::default()
+    };
     match (missing.is_empty(), seeds, &d.checkpoint, &d.data, &d.forget) {
         (true, Some(seeds), Some(c), Some(data), Some(f)) => Ok(StudySpec {
             name,
@@ -117,7 +123,7 @@ pub fn spec_of(app: &LetheApp, d: &StudyDraft) -> Result<StudySpec, Vec<String>>
             original: d.original,
             timeout: None,
             retrain,
-            evaluate: EvaluateSpec::default(),
+            evaluate,
             methods,
             attacks,
         }),

@@ -101,7 +101,7 @@ fn harness<S>(
 fn snapshot_comparison_table() {
     let model = study_table();
     // Narrower than the table on one line: the compact layout.
-    let mut h = harness(vec2(640.0, 200.0), TableView::default(), move |ui, v| {
+    let mut h = harness(vec2(720.0, 200.0), TableView::default(), move |ui, v| {
         table_ui(ui, "snap", &model, v);
     });
     h.run();

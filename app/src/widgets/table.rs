@@ -238,7 +238,7 @@ pub fn gap_tint(t: f64, best: bool) -> Color32 {
         return Color32::from_rgba_unmultiplied(60, 170, 80, 70);
     }
     let t = t.clamp(0.0, 1.0);
-    Color32::from_rgba_unmultiplied(230, 120, 40, (t * 150.0).round() as u8)
+    Color32::from_rgba_unmultiplied(230, 120, 40, (t * 100.0).round() as u8)
 }
 
 /// Width of a column holding `chars` characters (the digits of the default
@@ -259,11 +259,12 @@ fn column_widths(model: &TableModel, show_gap: bool, compact: bool) -> Vec<f32> 
         .enumerate()
         .map(|(c, col)| {
             let gap = show_gap && col.has_gap && !col.summary;
+            // As drawn: a reference row's own gaps (zero) are not shown.
             let longest = model
                 .rows
                 .iter()
-                .filter_map(|r| r.cells.get(c))
-                .map(|cell| {
+                .filter_map(|r| r.cells.get(c).map(|cell| (cell, gap && !r.reference)))
+                .map(|(cell, gap)| {
                     if compact {
                         longest_line(&cell.text_two_lines(col.decimals, gap))
                     } else {
@@ -463,6 +464,9 @@ fn cell_ui(
             let mut rt = RichText::new(&text).monospace();
             if cell.best {
                 rt = rt.strong();
+            } else if bg.is_some() {
+                // Grey text on an orange tint is hard to read.
+                rt = rt.color(ui.visuals().strong_text_color());
             }
             // Right-aligned lines: the decimal points of both lines line up.
             let r = ui.add(egui::Label::new(rt).halign(egui::Align::Max));

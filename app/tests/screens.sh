@@ -2,8 +2,10 @@
 # Runs the desktop app under Xvfb and drives the demo by mouse (xdotool), from
 # the first-start offer to a finished deletion, its evaluation, a membership
 # attack on the new and the original model, the compliance report, the
-# comparison table, the job queue and a small study, saving a screenshot of each
-# screen as PNG. Nothing is committed: the pictures go to OUT (default
+# comparison table, the job queue, a small study (its table, AM/AGM heatmaps
+# with the samples' pictures, ROC and the samples most at risk) and a forget set
+# made from a folder of pictures, saving a screenshot of each screen as PNG.
+# Nothing is committed: the pictures go to OUT (default
 # /tmp/lethe-screens), the project to a fresh HOME under /tmp.
 #
 #   app/tests/screens.sh [OUT]
@@ -16,7 +18,9 @@
 # The clicks are window coordinates of the 1280 × 820 window with the bundled
 # fonts; a changed layout moves them. Each step waits for the files the step
 # writes (job.json states, evaluation.json, the report), so a wrong click shows
-# up as a timeout naming the step, with the screenshots so far to look at.
+# up as a timeout naming the step, with the screenshots so far to look at. The
+# study's clicks assume the attack plugins this checkout builds (EncoderMI, LiRA,
+# metric MIA, SVM MIA, the failing test fixture, in that order).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -99,6 +103,13 @@ set_value 676 244 2
 shot 03-deletion-method-and-run
 click 390 745 8
 shot 04-run-started
+# The first epoch's report gives the progress bar a fraction and an ETA.
+for _ in $(seq 1 180); do
+    grep -qE '"fraction": 0\.[1-9]' "$PROJECT"/runs/*finetune/job.json 2>/dev/null && break
+    sleep 1
+done
+sleep 2
+shot 04b-run-progress-eta
 wait_for "the fine-tuning run" 900 '[[ $(succeeded finetune) -ge 1 ]]'
 sleep 3
 top
@@ -136,14 +147,21 @@ step "comparison table"
 click 84 436 5
 shot 13-compare-runs
 
-step "a study: FT against capped retraining, metric MIA, seed 0"
+step "a study: FT and GA against capped retraining, metric MIA, FS (AM/AGM), seed 0"
 click 60 483 4
 shot 14-new-study
 set_value 500 212 0
-click 285 359 1
+# Attacks are listed by plugin: EncoderMI, LiRA, metric MIA (the third), ...
+click 285 382 1
 click 437 287 2
 click 333 314 2
-click 290 554 2
+click 437 333 2
+click 352 406 2
+# Columns: TPR at 1 % FPR (a wider table) and FS, which runs the alignment
+# audit on the classifier's backbone and writes each run's AM/AGM heatmaps.
+click 572 592 1
+click 973 592 1
+click 290 623 2
 bottom
 set_value 681 271 1
 set_value 681 531 20
@@ -154,5 +172,50 @@ wait_for "the study" 1800 '[[ -f "$PROJECT/studies/study-1/results.json" ]]'
 sleep 6
 top
 shot 17-study-table
+step "the study's runs: AM/AGM heatmaps with the samples' pictures, ROC and the samples most at risk"
+# "Runs (3)" under the gap heatmap: Retrain, FT, GA; FT's links.
+click 318 593 2
+shot 18-study-runs
+click 702 662 6
+shot 19-study-am-agm
+click 335 43 3
+click 838 662 6
+shot 20-study-roc-and-at-risk
+click 335 43 3
+
+step "a forget set from a folder of pictures, matched by content"
+# Four training pictures of the demo's forget set and one test picture the
+# model never trained on, written as PNG files (numpy and zlib only).
+PICS=$WORK/pictures
+mkdir -p "$PICS"
+"$ROOT/.venv/bin/python" - "$ROOT" "$PICS" <<'PY'
+import sys, zlib, struct
+import numpy as np
+root, out = sys.argv[1], sys.argv[2]
+d = np.load(f"{root}/resources/demo/mnist10k.npz")
+forget = [int(l) for l in open(f"{root}/resources/demo/forget.txt") if l.strip() and not l.startswith("#")]
+def png(path, img):
+    h, w = img.shape
+    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
+    def chunk(t, b):
+        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for i in forget[:4]:
+    png(f"{out}/photo-{i}.png", d["x"][i, 0])
+t = int(d["test_idx"][0])
+png(f"{out}/not-trained-on-{t}.png", d["x"][t, 0])
+PY
+click 134 87 3
+top
+# Step 3's "Make a new forget set"; the folder mode is the first choice.
+click 372 582 2
+set_value 700 664 "$PICS"
+sleep 5
+xdotool mousemove --window "$WID" 1266 400
+for _ in $(seq 1 6); do xdotool click 5; done
+sleep 2
+shot 21-forget-folder-preview
 
 step "done: $OUT"

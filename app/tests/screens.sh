@@ -181,6 +181,9 @@ shot 19-study-am-agm
 click 335 43 3
 click 838 662 6
 shot 20-study-roc-and-at-risk
+click 343 139 3
+shot 20b-study-roc-log-log
+click 285 139 1
 click 335 43 3
 
 step "a forget set from a folder of pictures, matched by content"
@@ -217,5 +220,12 @@ xdotool mousemove --window "$WID" 1266 400
 for _ in $(seq 1 6); do xdotool click 5; done
 sleep 2
 shot 21-forget-folder-preview
+
+step "a checkpoint's inspection; the plugins, refused ones with their reason"
+click 90 139 4
+shot 22-checkpoint-inspect
+click 118 547 4
+bottom
+shot 23-plugins-refused
 
 step "done: $OUT"

@@ -69,15 +69,41 @@ fn the_table_gives_the_ratio_lethe_over_pytorch() {
         forget_loss_before: None,
         forget_loss_after: None,
     };
-    let row = Comparison {
-        spec: Spec::Throughput(spec),
-        lethe: side(300.0),
-        pytorch: side(200.0),
-    };
+    let row = Comparison::from_runs(Spec::Throughput(spec), vec![side(300.0)], vec![side(200.0)]);
     assert!((row.ratio() - 1.5).abs() < 1e-12);
     let table = render(&[row]);
     assert!(
-        table.contains("| resnet18 supervised | 128 × 4 | 300.0 | 200.0 | 1.50× | 100 | 100 |"),
+        table.contains("| resnet18 supervised | 128 × 2 | 300.0 | 200.0 | 1.50× | 100 | 100 |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn repeated_runs_give_each_sides_median_run_and_the_paired_ratio_range() {
+    let spec = default_rows(2).remove(0);
+    let side = |ips: f64, mib: f64| RowResult {
+        images_per_sec: ips,
+        seconds: 1.0,
+        peak_rss_mib: mib,
+        forget_loss_before: None,
+        forget_loss_after: None,
+    };
+    // Lethe's runs 90, 120, 100 (median 100, its memory 2); PyTorch's 100, 80, 50
+    // (median 80, its memory 5). Paired ratios 0.9, 1.5, 2.0.
+    let row = Comparison::from_runs(
+        Spec::Throughput(spec),
+        vec![side(90.0, 1.0), side(120.0, 3.0), side(100.0, 2.0)],
+        vec![side(100.0, 4.0), side(80.0, 5.0), side(50.0, 6.0)],
+    );
+    assert_eq!(row.runs, 3);
+    assert!((row.ratio() - 1.25).abs() < 1e-12);
+    assert!((row.ratio_range.0 - 0.9).abs() < 1e-12);
+    assert!((row.ratio_range.1 - 2.0).abs() < 1e-12);
+    let table = render(&[row]);
+    assert!(
+        table.contains(
+            "| resnet18 supervised | 128 × 2 | 100.0 | 80.0 | 1.25× (0.90–2.00) | 2 | 5 |"
+        ),
         "{table}"
     );
 }
@@ -93,15 +119,11 @@ fn an_unlearning_row_is_faster_when_it_takes_less_time() {
         forget_loss_before: Some(0.5),
         forget_loss_after: Some(1.25),
     };
-    let row = Comparison {
-        spec: Spec::Unlearn(spec),
-        lethe: side(10.0),
-        pytorch: side(25.0),
-    };
+    let row = Comparison::from_runs(Spec::Unlearn(spec), vec![side(10.0)], vec![side(25.0)]);
     assert!((row.ratio() - 2.5).abs() < 1e-12);
     let table = render(&[row]);
     assert!(
-        table.contains("| demo unlearn: fine-tune classifier | 3 | 10.0 | 25.0 | 2.50× | 0.5000 → 1.2500; 0.5000 → 1.2500 | 500 | 500 |"),
+        table.contains("| demo unlearn: fine-tune classifier | 2 | 10.0 | 25.0 | 2.50× | 0.5000 → 1.2500; 0.5000 → 1.2500 | 500 | 500 |"),
         "{table}"
     );
 }

@@ -1,7 +1,9 @@
 //! `lethe bench`: Lethe against plain PyTorch, row by row, on this machine.
 //!
-//! Each row runs twice in fresh processes, so peak memory is per row and one
-//! side's caches cannot help the other: `lethe bench --run-row SPEC` (this
+//! Each side of a row runs in fresh processes, so peak memory is per row and one
+//! side's caches cannot help the other, `--repeat` times, alternating sides so
+//! that a burst of other work on the machine hits both; the table gives each
+//! side's median run and the range of the per-run ratios: `lethe bench --run-row SPEC` (this
 //! engine's training loops) and `python bench/pytorch_reference.py SPEC` (the same
 //! work in PyTorch, same libtorch). The table gives images per second for both and
 //! their ratio (> 1 means Lethe is faster), and peak resident memory. The
@@ -68,6 +70,10 @@ pub struct BenchArgs {
     /// Append the table, with machine and versions, to this Markdown file.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Runs of each side per row (alternating); the table shows the median run of
+    /// each side. One run of a short row can be off by 20 % on a 2-core machine.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub repeat: u32,
     /// Internal: run one row spec (JSON) in this process and print its result.
     #[arg(long, hide = true)]
     pub run_row: Option<String>,
@@ -78,13 +84,74 @@ pub struct BenchArgs {
 pub struct Comparison {
     /// The row.
     pub spec: Spec,
-    /// Lethe's measurement.
+    /// Lethe's median run.
     pub lethe: RowResult,
-    /// PyTorch's measurement.
+    /// PyTorch's median run.
     pub pytorch: RowResult,
+    /// Lowest and highest ratio of the i-th Lethe run to the i-th PyTorch run
+    /// (equal with one run).
+    pub ratio_range: (f64, f64),
+    /// Runs of each side.
+    pub runs: usize,
 }
 
 impl Comparison {
+    /// The row from every run of each side (the same number on both, at least one):
+    /// each side's median run by the row's measure, and the range of the paired
+    /// ratios.
+    pub fn from_runs(spec: Spec, lethe: Vec<RowResult>, pytorch: Vec<RowResult>) -> Self {
+        let runs = lethe.len().min(pytorch.len()).max(1);
+        let ratio = |l: &RowResult, p: &RowResult| match spec {
+            Spec::Throughput(_) => l.images_per_sec / p.images_per_sec.max(1e-12),
+            Spec::Unlearn(_) => p.seconds / l.seconds.max(1e-12),
+        };
+        let (lo, hi) = lethe
+            .iter()
+            .zip(&pytorch)
+            .map(|(l, p)| ratio(l, p))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
+                (lo.min(r), hi.max(r))
+            });
+        let measure = |r: &RowResult| match spec {
+            Spec::Throughput(_) => r.images_per_sec,
+            Spec::Unlearn(_) => r.seconds,
+        };
+        let median = |mut v: Vec<RowResult>| {
+            v.sort_by(|a, b| measure(a).total_cmp(&measure(b)));
+            // An even count takes the lower middle: a real run, not an average.
+            v.get(v.len().saturating_sub(1) / 2).cloned()
+        };
+        let empty = RowResult {
+            images_per_sec: 0.0,
+            seconds: 0.0,
+            peak_rss_mib: 0.0,
+            forget_loss_before: None,
+            forget_loss_after: None,
+        };
+        Comparison {
+            lethe: median(lethe).unwrap_or_else(|| empty.clone()),
+            pytorch: median(pytorch).unwrap_or(empty),
+            ratio_range: if lo <= hi { (lo, hi) } else { (0.0, 0.0) },
+            runs,
+            spec,
+        }
+    }
+
+    /// The ratio cell: the medians' ratio, with the per-run range when there
+    /// was more than one run.
+    fn ratio_cell(&self) -> String {
+        if self.runs > 1 {
+            format!(
+                "{:.2}× ({:.2}–{:.2})",
+                self.ratio(),
+                self.ratio_range.0,
+                self.ratio_range.1
+            )
+        } else {
+            format!("{:.2}×", self.ratio())
+        }
+    }
+
     /// How much faster Lethe is (> 1: faster): throughput over PyTorch's, or
     /// PyTorch's wall time over Lethe's for an unlearning run.
     pub fn ratio(&self) -> f64 {
@@ -157,16 +224,19 @@ pub fn run_with(args: BenchArgs, extras: Vec<ExtraSection>) -> anyhow::Result<()
         let json = serde_json::to_string(&spec)?;
         let name = spec.name().to_string();
         eprintln!("bench: {name} ...");
-        let lethe = measure(Command::new(&exe).args(["bench", "--run-row", &json]))
-            .with_context(|| format!("Lethe side of `{name}`"))?;
-        let pytorch = measure(Command::new(&python).arg(&reference).arg(&json))
-            .with_context(|| format!("PyTorch side of `{name}`"))?;
-        let row = Comparison {
-            spec,
-            lethe,
-            pytorch,
-        };
-        eprintln!("bench: {name}: {:.2}x", row.ratio());
+        let (mut lethe, mut pytorch) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            lethe.push(
+                measure(Command::new(&exe).args(["bench", "--run-row", &json]))
+                    .with_context(|| format!("Lethe side of `{name}`"))?,
+            );
+            pytorch.push(
+                measure(Command::new(&python).arg(&reference).arg(&json))
+                    .with_context(|| format!("PyTorch side of `{name}`"))?,
+            );
+        }
+        let row = Comparison::from_runs(spec, lethe, pytorch);
+        eprintln!("bench: {name}: {}", row.ratio_cell());
         table.push(row);
     }
     let mut text = render(&table);
@@ -178,7 +248,7 @@ pub fn run_with(args: BenchArgs, extras: Vec<ExtraSection>) -> anyhow::Result<()
     }
     print!("{text}");
     if let Some(path) = &args.record {
-        record(path, &text, threads)?;
+        record(path, &text, threads, args.repeat)?;
         eprintln!("bench: appended to {}", path.display());
     }
     Ok(())
@@ -216,13 +286,13 @@ pub fn render(rows: &[Comparison]) -> String {
         );
         for (s, r) in throughput {
             out.push_str(&format!(
-                "| {} | {} × {} | {:.1} | {:.1} | {:.2}× | {:.0} | {:.0} |\n",
+                "| {} | {} × {} | {:.1} | {:.1} | {} | {:.0} | {:.0} |\n",
                 s.name,
                 s.batch,
                 s.steps,
                 r.lethe.images_per_sec,
                 r.pytorch.images_per_sec,
-                r.ratio(),
+                r.ratio_cell(),
                 r.lethe.peak_rss_mib,
                 r.pytorch.peak_rss_mib
             ));
@@ -250,12 +320,12 @@ pub fn render(rows: &[Comparison]) -> String {
         };
         for (s, r) in runs {
             out.push_str(&format!(
-                "| {} | {} | {:.1} | {:.1} | {:.2}× | {}; {} | {:.0} | {:.0} |\n",
+                "| {} | {} | {:.1} | {:.1} | {} | {}; {} | {:.0} | {:.0} |\n",
                 s.name,
                 s.epochs,
                 r.lethe.seconds,
                 r.pytorch.seconds,
-                r.ratio(),
+                r.ratio_cell(),
                 loss(&r.lethe),
                 loss(&r.pytorch),
                 r.lethe.peak_rss_mib,
@@ -266,7 +336,7 @@ pub fn render(rows: &[Comparison]) -> String {
     out
 }
 
-fn record(path: &Path, table: &str, threads: i32) -> anyhow::Result<()> {
+fn record(path: &Path, table: &str, threads: i32, repeat: u32) -> anyhow::Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -294,7 +364,7 @@ fn record(path: &Path, table: &str, threads: i32) -> anyhow::Result<()> {
         .unwrap_or_else(|| "unknown".into());
     let mut text = std::fs::read_to_string(path).unwrap_or_default();
     text.push_str(&format!(
-        "\n## {date}: CPU, {threads} threads\n\nMachine: {cpu}, {cores} cores, load average {load} at the end. Lethe {} (tch 0.26) and PyTorch, both on libtorch {torch} from the project's venv.\n\n{table}",
+        "\n## {date}: CPU, {threads} threads\n\nMachine: {cpu}, {cores} cores, load average {load} at the end. Lethe {} (tch 0.26) and PyTorch, both on libtorch {torch} from the project's venv. Each side ran {repeat} time(s) per row, alternating; figures are each side's median run, the ratio's range in brackets is over the paired runs.\n\n{table}",
         env!("CARGO_PKG_VERSION"),
     ));
     crate::jobs::atomic::write_atomic(path, text.as_bytes(), true)

@@ -74,21 +74,24 @@ pub fn default_rows(threads: i32) -> Vec<RowSpec> {
         threads,
         seed: 0,
     };
+    // Steps chosen for 2-10 s of timed work per side on 2 cores (single runs of
+    // under 1.5 s swung by ±20 %; `--repeat` takes the median of several), with
+    // the whole comparison inside ten minutes.
     vec![
         row(
             "resnet18 supervised",
             Net::Resnet18,
             Task::Supervised,
             128,
-            4,
+            2,
         ),
-        row("resnet18 simclr", Net::Resnet18, Task::Simclr, 64, 4),
-        row("resnet18 moco", Net::Resnet18, Task::Moco, 64, 4),
-        row("resnet18 linear probe", Net::Resnet18, Task::Probe, 128, 4),
-        row("cnn supervised", Net::SmallCnn, Task::Supervised, 128, 40),
-        row("cnn simclr", Net::SmallCnn, Task::Simclr, 128, 20),
-        row("cnn moco", Net::SmallCnn, Task::Moco, 128, 20),
-        row("cnn linear probe", Net::SmallCnn, Task::Probe, 256, 20),
+        row("resnet18 simclr", Net::Resnet18, Task::Simclr, 64, 2),
+        row("resnet18 moco", Net::Resnet18, Task::Moco, 64, 2),
+        row("resnet18 linear probe", Net::Resnet18, Task::Probe, 128, 2),
+        row("cnn supervised", Net::SmallCnn, Task::Supervised, 128, 60),
+        row("cnn simclr", Net::SmallCnn, Task::Simclr, 128, 30),
+        row("cnn moco", Net::SmallCnn, Task::Moco, 128, 30),
+        row("cnn linear probe", Net::SmallCnn, Task::Probe, 256, 30),
     ]
 }
 

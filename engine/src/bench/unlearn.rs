@@ -70,13 +70,13 @@ pub fn default_unlearn_rows(demo: &Path, threads: i32) -> Vec<UnlearnSpec> {
             "demo unlearn: fine-tune classifier",
             "finetune",
             "classifier.safetensors",
-            3,
+            2,
         ),
         row(
             "demo unlearn: alignment calibration",
             "alignment-calibration",
             "encoder.safetensors",
-            3,
+            2,
         ),
     ]
 }

@@ -12,7 +12,10 @@ use super::{
 
 /// The workspace of a job writing into `out`: `flag`, else `$LETHE_WORKSPACE`,
 /// else the nearest folder above `out` holding a GUI project
-/// (`lethe-project.json`) or an audit log, else the current folder.
+/// (`lethe-project.json`) or an audit log, else the current folder. An output
+/// inside the current folder never looks above it: the current folder is the
+/// default workspace, and a stray log further up (say `/tmp/audit.sqlite`) must
+/// not collect the records of every job below it.
 pub fn workspace_for(flag: Option<&Path>, out: Option<&Path>) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
@@ -20,15 +23,24 @@ pub fn workspace_for(flag: Option<&Path>, out: Option<&Path>) -> PathBuf {
     if let Some(env) = std::env::var_os(WORKSPACE_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(env);
     }
-    if let Some(out) = out {
-        let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
-        for dir in abs.ancestors().skip(1) {
-            if dir.join("lethe-project.json").is_file() || dir.join(AUDIT_FILE).is_file() {
-                return dir.to_path_buf();
-            }
+    let cwd = std::env::current_dir().ok();
+    out.and_then(|out| workspace_above(out, cwd.as_deref()))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The nearest folder above `out` that marks a workspace, looking no higher
+/// than `cwd` when `out` lies inside it.
+fn workspace_above(out: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
+    let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    for dir in abs.ancestors().skip(1) {
+        if dir.join("lethe-project.json").is_file() || dir.join(AUDIT_FILE).is_file() {
+            return Some(dir.to_path_buf());
+        }
+        if Some(dir) == cwd {
+            return None;
         }
     }
-    PathBuf::from(".")
+    None
 }
 
 /// Appends `entry` to the log of `workspace`.
@@ -135,5 +147,25 @@ mod tests {
             let out = dir.path().join("runs/r1/evaluation-1");
             assert_eq!(workspace_for(None, Some(&out)), dir.path());
         }
+    }
+
+    #[test]
+    fn a_log_above_the_current_folder_does_not_capture_its_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(AUDIT_FILE), b"").unwrap();
+        let cwd = dir.path().join("work");
+        let out = cwd.join("runs/r1");
+        // Inside the current folder: the search stops there (its own default).
+        assert_eq!(workspace_above(&out, Some(&cwd)), None);
+        // A log in the current folder or between it and the output still counts.
+        std::fs::create_dir_all(cwd.join("runs")).unwrap();
+        std::fs::write(cwd.join("runs").join(AUDIT_FILE), b"").unwrap();
+        assert_eq!(workspace_above(&out, Some(&cwd)), Some(cwd.join("runs")));
+        // An output outside the current folder finds the log above it.
+        let elsewhere = dir.path().join("other/r2");
+        assert_eq!(
+            workspace_above(&elsewhere, Some(&cwd)),
+            Some(dir.path().to_path_buf())
+        );
     }
 }

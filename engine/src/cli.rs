@@ -26,7 +26,7 @@ pub struct Cli {
     pub plugins: Vec<PathBuf>,
     /// Workspace holding the audit log `audit.sqlite` (default: `$LETHE_WORKSPACE`,
     /// else the nearest folder above the output holding a project or an audit log,
-    /// not looking above the current folder, else the current folder).
+    /// above the current folder only a project, else the current folder).
     #[arg(long, global = true, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
     /// What to do.

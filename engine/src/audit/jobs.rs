@@ -12,10 +12,10 @@ use super::{
 
 /// The workspace of a job writing into `out`: `flag`, else `$LETHE_WORKSPACE`,
 /// else the nearest folder above `out` holding a GUI project
-/// (`lethe-project.json`) or an audit log, else the current folder. An output
-/// inside the current folder never looks above it: the current folder is the
-/// default workspace, and a stray log further up (say `/tmp/audit.sqlite`) must
-/// not collect the records of every job below it.
+/// (`lethe-project.json`) or an audit log, else the current folder. Above the
+/// current folder (for an output inside it) only a project counts: any job run
+/// from a folder makes that folder's log, and a stray one further up (say
+/// `/tmp/audit.sqlite`) must not collect the records of every job below it.
 pub fn workspace_for(flag: Option<&Path>, out: Option<&Path>) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
@@ -28,17 +28,18 @@ pub fn workspace_for(flag: Option<&Path>, out: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The nearest folder above `out` that marks a workspace, looking no higher
-/// than `cwd` when `out` lies inside it.
+/// The nearest folder above `out` that marks a workspace: a project, or an
+/// audit log up to `cwd` when `out` lies inside it.
 fn workspace_above(out: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
     let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let mut above_cwd = false;
     for dir in abs.ancestors().skip(1) {
-        if dir.join("lethe-project.json").is_file() || dir.join(AUDIT_FILE).is_file() {
+        if dir.join("lethe-project.json").is_file()
+            || (!above_cwd && dir.join(AUDIT_FILE).is_file())
+        {
             return Some(dir.to_path_buf());
         }
-        if Some(dir) == cwd {
-            return None;
-        }
+        above_cwd |= Some(dir) == cwd;
     }
     None
 }
@@ -155,7 +156,7 @@ mod tests {
         std::fs::write(dir.path().join(AUDIT_FILE), b"").unwrap();
         let cwd = dir.path().join("work");
         let out = cwd.join("runs/r1");
-        // Inside the current folder: the search stops there (its own default).
+        // Inside the current folder: a log above it does not count.
         assert_eq!(workspace_above(&out, Some(&cwd)), None);
         // A log in the current folder or between it and the output still counts.
         std::fs::create_dir_all(cwd.join("runs")).unwrap();
@@ -165,6 +166,19 @@ mod tests {
         let elsewhere = dir.path().join("other/r2");
         assert_eq!(
             workspace_above(&elsewhere, Some(&cwd)),
+            Some(dir.path().to_path_buf())
+        );
+    }
+
+    #[test]
+    fn a_project_above_the_current_folder_still_holds_its_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lethe-project.json"), "{}").unwrap();
+        // Working inside the project's runs folder.
+        let cwd = dir.path().join("runs");
+        let out = cwd.join("r1");
+        assert_eq!(
+            workspace_above(&out, Some(&cwd)),
             Some(dir.path().to_path_buf())
         );
     }

@@ -106,6 +106,10 @@ pub fn run_unlearn_row(spec: &UnlearnSpec) -> anyhow::Result<RowResult> {
         .args(["--set", &format!("epochs={}", spec.epochs)])
         .arg("--out")
         .arg(&out)
+        // A timed run is no deletion: its audit record stays in the scratch
+        // folder instead of the log of whatever folder the bench ran from.
+        .arg("--workspace")
+        .arg(&scratch)
         .output()?;
     let seconds = start.elapsed().as_secs_f64();
     let summary: Value = std::fs::read(out.join("summary.json"))

@@ -8,49 +8,10 @@
 use lethe_attack_kit::Features;
 use lethe_attack_kit::logistic::{Logistic, Standardizer};
 use lethe_attack_kit::svm::{Svc, SvcConfig, SvmError};
-use serde_json::{Value, json};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
 
-/// Runs `script` with the venv's Python, `input` as JSON on stdin, and parses
-/// the JSON it prints.
-fn python(script: &str, input: &Value) -> Value {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (run installer/setup.sh)", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A fixed pseudo-random stream in [0, 1).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::{Lcg, python};
+use serde_json::json;
 
 const SVC_SCRIPT: &str = r#"
 import json, sys
@@ -127,13 +88,13 @@ fn rbf_svm_matches_scikit_learn_on_confidence_scores() {
     for i in 0..400 {
         let m = i % 2 == 0;
         let v = if m {
-            if r.next() < 0.3 {
+            if r.uniform() < 0.3 {
                 1.0
             } else {
-                1.0 - 0.2 * r.next() * r.next()
+                1.0 - 0.2 * r.uniform() * r.uniform()
             }
         } else {
-            1.0 - 0.6 * r.next()
+            1.0 - 0.6 * r.uniform()
         };
         x.push(v);
         member.push(m);
@@ -157,7 +118,7 @@ fn rbf_svm_matches_scikit_learn_on_probability_vectors() {
     for i in 0..300 {
         let m = i % 3 != 0;
         let sharp = if m { 4.0 } else { 1.5 };
-        let logits: Vec<f64> = (0..3).map(|_| sharp * r.next()).collect();
+        let logits: Vec<f64> = (0..3).map(|_| sharp * r.uniform()).collect();
         let z: f64 = logits.iter().map(|l| l.exp()).sum();
         rows.push(logits.iter().map(|l| l.exp() / z).collect::<Vec<_>>());
         member.push(m);
@@ -194,7 +155,7 @@ fn logistic_regression_matches_scikit_learn() {
         let m = i % 2 == 1;
         for k in 0..d {
             let shift = if m { 0.15 * k as f64 } else { 0.0 };
-            data.push(r.next() + shift + 0.3 * (k as f64));
+            data.push(r.uniform() + shift + 0.3 * (k as f64));
         }
         member.push(m);
     }

@@ -14,7 +14,7 @@ use super::results::InputHashes;
 use super::runner::{StudyOptions, run_study};
 use super::spec::StudySpec;
 use crate::eval::job_data::JobData;
-use crate::worker::unlearn::{UnlearnArgs, parse_params, resolve_device};
+use crate::worker::unlearn::{UnlearnArgs, checked_request};
 use crate::worker::{FromWorker, WorkerOptions, find_plugin, plugin_dirs};
 
 /// `lethe study`
@@ -188,28 +188,7 @@ pub fn unlearn_reusing_retrain(
     now: u64,
     workspace: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let params = parse_params(args.params.as_deref(), &args.set)?;
-    let device = resolve_device(&args.device)?;
-    for (what, path) in [
-        ("checkpoint", &args.checkpoint),
-        ("dataset", &args.data),
-        ("forget list", &args.forget),
-    ] {
-        if !path.exists() {
-            bail!("{}: no such {what}", path.display());
-        }
-    }
-    let short = args.method.rsplit('.').next().unwrap_or("method");
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{short}-{now}")));
-    if out.exists() {
-        bail!(
-            "output folder {} already exists; results are never written over",
-            out.display()
-        );
-    }
+    let (params, device, out) = checked_request(&args, now)?;
     let cache = match &args.cache {
         Some(dir) => RetrainCache::new(dir),
         None => RetrainCache::default_for(&out),

@@ -91,16 +91,10 @@ pub fn resolve_device(name: &str) -> anyhow::Result<String> {
     })
 }
 
-/// Runs the command; `extra_dirs` are the global `--plugins` folders and `now`
-/// names the default output folder. A finished run gets `run.json` (see
-/// [`crate::jobs::run_record`]); every run that starts is recorded in the audit log
-/// of `workspace` (see [`crate::audit::jobs::workspace_for`]).
-pub fn run(
-    args: UnlearnArgs,
-    extra_dirs: &[PathBuf],
-    now: u64,
-    workspace: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+/// What every `lethe unlearn` checks before starting work: its parameters as
+/// JSON, the resolved device, that the inputs exist, and the output folder
+/// (`runs/<method>-<now>` by default), which must not exist yet.
+pub fn checked_request(args: &UnlearnArgs, now: u64) -> anyhow::Result<(Value, String, PathBuf)> {
     let params = parse_params(args.params.as_deref(), &args.set)?;
     let device = resolve_device(&args.device)?;
     for (what, path) in [
@@ -115,6 +109,7 @@ pub fn run(
     let short = args.method.rsplit('.').next().unwrap_or("method");
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{short}-{now}")));
     if out.exists() {
         bail!(
@@ -122,6 +117,20 @@ pub fn run(
             out.display()
         );
     }
+    Ok((params, device, out))
+}
+
+/// Runs the command; `extra_dirs` are the global `--plugins` folders and `now`
+/// names the default output folder. A finished run gets `run.json` (see
+/// [`crate::jobs::run_record`]); every run that starts is recorded in the audit log
+/// of `workspace` (see [`crate::audit::jobs::workspace_for`]).
+pub fn run(
+    args: UnlearnArgs,
+    extra_dirs: &[PathBuf],
+    now: u64,
+    workspace: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (params, device, out) = checked_request(&args, now)?;
     let workspace = crate::audit::jobs::workspace_for(workspace, Some(&out));
     let started = crate::audit::unix_now();
     // Absolute paths, so a report made from another folder still finds them.

@@ -34,6 +34,14 @@ pub enum Spec {
 }
 
 impl Spec {
+    /// How much faster `lethe` was than `pytorch` on this row (> 1: faster).
+    fn ratio(&self, lethe: &RowResult, pytorch: &RowResult) -> f64 {
+        match self {
+            Spec::Throughput(_) => lethe.images_per_sec / pytorch.images_per_sec.max(1e-12),
+            Spec::Unlearn(_) => pytorch.seconds / lethe.seconds.max(1e-12),
+        }
+    }
+
     /// Row name.
     pub fn name(&self) -> &str {
         match self {
@@ -101,14 +109,10 @@ impl Comparison {
     /// ratios.
     pub fn from_runs(spec: Spec, lethe: Vec<RowResult>, pytorch: Vec<RowResult>) -> Self {
         let runs = lethe.len().min(pytorch.len()).max(1);
-        let ratio = |l: &RowResult, p: &RowResult| match spec {
-            Spec::Throughput(_) => l.images_per_sec / p.images_per_sec.max(1e-12),
-            Spec::Unlearn(_) => p.seconds / l.seconds.max(1e-12),
-        };
         let (lo, hi) = lethe
             .iter()
             .zip(&pytorch)
-            .map(|(l, p)| ratio(l, p))
+            .map(|(l, p)| spec.ratio(l, p))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
                 (lo.min(r), hi.max(r))
             });
@@ -155,12 +159,7 @@ impl Comparison {
     /// How much faster Lethe is (> 1: faster): throughput over PyTorch's, or
     /// PyTorch's wall time over Lethe's for an unlearning run.
     pub fn ratio(&self) -> f64 {
-        match self.spec {
-            Spec::Throughput(_) => {
-                self.lethe.images_per_sec / self.pytorch.images_per_sec.max(1e-12)
-            }
-            Spec::Unlearn(_) => self.pytorch.seconds / self.lethe.seconds.max(1e-12),
-        }
+        self.spec.ratio(&self.lethe, &self.pytorch)
     }
 }
 

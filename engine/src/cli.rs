@@ -205,6 +205,9 @@ pub struct TrainArgs {
     /// Backbone.
     #[arg(long, value_enum, default_value = "small-cnn")]
     pub backbone: Backbone,
+    /// Hidden layer widths of `--backbone mlp`, comma-separated [default: 512,512].
+    #[arg(long, value_delimiter = ',', value_name = "WIDTHS")]
+    pub hidden: Option<Vec<i64>>,
     /// Objective.
     #[arg(long, value_enum, default_value = "classifier")]
     pub task: Task,
@@ -247,7 +250,15 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn job(&self) -> TrainJob {
+    fn job(&self) -> anyhow::Result<TrainJob> {
+        let hidden = match (&self.hidden, self.backbone) {
+            (None, Backbone::Mlp) => crate::jobs::train::DEFAULT_MLP_HIDDEN.to_vec(),
+            (None, _) => Vec::new(),
+            (Some(h), Backbone::Mlp) => h.clone(),
+            (Some(_), other) => anyhow::bail!(
+                "--hidden sets the layer widths of --backbone mlp; {other:?} has fixed widths"
+            ),
+        };
         let augment = match self.augment {
             Some(AugmentArg::None) => None,
             Some(AugmentArg::Digits) => Some(AugmentConfig::digits()),
@@ -256,10 +267,11 @@ impl TrainArgs {
             None if self.task == Task::Classifier => None,
             None => Some(AugmentConfig::contrastive()),
         };
-        TrainJob {
+        Ok(TrainJob {
             data: self.data.clone(),
             backbone: self.backbone,
             task: self.task,
+            hidden,
             train: TrainConfig {
                 epochs: self.epochs,
                 batch_size: self.batch_size,
@@ -285,7 +297,7 @@ impl TrainArgs {
             temperature: self.temperature,
             out: self.out.clone(),
             overwrite: self.overwrite,
-        }
+        })
     }
 }
 
@@ -460,7 +472,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(args) => {
             let device = args.device.resolve()?;
-            let job = args.job();
+            let job = args.job()?;
             let out = run_train_job(&job, device, &mut epoch_printer())
                 .with_context(|| format!("training on {} failed", job.data.display()))?;
             println!(

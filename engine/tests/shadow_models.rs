@@ -95,6 +95,7 @@ fn checkpoint_file(dir: &Path, name: &str, trained: bool, original: Option<&Path
             data: dir.join("data.safetensors"),
             backbone: Backbone::SmallCnn,
             task: Task::Classifier,
+            hidden: Vec::new(),
             train: recipe(),
             temperature: 0.5,
             out: dir.join(name),

@@ -38,7 +38,18 @@ pub enum Backbone {
     SmallCnn,
     /// CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool).
     Resnet18,
+    /// Fully-connected ReLU layers on the flattened image (widths from
+    /// [`TrainJob::hidden`]).
+    Mlp,
 }
+
+/// Hidden widths of `--backbone mlp` when none are given: the 784-512-512-10
+/// network of the leaky demo (resources/demo/README.md).
+pub const DEFAULT_MLP_HIDDEN: [i64; 2] = [512, 512];
+
+/// Largest first MLP layer accepted (weights), so that a full-resolution
+/// photo set fails with a message instead of an out-of-memory abort.
+const MAX_MLP_FIRST_LAYER: i64 = 1 << 28;
 
 /// A training job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +60,10 @@ pub struct TrainJob {
     pub backbone: Backbone,
     /// Objective.
     pub task: Task,
+    /// Hidden widths of an MLP backbone (empty: [`DEFAULT_MLP_HIDDEN`]); must
+    /// be empty for the other backbones. Older records have no such field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<i64>,
     /// Optimiser, schedule, epochs, seed, augmentation.
     pub train: TrainConfig,
     /// Contrastive temperature (SimCLR 0.5, MoCo 0.1 in the papers).
@@ -95,9 +110,20 @@ pub fn split_of(dataset: &Dataset, seed: u64) -> Result<Split, JobError> {
     }
 }
 
-/// The architecture a job trains.
-pub fn arch_for(backbone: Backbone, task: Task, dataset: &Dataset) -> Result<ArchConfig, JobError> {
+/// The architecture a job trains (`hidden`: the MLP's widths, see
+/// [`TrainJob::hidden`]).
+pub fn arch_for(
+    backbone: Backbone,
+    hidden: &[i64],
+    task: Task,
+    dataset: &Dataset,
+) -> Result<ArchConfig, JobError> {
     let c = dataset.channels() as i64;
+    if backbone != Backbone::Mlp && !hidden.is_empty() {
+        return Err(JobError::Invalid(format!(
+            "hidden widths {hidden:?} apply to the MLP backbone only, not to {backbone:?}"
+        )));
+    }
     let bb = match backbone {
         Backbone::SmallCnn => {
             if dataset.height() != 28 || dataset.width() != 28 {
@@ -111,6 +137,7 @@ pub fn arch_for(backbone: Backbone, task: Task, dataset: &Dataset) -> Result<Arc
             BackboneConfig::small_cnn(c)
         }
         Backbone::Resnet18 => BackboneConfig::resnet18(c),
+        Backbone::Mlp => mlp_backbone(hidden, dataset)?,
     };
     let d = bb.feature_dim();
     let head = match task {
@@ -126,6 +153,44 @@ pub fn arch_for(backbone: Backbone, task: Task, dataset: &Dataset) -> Result<Arc
         },
     };
     Ok(ArchConfig { backbone: bb, head })
+}
+
+/// The MLP on `dataset`'s flattened images: every sample must be one
+/// fixed-size image (C·H·W inputs) and the widths positive.
+fn mlp_backbone(hidden: &[i64], dataset: &Dataset) -> Result<BackboneConfig, JobError> {
+    let hidden = if hidden.is_empty() {
+        DEFAULT_MLP_HIDDEN.to_vec()
+    } else {
+        hidden.to_vec()
+    };
+    if let Some(w) = hidden.iter().find(|w| **w <= 0) {
+        return Err(JobError::Invalid(format!(
+            "MLP hidden widths must be positive, got {w} in {hidden:?}"
+        )));
+    }
+    let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
+    let input_dim = [c, h, w]
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(i64::try_from(d).ok()?))
+        .filter(|d| *d > 0);
+    let first = input_dim.and_then(|d| d.checked_mul(hidden[0]));
+    match (input_dim, first) {
+        (Some(d), Some(f)) if f <= MAX_MLP_FIRST_LAYER => Ok(BackboneConfig::Mlp {
+            input_dim: d,
+            hidden,
+        }),
+        (Some(d), _) => Err(JobError::Invalid(format!(
+            "{}: its {c}×{h}×{w} images flatten to {d} inputs, too many for an MLP (first layer \
+             {d}×{} weights, at most {MAX_MLP_FIRST_LAYER}); use a convolutional backbone",
+            dataset.source().display(),
+            hidden[0],
+        ))),
+        (None, _) => Err(JobError::Invalid(format!(
+            "{}: the MLP flattens each image, but the samples are {c}×{h}×{w} (no pixels to \
+             flatten)",
+            dataset.source().display()
+        ))),
+    }
 }
 
 /// SHA-256 of a file (or `None` for a folder), for provenance.
@@ -156,7 +221,7 @@ pub fn run_train_job(
     }
     let dataset = data::load(&job.data)?;
     let split = split_of(&dataset, job.train.seed)?;
-    let arch = arch_for(job.backbone, job.task, &dataset)?;
+    let arch = arch_for(job.backbone, &job.hidden, job.task, &dataset)?;
     let (x_train, y_train) = subset_images(&dataset, &split.train)?;
     tch::manual_seed(job.train.seed as i64);
     let vs = VarStore::new(device);
@@ -256,4 +321,76 @@ fn measure(
         val: probe.accuracy(&extract(&feat, &xv, device), &yv),
         test: probe.accuracy(&extract(&feat, &xs, device), &ys),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Format;
+
+    fn images(n: usize, shape: [usize; 3]) -> Dataset {
+        let per: usize = shape.iter().product();
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % 3).collect();
+        Dataset::from_pixels(
+            vec![7; n * per],
+            shape,
+            labels,
+            Vec::new(),
+            Path::new("pictures.npz"),
+            Format::Npz,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_mlp_flattens_the_images_with_the_default_or_given_widths() {
+        let ds = images(6, [1, 28, 28]);
+        let arch = arch_for(Backbone::Mlp, &[], Task::Classifier, &ds).unwrap();
+        assert_eq!(
+            arch.backbone,
+            BackboneConfig::Mlp {
+                input_dim: 784,
+                hidden: vec![512, 512]
+            }
+        );
+        assert_eq!(arch.head, HeadConfig::Classifier { num_classes: 3 });
+        let rgb = images(2, [3, 8, 8]);
+        let arch = arch_for(Backbone::Mlp, &[64, 32, 16], Task::Simclr, &rgb).unwrap();
+        assert_eq!(
+            arch.backbone,
+            BackboneConfig::Mlp {
+                input_dim: 192,
+                hidden: vec![64, 32, 16]
+            }
+        );
+        // The model built from it takes the images as they come.
+        let vs = VarStore::new(Device::Cpu);
+        let model = Model::new(&vs.root(), &arch).unwrap();
+        let out = tch::nn::ModuleT::forward_t(&model, &rgb.to_float(), false);
+        assert_eq!(out.size(), vec![2, arch.out_dim()]);
+    }
+
+    #[test]
+    fn unusable_mlp_settings_are_refused_with_the_reason() {
+        let ds = images(2, [1, 28, 28]);
+        let err = arch_for(Backbone::SmallCnn, &[64], Task::Classifier, &ds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MLP backbone only"), "{err}");
+        let err = arch_for(Backbone::Mlp, &[64, 0], Task::Classifier, &ds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be positive"), "{err}");
+        // Full-size photos: 786,432 inputs times 512 is past the limit.
+        let photos = images(1, [3, 512, 512]);
+        let err = arch_for(Backbone::Mlp, &[], Task::Classifier, &photos)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pictures.npz") && err.contains("3×512×512") && err.contains("786432"),
+            "{err}"
+        );
+        // The same photos with a narrow first layer are fine.
+        assert!(arch_for(Backbone::Mlp, &[128], Task::Classifier, &photos).is_ok());
+    }
 }

@@ -37,9 +37,9 @@ impl Plugin for Retrain {
         .description(
             "Exact unlearning: re-initialises the model (same architecture, seeded) and \
              trains it from scratch on the retain set only; never reads a forget example. \
-             With recipe = original, the epochs, batch size, learning rate, momentum, weight \
-             decay, schedule, augmentation and temperature recorded in the checkpoint are \
-             used (the form's values fill what it does not record). Classifiers: \
+             With recipe = original, the epochs, batch size, learning rate, optimiser (SGD \
+             with momentum, or Adam), weight decay, schedule, augmentation and temperature \
+             recorded in the checkpoint are used (the form's values fill what it does not record). Classifiers: \
              cross-entropy; encoders: SimCLR NT-Xent. Form defaults: the OPTML original \
              recipe (182 epochs, lr 0.1, ×0.1 at 50 %/75 %); Alignment Calibration retrains \
              encoders for 800 epochs at lr 0.06, cosine.",
@@ -145,7 +145,11 @@ impl Plugin for Retrain {
             "epochs": optim.epochs,
             "batch_size": bs,
             "lr": optim.lr,
-            "momentum": optim.sgd.momentum,
+            "optimizer": match optim.adam {
+                Some(a) => json!({"kind": "adam", "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps}),
+                None => json!({"kind": "sgd", "momentum": optim.sgd.momentum}),
+            },
+            "momentum": optim.adam.is_none().then_some(optim.sgd.momentum),
             "weight_decay": optim.sgd.weight_decay,
             "schedule": format!("{:?}", optim.schedule),
             "augment": training.augment,

@@ -1,6 +1,7 @@
 //! The original training recipe (as the checkpoint records it) turned into this
 //! plugin's settings.
 
+use lethe_plugin_kit::AdamConfig;
 use lethe_plugin_kit::batch_size;
 use lethe_plugin_kit::optim::Schedule;
 use lethe_plugin_kit::params::{Optim, Training};
@@ -37,6 +38,17 @@ pub fn apply(recipe: &Value, form: &Optim, training: &Training) -> (Optim, Train
                 if o.get("nesterov").and_then(Value::as_bool) == Some(true) {
                     notes.push("the original used Nesterov momentum; retraining uses plain momentum".into());
                 }
+            }
+            Some("adam") => {
+                let beta = |k: &str, default: f64| o.get(k).and_then(Value::as_f64).unwrap_or(default);
+                let defaults = AdamConfig::default();
+                optim.adam = Some(AdamConfig {
+                    beta1: beta("beta1", defaults.beta1),
+                    beta2: beta("beta2", defaults.beta2),
+                    // What `lethe train` builds its Adam with (not recorded).
+                    eps: defaults.eps,
+                    weight_decay: optim.sgd.weight_decay,
+                });
             }
             Some(other) => notes.push(format!(
                 "the original used the {other} optimiser; retraining uses SGD with the form's momentum"
@@ -94,6 +106,7 @@ mod tests {
                     momentum: 0.9,
                     weight_decay: 5e-4,
                 },
+                adam: None,
                 schedule: Schedule::Constant,
             },
             Training {
@@ -128,7 +141,32 @@ mod tests {
         assert_eq!(o2.epochs, o.epochs);
         assert!(t2.augment);
         assert_eq!(notes.len(), 1);
-        let (_, _, notes) = apply(&json!({"optimizer": {"kind": "adam"}}), &o, &t);
-        assert!(notes[0].contains("adam"), "{notes:?}");
+        let (_, _, notes) = apply(&json!({"optimizer": {"kind": "rmsprop"}}), &o, &t);
+        assert!(notes[0].contains("rmsprop"), "{notes:?}");
+    }
+
+    #[test]
+    fn an_adam_recipe_retrains_with_adam() {
+        let (o, t) = form();
+        let recipe = json!({"epochs": 100, "batch_size": 128, "lr": 0.001, "weight_decay": 1e-4,
+            "optimizer": {"kind": "adam", "beta1": 0.8, "beta2": 0.99},
+            "schedule": {"kind": "constant"}, "seed": 0, "augment": null});
+        let (o, _, notes) = apply(&recipe, &o, &t);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!((o.epochs, o.batch_size, o.lr), (100, 128, 0.001));
+        assert_eq!(o.schedule, Schedule::Constant);
+        let adam = o.adam.unwrap();
+        assert_eq!(
+            (adam.beta1, adam.beta2, adam.weight_decay),
+            (0.8, 0.99, 1e-4)
+        );
+        // SGD recipes keep SGD.
+        let (o, t) = form();
+        let (o, _, _) = apply(
+            &json!({"optimizer": {"kind": "sgd", "momentum": 0.9}}),
+            &o,
+            &t,
+        );
+        assert!(o.adam.is_none());
     }
 }

@@ -5,6 +5,8 @@
 //!   method optimises on a batch whatever the model kind;
 //! * [`optim`]: SGD with momentum, weight decay, learning-rate schedules and
 //!   per-parameter masks that keep masked weights bit-identical;
+//! * [`adam`]: Adam (PyTorch's rule) with the same masks, for models trained
+//!   with `lethe train --adam`;
 //! * [`l1`]: the l1 penalty and its linearly decaying coefficient;
 //! * [`prune`]: one-shot global magnitude pruning;
 //! * [`epoch`]: loops over a split with cancellation checks, and a retain stream
@@ -13,11 +15,12 @@
 //! * [`per_sample`]: gradients of single examples' losses;
 //! * [`params`]: the schema entries every method shares, and their parsing;
 //! * [`setup`]: the common start of a method (seed, model kind, pruning);
-//! * [`train`]: SGD plus schedule over a run, stepping on a loss;
+//! * [`train`]: SGD or Adam plus schedule over a run, stepping on a loss;
 //! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end;
 //! * [`forgetting`]: sample or class unlearning, from the splits' labels.
 #![deny(missing_docs)]
 
+pub mod adam;
 pub mod epoch;
 pub mod eval;
 pub mod flat;
@@ -32,6 +35,7 @@ pub mod prune;
 pub mod setup;
 pub mod train;
 
+pub use adam::{Adam, AdamConfig};
 pub use eval::{Evaluation, evaluate, finish};
 pub use lethe_plugin_api;
 pub use lethe_plugin_api::tch;

@@ -97,25 +97,7 @@ impl Sgd {
 
     /// Restricts updates to where `masks` are true (see the module docs).
     pub fn with_masks(mut self, masks: Masks) -> Result<Self, PluginError> {
-        if masks.len() != self.params.len() {
-            return Err(PluginError::msg(format!(
-                "{} masks for {} parameters",
-                masks.len(),
-                self.params.len()
-            )));
-        }
-        for ((name, p), m) in self.params.iter().zip(&masks) {
-            if let Some(m) = m
-                && (m.size() != p.size() || m.kind() != Kind::Bool)
-            {
-                return Err(PluginError::msg(format!(
-                    "mask for `{name}` is {:?} {:?}, the parameter {:?}",
-                    m.kind(),
-                    m.size(),
-                    p.size()
-                )));
-            }
-        }
+        check_masks(&self.params, &masks)?;
         self.masks = masks;
         Ok(self)
     }
@@ -132,13 +114,7 @@ impl Sgd {
 
     /// Clears every gradient.
     pub fn zero_grad(&mut self) -> Result<(), PluginError> {
-        for (_, p) in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.f_zero_()?;
-            }
-        }
-        Ok(())
+        zero_grads(&self.params)
     }
 
     /// One step at rate `lr` from the gradients in `.grad()`; parameters without a
@@ -189,6 +165,41 @@ impl Sgd {
         })?;
         self.zero_grad()
     }
+}
+
+/// One boolean mask of the parameter's shape (or `None`) per parameter.
+pub(crate) fn check_masks(params: &[(String, Tensor)], masks: &Masks) -> Result<(), PluginError> {
+    if masks.len() != params.len() {
+        return Err(PluginError::msg(format!(
+            "{} masks for {} parameters",
+            masks.len(),
+            params.len()
+        )));
+    }
+    for ((name, p), m) in params.iter().zip(masks) {
+        if let Some(m) = m
+            && (m.size() != p.size() || m.kind() != Kind::Bool)
+        {
+            return Err(PluginError::msg(format!(
+                "mask for `{name}` is {:?} {:?}, the parameter {:?}",
+                m.kind(),
+                m.size(),
+                p.size()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Clears the gradient of every parameter that has one.
+pub(crate) fn zero_grads(params: &[(String, Tensor)]) -> Result<(), PluginError> {
+    for (_, p) in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.f_zero_()?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `new` into the parameters where `masks` allow (everywhere for `None`),

@@ -1,6 +1,7 @@
 //! Schema entries the baselines share, with their parsing, so every method names
 //! and bounds them the same way.
 
+use crate::adam::AdamConfig;
 use crate::batch_size;
 use crate::optim::{Schedule, SgdConfig};
 use crate::prune::PruneScope;
@@ -92,6 +93,9 @@ pub struct Optim {
     pub batch_size: u32,
     /// Momentum and weight decay.
     pub sgd: SgdConfig,
+    /// Adam instead of SGD (then `sgd` is unused). No form offers it; the
+    /// retrain baseline sets it to follow a model trained with Adam.
+    pub adam: Option<AdamConfig>,
     /// Learning-rate schedule.
     pub schedule: Schedule,
 }
@@ -107,6 +111,7 @@ impl Optim {
                 momentum: p.f64("momentum")?,
                 weight_decay: p.f64("weight_decay")?,
             },
+            adam: None,
             schedule: Schedule::from_name(p.str("schedule")?)?,
         })
     }

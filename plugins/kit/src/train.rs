@@ -1,6 +1,7 @@
-//! A training run: SGD with a learning-rate schedule over a known number of
-//! steps, stepping on a loss.
+//! A training run: SGD (or Adam) with a learning-rate schedule over a known
+//! number of steps, stepping on a loss.
 
+use crate::adam::Adam;
 use crate::optim::{Masks, Schedule, Sgd};
 use crate::params::Optim;
 use lethe_plugin_api::sdk::{HostContext, PluginError, Split};
@@ -23,10 +24,18 @@ pub fn steps_per_epoch(
     })
 }
 
-/// SGD plus schedule over `epochs × steps_per_epoch` steps.
+/// The optimiser a [`Trainer`] steps.
+#[derive(Debug)]
+enum Stepper {
+    Sgd(Sgd),
+    Adam(Adam),
+}
+
+/// SGD (or Adam, when [`Optim::adam`] is set) plus schedule over
+/// `epochs × steps_per_epoch` steps.
 #[derive(Debug)]
 pub struct Trainer {
-    sgd: Sgd,
+    opt: Stepper,
     base_lr: f64,
     schedule: Schedule,
     total: usize,
@@ -42,8 +51,12 @@ impl Trainer {
         optim: &Optim,
         steps_per_epoch: usize,
     ) -> Result<Self, PluginError> {
+        let opt = match optim.adam {
+            Some(adam) => Stepper::Adam(Adam::new(params, adam).with_masks(masks)?),
+            None => Stepper::Sgd(Sgd::new(params, optim.sgd).with_masks(masks)?),
+        };
         Ok(Trainer {
-            sgd: Sgd::new(params, optim.sgd).with_masks(masks)?,
+            opt,
             base_lr: optim.lr,
             schedule: optim.schedule.clone(),
             total: optim.epochs.saturating_mul(steps_per_epoch).max(1),
@@ -61,22 +74,38 @@ impl Trainer {
         self.done
     }
 
-    /// Back-propagates `loss` and takes one SGD step.
+    /// Back-propagates `loss` and takes one optimiser step.
     pub fn step(&mut self, loss: &Tensor) -> Result<(), PluginError> {
-        self.sgd.zero_grad()?;
-        loss.f_backward()?;
-        self.sgd.step(self.lr())?;
+        let lr = self.lr();
+        match &mut self.opt {
+            Stepper::Sgd(o) => {
+                o.zero_grad()?;
+                loss.f_backward()?;
+                o.step(lr)?;
+            }
+            Stepper::Adam(o) => {
+                o.zero_grad()?;
+                loss.f_backward()?;
+                o.step(lr)?;
+            }
+        }
         self.done += 1;
         Ok(())
     }
 
     /// The parameters being trained.
     pub fn params(&self) -> &[(String, Tensor)] {
-        self.sgd.params()
+        match &self.opt {
+            Stepper::Sgd(o) => o.params(),
+            Stepper::Adam(o) => o.params(),
+        }
     }
 
-    /// The optimiser.
-    pub fn sgd(&self) -> &Sgd {
-        &self.sgd
+    /// The SGD optimiser (`None` when the run uses Adam).
+    pub fn sgd(&self) -> Option<&Sgd> {
+        match &self.opt {
+            Stepper::Sgd(o) => Some(o),
+            Stepper::Adam(_) => None,
+        }
     }
 }

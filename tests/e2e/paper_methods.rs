@@ -500,8 +500,11 @@ fn dau_forgets_a_class_and_keeps_the_others() {
         "dau",
         &original,
         &list,
-        json!({"epochs": 5, "max_batches": 5, "attacker_pretrain_steps": 10,
-               "sensitivity_draws": 3, "class_lambda_off_after": 10, "seed": 2}),
+        // The paper's schedule (100 attacker pre-training steps, λ for the first 30
+        // iterations) with 10 recovery iterations; 3 noise draws instead of 10 to save
+        // time. Seed 1 kept the class with 10 pre-training steps and 10 λ iterations;
+        // with these settings seeds 1, 3 and 4 all forgot it (retain ≥ 0.99).
+        json!({"epochs": 4, "sensitivity_draws": 3, "seed": 1}),
     );
     run.assert_reports(&[
         "loss",
@@ -537,7 +540,10 @@ fn dau_forgets_a_class_and_keeps_the_others() {
          {forget_after:.4}, class-7 test {class_after:.4}, other classes {others_before:.4} -> \
          {others_after:.4}, retain {retain_before:.4} -> {retain_after:.4}"
     );
-    assert!(attacker.iter().all(|&a| a > 0.8), "{attacker:?}");
+    // The pre-trained attacker tells the class's training samples from
+    // non-members at the start; the defender then wins the game.
+    assert!(attacker[0] > 0.85, "{attacker:?}");
+    assert_eq!(run.summary["attacker_label"], false);
     // Toward chance (0.1) and below: a model retrained without the class gets 0.
     assert!(
         forget_before > 0.99 && forget_after <= 0.1,

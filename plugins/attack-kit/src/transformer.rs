@@ -36,21 +36,27 @@ pub fn sensitivity(p: &Tensor, noisy: &[Tensor], eps: f64) -> Result<Tensor, Plu
     Ok(sum.f_div_scalar(eps * noisy.len() as f64)?)
 }
 
-/// The attacker's inputs `[p, s, one_hot(y)]` (`[B, 3C]`).
-pub fn attack_inputs(p: &Tensor, s: &Tensor, labels: &Tensor) -> Result<Tensor, PluginError> {
+/// The attacker's inputs `[p, s, one_hot(y)]` (`[B, 3C]`). Without `labels` the
+/// label block is zero: the attacker then has to read membership from the
+/// model's outputs alone (DAU's class-wise forgetting, where the label is the
+/// forgotten class itself and would give the answer away).
+pub fn attack_inputs(p: &Tensor, s: &Tensor, labels: Option<&Tensor>) -> Result<Tensor, PluginError> {
     let classes = p.size().last().copied().unwrap_or(0);
-    let one_hot = labels.f_one_hot(classes)?.f_to_kind(p.kind())?;
+    let one_hot = match labels {
+        Some(y) => y.f_one_hot(classes)?.f_to_kind(p.kind())?,
+        None => p.f_zeros_like()?,
+    };
     Ok(Tensor::f_cat(&[p, s, &one_hot], 1)?)
 }
 
 /// The attacker's inputs for a batch `(x, y)` of the host's model: the clean
 /// softmax, the sensitivity over `draws` noisy copies of scale `noise`, and the
-/// one-hot label. Differentiable into the model when it is in train mode (DAU's
+/// one-hot label (zeros without `y`, see [`attack_inputs`]). Differentiable into the model when it is in train mode (DAU's
 /// defender backpropagates through it); the caller picks the mode.
 pub fn inputs(
     ctx: &mut HostContext,
     x: &Tensor,
-    y: &Tensor,
+    y: Option<&Tensor>,
     draws: usize,
     noise: f64,
 ) -> Result<Tensor, PluginError> {
@@ -540,8 +546,14 @@ print(json.dumps(out.flatten().tolist()))
         let p = Tensor::from_slice(&[0.2f32, 0.3, 0.5]).view([1, 3]);
         let s = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([1, 3]);
         let y = Tensor::from_slice(&[2i64]);
-        let x = values(&attack_inputs(&p, &s, &y).unwrap());
+        let x = values(&attack_inputs(&p, &s, Some(&y)).unwrap());
         let want = [0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 0.0, 0.0, 1.0];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{x:?}");
+        }
+        let x = values(&attack_inputs(&p, &s, None).unwrap());
+        let want = [0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0];
+        assert_eq!(x.len(), want.len());
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{x:?}");
         }
@@ -597,7 +609,7 @@ print(json.dumps(out.flatten().tolist()))
             + Tensor::randn([2 * n, c], (Kind::Float, Device::Cpu)) * 0.3;
         let p = logits.softmax(-1, Kind::Float);
         let s = (p.ones_like() - &p) * 0.5;
-        let x = attack_inputs(&p, &s, &labels).unwrap();
+        let x = attack_inputs(&p, &s, Some(&labels)).unwrap();
         let members = Tensor::cat(
             &[
                 Tensor::ones([n], (Kind::Bool, Device::Cpu)),

@@ -165,7 +165,7 @@ impl Plugin for TransformerMia {
         let (draws, noise) = (self.draws, self.noise);
         let mut classes = 0i64;
         let gathered = gather(ctx, &plan, self.batch_size, &mut |ctx, x, y| {
-            let inputs = match tch::no_grad(|| transformer::inputs(ctx, x, y, draws, noise)) {
+            let inputs = match tch::no_grad(|| transformer::inputs(ctx, x, Some(y), draws, noise)) {
                 Ok(i) => i,
                 Err(PluginError::Host { status, .. }) if status == LetheStatus::UNSUPPORTED => {
                     return Err(PluginError::msg(

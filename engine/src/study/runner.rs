@@ -606,15 +606,19 @@ fn plugin_run(lib: &Path, d: &DescriptorInfo, params: Value) -> PluginRun {
 }
 
 impl RunStep<'_> {
-    fn method_job(
+    /// Runs `plugin` (its library and descriptor) on the study's model, data and
+    /// forget set in a worker, writing into `out_dir`; its seconds. `echo_as`
+    /// prefixes the worker's lines, `doing` names the step in an error.
+    fn run_in_worker(
         &self,
-        lib: &Path,
-        d: &DescriptorInfo,
+        (lib, d): &(PathBuf, DescriptorInfo),
         params: &Value,
         seed: u64,
         out_dir: PathBuf,
-    ) -> Job {
-        Job::Unlearn {
+        echo_as: String,
+        doing: String,
+    ) -> Result<f64, StudyError> {
+        let job = Job::Unlearn {
             library: lib.to_path_buf(),
             id: d.id.clone(),
             params: params.clone(),
@@ -624,7 +628,9 @@ impl RunStep<'_> {
             out_dir,
             seed,
             device: self.device.into(),
-        }
+        };
+        run_method_job(self.worker, job, echo(echo_as, self.opts.verbose))
+            .map_err(|message| StudyError::Job { what: doing, message })
     }
 
     fn run(
@@ -709,16 +715,14 @@ impl RunStep<'_> {
                         log(&what("retraining (no cache)"));
                         stats.method_workers += 1;
                         stats.retrains_trained += 1;
-                        let job = self.method_job(lib, d, &params, seed, model_dir.clone());
-                        let secs = run_method_job(
-                            self.worker,
-                            job,
-                            echo(format!("retrain s{seed}"), self.opts.verbose),
-                        )
-                        .map_err(|message| StudyError::Job {
-                            what: what("retraining"),
-                            message,
-                        })?;
+                        let secs = self.run_in_worker(
+                            self.retrain,
+                            &params,
+                            seed,
+                            model_dir.clone(),
+                            format!("retrain s{seed}"),
+                            what("retraining"),
+                        )?;
                         (
                             model_dir.join(MODEL_FILE),
                             Some(plugin_run(lib, d, params)),
@@ -744,16 +748,14 @@ impl RunStep<'_> {
                 )?;
                 log(&what(&format!("unlearning with {}", d.id)));
                 stats.method_workers += 1;
-                let job = self.method_job(lib, d, &params, seed, model_dir.clone());
-                let secs = run_method_job(
-                    self.worker,
-                    job,
-                    echo(format!("{row} s{seed}"), self.opts.verbose),
-                )
-                .map_err(|message| StudyError::Job {
-                    what: what("unlearning"),
-                    message,
-                })?;
+                let secs = self.run_in_worker(
+                    &self.methods[k],
+                    &params,
+                    seed,
+                    model_dir.clone(),
+                    format!("{row} s{seed}"),
+                    what("unlearning"),
+                )?;
                 (
                     model_dir.join(MODEL_FILE),
                     Some(plugin_run(lib, d, params)),

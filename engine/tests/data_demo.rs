@@ -60,3 +60,28 @@ fn demo_forget_list_is_a_valid_forget_set_of_the_recorded_split() {
     let (_, retain) = split.forget_retain(&forget);
     assert_eq!(retain.len(), 5700);
 }
+
+/// The leaky demo's data: the same digits in the same order, with the
+/// 2,000/1,000/3,000 split the engine derives from seed 2024, and its forget list.
+#[test]
+fn leaky_demo_file_resplits_the_same_digits() {
+    let full = data::load(&demo()).unwrap();
+    let small = data::load(&demo().with_file_name("mnist10k-2k.npz")).unwrap();
+    assert_eq!(small.len(), 10_000);
+    assert_eq!(small.hashes(), full.hashes());
+    assert_eq!(small.label_slice(), full.label_slice());
+    assert_eq!(
+        small.recorded_split().unwrap(),
+        &Split::from_counts(10_000, 2000, 1000, 3000, 2024).unwrap()
+    );
+    let split = small.recorded_split().unwrap();
+    let list = demo().with_file_name("forget-2k.txt");
+    let forget = ForgetSet::from_list_file(&list, small.len(), &split.train).unwrap();
+    assert_eq!(forget.len(), 100);
+    assert_eq!(
+        forget.indices(),
+        ForgetSet::random_fraction(&split.train, 0.05, 1)
+            .unwrap()
+            .indices()
+    );
+}

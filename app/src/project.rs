@@ -278,17 +278,9 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The bundled `resources/` folder: next to an installed binary, else the source
-/// tree's (the same rule as the CLI's `lethe demo`).
+/// The bundled `resources/` folder (the engine's rule, shared with `lethe demo`).
 pub fn resources_dir() -> PathBuf {
-    let beside_exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("../share/lethe/resources")));
-    let dir = match beside_exe {
-        Some(p) if p.join("demo").is_dir() => p,
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resources"),
-    };
-    std::fs::canonicalize(&dir).unwrap_or(dir)
+    lethe_engine::resources::bundled_dir()
 }
 
 /// The bundled demo's files, if they are there.

@@ -314,18 +314,6 @@ fn epoch_printer() -> impl FnMut(&TrainEvent) -> Flow {
     }
 }
 
-/// The `resources/` folder: next to the installed binary, else the source tree's.
-fn default_resources() -> PathBuf {
-    let beside_exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("../share/lethe/resources")));
-    let dir = match beside_exe {
-        Some(p) if p.join("demo").is_dir() => p,
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../resources"),
-    };
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -348,7 +336,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.workspace.as_deref(),
         )?,
         Command::Plugins { command } => {
-            crate::worker::cli::run(command, &cli.plugins, &default_resources())?
+            crate::worker::cli::run(command, &cli.plugins, &crate::resources::bundled_dir())?
         }
         Command::Unlearn(args) => {
             crate::worker::unlearn::run(*args, &cli.plugins, unix_now(), cli.workspace.as_deref())?
@@ -415,7 +403,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             let opts = DemoOptions {
-                resources: args.resources.unwrap_or_else(default_resources),
+                resources: args.resources.unwrap_or_else(crate::resources::bundled_dir),
                 out_dir: args
                     .out
                     .unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", unix_now()))),

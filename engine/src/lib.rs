@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod models;
 pub mod plugin_host;
 pub mod report;
+pub mod resources;
 pub mod runtime;
 pub mod shadows;
 pub mod study;

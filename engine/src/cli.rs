@@ -256,7 +256,8 @@ impl TrainArgs {
             (None, _) => Vec::new(),
             (Some(h), Backbone::Mlp) => h.clone(),
             (Some(_), other) => anyhow::bail!(
-                "--hidden sets the layer widths of --backbone mlp; {other:?} has fixed widths"
+                "--hidden sets the layer widths of --backbone mlp; {} has fixed widths",
+                other.cli_name()
             ),
         };
         let augment = match self.augment {

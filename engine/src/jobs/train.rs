@@ -38,9 +38,17 @@ pub enum Backbone {
     SmallCnn,
     /// CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool).
     Resnet18,
-    /// Fully-connected ReLU layers on the flattened image (widths from
-    /// [`TrainJob::hidden`]).
+    /// Fully-connected ReLU layers on the flattened images (`--hidden` sets the widths).
     Mlp,
+}
+
+impl Backbone {
+    /// The name the command line uses (`small-cnn`, `resnet18`, `mlp`).
+    pub fn cli_name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
 }
 
 /// Hidden widths of `--backbone mlp` when none are given: the 784-512-512-10
@@ -121,7 +129,8 @@ pub fn arch_for(
     let c = dataset.channels() as i64;
     if backbone != Backbone::Mlp && !hidden.is_empty() {
         return Err(JobError::Invalid(format!(
-            "hidden widths {hidden:?} apply to the MLP backbone only, not to {backbone:?}"
+            "hidden widths {hidden:?} apply to the MLP backbone only, not to {}",
+            backbone.cli_name()
         )));
     }
     let bb = match backbone {
@@ -376,7 +385,7 @@ mod tests {
         let err = arch_for(Backbone::SmallCnn, &[64], Task::Classifier, &ds)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("MLP backbone only"), "{err}");
+        assert!(err.contains("MLP backbone only, not to small-cnn"), "{err}");
         let err = arch_for(Backbone::Mlp, &[64, 0], Task::Classifier, &ds)
             .unwrap_err()
             .to_string();

@@ -629,8 +629,12 @@ impl RunStep<'_> {
             seed,
             device: self.device.into(),
         };
-        run_method_job(self.worker, job, echo(echo_as, self.opts.verbose))
-            .map_err(|message| StudyError::Job { what: doing, message })
+        run_method_job(self.worker, job, echo(echo_as, self.opts.verbose)).map_err(|message| {
+            StudyError::Job {
+                what: doing,
+                message,
+            }
+        })
     }
 
     fn run(

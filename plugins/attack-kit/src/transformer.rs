@@ -40,7 +40,11 @@ pub fn sensitivity(p: &Tensor, noisy: &[Tensor], eps: f64) -> Result<Tensor, Plu
 /// label block is zero: the attacker then has to read membership from the
 /// model's outputs alone (DAU's class-wise forgetting, where the label is the
 /// forgotten class itself and would give the answer away).
-pub fn attack_inputs(p: &Tensor, s: &Tensor, labels: Option<&Tensor>) -> Result<Tensor, PluginError> {
+pub fn attack_inputs(
+    p: &Tensor,
+    s: &Tensor,
+    labels: Option<&Tensor>,
+) -> Result<Tensor, PluginError> {
     let classes = p.size().last().copied().unwrap_or(0);
     let one_hot = match labels {
         Some(y) => y.f_one_hot(classes)?.f_to_kind(p.kind())?,

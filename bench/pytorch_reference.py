@@ -2,7 +2,9 @@
 
 Usage (lethe bench calls it; by hand for debugging):
     .venv/bin/python bench/pytorch_reference.py '<row spec JSON>'
-prints one JSON object: {"images_per_sec", "seconds", "peak_rss_mib"}.
+prints one JSON object: {"images_per_sec", "seconds", "peak_rss_mib",
+"page_faults_per_step"} (the last: minor page faults of the process in the timed steps,
+per step; plain PyTorch runs on glibc malloc's default settings, as a user's script would).
 
 The spec fixes the model, batch size, step count, warm-up, threads and seed. Data
 are synthetic uint8 images kept in memory, augmented per batch with the same
@@ -251,8 +253,10 @@ class Row:
         return F.cross_entropy(self.linear(f), y)
 
     def steps(self, count):
+        """Runs `count` steps; returns their wall time and the page faults meanwhile."""
         spec = self.spec
         x_all, y_all = synthetic(spec, count * spec["batch"])
+        faults = minor_faults()
         start = time.perf_counter()
         order = torch.randperm(x_all.shape[0])
         for i in range(count):
@@ -264,11 +268,15 @@ class Row:
             loss.backward()
             self.opt.step()
             loss.item()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, minor_faults() - faults
 
 
 def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def run_row(spec):
@@ -277,11 +285,12 @@ def run_row(spec):
     row = Row(spec)
     if spec["warmup"] > 0:
         row.steps(spec["warmup"])
-    seconds = row.steps(spec["steps"])
+    seconds, faults = row.steps(spec["steps"])
     return {
         "images_per_sec": spec["steps"] * spec["batch"] / max(seconds, 1e-9),
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
+        "page_faults_per_step": faults / max(spec["steps"], 1),
     }
 
 

@@ -29,6 +29,8 @@ fn check(r: &RowResult, what: &str) {
     );
     assert!(r.seconds > 0.0, "{what}: {r:?}");
     assert!(r.peak_rss_mib > 10.0, "{what}: {r:?}");
+    let faults = r.page_faults_per_step.unwrap_or(-1.0);
+    assert!(faults >= 0.0 && faults.is_finite(), "{what}: {r:?}");
 }
 
 #[test]
@@ -62,18 +64,25 @@ fn every_task_runs_in_lethe_and_in_the_pytorch_reference() {
 #[test]
 fn the_table_gives_the_ratio_lethe_over_pytorch() {
     let spec = default_rows(2).remove(0);
-    let side = |ips| RowResult {
+    let side = |ips, faults| RowResult {
         images_per_sec: ips,
         seconds: 1.0,
         peak_rss_mib: 100.0,
         forget_loss_before: None,
         forget_loss_after: None,
+        page_faults_per_step: Some(faults),
     };
-    let row = Comparison::from_runs(Spec::Throughput(spec), vec![side(300.0)], vec![side(200.0)]);
+    let row = Comparison::from_runs(
+        Spec::Throughput(spec),
+        vec![side(300.0, 12.4)],
+        vec![side(200.0, 3.6)],
+    );
     assert!((row.ratio() - 1.5).abs() < 1e-12);
     let table = render(&[row]);
     assert!(
-        table.contains("| resnet18 supervised | 128 × 2 | 300.0 | 200.0 | 1.50× | 100 | 100 |"),
+        table.contains(
+            "| resnet18 supervised | 128 × 2 | 300.0 | 200.0 | 1.50× | 100 | 100 | 12 | 4 |"
+        ),
         "{table}"
     );
 }
@@ -87,6 +96,7 @@ fn repeated_runs_give_each_sides_median_run_and_the_paired_ratio_range() {
         peak_rss_mib: mib,
         forget_loss_before: None,
         forget_loss_after: None,
+        page_faults_per_step: Some(12.4),
     };
     // Lethe's runs 90, 120, 100 (median 100, its memory 2); PyTorch's 100, 80, 50
     // (median 80, its memory 5). Paired ratios 0.9, 1.5, 2.0.
@@ -102,7 +112,7 @@ fn repeated_runs_give_each_sides_median_run_and_the_paired_ratio_range() {
     let table = render(&[row]);
     assert!(
         table.contains(
-            "| resnet18 supervised | 128 × 2 | 100.0 | 80.0 | 1.25× (0.90–2.00) | 2 | 5 |"
+            "| resnet18 supervised | 128 × 2 | 100.0 | 80.0 | 1.25× (0.90–2.00) | 2 | 5 | 12 | 12 |"
         ),
         "{table}"
     );
@@ -118,6 +128,7 @@ fn an_unlearning_row_is_faster_when_it_takes_less_time() {
         peak_rss_mib: 500.0,
         forget_loss_before: Some(0.5),
         forget_loss_after: Some(1.25),
+        page_faults_per_step: None,
     };
     let row = Comparison::from_runs(Spec::Unlearn(spec), vec![side(10.0)], vec![side(25.0)]);
     assert!((row.ratio() - 2.5).abs() < 1e-12);

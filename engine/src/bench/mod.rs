@@ -131,6 +131,7 @@ impl Comparison {
             peak_rss_mib: 0.0,
             forget_loss_before: None,
             forget_loss_after: None,
+            page_faults_per_step: None,
         };
         Comparison {
             lethe: median(lethe).unwrap_or_else(|| empty.clone()),
@@ -280,12 +281,16 @@ pub fn render(rows: &[Comparison]) -> String {
         .collect();
     if !throughput.is_empty() {
         out.push_str(
-            "| row | batch × steps | Lethe img/s | PyTorch img/s | ratio | Lethe peak MiB | PyTorch peak MiB |\n\
-             | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+            "| row | batch × steps | Lethe img/s | PyTorch img/s | ratio | Lethe peak MiB | PyTorch peak MiB | Lethe page faults/step | PyTorch page faults/step |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
+        let faults = |r: &RowResult| {
+            r.page_faults_per_step
+                .map_or_else(|| "n/a".into(), |f| format!("{f:.0}"))
+        };
         for (s, r) in throughput {
             out.push_str(&format!(
-                "| {} | {} × {} | {:.1} | {:.1} | {} | {:.0} | {:.0} |\n",
+                "| {} | {} × {} | {:.1} | {:.1} | {} | {:.0} | {:.0} | {} | {} |\n",
                 s.name,
                 s.batch,
                 s.steps,
@@ -293,7 +298,9 @@ pub fn render(rows: &[Comparison]) -> String {
                 r.pytorch.images_per_sec,
                 r.ratio_cell(),
                 r.lethe.peak_rss_mib,
-                r.pytorch.peak_rss_mib
+                r.pytorch.peak_rss_mib,
+                faults(&r.lethe),
+                faults(&r.pytorch)
             ));
         }
     }

@@ -131,6 +131,7 @@ pub fn run_unlearn_row(spec: &UnlearnSpec) -> anyhow::Result<RowResult> {
         peak_rss_mib: children_peak_rss_mib(),
         forget_loss_before: summary.get("forget_before_loss").and_then(Value::as_f64),
         forget_loss_after: summary.get("forget_after_loss").and_then(Value::as_f64),
+        page_faults_per_step: None,
     })
 }
 

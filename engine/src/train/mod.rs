@@ -10,6 +10,7 @@ pub mod augment;
 pub mod batches;
 pub mod contrastive;
 pub mod events;
+pub mod heap;
 pub mod losses;
 pub mod optim;
 pub mod probe;

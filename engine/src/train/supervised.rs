@@ -25,6 +25,8 @@ pub fn run_epochs(
     if n == 0 {
         return Err(TrainError::Empty("training"));
     }
+    // Every step frees what the next one allocates again: keep it in the heap.
+    super::heap::keep_freed_memory();
     let start = std::time::Instant::now();
     let steps_per_epoch = batches::plan(n, cfg.batch_size, false, cfg.drop_last, Device::Cpu).len();
     let total = steps_per_epoch * cfg.epochs;

@@ -81,6 +81,8 @@ fn disable_core_dumps() {
 /// the caller exits the process.
 pub fn run_worker() -> Result<(), WorkerError> {
     disable_core_dumps();
+    // Plugins' training loops run here, not through the engine's: same heap setting.
+    crate::train::heap::keep_freed_memory();
     let frames = Frames(Arc::new(Mutex::new(BufWriter::new(
         take_stdout_for_frames().map_err(WorkerError::Setup)?,
     ))));

@@ -48,16 +48,34 @@ impl SmallCnn {
 
 impl ModuleT for SmallCnn {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
-        xs.apply(&self.conv1)
-            .relu()
-            .max_pool2d_default(2)
-            .apply(&self.conv2)
-            .relu()
-            .max_pool2d_default(2)
+        let x = pool2(&xs.apply(&self.conv1).relu());
+        pool2(&x.apply(&self.conv2).relu())
             .flatten(1, -1)
             .apply(&self.fc1)
             .relu()
     }
+}
+
+/// 2×2 max pooling, stride 2.
+///
+/// libtorch's kernel for the default (NCHW) layout runs element by element: at batch
+/// 128 on 2 threads it took 8.7 ms and 4.5 ms for this network's two pools, out of
+/// 17.8 ms for the whole forward pass. Its channels-last kernel works on whole
+/// channel vectors (0.6 ms and 0.3 ms). So when no gradient is being recorded
+/// (evaluation, feature extraction, MoCo keys, a frozen encoder under a linear
+/// probe) the activation is pooled in that layout, transposed in and out (2.5 ms and
+/// 1.1 ms in all); a max is exact, so the values are the same bits, and the next layer
+/// gets the usual layout. With a gradient the layout changes cost as much again in the
+/// backward pass (measured), so training keeps the default kernel.
+fn pool2(x: &Tensor) -> Tensor {
+    if x.requires_grad() {
+        return x.max_pool2d_default(2);
+    }
+    x.permute([0, 2, 3, 1])
+        .contiguous()
+        .permute([0, 3, 1, 2])
+        .max_pool2d_default(2)
+        .contiguous()
 }
 
 /// Linear layers `layers.0`, `layers.1`, … each followed by ReLU, on
@@ -97,5 +115,30 @@ impl ModuleT for Mlp {
             out = out.apply(l).relu();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, nn::VarStore};
+
+    #[test]
+    fn pooling_without_gradient_gives_the_same_bits_as_with_one() {
+        tch::manual_seed(2);
+        let vs = VarStore::new(Device::Cpu);
+        let net = SmallCnn::new(&vs.root(), 1, 28, [8, 16], 32);
+        let x = Tensor::rand([5, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let recorded = net.forward_t(&x, true);
+        assert!(recorded.requires_grad());
+        let plain = tch::no_grad(|| net.forward_t(&x, false));
+        assert!(!plain.requires_grad());
+        assert!(plain.equal(&recorded.detach()));
+        // The pooling itself, on values with ties and negatives, against libtorch's
+        // default kernel.
+        let h = (Tensor::randn([3, 4, 6, 8], (Kind::Float, Device::Cpu)) * 2.0).round();
+        let ours = pool2(&h);
+        assert!(ours.is_contiguous());
+        assert!(ours.equal(&h.max_pool2d_default(2)));
     }
 }

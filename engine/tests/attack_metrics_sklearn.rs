@@ -6,35 +6,10 @@
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::python;
 use lethe_engine::metrics::{MetricOptions, membership_metrics};
-use serde_json::{Value, json};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
-
-fn python(script: &str, input: &Value) -> Value {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (run installer/setup.sh)", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use serde_json::json;
 
 struct Lcg(u64);
 

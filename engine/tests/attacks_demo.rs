@@ -23,6 +23,8 @@
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+use common::python;
 use lethe_engine::eval::attack::{
     AttackEstimate, AttackReport, AttackRequest, estimate_attack, run_attack,
 };
@@ -32,9 +34,8 @@ use lethe_engine::train::Flow;
 use lethe_engine::worker::WorkerOptions;
 use lethe_engine::worker::protocol::DescriptorInfo;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -129,30 +130,6 @@ fn attack(library: &str, id: &str, checkpoint: &Path, params: Value, out: &Path)
 fn estimate(library: &str, id: &str, checkpoint: &Path, params: Value) -> AttackEstimate {
     let req = request(library, id, checkpoint, params, Path::new("never-written"));
     estimate_attack(&worker(), &req).unwrap()
-}
-
-fn python(script: &str, input: &Value) -> Value {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn forget_list() -> Vec<i64> {

@@ -93,6 +93,21 @@ pub struct PickleError {
     pub message: String,
 }
 
+/// Deepest container nesting accepted. Dropping a `Value` recurses once per level,
+/// so an unbounded depth would overflow the stack, which `catch_unwind` cannot catch;
+/// torch state dicts and TorchScript module trees are a few dozen levels at most.
+pub const MAX_DEPTH: usize = 512;
+
+/// Most tensor dimensions accepted (libtorch itself stops at 64).
+pub const MAX_TENSOR_DIMS: usize = 64;
+
+/// Heap bytes that fetching memoized or duplicated strings, bytes, names and
+/// tensor references may copy, as a multiple of the pickle's own size (plus a
+/// floor). Only containers are shared (`Rc`), so without this a few bytes of
+/// `BINGET` repeated a million times could copy a megabyte string a million times.
+const CLONE_BUDGET_FACTOR: usize = 16;
+const CLONE_BUDGET_FLOOR: usize = 16 << 20;
+
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
@@ -100,9 +115,11 @@ struct Vm<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    clone_budget: usize,
 }
 
-/// Runs the pickle program in `data` and returns the top-level value.
+/// Runs the pickle program in `data` and returns the top-level value, whose
+/// nesting is at most [`MAX_DEPTH`] (so it can be dropped normally).
 pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
     let mut vm = Vm {
         data,
@@ -111,11 +128,182 @@ pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        clone_budget: data
+            .len()
+            .saturating_mul(CLONE_BUDGET_FACTOR)
+            .saturating_add(CLONE_BUDGET_FLOOR),
     };
-    vm.run()
+    let root = vm.run()?;
+    if nesting_depth(&root) > MAX_DEPTH {
+        return Err(PickleError {
+            offset: vm.pos,
+            message: format!("containers nested more than {MAX_DEPTH} levels deep"),
+        });
+    }
+    Ok(root)
+}
+
+/// Address of a shared container, to recognise it when reached again.
+fn container_id(v: &Value) -> Option<usize> {
+    match v {
+        Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+        Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        Value::Object(o) => Some(Rc::as_ptr(o) as *const () as usize),
+        _ => None,
+    }
+}
+
+/// The values directly inside `v` (shallow clones: containers are `Rc`s).
+fn children(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Tuple(t) => t.to_vec(),
+        Value::List(l) => l.borrow().clone(),
+        Value::Dict(d) => d
+            .borrow()
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect(),
+        Value::Object(o) => {
+            let o = o.borrow();
+            let mut c = vec![o.args.clone()];
+            c.extend(o.state.clone());
+            c
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Longest chain of nested containers below `root` (1 for a flat container),
+/// counted without recursion. Each container is explored once, so shared and
+/// self-referring containers cost no more than their size; an edge back to a
+/// container still being explored (a cycle) is not followed, since a cycle is
+/// never dropped and so never recursed through.
+fn nesting_depth(root: &Value) -> usize {
+    // Finished containers map to their depth; those being explored to None.
+    let mut seen: HashMap<usize, Option<usize>> = HashMap::new();
+    // (container, its children, next child, deepest child so far)
+    let mut path: Vec<(usize, Vec<Value>, usize, usize)> = Vec::new();
+    let Some(id) = container_id(root) else {
+        return 0;
+    };
+    seen.insert(id, None);
+    path.push((id, children(root), 0, 0));
+    let mut deepest = 0;
+    while let Some(top) = path.last_mut() {
+        if top.2 < top.1.len() {
+            let child = top.1[top.2].clone();
+            top.2 += 1;
+            let Some(cid) = container_id(&child) else {
+                continue;
+            };
+            match seen.get(&cid) {
+                Some(Some(d)) => top.3 = top.3.max(*d),
+                Some(None) => {}
+                None => {
+                    if path.len() > MAX_DEPTH {
+                        // Deep enough to refuse; no need to look further.
+                        return path.len() + 1;
+                    }
+                    seen.insert(cid, None);
+                    path.push((cid, children(&child), 0, 0));
+                }
+            }
+        } else {
+            let (id, _, _, below) = path.pop().unwrap_or_default();
+            let d = below + 1;
+            seen.insert(id, Some(d));
+            deepest = deepest.max(d);
+            if let Some(parent) = path.last_mut() {
+                parent.3 = parent.3.max(d);
+            }
+        }
+    }
+    deepest
+}
+
+// The derived drop would recurse once per nesting level, and a pickle of a few
+// megabytes can nest a million levels: a stack overflow aborts the process. So
+// the last owner of a container moves its contents onto a work list and each
+// one is emptied the same way before it is dropped; containers owned elsewhere
+// only lose a count. Cycles are leaked, as with any `Rc`.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        take_contents(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_contents(&mut v, &mut work);
+        }
+    }
+}
+
+/// Moves the contents of `v` onto `work` when `v` is its container's last owner.
+fn take_contents(v: &mut Value, work: &mut Vec<Value>) {
+    match v {
+        Value::Tuple(t) => {
+            if let Some(items) = Rc::get_mut(t) {
+                work.append(items);
+            }
+        }
+        Value::List(l) => {
+            if let Some(items) = Rc::get_mut(l) {
+                work.append(items.get_mut());
+            }
+        }
+        Value::Dict(d) => {
+            if let Some(items) = Rc::get_mut(d) {
+                for (k, v) in items.get_mut().drain(..) {
+                    work.push(k);
+                    work.push(v);
+                }
+            }
+        }
+        Value::Object(o) => {
+            if let Some(o) = Rc::get_mut(o) {
+                let o = o.get_mut();
+                work.push(std::mem::replace(&mut o.args, Value::None));
+                work.extend(o.state.take());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Heap bytes a clone of `v` copies (containers are shared, so cost nothing).
+fn clone_cost(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Global(m, n) => m.len() + n.len(),
+        Value::Storage(s) => s.key.len() + s.storage_type.len(),
+        Value::Tensor(t) => {
+            t.storage.key.len() + t.storage.storage_type.len() + 8 * (t.size.len() + t.stride.len())
+        }
+        _ => 0,
+    }
 }
 
 impl<'a> Vm<'a> {
+    /// Accounts for a copy of `bytes` heap bytes (see [`CLONE_BUDGET_FACTOR`]).
+    fn charge(&mut self, bytes: usize) -> Result<(), PickleError> {
+        match self.clone_budget.checked_sub(bytes) {
+            Some(left) => {
+                self.clone_budget = left;
+                Ok(())
+            }
+            None => self.err(format!(
+                "memoized or duplicated values copy more than {} times the pickle's size; refusing (memo amplification)",
+                CLONE_BUDGET_FACTOR
+            )),
+        }
+    }
+
+    /// A copy of `v`, charged to the clone budget.
+    fn clone_charged(&mut self, v: &Value) -> Result<Value, PickleError> {
+        self.charge(clone_cost(v))?;
+        Ok(v.clone())
+    }
+
     fn err<T>(&self, message: impl Into<String>) -> Result<T, PickleError> {
         Err(PickleError {
             offset: self.op_pos,
@@ -212,18 +400,21 @@ impl<'a> Vm<'a> {
     }
 
     fn memo_get(&mut self, idx: u64) -> Result<(), PickleError> {
-        match self.memo.get(&idx) {
-            Some(v) => {
-                let v = v.clone();
-                self.stack.push(v);
-                Ok(())
-            }
-            None => self.err(format!("memo key {idx} not defined")),
+        let cost = match self.memo.get(&idx) {
+            Some(v) => clone_cost(v),
+            None => return self.err(format!("memo key {idx} not defined")),
+        };
+        self.charge(cost)?;
+        if let Some(v) = self.memo.get(&idx) {
+            let v = v.clone();
+            self.stack.push(v);
         }
+        Ok(())
     }
 
     fn memo_put(&mut self, idx: u64) -> Result<(), PickleError> {
         let v = self.top()?.clone();
+        self.charge(clone_cost(&v))?;
         self.memo.insert(idx, v);
         Ok(())
     }
@@ -287,6 +478,7 @@ impl<'a> Vm<'a> {
                 }
                 b'2' => {
                     let v = self.top()?.clone();
+                    self.charge(clone_cost(&v))?;
                     self.stack.push(v);
                 }
                 b'N' => self.stack.push(Value::None),
@@ -502,10 +694,13 @@ impl<'a> Vm<'a> {
                     self.stack.push(Value::Global(module, name));
                 }
                 0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
+                    let mut name = self.pop()?;
+                    let mut module = self.pop()?;
+                    match (&mut module, &mut name) {
+                        (Value::Str(m), Value::Str(n)) => {
+                            let g = Value::Global(std::mem::take(m), std::mem::take(n));
+                            self.stack.push(g);
+                        }
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
                 }
@@ -555,8 +750,8 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn persistent_load(&self, pid: Value) -> Result<Value, PickleError> {
-        let Value::Tuple(t) = pid else {
+    fn persistent_load(&mut self, pid: Value) -> Result<Value, PickleError> {
+        let Value::Tuple(t) = &pid else {
             return self.err("persistent id is not a tuple");
         };
         match t.as_slice() {
@@ -570,6 +765,7 @@ impl<'a> Vm<'a> {
                 let Ok(numel) = u64::try_from(*numel) else {
                     return self.err("negative storage size");
                 };
+                self.charge(key.len() + storage_type.len())?;
                 Ok(Value::Storage(StorageRef {
                     key: key.clone(),
                     storage_type: storage_type.clone(),
@@ -582,35 +778,39 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn reduce(&self, func: Value, args: Value) -> Result<Value, PickleError> {
+    fn reduce(&mut self, func: Value, args: Value) -> Result<Value, PickleError> {
         let Value::Global(module, name) = &func else {
             // e.g. calling a memoized object: keep it opaque
             return Ok(Value::Opaque("call result"));
         };
-        let args_v = match &args {
-            Value::Tuple(a) => a.to_vec(),
-            _ => Vec::new(),
+        // Borrowed, not copied: one large memoized tuple can be the arguments of
+        // every REDUCE in the file.
+        let args_v: &[Value] = match &args {
+            Value::Tuple(a) => a.as_slice(),
+            _ => &[],
         };
         match (module.as_str(), name.as_str()) {
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
-                let d = Rc::new(RefCell::new(Vec::new()));
+                let mut pairs = Vec::new();
                 if let Some(Value::List(items)) = args_v.first() {
                     for item in items.borrow().iter() {
                         if let Value::Tuple(kv) = item
                             && let [k, v] = kv.as_slice()
                         {
-                            d.borrow_mut().push((k.clone(), v.clone()));
+                            let k = self.clone_charged(k)?;
+                            let v = self.clone_charged(v)?;
+                            pairs.push((k, v));
                         }
                     }
                 }
-                Ok(Value::Dict(d))
+                Ok(Value::Dict(Rc::new(RefCell::new(pairs))))
             }
             ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
-                self.rebuild_tensor(&args_v, name == "_rebuild_tensor_v3")
+                self.rebuild_tensor(args_v, name == "_rebuild_tensor_v3")
             }
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 match args_v.first() {
-                    Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+                    Some(t @ Value::Tensor(_)) => self.clone_charged(t),
                     _ => self.err("_rebuild_parameter without a tensor"),
                 }
             }
@@ -622,7 +822,7 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn rebuild_tensor(&self, args: &[Value], v3: bool) -> Result<Value, PickleError> {
+    fn rebuild_tensor(&mut self, args: &[Value], v3: bool) -> Result<Value, PickleError> {
         let (Some(Value::Storage(storage)), Some(Value::Int(offset)), Some(size), Some(stride)) =
             (args.first(), args.get(1), args.get(2), args.get(3))
         else {
@@ -630,6 +830,9 @@ impl<'a> Vm<'a> {
         };
         let size = self.int_tuple(size, "size")?;
         let stride = self.int_tuple(stride, "stride")?;
+        self.charge(
+            storage.key.len() + storage.storage_type.len() + 8 * (size.len() + stride.len()),
+        )?;
         let mut storage = storage.clone();
         // v3 passes the dtype explicitly (storage is untyped there).
         if v3 && let Some(Value::Global(_, dtype)) = args.get(6) {
@@ -651,26 +854,35 @@ impl<'a> Vm<'a> {
         if depth > 4 {
             return self.err(format!("tensor {what} is nested too deeply"));
         }
-        let items: Vec<Value> = match v {
-            Value::Tuple(t) => t.to_vec(),
-            Value::List(l) => l.borrow().clone(),
+        let ints = |items: &[Value]| -> Result<Vec<i64>, PickleError> {
+            // Checked before copying: every tensor could name the same huge tuple.
+            if items.len() > MAX_TENSOR_DIMS {
+                return self.err(format!(
+                    "tensor {what} has {} dimensions (at most {MAX_TENSOR_DIMS})",
+                    items.len()
+                ));
+            }
+            items
+                .iter()
+                .map(|x| match x {
+                    Value::Int(i) => Ok(*i),
+                    _ => self.err(format!("tensor {what} holds a non-integer")),
+                })
+                .collect()
+        };
+        match v {
+            Value::Tuple(t) => ints(t),
+            Value::List(l) => ints(&l.borrow()),
             // torch.Size pickles as REDUCE(torch.Size, (tuple,))
             Value::Object(o) => match &o.borrow().args {
                 Value::Tuple(a) => match a.first() {
-                    Some(inner) => return self.int_tuple_at(inner, what, depth + 1),
-                    None => Vec::new(),
+                    Some(inner) => self.int_tuple_at(inner, what, depth + 1),
+                    None => Ok(Vec::new()),
                 },
-                _ => return self.err(format!("tensor {what} is not a tuple")),
+                _ => self.err(format!("tensor {what} is not a tuple")),
             },
-            _ => return self.err(format!("tensor {what} is not a tuple")),
-        };
-        items
-            .iter()
-            .map(|x| match x {
-                Value::Int(i) => Ok(*i),
-                _ => self.err(format!("tensor {what} holds a non-integer")),
-            })
-            .collect()
+            _ => self.err(format!("tensor {what} is not a tuple")),
+        }
     }
 }
 
@@ -703,7 +915,7 @@ mod tests {
         // pickle.dumps(collections.OrderedDict([('a', 1), ('b', -2)]), protocol=2)
         let data: &[u8] = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(X\x01\x00\x00\x00aq\x02K\x01X\x01\x00\x00\x00bq\x03J\xfe\xff\xff\xffu.";
         let v = unpickle(data).unwrap();
-        let Value::Dict(d) = v else {
+        let Value::Dict(d) = &v else {
             panic!("not a dict: {v:?}")
         };
         let d = d.borrow();
@@ -719,7 +931,7 @@ mod tests {
         // BINGET 1 K 'x' SETITEM -> both list entries must see the item.
         let data: &[u8] = b"\x80\x02]q\x00(}q\x01h\x01eh\x01X\x01\x00\x00\x00xK\x07s0.";
         let v = unpickle(data).unwrap();
-        let Value::List(l) = v else {
+        let Value::List(l) = &v else {
             panic!("not a list")
         };
         let l = l.borrow();
@@ -738,7 +950,8 @@ mod tests {
 
     #[test]
     fn reads_a_torch_save_state_dict() {
-        let Value::Dict(d) = unpickle(STATE_DICT_PKL).unwrap() else {
+        let v = unpickle(STATE_DICT_PKL).unwrap();
+        let Value::Dict(d) = &v else {
             panic!("not a dict")
         };
         let d = d.borrow();
@@ -803,10 +1016,122 @@ mod tests {
         // pickle of argparse.Namespace(lr=0.1) via REDUCE + BUILD, protocol 2
         let data: &[u8] = b"\x80\x02cargparse\nNamespace\nq\x00)\x81q\x01}q\x02X\x02\x00\x00\x00lrq\x03G?\xb9\x99\x99\x99\x99\x99\x9asb.";
         let v = unpickle(data).unwrap();
-        let Value::Object(o) = v else {
+        let Value::Object(o) = &v else {
             panic!("not an object")
         };
         assert_eq!(o.borrow().class, "argparse.Namespace");
         assert!(matches!(o.borrow().state, Some(Value::Dict(_))));
+    }
+
+    /// Protocol-2 pickle header, `body`, then STOP.
+    fn program(body: &[u8]) -> Vec<u8> {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend_from_slice(body);
+        p.push(b'.');
+        p
+    }
+
+    fn assert_fast<T>(what: &str, f: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f();
+        let took = start.elapsed();
+        assert!(took.as_secs_f64() < 2.0, "{what} took {took:?}");
+        out
+    }
+
+    #[test]
+    fn deeply_nested_pickles_are_refused_without_overflowing_the_stack() {
+        // EMPTY_TUPLE then a million TUPLE1: a million nested tuples from 1 MB.
+        let mut body = b")".to_vec();
+        body.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        let e = assert_fast("deep tuples", || unpickle(&program(&body)).unwrap_err());
+        assert!(e.message.contains("nested more than"), "{e}");
+
+        // The same chain left on the stack by a pickle that then fails: the VM's
+        // stack is dropped with it.
+        let mut bad = b"\x80\x02)".to_vec();
+        bad.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        bad.push(0xff);
+        let e = assert_fast("deep tuples then a bad opcode", || {
+            unpickle(&bad).unwrap_err()
+        });
+        assert!(e.message.contains("unknown opcode"), "{e}");
+
+        // Nesting made by mutation after memoization: list i is appended into
+        // list i-1 through the memo (MARK EMPTY_LIST PUT ... then GET/GET/APPEND).
+        let n = 200_000u32;
+        let mut body = Vec::new();
+        for i in 0..n {
+            body.push(b']');
+            body.push(b'r');
+            body.extend_from_slice(&i.to_le_bytes());
+            body.push(b'0');
+        }
+        for i in 1..n {
+            body.push(b'j');
+            body.extend_from_slice(&(i - 1).to_le_bytes());
+            body.push(b'j');
+            body.extend_from_slice(&i.to_le_bytes());
+            body.extend_from_slice(b"a0");
+        }
+        body.push(b'j');
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let e = assert_fast("lists nested through the memo", || {
+            unpickle(&program(&body)).unwrap_err()
+        });
+        assert!(e.message.contains("nested more than"), "{e}");
+
+        // Moderate nesting is fine.
+        let mut body = b")".to_vec();
+        body.extend(std::iter::repeat_n(0x85u8, MAX_DEPTH - 1));
+        assert!(unpickle(&program(&body)).is_ok());
+    }
+
+    #[test]
+    fn a_value_dropped_outside_the_reader_does_not_recurse() {
+        let mut v = Value::Tuple(Rc::new(Vec::new()));
+        for _ in 0..1_000_000 {
+            v = Value::Tuple(Rc::new(vec![v]));
+        }
+        assert_fast("dropping a million nested tuples", || drop(v));
+    }
+
+    #[test]
+    fn memo_amplification_is_refused() {
+        // A 1 MiB string memoized, then fetched a million times (5 bytes each):
+        // copying it each time would need a terabyte.
+        let big = 1usize << 20;
+        let mut body = vec![b'X'];
+        body.extend_from_slice(&(big as u32).to_le_bytes());
+        body.extend(std::iter::repeat_n(b'a', big));
+        body.extend_from_slice(b"q\x00");
+        for _ in 0..1_000_000 {
+            body.extend_from_slice(b"h\x00");
+        }
+        let e = assert_fast("memo amplification", || {
+            unpickle(&program(&body)).unwrap_err()
+        });
+        assert!(e.message.contains("memo amplification"), "{e}");
+
+        // Same with DUP.
+        let mut body = vec![b'X'];
+        body.extend_from_slice(&(big as u32).to_le_bytes());
+        body.extend(std::iter::repeat_n(b'a', big));
+        body.extend(std::iter::repeat_n(b'2', 1_000_000));
+        let e = assert_fast("DUP amplification", || {
+            unpickle(&program(&body)).unwrap_err()
+        });
+        assert!(e.message.contains("memo amplification"), "{e}");
+    }
+
+    #[test]
+    fn tensor_shapes_with_absurdly_many_dimensions_are_refused() {
+        // _rebuild_tensor_v2(storage, 0, (1,)*100000, (1,)*100000): every tensor naming
+        // such a tuple would copy it.
+        let mut body = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00(".to_vec();
+        body.extend(std::iter::repeat_n(b"K\x01".as_slice(), 100_000).flatten());
+        body.extend_from_slice(b"tq\x00h\x00tR");
+        let e = unpickle(&program(&body)).unwrap_err();
+        assert!(e.message.contains("dimensions"), "{e}");
     }
 }

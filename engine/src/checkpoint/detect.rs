@@ -139,6 +139,100 @@ fn detect_head(sd: &StateDict, feature_dim: i64) -> Result<HeadConfig, String> {
     }
 }
 
+/// Names and shapes of the variables [`crate::models::Model::new`] creates for
+/// `arch`, worked out without creating them: a few bytes of metadata can ask
+/// for widths whose weights would fill any memory, so a claimed architecture
+/// is compared with the tensors in the file before anything is allocated.
+/// `None` when a dimension is not positive or too large to multiply out.
+pub(crate) fn arch_variables(arch: &ArchConfig) -> Option<Vec<(String, Vec<i64>)>> {
+    let mut vars: Vec<(String, Vec<i64>)> = Vec::new();
+    let mut push = |name: String, shape: Vec<i64>| vars.push((name, shape));
+    let conv = |push: &mut dyn FnMut(String, Vec<i64>), p: &str, c_in, c_out, k, bias: bool| {
+        push(format!("{p}.weight"), vec![c_out, c_in, k, k]);
+        if bias {
+            push(format!("{p}.bias"), vec![c_out]);
+        }
+    };
+    let bn = |push: &mut dyn FnMut(String, Vec<i64>), p: &str, c: i64| {
+        for v in ["weight", "bias", "running_mean", "running_var"] {
+            push(format!("{p}.{v}"), vec![c]);
+        }
+    };
+    let linear = |push: &mut dyn FnMut(String, Vec<i64>), p: &str, d_in: i64, d_out: i64| {
+        push(format!("{p}.weight"), vec![d_out, d_in]);
+        push(format!("{p}.bias"), vec![d_out]);
+    };
+    match &arch.backbone {
+        BackboneConfig::ResNet18 {
+            in_channels,
+            widths,
+            ..
+        } => {
+            conv(&mut push, "conv1", *in_channels, widths[0], 3, false);
+            bn(&mut push, "bn1", widths[0]);
+            let mut c_in = widths[0];
+            for (i, &w) in widths.iter().enumerate() {
+                let stride = if i == 0 { 1 } else { 2 };
+                for (b, block_in) in [(0, c_in), (1, w)] {
+                    let p = format!("layer{}.{b}", i + 1);
+                    conv(&mut push, &format!("{p}.conv1"), block_in, w, 3, false);
+                    bn(&mut push, &format!("{p}.bn1"), w);
+                    conv(&mut push, &format!("{p}.conv2"), w, w, 3, false);
+                    bn(&mut push, &format!("{p}.bn2"), w);
+                    if b == 0 && (stride != 1 || block_in != w) {
+                        conv(
+                            &mut push,
+                            &format!("{p}.downsample.0"),
+                            block_in,
+                            w,
+                            1,
+                            false,
+                        );
+                        bn(&mut push, &format!("{p}.downsample.1"), w);
+                    }
+                }
+                c_in = w;
+            }
+        }
+        BackboneConfig::SmallCnn {
+            in_channels,
+            input_size,
+            channels,
+            feature_dim,
+        } => {
+            let side = input_size / 4;
+            let flat = channels[1].checked_mul(side)?.checked_mul(side)?;
+            conv(&mut push, "conv1", *in_channels, channels[0], 3, true);
+            conv(&mut push, "conv2", channels[0], channels[1], 3, true);
+            linear(&mut push, "fc1", flat, *feature_dim);
+        }
+        BackboneConfig::Mlp { input_dim, hidden } => {
+            let mut d_in = *input_dim;
+            for (i, &h) in hidden.iter().enumerate() {
+                linear(&mut push, &format!("layers.{i}"), d_in, h);
+                d_in = h;
+            }
+        }
+    }
+    let d = arch.backbone.feature_dim();
+    match &arch.head {
+        HeadConfig::Classifier { num_classes } => linear(&mut push, "fc", d, *num_classes),
+        HeadConfig::LinearProjection { out_dim } => linear(&mut push, "head", d, *out_dim),
+        HeadConfig::MlpProjection {
+            hidden_dim,
+            out_dim,
+        } => {
+            linear(&mut push, "head.0", d, *hidden_dim);
+            linear(&mut push, "head.2", *hidden_dim, *out_dim);
+        }
+        HeadConfig::None => {}
+    }
+    let sane = vars.iter().all(|(_, s)| {
+        s.iter().all(|&x| x > 0) && s.iter().try_fold(1i64, |a, &x| a.checked_mul(x)).is_some()
+    });
+    sane.then_some(vars)
+}
+
 #[cfg(test)]
 mod tests {
     use tch::{Device, Kind, Tensor, nn};
@@ -187,6 +281,45 @@ mod tests {
                 arch
             );
         }
+    }
+
+    #[test]
+    fn arch_variables_match_the_built_models() {
+        for arch in [
+            small_resnet(),
+            ArchConfig::resnet18_simclr(3),
+            ArchConfig::resnet18_moco(1),
+            ArchConfig {
+                backbone: BackboneConfig::small_cnn(3),
+                head: HeadConfig::LinearProjection { out_dim: 4 },
+            },
+            ArchConfig {
+                backbone: BackboneConfig::small_cnn(1),
+                head: HeadConfig::None,
+            },
+            ArchConfig {
+                backbone: BackboneConfig::Mlp {
+                    input_dim: 12,
+                    hidden: vec![7, 5, 3],
+                },
+                head: HeadConfig::MlpProjection {
+                    hidden_dim: 6,
+                    out_dim: 2,
+                },
+            },
+        ] {
+            let mut built: Vec<(String, Vec<i64>)> = state_of(&arch)
+                .into_iter()
+                .map(|(k, t)| (k, t.size()))
+                .collect();
+            built.sort();
+            let mut listed = arch_variables(&arch).unwrap();
+            listed.sort();
+            assert_eq!(listed, built, "{arch}");
+        }
+        let mut bad = small_resnet();
+        bad.head = HeadConfig::Classifier { num_classes: 0 };
+        assert!(arch_variables(&bad).is_none());
     }
 
     #[test]

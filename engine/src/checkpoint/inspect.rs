@@ -98,19 +98,28 @@ pub fn inspect_with(
             } else {
                 "detected"
             };
-            match Model::new(&vs.root(), &arch) {
-                Ok(_) => {
-                    let diff = ckpt.state_dict.diff(&vs);
-                    if diff.is_empty() {
-                        (Some(arch), source.to_owned())
-                    } else {
-                        (
-                            None,
-                            format!("closest match {arch} ({source}) does not fit: {diff}"),
-                        )
+            // Checked before building: metadata may claim a model of any size.
+            match ckpt.check_fits(&arch) {
+                Ok(()) => match Model::new(&vs.root(), &arch) {
+                    Ok(_) => {
+                        let diff = ckpt.state_dict.diff(&vs);
+                        if diff.is_empty() {
+                            (Some(arch), source.to_owned())
+                        } else {
+                            (
+                                None,
+                                format!("closest match {arch} ({source}) does not fit: {diff}"),
+                            )
+                        }
                     }
-                }
-                Err(e) => (None, e.to_string()),
+                    Err(e) => (None, e.to_string()),
+                },
+                Err(CheckpointError::Mismatch { details, .. }) => (
+                    None,
+                    format!("closest match {arch} ({source}) does not fit: {details}"),
+                ),
+                Err(CheckpointError::Model { source, .. }) => (None, source.to_string()),
+                Err(e) => return Err(e),
             }
         }
         Err(CheckpointError::UnknownArchitecture { reason, .. }) => (None, reason),

@@ -26,7 +26,7 @@ pub use inspect::{CheckpointSummary, TensorSummary, inspect, inspect_with};
 pub use safetensors_io::{CheckpointMeta, METADATA_KEY, Provenance, save_tensors};
 pub use state_dict::{StateDict, normalize_name};
 
-use crate::models::{ArchConfig, BackboneConfig, Model};
+use crate::models::{ArchConfig, BackboneConfig, Model, ModelError};
 
 /// Result alias for this module.
 pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
@@ -139,8 +139,33 @@ impl Checkpoint {
         ckpt.build(device, opts)
     }
 
+    /// Checks that `arch`'s variables are exactly the file's tensors, before
+    /// any of them is created: metadata can name any architecture, and one
+    /// with 8,000-channel widths needs tens of gigabytes to build.
+    pub fn check_fits(&self, arch: &ArchConfig) -> Result<()> {
+        let Some(expected) = detect::arch_variables(arch) else {
+            return Err(CheckpointError::Model {
+                path: self.path.clone(),
+                source: ModelError::InvalidConfig(format!(
+                    "{arch}: every width, size and class count must be positive, and each weight's element count must fit in 64 bits"
+                )),
+            });
+        };
+        let details = self.state_dict.diff_shapes(&expected);
+        if details.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Mismatch {
+                path: self.path.clone(),
+                arch: arch.to_string(),
+                details,
+            })
+        }
+    }
+
     fn build(self, device: Device, opts: &LoadOptions) -> Result<LoadedModel> {
         let arch = self.architecture(opts)?;
+        self.check_fits(&arch)?;
         let vs = nn::VarStore::new(device);
         let model = Model::new(&vs.root(), &arch).map_err(|source| CheckpointError::Model {
             path: self.path.clone(),
@@ -217,5 +242,74 @@ fn expect_torchscript(path: &Path) -> Result<()> {
             path,
             format!("expected a TorchScript module (torch.jit.save), found a {other}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::HeadConfig;
+    use std::time::{Duration, Instant};
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn a_huge_architecture_claimed_by_metadata_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge-claim.safetensors");
+        // A ResNet-18 of 8,000-channel widths would need about 40 GB to build.
+        let arch = ArchConfig {
+            backbone: BackboneConfig::ResNet18 {
+                in_channels: 3,
+                widths: [8000; 4],
+                stem_relu: true,
+            },
+            head: HeadConfig::Classifier { num_classes: 10 },
+        };
+        let tensors = vec![(
+            "fc.bias".to_owned(),
+            Tensor::zeros([10], (Kind::Float, Device::Cpu)),
+        )];
+        save_tensors(
+            &path,
+            &tensors,
+            &CheckpointMeta::new(Some(arch), None),
+            false,
+        )
+        .unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 4096);
+
+        let start = Instant::now();
+        let e = load_model(&path, Device::Cpu, &LoadOptions::default()).unwrap_err();
+        assert!(matches!(e, CheckpointError::Mismatch { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("huge-claim.safetensors") && text.contains("missing keys"),
+            "{text}"
+        );
+
+        let summary = inspect(&path).unwrap();
+        assert!(summary.architecture.is_none());
+        assert!(
+            summary.architecture_note.contains("does not fit"),
+            "{}",
+            summary.architecture_note
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
+
+        // Non-positive or overflowing sizes are refused as invalid, also unbuilt.
+        let bad = ArchConfig {
+            backbone: BackboneConfig::Mlp {
+                input_dim: i64::MAX,
+                hidden: vec![i64::MAX],
+            },
+            head: HeadConfig::None,
+        };
+        let ckpt = read(&path).unwrap();
+        let e = ckpt.check_fits(&bad).unwrap_err();
+        assert!(matches!(e, CheckpointError::Model { .. }), "{e}");
     }
 }

@@ -152,6 +152,36 @@ impl StateDict {
         d
     }
 
+    /// Compares with variables given by name and shape (see
+    /// [`super::detect::arch_variables`]), as [`StateDict::diff`] does with a store.
+    pub(crate) fn diff_shapes(&self, expected: &[(String, Vec<i64>)]) -> MismatchDetails {
+        let mut d = MismatchDetails::default();
+        let mut sorted: Vec<&(String, Vec<i64>)> = expected.iter().collect();
+        sorted.sort();
+        for (name, shape) in sorted {
+            match self.get(name) {
+                None => d.missing.push(name.clone()),
+                Some(t) => {
+                    if t.size() != *shape {
+                        d.shapes.push(ShapeMismatch {
+                            name: name.clone(),
+                            expected: shape.clone(),
+                            found: t.size(),
+                        });
+                    }
+                }
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(k, _)| k.as_str()).collect();
+        d.unexpected = self
+            .names()
+            .filter(|k| !is_ignorable(k) && !known.contains(k))
+            .map(str::to_owned)
+            .collect();
+        d
+    }
+
     /// Copies every tensor into the matching variable of `vs`. Strict: any
     /// missing or unexpected key or shape difference is an error naming them
     /// (and `path`/`arch` for context), and nothing is copied in that case.

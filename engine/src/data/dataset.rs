@@ -102,6 +102,13 @@ impl RawSamples {
     }
 }
 
+/// Unnamed classes always allowed, whatever the sample count (ImageNet's 1,000 classes,
+/// so that a few samples of a large label space still load).
+const MIN_CLASS_CAP: usize = 1000;
+
+/// Most unnamed classes a dataset may have (labels `0..MAX_CLASSES`).
+pub(crate) const MAX_CLASSES: usize = 100_000;
+
 /// Images, labels and per-sample content hashes, all on the CPU.
 ///
 /// A sample's *stable index* is its position in the source's file order; it is what
@@ -149,14 +156,14 @@ impl Dataset {
         format: Format,
     ) -> Result<Self, DataError> {
         let [c, h, w] = shape;
-        let per = c * h * w;
         if labels.is_empty() {
             return Err(DataError::Empty {
                 path: source.to_path_buf(),
                 detail: String::new(),
             });
         }
-        if per == 0 || pixels.len() != labels.len() * per {
+        let per = c.checked_mul(h).and_then(|x| x.checked_mul(w)).unwrap_or(0);
+        if per == 0 || Some(pixels.len()) != labels.len().checked_mul(per) {
             return Err(DataError::format(
                 source,
                 format!(
@@ -173,6 +180,21 @@ impl Dataset {
             ));
         }
         let max_label = labels.iter().copied().max().unwrap_or(0);
+        // Unnamed classes get one name per label value up to the largest, so a single
+        // label of 2^62 would ask for that many names: the class count is bounded by
+        // the samples there are (with room for small sets of a large label space).
+        let class_cap = labels.len().clamp(MIN_CLASS_CAP, MAX_CLASSES);
+        if classes.is_empty() && max_label as u64 >= class_cap as u64 {
+            let i = labels.iter().position(|&l| l == max_label).unwrap_or(0);
+            return Err(DataError::format(
+                source,
+                format!(
+                    "sample {i} has label {max_label}, but {} samples can use at most {class_cap} classes (labels 0..{}); labels must be class numbers counted from 0",
+                    labels.len(),
+                    class_cap - 1
+                ),
+            ));
+        }
         if classes.is_empty() {
             classes = (0..=max_label).map(|k| k.to_string()).collect();
         } else if let Some((i, &bad)) = labels
@@ -344,5 +366,43 @@ impl Dataset {
             path: self.source.clone(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_far_beyond_the_sample_count_are_refused_before_naming_classes() {
+        let src = Path::new("labels.npz");
+        let start = std::time::Instant::now();
+        let e = Dataset::from_pixels(
+            vec![0; 2],
+            [1, 1, 1],
+            vec![0, 1 << 40],
+            Vec::new(),
+            src,
+            Format::Npz,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(start.elapsed().as_secs() < 2);
+        assert!(
+            e.contains("labels.npz") && e.contains("sample 1 has label 1099511627776"),
+            "{e}"
+        );
+
+        // A few samples of a large label space are fine.
+        let d = Dataset::from_pixels(
+            vec![0; 3],
+            [1, 1, 1],
+            vec![9, 999, 0],
+            Vec::new(),
+            src,
+            Format::Npz,
+        )
+        .unwrap();
+        assert_eq!(d.classes().len(), 1000);
     }
 }

@@ -30,10 +30,11 @@ pub(crate) fn parse_txt(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, Fo
     Ok(out)
 }
 
-/// Comma-separated; the index is the first column, or the column headed `index` when the
-/// first non-blank line is a header (a header without an `index` column is an error
-/// rather than a guess, so a mistyped first row is never silently skipped). Quoting is not needed for integers, so it is not
-/// supported.
+/// Comma-separated; the index is the column headed `index` when the first non-blank line
+/// is a header, else the first column. A header without an `index` column is an error
+/// rather than a guess, so a mistyped first row is never silently skipped, and so are
+/// several numeric columns without a header. Quoting is not needed for integers, so it
+/// is not supported.
 pub(crate) fn parse_csv(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, ForgetSetError> {
     let mut out = Vec::new();
     let mut column = 0;
@@ -53,6 +54,20 @@ pub(crate) fn parse_csv(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, Fo
                     .position(|f| f.eq_ignore_ascii_case("index"))
                     .ok_or_else(|| unparseable(path, line, raw, "header has no `index` column"))?;
                 continue;
+            }
+            // Without a header nothing says which column holds the sample indices, and
+            // the common case is pandas' `to_csv(header=False)`, which writes its own
+            // row index first: taking column 0 would forget the wrong samples.
+            let numeric = fields.iter().filter(|f| f.parse::<i64>().is_ok()).count();
+            if numeric > 1 {
+                return Err(unparseable(
+                    path,
+                    line,
+                    raw,
+                    &format!(
+                        "{numeric} columns of numbers and no header, so the index column is unknown (pandas' to_csv(header=False) writes its row index first); add a header line naming the `index` column, or write one index per line"
+                    ),
+                ));
             }
         }
         let field = fields
@@ -128,4 +143,24 @@ pub(crate) fn parse_json(path: &Path, text: &str) -> Result<Vec<(i64, usize)>, F
     }
     flush(&mut token, token_line)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_headerless_csv_with_two_numeric_columns_is_refused() {
+        // pandas: pd.Series([5, 2, 7]).to_csv("f.csv", header=False)
+        let path = Path::new("f.csv");
+        let e = parse_csv(path, "0,5\n1,2\n2,7\n").unwrap_err().to_string();
+        assert!(
+            e.contains("f.csv") && e.contains("no header") && e.contains("to_csv"),
+            "{e}"
+        );
+        // One numeric column, with or without other text, is unambiguous.
+        assert_eq!(parse_csv(path, "5,x\n2,y\n").unwrap(), [(5, 1), (2, 2)]);
+        assert_eq!(parse_csv(path, "5\n2\n").unwrap(), [(5, 1), (2, 2)]);
+        assert_eq!(parse_csv(path, "row,index\n0,5\n").unwrap(), [(5, 2)]);
+    }
 }

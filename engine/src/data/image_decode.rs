@@ -53,6 +53,33 @@ fn image_error(path: &Path, reason: impl std::fmt::Display) -> DataError {
     }
 }
 
+/// Most bytes a decoded image may take (a 12,000 x 12,000 RGB photo is 432 MB).
+const MAX_DECODED_BYTES: usize = 512 << 20;
+
+/// Largest ratio of decoded to encoded size. Neither format can do better than
+/// about 1,032:1 (deflate's limit; a baseline JPEG needs a few bits per 8 x 8
+/// block), so a header promising more describes pixels the file cannot hold.
+const MAX_DECODE_RATIO: usize = 1100;
+
+/// Refuses an image whose header asks for an output buffer that is huge or out of
+/// proportion to the file, before the buffer is allocated.
+fn check_decoded_size(path: &Path, decoded: usize, encoded: usize) -> Result<(), DataError> {
+    let cap = encoded
+        .saturating_mul(MAX_DECODE_RATIO)
+        .saturating_add(1 << 20)
+        .min(MAX_DECODED_BYTES);
+    if decoded > cap {
+        return Err(image_error(
+            path,
+            format!(
+                "the header's dimensions need {decoded} bytes decoded, more than the {cap} a {encoded}-byte file can hold (limit {} MiB)",
+                MAX_DECODED_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn decode_png(path: &Path, bytes: &[u8]) -> Result<DecodedImage, DataError> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
@@ -60,6 +87,7 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<DecodedImage, DataError> {
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| image_error(path, "image too large"))?;
+    check_decoded_size(path, size, bytes.len())?;
     let mut buf = vec![0; size];
     let info = reader
         .next_frame(&mut buf)
@@ -83,6 +111,12 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<DecodedImage, DataError> {
 fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<DecodedImage, DataError> {
     let mut probe = zune_jpeg::JpegDecoder::new(ZCursor::new(bytes));
     probe.decode_headers().map_err(|e| image_error(path, e))?;
+    let (w, h) = probe
+        .dimensions()
+        .ok_or_else(|| image_error(path, "no image dimensions"))?;
+    // Three bytes per pixel is the most the decoder produces (RGB), checked before it
+    // allocates its output from the header's dimensions.
+    check_decoded_size(path, w.saturating_mul(h).saturating_mul(3), bytes.len())?;
     let gray = matches!(probe.input_colorspace(), Some(ColorSpace::Luma));
     let out = if gray {
         ColorSpace::Luma
@@ -142,5 +176,40 @@ impl DecodedImage {
             pixels,
             ..self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+
+    #[test]
+    fn a_png_header_claiming_huge_dimensions_is_refused_before_allocating() {
+        // 100,000 x 100,000 RGBA (40 GB decoded) in a file of under 100 bytes.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        chunk(&mut png, b"IHDR", &ihdr);
+        chunk(&mut png, b"IDAT", b"\x78\x9c\x63\x00\x00\x00\x01\x00\x01");
+        chunk(&mut png, b"IEND", b"");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("photo.png");
+        std::fs::write(&path, &png).unwrap();
+        let start = std::time::Instant::now();
+        let e = decode_image_file(&path).unwrap_err().to_string();
+        assert!(start.elapsed().as_secs() < 2);
+        assert!(e.contains("photo.png") && e.contains("dimensions"), "{e}");
     }
 }

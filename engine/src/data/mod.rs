@@ -18,6 +18,8 @@ mod inspect;
 mod rng;
 mod split;
 mod tensor_file;
+#[cfg(test)]
+mod test_bombs;
 
 pub use cifar::{CifarKind, load_cifar, load_cifar_dir};
 pub use dataset::{Dataset, Format, SampleHash, hash_hex, hash_pixels};

@@ -95,21 +95,66 @@ pub fn load_npz(path: &Path) -> Result<Dataset, DataError> {
         .map_err(|e| DataError::format(path, format!("not a valid npz (zip) archive: {e}")))?;
     let mut get = |name: &str| -> Result<Option<Array>, DataError> {
         let entry_name = format!("{name}.npy");
-        let mut entry = match zip.by_name(&entry_name) {
+        let entry = match zip.by_name(&entry_name) {
             Ok(entry) => entry,
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => return Err(DataError::format(path, format!("{entry_name}: {e}"))),
         };
+        let declared = entry.size();
+        check_inflated_size(path, &entry_name, declared, entry.compressed_size())?;
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| {
-            DataError::format(path, format!("{entry_name}: corrupt or truncated: {e}"))
-        })?;
+        // Never more than declared: the directory's sizes are what was checked.
+        entry
+            .take(declared.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                DataError::format(path, format!("{entry_name}: corrupt or truncated: {e}"))
+            })?;
+        if bytes.len() as u64 != declared {
+            return Err(DataError::format(
+                path,
+                format!(
+                    "{entry_name}: declares {declared} bytes but holds {}",
+                    bytes.len()
+                ),
+            ));
+        }
         parse_npy(path, &entry_name, &bytes).map(Some)
     };
     let x = get("x")?;
     let y = get("y")?;
     let split = [get("train_idx")?, get("val_idx")?, get("test_idx")?];
     assemble(path, x, y, split, Vec::new(), Format::Npz)
+}
+
+/// Decompressed bytes any archive entry or gzip stream may reach whatever its
+/// compression ratio.
+pub(crate) const INFLATE_FREE: u64 = 64 << 20;
+
+/// Largest ratio of decompressed to compressed size accepted above
+/// [`INFLATE_FREE`]. Image data compresses 2-10x (MNIST about 5x), so a
+/// larger ratio on a large entry is a decompression bomb: a few kilobytes
+/// that would inflate to gigabytes.
+pub(crate) const INFLATE_RATIO: u64 = 100;
+
+/// Refuses an entry whose decompressed size is both large and out of
+/// proportion to its compressed size, before anything is inflated.
+pub(crate) fn check_inflated_size(
+    path: &Path,
+    entry: &str,
+    inflated: u64,
+    compressed: u64,
+) -> Result<(), DataError> {
+    if inflated > INFLATE_FREE && inflated / compressed.max(1) > INFLATE_RATIO {
+        return Err(DataError::format(
+            path,
+            format!(
+                "{entry}: {compressed} compressed bytes claim to inflate to {inflated} (more than {INFLATE_RATIO}x and over {} MiB); refusing a likely decompression bomb (save without compression, e.g. np.savez, if this is real)",
+                INFLATE_FREE >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses one `.npy` member (format versions 1–3, C order, little-endian).
@@ -313,5 +358,38 @@ fn assemble(
             path,
             "a recorded split needs all of `train_idx`, `val_idx` and `test_idx`",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::test_bombs::{deflate_zeros, zip_one};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_npz_zip_bomb_is_refused_before_it_is_inflated() {
+        // x.npy declared as 1 GiB, deflated 160:1 into about 6 MB.
+        let inflated = 1u64 << 30;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.npz");
+        std::fs::write(&path, zip_one("x.npy", &deflate_zeros(inflated), inflated)).unwrap();
+        let start = Instant::now();
+        let e = load_npz(&path).unwrap_err().to_string();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            e.contains("bomb.npz") && e.contains("x.npy") && e.contains("decompression bomb"),
+            "{e}"
+        );
+
+        // An entry inflating to more than it declares is cut at the declared size.
+        let path = dir.path().join("liar.npz");
+        std::fs::write(&path, zip_one("x.npy", &deflate_zeros(10 << 20), 1000)).unwrap();
+        let e = load_npz(&path).unwrap_err().to_string();
+        assert!(e.contains("liar.npz") && e.contains("x.npy"), "{e}");
     }
 }

@@ -37,16 +37,7 @@ if [ "$link_cuda" = 1 ]; then target="target"; else target="target-package"; fi
 site="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')"
 
 # The plugins users get: every cdylib under plugins/ except test fixtures and the template.
-mapfile -t plugin_pkgs < <(cargo metadata --no-deps --format-version 1 | .venv/bin/python -c '
-import json, sys
-meta = json.load(sys.stdin)
-for p in meta["packages"]:
-    path = p["manifest_path"]
-    if "/plugins/" not in path or "test-fixture" in path or "/plugins/template/" in path:
-        continue
-    if any("cdylib" in t["crate_types"] for t in p["targets"]):
-        print(p["name"])
-')
+mapfile -t plugin_pkgs < <(installer/builtin-plugins.sh)
 log "building lethe and ${#plugin_pkgs[@]} plugins ($variant) in $target"
 args=(-p lethe)
 for p in "${plugin_pkgs[@]}"; do args+=(-p "$p"); done

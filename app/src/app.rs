@@ -195,6 +195,11 @@ pub struct LetheApp {
     pub notices: Vec<Notice>,
     /// Commands pushed during this frame.
     pub commands: Vec<Command>,
+    /// When the window was asked to close: jobs are stopping and the records
+    /// and files being written are finished before it does.
+    pub closing: Option<std::time::Instant>,
+    /// Whether [`LetheApp::shutdown`] ran.
+    shut_down: bool,
 }
 
 impl LetheApp {
@@ -247,6 +252,8 @@ impl LetheApp {
             inputs: Inputs::default(),
             notices: Vec::new(),
             commands: Vec::new(),
+            closing: None,
+            shut_down: false,
         };
         app.tasks
             .scan_plugins(app.scan_opts(), app.extra_plugin_dirs.clone());
@@ -463,15 +470,24 @@ impl LetheApp {
             self.apply_done(done);
         }
         self.poll_studies();
+        let changed = match self.project.as_mut() {
+            Some(p) => self.runner.poll(p, project::now()),
+            None => Vec::new(),
+        };
+        self.audit_ended(&changed);
+    }
+
+    /// Records in the audit log each of `ids` whose job has ended (once per run).
+    fn audit_ended(&mut self, ids: &[String]) {
         let mut ended = Vec::new();
-        if let Some(p) = self.project.as_mut() {
-            for id in self.runner.poll(p, project::now()) {
-                if let Some(r) = p.run(&id)
+        if let Some(p) = self.project.as_ref() {
+            for id in ids {
+                if let Some(r) = p.run(id)
                     && r.status.is_final()
                     && r.started.is_some()
-                    && !self.audited.contains(&id)
+                    && !self.audited.contains(id)
                 {
-                    ended.push((r.clone(), p.run_dir(&id), p.dir.clone()));
+                    ended.push((r.clone(), p.run_dir(id), p.dir.clone()));
                 }
             }
         }
@@ -483,6 +499,15 @@ impl LetheApp {
                 .and_then(|c| c.get(&record.spec.plugin_id))
                 .map(|e| e.info.version.clone());
             self.tasks.audit_job(workspace, record, run_dir, version);
+        }
+    }
+
+    /// Stops the open project's jobs (waiting for their workers) and audits the
+    /// ones that ended, before the project is closed or replaced.
+    fn stop_project_jobs(&mut self) {
+        if let Some(p) = self.project.as_mut() {
+            let changed = self.runner.shutdown(p);
+            self.audit_ended(&changed);
         }
     }
 
@@ -656,9 +681,7 @@ impl LetheApp {
     fn apply(&mut self, c: Command) {
         match c {
             Command::OpenProject(dir) => {
-                if let Some(p) = self.project.as_mut() {
-                    self.runner.shutdown(p);
-                }
+                self.stop_project_jobs();
                 self.open_project(&dir);
                 self.state.view = View::Home;
             }
@@ -667,9 +690,7 @@ impl LetheApp {
                     .and_then(|demo| project::create_demo_project(&dir, &demo).map(|p| (p, demo)));
                 match demo {
                     Ok((p, demo)) => {
-                        if let Some(old) = self.project.as_mut() {
-                            self.runner.shutdown(old);
-                        }
+                        self.stop_project_jobs();
                         self.project = Some(p);
                         self.project_error = None;
                         self.state.remember_project(dir);
@@ -692,9 +713,7 @@ impl LetheApp {
             }
             Command::CloseProject => {
                 self.studies.shutdown();
-                if let Some(p) = self.project.as_mut() {
-                    self.runner.shutdown(p);
-                }
+                self.stop_project_jobs();
                 self.project = None;
                 self.state.project_dir = None;
                 self.state.view = View::Home;
@@ -869,11 +888,55 @@ impl LetheApp {
         }
     }
 
-    /// Stops every worker (on exit) and records how their jobs ended.
-    pub fn shutdown(&mut self) {
+    /// Starts closing without blocking the window: studies and jobs are told to
+    /// stop, evaluations are abandoned; audit records, reports and exports that
+    /// were started go on. [`LetheApp::ready_to_close`] says when all is done.
+    pub fn begin_close(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(std::time::Instant::now());
         self.studies.shutdown();
         if let Some(p) = self.project.as_mut() {
-            self.runner.shutdown(p);
+            let changed = self.runner.begin_shutdown(p);
+            self.audit_ended(&changed);
+        }
+        self.tasks.cancel_abortable();
+    }
+
+    /// What closing still waits for, in words (empty: nothing).
+    pub fn finishing(&self) -> Vec<String> {
+        let mut left: Vec<String> = Vec::new();
+        if let Some(p) = &self.project {
+            for r in p.runs.iter().filter(|r| !r.status.is_final()) {
+                left.push(format!("stopping the job {}", r.spec.plugin_name));
+            }
+        }
+        left.extend(self.tasks.unfinished().into_iter().map(String::from));
+        left
+    }
+
+    /// Whether every job has stopped and every started write has finished.
+    pub fn ready_to_close(&self) -> bool {
+        !self.runner.busy() && self.tasks.unfinished().is_empty()
+    }
+
+    /// Stops every worker and study, records how their jobs ended and waits for
+    /// every background task (audit records, exports, inspections) to end, so
+    /// nothing is lost and no thread is inside libtorch when the process exits.
+    /// Blocking and idempotent: called on exit and when the app is dropped.
+    pub fn shutdown(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        self.studies.shutdown();
+        self.stop_project_jobs();
+        self.tasks.shutdown();
+        // Results that arrived while waiting (an audit record's failure) are
+        // not shown any more; they are applied so the state is complete.
+        for done in self.tasks.drain() {
+            self.apply_done(done);
         }
     }
 
@@ -889,6 +952,7 @@ impl LetheApp {
             crate::panels::central(ui, self);
         });
         self.apply_commands();
+        self.finishing_notice(ui.ctx());
         // Progress and ETA move with time, not only with events.
         let running = self
             .project
@@ -899,12 +963,44 @@ impl LetheApp {
                 .request_repaint_after(std::time::Duration::from_millis(250));
         }
     }
+
+    /// While closing takes more than a moment, says what it waits for.
+    fn finishing_notice(&self, ctx: &egui::Context) {
+        let Some(since) = self.closing else { return };
+        if since.elapsed() < crate::tasks::FINISHING_NOTICE_AFTER {
+            ctx.request_repaint_after(crate::tasks::FINISHING_NOTICE_AFTER);
+            return;
+        }
+        let left = self.finishing();
+        if left.is_empty() {
+            return;
+        }
+        egui::Modal::new(egui::Id::unique("lethe-finishing")).show(ctx, |ui| {
+            ui.heading("Finishing…");
+            ui.label("Lethe closes as soon as these are done, so that no record is lost:");
+            for what in &left {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(what);
+                });
+            }
+        });
+        ctx.request_repaint_after(std::time::Duration::from_millis(100));
+    }
+}
+
+impl Drop for LetheApp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 /// The eframe wrapper: persistence and the frame loop.
 pub struct EframeApp {
     /// The app.
     pub app: LetheApp,
+    /// The app has finished closing; the next close request goes through.
+    close_now: bool,
 }
 
 impl EframeApp {
@@ -918,13 +1014,25 @@ impl EframeApp {
         let waker: Waker = Arc::new(move || ctx.request_repaint());
         Ok(EframeApp {
             app: LetheApp::new(state, Config::standard(waker)?),
+            close_now: false,
         })
     }
 }
 
 impl eframe::App for EframeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        // Closing waits for stopping jobs and started writes (audit records,
+        // reports, exports): the window stays, saying what it waits for.
+        if ctx.input(|i| i.viewport().close_requested()) && !self.close_now {
+            self.app.begin_close();
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+        }
         self.app.draw(ui);
+        if self.app.closing.is_some() && !self.close_now && self.app.ready_to_close() {
+            self.close_now = true;
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
@@ -932,6 +1040,8 @@ impl eframe::App for EframeApp {
     }
 
     fn on_exit(&mut self) {
+        // Also reached without a close request (the event loop ending); this
+        // waits for whatever is left.
         self.app.shutdown();
     }
 }

@@ -18,8 +18,10 @@ pub fn probe() -> Vec<DeviceInfo> {
         id: "cpu".into(),
         label: format!("CPU ({threads} threads)"),
     }];
-    let count = if tch::Cuda::is_available() {
-        tch::Cuda::device_count().max(0) as usize
+    // The engine's probe asks the CUDA runtime once per process.
+    let runtime = lethe_engine::runtime::RuntimeReport::probe();
+    let count = if runtime.cuda {
+        runtime.cuda_devices.max(0) as usize
     } else {
         0
     };

@@ -5,8 +5,11 @@
 //! after a restart.
 
 use serde::Deserialize;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Accuracy of one split.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -178,13 +181,14 @@ fn tail(s: &str, max: usize) -> &str {
 }
 
 /// Runs `lethe evaluate` and reads its result; an error carries its stderr.
-pub fn run(req: &EvalRequest) -> Result<Evaluation, String> {
+/// When `cancel` is set (the window is closing) the subprocess is killed.
+pub fn run(req: &EvalRequest, cancel: &AtomicBool) -> Result<Evaluation, String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let out = req.run_dir.join(format!("evaluation-{stamp}"));
-    let output = Command::new(&req.exe)
+    let mut child = Command::new(&req.exe)
         .arg("evaluate")
         .arg("--checkpoint")
         .arg(&req.model)
@@ -200,13 +204,39 @@ pub fn run(req: &EvalRequest) -> Result<Evaluation, String> {
         .arg(&req.device)
         .arg("--seed")
         .arg(req.seed.to_string())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot start {}: {e}", req.exe.display()))?;
-    if !output.status.success() {
-        let err = String::from_utf8_lossy(&output.stderr);
+    // Read stderr on the side, so a chatty child never blocks on a full pipe
+    // while we poll for its end (or for the window closing).
+    let reader = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        if cancel.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(r) = reader {
+                let _ = r.join();
+            }
+            return Err("the evaluation was stopped: Lethe is closing".into());
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("lethe evaluate: {e}")),
+        }
+    };
+    let err = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    if !status.success() {
         return Err(format!(
-            "lethe evaluate failed ({}):\n{}",
-            output.status,
+            "lethe evaluate failed ({status}):\n{}",
             tail(err.trim(), 4000)
         ));
     }
@@ -295,13 +325,49 @@ mod tests {
             run_dir: dir.path().into(),
         };
         // `sh evaluate …` fails: no script called `evaluate`.
-        let err = run(&req).unwrap_err();
+        let go = AtomicBool::new(false);
+        let err = run(&req, &go).unwrap_err();
         assert!(err.contains("lethe evaluate failed"), "{err}");
         assert!(err.contains("evaluate"), "{err}");
         let missing = EvalRequest {
             exe: dir.path().join("no-such-exe"),
             ..req
         };
-        assert!(run(&missing).unwrap_err().starts_with("cannot start"));
+        assert!(run(&missing, &go).unwrap_err().starts_with("cannot start"));
+    }
+
+    #[test]
+    fn closing_stops_an_evaluation_in_flight() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("slow-lethe");
+        std::fs::write(&exe, "#!/bin/sh\nsleep 60\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let req = EvalRequest {
+            exe,
+            model: "m".into(),
+            original: "o".into(),
+            data: "d".into(),
+            forget: "f".into(),
+            device: "cpu".into(),
+            seed: 0,
+            run_dir: dir.path().into(),
+        };
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cancel);
+        let started = std::time::Instant::now();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let err = run(&req, &cancel).unwrap_err();
+        closer.join().unwrap();
+        assert!(err.contains("Lethe is closing"), "{err}");
+        // Stopped, not waited out (the script sleeps a minute).
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -2,8 +2,17 @@
 //! (the same commands as the headless `lethe-cli`).
 
 use clap::Parser;
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // The message only: a backtrace is for panics, not for user errors.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => lethe_engine::user_error::report(&e),
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     if std::env::args_os().len() > 1 {
         let cli = lethe_engine::cli::Cli::parse();
         // Only this binary links the GUI, so only it adds the frame-time row.

@@ -23,6 +23,8 @@ pub struct Runner {
     /// When each running job's record was last written (unix seconds).
     saved_at: HashMap<String, f64>,
     waker: Waker,
+    /// Set when the window is closing: queued jobs no longer start.
+    stopping: bool,
 }
 
 /// How often a running job's record is written, so that curves and log survive
@@ -40,6 +42,7 @@ impl Runner {
             running: HashMap::new(),
             saved_at: HashMap::new(),
             waker,
+            stopping: false,
         }
     }
 
@@ -146,6 +149,9 @@ impl Runner {
 
     fn start_queued(&mut self, project: &mut Project, now: f64) -> Vec<String> {
         let mut started = Vec::new();
+        if self.stopping {
+            return started;
+        }
         let mut busy: Vec<String> = project
             .runs
             .iter()
@@ -215,32 +221,51 @@ impl Runner {
         started
     }
 
-    /// Cancels every running job and waits (up to the grace period and a bit)
-    /// for the workers to stop, saving their records: used on exit, so workers
-    /// never outlive the window and their runs are not left "running".
-    pub fn shutdown(&mut self, project: &mut Project) {
-        for id in self.running.keys() {
-            if let Some(handle) = self.running.get(id) {
-                handle.cancel();
-            }
-        }
-        let until = std::time::Instant::now() + self.opts.grace + std::time::Duration::from_secs(2);
-        while self.busy() && std::time::Instant::now() < until {
-            self.poll_finished_only(project);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    fn poll_finished_only(&mut self, project: &mut Project) {
+    /// Starts stopping without waiting: queued jobs are cancelled (and no longer
+    /// start), running ones are told to cancel. [`Runner::poll`] then collects
+    /// them as they end. Returns the ids whose records changed.
+    pub fn begin_shutdown(&mut self, project: &mut Project) -> Vec<String> {
+        self.stopping = true;
         let now = crate::project::now();
-        // Queued jobs must not start while shutting down: mark them first.
+        let runs_dir = project.runs_dir();
+        let mut changed = Vec::new();
         for r in project
             .runs
             .iter_mut()
             .filter(|r| r.status == JobStatus::Queued)
         {
             r.cancel_queued(now);
+            let _ = r.save(&runs_dir.join(&r.id));
+            changed.push(r.id.clone());
         }
-        let _ = self.poll(project, now);
+        for (id, handle) in &self.running {
+            handle.cancel();
+            if let Some(r) = project.runs.iter_mut().find(|r| &r.id == id) {
+                r.status = JobStatus::Cancelling;
+            }
+        }
+        changed
+    }
+
+    /// Cancels every running job and waits (up to the grace period and a bit)
+    /// for the workers to stop, saving their records: used on exit and when
+    /// another project opens, so workers never outlive the window and their
+    /// runs are not left "running". Returns the ids whose records changed, so
+    /// the caller can audit the jobs that ended. Afterwards jobs start again.
+    pub fn shutdown(&mut self, project: &mut Project) -> Vec<String> {
+        let mut changed = self.begin_shutdown(project);
+        let until = std::time::Instant::now() + self.opts.grace + std::time::Duration::from_secs(2);
+        while self.busy() && std::time::Instant::now() < until {
+            for id in self.poll(project, crate::project::now()) {
+                if !changed.contains(&id) {
+                    changed.push(id);
+                }
+            }
+            if self.busy() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        self.stopping = false;
+        changed
     }
 }

@@ -2,6 +2,12 @@
 //! previews, scanning plugins (in workers), file dialogs, device probing and
 //! loading result files. Each task runs on its own thread and sends one
 //! [`Done`] through a channel; the UI thread applies it when it next draws.
+//!
+//! Every task thread is owned by [`Tasks`] and joined before it is dropped
+//! ([`Tasks::shutdown`]): many tasks call into libtorch (inspections, the runtime
+//! probe behind an audit record), and a thread still inside libtorch while the
+//! process runs libtorch's global destructors crashes the process at exit. It also
+//! means an audit record or an export that was started is written, not dropped.
 
 use crate::artifacts::{ArtifactData, Scores};
 use crate::catalog::Catalog;
@@ -12,8 +18,11 @@ use lethe_engine::checkpoint::CheckpointSummary;
 use lethe_engine::data::{Dataset, DatasetSummary, ForgetSet, Split};
 use lethe_engine::runtime::RuntimeReport;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Something that is being computed, or was.
 #[derive(Debug, Clone)]
@@ -184,6 +193,24 @@ pub enum Done {
 /// form asks for the same dataset again on every change.
 type DatasetCache = Arc<Mutex<Option<(PathBuf, Arc<Mutex<Dataset>>)>>>;
 
+/// Whether shutting down waits for a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Joined on shutdown.
+    Work,
+    /// A native file dialog: it waits for the user, not for us, and never calls
+    /// into libtorch, so shutdown leaves it to the dialog's own process and does
+    /// not wait for it.
+    Dialog,
+}
+
+/// A running task's thread.
+struct TaskThread {
+    what: &'static str,
+    kind: Kind,
+    handle: JoinHandle<()>,
+}
+
 /// Starts tasks and collects their results.
 pub struct Tasks {
     tx: Sender<Done>,
@@ -192,6 +219,10 @@ pub struct Tasks {
     cache: DatasetCache,
     /// Tasks started and not yet collected.
     pending: usize,
+    /// Threads not yet joined.
+    threads: Vec<TaskThread>,
+    /// Set on shutdown: tasks that wait on a subprocess stop it and return.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Tasks {
@@ -204,6 +235,8 @@ impl Tasks {
             waker,
             cache: Arc::new(Mutex::new(None)),
             pending: 0,
+            threads: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -212,12 +245,32 @@ impl Tasks {
         self.pending > 0
     }
 
-    /// Runs `f` on a new thread.
-    pub fn spawn(&mut self, f: impl FnOnce() -> Done + Send + 'static) {
+    /// What the tasks that shutdown would wait for are doing, one entry each
+    /// (file dialogs are not among them).
+    pub fn unfinished(&self) -> Vec<&'static str> {
+        self.threads
+            .iter()
+            .filter(|t| t.kind == Kind::Work && !t.handle.is_finished())
+            .map(|t| t.what)
+            .collect()
+    }
+
+    /// Runs `f` on a new thread; `what` says what it does (shown while the
+    /// window waits for it to finish).
+    pub fn spawn(&mut self, what: &'static str, f: impl FnOnce() -> Done + Send + 'static) {
+        self.spawn_kind(what, Kind::Work, f);
+    }
+
+    fn spawn_kind(
+        &mut self,
+        what: &'static str,
+        kind: Kind,
+        f: impl FnOnce() -> Done + Send + 'static,
+    ) {
+        self.reap();
         let tx = self.tx.clone();
         let waker = std::sync::Arc::clone(&self.waker);
-        self.pending += 1;
-        std::thread::spawn(move || {
+        let body = move || {
             // A panic in a task (a bug) must not leave the UI waiting forever.
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             let done = done.unwrap_or_else(|panic| {
@@ -230,7 +283,37 @@ impl Tasks {
             });
             let _ = tx.send(done);
             waker();
-        });
+        };
+        match std::thread::Builder::new()
+            .name(format!("task: {what}"))
+            .spawn(body)
+        {
+            Ok(handle) => {
+                self.pending += 1;
+                self.threads.push(TaskThread { what, kind, handle });
+            }
+            Err(e) => {
+                // Out of threads: say so where the result would have appeared.
+                let _ = self.tx.send(Done::Panicked(format!(
+                    "cannot start a thread to {what}: {e}"
+                )));
+                self.pending += 1;
+                (self.waker)();
+            }
+        }
+    }
+
+    /// Joins the threads that have ended (their results are in the channel).
+    fn reap(&mut self) {
+        let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
+            .into_iter()
+            .partition(|t| t.handle.is_finished());
+        self.threads = running;
+        for t in ended {
+            // The body catches panics, so join only fails on a panic in the
+            // waker; the task's result (or its Panicked) was already sent.
+            let _ = t.handle.join();
+        }
     }
 
     /// Results ready now.
@@ -240,12 +323,36 @@ impl Tasks {
             self.pending = self.pending.saturating_sub(1);
             out.push(d);
         }
+        self.reap();
         out
+    }
+
+    /// Asks tasks that wait on a subprocess (an evaluation) to stop it, so that
+    /// [`Tasks::shutdown`] does not wait minutes for a result nobody will see.
+    /// Writes that were started (audit records, reports, exports) still finish.
+    pub fn cancel_abortable(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for every task but file dialogs to end. Idempotent; called before the
+    /// process exits (window closed, app dropped), so that no task thread is left
+    /// inside libtorch while libtorch's global destructors run.
+    pub fn shutdown(&mut self) {
+        self.cancel_abortable();
+        for t in std::mem::take(&mut self.threads) {
+            match t.kind {
+                Kind::Work => {
+                    let _ = t.handle.join();
+                }
+                // Dropping the handle detaches the dialog thread (see Kind::Dialog).
+                Kind::Dialog => {}
+            }
+        }
     }
 
     /// Inspects a checkpoint (architecture, parameter count, SHA-256).
     pub fn inspect_checkpoint(&mut self, path: PathBuf) {
-        self.spawn(move || {
+        self.spawn("inspect a checkpoint", move || {
             let r = lethe_engine::checkpoint::inspect(&path).map_err(|e| e.to_string());
             Done::Checkpoint(path, r)
         });
@@ -254,7 +361,7 @@ impl Tasks {
     /// Inspects a dataset with the split jobs will use for `seed`.
     pub fn inspect_dataset(&mut self, path: PathBuf, seed: u64) {
         let cache = Arc::clone(&self.cache);
-        self.spawn(move || {
+        self.spawn("inspect a dataset", move || {
             let r = with_dataset(&cache, &path, |d| dataset_info(&path, d, seed));
             Done::Dataset(path, seed, r)
         });
@@ -263,7 +370,7 @@ impl Tasks {
     /// Builds a forget-set preview.
     pub fn preview_forget(&mut self, req: ForgetRequest) {
         let cache = Arc::clone(&self.cache);
-        self.spawn(move || {
+        self.spawn("preview a forget set", move || {
             let r = with_dataset(&cache, &req.data, |d| forget_preview(&req, d));
             Done::Forget(req, r)
         });
@@ -272,7 +379,7 @@ impl Tasks {
     /// Pictures of the given samples of a dataset.
     pub fn sample_thumbs(&mut self, data: PathBuf, indices: Vec<i64>) {
         let cache = Arc::clone(&self.cache);
-        self.spawn(move || {
+        self.spawn("draw sample pictures", move || {
             let r = with_dataset(&cache, &data, |d| {
                 Ok(indices
                     .iter()
@@ -285,7 +392,7 @@ impl Tasks {
 
     /// Scans the plugin folders in worker processes.
     pub fn scan_plugins(&mut self, opts: lethe_engine::worker::WorkerOptions, extra: Vec<PathBuf>) {
-        self.spawn(move || {
+        self.spawn("scan the plugin folders", move || {
             let dirs = lethe_engine::worker::plugin_dirs(&extra);
             let scans = lethe_engine::worker::scan_plugins(&opts, &dirs);
             Done::Plugins(Catalog::from_scan(dirs, scans))
@@ -294,12 +401,14 @@ impl Tasks {
 
     /// Probes the devices and the runtime.
     pub fn probe_devices(&mut self) {
-        self.spawn(|| Done::Devices(crate::devices::probe(), Box::new(RuntimeReport::probe())));
+        self.spawn("probe the devices", || {
+            Done::Devices(crate::devices::probe(), Box::new(RuntimeReport::probe()))
+        });
     }
 
     /// Loads a result file.
     pub fn load_artifact(&mut self, path: PathBuf) {
-        self.spawn(move || {
+        self.spawn("load a result file", move || {
             let r = crate::artifacts::load(&path);
             Done::Artifact(path, r)
         });
@@ -307,12 +416,15 @@ impl Tasks {
 
     /// Runs `lethe evaluate` on a run's model (a subprocess, off the UI thread).
     pub fn evaluate(&mut self, run: String, req: crate::evaluation::EvalRequest) {
-        self.spawn(move || Done::Evaluation(run, crate::evaluation::run(&req)));
+        let cancel = Arc::clone(&self.cancel);
+        self.spawn("evaluate a run", move || {
+            Done::Evaluation(run, crate::evaluation::run(&req, &cancel))
+        });
     }
 
     /// Reads a study folder.
     pub fn load_study(&mut self, dir: PathBuf) {
-        self.spawn(move || {
+        self.spawn("read a study", move || {
             let r = lethe_engine::study::StudyResults::load(&dir).map_err(|e| e.to_string());
             Done::Study(dir, r)
         });
@@ -320,12 +432,14 @@ impl Tasks {
 
     /// Runs an export that writes a file.
     pub fn export(&mut self, f: impl FnOnce() -> Result<PathBuf, String> + Send + 'static) {
-        self.spawn(move || Done::Exported(f()));
+        self.spawn("write an export", move || Done::Exported(f()));
     }
 
     /// Writes a deletion report.
     pub fn write_report(&mut self, run: String, job: crate::export::ReportJob) {
-        self.spawn(move || Done::Report(run, crate::export::write_report(&job)));
+        self.spawn("write a report", move || {
+            Done::Report(run, crate::export::write_report(&job))
+        });
     }
 
     /// Records a finished job in the project's audit log (hashing its files),
@@ -337,7 +451,7 @@ impl Tasks {
         run_dir: PathBuf,
         plugin_version: Option<String>,
     ) {
-        self.spawn(move || {
+        self.spawn("write an audit record", move || {
             Done::Audited(crate::export::record_job(
                 &workspace,
                 &record,
@@ -355,7 +469,7 @@ impl Tasks {
         spec: crate::jobs::JobSpec,
         descriptor: lethe_engine::worker::protocol::DescriptorInfo,
     ) {
-        self.spawn(move || {
+        self.spawn("estimate an attack's cost", move || {
             Done::Estimate(
                 key,
                 crate::attack_report::estimate(&worker, &spec, &descriptor),
@@ -365,12 +479,14 @@ impl Tasks {
 
     /// Computes (or reads back) the metric set of a finished attack run.
     pub fn attack_report(&mut self, run: String, job: crate::attack_report::ReportJob) {
-        self.spawn(move || Done::AttackReport(run, crate::attack_report::compute(&job)));
+        self.spawn("compute an attack's metrics", move || {
+            Done::AttackReport(run, crate::attack_report::compute(&job))
+        });
     }
 
     /// Loads the membership scores in a folder.
     pub fn load_scores(&mut self, dir: PathBuf) {
-        self.spawn(move || {
+        self.spawn("load membership scores", move || {
             let r = crate::artifacts::load_scores(&dir);
             Done::Scores(dir, r)
         });
@@ -380,7 +496,7 @@ impl Tasks {
     /// without a portal or zenity the dialog returns nothing and the typed path
     /// fields remain.
     pub fn pick(&mut self, target: PickTarget, start: Option<PathBuf>) {
-        self.spawn(move || {
+        self.spawn_kind("show a file dialog", Kind::Dialog, move || {
             let mut d = rfd::FileDialog::new();
             if let Some(dir) = start.filter(|d| d.is_dir()) {
                 d = d.set_directory(dir);
@@ -419,6 +535,15 @@ impl Tasks {
         });
     }
 }
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How long [`Tasks::shutdown`] may take before the window says what it waits for.
+pub const FINISHING_NOTICE_AFTER: Duration = Duration::from_millis(300);
 
 fn with_dataset<T>(
     cache: &DatasetCache,

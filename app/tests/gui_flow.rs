@@ -284,6 +284,121 @@ fn cancel_stops_a_running_job() {
     );
 }
 
+/// Closing the window while a job runs: the job is stopped, the window says
+/// what it is finishing, and it closes only once the job's end is in the
+/// project's audit log; shutting down then joins every background task.
+#[test]
+fn closing_stops_the_running_job_and_waits_for_its_audit_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.misbehave",
+        &[
+            // Ignores the cancel: the worker is killed after the grace period
+            // (2 s here), so closing has to wait for it.
+            ("how", FormValue::Choice("hang".into())),
+        ],
+    );
+    click_start(&mut h);
+    step_until(&mut h, "the plugin to run", 120, |a| {
+        last_run(a).is_some_and(|r| r.log.iter().any(|l| l.text.contains("misbehaving")))
+    });
+    let id = last_run(h.state()).unwrap().id.clone();
+
+    h.state_mut().begin_close();
+    assert!(!h.state().ready_to_close(), "the worker is still stopping");
+    assert!(
+        h.state()
+            .finishing()
+            .iter()
+            .any(|w| w.contains("stopping the job Misbehaviour test")),
+        "{:?}",
+        h.state().finishing()
+    );
+    // Queued work no longer starts and the window waits, saying for what.
+    std::thread::sleep(lethe_app::tasks::FINISHING_NOTICE_AFTER);
+    // A new window area is laid out on its first frame and shown on the next.
+    h.step();
+    h.step();
+    assert!(!h.state().ready_to_close());
+    assert!(
+        h.query_by_label("Finishing…").is_some(),
+        "the window says what it waits for"
+    );
+    step_until(&mut h, "closing to be ready", 60, |a| a.ready_to_close());
+    let r = h
+        .state()
+        .project
+        .as_ref()
+        .unwrap()
+        .run(&id)
+        .unwrap()
+        .clone();
+    assert_eq!(r.status, JobStatus::Cancelled { killed: true });
+
+    // What the window's close does last (eframe's on_exit), then the check that
+    // nothing was lost: the cancelled job is in the audit log.
+    h.state_mut().shutdown();
+    let log = lethe_engine::audit::AuditLog::open_existing(
+        &tmp.path()
+            .join("Demo")
+            .join(lethe_engine::audit::AUDIT_FILE),
+    )
+    .unwrap();
+    let records = log.records().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.entry.kind == "unlearn" && r.entry.subject.contains("misbehave")),
+        "{:?}",
+        records
+            .iter()
+            .map(|r| (&r.entry.kind, &r.entry.subject))
+            .collect::<Vec<_>>()
+    );
+    assert!(log.verify(None).unwrap().ok());
+}
+
+/// The app shut down with no close request first (eframe's on_exit alone, or
+/// the app dropped) while a job is in flight: the job is stopped, and its end
+/// is in the audit log by the time shutdown returns.
+#[test]
+fn shutdown_with_a_job_in_flight_records_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(
+        &mut h,
+        "org.lethe.test.progress",
+        &[("steps", FormValue::Int(50))],
+    );
+    click_start(&mut h);
+    step_until(&mut h, "the job to start", 60, |a| {
+        last_run(a).is_some_and(|r| r.status == JobStatus::Running)
+    });
+    let mut app = h.into_state();
+    app.shutdown();
+    let log = lethe_engine::audit::AuditLog::open_existing(
+        &tmp.path()
+            .join("Demo")
+            .join(lethe_engine::audit::AUDIT_FILE),
+    )
+    .unwrap();
+    let records = log.records().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.entry.kind == "unlearn" && r.entry.subject.contains("test.progress")),
+        "{:?}",
+        records
+            .iter()
+            .map(|r| (&r.entry.kind, &r.entry.subject))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn a_class_forget_set_is_previewed_saved_and_selected() {
     let tmp = tempfile::tempdir().unwrap();

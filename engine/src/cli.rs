@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tch::Device;
 
-use crate::jobs::demo::{DemoOptions, run_demo};
+use crate::jobs::demo::{DEMO_CLASSIFIER, DEMO_DATA, DEMO_FORGET};
 use crate::jobs::train::{Backbone, Task, TrainJob, run_train_job};
 use crate::runtime::RuntimeReport;
 use crate::train::augment::AugmentConfig;
@@ -322,6 +322,222 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The method and attack the demo runs: exact retraining (the reference every
+/// method is judged against) and the cheapest attack.
+const DEMO_METHOD: &str = "org.lethe.baseline.retrain";
+const DEMO_ATTACK: &str = "org.lethe.attack.metric-mia";
+
+/// `lethe demo`: a deletion request carried out as a user would with the
+/// commands below, each printed before it runs: unlearn, evaluate, attack the
+/// original and the unlearned model, and write the compliance report (HTML and
+/// PDF) into the run folder. The audit log goes beside the run folder unless a
+/// workspace is given.
+fn run_demo_tour(
+    args: &DemoArgs,
+    out: &std::path::Path,
+    plugins: &[PathBuf],
+    workspace: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if out.exists() {
+        anyhow::bail!(
+            "output folder {} already exists; outputs are never overwritten",
+            out.display()
+        );
+    }
+    let resources = args
+        .resources
+        .clone()
+        .unwrap_or_else(crate::resources::bundled_dir);
+    let ckpt = resources.join(DEMO_CLASSIFIER);
+    let data = resources.join(DEMO_DATA);
+    let forget = resources.join(DEMO_FORGET);
+    for f in [&ckpt, &data, &forget] {
+        if !f.is_file() {
+            anyhow::bail!(
+                "{}: the bundled demo file is missing (give the resources folder with --resources)",
+                f.display()
+            );
+        }
+    }
+    let device = match args.device {
+        DeviceArg::Auto => "auto",
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    };
+    // The unlearn step refuses an existing folder, so the audit log cannot go
+    // inside it; beside it keeps the demo's records out of the current folder.
+    let workspace = workspace
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("LETHE_WORKSPACE").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            out.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+        });
+    let model = out.join("model.safetensors");
+    let s = |p: &std::path::Path| p.display().to_string();
+    let common = |step: &[String]| -> Vec<String> {
+        let mut v = vec!["lethe".to_string()];
+        for d in plugins {
+            v.push("--plugins".into());
+            v.push(s(d));
+        }
+        v.push("--workspace".into());
+        v.push(s(&workspace));
+        v.extend(step.iter().cloned());
+        v
+    };
+    let attack = |target: &std::path::Path, dir: &str| -> Vec<String> {
+        [
+            "attack",
+            "--attack",
+            DEMO_ATTACK,
+            "--checkpoint",
+            &s(target),
+            "--data",
+            &s(&data),
+            "--forget",
+            &s(&forget),
+            "--device",
+            device,
+            "--out",
+            &s(&out.join(dir)),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let steps: Vec<(&str, Vec<String>)> = vec![
+        (
+            "forget the demo's forget set by exact retraining (a worker runs the plugin)",
+            [
+                "unlearn",
+                "--method",
+                DEMO_METHOD,
+                "--checkpoint",
+                &s(&ckpt),
+                "--data",
+                &s(&data),
+                "--forget",
+                &s(&forget),
+                "--device",
+                device,
+                "--out",
+                &s(out),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        (
+            "measure the utility of both models",
+            [
+                "evaluate",
+                "--checkpoint",
+                &s(&model),
+                "--original",
+                &s(&ckpt),
+                "--data",
+                &s(&data),
+                "--forget",
+                &s(&forget),
+                "--device",
+                device,
+                "--out",
+                &s(&out.join("evaluation")),
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        (
+            "attack the original model: it trained on the forget set",
+            attack(&ckpt, "attack-metric-original"),
+        ),
+        (
+            "attack the unlearned model",
+            attack(&model, "attack-metric"),
+        ),
+        (
+            "write the compliance report (HTML)",
+            ["report", &s(out), "--format", "html"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        (
+            "write the compliance report (PDF)",
+            ["report", &s(out), "--format", "pdf"]
+                .map(String::from)
+                .to_vec(),
+        ),
+    ];
+    let total = steps.len();
+    for (n, (what, step)) in steps.into_iter().enumerate() {
+        let argv = common(&step);
+        eprintln!(
+            "\ndemo {}/{total}: {what}\n  $ {}",
+            n + 1,
+            shell_words(&argv)
+        );
+        let cli = Cli::try_parse_from(&argv)
+            .map_err(|e| anyhow::anyhow!("the demo built a command the CLI refuses: {e}"))?;
+        run(cli)?;
+    }
+    print_demo_summary(out);
+    Ok(())
+}
+
+/// A command line as a user would type it (arguments with spaces quoted).
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The demo's before/after in a few lines, read back from the files it wrote.
+fn print_demo_summary(out: &std::path::Path) {
+    let read = |p: PathBuf| -> serde_json::Value {
+        std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let eval = read(out.join("evaluation").join("evaluation.json"));
+    let before = read(out.join("attack-metric-original").join("attack.json"));
+    let after = read(out.join("attack-metric").join("attack.json"));
+    let num = |v: &serde_json::Value, ptr: &str| v.pointer(ptr).and_then(serde_json::Value::as_f64);
+    let cell = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"));
+    println!();
+    println!("{:<34}{:>10}{:>12}", "", "original", "unlearned");
+    for (name, key) in [
+        ("retain accuracy", "retain"),
+        ("forget accuracy", "forget"),
+        ("test accuracy", "test"),
+    ] {
+        println!(
+            "{name:<34}{:>10}{:>12}",
+            cell(num(&eval, &format!("/original_utility/{key}/accuracy"))),
+            cell(num(&eval, &format!("/utility/{key}/accuracy")))
+        );
+    }
+    println!(
+        "{:<34}{:>10}{:>12}",
+        "attack AUC on the forget set",
+        cell(num(&before, "/metrics/forget/auc")),
+        cell(num(&after, "/metrics/forget/auc"))
+    );
+    println!("(an AUC of 0.5: the attack cannot tell the forget set from unseen data)");
+    println!();
+    println!("run folder:  {}", out.display());
+    for f in ["report.pdf", "report.html"] {
+        println!("report:      {}", out.join(f).display());
+    }
+}
+
 /// Runs a parsed command; the binary maps the error to a non-zero exit.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -403,61 +619,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo(args) => {
-            let opts = DemoOptions {
-                resources: args.resources.unwrap_or_else(crate::resources::bundled_dir),
-                out_dir: args
-                    .out
-                    .unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", unix_now()))),
-                device: args.device.resolve()?,
-            };
-            eprintln!(
-                "demo: forgetting {} from {} by retraining on the retain set ({:?})",
-                crate::jobs::demo::DEMO_FORGET,
-                crate::jobs::demo::DEMO_CLASSIFIER,
-                opts.device
-            );
-            let r = run_demo(&opts, &mut epoch_printer()).context("demo failed")?;
-            println!(
-                "forgot {} samples ({}), kept {}; method: {} in {:.1}s",
-                r.forget_count, r.forget_set, r.retain_count, r.method, r.unlearning_seconds
-            );
-            println!("{:<28}{:>10}{:>12}", "", "original", "unlearned");
-            let rows = [
-                (
-                    "retain accuracy",
-                    r.original.retain_accuracy,
-                    r.unlearned.retain_accuracy,
-                ),
-                (
-                    "forget accuracy",
-                    r.original.forget_accuracy,
-                    r.unlearned.forget_accuracy,
-                ),
-                (
-                    "test accuracy",
-                    r.original.test_accuracy,
-                    r.unlearned.test_accuracy,
-                ),
-                (
-                    "forget loss",
-                    r.original.forget_loss,
-                    r.unlearned.forget_loss,
-                ),
-                ("test loss", r.original.test_loss, r.unlearned.test_loss),
-                (
-                    "loss-attack AUC (0.5=none)",
-                    r.original.mia_auc,
-                    r.unlearned.mia_auc,
-                ),
-            ];
-            for (name, a, b) in rows {
-                println!("{name:<28}{a:>10.4}{b:>12.4}");
-            }
-            println!(
-                "wrote {} and {}",
-                r.unlearned_checkpoint.display(),
-                opts.out_dir.join("report.json").display()
-            );
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("runs/demo-{}", unix_now())));
+            run_demo_tour(&args, &out, &cli.plugins, cli.workspace.as_deref())
+                .context("demo failed")?;
         }
         Command::Train(args) => {
             let device = args.device.resolve()?;

@@ -17,4 +17,5 @@ pub mod runtime;
 pub mod shadows;
 pub mod study;
 pub mod train;
+pub mod user_error;
 pub mod worker;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A snapshot of the linked libtorch and the devices it sees.
 #[derive(Debug, Clone, Serialize)]
@@ -35,8 +36,19 @@ pub struct RuntimeReport {
 }
 
 impl RuntimeReport {
-    /// Probes libtorch. Cheap: no tensors are allocated.
+    /// Probes libtorch once per process and returns that report (with the
+    /// current thread count). The first call asks the CUDA runtime for its
+    /// devices, which takes a while and must not run again from every audit
+    /// record or report; the answer does not change while the process runs.
     pub fn probe() -> Self {
+        static PROBED: OnceLock<RuntimeReport> = OnceLock::new();
+        let mut r = PROBED.get_or_init(Self::probe_uncached).clone();
+        // Training may change the intra-op thread count; read it fresh.
+        r.threads = tch::get_num_threads();
+        r
+    }
+
+    fn probe_uncached() -> Self {
         let cuda = tch::Cuda::is_available();
         RuntimeReport {
             libtorch_version: env!("LETHE_LIBTORCH_VERSION").to_string(),
@@ -120,6 +132,16 @@ mod tests {
                 "libtorch_cuda.so must be in DT_NEEDED (linked with --no-as-needed)"
             );
         }
+    }
+
+    #[test]
+    fn the_probe_is_answered_from_the_first_one() {
+        let first = RuntimeReport::probe();
+        let second = RuntimeReport::probe();
+        assert_eq!(second.threads, tch::get_num_threads());
+        assert_eq!(first.cuda_devices, second.cuda_devices);
+        assert_eq!(first.libtorch_cuda_loaded, second.libtorch_cuda_loaded);
+        assert_eq!(first.libtorch_version, second.libtorch_version);
     }
 
     #[test]

@@ -429,6 +429,8 @@ impl Supervisor {
                     last.get_or_insert(JobOutcome::Succeeded(value));
                 }
                 Msg::Frame(FromWorker::Error { message }) => {
+                    // Shown to users as is (GUI, CLI): no libtorch C++ trace.
+                    let message = crate::user_error::clean_torch_text(&message);
                     last.get_or_insert(JobOutcome::Failed(message));
                 }
                 Msg::Frame(FromWorker::Cancelled) => {

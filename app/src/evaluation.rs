@@ -222,9 +222,10 @@ pub fn run(req: &EvalRequest, cancel: &AtomicBool) -> Result<Evaluation, String>
         if cancel.load(Ordering::SeqCst) {
             let _ = child.kill();
             let _ = child.wait();
-            if let Some(r) = reader {
-                let _ = r.join();
-            }
+            // The reader is not joined: a process the child started may still
+            // hold the pipe open. It only reads a pipe (never libtorch) and ends
+            // when the pipe closes.
+            drop(reader);
             return Err("the evaluation was stopped: Lethe is closing".into());
         }
         match child.try_wait() {

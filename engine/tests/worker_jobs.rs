@@ -1,15 +1,21 @@
 //! Real `lethe-cli worker` processes running the test-fixture plugin: results,
-//! ordered progress, plugin errors, segfaults, aborts, early exits, hangs (timeout
-//! and cancel), junk on stdout, broken protocol peers, and `plugins list`. Every
-//! test also proves the point of the worker: this test process keeps running.
+//! ordered progress, plugin errors, segfaults, aborts, early exits, hangs (timeout,
+//! inactivity and cancel), junk on stdout, broken protocol peers, and `plugins list`;
+//! containment: processes a plugin starts die with the job (process group) and hold
+//! no frame pipe (close-on-exec), an orphaned worker dies with its parent
+//! (parent-death signal), a worker that does not exit after its result is killed.
+//! Every test also proves the point of the worker: this test process keeps running.
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+use lethe_engine::worker::parent::SUPERVISOR_NOTE;
 use lethe_engine::worker::protocol::{
     FromWorker, Hello, Level, PROTOCOL_VERSION, ToWorker, read_frame, write_frame,
 };
 use lethe_engine::worker::{Job, JobOutcome, JobReport, WorkerOptions, run_job, spawn_worker};
 use serde_json::{Value, json};
+use std::io::BufRead;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -611,4 +617,372 @@ fn a_panicking_event_callback_still_kills_the_worker() {
     );
     // Killed and reaped: no process (not even a zombie) left behind.
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// Whether process `pid` is running (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) STATE ...`: the state follows the last ')'.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+/// Polls until `pid` is gone; false if it still runs after `within`.
+fn gone_within(pid: u32, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// What fd `fd` of `pid` is (`pipe:[1234]`, `/dev/null`, ...).
+fn fd_target(pid: u32, fd: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The pipes `pid` holds, as (fd, `pipe:[inode]`).
+fn pipes_of(pid: u32) -> Vec<(u32, String)> {
+    let mut pipes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let target = fd_target(pid, fd);
+        if target.starts_with("pipe:") {
+            pipes.push((fd, target));
+        }
+    }
+    pipes
+}
+
+/// Whether fd `fd` of `pid` is close-on-exec.
+fn cloexec(pid: u32, fd: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & libc::O_CLOEXEC as u32 != 0)
+}
+
+/// The pipes this test process holds without close-on-exec (cargo's jobserver, a
+/// terminal's): every child inherits them, they belong to no worker.
+fn inherited_pipes() -> Vec<String> {
+    let me = std::process::id();
+    pipes_of(me)
+        .into_iter()
+        .filter(|(fd, _)| !cloexec(me, *fd))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// The pid the fixture logged as `grandchild PID`.
+fn grandchild_in(events: &[FromWorker]) -> Option<u32> {
+    logs(events)
+        .iter()
+        .find_map(|l| l.strip_prefix("grandchild ").map(|p| p.parse().unwrap()))
+}
+
+#[test]
+fn cancel_kills_the_processes_a_plugin_started_and_they_hold_no_frame_pipe() {
+    let (tx, rx) = mpsc::channel();
+    let handle = spawn_worker(&opts(), misbehave("grandchild"), move |e| {
+        let _ = tx.send(e);
+    })
+    .unwrap();
+    let worker = handle.pid();
+    let mut seen = Vec::new();
+    let grandchild = loop {
+        seen.push(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+        if let Some(pid) = grandchild_in(&seen) {
+            break pid;
+        }
+    };
+    assert!(alive(grandchild));
+    // The worker's frame pipes: every pipe it holds but its stderr (fds 1 and 2)
+    // and those every process started here inherits.
+    let stderr = fd_target(worker, 2);
+    let inherited = inherited_pipes();
+    let frames: Vec<String> = pipes_of(worker)
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| *p != stderr && !inherited.contains(p))
+        .collect();
+    // Close-on-exec: the plugin's process inherited none of them, and reads
+    // /dev/null, not the parent's cancel, on its stdin.
+    let held: Vec<String> = pipes_of(grandchild)
+        .into_iter()
+        .filter(|(_, pipe)| frames.contains(pipe))
+        .map(|(fd, pipe)| format!("{pipe} as fd {fd}"))
+        .collect();
+    let stdin = fd_target(grandchild, 0);
+
+    // The fixture ignores the cancel: killed after the grace period, with its
+    // process group, so the `sleep 60` it started goes too.
+    handle.cancel();
+    let report = handle.wait();
+    let gone = gone_within(grandchild, Duration::from_secs(3));
+    if !gone {
+        // SAFETY: a test cleaning up the process it just failed to see killed.
+        unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+    }
+    assert!(frames.len() >= 2, "frames in and out: {frames:?}");
+    assert!(
+        held.is_empty(),
+        "the plugin's process holds frame pipes: {held:?}"
+    );
+    assert_eq!(stdin, "/dev/null");
+    assert_eq!(report.outcome, JobOutcome::Cancelled { killed: true });
+    assert!(
+        gone,
+        "the plugin's process {grandchild} outlived its cancelled job"
+    );
+}
+
+#[test]
+fn processes_a_plugin_leaves_behind_end_with_its_job() {
+    let (report, events) = run(&opts(), misbehave("leave_grandchild"));
+    assert!(report.outcome.is_success(), "{}", report.outcome);
+    // The worker itself exited normally; only what it left behind was killed.
+    assert!(report.exit.unwrap().success());
+    assert!(
+        !report.stderr_tail.contains(SUPERVISOR_NOTE),
+        "{}",
+        report.stderr_tail
+    );
+    let grandchild = grandchild_in(&events).unwrap();
+    let gone = gone_within(grandchild, Duration::from_secs(3));
+    if !gone {
+        // SAFETY: a test cleaning up the process it just failed to see killed.
+        unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+    }
+    assert!(gone, "the plugin's process {grandchild} outlived its job");
+}
+
+#[test]
+fn a_silent_worker_is_killed_after_the_inactivity_limit_but_a_chatty_one_is_not() {
+    let mut o = opts();
+    o.inactivity = Some(Duration::from_secs(4));
+    // 6 s of work, a progress frame every 100 ms: longer than the limit, never
+    // silent for that long.
+    let (report, _) = run(
+        &o,
+        run_job_on(
+            "org.lethe.test.misbehave",
+            json!({"how": "slow", "steps": 60}),
+        ),
+    );
+    assert!(report.outcome.is_success(), "{}", report.outcome);
+
+    // One log line, then nothing.
+    let t = Instant::now();
+    let (report, events) = run(&o, misbehave("hang"));
+    let took = t.elapsed();
+    assert_eq!(report.outcome, JobOutcome::Inactive(Duration::from_secs(4)));
+    assert!(
+        report
+            .outcome
+            .to_string()
+            .contains("no message from the worker for 4.0s"),
+        "{}",
+        report.outcome
+    );
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert_eq!(report.exit.unwrap().signal(), Some(libc::SIGKILL));
+    assert_eq!(logs(&events), vec!["misbehaving: hang"]);
+}
+
+/// A fake worker that sends `frames`, then runs `then` (shell) with a
+/// `sleep 60` of its own in the background, logging `sleeper PID` on stderr.
+fn lingering_worker(dir: &Path, frames: &[u8], then: &str) -> WorkerOptions {
+    use std::os::unix::fs::PermissionsExt;
+    let data = dir.join("frames.bin");
+    std::fs::write(&data, frames).unwrap();
+    let script = dir.join("lingering-worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat '{}'\n{then}\nsleep 60 &\necho \"sleeper $!\" >&2\nwait\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut o = WorkerOptions::with_exe(script);
+    o.timeout = Some(Duration::from_secs(30));
+    o.exit_grace = Duration::from_secs(1);
+    o
+}
+
+fn sleeper_in(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sleeper "))
+        .unwrap_or_else(|| panic!("no sleeper in {stderr}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_worker_that_does_not_exit_after_its_result_is_killed_and_the_log_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut frames = Vec::new();
+    write_frame(&mut frames, &FromWorker::Hello(Hello::ours())).unwrap();
+    write_frame(
+        &mut frames,
+        &FromWorker::Result {
+            value: json!({"status": "ok"}),
+        },
+    )
+    .unwrap();
+    for (then, says) in [
+        // Its output still open (the sleep inherits it).
+        (":", "sent its final message but had not exited"),
+        // Its output closed, the process still there.
+        ("exec >&-", "closed its output but had not exited"),
+    ] {
+        let o = lingering_worker(dir.path(), &frames, then);
+        let t = Instant::now();
+        let (report, _) = run(&o, misbehave("slow"));
+        let took = t.elapsed();
+        // The result stands...
+        assert_eq!(
+            report.outcome,
+            JobOutcome::Succeeded(json!({"status": "ok"})),
+            "{}",
+            report.stderr_tail
+        );
+        // ...but the worker was killed after the 1 s exit grace, not the 30 s timeout,
+        assert!(took < Duration::from_secs(6), "{then}: {took:?}");
+        assert_eq!(report.exit.unwrap().signal(), Some(libc::SIGKILL));
+        // and the job log says so.
+        let note = report
+            .stderr_tail
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            note.starts_with(SUPERVISOR_NOTE) && note.contains(says),
+            "{then}: {}",
+            report.stderr_tail
+        );
+        // Its process group went with it.
+        let sleeper = sleeper_in(&report.stderr_tail);
+        let gone = gone_within(sleeper, Duration::from_secs(3));
+        if !gone {
+            // SAFETY: a test cleaning up the process it just failed to see killed.
+            unsafe { libc::kill(sleeper as i32, libc::SIGKILL) };
+        }
+        assert!(gone, "{then}: the worker's sleep {sleeper} outlived it");
+    }
+}
+
+/// Set in the middle process of the orphan test.
+const ORPHAN_PARENT: &str = "LETHE_TEST_ORPHAN_PARENT";
+
+#[test]
+fn an_orphaned_worker_dies_with_the_process_that_started_it() {
+    const NAME: &str = "an_orphaned_worker_dies_with_the_process_that_started_it";
+    if std::env::var_os(ORPHAN_PARENT).is_some() {
+        // The middle process: a worker that ignores everything, started from a
+        // thread that ends at once (the parent-death signal follows the forking
+        // thread, so the worker must not go with this one), then wait to be killed.
+        let handle = std::thread::spawn(|| spawn_worker(&opts(), misbehave("hang"), |_| {}))
+            .join()
+            .unwrap()
+            .unwrap();
+        // On a line of its own: the test harness has printed `test NAME ... `.
+        println!("\nworker pid {}", handle.pid());
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let mut middle = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+        .env(ORPHAN_PARENT, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(middle.stdout.take().unwrap()).lines();
+    let worker: u32 = loop {
+        let line = lines.next().expect("the middle process ended").unwrap();
+        if let Some(pid) = line.split("worker pid ").nth(1) {
+            break pid.trim().parse().unwrap();
+        }
+    };
+    // It outlived the thread that started it.
+    std::thread::sleep(Duration::from_millis(500));
+    let survived_thread = alive(worker);
+    // The app dies without a chance to cancel anything.
+    middle.kill().unwrap();
+    middle.wait().unwrap();
+    let gone = gone_within(worker, Duration::from_secs(5));
+    if !gone {
+        // SAFETY: a test cleaning up the worker group it just failed to see killed.
+        unsafe { libc::kill(-(worker as i32), libc::SIGKILL) };
+    }
+    assert!(
+        survived_thread,
+        "the worker died with the thread that started it"
+    );
+    assert!(
+        gone,
+        "the worker {worker} outlived the process that started it"
+    );
+}
+
+#[test]
+fn concurrent_workers_hold_none_of_each_others_pipes() {
+    // std creates a Command's pipes close-on-exec (pipe2(O_CLOEXEC)): a second
+    // worker must not inherit the first one's pipe ends, or the first would never
+    // see end-of-file on its input when its parent closes it.
+    let started = |tx: mpsc::Sender<()>| {
+        spawn_worker(&opts(), misbehave("hang"), move |_| {
+            let _ = tx.send(());
+        })
+        .unwrap()
+    };
+    let (tx, rx) = mpsc::channel();
+    let a = started(tx.clone());
+    let b = started(tx);
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    let inherited = inherited_pipes();
+    let own = |pid: u32| -> Vec<(u32, String)> {
+        pipes_of(pid)
+            .into_iter()
+            .filter(|(_, p)| !inherited.contains(p))
+            .collect()
+    };
+    let (pa, pb) = (own(a.pid()), own(b.pid()));
+    assert!(pa.len() >= 3 && pb.len() >= 3, "{pa:?} {pb:?}");
+    for (fd, pipe) in &pb {
+        assert!(
+            !pa.iter().any(|(_, p)| p == pipe),
+            "worker b holds worker a's pipe {pipe} as fd {fd}"
+        );
+    }
+    a.cancel();
+    b.cancel();
+    assert_eq!(a.wait().outcome, JobOutcome::Cancelled { killed: true });
+    assert_eq!(b.wait().outcome, JobOutcome::Cancelled { killed: true });
 }

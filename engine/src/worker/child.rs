@@ -1,6 +1,12 @@
 //! The worker side: `lethe worker` speaks the protocol on stdin/stdout and runs
 //! one job, so plugin code (which may crash, hang or scribble on stdout) never
 //! runs in the GUI or CLI process.
+//!
+//! First thing, the worker asks to be killed when its parent dies
+//! (`PR_SET_PDEATHSIG`), then moves the frame streams off fds 0 and 1 onto
+//! close-on-exec descriptors: fd 1 becomes stderr and fd 0 `/dev/null`, so neither a
+//! plugin nor a process it starts can write into the frames, read the parent's
+//! messages or hold the pipes open (see [`super::parent`] for the parent's side).
 
 use super::protocol::{
     DescriptorInfo, FromWorker, Hello, Job, ProtocolError, ScanReport, ScannedFile, ToWorker,
@@ -50,20 +56,80 @@ impl Frames {
 
 /// Moves the real stdout out of the way: frames go to a private duplicate of fd 1,
 /// and fd 1 itself becomes stderr, so a plugin's `println!` or `printf` lands in the
-/// job log instead of corrupting the frame stream.
+/// job log instead of corrupting the frame stream. The duplicate is close-on-exec
+/// (`F_DUPFD_CLOEXEC`; a plain `dup` clears the flag), so a process the plugin
+/// starts does not inherit the frame pipe: it could neither write into the stream
+/// nor keep it open after the worker exits.
 fn take_stdout_for_frames() -> io::Result<File> {
     // SAFETY: plain fd syscalls on fds this process owns; the duplicate is owned by
     // the returned File alone.
     unsafe {
-        let frames = libc::dup(1);
+        let frames = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
         if frames < 0 {
             return Err(io::Error::last_os_error());
         }
         if libc::dup2(2, 1) < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            libc::close(frames);
+            return Err(e);
         }
         Ok(File::from_raw_fd(frames))
     }
+}
+
+/// Moves the parent's frames (fd 0) to a private close-on-exec descriptor and
+/// puts `/dev/null` on fd 0: a plugin (or a process it starts, which inherits
+/// fd 0) reading stdin gets end-of-file instead of swallowing the parent's cancel.
+fn take_stdin_for_frames() -> io::Result<File> {
+    // SAFETY: plain fd syscalls on fds this process owns; the duplicate is owned by
+    // the returned File alone, the /dev/null descriptor is closed after the dup2.
+    unsafe {
+        let frames = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        if frames < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let frames = File::from_raw_fd(frames);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let moved = libc::dup2(null, 0);
+        let e = io::Error::last_os_error();
+        libc::close(null);
+        if moved < 0 {
+            return Err(e);
+        }
+        Ok(frames)
+    }
+}
+
+/// The parent's pid, set by [`super::spawn_worker`], so the worker can tell whether
+/// its parent died before the worker asked to die with it.
+pub const PARENT_PID_ENV: &str = "LETHE_WORKER_PARENT_PID";
+
+/// Asks the kernel to SIGKILL this worker when its parent (the thread of the app
+/// that started it) ends, so a worker never outlives an app that was killed
+/// outright. If the parent already died (between the spawn and here), the signal would never come:
+/// give up at once.
+fn die_with_parent() -> Result<(), WorkerError> {
+    let (signal, unused): (libc::c_ulong, libc::c_ulong) = (libc::SIGKILL as _, 0);
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, unused, unused, unused) } != 0 {
+        return Err(WorkerError::Setup(io::Error::last_os_error()));
+    }
+    let expected = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok());
+    // SAFETY: getppid cannot fail.
+    let parent = unsafe { libc::getppid() };
+    if let Some(expected) = expected
+        && u32::try_from(parent).ok() != Some(expected)
+    {
+        return Err(WorkerError::Setup(io::Error::other(format!(
+            "the parent process {expected} is gone"
+        ))));
+    }
+    Ok(())
 }
 
 /// A crashing plugin must not leave a multi-gigabyte core of libtorch behind for
@@ -80,13 +146,14 @@ fn disable_core_dumps() {
 /// Runs the worker: hello, one job, its final message. Returns after the job;
 /// the caller exits the process.
 pub fn run_worker() -> Result<(), WorkerError> {
+    die_with_parent()?;
     disable_core_dumps();
     // Plugins' training loops run here, not through the engine's: same heap setting.
     crate::train::heap::keep_freed_memory();
     let frames = Frames(Arc::new(Mutex::new(BufWriter::new(
         take_stdout_for_frames().map_err(WorkerError::Setup)?,
     ))));
-    let mut stdin = io::stdin().lock();
+    let mut stdin = take_stdin_for_frames().map_err(WorkerError::Setup)?;
 
     frames.send(&FromWorker::Hello(Hello::ours()))?;
     match read_frame::<_, ToWorker>(&mut stdin)? {
@@ -122,7 +189,6 @@ pub fn run_worker() -> Result<(), WorkerError> {
         }
         None => return Err(WorkerError::NoJob),
     };
-    drop(stdin);
 
     // Watch for cancel on another thread; the parent going away (stdin closed or
     // broken) counts as cancel too.
@@ -130,7 +196,6 @@ pub fn run_worker() -> Result<(), WorkerError> {
     {
         let cancelled = Arc::clone(&cancelled);
         std::thread::spawn(move || {
-            let mut stdin = io::stdin().lock();
             loop {
                 match read_frame::<_, ToWorker>(&mut stdin) {
                     Ok(Some(ToWorker::Cancel)) | Ok(None) | Err(_) => {

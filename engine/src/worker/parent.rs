@@ -1,16 +1,42 @@
 //! The parent side: spawn `lethe worker`, stream its events, cancel it, time it
 //! out, and turn however it ended (result, error, signal, exit code, silence) into
 //! a [`JobReport`]. The parent never runs plugin code, so it survives all of them.
+//!
+//! Containment (issue 22):
+//! * each worker leads a process group of its own (its pgid is its pid), and every
+//!   kill (cancel past the grace period, timeout, inactivity, a broken protocol, a
+//!   worker that does not exit) goes to the whole group, so processes a plugin
+//!   started die with the job; after a worker exits on its own, what is left of its
+//!   group is killed too. The leader is never reaped before its group is signalled
+//!   (`waitid` with `WNOWAIT`), so the group id cannot have been reused;
+//! * the worker sets `PR_SET_PDEATHSIG` = `SIGKILL` first thing ([`super::child`]),
+//!   so it dies with the app even when the app is killed outright (and exits at once
+//!   if the app died before that). Done in the worker rather than in a `pre_exec`
+//!   hook, which would force a full `fork` of a large process instead of std's
+//!   `posix_spawn` (which also sets the process group). The signal follows the
+//!   *thread* that forked the worker, so workers are forked by one thread that lives
+//!   as long as the process (`spawn_child`); processes a plugin started are
+//!   reached by the group kills above, not by this signal;
+//! * the frame pipes are close-on-exec: std creates every pipe of a
+//!   [`Command`] with `pipe2(O_CLOEXEC)` (so one worker never inherits another's
+//!   pipe ends) and dup2s the child's ends onto 0/1/2 only; inside the worker, the
+//!   frame streams are moved off fds 0 and 1 onto close-on-exec descriptors
+//!   ([`super::child`]), so a plugin's subprocess inherits neither;
+//! * [`WorkerOptions::inactivity`]: a worker that sends no frame for that long is
+//!   killed ([`JobOutcome::Inactive`]);
+//! * a worker that sent its final message (or closed its output) but has not exited
+//!   [`WorkerOptions::exit_grace`] later is killed; its result stands and the job
+//!   log ([`JobReport::stderr_tail`]) ends with a line saying so.
 
 use super::protocol::{FromWorker, Hello, Job, ProtocolError, ToWorker, read_frame, write_frame};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,8 +47,15 @@ pub struct WorkerOptions {
     pub exe: PathBuf,
     /// Kill the worker and report [`JobOutcome::TimedOut`] after this long.
     pub timeout: Option<Duration>,
+    /// Kill the worker and report [`JobOutcome::Inactive`] when it sends no frame
+    /// (log, progress, metric, artifact, hello) for this long. Off by default: a
+    /// plugin may legitimately compute for minutes without reporting.
+    pub inactivity: Option<Duration>,
     /// How long a cancelled worker gets to stop on its own before it is killed.
     pub grace: Duration,
+    /// How long a worker that sent its final message (or closed its output) gets
+    /// to exit before it is killed; the job log then says so.
+    pub exit_grace: Duration,
     /// How many trailing bytes of the worker's stderr to keep as the job log.
     pub stderr_tail_bytes: usize,
     /// Extra environment variables for the worker (e.g. the shadow-model
@@ -31,17 +64,20 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// Options for re-executing the current executable, no timeout, 3 s grace.
+    /// Options for re-executing the current executable (see [`Self::with_exe`]).
     pub fn current_exe() -> io::Result<Self> {
         Ok(Self::with_exe(std::env::current_exe()?))
     }
 
-    /// Options for running `exe worker`, no timeout, 3 s grace.
+    /// Options for running `exe worker`, no timeout, no inactivity limit, 3 s
+    /// grace, 5 s to exit after the final message.
     pub fn with_exe(exe: impl Into<PathBuf>) -> Self {
         WorkerOptions {
             exe: exe.into(),
             timeout: None,
+            inactivity: None,
             grace: Duration::from_secs(3),
+            exit_grace: Duration::from_secs(5),
             stderr_tail_bytes: 64 * 1024,
             env: Vec::new(),
         }
@@ -63,6 +99,9 @@ pub enum JobOutcome {
     },
     /// The job ran past its timeout and was killed.
     TimedOut(Duration),
+    /// The worker sent nothing for [`WorkerOptions::inactivity`] (this long) and
+    /// was killed.
+    Inactive(Duration),
     /// The worker died without a final message: a signal (segfault, abort) or an
     /// early exit.
     Crashed {
@@ -119,6 +158,11 @@ impl fmt::Display for JobOutcome {
                 )
             }
             JobOutcome::TimedOut(t) => write!(f, "timed out after {:.1}s; killed", t.as_secs_f64()),
+            JobOutcome::Inactive(t) => write!(
+                f,
+                "stalled: no message from the worker for {:.1}s (the inactivity limit); killed",
+                t.as_secs_f64()
+            ),
             JobOutcome::Crashed {
                 signal: Some(s), ..
             } => write!(f, "crashed: killed by {} (signal {s})", signal_name(*s)),
@@ -137,13 +181,17 @@ pub struct JobReport {
     /// How it ended.
     pub outcome: JobOutcome,
     /// The end of the worker's stderr (plugin prints, panics, libtorch warnings):
-    /// the job log of a failed job.
+    /// the job log of a failed job. A worker killed for not exiting after its
+    /// final message gets a last line saying so, starting with [`SUPERVISOR_NOTE`].
     pub stderr_tail: String,
     /// Wall time from spawn to exit.
     pub elapsed: Duration,
     /// The worker's exit status, when it could be collected.
     pub exit: Option<ExitStatus>,
 }
+
+/// How lines the supervisor adds to a job log begin.
+pub const SUPERVISOR_NOTE: &str = "lethe supervisor: ";
 
 enum Msg {
     Frame(FromWorker),
@@ -217,20 +265,25 @@ pub fn spawn_worker(
     job: Job,
     on_event: impl FnMut(FromWorker) + Send + 'static,
 ) -> io::Result<WorkerHandle> {
-    let mut child = Command::new(&opts.exe)
-        .arg("worker")
+    let mut cmd = Command::new(&opts.exe);
+    cmd.arg("worker")
         .envs(opts.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()?;
+        // A process group of its own (pgid = its pid): kills reach its children.
+        .process_group(0);
+    // The worker asks to die with us (PR_SET_PDEATHSIG) once it runs, and exits if
+    // it finds another parent by then (we died before it could ask).
+    cmd.env(super::child::PARENT_PID_ENV, std::process::id().to_string());
+    let mut child = spawn_child(cmd)?;
     let started = Instant::now();
     let pid = child.id();
     let (stdin, stdout, stderr) =
         match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
             (Some(i), Some(o), Some(e)) => (i, o, e),
             _ => {
-                let _ = child.kill();
+                kill_group(&mut child);
                 let _ = child.wait();
                 return Err(io::Error::other("worker pipes missing"));
             }
@@ -267,11 +320,13 @@ pub fn spawn_worker(
         stdin: Some(stdin),
         rx,
         timeout: opts.timeout,
+        inactivity: opts.inactivity,
         grace: opts.grace,
+        exit_grace: opts.exit_grace,
         started,
     };
     let supervisor = std::thread::spawn(move || {
-        let (outcome, exit) = sup.run(job, on_event);
+        let (outcome, exit, note) = sup.run(job, on_event);
         // The stderr reader ends when the worker's stderr closes; a grandchild
         // holding it open must not hang us, so wait only briefly.
         let until = Instant::now() + Duration::from_millis(500);
@@ -282,9 +337,18 @@ pub fn spawn_worker(
             .lock()
             .map(|t| t.iter().copied().collect())
             .unwrap_or_default();
+        let mut stderr_tail = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(note) = note {
+            if !stderr_tail.is_empty() && !stderr_tail.ends_with('\n') {
+                stderr_tail.push('\n');
+            }
+            stderr_tail.push_str(SUPERVISOR_NOTE);
+            stderr_tail.push_str(&note);
+            stderr_tail.push('\n');
+        }
         JobReport {
             outcome,
-            stderr_tail: String::from_utf8_lossy(&bytes).into_owned(),
+            stderr_tail,
             elapsed: started.elapsed(),
             exit,
         }
@@ -294,6 +358,69 @@ pub fn spawn_worker(
         supervisor: Some(supervisor),
         pid,
     })
+}
+
+/// Forks `cmd` on a thread that lives as long as the process. The parent-death
+/// signal fires when the *thread* that forked the child ends (prctl(2)), so a
+/// worker started from a short-lived thread (a GUI task, a study step) must not
+/// be forked there, or it would be killed with that thread.
+fn spawn_child(mut cmd: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Option<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("lethe-worker-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(spawner) = spawner else {
+        // No thread could be started: fork here (the signal then follows this thread).
+        return cmd.spawn();
+    };
+    let (reply, answer) = mpsc::channel();
+    let gone = || io::Error::other("the worker-spawning thread is gone");
+    spawner.send((cmd, reply)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// SIGKILL to the worker's process group (its children included) and to the
+/// worker itself. Call it only before the worker is reaped: until then its pid,
+/// which is the group's id, cannot be reused by another process.
+fn kill_group(child: &mut Child) {
+    if let Ok(pgid) = libc::pid_t::try_from(child.id())
+        && pgid > 1
+    {
+        // SAFETY: kill(2) on the group this worker leads (process_group(0)).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    let _ = child.kill();
+}
+
+/// Whether the worker has exited, without reaping it (`WNOWAIT`): it stays a
+/// zombie, holding its pid and so its group id, until [`Child::wait`].
+fn has_exited(child: &Child) -> io::Result<bool> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child, writing into `info`.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child.id() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled in (or left zero) the child fields.
+    Ok(unsafe { info.si_pid() } != 0)
 }
 
 /// [`spawn_worker`] and wait: for the CLI.
@@ -325,7 +452,9 @@ struct Supervisor {
     stdin: Option<ChildStdin>,
     rx: mpsc::Receiver<Msg>,
     timeout: Option<Duration>,
+    inactivity: Option<Duration>,
     grace: Duration,
+    exit_grace: Duration,
     started: Instant,
 }
 
@@ -334,10 +463,23 @@ struct Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            kill_group(&mut self.child);
             let _ = self.child.wait();
         }
     }
+}
+
+/// What the supervisor is waiting for when its next deadline passes.
+#[derive(Clone, Copy, PartialEq)]
+enum Wake {
+    /// The job's timeout.
+    Deadline,
+    /// The end of the grace period after a cancel.
+    CancelGrace,
+    /// The end of the exit grace after the final message.
+    Exit,
+    /// The inactivity limit since the last frame.
+    Silence,
 }
 
 impl Supervisor {
@@ -351,40 +493,74 @@ impl Supervisor {
         }
     }
 
+    /// Kills the worker's whole process group; the worker is not reaped yet.
     fn kill(&mut self) {
-        let _ = self.child.kill();
+        kill_group(&mut self.child);
     }
 
+    /// Runs the job to its end: the outcome, the exit status, and a note for
+    /// the job log when the worker had to be killed for not exiting.
     fn run(
         mut self,
         job: Job,
         mut on_event: impl FnMut(FromWorker),
-    ) -> (JobOutcome, Option<ExitStatus>) {
+    ) -> (JobOutcome, Option<ExitStatus>, Option<String>) {
         self.send(&ToWorker::Hello(Hello::ours()));
         self.send(&ToWorker::Start { job });
         let deadline = self.timeout.map(|t| self.started + t);
         let mut kill_at: Option<Instant> = None;
+        // When the final message came.
+        let mut final_at: Option<Instant> = None;
+        let mut last_frame = self.started;
         let mut got_hello = false;
         let mut last: Option<JobOutcome> = None;
         let mut killed = false;
+        let mut note = None;
         loop {
-            let wake = [deadline, kill_at].into_iter().flatten().min();
+            let silent_at = match (self.inactivity, &last, kill_at) {
+                (Some(limit), None, None) => Some(last_frame + limit),
+                _ => None,
+            };
+            let exit_by = final_at.map(|f| f + self.exit_grace);
+            // Earliest first; on a tie the first listed wins.
+            let wake = [
+                (exit_by, Wake::Exit),
+                (kill_at, Wake::CancelGrace),
+                (deadline, Wake::Deadline),
+                (silent_at, Wake::Silence),
+            ]
+            .into_iter()
+            .filter_map(|(at, why)| at.map(|at| (at, why)))
+            .min_by_key(|(at, _)| *at);
             let msg = match wake {
-                Some(w) => match self
+                Some((at, why)) => match self
                     .rx
-                    .recv_timeout(w.saturating_duration_since(Instant::now()))
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
                 {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
+                        if let Some(f) = final_at {
+                            // It finished; the result stands. A worker that exited
+                            // while a child of its own holds the frame pipe open is
+                            // not lingering: the reap below kills that child.
+                            if !has_exited(&self.child).unwrap_or(false) {
+                                note = Some(format!(
+                                    "the worker sent its final message but had not exited {:.1}s later; killed it",
+                                    f.elapsed().as_secs_f64()
+                                ));
+                                self.kill();
+                                killed = true;
+                            }
+                            break;
+                        }
                         self.kill();
                         killed = true;
-                        if last.is_some() {
-                            // It finished and then lingered: the result stands.
-                        } else if kill_at.is_some_and(|k| Instant::now() >= k) {
-                            last = Some(JobOutcome::Cancelled { killed: true });
-                        } else if let Some(t) = self.timeout {
-                            last = Some(JobOutcome::TimedOut(t));
-                        }
+                        last = match why {
+                            Wake::CancelGrace => Some(JobOutcome::Cancelled { killed: true }),
+                            Wake::Deadline => self.timeout.map(JobOutcome::TimedOut),
+                            Wake::Silence => self.inactivity.map(JobOutcome::Inactive),
+                            Wake::Exit => None,
+                        };
                         break;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -394,6 +570,9 @@ impl Supervisor {
                     Err(_) => break,
                 },
             };
+            if matches!(msg, Msg::Frame(_)) {
+                last_frame = Instant::now();
+            }
             match msg {
                 Msg::Cancel => {
                     if kill_at.is_none() && last.is_none() {
@@ -425,16 +604,25 @@ impl Supervisor {
                     killed = true;
                     break;
                 }
-                Msg::Frame(FromWorker::Result { value }) => {
-                    last.get_or_insert(JobOutcome::Succeeded(value));
-                }
-                Msg::Frame(FromWorker::Error { message }) => {
-                    // Shown to users as is (GUI, CLI): no libtorch C++ trace.
-                    let message = crate::user_error::clean_torch_text(&message);
-                    last.get_or_insert(JobOutcome::Failed(message));
-                }
-                Msg::Frame(FromWorker::Cancelled) => {
-                    last.get_or_insert(JobOutcome::Cancelled { killed: false });
+                Msg::Frame(
+                    end @ (FromWorker::Result { .. }
+                    | FromWorker::Error { .. }
+                    | FromWorker::Cancelled),
+                ) => {
+                    if last.is_none() {
+                        last = Some(match end {
+                            FromWorker::Result { value } => JobOutcome::Succeeded(value),
+                            // Shown to users as is (GUI, CLI): no libtorch C++ trace.
+                            FromWorker::Error { message } => {
+                                JobOutcome::Failed(crate::user_error::clean_torch_text(&message))
+                            }
+                            _ => JobOutcome::Cancelled { killed: false },
+                        });
+                        final_at = Some(Instant::now());
+                        // Nothing more to tell it: a worker waiting for its input
+                        // to close may exit now.
+                        self.stdin = None;
+                    }
                 }
                 Msg::Frame(event) => on_event(event),
             }
@@ -442,7 +630,7 @@ impl Supervisor {
         // Closing stdin tells a worker whose job is over (or that ignores frames)
         // that nobody listens any more.
         self.stdin = None;
-        let exit = self.reap(killed);
+        let (exit, reap_note) = self.reap(killed);
         let outcome = match (last, exit) {
             (Some(o), _) => o,
             (None, Some(status)) => JobOutcome::Crashed {
@@ -454,28 +642,36 @@ impl Supervisor {
                 code: None,
             },
         };
-        (outcome, exit)
+        (outcome, exit, note.or(reap_note))
     }
 
-    /// Collects the exit status; a worker that closed stdout but lingers past the
-    /// grace period is killed.
-    fn reap(&mut self, killed: bool) -> Option<ExitStatus> {
-        let until = Instant::now()
-            + if killed {
-                Duration::from_secs(5)
-            } else {
-                self.grace
-            };
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                Ok(None) => {
-                    self.kill();
-                    return self.child.wait().ok();
+    /// Collects the exit status. What is left of the worker's process group once
+    /// it exited is killed first (the worker is still unreaped, so the group id
+    /// is still its own); a worker that closed its output but has not exited
+    /// within the exit grace is killed, with a note for the job log.
+    fn reap(&mut self, killed: bool) -> (Option<ExitStatus>, Option<String>) {
+        let mut note = None;
+        if !killed {
+            let since = Instant::now();
+            loop {
+                match has_exited(&self.child) {
+                    Ok(true) => break,
+                    Ok(false) if since.elapsed() < self.exit_grace => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(false) => {
+                        note = Some(format!(
+                            "the worker closed its output but had not exited {:.1}s later; killed it",
+                            since.elapsed().as_secs_f64()
+                        ));
+                        break;
+                    }
+                    // Not our child any more (reaped elsewhere): nothing to signal.
+                    Err(_) => return (self.child.try_wait().ok().flatten(), None),
                 }
-                Err(_) => return None,
             }
         }
+        self.kill();
+        (self.child.wait().ok(), note)
     }
 }

@@ -12,8 +12,10 @@
 //!   the boundary both ways and parameters are updated in place;
 //! * `org.lethe.test.misbehave` (method): what no status code can catch, for the
 //!   worker tests (engine/tests/worker_*.rs): segfaults, aborts, hangs ignoring
-//!   cancellation, exits early, prints junk to stdout, or works slowly while
-//!   honouring cancellation, as its `how` parameter says.
+//!   cancellation, exits early, prints junk to stdout, works slowly while
+//!   honouring cancellation, or starts a `sleep 60` process of its own (logging
+//!   `grandchild PID`) and then hangs (`grandchild`) or returns (`leave_grandchild`),
+//!   as its `how` parameter says.
 #![deny(missing_docs)]
 
 use lethe_plugin_api::schema::ParamSpec;
@@ -228,7 +230,16 @@ impl Plugin for MisbehaveMethod {
         .param(ParamSpec::choice(
             "how",
             "How to misbehave",
-            &["segfault", "abort", "hang", "exit", "stdout", "slow"],
+            &[
+                "segfault",
+                "abort",
+                "hang",
+                "exit",
+                "stdout",
+                "slow",
+                "grandchild",
+                "leave_grandchild",
+            ],
             "slow",
         ))
         .param(ParamSpec::int("steps", "Steps (slow, stdout)", 1, 1000, 5))
@@ -259,6 +270,18 @@ impl Plugin for MisbehaveMethod {
                 // Ignores cancellation on purpose.
                 std::thread::sleep(std::time::Duration::from_millis(50));
             },
+            "grandchild" | "leave_grandchild" => {
+                // A process of the plugin's own, left running: it must end with the
+                // job (the worker's process group), and must not hold the frame pipes.
+                ctx.info(&format!("grandchild {}", start_sleeper()?));
+                if self.how == "leave_grandchild" {
+                    return Ok(());
+                }
+                loop {
+                    // Ignores cancellation on purpose.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
             "stdout" => {
                 use std::io::Write;
                 let mut out = std::io::stdout();
@@ -282,6 +305,17 @@ impl Plugin for MisbehaveMethod {
             }
         }
     }
+}
+
+/// Starts `sleep 60` and leaves it running, never waited for: the worker's process
+/// group must end it. Returns its pid.
+#[allow(clippy::zombie_processes)]
+fn start_sleeper() -> Result<u32, PluginError> {
+    let child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .map_err(|e| PluginError::msg(format!("cannot start sleep: {e}")))?;
+    Ok(child.id())
 }
 
 lethe_plugin_api::declare_plugin!(

@@ -1,7 +1,8 @@
 //! Robustness ("fuzz") tests of every reader of outside files (issue 22, item 4):
 //! the pickle VM, torch zip archives, safetensors checkpoints with Lethe metadata,
 //! npz/npy and safetensors datasets, IDX (plain and gzipped), CIFAR batches, PNG and
-//! JPEG decoding, forget lists (txt, csv, json) and study.toml.
+//! JPEG decoding, forget lists (txt, csv, json), study.toml and plugin parameters
+//! (JSON checked against a plugin's schema).
 //!
 //! Each target starts from real seeds (the bundled demo checkpoint and study file,
 //! and small files built here the way torch, NumPy, the MNIST and CIFAR
@@ -1309,3 +1310,116 @@ id = "org.lethe.attack.metric-mia"
         read(&apply(&seeds[i], &muts, TOML_TOKENS))
     });
 }
+
+/// `lib<name>.so` of a test plugin, beside this test binary (deps/) or one up.
+fn plugin(name: &str) -> PathBuf {
+    let file = format!("lib{name}.so");
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{file} not found next to {}", exe.display()))
+}
+
+#[test]
+fn plugin_parameter_json() {
+    use lethe_engine::plugin_host::PluginLibrary;
+    let lib = PluginLibrary::load(&plugin("lethe_test_fixtures")).unwrap();
+    // (method or attack, parameters as a form or `--set` would send them)
+    let seeds: [(&str, &[u8]); 5] = [
+        (
+            "org.lethe.test.progress",
+            br#"{"steps": 5, "lr": 0.1, "loss": "l1", "verbose": false}"#,
+        ),
+        ("org.lethe.test.progress", b"{}"),
+        (
+            "org.lethe.test.misbehave",
+            br#"{"how": "slow", "steps": 3}"#,
+        ),
+        ("org.lethe.test.fail", br#"{"target": "/x/scores.npy"}"#),
+        ("org.lethe.test.tensors", br#"{"lr": 0.5}"#),
+    ];
+    let read = |id: &'static str, bytes: Vec<u8>| {
+        let lib = std::sync::Arc::clone(&lib);
+        bounded(id, false, move || -> Result<(), String> {
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            lib.validate_params(id, &value)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    assert_seeds_read("plugin_parameters", seeds.len(), |i| {
+        read(seeds[i].0, seeds[i].1.to_vec()).unwrap()
+    });
+    // Byte mutations mostly break the JSON syntax; the other half replaces one
+    // parameter's value (or adds a parameter) with an odd JSON value, so that the
+    // schema checks themselves are exercised.
+    let edit = prop_oneof![
+        mutations().prop_map(ParamEdit::Bytes),
+        (any::<Index>(), any::<Index>(), any::<bool>())
+            .prop_map(|(key, value, new)| ParamEdit::Value { key, value, new }),
+    ];
+    fuzz(
+        "plugin_parameters",
+        cases(4000),
+        (0..seeds.len(), edit),
+        |(i, edit)| {
+            let (id, seed) = seeds[i];
+            let bytes = match edit {
+                ParamEdit::Bytes(muts) => apply(seed, &muts, JSON_TOKENS),
+                ParamEdit::Value { key, value, new } => {
+                    let mut map: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_slice(seed).unwrap();
+                    let keys: Vec<String> = map.keys().cloned().collect();
+                    let key = if new || keys.is_empty() {
+                        "unexpected".to_string()
+                    } else {
+                        keys[key.index(keys.len())].clone()
+                    };
+                    let value = ODD_VALUES[value.index(ODD_VALUES.len())];
+                    map.insert(key, serde_json::from_str(value).unwrap());
+                    serde_json::to_vec(&map).unwrap()
+                }
+            };
+            read(id, bytes)
+        },
+    );
+}
+
+#[derive(Debug, Clone)]
+enum ParamEdit {
+    Bytes(Vec<Mutation>),
+    Value { key: Index, value: Index, new: bool },
+}
+
+const ODD_VALUES: &[&str] = &[
+    "null",
+    "true",
+    "false",
+    "-1",
+    "0",
+    "1",
+    "51",
+    "1e308",
+    "-1e308",
+    "1e-308",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "1.5",
+    "0.00001",
+    "\"\"",
+    "\"l1\"",
+    "\"mse\"",
+    "\"hang\"",
+    "\"x\"",
+    "\"../../etc/passwd\"",
+    "\"\\u0000\"",
+    "[]",
+    "{}",
+    "[1, 2]",
+    "{\"a\": 1}",
+];

@@ -14,8 +14,8 @@
 //! door (zip CRCs, PNG chunk CRCs), the mutation is also applied inside the
 //! container, which is then rebuilt or re-checksummed.
 //!
-//! The default case counts keep the whole file near half a minute in a debug build
-//! on two idle cores. For a longer run, set `PROPTEST_CASES` (cases per target; the
+//! The default case counts keep the whole file near 45 s in a debug build on two
+//! cores (the targets run one after the other: `RUST_TEST_THREADS=1`). For a longer run, set `PROPTEST_CASES` (cases per target; the
 //! demo-npz target, 0.1-0.4 s a case, takes a 500th of it), e.g.
 //!
 //! ```sh

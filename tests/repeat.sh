@@ -18,9 +18,18 @@ if [ -x "$target" ] && [ -f "$target" ]; then
   exe="$(realpath "$target")"; pkgdir="$PWD"
 else
   # The executable and package folder of the named test target.
-  found="$(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+  build_log="$(mktemp)"
+  trap 'rm -f "$build_log"' EXIT
+  if ! json="$(cargo test --workspace --no-run --message-format=json 2>"$build_log")"; then
+    echo "repeat: building the test binaries failed:" >&2
+    tail -30 "$build_log" >&2
+    exit 2
+  fi
+  found="$(printf '%s\n' "$json" | python3 -c '
 import json, os, sys
 want = sys.argv[1]
+found = None
+# Reads everything: stopping early would break the pipe cargo writes to.
 for line in sys.stdin:
     try:
         m = json.loads(line)
@@ -29,9 +38,10 @@ for line in sys.stdin:
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     t = m["target"]
-    if t["name"].replace("-", "_") == want.replace("-", "_") and m["profile"]["test"]:
-        print(m["executable"] + "\t" + os.path.dirname(m["manifest_path"]))
-        break
+    if found is None and t["name"].replace("-", "_") == want.replace("-", "_") and m["profile"]["test"]:
+        found = m["executable"] + "\t" + os.path.dirname(m["manifest_path"])
+if found:
+    print(found)
 ' "$target")"
   [ -n "$found" ] || { echo "repeat: no test target named '$target' (cargo test --no-run found none)" >&2; exit 2; }
   exe="${found%%$'\t'*}"; pkgdir="${found#*$'\t'}"

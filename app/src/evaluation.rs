@@ -312,19 +312,23 @@ mod tests {
         assert_eq!(e.utility.forget.accuracy, 0.25);
     }
 
-    #[test]
-    fn a_failing_evaluation_reports_its_stderr() {
-        let dir = tempfile::tempdir().unwrap();
-        let req = EvalRequest {
-            exe: PathBuf::from("sh"),
+    fn request(exe: PathBuf, run_dir: &Path) -> EvalRequest {
+        EvalRequest {
+            exe,
             model: "m".into(),
             original: "o".into(),
             data: "d".into(),
             forget: "f".into(),
             device: "cpu".into(),
             seed: 0,
-            run_dir: dir.path().into(),
-        };
+            run_dir: run_dir.into(),
+        }
+    }
+
+    #[test]
+    fn a_failing_evaluation_reports_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(PathBuf::from("sh"), dir.path());
         // `sh evaluate …` fails: no script called `evaluate`.
         let go = AtomicBool::new(false);
         let err = run(&req, &go).unwrap_err();
@@ -344,16 +348,7 @@ mod tests {
         let exe = dir.path().join("slow-lethe");
         std::fs::write(&exe, "#!/bin/sh\nsleep 60\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let req = EvalRequest {
-            exe,
-            model: "m".into(),
-            original: "o".into(),
-            data: "d".into(),
-            forget: "f".into(),
-            device: "cpu".into(),
-            seed: 0,
-            run_dir: dir.path().into(),
-        };
+        let req = request(exe, dir.path());
         let cancel = std::sync::Arc::new(AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancel);
         let started = std::time::Instant::now();

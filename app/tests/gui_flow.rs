@@ -341,17 +341,21 @@ fn closing_stops_the_running_job_and_waits_for_its_audit_record() {
     // What the window's close does last (eframe's on_exit), then the check that
     // nothing was lost: the cancelled job is in the audit log.
     h.state_mut().shutdown();
+    assert_unlearn_audited(tmp.path(), "misbehave");
+}
+
+/// The demo project's audit log holds an `unlearn` record whose subject names
+/// `plugin`, and its chain verifies.
+fn assert_unlearn_audited(tmp: &Path, plugin: &str) {
     let log = lethe_engine::audit::AuditLog::open_existing(
-        &tmp.path()
-            .join("Demo")
-            .join(lethe_engine::audit::AUDIT_FILE),
+        &tmp.join("Demo").join(lethe_engine::audit::AUDIT_FILE),
     )
     .unwrap();
     let records = log.records().unwrap();
     assert!(
         records
             .iter()
-            .any(|r| r.entry.kind == "unlearn" && r.entry.subject.contains("misbehave")),
+            .any(|r| r.entry.kind == "unlearn" && r.entry.subject.contains(plugin)),
         "{:?}",
         records
             .iter()
@@ -380,23 +384,7 @@ fn shutdown_with_a_job_in_flight_records_its_end() {
     });
     let mut app = h.into_state();
     app.shutdown();
-    let log = lethe_engine::audit::AuditLog::open_existing(
-        &tmp.path()
-            .join("Demo")
-            .join(lethe_engine::audit::AUDIT_FILE),
-    )
-    .unwrap();
-    let records = log.records().unwrap();
-    assert!(
-        records
-            .iter()
-            .any(|r| r.entry.kind == "unlearn" && r.entry.subject.contains("test.progress")),
-        "{:?}",
-        records
-            .iter()
-            .map(|r| (&r.entry.kind, &r.entry.subject))
-            .collect::<Vec<_>>()
-    );
+    assert_unlearn_audited(tmp.path(), "test.progress");
 }
 
 #[test]

@@ -392,65 +392,56 @@ fn run_demo_tour(
         v.extend(step.iter().cloned());
         v
     };
-    let attack = |target: &std::path::Path, dir: &str| -> Vec<String> {
-        [
+    // A job's arguments: the command, its own flags, then the request every
+    // step shares (data, forget list, device) and its output folder.
+    let job = |command: &str, flags: &[(&str, String)], out_dir: &std::path::Path| {
+        let mut v = vec![command.to_string()];
+        for (flag, value) in flags {
+            v.push((*flag).to_string());
+            v.push(value.clone());
+        }
+        for (flag, value) in [
+            ("--data", s(&data)),
+            ("--forget", s(&forget)),
+            ("--device", device.to_string()),
+            ("--out", s(out_dir)),
+        ] {
+            v.push(flag.to_string());
+            v.push(value);
+        }
+        v
+    };
+    let attack = |target: &std::path::Path, dir: &str| {
+        job(
             "attack",
-            "--attack",
-            DEMO_ATTACK,
-            "--checkpoint",
-            &s(target),
-            "--data",
-            &s(&data),
-            "--forget",
-            &s(&forget),
-            "--device",
-            device,
-            "--out",
-            &s(&out.join(dir)),
-        ]
-        .map(String::from)
-        .to_vec()
+            &[
+                ("--attack", DEMO_ATTACK.into()),
+                ("--checkpoint", s(target)),
+            ],
+            &out.join(dir),
+        )
+    };
+    let report = |format: &str| -> Vec<String> {
+        ["report", &s(out), "--format", format]
+            .map(String::from)
+            .to_vec()
     };
     let steps: Vec<(&str, Vec<String>)> = vec![
         (
             "forget 100 of the 2,000 digits the leaky demo MLP was fitted to, by exact retraining (a worker runs the plugin)",
-            [
+            job(
                 "unlearn",
-                "--method",
-                DEMO_METHOD,
-                "--checkpoint",
-                &s(&ckpt),
-                "--data",
-                &s(&data),
-                "--forget",
-                &s(&forget),
-                "--device",
-                device,
-                "--out",
-                &s(out),
-            ]
-            .map(String::from)
-            .to_vec(),
+                &[("--method", DEMO_METHOD.into()), ("--checkpoint", s(&ckpt))],
+                out,
+            ),
         ),
         (
             "measure the utility of both models",
-            [
+            job(
                 "evaluate",
-                "--checkpoint",
-                &s(&model),
-                "--original",
-                &s(&ckpt),
-                "--data",
-                &s(&data),
-                "--forget",
-                &s(&forget),
-                "--device",
-                device,
-                "--out",
-                &s(&out.join("evaluation")),
-            ]
-            .map(String::from)
-            .to_vec(),
+                &[("--checkpoint", s(&model)), ("--original", s(&ckpt))],
+                &out.join("evaluation"),
+            ),
         ),
         (
             "attack the original model: it was fitted to the forget set",
@@ -460,18 +451,8 @@ fn run_demo_tour(
             "attack the unlearned model",
             attack(&model, "attack-metric"),
         ),
-        (
-            "write the compliance report (HTML)",
-            ["report", &s(out), "--format", "html"]
-                .map(String::from)
-                .to_vec(),
-        ),
-        (
-            "write the compliance report (PDF)",
-            ["report", &s(out), "--format", "pdf"]
-                .map(String::from)
-                .to_vec(),
-        ),
+        ("write the compliance report (HTML)", report("html")),
+        ("write the compliance report (PDF)", report("pdf")),
     ];
     let total = steps.len();
     for (n, (what, step)) in steps.into_iter().enumerate() {

@@ -227,24 +227,18 @@ impl Runner {
     pub fn begin_shutdown(&mut self, project: &mut Project) -> Vec<String> {
         self.stopping = true;
         let now = crate::project::now();
-        let runs_dir = project.runs_dir();
-        let mut changed = Vec::new();
-        for r in project
+        let (queued, running): (Vec<_>, Vec<_>) = project
             .runs
-            .iter_mut()
-            .filter(|r| r.status == JobStatus::Queued)
-        {
-            r.cancel_queued(now);
-            let _ = r.save(&runs_dir.join(&r.id));
-            changed.push(r.id.clone());
+            .iter()
+            .filter(|r| matches!(r.status, JobStatus::Queued | JobStatus::Running))
+            .partition(|r| r.status == JobStatus::Queued);
+        let queued: Vec<String> = queued.into_iter().map(|r| r.id.clone()).collect();
+        let running: Vec<String> = running.into_iter().map(|r| r.id.clone()).collect();
+        for id in queued.iter().chain(&running) {
+            self.cancel(project, id, now);
         }
-        for (id, handle) in &self.running {
-            handle.cancel();
-            if let Some(r) = project.runs.iter_mut().find(|r| &r.id == id) {
-                r.status = JobStatus::Cancelling;
-            }
-        }
-        changed
+        // Cancelled queued jobs have ended; running ones end when poll sees them go.
+        queued
     }
 
     /// Cancels every running job and waits (up to the grace period and a bit)

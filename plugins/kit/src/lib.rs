@@ -17,7 +17,11 @@
 //! * [`setup`]: the common start of a method (seed, model kind, pruning);
 //! * [`train`]: SGD or Adam plus schedule over a run, stepping on a loss;
 //! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end;
-//! * [`forgetting`]: sample or class unlearning, from the splits' labels.
+//! * [`forgetting`]: sample or class unlearning, from the splits' labels;
+//! * [`teacher`]: frozen weights swapped in for a teacher's forward pass, and
+//!   the distillation loss;
+//! * [`oracle`]: for unit tests, a PyTorch re-implementation run through the
+//!   project's Python.
 #![deny(missing_docs)]
 
 pub mod adam;
@@ -29,10 +33,12 @@ pub mod l1;
 pub mod losses;
 pub mod model;
 pub mod optim;
+pub mod oracle;
 pub mod params;
 pub mod per_sample;
 pub mod prune;
 pub mod setup;
+pub mod teacher;
 pub mod train;
 
 pub use adam::{Adam, AdamConfig};

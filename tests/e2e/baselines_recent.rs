@@ -1,0 +1,182 @@
+//! The baselines recent unlearning comparisons expect (SCRUB, NegGrad+, SSD,
+//! Bad Teacher, UNSIR) on the bundled demo classifier, each through a real
+//! `lethe-cli worker` process as a user's job runs. Each test asserts the
+//! method's defining behaviour with numbers measured here, from the saved
+//! checkpoints, not from what the plugin says about itself; each runs in
+//! seconds (few batches).
+//!
+//! The plugins are dev-dependencies (built into `deps/` with the test); the
+//! worker is `lethe-cli` (`cargo build -p lethe-engine --bin lethe-cli`).
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{Demo, JOB_SEED, Run, checkpoint_of, demo, demo_dir, load, plugin_library};
+
+use lethe_engine::models::Model;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use tch::nn::ModuleT;
+use tch::{Kind, Tensor};
+
+/// Runs `org.lethe.baseline.<method>` over the demo classifier, the demo data
+/// and `forget` (default: the demo's random forget list), in a worker on the CPU.
+fn unlearn_with(method: &str, forget: &Path, params: Value) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("job");
+    let job = support::job(
+        plugin_library(&format!("lethe_baseline_{method}")),
+        &format!("org.lethe.baseline.{method}"),
+        &checkpoint_of("classifier"),
+        forget,
+        params,
+        &out,
+    );
+    let opts = support::options(Duration::from_secs(300));
+    support::run_to_success(&opts, job, &out, dir, method)
+}
+
+fn unlearn(method: &str, params: Value) -> Run {
+    unlearn_with(method, &demo_dir().join("forget.txt"), params)
+}
+
+/// Logits of a classifier checkpoint on `rows` (eval mode).
+fn logits(path: &Path, demo: &Demo, rows: &[i64]) -> Tensor {
+    let m = load(path);
+    let Model::Classifier(c) = &m.model else {
+        panic!("{} is not a classifier", path.display())
+    };
+    let (x, _) = demo.batch(rows);
+    tch::no_grad(|| c.forward_t(&x, false))
+}
+
+fn labels(demo: &Demo, rows: &[i64]) -> Tensor {
+    demo.batch(rows).1
+}
+
+fn accuracy(logits: &Tensor, y: &Tensor) -> f64 {
+    logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+/// Mean KL(softmax(t/T) ‖ softmax(s/T)) per row, written out here.
+fn mean_kl(teacher: &Tensor, student: &Tensor, t: f64) -> f64 {
+    let lt = (teacher / t).log_softmax(-1, Kind::Double);
+    let ls = (student / t).log_softmax(-1, Kind::Double);
+    (lt.exp() * (&lt - &ls))
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+/// SCRUB's student disobeys the teacher on the forget set and obeys it on the
+/// retain set: after the max- and min-steps its divergence from the original
+/// model is far larger on forget digits than on retain digits, and retain and
+/// test accuracy hold.
+#[test]
+fn scrub_diverges_from_the_teacher_on_forget_data_only() {
+    let demo = demo();
+    let original = checkpoint_of("classifier");
+    let run = unlearn(
+        "scrub",
+        json!({"lr": 0.05, "epochs": 2, "max_steps": 1, "batch_size": 64,
+               "forget_batch_size": 32, "max_batches": 10, "augment": false, "seed": 1}),
+    );
+    run.assert_reports(&["retain_loss", "retain_kl", "retain_ce", "lr"]);
+    // Max-steps in epoch 1 only.
+    let epochs = run.epochs();
+    assert!(epochs[0]["forget_kl"].as_f64().unwrap().is_finite());
+    assert!(epochs[1].get("forget_kl").is_none(), "{}", epochs[1]);
+
+    let retain_rows = &demo.retain[..1000];
+    let test_rows = &demo.test[..1000];
+    let kl = |rows: &[i64]| {
+        mean_kl(
+            &logits(&original, &demo, rows),
+            &logits(run.model(), &demo, rows),
+            1.0,
+        )
+    };
+    let (kl_forget, kl_retain) = (kl(&demo.forget), kl(retain_rows));
+    let acc = |p: &Path, rows: &[i64]| accuracy(&logits(p, &demo, rows), &labels(&demo, rows));
+    let (ra0, ra) = (acc(&original, retain_rows), acc(run.model(), retain_rows));
+    let (ta0, ta) = (acc(&original, test_rows), acc(run.model(), test_rows));
+    let (fa0, fa) = (acc(&original, &demo.forget), acc(run.model(), &demo.forget));
+    eprintln!(
+        "SCRUB KL forget {kl_forget} retain {kl_retain}; retain acc {ra0} -> {ra}, \
+         test {ta0} -> {ta}, forget {fa0} -> {fa}"
+    );
+    assert!(
+        kl_forget > 3.0 * kl_retain,
+        "forget {kl_forget} retain {kl_retain}"
+    );
+    assert!(ra >= ra0 - 0.03, "{ra0} -> {ra}");
+    assert!(ta >= ta0 - 0.03, "{ta0} -> {ta}");
+}
+
+/// SCRUB+R: the saved model is the epoch whose forget error is closest to the
+/// error on validation digits of the forget set's classes (all ten here), and
+/// its forget error, measured here, is the one the plugin chose.
+#[test]
+fn scrub_rewind_keeps_the_epoch_closest_to_the_validation_error() {
+    let demo = demo();
+    let run = unlearn(
+        "scrub",
+        json!({"lr": 0.05, "epochs": 3, "max_steps": 2, "batch_size": 64,
+               "forget_batch_size": 32, "max_batches": 5, "augment": false,
+               "rewind": true, "seed": 2}),
+    );
+    let r = &run.summary["rewind"];
+    eprintln!("rewind {r}");
+    let split = lethe_engine::jobs::train::split_of(&demo.data, JOB_SEED).unwrap();
+    assert_eq!(r["reference_split"], "validation");
+    assert_eq!(
+        r["reference_examples"].as_u64().unwrap(),
+        split.val.len() as u64
+    );
+    let errors: Vec<f64> = r["forget_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 3);
+    let target = r["reference_error"].as_f64().unwrap();
+    let chosen = r["chosen_epoch"].as_u64().unwrap() as usize;
+    let best = errors
+        .iter()
+        .map(|e| (e - target).abs())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!((errors[chosen - 1] - target).abs(), best);
+    // The saved model really is that epoch's.
+    let forget_error = 1.0
+        - accuracy(
+            &logits(run.model(), &demo, &demo.forget),
+            &labels(&demo, &demo.forget),
+        );
+    assert!(
+        (forget_error - errors[chosen - 1]).abs() < 1e-9,
+        "saved model's forget error {forget_error}, epoch {chosen}'s {}",
+        errors[chosen - 1]
+    );
+}
+
+/// The shipped baselines study lists every baseline of this file, and loads.
+#[test]
+fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {
+    let spec = lethe_engine::study::StudySpec::load(
+        &lethe_e2e::workspace_root().join("resources/demo/study-baselines.toml"),
+    )
+    .unwrap();
+    assert!(spec.checkpoint.is_file() && spec.data.is_file() && spec.forget.is_file());
+    let ids: Vec<String> = spec.methods.iter().map(|m| m.id.clone()).collect();
+    for id in ["org.lethe.baseline.scrub"] {
+        assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
+    }
+}

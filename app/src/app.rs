@@ -16,6 +16,7 @@ use crate::thumbs::Thumb;
 use crate::widgets::TextureCache;
 use crate::widgets::heatmap::Heatmap;
 use lethe_engine::checkpoint::CheckpointSummary;
+use lethe_engine::preview::PreviewError;
 use lethe_engine::runtime::RuntimeReport;
 use lethe_engine::worker::WorkerOptions;
 use std::collections::HashMap;
@@ -70,6 +71,9 @@ pub enum Command {
     StartStudy(PathBuf, String, PathBuf),
     /// Stop a running study (its folder).
     CancelStudy(PathBuf),
+    /// Read a file again that was marked for crashing or exhausting the worker
+    /// reading it.
+    RetryFile(PathBuf),
 }
 
 /// A message for the status bar.
@@ -212,7 +216,11 @@ impl LetheApp {
         );
         let mut app = LetheApp {
             runner: Runner::new(config.worker.clone(), Arc::clone(&config.waker)),
-            tasks: Tasks::new(config.waker),
+            tasks: Tasks::new(
+                config.waker,
+                config.worker.clone(),
+                lethe_engine::preview::PreviewLimits::from_env(),
+            ),
             worker_opts: config.worker,
             extra_plugin_dirs: config.extra_plugin_dirs,
             demo_dir: config.demo_dir,
@@ -395,8 +403,44 @@ impl LetheApp {
         }
     }
 
+    /// Why `path` is not read: a worker died, ran out of memory or stalled
+    /// reading it before (this session or an earlier one) and it has not changed.
+    pub fn skipped(&self, path: &Path) -> Option<String> {
+        let s = self.project.as_ref()?.suspect(path)?;
+        Some(format!(
+            "not read: {} (marked when Lethe last tried; choose \"Read again\" to try once more)",
+            s.reason
+        ))
+    }
+
+    /// Marks the file a preview worker could not survive, so that it is not read
+    /// again unasked (the next start included).
+    fn mark_suspect(&mut self, path: &Path, reason: &str) {
+        let saved = self.project.as_mut().map(|p| p.mark_suspect(path, reason));
+        if let Some(Err(e)) = saved {
+            self.notify(format!("cannot mark {}: {e}", path.display()), true);
+        }
+        self.notify(
+            format!("{reason}. Lethe will not read this file again unless asked."),
+            true,
+        );
+    }
+
+    /// Marks the file behind a fatal preview failure.
+    fn charge<T>(&mut self, path: &Path, r: &Result<T, PreviewError>) {
+        if let Err(PreviewError::Fatal(reason)) = r {
+            self.mark_suspect(path, reason);
+        }
+    }
+
     /// Inspects a checkpoint unless it already was.
     pub fn ensure_checkpoint(&mut self, path: &Path) {
+        if !self.checkpoints.contains_key(path)
+            && let Some(why) = self.skipped(path)
+        {
+            self.checkpoints
+                .insert(path.to_path_buf(), Loadable::Failed(why));
+        }
         if !self.checkpoints.contains_key(path) {
             self.checkpoints
                 .insert(path.to_path_buf(), Loadable::Loading);
@@ -406,9 +450,14 @@ impl LetheApp {
 
     /// Inspects a dataset (with the split for `seed`) unless it already was.
     pub fn ensure_dataset(&mut self, path: &Path, seed: u64) {
+        let skipped = self.skipped(path);
         if let std::collections::hash_map::Entry::Vacant(e) =
             self.datasets.entry((path.to_path_buf(), seed))
         {
+            if let Some(why) = skipped {
+                e.insert(Loadable::Failed(why));
+                return;
+            }
             e.insert(Loadable::Loading);
             self.tasks.inspect_dataset(path.to_path_buf(), seed);
         }
@@ -416,6 +465,12 @@ impl LetheApp {
 
     /// Loads a result file unless it already was.
     pub fn ensure_artifact(&mut self, path: &Path) {
+        if !self.artifacts.contains_key(path)
+            && let Some(why) = self.skipped(path)
+        {
+            self.artifacts
+                .insert(path.to_path_buf(), Loadable::Failed(why));
+        }
         if !self.artifacts.contains_key(path) {
             self.artifacts.insert(path.to_path_buf(), Loadable::Loading);
             self.tasks.load_artifact(path.to_path_buf());
@@ -424,6 +479,11 @@ impl LetheApp {
 
     /// Loads the scores of an output folder unless it already was.
     pub fn ensure_scores(&mut self, dir: &Path) {
+        if !self.scores.contains_key(dir)
+            && let Some(why) = self.skipped(dir)
+        {
+            self.scores.insert(dir.to_path_buf(), Loadable::Failed(why));
+        }
         if !self.scores.contains_key(dir) {
             self.scores.insert(dir.to_path_buf(), Loadable::Loading);
             self.tasks.load_scores(dir.to_path_buf());
@@ -432,6 +492,9 @@ impl LetheApp {
 
     /// Asks for pictures of samples not loaded (or being loaded) yet.
     pub fn ensure_samples(&mut self, data: &Path, indices: &[i64]) {
+        if self.skipped(data).is_some() {
+            return;
+        }
         let have = self.samples.entry(data.to_path_buf()).or_default();
         let missing: Vec<i64> = indices
             .iter()
@@ -457,6 +520,13 @@ impl LetheApp {
             return;
         }
         if self.forget_inflight {
+            return;
+        }
+        let subject = lethe_engine::preview::Request::Forget(req.clone())
+            .subject()
+            .to_path_buf();
+        if let Some(why) = self.skipped(&req.data).or_else(|| self.skipped(&subject)) {
+            self.forget_preview = Some((req, Loadable::Failed(why)));
             return;
         }
         self.forget_inflight = true;
@@ -514,12 +584,18 @@ impl LetheApp {
     fn apply_done(&mut self, done: Done) {
         match done {
             Done::Checkpoint(path, r) => {
+                self.charge(&path, &r);
                 self.checkpoints.insert(path, r.into());
             }
             Done::Dataset(path, seed, r) => {
+                self.charge(&path, &r);
                 self.datasets.insert((path, seed), r.into());
             }
             Done::Forget(req, r) => {
+                let subject = lethe_engine::preview::Request::Forget(req.clone())
+                    .subject()
+                    .to_path_buf();
+                self.charge(&subject, &r);
                 self.forget_inflight = false;
                 self.forget_preview = Some((req, r.into()));
             }
@@ -549,12 +625,15 @@ impl LetheApp {
                 }
             }
             Done::Artifact(path, r) => {
+                self.charge(&path, &r);
                 self.artifacts.insert(path, r.map(Arc::new).into());
             }
             Done::Scores(dir, r) => {
+                self.charge(&dir, &r);
                 self.scores.insert(dir, r.map(Arc::new).into());
             }
             Done::Samples(data, asked, r) => {
+                self.charge(&data, &r);
                 // Whatever came back, those requests are over: samples that could
                 // not be drawn are not asked for again every frame.
                 for i in &asked {
@@ -576,7 +655,7 @@ impl LetheApp {
                     }
                 }
                 if let Some(e) = error {
-                    self.notify(e, true);
+                    self.notify(e.message(), true);
                 }
             }
             Done::Evaluation(run, r) => {
@@ -680,6 +759,25 @@ impl LetheApp {
 
     fn apply(&mut self, c: Command) {
         match c {
+            Command::RetryFile(path) => {
+                if let Some(p) = self.project.as_mut()
+                    && let Err(e) = p.clear_suspect(&path)
+                {
+                    self.notify(e.to_string(), true);
+                }
+                // Forget what the skipped reads left behind, so the views ask again.
+                self.checkpoints.remove(&path);
+                self.datasets.retain(|(p, _), _| p != &path);
+                self.artifacts.remove(&path);
+                self.scores.remove(&path);
+                self.samples_missing.retain(|(p, _)| p != &path);
+                if self.forget_preview.as_ref().is_some_and(|(r, l)| {
+                    matches!(l, Loadable::Failed(_))
+                        && (r.data == path || r.folder == path || r.list_path == path)
+                }) {
+                    self.forget_preview = None;
+                }
+            }
             Command::OpenProject(dir) => {
                 self.stop_project_jobs();
                 self.open_project(&dir);

@@ -2,15 +2,13 @@
 //! more tensors: 2-D ones open in the heatmap, 1-D ones as histograms), JSON,
 //! and the membership scores an attack writes (`scores_<role>`, see the attack
 //! kit), from which ROC curves and histograms are drawn. Also the CSV/JSON
-//! exports of what the views show.
+//! exports of what the views show. The files themselves are read in workers
+//! (`lethe_engine::preview`); this module works on what they send back.
 
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Tensors larger than this are not loaded for display (a whole model's weights
-/// as one flat vector stays well under it).
-pub const MAX_ELEMENTS: i64 = 64 * 1024 * 1024;
+pub use lethe_engine::preview::{ArtifactData, MAX_ELEMENTS, Scores, TensorData};
 
 /// A row-major matrix of f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,133 +69,16 @@ pub fn finite_range(values: &[f32]) -> (f32, f32) {
     if lo > hi { (0.0, 0.0) } else { (lo, hi) }
 }
 
-/// One tensor of a file.
-#[derive(Debug, Clone)]
-pub struct TensorData {
-    /// Its name in the file.
-    pub name: String,
-    /// Its shape.
-    pub shape: Vec<i64>,
-    /// Its element type.
-    pub dtype: String,
-    /// Values as f32, row-major; `None` when it was too large to load.
-    pub values: Option<Vec<f32>>,
-}
-
-impl TensorData {
-    /// The tensor as a matrix: 2-D as is, 1-D as one row, higher ranks with all
-    /// leading dimensions folded into rows.
-    pub fn as_matrix(&self) -> Option<Matrix> {
-        let values = self.values.clone()?;
-        let (rows, cols) = match self.shape.as_slice() {
-            [] => (1, 1),
-            [n] => (1, *n as usize),
-            [.., last] => (values.len() / (*last).max(1) as usize, *last as usize),
-        };
-        Matrix::new(rows, cols, values)
-    }
-
-    /// Whether the heatmap is the natural view (two or more dimensions, each > 1).
-    pub fn is_matrix(&self) -> bool {
-        self.shape.len() >= 2 && self.shape.iter().rev().take(2).all(|&d| d > 1)
-    }
-}
-
-/// What a result file holds.
-#[derive(Debug, Clone)]
-pub enum ArtifactData {
-    /// A safetensors file's tensors.
-    Tensors(Vec<TensorData>),
-    /// A JSON document.
-    Json(Value),
-}
-
-/// Reads a result file for display.
-pub fn load(path: &Path) -> Result<ArtifactData, String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if name.ends_with(".json") {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(ArtifactData::Json(value));
-    }
-    let ckpt = lethe_engine::checkpoint::read(path).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for (name, t) in ckpt.state_dict.iter() {
-        let shape = t.size();
-        let values = if t.numel() as i64 <= MAX_ELEMENTS {
-            let flat = t
-                .f_to_kind(tch::Kind::Float)
-                .and_then(|f| f.f_flatten(0, -1))
-                .and_then(|f| f.f_contiguous())
-                .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?;
-            Some(
-                Vec::<f32>::try_from(&flat)
-                    .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?,
-            )
-        } else {
-            None
-        };
-        out.push(TensorData {
-            name: name.to_string(),
-            shape,
-            dtype: format!("{:?}", t.kind()),
-            values,
-        });
-    }
-    Ok(ArtifactData::Tensors(out))
-}
-
-/// Membership scores of one attack run, by role (higher = more member-like).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scores {
-    /// The forget set.
-    pub forget: Option<Vec<f64>>,
-    /// Held-out members (retain samples).
-    pub member: Option<Vec<f64>>,
-    /// Held-out non-members.
-    pub nonmember: Option<Vec<f64>>,
-}
-
-impl Scores {
-    /// Whether there is a pair to draw a ROC curve from.
-    pub fn has_roc(&self) -> bool {
-        self.nonmember.is_some() && (self.member.is_some() || self.forget.is_some())
-    }
-}
-
-fn read_vector(path: &Path) -> Result<Vec<f64>, String> {
-    let ckpt = lethe_engine::checkpoint::read(path).map_err(|e| e.to_string())?;
-    let (_, t) = ckpt
-        .state_dict
-        .iter()
-        .next()
-        .ok_or_else(|| format!("{}: no tensor", path.display()))?;
-    let flat = t
-        .f_to_kind(tch::Kind::Double)
-        .and_then(|f| f.f_flatten(0, -1))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Vec::<f64>::try_from(&flat).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The `scores_<role>.safetensors` files in `dir` (an attack's output folder).
-pub fn load_scores(dir: &Path) -> Result<Scores, String> {
-    let file = |role: &str| dir.join(format!("scores_{role}.safetensors"));
-    let read = |role: &str| -> Result<Option<Vec<f64>>, String> {
-        let p = file(role);
-        if p.is_file() {
-            read_vector(&p).map(Some)
-        } else {
-            Ok(None)
-        }
+/// A tensor as a matrix: 2-D as is, 1-D as one row, higher ranks with all
+/// leading dimensions folded into rows.
+pub fn as_matrix(t: &TensorData) -> Option<Matrix> {
+    let values = t.values.clone()?;
+    let (rows, cols) = match t.shape.as_slice() {
+        [] => (1, 1),
+        [n] => (1, *n as usize),
+        [.., last] => (values.len() / (*last).max(1) as usize, *last as usize),
     };
-    Ok(Scores {
-        forget: read("forget")?,
-        member: read("member")?,
-        nonmember: read("nonmember")?,
-    })
+    Matrix::new(rows, cols, values)
 }
 
 /// Whether `path` is one of the score files [`load_scores`] reads.
@@ -376,6 +257,7 @@ pub fn write_export(run_dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<
 mod tests {
     use super::*;
     use lethe_engine::checkpoint::{CheckpointMeta, save_tensors};
+    use lethe_engine::preview::{read_artifact, read_scores};
     use tch::Tensor;
 
     fn write(path: &Path, name: &str, t: Tensor) {
@@ -394,12 +276,12 @@ mod tests {
         let p = dir.path().join("m.safetensors");
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
         write(&p, "alignment", t);
-        let ArtifactData::Tensors(ts) = load(&p).unwrap() else {
+        let ArtifactData::Tensors(ts) = read_artifact(&p).unwrap() else {
             panic!("not tensors");
         };
         assert_eq!(ts[0].name, "alignment");
         assert!(ts[0].is_matrix());
-        let m = ts[0].as_matrix().unwrap();
+        let m = as_matrix(&ts[0]).unwrap();
         assert_eq!((m.rows, m.cols), (2, 3));
         assert_eq!(m.get(1, 0), Some(4.0));
         assert_eq!(m.get(2, 0), None);
@@ -413,17 +295,17 @@ mod tests {
             "mask",
             Tensor::from_slice(&[1u8, 0, 1, 1, 0, 0, 1, 0]).reshape([2, 2, 2]),
         );
-        let ArtifactData::Tensors(ts) = load(&p).unwrap() else {
+        let ArtifactData::Tensors(ts) = read_artifact(&p).unwrap() else {
             panic!("not tensors");
         };
-        let m = ts[0].as_matrix().unwrap();
+        let m = as_matrix(&ts[0]).unwrap();
         assert_eq!((m.rows, m.cols), (4, 2));
         assert_eq!(m.values, [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
 
         let p = dir.path().join("summary.json");
         std::fs::write(&p, r#"{"auc": 0.5}"#).unwrap();
-        assert!(matches!(load(&p).unwrap(), ArtifactData::Json(v) if v["auc"] == 0.5));
-        assert!(load(&dir.path().join("missing.safetensors")).is_err());
+        assert!(matches!(read_artifact(&p).unwrap(), ArtifactData::Json(v) if v["auc"] == 0.5));
+        assert!(read_artifact(&dir.path().join("missing.safetensors")).is_err());
     }
 
     #[test]
@@ -439,7 +321,7 @@ mod tests {
             "scores_nonmember",
             Tensor::from_slice(&[0.1f64, 0.3, 0.75, 0.05]),
         );
-        let scores = load_scores(dir.path()).unwrap();
+        let scores = read_scores(dir.path()).unwrap();
         assert!(scores.forget.is_none());
         assert!(scores.has_roc());
         let rocs = rocs(&scores);

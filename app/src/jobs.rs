@@ -461,6 +461,7 @@ mod tests {
             stderr_tail: "tail".into(),
             elapsed: Duration::from_secs(3),
             exit: None,
+            answered_hello: false,
         }
     }
 

@@ -40,6 +40,39 @@ pub struct ProjectFile {
     pub datasets: Vec<PathBuf>,
     /// Forget sets.
     pub forget_sets: Vec<ForgetSetEntry>,
+    /// Files that crashed, exhausted or stalled the worker reading them: they are
+    /// not read again (at the next start either) until the user asks or the
+    /// file changes.
+    pub suspect_files: Vec<SuspectFile>,
+}
+
+/// A file a worker could not survive reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuspectFile {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What happened.
+    pub reason: String,
+    /// Its size then (a changed file is read again).
+    pub size: Option<u64>,
+    /// Its modification time then (unix seconds).
+    pub modified: Option<f64>,
+    /// When it was marked (unix seconds).
+    pub marked_at: f64,
+}
+
+/// Size and modification time of a file, when they can be read.
+fn fingerprint(path: &Path) -> (Option<u64>, Option<f64>) {
+    match std::fs::metadata(path) {
+        Ok(m) => (
+            Some(m.len()),
+            m.modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+        ),
+        Err(_) => (None, None),
+    }
 }
 
 /// An open project: its folder, file and runs.
@@ -118,6 +151,37 @@ impl Project {
         project.save()?;
         project.reload_runs();
         Ok(project)
+    }
+
+    /// The mark on `path`, if it has one and the file has not changed since.
+    pub fn suspect(&self, path: &Path) -> Option<&SuspectFile> {
+        let s = self.file.suspect_files.iter().find(|s| s.path == path)?;
+        let (size, modified) = fingerprint(path);
+        (s.size == size && s.modified == modified).then_some(s)
+    }
+
+    /// Marks `path` as a file not to read again unasked, and saves the project.
+    pub fn mark_suspect(&mut self, path: &Path, reason: &str) -> anyhow::Result<()> {
+        let (size, modified) = fingerprint(path);
+        self.file.suspect_files.retain(|s| s.path != path);
+        self.file.suspect_files.push(SuspectFile {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+            size,
+            modified,
+            marked_at: now(),
+        });
+        self.save()
+    }
+
+    /// Removes the mark on `path` (the user asked to read it again).
+    pub fn clear_suspect(&mut self, path: &Path) -> anyhow::Result<()> {
+        let before = self.file.suspect_files.len();
+        self.file.suspect_files.retain(|s| s.path != path);
+        if self.file.suspect_files.len() != before {
+            self.save()?;
+        }
+        Ok(())
     }
 
     /// Saves `lethe-project.json`.

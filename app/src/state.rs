@@ -45,40 +45,7 @@ pub enum View {
     Compare,
 }
 
-/// How a new forget set is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum ForgetMode {
-    /// A `.txt`/`.csv`/`.json` list of training-sample indices.
-    ListFile,
-    /// Every training sample of one class.
-    Class,
-    /// A seeded random fraction of the training samples.
-    Fraction,
-    /// A folder of a data subject's images, matched by content (the usual
-    /// deletion request: "here are my photos").
-    #[default]
-    Folder,
-}
-
-impl ForgetMode {
-    /// All modes, in menu order.
-    pub const ALL: [ForgetMode; 4] = [
-        ForgetMode::Folder,
-        ForgetMode::ListFile,
-        ForgetMode::Class,
-        ForgetMode::Fraction,
-    ];
-
-    /// Menu label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ForgetMode::ListFile => "A list of sample numbers (file)",
-            ForgetMode::Class => "Every sample of one class",
-            ForgetMode::Fraction => "A random share of the training data",
-            ForgetMode::Folder => "A folder of the person's images",
-        }
-    }
-}
+pub use lethe_engine::preview::ForgetMode;
 
 /// The new-forget-set form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

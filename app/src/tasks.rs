@@ -1,6 +1,8 @@
 //! Background work: inspecting checkpoints and datasets, building forget-set
-//! previews, scanning plugins (in workers), file dialogs, device probing and
-//! loading result files. Each task runs on its own thread and sends one
+//! previews, drawing sample pictures and loading result files (all in worker
+//! processes under time and memory limits, see `lethe_engine::preview`: the
+//! window never parses a file it did not write), scanning plugins (in workers),
+//! file dialogs and device probing. Each task runs on its own thread and sends one
 //! [`Done`] through a channel; the UI thread applies it when it next draws.
 //!
 //! Every task thread is owned by [`Tasks`] and joined before it is dropped
@@ -12,15 +14,15 @@
 use crate::artifacts::{ArtifactData, Scores};
 use crate::catalog::Catalog;
 use crate::devices::DeviceInfo;
-use crate::state::ForgetMode;
-use crate::thumbs::{Thumb, chw_to_image};
+use crate::thumbs::Thumb;
 use lethe_engine::checkpoint::CheckpointSummary;
-use lethe_engine::data::{Dataset, DatasetSummary, ForgetSet, Split};
+use lethe_engine::preview::{PreviewError, PreviewLimits, Request};
 use lethe_engine::runtime::RuntimeReport;
+use lethe_engine::worker::WorkerOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -54,68 +56,12 @@ impl<T> From<Result<T, String>> for Loadable<T> {
     }
 }
 
-/// What a dataset inspection found.
-#[derive(Debug, Clone)]
-pub struct DatasetInfo {
-    /// The engine's summary (format, size, classes, recorded split).
-    pub summary: DatasetSummary,
-    /// The split jobs use (recorded, else seeded 80/10/10).
-    pub split: Split,
-    /// Whether the split is the one recorded in the file.
-    pub split_recorded: bool,
-    /// Training samples per class.
-    pub train_class_counts: Vec<usize>,
-    /// One example image per class (first ten classes).
-    pub examples: Vec<Thumb>,
-}
+pub use lethe_engine::preview::{DatasetInfo, FolderPreview, ForgetPreview, ForgetRequest};
 
-/// A forget set to preview.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ForgetRequest {
-    /// The dataset.
-    pub data: PathBuf,
-    /// Split seed (for datasets without a recorded split).
-    pub seed: u64,
-    /// How the set is chosen.
-    pub mode: ForgetMode,
-    /// List file.
-    pub list_path: PathBuf,
-    /// Class.
-    pub class: i64,
-    /// Fraction.
-    pub fraction: f64,
-    /// Fraction seed.
-    pub fraction_seed: u64,
-    /// Image folder.
-    pub folder: PathBuf,
-}
-
-/// The result of a folder match.
-#[derive(Debug, Clone)]
-pub struct FolderPreview {
-    /// Files that matched, with the training samples they matched.
-    pub matched: Vec<(PathBuf, Vec<i64>)>,
-    /// Files that matched nothing.
-    pub unmatched: Vec<PathBuf>,
-    /// Pictures of the unmatched files (first ones).
-    pub unmatched_thumbs: Vec<Thumb>,
-}
-
-/// A forget set, before it is saved.
-#[derive(Debug, Clone)]
-pub struct ForgetPreview {
-    /// Training-sample indices, ascending.
-    pub indices: Vec<i64>,
-    /// How they were chosen.
-    pub origin: String,
-    /// Training samples in all.
-    pub train_len: usize,
-    /// Forgotten samples per class name.
-    pub per_class: Vec<(String, usize)>,
-    /// Pictures of the first forgotten samples.
-    pub thumbs: Vec<Thumb>,
-    /// For folder requests: matched and unmatched files.
-    pub folder: Option<FolderPreview>,
+impl<T> From<Result<T, PreviewError>> for Loadable<T> {
+    fn from(r: Result<T, PreviewError>) -> Self {
+        r.map_err(|e| e.message().to_string()).into()
+    }
 }
 
 /// What a file dialog is for.
@@ -154,11 +100,11 @@ pub enum PickTarget {
 /// A finished task.
 pub enum Done {
     /// A checkpoint inspection.
-    Checkpoint(PathBuf, Result<CheckpointSummary, String>),
+    Checkpoint(PathBuf, Result<CheckpointSummary, PreviewError>),
     /// A dataset inspection.
-    Dataset(PathBuf, u64, Result<DatasetInfo, String>),
+    Dataset(PathBuf, u64, Result<DatasetInfo, PreviewError>),
     /// A forget-set preview.
-    Forget(ForgetRequest, Result<ForgetPreview, String>),
+    Forget(ForgetRequest, Result<ForgetPreview, PreviewError>),
     /// A plugin scan.
     Plugins(Catalog),
     /// A file dialog closed (`None`: cancelled or no dialog available).
@@ -166,11 +112,11 @@ pub enum Done {
     /// Devices and runtime.
     Devices(Vec<DeviceInfo>, Box<RuntimeReport>),
     /// A result file.
-    Artifact(PathBuf, Result<ArtifactData, String>),
+    Artifact(PathBuf, Result<ArtifactData, PreviewError>),
     /// Membership scores of a run folder.
-    Scores(PathBuf, Result<Scores, String>),
+    Scores(PathBuf, Result<Scores, PreviewError>),
     /// Pictures of training samples, for a run's most-at-risk view.
-    Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, String>),
+    Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, PreviewError>),
     /// An evaluation of a run (`lethe evaluate`) ended.
     Evaluation(String, Result<crate::evaluation::Evaluation, String>),
     /// A deletion report was written (by run id): the file and the verdict.
@@ -189,9 +135,22 @@ pub enum Done {
     Panicked(String),
 }
 
-/// One dataset kept in memory: opening CIFAR takes seconds, and the forget-set
-/// form asks for the same dataset again on every change.
-type DatasetCache = Arc<Mutex<Option<(PathBuf, Arc<Mutex<Dataset>>)>>>;
+/// How files are read: in worker processes, under limits.
+#[derive(Clone)]
+struct Previewer {
+    worker: WorkerOptions,
+    limits: PreviewLimits,
+    /// Where result values come back from the worker.
+    scratch: PathBuf,
+    /// Set on shutdown: workers still reading are stopped.
+    stop: Arc<AtomicBool>,
+}
+
+impl Previewer {
+    fn ask<T: serde::de::DeserializeOwned>(&self, request: Request) -> Result<T, PreviewError> {
+        lethe_engine::preview::in_worker(&self.worker, self.limits, request, &self.stop)
+    }
+}
 
 /// Whether shutting down waits for a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +175,7 @@ pub struct Tasks {
     tx: Sender<Done>,
     rx: Receiver<Done>,
     waker: crate::runner::Waker,
-    cache: DatasetCache,
+    previewer: Previewer,
     /// Tasks started and not yet collected.
     pending: usize,
     /// Threads not yet joined.
@@ -226,17 +185,25 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// A task pool that calls `waker` when a result is ready.
-    pub fn new(waker: crate::runner::Waker) -> Self {
+    /// A task pool that calls `waker` when a result is ready and reads files
+    /// in `worker` processes under `limits`.
+    pub fn new(waker: crate::runner::Waker, worker: WorkerOptions, limits: PreviewLimits) -> Self {
         let (tx, rx) = mpsc::channel();
+        let scratch = std::env::temp_dir().join(format!("lethe-preview-{}", std::process::id()));
+        let cancel = Arc::new(AtomicBool::new(false));
         Tasks {
             tx,
             rx,
             waker,
-            cache: Arc::new(Mutex::new(None)),
+            previewer: Previewer {
+                worker,
+                limits,
+                scratch,
+                stop: Arc::clone(&cancel),
+            },
             pending: 0,
             threads: Vec::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel,
         }
     }
 
@@ -348,43 +315,46 @@ impl Tasks {
                 Kind::Dialog => {}
             }
         }
+        let _ = std::fs::remove_dir_all(&self.previewer.scratch);
     }
 
-    /// Inspects a checkpoint (architecture, parameter count, SHA-256).
+    /// Inspects a checkpoint (architecture, parameter count, SHA-256), in a worker.
     pub fn inspect_checkpoint(&mut self, path: PathBuf) {
+        let p = self.previewer.clone();
         self.spawn("inspect a checkpoint", move || {
-            let r = lethe_engine::checkpoint::inspect(&path).map_err(|e| e.to_string());
+            let r = p.ask(Request::Checkpoint { path: path.clone() });
             Done::Checkpoint(path, r)
         });
     }
 
-    /// Inspects a dataset with the split jobs will use for `seed`.
+    /// Inspects a dataset with the split jobs will use for `seed`, in a worker.
     pub fn inspect_dataset(&mut self, path: PathBuf, seed: u64) {
-        let cache = Arc::clone(&self.cache);
+        let p = self.previewer.clone();
         self.spawn("inspect a dataset", move || {
-            let r = with_dataset(&cache, &path, |d| dataset_info(&path, d, seed));
+            let r = p.ask(Request::Dataset {
+                path: path.clone(),
+                seed,
+            });
             Done::Dataset(path, seed, r)
         });
     }
 
-    /// Builds a forget-set preview.
+    /// Builds a forget-set preview, in a worker.
     pub fn preview_forget(&mut self, req: ForgetRequest) {
-        let cache = Arc::clone(&self.cache);
+        let p = self.previewer.clone();
         self.spawn("preview a forget set", move || {
-            let r = with_dataset(&cache, &req.data, |d| forget_preview(&req, d));
+            let r = p.ask(Request::Forget(req.clone()));
             Done::Forget(req, r)
         });
     }
 
-    /// Pictures of the given samples of a dataset.
+    /// Pictures of the given samples of a dataset, drawn in a worker.
     pub fn sample_thumbs(&mut self, data: PathBuf, indices: Vec<i64>) {
-        let cache = Arc::clone(&self.cache);
+        let p = self.previewer.clone();
         self.spawn("draw sample pictures", move || {
-            let r = with_dataset(&cache, &data, |d| {
-                Ok(indices
-                    .iter()
-                    .filter_map(|&i| sample_thumb(d, i, format!("#{i}")).map(|t| (i, t)))
-                    .collect())
+            let r = p.ask(Request::Samples {
+                data: data.clone(),
+                indices: indices.clone(),
             });
             Done::Samples(data, indices, r)
         });
@@ -406,10 +376,13 @@ impl Tasks {
         });
     }
 
-    /// Loads a result file.
+    /// Loads a result file, in a worker.
     pub fn load_artifact(&mut self, path: PathBuf) {
+        let p = self.previewer.clone();
         self.spawn("load a result file", move || {
-            let r = crate::artifacts::load(&path);
+            let r = lethe_engine::preview::artifact_in_worker(
+                &p.worker, p.limits, &path, &p.scratch, &p.stop,
+            );
             Done::Artifact(path, r)
         });
     }
@@ -484,10 +457,11 @@ impl Tasks {
         });
     }
 
-    /// Loads the membership scores in a folder.
+    /// Loads the membership scores in a folder, in a worker.
     pub fn load_scores(&mut self, dir: PathBuf) {
+        let p = self.previewer.clone();
         self.spawn("load membership scores", move || {
-            let r = crate::artifacts::load_scores(&dir);
+            let r = p.ask(Request::Scores { dir: dir.clone() });
             Done::Scores(dir, r)
         });
     }
@@ -544,190 +518,6 @@ impl Drop for Tasks {
 
 /// How long [`Tasks::shutdown`] may take before the window says what it waits for.
 pub const FINISHING_NOTICE_AFTER: Duration = Duration::from_millis(300);
-
-fn with_dataset<T>(
-    cache: &DatasetCache,
-    path: &Path,
-    f: impl FnOnce(&Dataset) -> Result<T, String>,
-) -> Result<T, String> {
-    let cached = {
-        let guard = cache
-            .lock()
-            .map_err(|_| "dataset cache poisoned".to_string())?;
-        guard
-            .as_ref()
-            .filter(|(p, _)| p == path)
-            .map(|(_, d)| Arc::clone(d))
-    };
-    let dataset = match cached {
-        Some(d) => d,
-        None => {
-            let d = lethe_engine::data::load(path).map_err(|e| e.to_string())?;
-            let d = Arc::new(Mutex::new(d));
-            if let Ok(mut guard) = cache.lock() {
-                *guard = Some((path.to_path_buf(), Arc::clone(&d)));
-            }
-            d
-        }
-    };
-    let guard = dataset
-        .lock()
-        .map_err(|_| "dataset lock poisoned".to_string())?;
-    f(&guard)
-}
-
-fn sample_thumb(d: &Dataset, index: i64, label: String) -> Option<Thumb> {
-    let position = d.indices().iter().position(|&i| i == index)?;
-    let pixels = d.sample_pixels(position).ok()?;
-    let class = d
-        .label_slice()
-        .get(position)
-        .and_then(|&l| d.classes().get(l as usize))
-        .cloned()
-        .unwrap_or_default();
-    Some(Thumb {
-        detail: format!("training sample {index}, class {class}"),
-        label,
-        image: chw_to_image(d.channels(), d.height(), d.width(), &pixels),
-    })
-}
-
-fn dataset_info(path: &Path, d: &Dataset, seed: u64) -> Result<DatasetInfo, String> {
-    let summary = DatasetSummary::of(path, d);
-    let split = lethe_engine::jobs::train::split_of(d, seed).map_err(|e| e.to_string())?;
-    let mut train_class_counts = vec![0; d.num_classes()];
-    let labels = d.label_slice();
-    for &i in &split.train {
-        if let Some(c) = labels
-            .get(i as usize)
-            .and_then(|&l| train_class_counts.get_mut(l as usize))
-        {
-            *c += 1;
-        }
-    }
-    let mut examples = Vec::new();
-    for class in 0..d.num_classes().min(10) {
-        if let Some(pos) = labels.iter().position(|&l| l as usize == class) {
-            let name = d.classes().get(class).cloned().unwrap_or_default();
-            if let Some(t) = sample_thumb(d, d.indices()[pos], name) {
-                examples.push(t);
-            }
-        }
-    }
-    Ok(DatasetInfo {
-        summary,
-        split_recorded: d.recorded_split().is_some(),
-        split,
-        train_class_counts,
-        examples,
-    })
-}
-
-/// How many pictures a preview shows.
-const PREVIEW_THUMBS: usize = 48;
-
-fn forget_preview(req: &ForgetRequest, d: &Dataset) -> Result<ForgetPreview, String> {
-    let split = lethe_engine::jobs::train::split_of(d, req.seed).map_err(|e| e.to_string())?;
-    let mut folder = None;
-    let set = match req.mode {
-        ForgetMode::ListFile => {
-            if req.list_path.as_os_str().is_empty() {
-                return Err("choose a list file".into());
-            }
-            ForgetSet::from_list_file(&req.list_path, d.len(), &split.train)
-        }
-        ForgetMode::Class => ForgetSet::from_class(d, &split.train, req.class),
-        ForgetMode::Fraction => {
-            ForgetSet::random_fraction(&split.train, req.fraction, req.fraction_seed)
-        }
-        ForgetMode::Folder => {
-            if req.folder.as_os_str().is_empty() {
-                return Err("choose a folder of images".into());
-            }
-            let m = lethe_engine::data::match_image_folder(&req.folder, d, &split.train)
-                .map_err(|e| e.to_string())?;
-            let unmatched_thumbs = m
-                .unmatched
-                .iter()
-                .take(PREVIEW_THUMBS)
-                .filter_map(|p| {
-                    let img = lethe_engine::data::decode_image_file(p).ok()?;
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    Some(Thumb {
-                        detail: format!("{}: matches no training sample", p.display()),
-                        label: name,
-                        image: chw_to_image(img.channels, img.height, img.width, &img.pixels),
-                    })
-                })
-                .collect();
-            let preview = FolderPreview {
-                matched: m
-                    .matched
-                    .iter()
-                    .map(|f| (f.path.clone(), f.indices.clone()))
-                    .collect(),
-                unmatched: m.unmatched.clone(),
-                unmatched_thumbs,
-            };
-            folder = Some(preview);
-            // Unmatched files are shown, and saving asks to acknowledge them; the
-            // set itself is the matched samples, through the engine's own checks.
-            let mut matched_only = m;
-            matched_only.unmatched.clear();
-            matched_only.into_forget_set(&split.train)
-        }
-    }
-    .map_err(|e| e.to_string());
-    let set = match (set, &folder) {
-        (Ok(s), _) => s,
-        // A folder whose files all fail to match is still worth showing.
-        (Err(e), Some(_)) => {
-            return Ok(ForgetPreview {
-                indices: Vec::new(),
-                origin: e,
-                train_len: split.train.len(),
-                per_class: Vec::new(),
-                thumbs: Vec::new(),
-                folder,
-            });
-        }
-        (Err(e), None) => return Err(e),
-    };
-    let labels = d.label_slice();
-    let mut counts = vec![0usize; d.num_classes()];
-    for &i in set.indices() {
-        if let Some(c) = labels
-            .get(i as usize)
-            .and_then(|&l| counts.get_mut(l as usize))
-        {
-            *c += 1;
-        }
-    }
-    let per_class = d
-        .classes()
-        .iter()
-        .cloned()
-        .zip(counts)
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let thumbs = set
-        .indices()
-        .iter()
-        .take(PREVIEW_THUMBS)
-        .filter_map(|&i| sample_thumb(d, i, format!("#{i}")))
-        .collect();
-    Ok(ForgetPreview {
-        indices: set.indices().to_vec(),
-        origin: set.origin().to_string(),
-        train_len: split.train.len(),
-        per_class,
-        thumbs,
-        folder,
-    })
-}
 
 /// Writes a forget list (one index per line, with a comment header saying what
 /// it is) and returns its path under `dir`, never replacing an existing file.

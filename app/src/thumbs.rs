@@ -1,26 +1,15 @@
-//! Sample images as egui images. Built off the UI thread (plain `ColorImage`s);
-//! turned into textures when first drawn.
+//! Sample pictures as egui images. The pictures are drawn by workers (from
+//! files the window never parses, see `lethe_engine::preview`) and turned into
+//! textures when first shown.
 
 use egui::{Color32, ColorImage};
 
-/// One picture with a caption.
-#[derive(Clone)]
-pub struct Thumb {
-    /// Caption (sample number, file name, label).
-    pub label: String,
-    /// Hover text with more detail.
-    pub detail: String,
-    /// The pixels.
-    pub image: ColorImage,
-}
+/// One picture with a caption (channel-major pixels, as the worker sent them).
+pub type Thumb = lethe_engine::preview::Picture;
 
-impl std::fmt::Debug for Thumb {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Thumb")
-            .field("label", &self.label)
-            .field("size", &self.image.size)
-            .finish()
-    }
+/// The picture as an RGBA image.
+pub fn color_image(t: &Thumb) -> ColorImage {
+    chw_to_image(t.channels, t.height, t.width, &t.pixels)
 }
 
 /// CHW u8 pixels (1 or 3 channels, channel-major) as an RGBA image.

@@ -13,6 +13,7 @@ use lethe_app::app::{Command, Config, LetheApp};
 use lethe_app::form::FormValue;
 use lethe_app::jobs::JobStatus;
 use lethe_app::state::{AppState, ForgetMode, View};
+use lethe_app::tasks::Loadable;
 use lethe_engine::worker::WorkerOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -955,4 +956,164 @@ fn a_study_is_defined_in_the_form_started_and_stopped() {
     assert_eq!(live.ended, Some(lethe_app::study::Ended::Cancelled));
     assert!(dir.join("study.json").is_file(), "kept for a resume");
     assert!(lethe_app::study::log_path(&dir).is_file());
+}
+
+/// The crafted-file corpus of `tests/hostile/make_corpus.py`, written into `dir`.
+fn hostile_corpus(dir: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = dir.join("corpus");
+    let status = std::process::Command::new(repo.join(".venv/bin/python"))
+        .arg(repo.join("tests/hostile/make_corpus.py"))
+        .arg(&out)
+        .arg(repo.join("resources"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "make_corpus.py failed");
+    out
+}
+
+#[test]
+fn hostile_files_are_refused_by_workers_and_a_file_that_kills_one_is_skipped_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = hostile_corpus(tmp.path());
+    let project = tmp.path().join("Hostile");
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    h.state_mut()
+        .commands
+        .push(Command::OpenProject(project.clone()));
+    h.step();
+    let checkpoints = [
+        "self-referring.pt",
+        "deep-nesting.pt",
+        "memo-amplification.pt",
+        "zip-bomb.pt",
+        "expanded-view.pt",
+    ]
+    .map(|f| corpus.join(f));
+    let datasets =
+        ["zip-bomb.npz", "gzip-bomb-idx", "labels-beyond-samples.npz"].map(|f| corpus.join(f));
+    for c in &checkpoints {
+        h.state_mut()
+            .commands
+            .push(Command::AddCheckpoint(c.clone()));
+    }
+    for d in &datasets {
+        h.state_mut().commands.push(Command::AddDataset(d.clone()));
+    }
+    h.step();
+    for c in &checkpoints {
+        h.state_mut().ensure_checkpoint(c);
+    }
+    for d in &datasets {
+        h.state_mut().ensure_dataset(d, 0);
+    }
+    step_until(&mut h, "every crafted file refused", 120, |a| {
+        checkpoints
+            .iter()
+            .all(|c| matches!(a.checkpoints.get(c), Some(Loadable::Failed(_))))
+            && datasets
+                .iter()
+                .all(|d| matches!(a.datasets.get(&(d.clone(), 0)), Some(Loadable::Failed(_))))
+    });
+    let app = h.state();
+    for c in &checkpoints {
+        let Some(Loadable::Failed(m)) = app.checkpoints.get(c) else {
+            unreachable!()
+        };
+        assert!(m.contains(&*c.to_string_lossy()), "{m}");
+    }
+    for d in &datasets {
+        let Some(Loadable::Failed(m)) = app.datasets.get(&(d.clone(), 0)) else {
+            unreachable!()
+        };
+        assert!(m.contains(&*d.to_string_lossy()), "{m}");
+    }
+    // Refusals are answers, not crashes: nothing is marked.
+    assert!(app.project.as_ref().unwrap().file.suspect_files.is_empty());
+    // The window shows them (the inspect view draws a refusal).
+    h.state_mut().state.view = View::Checkpoint(checkpoints[0].clone());
+    h.step();
+    assert!(h.query_by_label_contains("no tensors found").is_some());
+    drop(h);
+
+    // A worker that dies reading a file: the window lives, the file is marked.
+    let model = tmp.path().join("model.safetensors");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo/leaky-mlp.safetensors"),
+        &model,
+    )
+    .unwrap();
+    // It answers the hello (it got the job), then dies as a reader bug would.
+    let hello = serde_json::to_vec(&serde_json::json!({
+        "type": "hello",
+        "protocol_version": lethe_engine::worker::protocol::PROTOCOL_VERSION,
+        "lethe_version": env!("CARGO_PKG_VERSION"),
+    }))
+    .unwrap();
+    let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
+    frame.extend(hello);
+    let escaped: String = frame.iter().map(|b| format!("\\{b:03o}")).collect();
+    let crashing = tmp.path().join("crashing-worker");
+    std::fs::write(
+        &crashing,
+        format!("#!/bin/sh\nprintf '{escaped}'\nkill -SEGV $$\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &crashing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // A project of its own: every file of the first one would die the same way.
+    let project = tmp.path().join("Crash");
+    let mut cfg = config(tmp.path());
+    cfg.worker = WorkerOptions::with_exe(&crashing);
+    let mut h = harness(LetheApp::new(AppState::default(), cfg));
+    h.state_mut()
+        .commands
+        .push(Command::OpenProject(project.clone()));
+    h.step();
+    h.state_mut()
+        .commands
+        .push(Command::AddCheckpoint(model.clone()));
+    h.step();
+    h.state_mut().ensure_checkpoint(&model);
+    step_until(&mut h, "the crash to be reported", 60, |a| {
+        matches!(a.checkpoints.get(&model), Some(Loadable::Failed(_)))
+    });
+    let marks = &h.state().project.as_ref().unwrap().file.suspect_files;
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].path, model);
+    assert!(marks[0].reason.contains("SIGSEGV"), "{}", marks[0].reason);
+    let saved = serde_json::to_string(&h.state().state).unwrap();
+    drop(h);
+
+    // Restart with a sound worker: the marked file is skipped, not read, and
+    // says why; "Read again" reads it (it is a good model after all).
+    let state: AppState = serde_json::from_str(&saved).unwrap();
+    let mut h = harness(LetheApp::new(state, config(tmp.path())));
+    h.state_mut().ensure_checkpoint(&model);
+    match h.state().checkpoints.get(&model) {
+        Some(Loadable::Failed(m)) => {
+            assert!(m.contains("not read") && m.contains("SIGSEGV"), "{m}")
+        }
+        other => panic!("expected the marked file to be skipped, got {other:?}"),
+    }
+    h.state_mut().state.view = View::Checkpoint(model.clone());
+    h.step();
+    h.get_by_label("Read again").click();
+    h.step();
+    h.step();
+    step_until(&mut h, "the model read again", 60, |a| {
+        matches!(a.checkpoints.get(&model), Some(Loadable::Ready(_)))
+    });
+    assert!(
+        h.state()
+            .project
+            .as_ref()
+            .unwrap()
+            .file
+            .suspect_files
+            .is_empty()
+    );
 }

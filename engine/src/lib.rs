@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod plugin_host;
+pub mod preview;
 pub mod report;
 pub mod resources;
 pub mod runtime;

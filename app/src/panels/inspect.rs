@@ -6,6 +6,22 @@ use crate::tasks::Loadable;
 use egui::{Color32, RichText};
 use std::path::Path;
 
+/// A "Read again" button for a file that was marked for crashing, exhausting
+/// or stalling the worker reading it.
+fn read_again(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path) {
+    if app.skipped(path).is_some()
+        && ui
+            .button("Read again")
+            .on_hover_text(
+                "Read the file once more in a new worker. If it fails the same way, it is \
+                 marked again; the window is not affected either way.",
+            )
+            .clicked()
+    {
+        app.commands.push(Command::RetryFile(path.to_path_buf()));
+    }
+}
+
 /// A checkpoint: format, architecture, parameters, hash, provenance, tensors.
 pub fn checkpoint(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path) {
     app.ensure_checkpoint(path);
@@ -85,6 +101,7 @@ pub fn checkpoint(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path) {
             }
             Some(Loadable::Failed(e)) => {
                 ui.colored_label(Color32::from_rgb(220, 60, 60), e);
+                read_again(ui, app, path);
             }
             _ => {
                 ui.spinner();
@@ -162,6 +179,7 @@ pub fn dataset(ui: &mut egui::Ui, app: &mut LetheApp, path: &Path) {
             }
             Some(Loadable::Failed(e)) => {
                 ui.colored_label(Color32::from_rgb(220, 60, 60), e);
+                read_again(ui, app, path);
             }
             _ => {
                 ui.spinner();

@@ -208,7 +208,7 @@ fn tensors(
     if t.is_matrix() {
         // The matrix is copied out of the file once, into the heatmap.
         if !app.heatmaps.contains_key(&key)
-            && let Some(m) = t.as_matrix()
+            && let Some(m) = crate::artifacts::as_matrix(t)
         {
             let map = default_colormap(&t.name, &m);
             app.heatmaps
@@ -231,7 +231,7 @@ fn tensors(
             .heatmaps
             .get(&key)
             .map(|h| Arc::clone(h.matrix()))
-            .or_else(|| t.as_matrix().map(Arc::new));
+            .or_else(|| crate::artifacts::as_matrix(t).map(Arc::new));
         Arc::new(m.map(|m| m.to_csv()).unwrap_or_default().into_bytes())
     };
     ui.horizontal(|ui| {
@@ -404,7 +404,7 @@ fn alignment_triple(
         let get = |n: &str| {
             ts.iter()
                 .find(|t| t.name == n)
-                .and_then(TensorData::as_matrix)
+                .and_then(crate::artifacts::as_matrix)
         };
         let (Some(before), Some(after), Some(gap)) =
             (get("am_before"), get("am_after"), get("agm"))
@@ -651,7 +651,7 @@ fn at_risk(ui: &mut egui::Ui, app: &mut LetheApp, scores: &[f64], run: &Samples)
                 .map(|t| Thumb {
                     label: format!("#{i} · {s:.3}"),
                     detail: format!("{} · score {s:.4}", t.detail),
-                    image: t.image.clone(),
+                    ..t.clone()
                 })
         })
         .collect();

@@ -28,7 +28,13 @@ impl TextureCache {
         }
         self.map
             .entry(key.to_string())
-            .or_insert_with(|| ctx.load_texture(key, thumb.image.clone(), TextureOptions::NEAREST))
+            .or_insert_with(|| {
+                ctx.load_texture(
+                    key,
+                    crate::thumbs::color_image(thumb),
+                    TextureOptions::NEAREST,
+                )
+            })
             .clone()
     }
 }

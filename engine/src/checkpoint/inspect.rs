@@ -15,7 +15,7 @@ use super::{LoadOptions, read};
 use crate::models::{ArchConfig, BackboneConfig, Model};
 
 /// One tensor of a checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TensorSummary {
     /// Normalized name.
     pub name: String,
@@ -30,7 +30,7 @@ pub struct TensorSummary {
 }
 
 /// What [`inspect`] reports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointSummary {
     /// The file.
     pub path: PathBuf,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Which file format a dataset was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     /// MNIST / Fashion-MNIST IDX files (optionally gzipped).
     Idx,

@@ -65,7 +65,7 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
 }
 
 /// What `lethe data inspect` prints about a dataset.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DatasetSummary {
     /// The path inspected.
     pub path: PathBuf,

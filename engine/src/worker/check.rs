@@ -255,6 +255,7 @@ fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> JobReport
                 stderr_tail: String::new(),
                 elapsed: Duration::ZERO,
                 exit: None,
+                answered_hello: false,
             };
         }
     };

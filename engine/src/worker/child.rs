@@ -271,6 +271,10 @@ pub fn run_worker() -> Result<(), WorkerError> {
                 Err(message) => FromWorker::Error { message },
             }
         }
+        Job::Preview { request } => match crate::preview::answer(&request) {
+            Ok(value) => FromWorker::Result { value },
+            Err(message) => FromWorker::Error { message },
+        },
     };
     frames.send(&last)?;
     Ok(())

@@ -61,6 +61,11 @@ pub struct WorkerOptions {
     /// Extra environment variables for the worker (e.g. the shadow-model
     /// cache, `LETHE_SHADOW_CACHE`).
     pub env: Vec<(String, String)>,
+    /// Address-space limit of the worker (`RLIMIT_AS`, bytes), for workers that
+    /// parse untrusted files: an allocation beyond it fails inside the worker
+    /// instead of taking the machine's memory. The worker also volunteers to be
+    /// the kernel's first choice when memory runs out (`oom_score_adj` 500).
+    pub memory_limit: Option<u64>,
 }
 
 impl WorkerOptions {
@@ -80,6 +85,7 @@ impl WorkerOptions {
             exit_grace: Duration::from_secs(5),
             stderr_tail_bytes: 64 * 1024,
             env: Vec::new(),
+            memory_limit: None,
         }
     }
 }
@@ -188,6 +194,10 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The worker's exit status, when it could be collected.
     pub exit: Option<ExitStatus>,
+    /// Whether the worker answered the hello: it was a Lethe worker that got as
+    /// far as the job. A worker that died before is an installation problem,
+    /// not the job's (or its input file's).
+    pub answered_hello: bool,
 }
 
 /// How lines the supervisor adds to a job log begin.
@@ -244,6 +254,7 @@ impl WorkerHandle {
                 stderr_tail: String::new(),
                 elapsed: started.elapsed(),
                 exit: None,
+                answered_hello: false,
             },
         }
     }
@@ -276,6 +287,9 @@ pub fn spawn_worker(
     // The worker asks to die with us (PR_SET_PDEATHSIG) once it runs, and exits if
     // it finds another parent by then (we died before it could ask).
     cmd.env(super::child::PARENT_PID_ENV, std::process::id().to_string());
+    if let Some(limit) = opts.memory_limit {
+        limit_memory(&mut cmd, limit);
+    }
     let mut child = spawn_child(cmd)?;
     let started = Instant::now();
     let pid = child.id();
@@ -326,7 +340,7 @@ pub fn spawn_worker(
         started,
     };
     let supervisor = std::thread::spawn(move || {
-        let (outcome, exit, note) = sup.run(job, on_event);
+        let (outcome, exit, note, answered_hello) = sup.run(job, on_event);
         // The stderr reader ends when the worker's stderr closes; a grandchild
         // holding it open must not hang us, so wait only briefly.
         let until = Instant::now() + Duration::from_millis(500);
@@ -351,6 +365,7 @@ pub fn spawn_worker(
             stderr_tail,
             elapsed: started.elapsed(),
             exit,
+            answered_hello,
         }
     });
     Ok(WorkerHandle {
@@ -387,6 +402,31 @@ fn spawn_child(mut cmd: Command) -> io::Result<Child> {
     let gone = || io::Error::other("the worker-spawning thread is gone");
     spawner.send((cmd, reply)).map_err(|_| gone())?;
     answer.recv().map_err(|_| gone())?
+}
+
+/// Sets `RLIMIT_AS` and raises `oom_score_adj` in the child before it runs.
+fn limit_memory(cmd: &mut Command, limit: u64) {
+    let rlim = libc::rlimit {
+        rlim_cur: limit as libc::rlim_t,
+        rlim_max: limit as libc::rlim_t,
+    };
+    // SAFETY: between fork and exec only async-signal-safe calls are made
+    // (setrlimit, open, write, close) on values prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &rlim) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Best effort: raising one's own score needs no privilege.
+            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                let v = b"500";
+                libc::write(fd, v.as_ptr().cast(), v.len());
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// SIGKILL to the worker's process group (its children included) and to the
@@ -504,7 +544,7 @@ impl Supervisor {
         mut self,
         job: Job,
         mut on_event: impl FnMut(FromWorker),
-    ) -> (JobOutcome, Option<ExitStatus>, Option<String>) {
+    ) -> (JobOutcome, Option<ExitStatus>, Option<String>, bool) {
         self.send(&ToWorker::Hello(Hello::ours()));
         self.send(&ToWorker::Start { job });
         let deadline = self.timeout.map(|t| self.started + t);
@@ -642,7 +682,7 @@ impl Supervisor {
                 code: None,
             },
         };
-        (outcome, exit, note.or(reap_note))
+        (outcome, exit, note.or(reap_note), got_hello)
     }
 
     /// Collects the exit status. What is left of the worker's process group once

@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 /// Bumped whenever a message changes shape; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts. Frames carry control messages and small
 /// JSON results only, so anything bigger is a corrupted stream, not data.
@@ -147,6 +147,13 @@ pub enum Job {
         seed: u64,
         /// `cpu`, `cuda` or `cuda:N`.
         device: String,
+    },
+    /// Read a file the app did not write and answer a question about it (see
+    /// [`crate::preview`]), so that the window never parses it. Result: the
+    /// answer's JSON.
+    Preview {
+        /// The question.
+        request: crate::preview::Request,
     },
 }
 

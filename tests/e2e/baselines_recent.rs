@@ -167,6 +167,48 @@ fn scrub_rewind_keeps_the_epoch_closest_to_the_validation_error() {
     );
 }
 
+/// NegGrad+ against its β = 1 limit (plain fine-tuning on the same retain
+/// batches, same seed): the `−(1 − β)·ℓ(forget)` term alone lifts the forget
+/// loss by orders of magnitude, while the retain term keeps retain and test
+/// accuracy.
+#[test]
+fn neggrad_plus_ascends_the_forget_loss_and_keeps_retain_accuracy() {
+    let demo = demo();
+    let original = checkpoint_of("classifier");
+    let common = json!({"lr": 0.1, "momentum": 0.9, "epochs": 1, "batch_size": 64, "forget_batch_size": 16,
+                        "max_batches": 30, "augment": false, "seed": 5});
+    let mut plus = common.clone();
+    plus["beta"] = json!(0.2);
+    let ng = unlearn("neggrad-plus", plus);
+    ng.assert_reports(&["loss", "retain_loss", "forget_loss", "lr"]);
+    let mut ft = common.clone();
+    ft["beta"] = json!(1.0);
+    let ft = unlearn("neggrad-plus", ft);
+
+    let retain_rows = &demo.retain[..1000];
+    let test_rows = &demo.test[..1000];
+    let ce = |p: &Path, rows: &[i64]| {
+        logits(p, &demo, rows)
+            .cross_entropy_for_logits(&labels(&demo, rows))
+            .double_value(&[])
+    };
+    let acc = |p: &Path, rows: &[i64]| accuracy(&logits(p, &demo, rows), &labels(&demo, rows));
+    let (f0, f_ft, f_ng) = (
+        ce(&original, &demo.forget),
+        ce(ft.model(), &demo.forget),
+        ce(ng.model(), &demo.forget),
+    );
+    let (ra0, ra) = (acc(&original, retain_rows), acc(ng.model(), retain_rows));
+    let (ta0, ta) = (acc(&original, test_rows), acc(ng.model(), test_rows));
+    eprintln!(
+        "NegGrad+ forget CE {f0} -> beta=1 {f_ft}, beta=0.2 {f_ng}; retain acc {ra0} -> {ra}, \
+         test {ta0} -> {ta}"
+    );
+    assert!(f_ng > 10.0 * f_ft && f_ng > 10.0 * f0, "{f0} {f_ft} {f_ng}");
+    assert!(ra >= ra0 - 0.03, "{ra0} -> {ra}");
+    assert!(ta >= ta0 - 0.03, "{ta0} -> {ta}");
+}
+
 /// The shipped baselines study lists every baseline of this file, and loads.
 #[test]
 fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {
@@ -176,7 +218,10 @@ fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {
     .unwrap();
     assert!(spec.checkpoint.is_file() && spec.data.is_file() && spec.forget.is_file());
     let ids: Vec<String> = spec.methods.iter().map(|m| m.id.clone()).collect();
-    for id in ["org.lethe.baseline.scrub"] {
+    for id in [
+        "org.lethe.baseline.scrub",
+        "org.lethe.baseline.neggrad-plus",
+    ] {
         assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
     }
 }

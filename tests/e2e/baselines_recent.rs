@@ -209,6 +209,154 @@ fn neggrad_plus_ascends_the_forget_loss_and_keeps_retain_accuracy() {
     assert!(ta >= ta0 - 0.03, "{ta0} -> {ta}");
 }
 
+/// A forget list of every training digit of class `class`, written into `dir`.
+fn class_forget_list(demo: &Demo, class: i64, dir: &Path) -> (std::path::PathBuf, Vec<i64>) {
+    let labels = demo.data.labels().to_kind(Kind::Int64);
+    let rows: Vec<i64> = demo
+        .train
+        .iter()
+        .copied()
+        .filter(|&i| labels.int64_value(&[i]) == class)
+        .collect();
+    let path = dir.join(format!("forget-class-{class}.txt"));
+    let text: String = rows.iter().map(|i| format!("{i}\n")).collect();
+    std::fs::write(&path, text).unwrap();
+    (path, rows)
+}
+
+/// The model's parameters (name, tensor requiring grad), sorted by name as the
+/// host lists them.
+fn sorted_parameters(m: &lethe_engine::checkpoint::LoadedModel) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> =
+        m.vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// SSD's importance, computed here: the mean over batches of 128 (in the split's
+/// order) of the squared gradient of the batch-mean cross-entropy, flat.
+fn importance(path: &Path, demo: &Demo, splits: &[&[i64]]) -> Tensor {
+    let m = load(path);
+    let Model::Classifier(c) = &m.model else {
+        panic!()
+    };
+    let params = sorted_parameters(&m);
+    let inputs: Vec<&Tensor> = params.iter().map(|(_, p)| p).collect();
+    let mut sum: Option<Tensor> = None;
+    let mut batches = 0;
+    for rows in splits {
+        for chunk in rows.chunks(128) {
+            let (x, y) = demo.batch(chunk);
+            let loss = c.forward_t(&x, false).cross_entropy_for_logits(&y);
+            let grads = Tensor::run_backward(&[loss], &inputs, false, false);
+            let g2 = Tensor::cat(
+                &grads
+                    .iter()
+                    .map(|g| g.reshape([-1]).square())
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            sum = Some(match sum {
+                Some(s) => s + g2,
+                None => g2,
+            });
+            batches += 1;
+        }
+    }
+    sum.unwrap() / batches as f64
+}
+
+/// SSD on a whole class: the importances the plugin used are the ones computed
+/// here, exactly the weights with forget importance above α × training-set
+/// importance are scaled by min(λ·F_D/F_f, 1) and every other weight is
+/// bit-identical; the forgotten class's accuracy collapses while the other
+/// classes' holds.
+#[test]
+fn ssd_dampens_exactly_the_forget_specific_weights() {
+    let demo = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let (forget, rows) = class_forget_list(&demo, 3, dir.path());
+    let run = unlearn_with(
+        "ssd",
+        &forget,
+        json!({"alpha": 5.0, "lambda": 1.0, "batch_size": 128}),
+    );
+    let original = checkpoint_of("classifier");
+    let retain: Vec<i64> = demo
+        .train
+        .iter()
+        .copied()
+        .filter(|i| !rows.contains(i))
+        .collect();
+    let f_f = importance(&original, &demo, &[&rows]);
+    let f_d = importance(&original, &demo, &[&rows, &retain]);
+    let close = |a: &Tensor, b: &Tensor| {
+        let err = (a - b).abs().max().double_value(&[]);
+        let scale = b.abs().max().double_value(&[]);
+        assert!(err <= 1e-3 * scale, "max error {err}, scale {scale}");
+    };
+    close(&run.tensor("forget_importance"), &f_f);
+    close(&run.tensor("full_importance"), &f_d);
+
+    let theta0 = flat_parameters(&original);
+    let theta = flat_parameters(run.model());
+    let selected = f_f.gt_tensor(&(&f_d * 5.0));
+    let n_sel = selected.sum(Kind::Int64).int64_value(&[]);
+    let changed = theta.ne_tensor(&theta0);
+    let factor = (&f_d / &f_f).clamp_max(1.0);
+    let expect = (&theta0 * &factor).where_self(&selected, &theta0);
+    eprintln!(
+        "SSD: {n_sel} of {} weights selected, {} changed",
+        theta.numel(),
+        changed.sum(Kind::Int64).int64_value(&[])
+    );
+    assert!(n_sel > 0);
+    // Unselected weights bit-identical; selected ones follow the rule.
+    assert!(
+        changed
+            .logical_and(&selected.logical_not())
+            .sum(Kind::Int64)
+            .int64_value(&[])
+            == 0
+    );
+    close(&theta, &expect);
+    assert_eq!(run.summary["dampened"].as_i64().unwrap(), n_sel);
+
+    let test_rows: Vec<i64> = demo.test.clone();
+    let y = labels(&demo, &test_rows);
+    let acc_on = |p: &Path, class_is_3: bool| {
+        let l = logits(p, &demo, &test_rows);
+        let m = y.eq(3);
+        let m = if class_is_3 { m } else { m.logical_not() };
+        l.argmax(-1, false)
+            .eq_tensor(&y)
+            .masked_select(&m)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+    };
+    let (c0, c1) = (acc_on(&original, true), acc_on(run.model(), true));
+    let (o0, o1) = (acc_on(&original, false), acc_on(run.model(), false));
+    eprintln!("SSD test accuracy: class 3 {c0} -> {c1}, other classes {o0} -> {o1}");
+    assert!(c1 < 0.5 * c0, "class 3 {c0} -> {c1}");
+    assert!(o1 >= o0 - 0.05, "others {o0} -> {o1}");
+}
+
+/// A checkpoint's parameters as one flat vector (sorted by name).
+fn flat_parameters(path: &Path) -> Tensor {
+    let m = load(path);
+    Tensor::cat(
+        &sorted_parameters(&m)
+            .iter()
+            .map(|(_, t)| t.detach().reshape([-1]))
+            .collect::<Vec<_>>(),
+        0,
+    )
+}
+
 /// The shipped baselines study lists every baseline of this file, and loads.
 #[test]
 fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {

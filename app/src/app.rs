@@ -113,10 +113,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// This executable as the worker, the standard plugin folders, `~/Lethe/Demo`.
+    /// This executable as the worker, the standard plugin folders, `~/Lethe/Demo`,
+    /// plugin scans cached (and crashing libraries quarantined) in the user's
+    /// cache folder.
     pub fn standard(waker: Waker) -> anyhow::Result<Self> {
+        let mut worker = WorkerOptions::current_exe()?;
+        worker.scan_cache = lethe_engine::worker::scan_cache::default_location();
         Ok(Config {
-            worker: WorkerOptions::current_exe()?,
+            worker,
             extra_plugin_dirs: Vec::new(),
             demo_dir: project::default_demo_dir(),
             waker,
@@ -264,7 +268,7 @@ impl LetheApp {
             shut_down: false,
         };
         app.tasks
-            .scan_plugins(app.scan_opts(), app.extra_plugin_dirs.clone());
+            .scan_plugins(app.scan_opts(), app.extra_plugin_dirs.clone(), false);
         app.tasks.probe_devices();
         if let Some(dir) = app.state.project_dir.clone() {
             app.open_project(&dir);
@@ -860,8 +864,9 @@ impl LetheApp {
             }
             Command::RescanPlugins => {
                 self.catalog = Loadable::Loading;
+                // Asked for by the user: quarantined libraries get another try.
                 self.tasks
-                    .scan_plugins(self.scan_opts(), self.extra_plugin_dirs.clone());
+                    .scan_plugins(self.scan_opts(), self.extra_plugin_dirs.clone(), true);
             }
             Command::Export { run, name, bytes } => {
                 let Some(p) = &self.project else { return };

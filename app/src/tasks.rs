@@ -360,9 +360,19 @@ impl Tasks {
         });
     }
 
-    /// Scans the plugin folders in worker processes.
-    pub fn scan_plugins(&mut self, opts: lethe_engine::worker::WorkerOptions, extra: Vec<PathBuf>) {
+    /// Scans the plugin folders in worker processes; `retry_quarantined` (the
+    /// user asked for a rescan) gives libraries quarantined for killing a scan
+    /// another try.
+    pub fn scan_plugins(
+        &mut self,
+        opts: lethe_engine::worker::WorkerOptions,
+        extra: Vec<PathBuf>,
+        retry_quarantined: bool,
+    ) {
         self.spawn("scan the plugin folders", move || {
+            if retry_quarantined && let Some(file) = &opts.scan_cache {
+                let _ = lethe_engine::worker::scan_cache::clear_quarantine(file);
+            }
             let dirs = lethe_engine::worker::plugin_dirs(&extra);
             let scans = lethe_engine::worker::scan_plugins(&opts, &dirs);
             Done::Plugins(Catalog::from_scan(dirs, scans))

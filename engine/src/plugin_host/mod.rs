@@ -25,6 +25,7 @@
 
 mod host;
 pub mod services;
+pub mod trust;
 
 pub use host::{
     HostServices, NoServices, services_of, set_last_error, tensor_from_borrowed, tensor_into_handle,
@@ -45,6 +46,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 /// Why a plugin could not be loaded or run. Every variant names the library file.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginHostError {
+    /// An allow-list is in force and does not list this library (see [`trust`]).
+    #[error("{}: {reason}", path.display())]
+    NotAllowed {
+        /// The library.
+        path: PathBuf,
+        /// Why (the list, the library's hash).
+        reason: String,
+    },
     /// The file is missing, not a shared library, or its dependencies fail to load.
     #[error("{}: cannot load as a shared library: {source}", path.display())]
     Load {
@@ -284,6 +293,12 @@ impl PluginLibrary {
 
     fn load_new(path: &Path) -> Result<PluginLibrary, PluginHostError> {
         let path_buf = path.to_path_buf();
+        if let Some(reason) = trust::refusal(path) {
+            return Err(PluginHostError::NotAllowed {
+                path: path_buf,
+                reason,
+            });
+        }
         // SAFETY: loading runs the library's initialisers; that is the point of a
         // plugin, and callers run it in a worker process to contain misbehaviour.
         let library =

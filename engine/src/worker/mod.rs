@@ -7,13 +7,15 @@
 //! * [`child`]: the worker (`lethe worker`);
 //! * [`parent`]: [`spawn_worker`] / [`WorkerHandle`], used by the CLI and the GUI;
 //! * [`scan_plugins`], [`plugin_dirs`] and [`find_plugin`]: `lethe plugins list`;
-//! * [`check`]: `lethe plugins check`; [`unlearn`]: `lethe unlearn`.
+//! * [`check`]: `lethe plugins check`; [`unlearn`]: `lethe unlearn`;
+//! * [`scan_cache`]: scans kept by library hash, and the quarantine.
 
 pub mod check;
 pub mod child;
 pub mod cli;
 pub mod parent;
 pub mod protocol;
+pub mod scan_cache;
 pub mod unlearn;
 
 pub use parent::{
@@ -122,24 +124,100 @@ pub fn scan_plugins(opts: &WorkerOptions, dirs: &[PathBuf]) -> Vec<DirScan> {
 }
 
 /// Loads each library file in worker processes and describes it, in order.
+/// With [`WorkerOptions::scan_cache`], libraries described before (same bytes)
+/// are not loaded again and libraries that killed a scanning worker are
+/// quarantined (see [`scan_cache`]).
 pub fn scan_plugins_files(opts: &WorkerOptions, all: &[PathBuf]) -> Vec<ScannedFile> {
-    scan_in_worker(opts, all).unwrap_or_else(|_| {
-        all.iter()
-            .map(
-                |lib| match scan_in_worker(opts, std::slice::from_ref(lib)) {
-                    Ok(mut one) if one.len() == 1 => one.remove(0),
-                    Ok(_) => ScannedFile {
+    match &opts.scan_cache {
+        None => scan_fresh(opts, all).into_iter().map(|(f, _)| f).collect(),
+        Some(file) => scan_cached(opts, all, file),
+    }
+}
+
+/// Each library's description, and whether it killed the worker scanning it.
+/// All go to one worker; if it dies, each is retried in its own, so the culprit
+/// is named and the rest are still listed.
+fn scan_fresh(opts: &WorkerOptions, all: &[PathBuf]) -> Vec<(ScannedFile, bool)> {
+    if let Ok(files) = scan_in_worker(opts, all) {
+        return files.into_iter().map(|f| (f, false)).collect();
+    }
+    all.iter()
+        .map(
+            |lib| match scan_in_worker(opts, std::slice::from_ref(lib)) {
+                Ok(mut one) if one.len() == 1 => (one.remove(0), false),
+                Ok(_) => (
+                    ScannedFile {
                         path: lib.clone(),
                         outcome: Err("the worker returned no report".into()),
                     },
-                    Err(why) => ScannedFile {
+                    false,
+                ),
+                Err(failure) => (
+                    ScannedFile {
                         path: lib.clone(),
-                        outcome: Err(why),
+                        outcome: Err(failure.why),
                     },
-                },
-            )
-            .collect()
-    })
+                    // A worker that died before its hello never loaded it.
+                    failure.after_hello,
+                ),
+            },
+        )
+        .collect()
+}
+
+fn scan_cached(opts: &WorkerOptions, all: &[PathBuf], file: &Path) -> Vec<ScannedFile> {
+    let mut cache = scan_cache::ScanCache::read(file);
+    let hashes = scan_cache::hashes(all);
+    let mut out: Vec<Option<ScannedFile>> = vec![None; all.len()];
+    let mut todo = Vec::new();
+    for (i, (lib, hash)) in all.iter().zip(&hashes).enumerate() {
+        match hash.as_deref().and_then(|h| cache.get(h)) {
+            Some(e) if e.quarantined => out[i] = Some(scan_cache::quarantined(e, lib, file)),
+            Some(e) => {
+                out[i] = Some(ScannedFile {
+                    path: lib.clone(),
+                    outcome: e.scanned.outcome.clone(),
+                })
+            }
+            None => todo.push(i),
+        }
+    }
+    let libraries: Vec<PathBuf> = todo.iter().map(|&i| all[i].clone()).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut changed = false;
+    for (&i, (scanned, killed)) in todo.iter().zip(scan_fresh(opts, &libraries)) {
+        // Only descriptions and quarantines are kept: a refusal (ABI, missing
+        // dependency, allow-list) depends on this machine's state and is cheap
+        // to find again.
+        if let Some(hash) = &hashes[i]
+            && (killed || scanned.outcome.is_ok())
+        {
+            cache.put(scan_cache::CacheEntry {
+                sha256: hash.clone(),
+                path: all[i].clone(),
+                scanned: scanned.clone(),
+                quarantined: killed,
+                at: now,
+            });
+            changed = true;
+        }
+        out[i] = Some(scanned);
+    }
+    if changed {
+        // A cache that cannot be written costs the next start a rescan, nothing more.
+        let _ = cache.write(file);
+    }
+    out.into_iter()
+        .zip(all)
+        .map(|(f, lib)| {
+            f.unwrap_or_else(|| ScannedFile {
+                path: lib.clone(),
+                outcome: Err("not scanned".into()),
+            })
+        })
+        .collect()
 }
 
 /// The first library in `dirs` (in search order) that offers `id`, with that
@@ -186,25 +264,45 @@ pub fn find_plugin(
     ))
 }
 
-/// One scan job; `Err` says how the worker failed, with its stderr tail.
-fn scan_in_worker(opts: &WorkerOptions, libraries: &[PathBuf]) -> Result<Vec<ScannedFile>, String> {
+/// How a scanning worker failed.
+struct ScanFailure {
+    /// What happened, with the worker's stderr tail.
+    why: String,
+    /// Whether it had answered the hello (so it was loading libraries).
+    after_hello: bool,
+}
+
+/// One scan job.
+fn scan_in_worker(
+    opts: &WorkerOptions,
+    libraries: &[PathBuf],
+) -> Result<Vec<ScannedFile>, ScanFailure> {
     if libraries.is_empty() {
         return Ok(Vec::new());
     }
     let job = Job::Scan {
         libraries: libraries.to_vec(),
     };
-    let report = run_job(opts, job, |_| {}).map_err(|e| format!("cannot start the worker: {e}"))?;
+    let report = run_job(opts, job, |_| {}).map_err(|e| ScanFailure {
+        why: format!("cannot start the worker: {e}"),
+        after_hello: false,
+    })?;
     match report.outcome {
         JobOutcome::Succeeded(value) => serde_json::from_value::<ScanReport>(value)
             .map(|r| r.files)
-            .map_err(|e| format!("bad scan report: {e}")),
+            .map_err(|e| ScanFailure {
+                why: format!("bad scan report: {e}"),
+                after_hello: false,
+            }),
         other => {
             let tail = report.stderr_tail.trim();
-            Err(if tail.is_empty() {
-                format!("loading it {other}")
-            } else {
-                format!("loading it {other}; worker stderr:\n{tail}")
+            Err(ScanFailure {
+                why: if tail.is_empty() {
+                    format!("loading it {other}")
+                } else {
+                    format!("loading it {other}; worker stderr:\n{tail}")
+                },
+                after_hello: report.answered_hello,
             })
         }
     }

@@ -66,6 +66,10 @@ pub struct WorkerOptions {
     /// instead of taking the machine's memory. The worker also volunteers to be
     /// the kernel's first choice when memory runs out (`oom_score_adj` 500).
     pub memory_limit: Option<u64>,
+    /// Plugin scans keep what they found here by library hash, and quarantine
+    /// libraries that killed the scanning worker (see [`super::scan_cache`]).
+    /// Off by default; the desktop app turns it on.
+    pub scan_cache: Option<PathBuf>,
 }
 
 impl WorkerOptions {
@@ -86,6 +90,7 @@ impl WorkerOptions {
             stderr_tail_bytes: 64 * 1024,
             env: Vec::new(),
             memory_limit: None,
+            scan_cache: None,
         }
     }
 }

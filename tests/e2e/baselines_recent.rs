@@ -345,6 +345,61 @@ fn ssd_dampens_exactly_the_forget_specific_weights() {
     assert!(o1 >= o0 - 0.05, "others {o0} -> {o1}");
 }
 
+/// Mean entropy (nats) of a classifier's softmax on `rows`.
+fn mean_entropy(l: &Tensor) -> f64 {
+    let lp = l.log_softmax(-1, Kind::Double);
+    (-(lp.exp() * &lp).sum_dim_intlist([1i64].as_slice(), false, Kind::Double))
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+/// Test accuracy of a checkpoint on class `class` and on the other classes.
+fn class_accuracies(p: &Path, demo: &Demo, class: i64) -> (f64, f64) {
+    let rows = &demo.test;
+    let y = labels(demo, rows);
+    let hit = logits(p, demo, rows).argmax(-1, false).eq_tensor(&y);
+    let acc = |m: &Tensor| {
+        hit.masked_select(m)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+    };
+    let m = y.eq(class);
+    (acc(&m), acc(&m.logical_not()))
+}
+
+/// Bad Teacher on a whole class: on the forgotten digits the student takes on
+/// the incompetent (random) teacher's near-uniform predictions, so its
+/// entropy there rises from about 0 to near ln 10 and the class's test accuracy
+/// falls, while the competent teacher keeps the other classes.
+#[test]
+fn bad_teacher_makes_the_forget_class_look_like_a_random_model() {
+    let demo = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let (forget, rows) = class_forget_list(&demo, 3, dir.path());
+    let run = unlearn_with(
+        "bad-teacher",
+        &forget,
+        json!({"lr": 1e-3, "epochs": 3, "batch_size": 256, "augment": false, "seed": 4}),
+    );
+    run.assert_reports(&["loss"]);
+    let original = checkpoint_of("classifier");
+    let (h0, h1) = (
+        mean_entropy(&logits(&original, &demo, &rows)),
+        mean_entropy(&logits(run.model(), &demo, &rows)),
+    );
+    let (c0, o0) = class_accuracies(&original, &demo, 3);
+    let (c1, o1) = class_accuracies(run.model(), &demo, 3);
+    eprintln!(
+        "Bad Teacher: forget entropy {h0} -> {h1} (ln 10 = {}), class 3 test acc {c0} -> {c1}, \
+         others {o0} -> {o1}",
+        10f64.ln()
+    );
+    assert!(h1 > 0.5 * 10f64.ln() && h1 > 20.0 * h0, "{h0} -> {h1}");
+    assert!(c1 < 0.5 * c0, "class 3 {c0} -> {c1}");
+    assert!(o1 >= o0 - 0.05, "others {o0} -> {o1}");
+}
+
 /// A checkpoint's parameters as one flat vector (sorted by name).
 fn flat_parameters(path: &Path) -> Tensor {
     let m = load(path);

@@ -52,9 +52,15 @@ def self_referring_pickle():
     return body + b"u."
 
 
-def deep_pickle(depth=1_000_000):
-    # [[[[...]]]]: a million nested lists.
-    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+def deep_pickle(depth=100_000):
+    # ((((...)))): 100,000 nested tuples from 100 KB; dropped recursively, they
+    # overflow the stack.
+    return b"\x80\x02)" + b"\x85" * depth + b"."
+
+
+def many_values_pickle(count=1_000_000):
+    # [[[[...]]]]: a million nested lists from 2 MB, half a gigabyte of values.
+    return b"\x80\x02" + b"]" * count + b"a" * (count - 1) + b"."
 
 
 def memo_amplification_pickle():
@@ -175,6 +181,7 @@ def main():
 
     torch_zip(p("self-referring.pt"), self_referring_pickle())
     torch_zip(p("deep-nesting.pt"), deep_pickle())
+    torch_zip(p("many-values.pt"), many_values_pickle())
     torch_zip(p("memo-amplification.pt"), memo_amplification_pickle())
     pt_zip_bomb(p("zip-bomb.pt"))
     npz_bomb(p("zip-bomb.npz"))
@@ -191,7 +198,8 @@ def main():
     data = ["data", "inspect"]
     manifest = [
         ("self-referring.pt", "pickle containers that refer to themselves", ckpt, "no tensors"),
-        ("deep-nesting.pt", "pickle nested a million deep", ckpt, "deep"),
+        ("deep-nesting.pt", "pickle nested 100,000 deep", ckpt, "nested more than"),
+        ("many-values.pt", "pickle whose values dwarf it", ckpt, "times the pickle's size"),
         ("memo-amplification.pt", "memo/DUP amplification", ckpt, "memo"),
         ("zip-bomb.pt", "compressed archive entry (zip bomb) in a .pt", ckpt, "compressed"),
         ("zip-bomb.npz", "compressed archive entry (zip bomb) in a .npz", data, "x.npy"),

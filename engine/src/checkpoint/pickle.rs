@@ -73,10 +73,11 @@ pub enum Value {
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
     /// A class or function reference (`module`, `name`).
     Global(String, String),
-    /// A storage persistent id.
-    Storage(StorageRef),
+    /// A storage persistent id (boxed, like the tensor: every value is as large
+    /// as the largest variant, and a pickle holds many more small values).
+    Storage(Box<StorageRef>),
     /// A rebuilt tensor.
-    Tensor(TensorRef),
+    Tensor(Box<TensorRef>),
     /// An uninterpreted object.
     Object(Rc<RefCell<Object>>),
     /// Something harmless we do not represent (big ints, sets, buffers).
@@ -108,6 +109,17 @@ pub const MAX_TENSOR_DIMS: usize = 64;
 const CLONE_BUDGET_FACTOR: usize = 16;
 const CLONE_BUDGET_FLOOR: usize = 16 << 20;
 
+/// Heap bytes the values built may take (stack slots, containers and their
+/// elements, memo entries), as a multiple of the pickle's size plus a floor. A
+/// value costs far more than the byte or two of opcode that makes it, so without
+/// this a 2 MB pickle of a million one-element lists takes half a gigabyte before
+/// its nesting is refused. State dicts and TorchScript pickles use a few percent.
+const ALLOC_BUDGET_FACTOR: usize = 32;
+const ALLOC_BUDGET_FLOOR: usize = 64 << 20;
+/// What a container costs beyond its elements: the `Rc`/`RefCell`/`Vec` headers
+/// and the first allocation of its buffer (room for four values).
+const CONTAINER_COST: usize = 64 + 4 * std::mem::size_of::<Value>();
+
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
@@ -116,6 +128,9 @@ struct Vm<'a> {
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
     clone_budget: usize,
+    alloc_budget: usize,
+    /// Deepest the stack has been (its slots were charged when first reached).
+    stack_high: usize,
 }
 
 /// Runs the pickle program in `data` and returns the top-level value, whose
@@ -132,6 +147,11 @@ pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
             .len()
             .saturating_mul(CLONE_BUDGET_FACTOR)
             .saturating_add(CLONE_BUDGET_FLOOR),
+        alloc_budget: data
+            .len()
+            .saturating_mul(ALLOC_BUDGET_FACTOR)
+            .saturating_add(ALLOC_BUDGET_FLOOR),
+        stack_high: 0,
     };
     let root = vm.run()?;
     if nesting_depth(&root) > MAX_DEPTH {
@@ -298,6 +318,23 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// Charges `elements` values and `containers` new containers to the
+    /// allocation budget.
+    fn grow(&mut self, elements: usize, containers: usize) -> Result<(), PickleError> {
+        let bytes = elements
+            .saturating_mul(std::mem::size_of::<Value>())
+            .saturating_add(containers.saturating_mul(CONTAINER_COST));
+        match self.alloc_budget.checked_sub(bytes) {
+            Some(left) => {
+                self.alloc_budget = left;
+                Ok(())
+            }
+            None => self.err(format!(
+                "the values it builds would take more than {ALLOC_BUDGET_FACTOR} times the pickle's size in memory; refusing"
+            )),
+        }
+    }
+
     /// A copy of `v`, charged to the clone budget.
     fn clone_charged(&mut self, v: &Value) -> Result<Value, PickleError> {
         self.charge(clone_cost(v))?;
@@ -415,6 +452,7 @@ impl<'a> Vm<'a> {
     fn memo_put(&mut self, idx: u64) -> Result<(), PickleError> {
         let v = self.top()?.clone();
         self.charge(clone_cost(&v))?;
+        self.grow(2, 0)?;
         self.memo.insert(idx, v);
         Ok(())
     }
@@ -456,6 +494,10 @@ impl<'a> Vm<'a> {
 
     fn run(&mut self) -> Result<Value, PickleError> {
         loop {
+            if self.stack.len() > self.stack_high {
+                self.grow(self.stack.len() - self.stack_high, 0)?;
+                self.stack_high = self.stack.len();
+            }
             self.op_pos = self.pos;
             let op = self.u8()?;
             match op {
@@ -590,9 +632,13 @@ impl<'a> Vm<'a> {
                     let b = self.take(n)?.to_vec();
                     self.stack.push(Value::Bytes(b));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => {
+                    self.grow(0, 1)?;
+                    self.stack.push(Value::Tuple(Rc::new(Vec::new())))
+                }
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.grow(items.len(), 1)?;
                     self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 0x85..=0x87 => {
@@ -600,17 +646,22 @@ impl<'a> Vm<'a> {
                     if self.stack.len() < n {
                         return self.err("stack underflow");
                     }
+                    self.grow(n, 1)?;
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(Rc::new(items)));
                 }
-                b']' => self
-                    .stack
-                    .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b']' => {
+                    self.grow(0, 1)?;
+                    self.stack
+                        .push(Value::List(Rc::new(RefCell::new(Vec::new()))))
+                }
                 b'l' => {
                     let items = self.pop_mark()?;
+                    self.grow(items.len(), 1)?;
                     self.stack.push(Value::List(Rc::new(RefCell::new(items))));
                 }
                 b'a' => {
+                    self.grow(1, 0)?;
                     let v = self.pop()?;
                     match self.top()? {
                         Value::List(l) => l.borrow_mut().push(v),
@@ -619,6 +670,7 @@ impl<'a> Vm<'a> {
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
+                    self.grow(items.len(), 0)?;
                     match self.top()? {
                         Value::List(l) => l.borrow_mut().extend(items),
                         // list subclasses / sets we don't model
@@ -626,16 +678,20 @@ impl<'a> Vm<'a> {
                         _ => return self.err("APPENDS on a non-list"),
                     }
                 }
-                b'}' => self
-                    .stack
-                    .push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+                b'}' => {
+                    self.grow(0, 1)?;
+                    self.stack
+                        .push(Value::Dict(Rc::new(RefCell::new(Vec::new()))))
+                }
                 b'd' => {
                     let items = self.pop_mark()?;
+                    self.grow(items.len(), 1)?;
                     let d = Value::Dict(Rc::new(RefCell::new(Vec::new())));
                     self.set_items(&d, items)?;
                     self.stack.push(d);
                 }
                 b's' => {
+                    self.grow(2, 0)?;
                     let v = self.pop()?;
                     let k = self.pop()?;
                     let target = self.top()?.clone();
@@ -643,6 +699,7 @@ impl<'a> Vm<'a> {
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
+                    self.grow(items.len(), 0)?;
                     let target = self.top()?.clone();
                     self.set_items(&target, items)?;
                 }
@@ -766,11 +823,11 @@ impl<'a> Vm<'a> {
                     return self.err("negative storage size");
                 };
                 self.charge(key.len() + storage_type.len())?;
-                Ok(Value::Storage(StorageRef {
+                Ok(Value::Storage(Box::new(StorageRef {
                     key: key.clone(),
                     storage_type: storage_type.clone(),
                     numel,
-                }))
+                })))
             }
             _ => self.err(
                 "unsupported persistent id (expected ('storage', type, key, location, numel))",
@@ -833,17 +890,17 @@ impl<'a> Vm<'a> {
         self.charge(
             storage.key.len() + storage.storage_type.len() + 8 * (size.len() + stride.len()),
         )?;
-        let mut storage = storage.clone();
+        let mut storage = StorageRef::clone(storage);
         // v3 passes the dtype explicitly (storage is untyped there).
         if v3 && let Some(Value::Global(_, dtype)) = args.get(6) {
             storage.storage_type = format!("dtype:{dtype}");
         }
-        Ok(Value::Tensor(TensorRef {
+        Ok(Value::Tensor(Box::new(TensorRef {
             storage,
             offset: *offset,
             size,
             stride,
-        }))
+        })))
     }
 
     fn int_tuple(&self, v: &Value, what: &str) -> Result<Vec<i64>, PickleError> {
@@ -1040,17 +1097,35 @@ mod tests {
     }
 
     #[test]
+    fn values_far_larger_than_the_pickle_are_refused_while_it_runs() {
+        // A million nested lists from 2 MB (the corpus's many-values.pt): half a
+        // gigabyte of values before the nesting could be checked at the end.
+        let mut body = vec![b']'; 1_000_000];
+        body.extend(std::iter::repeat_n(b'a', 999_999));
+        let lists = program(&body);
+        let e = assert_fast("a million nested lists", || unpickle(&lists).unwrap_err());
+        assert!(e.message.contains("times the pickle's size"), "{e}");
+        assert!(e.offset < lists.len() / 2, "refused early, at {}", e.offset);
+        // Six million NONEs on the stack: 336 MB of slots from 6 MB.
+        let e = unpickle(&program(&vec![b'N'; 6_000_000])).unwrap_err();
+        assert!(e.message.contains("times the pickle's size"), "{e}");
+        // A real state dict is far inside the budget.
+        assert!(unpickle(STATE_DICT_PKL).is_ok());
+    }
+
+    #[test]
     fn deeply_nested_pickles_are_refused_without_overflowing_the_stack() {
-        // EMPTY_TUPLE then a million TUPLE1: a million nested tuples from 1 MB.
+        // EMPTY_TUPLE then 100,000 TUPLE1: 100,000 nested tuples from 100 KB,
+        // within the allocation budget, so the depth check is what refuses them.
         let mut body = b")".to_vec();
-        body.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        body.extend(std::iter::repeat_n(0x85u8, 100_000));
         let e = assert_fast("deep tuples", || unpickle(&program(&body)).unwrap_err());
         assert!(e.message.contains("nested more than"), "{e}");
 
         // The same chain left on the stack by a pickle that then fails: the VM's
         // stack is dropped with it.
         let mut bad = b"\x80\x02)".to_vec();
-        bad.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        bad.extend(std::iter::repeat_n(0x85u8, 100_000));
         bad.push(0xff);
         let e = assert_fast("deep tuples then a bad opcode", || {
             unpickle(&bad).unwrap_err()

@@ -285,7 +285,7 @@ fn select_in(
     let direct: Vec<(String, TensorRef)> = entries
         .iter()
         .filter_map(|(k, v)| match (k, v) {
-            (Value::Str(k), Value::Tensor(t)) => Some((k.clone(), t.clone())),
+            (Value::Str(k), Value::Tensor(t)) => Some((k.clone(), TensorRef::clone(t))),
             _ => None,
         })
         .collect();
@@ -380,7 +380,7 @@ fn collect_module(
             format!("{prefix}.{k}")
         };
         match &v {
-            Value::Tensor(t) => out.push((name, t.clone())),
+            Value::Tensor(t) => out.push((name, TensorRef::clone(t))),
             Value::Object(_) => collect_module(&v, &name, out, depth + 1, walk)?,
             _ => {}
         }

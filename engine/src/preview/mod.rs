@@ -399,7 +399,7 @@ pub fn in_worker<T: DeserializeOwned>(
                 || tail.contains("out of memory")
                 || tail.contains("std::bad_alloc");
             let cause = if memory {
-                format!("it needed more than the {gib:.0} GiB memory limit")
+                format!("it needed more than the {gib:.1} GiB memory limit")
             } else {
                 format!("the worker reading it died ({how})")
             };

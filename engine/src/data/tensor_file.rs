@@ -108,7 +108,17 @@ pub fn load_npz(path: &Path) -> Result<Dataset, DataError> {
             .take(declared.saturating_add(1))
             .read_to_end(&mut bytes)
             .map_err(|e| {
-                DataError::format(path, format!("{entry_name}: corrupt or truncated: {e}"))
+                // A sound file can need more memory than this process may use
+                // (the app's previews run under a limit): say so, not "corrupt".
+                let why = if e.kind() == std::io::ErrorKind::OutOfMemory {
+                    format!(
+                        "{entry_name}: its {declared} bytes do not fit in the memory this \
+                         process may use ({e})"
+                    )
+                } else {
+                    format!("{entry_name}: corrupt or truncated: {e}")
+                };
+                DataError::format(path, why)
             })?;
         if bytes.len() as u64 != declared {
             return Err(DataError::format(

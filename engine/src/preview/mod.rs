@@ -382,6 +382,12 @@ pub fn in_worker<T: DeserializeOwned>(
                 subject.display()
             ))
         }),
+        JobOutcome::Failed(message) if message.contains("memory this process may use") => {
+            Err(PreviewError::Refused(format!(
+                "{message}; the window reads files with at most {gib:.1} GiB \
+                 ({MEMORY_ENV} raises it)"
+            )))
+        }
         JobOutcome::Failed(message) => Err(PreviewError::Refused(message)),
         JobOutcome::TimedOut(d) => Err(PreviewError::Fatal(format!(
             "{}: reading it took longer than {} s; the worker was stopped",

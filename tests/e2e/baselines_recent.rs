@@ -239,6 +239,11 @@ fn sorted_parameters(m: &lethe_engine::checkpoint::LoadedModel) -> Vec<(String, 
 /// SSD's importance, computed here: the mean over batches of 128 (in the split's
 /// order) of the squared gradient of the batch-mean cross-entropy, flat.
 fn importance(path: &Path, demo: &Demo, splits: &[&[i64]]) -> Tensor {
+    importance_with(path, demo, splits, 128)
+}
+
+/// [`importance`] in batches of `bs`.
+fn importance_with(path: &Path, demo: &Demo, splits: &[&[i64]], bs: usize) -> Tensor {
     let m = load(path);
     let Model::Classifier(c) = &m.model else {
         panic!()
@@ -248,7 +253,7 @@ fn importance(path: &Path, demo: &Demo, splits: &[&[i64]]) -> Tensor {
     let mut sum: Option<Tensor> = None;
     let mut batches = 0;
     for rows in splits {
-        for chunk in rows.chunks(128) {
+        for chunk in rows.chunks(bs) {
             let (x, y) = demo.batch(chunk);
             let loss = c.forward_t(&x, false).cross_entropy_for_logits(&y);
             let grads = Tensor::run_backward(&[loss], &inputs, false, false);
@@ -543,6 +548,66 @@ fn neggrad_plus_and_ssd_on_the_encoder() {
     assert!(err <= 1e-6 * theta0.abs().max().double_value(&[]), "{err}");
 }
 
+/// SFR-on on the demo's random forget list: the saliency mask it saved is the
+/// forget/retain Fisher ratio test computed here, and with the same seed and
+/// retain batches its forget steps lift the forget loss far above the run
+/// without them (α = 0) while retain and test accuracy hold. λ = 0 (plain mean
+/// ascent): the demo model is so saturated that many forget losses are exactly
+/// 0 in float32, and the adaptive weights `∝ ℓ^−λ` then put all weight on them,
+/// whose gradient is 0 (the reference's rule does the same).
+#[test]
+fn sfron_masks_by_the_fisher_ratio_and_ascends_the_forget_loss() {
+    let demo = demo();
+    let original = checkpoint_of("classifier");
+    let common = json!({"iterations": 45, "lr": 0.02, "lambda": 0.0, "batch_size": 128, "forget_batch_size": 64,
+                        "forget_every": 3, "augment": false, "seed": 8});
+    let sfr = unlearn("sfron", common.clone());
+    sfr.assert_reports(&["forget_loss", "retain_loss", "forget_grad_norm", "lr"]);
+    let mut off = common.clone();
+    off["forget_alpha"] = json!(0.0);
+    off["mask"] = json!(false);
+    let ft = unlearn("sfron", off);
+
+    let f_f = importance_with(&original, &demo, &[&demo.forget], 64);
+    let f_r = importance_with(&original, &demo, &[&demo.retain], 128);
+    let ours = (&f_f + 1e-15).divide(&(&f_r + 1e-15)).ge(1.0);
+    let theirs = sfr.tensor("saliency_mask").to_kind(Kind::Bool);
+    let differ = ours.ne_tensor(&theirs).sum(Kind::Int64).int64_value(&[]);
+    let salient = ours.sum(Kind::Int64).int64_value(&[]);
+    eprintln!(
+        "SFR-on: {salient} of {} weights salient, {differ} differ",
+        ours.numel()
+    );
+    assert!(salient > 0);
+    assert!(
+        differ as f64 <= 1e-4 * ours.numel() as f64,
+        "{differ} mask entries differ"
+    );
+
+    let retain_rows = &demo.retain[..1000];
+    let test_rows = &demo.test[..1000];
+    let ce = |p: &Path, rows: &[i64]| {
+        logits(p, &demo, rows)
+            .cross_entropy_for_logits(&labels(&demo, rows))
+            .double_value(&[])
+    };
+    let acc = |p: &Path, rows: &[i64]| accuracy(&logits(p, &demo, rows), &labels(&demo, rows));
+    let (f0, f_off, f_on) = (
+        ce(&original, &demo.forget),
+        ce(ft.model(), &demo.forget),
+        ce(sfr.model(), &demo.forget),
+    );
+    let (ra0, ra) = (acc(&original, retain_rows), acc(sfr.model(), retain_rows));
+    let (ta0, ta) = (acc(&original, test_rows), acc(sfr.model(), test_rows));
+    eprintln!(
+        "SFR-on forget CE {f0} -> alpha=0 {f_off}, SFR-on {f_on}; retain acc {ra0} -> {ra}, \
+         test {ta0} -> {ta}"
+    );
+    assert!(f_on > 10.0 * f_off, "{f0} {f_off} {f_on}");
+    assert!(ra >= ra0 - 0.03, "{ra0} -> {ra}");
+    assert!(ta >= ta0 - 0.03, "{ta0} -> {ta}");
+}
+
 /// A checkpoint's parameters as one flat vector (sorted by name).
 fn flat_parameters(path: &Path) -> Tensor {
     let m = load(path);
@@ -571,6 +636,7 @@ fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {
         "org.lethe.baseline.neggrad-plus",
         "org.lethe.baseline.ssd",
         "org.lethe.baseline.bad-teacher",
+        "org.lethe.baseline.sfron",
     ] {
         assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
     }

@@ -9,51 +9,12 @@
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError, Split};
 use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
-use lethe_plugin_kit::epoch::for_each_batch;
-use lethe_plugin_kit::flat::{flatten_params, grad_flat, layout, unflatten};
+use lethe_plugin_kit::flat::{flatten_params, layout, unflatten};
+use lethe_plugin_kit::importance::{Importance, accumulate};
 use lethe_plugin_kit::optim::assign_masked;
 use lethe_plugin_kit::params::{self, Prune, Training};
-use lethe_plugin_kit::{Objective, batch_size, evaluate, finish, prepare};
+use lethe_plugin_kit::{batch_size, evaluate, finish, prepare};
 use serde_json::json;
-
-/// Mean over batches of the squared gradient of each batch's loss, as one flat
-/// vector over the parameters.
-#[derive(Debug, Default)]
-pub struct Importance {
-    sum: Option<Tensor>,
-    batches: usize,
-}
-
-impl Importance {
-    /// Adds the squared gradient of scalar `loss` with respect to `params`.
-    pub fn add(&mut self, loss: &Tensor, params: &[(String, Tensor)]) -> Result<(), PluginError> {
-        self.add_squared(&grad_flat(loss, params, false)?.f_square()?)
-    }
-
-    /// Adds one batch's squared gradient (flat).
-    pub fn add_squared(&mut self, g2: &Tensor) -> Result<(), PluginError> {
-        self.sum = Some(match self.sum.take() {
-            Some(s) => s.f_add(g2)?,
-            None => g2.f_detach_copy()?,
-        });
-        self.batches += 1;
-        Ok(())
-    }
-
-    /// Batches added.
-    pub fn batches(&self) -> usize {
-        self.batches
-    }
-
-    /// The mean (an error when no batch was added).
-    pub fn mean(&self) -> Result<Tensor, PluginError> {
-        let sum = self
-            .sum
-            .as_ref()
-            .ok_or_else(|| PluginError::msg("no batches to estimate an importance from"))?;
-        Ok(sum.f_div_scalar(self.batches as f64)?)
-    }
-}
 
 /// SSD's update of flat parameters `theta`: where `forget > alpha·full`, multiply
 /// by `min(lambda·full/forget, 1)`; elsewhere keep. Returns the new values and the
@@ -155,7 +116,7 @@ impl Plugin for Ssd {
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
         let mut forget = Importance::default();
         let mut full = Importance::default();
-        importance(
+        accumulate(
             ctx,
             &objective,
             &prep.params,
@@ -164,7 +125,7 @@ impl Plugin for Ssd {
             &mut [&mut forget, &mut full],
         )?;
         ctx.progress(0.1, "forget importance estimated");
-        importance(
+        accumulate(
             ctx,
             &objective,
             &prep.params,
@@ -198,28 +159,6 @@ impl Plugin for Ssd {
             }),
         )
     }
-}
-
-/// Adds the squared gradient of every batch of `split` to each of `into`.
-fn importance(
-    ctx: &mut HostContext,
-    objective: &Objective,
-    params: &[(String, Tensor)],
-    split: Split,
-    bs: u32,
-    into: &mut [&mut Importance],
-) -> Result<(), PluginError> {
-    // Eval mode, as the reference's `model.eval()` before `calc_importance`.
-    ctx.model_set_train(false)?;
-    for_each_batch(ctx, split, bs, false, 0, |ctx, x, y| {
-        let loss = objective.loss(ctx, x, y)?;
-        let g2 = grad_flat(&loss, params, false)?.f_square()?;
-        for imp in into.iter_mut() {
-            imp.add_squared(&g2)?;
-        }
-        Ok(loss.f_double_value(&[])?)
-    })?;
-    Ok(())
 }
 
 lethe_plugin_api::declare_plugin!(Ssd);

@@ -18,6 +18,7 @@
 //! * [`train`]: SGD or Adam plus schedule over a run, stepping on a loss;
 //! * [`eval`]: loss and accuracy on a split, and [`finish`], the common end;
 //! * [`forgetting`]: sample or class unlearning, from the splits' labels;
+//! * [`importance`]: diagonal empirical-Fisher importances over a split;
 //! * [`teacher`]: frozen weights swapped in for a teacher's forward pass, and
 //!   the distillation loss;
 //! * [`oracle`]: for unit tests, a PyTorch re-implementation run through the
@@ -29,6 +30,7 @@ pub mod epoch;
 pub mod eval;
 pub mod flat;
 pub mod forgetting;
+pub mod importance;
 pub mod l1;
 pub mod losses;
 pub mod model;

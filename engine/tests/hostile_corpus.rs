@@ -7,6 +7,8 @@
 //!
 //! The CLI runs have a hang guard (20 s), not a speed target: the refusal times
 //! of the release build are in the README (each well under a second).
+// Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
+#![allow(clippy::unwrap_used)]
 
 use lethe_engine::preview::{
     ForgetMode, ForgetRequest, PreviewError, PreviewLimits, Request, in_worker,

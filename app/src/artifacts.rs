@@ -81,7 +81,8 @@ pub fn as_matrix(t: &TensorData) -> Option<Matrix> {
     Matrix::new(rows, cols, values)
 }
 
-/// Whether `path` is one of the score files [`load_scores`] reads.
+/// Whether `path` is one of the score files a preview of an attack folder reads
+/// (`lethe_engine::preview::read_scores`).
 pub fn is_score_file(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())

@@ -202,12 +202,14 @@ impl DeletionReport {
             }
         }
 
-        let verdict = verdict::decide(
-            evaluation.as_ref(),
-            retrain_eval.as_ref(),
-            &attacks.iter().collect::<Vec<_>>(),
-            &retrain_attacks.iter().collect::<Vec<_>>(),
-        );
+        let verdict = verdict::decide(&verdict::Evidence {
+            evaluation: evaluation.as_ref(),
+            retrain_eval: retrain_eval.as_ref(),
+            attacks: &attacks.iter().collect::<Vec<_>>(),
+            retrain_attacks: &retrain_attacks.iter().collect::<Vec<_>>(),
+            original_attacks: &original_attacks.iter().collect::<Vec<_>>(),
+            is_reference: verdict::is_exact_retraining(&run.method.id, &run.params),
+        });
         let matrices = evaluation.as_ref().and_then(read_matrices);
         let integrity = Integrity {
             original: still_matches(&run.original),
@@ -434,6 +436,9 @@ impl DeletionReport {
             color: outcome_color(self.verdict.outcome),
             text: self.verdict.headline.clone(),
         });
+        if let Some(next) = &self.verdict.next_step {
+            b.push(Block::Paragraph(format!("Next step: {next}.")));
+        }
 
         // Request.
         b.push(Block::Heading("Deletion request".into()));
@@ -985,18 +990,7 @@ impl DeletionReport {
             align: vec![Align::Left; 4],
             note: None,
         }));
-        b.push(Block::Note(format!(
-            "Thresholds (fixed in Lethe {}): forget-set AUC interval must reach into [{}, {}] (or be within {} of the retrained model's AUC); TPR at 1% FPR must not be shown above {} (or above the retrained TPR + {}); an attack whose held-out-member AUC interval contains 0.5 is too weak to count; test accuracy may drop at most {}; forget accuracy may exceed test accuracy by at most {} (or differ from the retrained model's by at most {}). PASS needs every check met, FAIL any check failed, otherwise INCONCLUSIVE.",
-            env!("CARGO_PKG_VERSION"),
-            num(verdict::AUC_CHANCE_LOW, 2),
-            num(verdict::AUC_CHANCE_HIGH, 2),
-            num(verdict::AUC_RETRAIN_GAP, 2),
-            num(verdict::TPR_FACTOR * verdict::TPR_CHECK_FPR, 2),
-            num(verdict::TPR_RETRAIN_GAP, 2),
-            pts(verdict::TA_DROP),
-            pts(verdict::UA_TA_GAP),
-            pts(verdict::UA_RETRAIN_GAP),
-        )));
+        b.push(Block::Note(verdict::rules_text()));
 
         // Reproduce.
         b.push(Block::Heading("Reproduce".into()));

@@ -170,6 +170,9 @@ pub struct LetheApp {
     pub attack_reports: HashMap<String, Loadable<crate::attack_report::AttackSummary>>,
     /// Shadow-model cost estimates, by model, attack and parameters.
     pub estimates: HashMap<String, Loadable<String>>,
+    /// Verdicts of deletion runs as their evidence stands: the evidence's key
+    /// and the verdict (recomputed when the key changes).
+    pub verdicts: HashMap<String, (String, Loadable<lethe_engine::report::verdict::Verdict>)>,
     /// The last report written per run: the file and the verdict line.
     pub exports: HashMap<String, Loadable<(PathBuf, String)>>,
     /// Running studies.
@@ -249,6 +252,7 @@ impl LetheApp {
             evaluations: HashMap::new(),
             attack_reports: HashMap::new(),
             exports: HashMap::new(),
+            verdicts: HashMap::new(),
             estimates: HashMap::new(),
             studies,
             study_list: Vec::new(),
@@ -313,6 +317,13 @@ impl LetheApp {
         }
     }
 
+    /// Whether `path` lies in the open project's folder.
+    fn in_project(&self, path: &Path) -> bool {
+        self.project
+            .as_ref()
+            .is_some_and(|p| path.starts_with(&p.dir))
+    }
+
     /// Lists the project's study folders again.
     pub fn refresh_studies(&mut self) {
         self.study_list = self
@@ -359,6 +370,11 @@ impl LetheApp {
                 .or_default()
                 .push_str(&format!("{line}\n"));
             let step = line.starts_with("study:");
+            // A study of a project left behind still logs to its own folder,
+            // but is not shown under the project open now.
+            if !self.in_project(&dir) {
+                continue;
+            }
             self.study_live.entry(dir.clone()).or_default().push(line);
             if step && !changed.contains(&dir) {
                 changed.push(dir);
@@ -384,6 +400,9 @@ impl LetheApp {
                 crate::study::Ended::Failed(e) => {
                     self.notify(format!("Study {name} did not finish: {e}"), true)
                 }
+            }
+            if !self.in_project(&dir) {
+                continue;
             }
             self.study_live.entry(dir.clone()).or_default().ended = Some(how);
             if !changed.contains(&dir) {
@@ -576,6 +595,44 @@ impl LetheApp {
         }
     }
 
+    /// Leaves the open project before another one is opened (or none): stops its
+    /// studies and jobs (auditing the ones that ended), and forgets everything
+    /// shown about it, so nothing of one case is ever shown, opened or exported
+    /// under another. When the next project is another folder, the deletion
+    /// form's choices (its files) are cleared too.
+    fn leave_project(&mut self, next: Option<&Path>) {
+        self.studies.shutdown();
+        self.stop_project_jobs();
+        let same = next.is_some() && self.project.as_ref().map(|p| p.dir.as_path()) == next;
+        self.forget_preview = None;
+        self.forget_inflight = false;
+        self.close_forget_form = false;
+        self.artifacts.clear();
+        self.heatmaps.clear();
+        self.selected_tensor.clear();
+        self.scores.clear();
+        self.attack_reports.clear();
+        self.estimates.clear();
+        self.exports.clear();
+        self.verdicts.clear();
+        self.study_list.clear();
+        self.study_results.clear();
+        self.study_loading.clear();
+        self.study_live.clear();
+        self.audited.clear();
+        self.evaluations.clear();
+        self.derived.clear();
+        // Inspections are read again: the next project may have marked files.
+        self.checkpoints.clear();
+        self.datasets.clear();
+        if !same {
+            let d = &mut self.state.draft;
+            d.checkpoint = None;
+            d.data = None;
+            d.forget = None;
+        }
+    }
+
     /// Stops the open project's jobs (waiting for their workers) and audits the
     /// ones that ended, before the project is closed or replaced.
     fn stop_project_jobs(&mut self) {
@@ -669,6 +726,14 @@ impl LetheApp {
                 }
                 self.evaluations.insert(run, r.map(Some).into());
             }
+            Done::Verdict(run, key, r) => {
+                // Only the answer for the evidence asked about last counts.
+                if self.verdicts.get(&run).is_some_and(|(k, _)| *k == key) {
+                    self.verdicts.insert(run, (key, r.into()));
+                }
+            }
+            Done::Opened(Ok(_)) => {}
+            Done::Opened(Err(e)) => self.notify(e, true),
             Done::Report(run, r) => {
                 match &r {
                     Ok((path, verdict)) => self.notify(
@@ -685,6 +750,10 @@ impl LetheApp {
             Done::Audited(Err(e)) => self.notify(e, true),
             Done::Exported(Ok(path)) => self.notify(format!("Exported {}", path.display()), false),
             Done::Exported(Err(e)) => self.notify(e, true),
+            Done::Study(dir, _) if !self.in_project(&dir) => {
+                // Read for a project left since: not this one's.
+                self.study_loading.remove(&dir);
+            }
             Done::Study(dir, r) => {
                 self.study_loading.remove(&dir);
                 let again = self.study_live.get(&dir).is_some_and(|l| l.reload);
@@ -783,7 +852,7 @@ impl LetheApp {
                 }
             }
             Command::OpenProject(dir) => {
-                self.stop_project_jobs();
+                self.leave_project(Some(&dir));
                 self.open_project(&dir);
                 self.state.view = View::Home;
             }
@@ -792,7 +861,7 @@ impl LetheApp {
                     .and_then(|demo| project::create_demo_project(&dir, &demo).map(|p| (p, demo)));
                 match demo {
                     Ok((p, demo)) => {
-                        self.stop_project_jobs();
+                        self.leave_project(Some(&dir));
                         self.project = Some(p);
                         self.project_error = None;
                         self.state.remember_project(dir);
@@ -814,8 +883,7 @@ impl LetheApp {
                 }
             }
             Command::CloseProject => {
-                self.studies.shutdown();
-                self.stop_project_jobs();
+                self.leave_project(None);
                 self.project = None;
                 self.state.project_dir = None;
                 self.state.view = View::Home;

@@ -52,9 +52,9 @@ pub struct ReportJob {
     pub now: i64,
 }
 
-/// Writes the report; returns the file and its verdict line (a study's: its
-/// title).
-pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
+/// The report of `job` (attack metrics still missing are computed first),
+/// without writing it.
+pub fn open_report(job: &ReportJob) -> Result<Report, String> {
     let mut sources = job.sources.clone();
     for a in &job.pending_attacks {
         // An attack whose metrics cannot be computed is left out of the report,
@@ -63,7 +63,21 @@ pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
             sources.attacks.push(a.out_dir.clone());
         }
     }
-    let report = Report::open(&sources).map_err(|e| e.to_string())?;
+    Report::open(&sources).map_err(|e| e.to_string())
+}
+
+/// The verdict the report of `job` would give.
+pub fn verdict(job: &ReportJob) -> Result<lethe_engine::report::verdict::Verdict, String> {
+    match open_report(job)? {
+        Report::Deletion(d) => Ok(d.verdict),
+        Report::Study(_) => Err("a study has no deletion verdict".into()),
+    }
+}
+
+/// Writes the report; returns the file and its verdict line (a study's: its
+/// title).
+pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
+    let report = open_report(job)?;
     if let Some(dir) = job.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -119,10 +119,19 @@ pub enum Done {
     Samples(PathBuf, Vec<i64>, Result<Vec<(i64, Thumb)>, PreviewError>),
     /// An evaluation of a run (`lethe evaluate`) ended.
     Evaluation(String, Result<crate::evaluation::Evaluation, String>),
+    /// The verdict of a deletion run as its evidence stands (run id, the
+    /// evidence's key).
+    Verdict(
+        String,
+        String,
+        Result<lethe_engine::report::verdict::Verdict, String>,
+    ),
     /// A deletion report was written (by run id): the file and the verdict.
     Report(String, Result<(PathBuf, String), String>),
     /// A study folder was read.
     Study(PathBuf, Result<lethe_engine::study::StudyResults, String>),
+    /// A file was handed to the desktop to open (or could not be).
+    Opened(Result<PathBuf, String>),
     /// An export was written (or not).
     Exported(Result<PathBuf, String>),
     /// A job's end was recorded in the audit log.
@@ -423,6 +432,35 @@ impl Tasks {
         self.spawn("write a report", move || {
             Done::Report(run, crate::export::write_report(&job))
         });
+    }
+
+    /// Works out the verdict of a deletion run from its evidence (`key` names
+    /// the evidence, so a stale answer can be told from a current one).
+    pub fn check_verdict(&mut self, run: String, key: String, job: crate::export::ReportJob) {
+        self.spawn("work out a verdict", move || {
+            Done::Verdict(run, key, crate::export::verdict(&job))
+        });
+    }
+
+    /// Opens a file or folder with the desktop's default application
+    /// (`xdg-open`); like a file dialog, it is the desktop's, so shutdown does
+    /// not wait for it.
+    pub fn open_externally(&mut self, path: PathBuf) {
+        self.spawn_kind(
+            "open a file",
+            Kind::Dialog,
+            move || match std::process::Command::new("xdg-open").arg(&path).status() {
+                Ok(s) if s.success() => Done::Opened(Ok(path)),
+                Ok(s) => Done::Opened(Err(format!(
+                    "the desktop could not open {} (xdg-open {s})",
+                    path.display()
+                ))),
+                Err(e) => Done::Opened(Err(format!(
+                    "cannot open {}: xdg-open is missing ({e})",
+                    path.display()
+                ))),
+            },
+        );
     }
 
     /// Records a finished job in the project's audit log (hashing its files),

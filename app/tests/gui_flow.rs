@@ -1117,3 +1117,59 @@ fn hostile_files_are_refused_by_workers_and_a_file_that_kills_one_is_skipped_aft
             .is_empty()
     );
 }
+
+#[test]
+fn switching_projects_forgets_everything_shown_about_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    let (ckpt, data, forget) = {
+        let d = &h.state().state.draft;
+        (
+            d.checkpoint.clone().unwrap(),
+            d.data.clone().unwrap(),
+            d.forget.clone().unwrap(),
+        )
+    };
+    let demo = tmp.path().join("Demo");
+    let dir = demo.join("studies/demo");
+    write_study(&dir, &data, &forget, &ckpt);
+    h.state_mut()
+        .commands
+        .push(Command::OpenProject(demo.clone()));
+    h.step();
+    h.step();
+    h.get_by_label("🔬 demo").click();
+    step_until(&mut h, "the study", 30, |a| {
+        a.study_results
+            .get(&dir)
+            .and_then(Loadable::ready)
+            .is_some()
+    });
+
+    // Another case: nothing of the first may show, open or export there.
+    let other = tmp.path().join("Case-2");
+    h.state_mut()
+        .commands
+        .push(Command::OpenProject(other.clone()));
+    h.step();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.project.as_ref().unwrap().dir, other);
+    assert!(app.study_list.is_empty(), "{:?}", app.study_list);
+    assert!(app.study_results.is_empty() && app.study_live.is_empty());
+    assert!(app.evaluations.is_empty() && app.exports.is_empty() && app.verdicts.is_empty());
+    let d = &app.state.draft;
+    assert!(d.checkpoint.is_none() && d.data.is_none() && d.forget.is_none());
+    assert!(
+        h.query_by_label("🔬 demo").is_none(),
+        "the sidebar lists no study of the demo"
+    );
+    assert_eq!(h.state().state.view, View::Home);
+
+    // Back to the demo: its study is listed again, from its own folder.
+    h.state_mut().commands.push(Command::OpenProject(demo));
+    h.step();
+    h.step();
+    assert_eq!(h.state().study_list, vec![dir]);
+}

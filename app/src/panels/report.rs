@@ -11,7 +11,7 @@ use lethe_engine::report::{DeletionSources, Format};
 use std::path::Path;
 
 /// The exact-retraining plugin: its runs are the reference of a report.
-pub const RETRAIN_ID: &str = "org.lethe.baseline.retrain";
+pub use lethe_engine::report::verdict::RETRAIN_ID;
 
 /// The latest finished retrain run on the same model, data and forget set.
 pub fn retrain_run<'a>(runs: &'a [JobRecord], r: &JobRecord) -> Option<&'a JobRecord> {
@@ -98,6 +98,115 @@ pub fn report_job(app: &LetheApp, r: &JobRecord, format: Format) -> Option<Repor
         ),
         workspace: p.dir.clone(),
         now: crate::project::now() as i64,
+    })
+}
+
+/// What the verdict of `job` depends on, as a key: the attack folders, the
+/// retrained reference, and the evaluations' modification times.
+fn evidence_key(job: &ReportJob, run_dir: &Path) -> String {
+    let mut evaluations: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> =
+        std::fs::read_dir(run_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path().join("evaluation.json"))
+                    .filter(|p| p.is_file())
+                    .map(|p| {
+                        let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                        (p, t)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    evaluations.sort();
+    let pending: Vec<_> = job.pending_attacks.iter().map(|a| &a.out_dir).collect();
+    format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        job.sources.attacks, pending, job.sources.retrain, evaluations
+    )
+}
+
+/// The verdict banner of a finished deletion run, at the top of its view: the
+/// verdict as the evidence stands (worked out again when it changes), what to
+/// do next, and buttons to act on it.
+pub fn verdict_banner(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &Path) {
+    let Some(job) = report_job(app, r, Format::Pdf) else {
+        return;
+    };
+    let key = evidence_key(&job, run_dir);
+    if app.verdicts.get(&r.id).is_none_or(|(k, _)| *k != key) {
+        // Keep showing the last verdict while the new one is worked out.
+        let last = app
+            .verdicts
+            .get(&r.id)
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Loadable::Loading);
+        app.verdicts.insert(r.id.clone(), (key.clone(), last));
+        app.tasks.check_verdict(r.id.clone(), key, job);
+    }
+    let Some((_, state)) = app.verdicts.get(&r.id).cloned() else {
+        return;
+    };
+    match state {
+        Loadable::Ready(v) => {
+            let report = match app.exports.get(&r.id) {
+                Some(Loadable::Ready((path, _))) => Some(path.clone()),
+                _ => None,
+            };
+            let offer_reference = r.spec.plugin_id != RETRAIN_ID
+                && app
+                    .project
+                    .as_ref()
+                    .is_some_and(|p| retrain_run(&p.runs, r).is_none())
+                && reference_spec(app, r).is_some();
+            match crate::widgets::verdict::banner(ui, &v, report.as_deref(), offer_reference) {
+                Some(crate::widgets::verdict::BannerAction::OpenReport) => {
+                    if let Some(p) = report {
+                        app.tasks.open_externally(p);
+                    }
+                }
+                Some(crate::widgets::verdict::BannerAction::OpenFolder) => {
+                    app.tasks.open_externally(run_dir.to_path_buf());
+                }
+                Some(crate::widgets::verdict::BannerAction::MakeReference) => {
+                    if let Some(spec) = reference_spec(app, r) {
+                        app.commands.push(Command::QueueQuietly(spec));
+                        app.commands.push(Command::Notify(
+                            "Queued Retrain (exact) as the reference; evaluate and attack it when it finishes".into(),
+                            false,
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        Loadable::Failed(e) => {
+            ui.colored_label(
+                Color32::from_rgb(220, 60, 60),
+                format!("The verdict cannot be worked out: {e}"),
+            );
+        }
+        Loadable::Loading => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Working out the verdict…");
+            });
+        }
+    }
+}
+
+/// Exact retraining on the same request as `r`, with the plugin's defaults.
+fn reference_spec(app: &LetheApp, r: &JobRecord) -> Option<crate::jobs::JobSpec> {
+    let entry = app.catalog.ready()?.get(RETRAIN_ID)?;
+    let params = crate::form::FormValues::defaults(&entry.info.schema)
+        .validated(&entry.info.schema)
+        .ok()?;
+    Some(crate::jobs::JobSpec {
+        kind: "method".into(),
+        plugin_id: entry.info.id.clone(),
+        plugin_name: entry.info.name.clone(),
+        library: entry.library.clone(),
+        params: serde_json::Value::Object(params),
+        ..r.spec.clone()
     })
 }
 

@@ -23,6 +23,10 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
     let now = crate::project::now();
     egui::ScrollArea::vertical().id_salt("run").show(ui, |ui| {
         header(ui, app, &record, &run_dir);
+        if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
+            ui.add_space(6.0);
+            super::report::verdict_banner(ui, app, &record, &run_dir);
+        }
         ui.add_space(8.0);
         progress(ui, app, &record, now);
         if record.status == JobStatus::Succeeded && record.spec.kind == "method" {

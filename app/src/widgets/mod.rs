@@ -7,6 +7,7 @@ pub mod plots;
 #[cfg(test)]
 mod snapshots;
 pub mod table;
+pub mod verdict;
 
 use crate::thumbs::Thumb;
 use egui::{TextureHandle, TextureOptions};

@@ -169,3 +169,75 @@ fn snapshot_method_form() {
     h.run();
     h.snapshot("method_form");
 }
+
+/// The verdict banner in its three states, as a finished deletion shows it.
+fn snapshot_banner(name: &str, v: lethe_engine::report::verdict::Verdict, report: bool) {
+    let mut h = harness(vec2(760.0, 130.0), v, move |ui, v| {
+        let path = std::path::Path::new("/home/officer/Lethe/Case-17/runs/r1/exports/report.pdf");
+        crate::widgets::verdict::banner(ui, v, report.then_some(path), !report);
+    });
+    h.run();
+    h.snapshot(name);
+}
+
+fn verdict(
+    outcome: lethe_engine::report::verdict::Outcome,
+    headline: &str,
+    next: Option<&str>,
+) -> lethe_engine::report::verdict::Verdict {
+    lethe_engine::report::verdict::Verdict {
+        outcome,
+        headline: headline.into(),
+        next_step: next.map(Into::into),
+        checks: Vec::new(),
+    }
+}
+
+#[test]
+fn snapshot_verdict_banner_pass() {
+    use lethe_engine::report::verdict::Outcome;
+    snapshot_banner(
+        "verdict_banner_pass",
+        verdict(
+            Outcome::Pass,
+            "Forgotten: the attacks, shown able to see a leak, cannot tell the forgotten samples \
+             from data the model never saw, and the model keeps its accuracy.",
+            None,
+        ),
+        true,
+    );
+}
+
+#[test]
+fn snapshot_verdict_banner_fail() {
+    use lethe_engine::report::verdict::Outcome;
+    snapshot_banner(
+        "verdict_banner_fail",
+        verdict(
+            Outcome::Fail,
+            "Not forgotten: forgets too little: the forgotten samples are classified 7.0 points \
+             better than by the retrained model.",
+            Some(
+                "try another method or stronger settings (more epochs, a higher forget weight), then evaluate and attack again",
+            ),
+        ),
+        true,
+    );
+}
+
+#[test]
+fn snapshot_verdict_banner_inconclusive() {
+    use lethe_engine::report::verdict::Outcome;
+    snapshot_banner(
+        "verdict_banner_inconclusive",
+        verdict(
+            Outcome::Inconclusive,
+            "Inconclusive: the attack cannot tell that the original model, which trained on these \
+             samples, used them either (AUC 0.6360 [0.4930, 0.7660]), so its silence here proves nothing.",
+            Some(
+                "this forget set is too small to test: at least 41 samples are needed for this attack to detect a leak of AUC 0.636 (it has 5)",
+            ),
+        ),
+        false,
+    );
+}

@@ -333,3 +333,76 @@ fn the_confidence_attack_plugins_conform() {
         }
     }
 }
+
+/// Writes training samples `indices` of the demo data as grey PNG files, the
+/// way a data subject's own copies of their pictures arrive.
+fn pictures_of(dir: &Path, indices: &[i64]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = lethe_engine::data::load(Path::new(&demo("mnist10k-2k.npz"))).unwrap();
+    for &i in indices {
+        let pos = d.indices().iter().position(|&x| x == i).unwrap();
+        let pixels = d.sample_pixels(pos).unwrap();
+        let file = std::fs::File::create(dir.join(format!("photo-{i}.png"))).unwrap();
+        let mut enc = png::Encoder::new(file, d.width() as u32, d.height() as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&pixels)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_folder_of_the_data_subjects_pictures_is_a_forget_set_on_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let forget: Vec<i64> = std::fs::read_to_string(demo("forget-2k.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .take(4)
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let pics = tmp.path().join("pictures");
+    pictures_of(&pics, &forget);
+    let out = tmp.path().join("eval");
+    let args = |forget: &Path, out: &Path| {
+        vec![
+            "evaluate".to_string(),
+            "--checkpoint".into(),
+            demo("leaky-mlp.safetensors"),
+            "--data".into(),
+            demo("mnist10k-2k.npz"),
+            "--forget".into(),
+            forget.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let a = args(&pics, &out);
+    let o = lethe(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 forget /"), "{}", text(&o));
+    let e = json(&out.join("evaluation.json"));
+    assert_eq!(e["utility"]["forget"]["samples"], 4);
+
+    // A picture the model never trained on (a test sample) is refused by name.
+    let test_only = {
+        let d = lethe_engine::data::load(Path::new(&demo("mnist10k-2k.npz"))).unwrap();
+        let split = lethe_engine::jobs::train::split_of(&d, 0).unwrap();
+        split.test[0]
+    };
+    pictures_of(&pics, &[test_only]);
+    let a = args(&pics, &tmp.path().join("eval2"));
+    let o = lethe(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let msg = text(&o);
+    assert!(msg.contains(&format!("photo-{test_only}.png")), "{msg}");
+    assert!(msg.contains("take it out of the folder"), "{msg}");
+}

@@ -127,7 +127,11 @@ pub enum ForgetSetError {
         first: PathBuf,
     },
     /// Files that match no training sample.
-    #[error("{} of {total} file(s) match no training sample: {}", files.len(), list_files(files))]
+    #[error(
+        "{} of {total} file(s) match no training sample: {}; a picture that matches nothing cannot be forgotten (the model never trained on it, or it was edited): take it out of the folder and run again",
+        files.len(),
+        list_files(files)
+    )]
     Unmatched {
         /// The unmatched files.
         files: Vec<PathBuf>,
@@ -209,6 +213,22 @@ impl ForgetSet {
             });
         }
         Ok(ForgetSet { indices, origin })
+    }
+
+    /// The forget set a path names: a folder of the data subject's pictures,
+    /// matched by content as [`match_image_folder`] does (every picture must
+    /// match: one that matches nothing is an error naming it, since it was
+    /// asked to be forgotten), or a list file ([`ForgetSet::from_list_file`]).
+    pub fn from_path(
+        path: &Path,
+        dataset: &Dataset,
+        train: &[i64],
+    ) -> Result<ForgetSet, ForgetSetError> {
+        if path.is_dir() {
+            match_image_folder(path, dataset, train)?.into_forget_set(train)
+        } else {
+            ForgetSet::from_list_file(path, dataset.len(), train)
+        }
     }
 
     /// Reads sample indices from a `.txt` (one per line; blank lines and `#` comments
@@ -371,8 +391,14 @@ impl FolderMatch {
                 files: self.unmatched,
             });
         }
-        let indices = self.matched.into_iter().flat_map(|m| m.indices).collect();
-        ForgetSet::finish(indices, self.dir.display().to_string(), train)
+        let files = self.matched.len();
+        let indices: Vec<i64> = self.matched.into_iter().flat_map(|m| m.indices).collect();
+        let origin = format!(
+            "{}: {files} picture(s) matched {} training sample(s), none unmatched",
+            self.dir.display(),
+            indices.len()
+        );
+        ForgetSet::finish(indices, origin, train)
     }
 }
 

@@ -27,7 +27,7 @@ impl JobData {
     pub fn load(data: &Path, forget: &Path, seed: u64) -> Result<JobData, EvalError> {
         let dataset = crate::data::load(data)?;
         let split = crate::jobs::train::split_of(&dataset, seed)?;
-        let forget = ForgetSet::from_list_file(forget, dataset.len(), &split.train)?;
+        let forget = ForgetSet::from_path(forget, &dataset, &split.train)?;
         let retain = forget.retain(&split.train);
         Ok(JobData {
             dataset,

@@ -46,8 +46,24 @@ pub struct ForgetRequest {
 
 impl ForgetRequest {
     /// Reads the list: entries (non-comment lines, JSON array entries) and the
-    /// unmatched-files note.
+    /// unmatched-files note. A folder of the data subject's pictures counts its
+    /// pictures: the job refuses a folder where any picture matches no training
+    /// sample, so each one names at least one.
     pub fn read(path: &Path) -> ForgetRequest {
+        if path.is_dir() {
+            let samples = std::fs::read_dir(path)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .filter(|e| crate::data::is_image_file(&e.path()))
+                        .count()
+                })
+                .unwrap_or(0);
+            return ForgetRequest {
+                list: HashedPath::of(path),
+                samples,
+                unmatched_files: 0,
+            };
+        }
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let is_json = path
             .extension()

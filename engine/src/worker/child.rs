@@ -382,7 +382,7 @@ fn engine_services(
     let device = parse_device(s.device)?;
     let dataset = crate::data::load(s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
     let split = crate::jobs::train::split_of(&dataset, s.seed).map_err(|e| e.to_string())?;
-    let forget = crate::data::ForgetSet::from_list_file(s.forget, dataset.len(), &split.train)
+    let forget = crate::data::ForgetSet::from_path(s.forget, &dataset, &split.train)
         .map_err(|e| e.to_string())?;
     let model = crate::checkpoint::load_model(s.checkpoint, device, &LoadOptions::default())
         .map_err(|e| format!("{}: {e}", s.checkpoint.display()))?;

@@ -27,7 +27,9 @@ pub struct UnlearnArgs {
     /// The dataset it was trained on.
     #[arg(long)]
     pub data: PathBuf,
-    /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices).
+    /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices), or
+    /// a folder of the data subject's pictures, matched by content (every one must
+    /// match a training sample).
     #[arg(long)]
     pub forget: PathBuf,
     /// Method parameters as a JSON object; defaults fill in the rest.

@@ -13,6 +13,12 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    // `lethe --dev-plugins` alone is the window, with the development-only plugins.
+    if std::env::args_os().skip(1).eq(["--dev-plugins"]) {
+        // SAFETY: the first thing the process does, before any thread of ours.
+        unsafe { std::env::set_var(lethe_engine::worker::DEV_PLUGINS_ENV, "1") };
+        return lethe_app::run();
+    }
     if std::env::args_os().len() > 1 {
         let cli = lethe_engine::cli::Cli::parse();
         // Only this binary links the GUI, so only it adds the frame-time row.

@@ -26,6 +26,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/lethe-screens}
 BIN=${LETHE_BIN:-}
+# The study clicks below expect the failing test fixture among the attacks.
+export LETHE_DEV_PLUGINS=1
 if [[ -z $BIN ]]; then
     BIN=$ROOT/target/release/lethe
     [[ -x $BIN ]] || BIN=$ROOT/target/debug/lethe

@@ -28,6 +28,10 @@ pub struct Cli {
     /// above the current folder only a project, else the current folder).
     #[arg(long, global = true, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// In a development build, also list the workspace's test fixtures and plugin
+    /// template (hidden otherwise; `LETHE_DEV_PLUGINS=1` does the same).
+    #[arg(long, global = true)]
+    pub dev_plugins: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -542,6 +546,11 @@ fn print_demo_summary(out: &std::path::Path) {
 
 /// Runs a parsed command; the binary maps the error to a non-zero exit.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.dev_plugins {
+        // SAFETY: set before this command starts any thread, so nothing reads the
+        // environment concurrently; workers and studies it starts inherit it.
+        unsafe { std::env::set_var(crate::worker::DEV_PLUGINS_ENV, "1") };
+    }
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
         Command::Bench(args) => crate::bench::run(*args)?,

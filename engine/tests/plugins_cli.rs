@@ -215,3 +215,45 @@ fn unlearn_runs_a_method_found_by_id_and_never_overwrites() {
     assert!(!o.status.success());
     assert!(text(&o).contains("epochs"), "{}", text(&o));
 }
+
+#[test]
+fn a_development_build_hides_its_test_fixtures_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A cargo profile folder (cargo marks them with .cargo-lock) holding a test
+    // fixture beside a plugin of someone's own.
+    let profile = tmp.path().join("target-debug");
+    std::fs::create_dir(&profile).unwrap();
+    std::fs::write(profile.join(".cargo-lock"), "").unwrap();
+    std::fs::copy(
+        fixture("lethe_test_fixtures"),
+        profile.join("liblethe_test_fixtures.so"),
+    )
+    .unwrap();
+    std::fs::copy(fixture("lethe_test_fixtures"), profile.join("libmine.so")).unwrap();
+    let list = |extra: &[&str]| {
+        let mut args = vec!["plugins", "list", "--plugins", profile.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = Command::new(EXE)
+            .args(&args)
+            .current_dir(tmp.path())
+            .env_remove("LETHE_PLUGIN_PATH")
+            .env_remove("LETHE_DEV_PLUGINS")
+            .env("XDG_DATA_HOME", tmp.path().join("none"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let plain = list(&[]);
+    assert!(plain.contains("libmine.so: ok"), "{plain}");
+    assert!(!plain.contains("liblethe_test_fixtures.so"), "{plain}");
+    let dev = list(&["--dev-plugins"]);
+    assert!(dev.contains("liblethe_test_fixtures.so: ok"), "{dev}");
+    // Any other folder lists everything it holds.
+    std::fs::remove_file(profile.join(".cargo-lock")).unwrap();
+    assert!(list(&[]).contains("liblethe_test_fixtures.so: ok"));
+}

@@ -65,12 +65,36 @@ pub fn plugin_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Set (non-empty, not `0`) to list the workspace's test fixtures and plugin
+/// template found in a cargo build's profile folder (`--dev-plugins` sets it).
+pub const DEV_PLUGINS_ENV: &str = "LETHE_DEV_PLUGINS";
+
+/// Whether the development-only plugins are listed ([`DEV_PLUGINS_ENV`]).
+pub fn dev_plugins_shown() -> bool {
+    std::env::var_os(DEV_PLUGINS_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether `path` is one of the workspace's test fixtures or its plugin
+/// template: libraries that misbehave on purpose or only show how to write a
+/// plugin, which a development build puts beside the real ones.
+fn is_dev_only(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        n.starts_with("liblethe_test_fixture") || n.starts_with("liblethe_plugin_template.")
+    })
+}
+
 /// The plugin libraries (`*.so` on Linux) directly inside `dir`, by file name.
+/// In a cargo profile folder, the test fixtures and the template are left out
+/// unless [`dev_plugins_shown`].
 pub fn list_libraries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let hide_dev = dir.join(".cargo-lock").exists() && !dev_plugins_shown();
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.is_file() && path.extension().is_some_and(|e| e == LIBRARY_EXTENSION) {
+        if path.is_file()
+            && path.extension().is_some_and(|e| e == LIBRARY_EXTENSION)
+            && !(hide_dev && is_dev_only(&path))
+        {
             files.push(path);
         }
     }

@@ -433,6 +433,47 @@ fn unsir_forgets_a_whole_class_and_keeps_the_others() {
     assert!(o1 >= o0 - 0.05, "others {o0} -> {o1}");
 }
 
+/// The classifier-only baselines refuse the demo encoder with a message that
+/// says why (UNSIR is given a whole class, so that its class-wise check passes
+/// and the model check is what refuses).
+#[test]
+fn classifier_only_baselines_refuse_the_encoder() {
+    let demo = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let (class_list, _) = class_forget_list(&demo, 3, dir.path());
+    for (method, forget) in [
+        ("scrub", demo_dir().join("forget.txt")),
+        ("bad-teacher", demo_dir().join("forget.txt")),
+        ("unsir", class_list),
+    ] {
+        let out = dir.path().join(method);
+        let job = support::job(
+            plugin_library(&format!("lethe_baseline_{method}")),
+            &format!("org.lethe.baseline.{method}"),
+            &checkpoint_of("encoder"),
+            &forget,
+            json!({}),
+            &out,
+        );
+        let report =
+            lethe_engine::worker::run_job(&support::options(Duration::from_secs(120)), job, |_| {})
+                .unwrap();
+        match &report.outcome {
+            lethe_engine::worker::JobOutcome::Failed(m) => {
+                assert!(
+                    m.contains("encoder") && m.contains("classifier"),
+                    "{method}: {m}"
+                )
+            }
+            other => panic!("{method} on the encoder: {other}"),
+        }
+        assert!(
+            !out.join("model.safetensors").exists(),
+            "{method} saved a model"
+        );
+    }
+}
+
 /// UNSIR refuses the demo's random forget list (its digits' classes stay in the
 /// retain set), saying that it is defined for class-wise forgetting only.
 #[test]

@@ -284,6 +284,7 @@ fn forget_step(ui: &mut egui::Ui, app: &mut LetheApp) {
                             .push(Command::Show(View::ForgetSet(f.path.clone())));
                     }
                 });
+                too_small_warning(ui, app, &data, f.count);
             }
         } else {
             ui.label("No forget set for this dataset yet: make one below.");
@@ -312,6 +313,29 @@ fn forget_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             .open(force)
             .show(ui, |ui| forget_form(ui, app, &data));
     });
+}
+
+/// Says so when a forget set is too small for any verdict but INCONCLUSIVE.
+fn too_small_warning(ui: &mut egui::Ui, app: &LetheApp, data: &std::path::Path, count: usize) {
+    // The unseen samples attacks compare with: the test split when it is known.
+    let unseen = app
+        .datasets
+        .get(&(data.to_path_buf(), app.state.draft.seed))
+        .and_then(Loadable::ready)
+        .map_or(1000, |d| d.split.test.len());
+    let needed = lethe_engine::report::verdict::forget_samples_needed(unseen);
+    if count < needed {
+        ui.colored_label(
+            Color32::from_rgb(214, 150, 20),
+            format!(
+                "⚠ {count} samples are too few to test this deletion: membership attacks need at \
+                 least {needed} forgotten samples to detect a typical leak (AUC {:.1} against {unseen} \
+                 unseen samples), so the verdict will be INCONCLUSIVE. The deletion itself still \
+                 runs; add the person's other samples if there are any.",
+                lethe_engine::report::verdict::TYPICAL_LEAK_AUC
+            ),
+        );
+    }
 }
 
 fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {

@@ -461,6 +461,20 @@ fn membership_check(
     }
 }
 
+/// The leak the forget-set size warning assumes: a membership AUC of 0.6, about
+/// what a loss-based attack sees on a model that fits its training data.
+pub const TYPICAL_LEAK_AUC: f64 = 0.6;
+
+/// Forget samples a deletion needs before its verdict can be more than
+/// INCONCLUSIVE, against `non_members` unseen samples: enough for an attack to
+/// detect a [`TYPICAL_LEAK_AUC`] leak, and for one true positive at the low-FPR
+/// check's limit.
+pub fn forget_samples_needed(non_members: usize) -> usize {
+    members_needed(TYPICAL_LEAK_AUC, non_members as f64)
+        .unwrap_or(usize::MAX)
+        .max(low_fpr_needed())
+}
+
 /// Forget samples needed for one true positive at the low-FPR check's limit.
 fn low_fpr_needed() -> usize {
     (1.0 / (TPR_FACTOR * TPR_CHECK_FPR)).ceil() as usize
@@ -1142,6 +1156,20 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Inconclusive);
         assert!(v.headline.contains("no attack"), "{}", v.headline);
         assert!(v.next_step.is_some());
+    }
+
+    #[test]
+    fn the_forget_set_size_warning_matches_the_verdicts_own_needs() {
+        let n = forget_samples_needed(600);
+        assert!(n >= low_fpr_needed() && n > 5, "{n}");
+        assert_eq!(
+            n,
+            members_needed(TYPICAL_LEAK_AUC, 600.0)
+                .unwrap()
+                .max(low_fpr_needed())
+        );
+        // The leaky demo's 100 samples are enough; the 5 are not.
+        assert!(n <= 100);
     }
 
     #[test]

@@ -43,7 +43,18 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
                         Color32::from_rgb(220, 60, 60),
                         RichText::new("The job did not finish").strong(),
                     );
-                    ui.add(egui::Label::new(&problem).wrap());
+                    let plain = plain_problem(&record, &problem);
+                    ui.add(egui::Label::new(&plain).wrap());
+                    if plain != problem {
+                        egui::CollapsingHeader::new("Details")
+                            .id_salt("problem-details")
+                            .show(ui, |ui| {
+                                ui.add(
+                                    egui::Label::new(RichText::new(&problem).monospace().small())
+                                        .wrap(),
+                                );
+                            });
+                    }
                     if !record.stderr_tail.trim().is_empty() {
                         egui::CollapsingHeader::new("Worker output (end)")
                             .id_salt("stderr")
@@ -110,6 +121,25 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
             super::report::section(ui, app, &record, &run_dir);
         }
     });
+}
+
+/// A job's problem in words: the plugin named, not its library file and id
+/// (those stay in the details). The host writes plugin failures as
+/// "<library>: `<id>`: <call> failed (<STATUS>): <message>".
+fn plain_problem(r: &JobRecord, problem: &str) -> String {
+    let library = format!("{}: ", r.spec.library.display());
+    let Some(at) = problem.find(&library) else {
+        return problem.to_string();
+    };
+    let rest = &problem[at + library.len()..];
+    let rest = rest
+        .strip_prefix(&format!("`{}`: ", r.spec.plugin_id))
+        .unwrap_or(rest);
+    let message = match rest.split_once(" failed (") {
+        Some((_, after)) => after.split_once("): ").map_or(after, |(_, m)| m),
+        None => rest,
+    };
+    format!("{} stopped: {message}", r.spec.plugin_name)
 }
 
 fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
@@ -591,5 +621,43 @@ fn evaluation_section(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobSpec;
+
+    #[test]
+    fn plugin_failures_read_in_words_with_the_file_in_the_details() {
+        let r = JobRecord::new(
+            "r1".into(),
+            JobSpec {
+                kind: "method".into(),
+                plugin_id: "org.lethe.method.alignment-calibration".into(),
+                plugin_name: "Alignment Calibration".into(),
+                library: "/opt/lethe/lib/liblethe_method_ac.so".into(),
+                params: serde_json::json!({}),
+                checkpoint: "/m".into(),
+                data: "/d".into(),
+                forget: "/f".into(),
+                forget_label: String::new(),
+                device: "cpu".into(),
+                seed: 0,
+            },
+            0.0,
+        );
+        let raw = "/opt/lethe/lib/liblethe_method_ac.so: `org.lethe.method.alignment-calibration`: \
+                   run failed (ERROR): this method needs an encoder with a projection head";
+        assert_eq!(
+            plain_problem(&r, raw),
+            "Alignment Calibration stopped: this method needs an encoder with a projection head"
+        );
+        // Anything else is shown as it is.
+        assert_eq!(
+            plain_problem(&r, "worker killed by SIGKILL"),
+            "worker killed by SIGKILL"
+        );
     }
 }

@@ -31,6 +31,8 @@ APT_PACKAGES=(
   # GUI file dialogs without an XDG portal (rfd falls back to zenity); driving the
   # window under Xvfb: xdotool, and a window manager so the window gets keyboard focus
   zenity xdotool openbox
+  # Fashion-MNIST, 70,000 real images (MIT): `--data fashion-mnist`
+  dataset-fashion-mnist
 )
 
 log() { printf 'setup: %s\n' "$*"; }

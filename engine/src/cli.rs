@@ -106,7 +106,9 @@ pub enum Command {
 pub enum DataCommand {
     /// Format, sample count, shape, classes and per-class counts.
     Inspect {
-        /// IDX/CIFAR folder or file, image folder, .npz or .safetensors.
+        /// IDX/CIFAR folder or file, image folder, .npz or .safetensors, or
+        /// `fashion-mnist` (Debian's dataset-fashion-mnist).
+        #[arg(value_parser = crate::data::named::parse_data_arg)]
         path: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -119,8 +121,8 @@ pub enum DataCommand {
 pub enum ForgetCommand {
     /// Write a forget list (one training-sample index per line) for a dataset.
     Make {
-        /// The dataset.
-        #[arg(long)]
+        /// The dataset (a path, or `fashion-mnist`).
+        #[arg(long, value_parser = crate::data::named::parse_data_arg)]
         data: PathBuf,
         /// Forget this fraction of the training split, drawn with `--seed`.
         #[arg(long, conflicts_with = "class")]
@@ -202,8 +204,8 @@ pub enum AugmentArg {
 /// `lethe train`
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Dataset (IDX/CIFAR folder, image folder, .npz, .safetensors).
-    #[arg(long)]
+    /// Dataset (IDX/CIFAR folder, image folder, .npz, .safetensors, or `fashion-mnist`).
+    #[arg(long, value_parser = crate::data::named::parse_data_arg)]
     pub data: PathBuf,
     /// Backbone.
     #[arg(long, value_enum, default_value = "small-cnn")]

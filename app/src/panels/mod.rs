@@ -230,6 +230,22 @@ fn sidebar_contents(ui: &mut egui::Ui, app: &mut LetheApp) {
             cmds.push(Command::Pick(PickTarget::DatasetFolder));
         }
     });
+    // Real datasets installed from the distribution, one click each.
+    let fashion = std::path::Path::new(lethe_engine::data::named::FASHION_MNIST_DIR);
+    if !p.file.datasets.iter().any(|d| d == fashion) {
+        let installed = fashion.is_dir();
+        let b = ui
+            .add_enabled(installed, egui::Button::new("Add Fashion-MNIST (70,000 images)").small())
+            .on_hover_text(if installed {
+                "Zalando's Fashion-MNIST from the Debian package dataset-fashion-mnist: 55,000 \
+                 training, 5,000 validation and 10,000 test images of clothing, 10 classes"
+            } else {
+                "Install the Debian package dataset-fashion-mnist (installer/setup.sh does) to use it"
+            });
+        if b.clicked() {
+            cmds.push(Command::AddDataset(fashion.to_path_buf()));
+        }
+    }
 
     section_header(ui, "Forget sets", p.file.forget_sets.len());
     for f in &p.file.forget_sets {

@@ -228,6 +228,22 @@ impl Dataset {
         })
     }
 
+    /// Names the classes (as many names as there are classes).
+    pub(crate) fn with_classes(mut self, classes: Vec<String>) -> Result<Self, DataError> {
+        if classes.len() != self.classes.len() {
+            return Err(DataError::format(
+                &self.source,
+                format!(
+                    "{} class names for {} classes",
+                    classes.len(),
+                    self.classes.len()
+                ),
+            ));
+        }
+        self.classes = classes;
+        Ok(self)
+    }
+
     /// Attaches a split recorded in the source file, after checking it fits.
     pub(crate) fn with_recorded_split(mut self, split: Split) -> Result<Self, DataError> {
         split

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 /// * a folder with `data_batch_N.bin` or `train.bin`: CIFAR-10/100 (train, then test);
 /// * any other folder: an ImageFolder with [`ChannelMode::Auto`].
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
+    if let Some(dir) = super::named::installed(path) {
+        return super::named::load(path, &dir);
+    }
     if path.is_dir() {
         return if is_idx_dir(path) {
             load_idx_dir(path)

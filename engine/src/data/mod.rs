@@ -15,6 +15,7 @@ mod idx;
 mod image_decode;
 mod image_folder;
 mod inspect;
+pub mod named;
 mod rng;
 mod split;
 mod tensor_file;

@@ -34,8 +34,8 @@ pub struct EvaluateArgs {
     /// Matrix).
     #[arg(long)]
     pub original: Option<PathBuf>,
-    /// The dataset.
-    #[arg(long)]
+    /// The dataset (a path, or `fashion-mnist`).
+    #[arg(long, value_parser = crate::data::named::parse_data_arg)]
     pub data: PathBuf,
     /// The forget list.
     #[arg(long)]
@@ -76,8 +76,8 @@ pub struct AttackArgs {
     /// The model to attack (never modified).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Its dataset.
-    #[arg(long)]
+    /// Its dataset (a path, or `fashion-mnist`).
+    #[arg(long, value_parser = crate::data::named::parse_data_arg)]
     pub data: PathBuf,
     /// The forget list: the samples the attack asks about.
     #[arg(long)]

@@ -303,6 +303,13 @@ impl StudySpec {
         let mut spec: StudySpec =
             toml::from_str(&text).map_err(|e| bad(path, format!("not a valid study file: {e}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // `data = "fashion-mnist"` names the installed dataset, unless the study's
+        // folder holds something of that name.
+        if !base.join(&spec.data).exists()
+            && let Some(dir) = crate::data::named::resolve(&spec.data)
+        {
+            spec.data = dir;
+        }
         for p in [&mut spec.checkpoint, &mut spec.data, &mut spec.forget] {
             let joined = base.join(&*p);
             *p = std::fs::canonicalize(&joined).unwrap_or(joined);

@@ -24,8 +24,8 @@ pub struct UnlearnArgs {
     /// The trained model (never modified).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The dataset it was trained on.
-    #[arg(long)]
+    /// The dataset it was trained on (a path, or `fashion-mnist`).
+    #[arg(long, value_parser = crate::data::named::parse_data_arg)]
     pub data: PathBuf,
     /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices), or
     /// a folder of the data subject's pictures, matched by content (every one must

@@ -686,3 +686,29 @@ fn the_baselines_study_example_is_valid_and_lists_the_new_baselines() {
         assert!(ids.iter().any(|i| i == id), "{id} missing from {ids:?}");
     }
 }
+
+#[test]
+fn plugins_check_runs_a_class_wise_method_on_a_whole_class() {
+    // `lethe plugins check` starts with the demo's random forget list, which
+    // UNSIR refuses by definition; the check then tries a whole class.
+    let exe = support::options(Duration::from_secs(1)).exe;
+    let out = std::process::Command::new(exe)
+        .args(["plugins", "check"])
+        .arg(plugin_library("lethe_baseline_unsir"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("runs on the demo (classifier.safetensors"),
+        "{text}"
+    );
+    assert!(
+        text.contains("handles cancel") && text.trim_end().ends_with("conforms"),
+        "{text}"
+    );
+}

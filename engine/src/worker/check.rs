@@ -6,8 +6,10 @@
 //! 2. every descriptor has a reverse-DNS id, a name, a version, a citation, and
 //!    its parameter defaults validate against its own schema;
 //! 3. every method or attack runs with its defaults on the bundled demo (the
-//!    classifier, else the encoder when the plugin needs a projection head),
-//!    ending in success and, for methods, a saved model;
+//!    classifier, else the encoder when the plugin needs a projection head; the
+//!    demo's random forget list, else a whole class when the method is defined
+//!    for class-wise forgetting only), ending in success and, for methods, a
+//!    saved model;
 //! 4. a second run is cancelled as soon as it starts, so the cancel flag is up
 //!    before the plugin's `run` begins: a plugin that checks it in its loops stops
 //!    at the first check; one that ignores it runs to the end (or is killed after
@@ -159,14 +161,14 @@ pub fn check_plugin(
             }
         };
         let dir = scratch.join(format!("{n}-{}", sanitize(&d.id)));
-        let run = |checkpoint: &Path, tag: &str, cancel: bool| {
+        let run = |checkpoint: &Path, forget: &Path, tag: &str, cancel: bool| {
             let job = Job::Unlearn {
                 library: library.to_path_buf(),
                 id: d.id.clone(),
                 params: params.clone(),
                 checkpoint: checkpoint.to_path_buf(),
                 data: demo.data.clone(),
-                forget: demo.forget.clone(),
+                forget: forget.to_path_buf(),
                 out_dir: dir.join(tag),
                 seed: 0,
                 device: device.to_string(),
@@ -175,10 +177,25 @@ pub fn check_plugin(
         };
         let started = Instant::now();
         let mut model = &demo.classifier;
-        let mut report = run(model, "classifier", false);
+        let mut forget = demo.forget.clone();
+        let mut report = run(model, &forget, "classifier", false);
         if needs_other_model(&report.outcome) {
             model = &demo.encoder;
-            report = run(model, "encoder", false);
+            report = run(model, &forget, "encoder", false);
+        }
+        if needs_whole_class(&report.outcome) {
+            match whole_class_list(demo, &dir) {
+                Ok(list) => {
+                    forget = list;
+                    report = run(model, &forget, "class", false);
+                }
+                Err(e) => line(
+                    id,
+                    "runs on the demo",
+                    Verdict::Warn,
+                    format!("it forgets whole classes only, and no class list could be made: {e}"),
+                ),
+            }
         }
         let took = started.elapsed();
         let model_name = model.file_name().map(|f| f.to_string_lossy().into_owned());
@@ -215,7 +232,7 @@ pub fn check_plugin(
                 continue;
             }
         }
-        let cancelled = run(model, "cancel", true);
+        let cancelled = run(model, &forget, "cancel", true);
         match &cancelled.outcome {
             JobOutcome::Cancelled { killed: false } => {
                 line(id, "handles cancel", Verdict::Pass, String::new());
@@ -269,6 +286,24 @@ fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> JobReport
 /// needs (a contrastive method on the classifier), so the encoder should be tried.
 fn needs_other_model(outcome: &JobOutcome) -> bool {
     matches!(outcome, JobOutcome::Failed(m) if m.contains("has no projection head"))
+}
+
+/// Whether a run failed only because the method forgets whole classes and the
+/// demo's forget list is a random one, so a class list should be tried.
+fn needs_whole_class(outcome: &JobOutcome) -> bool {
+    matches!(outcome, JobOutcome::Failed(m) if m.contains("class-wise forgetting only"))
+}
+
+/// Writes the demo's class 0 training samples as a forget list under `dir`.
+fn whole_class_list(demo: &Demo, dir: &Path) -> Result<PathBuf, String> {
+    let d = crate::data::load(&demo.data).map_err(|e| e.to_string())?;
+    let split = crate::jobs::train::split_of(&d, 0).map_err(|e| e.to_string())?;
+    let set = crate::data::ForgetSet::from_class(&d, &split.train, 0).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("forget-class-0.txt");
+    let text: String = set.indices().iter().map(|i| format!("{i}\n")).collect();
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn artifact_names(result: &Value) -> Vec<String> {

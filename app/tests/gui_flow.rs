@@ -1044,14 +1044,14 @@ fn hostile_files_are_refused_by_workers_and_a_file_that_kills_one_is_skipped_aft
     )
     .unwrap();
     // It answers the hello (it got the job), then dies as a reader bug would.
-    let hello = serde_json::to_vec(&serde_json::json!({
-        "type": "hello",
-        "protocol_version": lethe_engine::worker::protocol::PROTOCOL_VERSION,
-        "lethe_version": env!("CARGO_PKG_VERSION"),
-    }))
+    let mut frame = Vec::new();
+    lethe_engine::worker::protocol::write_frame(
+        &mut frame,
+        &lethe_engine::worker::protocol::FromWorker::Hello(
+            lethe_engine::worker::protocol::Hello::ours(),
+        ),
+    )
     .unwrap();
-    let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
-    frame.extend(hello);
     let escaped: String = frame.iter().map(|b| format!("\\{b:03o}")).collect();
     let crashing = tmp.path().join("crashing-worker");
     std::fs::write(

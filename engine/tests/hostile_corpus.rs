@@ -14,6 +14,7 @@ use lethe_engine::preview::{
     ForgetMode, ForgetRequest, PreviewError, PreviewLimits, Request, in_worker,
 };
 use lethe_engine::worker::WorkerOptions;
+use lethe_engine::worker::protocol::{FromWorker, Hello, write_frame};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -249,14 +250,8 @@ fn the_preview_worker_refuses_each_crafted_file_and_survives() {
 
 /// A stand-in worker: a shell script that answers the hello, then runs `then`.
 fn scripted_worker(dir: &Path, name: &str, then: &str) -> PathBuf {
-    let hello = serde_json::to_vec(&serde_json::json!({
-        "type": "hello",
-        "protocol_version": lethe_engine::worker::protocol::PROTOCOL_VERSION,
-        "lethe_version": env!("CARGO_PKG_VERSION"),
-    }))
-    .unwrap();
-    let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
-    frame.extend(hello);
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &FromWorker::Hello(Hello::ours())).unwrap();
     let escaped: String = frame.iter().map(|b| format!("\\{b:03o}")).collect();
     let exe = dir.join(name);
     std::fs::write(&exe, format!("#!/bin/sh\nprintf '{escaped}'\n{then}\n")).unwrap();

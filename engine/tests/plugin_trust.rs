@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lethe_engine::plugin_host::trust::{ALLOWLIST_ENV, file_sha256};
-use lethe_engine::worker::protocol::PROTOCOL_VERSION;
+use lethe_engine::worker::protocol::{FromWorker, Hello, write_frame};
 use lethe_engine::worker::scan_cache::{ScanCache, clear_quarantine};
 use lethe_engine::worker::{Job, JobOutcome, WorkerOptions, run_job, scan_plugins_files};
 use serde_json::json;
@@ -40,14 +40,8 @@ fn opts(exe: &Path, cache: &Path) -> WorkerOptions {
 /// A stand-in worker that answers the hello (it got the job), then dies as a
 /// library's initialiser crashing would make it.
 fn dying_worker(dir: &Path) -> PathBuf {
-    let hello = serde_json::to_vec(&json!({
-        "type": "hello",
-        "protocol_version": PROTOCOL_VERSION,
-        "lethe_version": env!("CARGO_PKG_VERSION"),
-    }))
-    .unwrap();
-    let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
-    frame.extend(hello);
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &FromWorker::Hello(Hello::ours())).unwrap();
     let escaped: String = frame.iter().map(|b| format!("\\{b:03o}")).collect();
     let exe = dir.join("dying-worker");
     std::fs::write(

@@ -239,11 +239,8 @@ lethe_plugin_api::declare_plugin!(BadTeacher);
 mod tests {
     use super::*;
     use lethe_plugin_api::tch::Device;
-    use lethe_plugin_kit::oracle::torch_oracle;
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
-    }
 
     /// The loss on a fixed batch (three retain rows, two forget rows) against the
     /// reference's `UnlearnerLoss` run in PyTorch, at T = 1 and T = 2.5; one

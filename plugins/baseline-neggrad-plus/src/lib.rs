@@ -149,11 +149,7 @@ mod tests {
     use super::*;
     use lethe_plugin_api::tch::{self, Device, Kind};
     use lethe_plugin_kit::losses::{cross_entropy, nt_xent_per_sample};
-    use lethe_plugin_kit::oracle::torch_oracle;
-
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
-    }
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
     /// The total loss on a fixed pair of batches, for a classifier (logits) and
     /// an encoder (two views' embeddings), against PyTorch: the reference's

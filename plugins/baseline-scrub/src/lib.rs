@@ -332,11 +332,8 @@ lethe_plugin_api::declare_plugin!(Scrub);
 mod tests {
     use super::*;
     use lethe_plugin_api::tch::Device;
-    use lethe_plugin_kit::oracle::torch_oracle;
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
-    }
 
     /// Both step losses on a fixed batch against SCRUB's reference definitions
     /// (RepDistiller's DistillKL, `gamma * loss_cls + alpha * loss_div` and

@@ -359,11 +359,8 @@ mod tests {
     use super::*;
     use lethe_plugin_api::tch::Device;
     use lethe_plugin_kit::losses::{cross_entropy, cross_entropy_per_sample};
-    use lethe_plugin_kit::oracle::torch_oracle;
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
-    }
 
     /// On a linear classifier and fixed batches: the saliency mask from the
     /// forget and retain Fisher diagonals, the forget step's total loss

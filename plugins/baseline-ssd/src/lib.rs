@@ -168,11 +168,7 @@ mod tests {
     use super::*;
     use lethe_plugin_api::tch::Device;
     use lethe_plugin_kit::losses::cross_entropy;
-    use lethe_plugin_kit::oracle::torch_oracle;
-
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
-    }
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
     /// Importances and the dampened weights of a small linear classifier on fixed
     /// batches (two retain, one forget), against the reference's

@@ -371,11 +371,8 @@ lethe_plugin_api::declare_plugin!(Unsir);
 mod tests {
     use super::*;
     use lethe_plugin_api::tch::Device;
-    use lethe_plugin_kit::oracle::torch_oracle;
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-    fn values(t: &Tensor) -> Vec<f64> {
-        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
-    }
 
     /// The noise objective on a fixed noise batch through a fixed linear model,
     /// and the noise after three Adam steps on it, against the reference's loop

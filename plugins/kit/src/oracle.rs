@@ -3,6 +3,7 @@
 //! stdin and returns the JSON it prints, so a loss can be pinned against an
 //! independent PyTorch re-implementation on a fixed batch.
 
+use lethe_plugin_api::tch::{Kind, Tensor};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,4 +38,10 @@ pub fn torch_oracle(script: &str, input: &Value) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("the oracle prints JSON")
+}
+
+/// A tensor's values as f64, flattened (to compare with the oracle's JSON).
+#[allow(clippy::unwrap_used)]
+pub fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
 }

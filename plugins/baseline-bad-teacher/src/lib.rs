@@ -241,7 +241,6 @@ mod tests {
     use lethe_plugin_api::tch::Device;
     use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-
     /// The loss on a fixed batch (three retain rows, two forget rows) against the
     /// reference's `UnlearnerLoss` run in PyTorch, at T = 1 and T = 2.5; one
     /// teacher row saturated so that its softmax underflows to exact zeros.

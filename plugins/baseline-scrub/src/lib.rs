@@ -334,7 +334,6 @@ mod tests {
     use lethe_plugin_api::tch::Device;
     use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-
     /// Both step losses on a fixed batch against SCRUB's reference definitions
     /// (RepDistiller's DistillKL, `gamma * loss_cls + alpha * loss_div` and
     /// `-loss_div`) written in PyTorch.

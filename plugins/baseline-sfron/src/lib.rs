@@ -361,7 +361,6 @@ mod tests {
     use lethe_plugin_kit::losses::{cross_entropy, cross_entropy_per_sample};
     use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-
     /// On a linear classifier and fixed batches: the saliency mask from the
     /// forget and retain Fisher diagonals, the forget step's total loss
     /// (adaptive, α-weighted ascent) and its masked, clipped gradient, and the

@@ -373,7 +373,6 @@ mod tests {
     use lethe_plugin_api::tch::Device;
     use lethe_plugin_kit::oracle::{torch_oracle, values};
 
-
     /// The noise objective on a fixed noise batch through a fixed linear model,
     /// and the noise after three Adam steps on it, against the reference's loop
     /// in PyTorch (`torch.optim.Adam(noise, lr)`).

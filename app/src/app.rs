@@ -1046,6 +1046,7 @@ impl LetheApp {
                     data: req.data.clone(),
                     origin: preview.origin.clone(),
                     count: preview.indices.len(),
+                    whole_classes: Some(preview.whole_classes),
                 });
                 self.save_project();
                 self.state.draft.forget = Some(path.clone());

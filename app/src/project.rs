@@ -24,6 +24,10 @@ pub struct ForgetSetEntry {
     pub origin: String,
     /// Number of samples.
     pub count: usize,
+    /// Whether the set is whole classes (what class-wise methods need); unknown
+    /// for sets saved before Lethe recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_classes: Option<bool>,
 }
 
 /// What `lethe-project.json` holds.
@@ -410,6 +414,7 @@ pub fn create_demo_project(dir: &Path, demo: &DemoFiles) -> anyhow::Result<Proje
         data: demo.data.clone(),
         origin: "resources/demo/forget.txt: 5 % of the training split, seed 1".into(),
         count,
+        whole_classes: Some(false),
     });
     project.save()?;
     Ok(project)
@@ -466,6 +471,7 @@ mod tests {
             data: "/d".into(),
             origin: "x".into(),
             count: 3,
+            whole_classes: None,
         });
         p.add_forget_set(ForgetSetEntry {
             name: "b".into(),
@@ -473,6 +479,7 @@ mod tests {
             data: "/d".into(),
             origin: "y".into(),
             count: 4,
+            whole_classes: Some(true),
         });
         assert_eq!(p.file.forget_sets.len(), 1, "same list path replaces");
         p.save().unwrap();

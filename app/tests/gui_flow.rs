@@ -388,6 +388,99 @@ fn shutdown_with_a_job_in_flight_records_its_end() {
     assert_unlearn_audited(tmp.path(), "test.progress");
 }
 
+/// A method that does not fit the model or the forget set (it declares
+/// classifiers and whole classes only) says why on the page and cannot start; a
+/// whole class makes it fit and its run succeeds; the encoder does not fit it.
+#[test]
+fn a_method_that_does_not_fit_says_why_and_cannot_start() {
+    use lethe_app::panels::deletion::{job_spec, method_refusal};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
+    open_demo(&mut h);
+    choose_method(&mut h, "org.lethe.test.classwise", &[]);
+    step_until(&mut h, "the model inspection", 120, |a| {
+        matches!(
+            a.state
+                .draft
+                .checkpoint
+                .as_ref()
+                .and_then(|c| a.checkpoints.get(c)),
+            Some(lethe_app::tasks::Loadable::Ready(_))
+        )
+    });
+    let why = |a: &LetheApp| {
+        let cat = a.catalog.ready().unwrap();
+        method_refusal(a, &cat.get("org.lethe.test.classwise").unwrap().info)
+    };
+    // The demo's forget set is 5 % of the digits at random.
+    assert_eq!(
+        why(h.state()).as_deref(),
+        Some(
+            "forgets whole classes only; this forget set leaves other training samples of its classes"
+        )
+    );
+    let missing = job_spec(h.state()).unwrap_err();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m
+                .starts_with("Class-wise test does not apply here: it forgets whole classes only")),
+        "{missing:?}"
+    );
+    assert!(
+        h.query_all_by_label_contains("Class-wise test does not apply here")
+            .count()
+            == 2,
+        "the reason is on the page, under the method and in what is missing"
+    );
+
+    // A whole class: it fits, and the run the engine starts succeeds.
+    {
+        let app = h.state_mut();
+        app.state.forget_draft.mode = ForgetMode::Class;
+        app.state.forget_draft.class = 3;
+        app.state.draft.forget_form_open = true;
+    }
+    step_until(
+        &mut h,
+        "the preview",
+        60,
+        |a| matches!(&a.forget_preview, Some((r, lethe_app::tasks::Loadable::Ready(_))) if r.class == 3),
+    );
+    h.get_by_label("Save this forget set").click();
+    h.step();
+    h.step();
+    let saved = h.state().project.as_ref().unwrap().file.forget_sets[1].clone();
+    assert_eq!(saved.whole_classes, Some(true));
+    assert_eq!(why(h.state()), None);
+    assert!(job_spec(h.state()).is_ok());
+    click_start(&mut h);
+    step_until(&mut h, "the run", 120, |a| {
+        last_run(a).is_some_and(|r| r.status.is_final())
+    });
+    let r = last_run(h.state()).unwrap();
+    assert_eq!(r.status, JobStatus::Succeeded, "{}", r.stderr_tail);
+
+    // The encoder has no class logits.
+    let encoder = h.state().project.as_ref().unwrap().file.checkpoints[1].clone();
+    h.state_mut().state.draft.checkpoint = Some(encoder);
+    h.state_mut().state.view = View::Deletion;
+    step_until(&mut h, "the encoder's inspection", 120, |a| {
+        matches!(
+            a.state
+                .draft
+                .checkpoint
+                .as_ref()
+                .and_then(|c| a.checkpoints.get(c)),
+            Some(lethe_app::tasks::Loadable::Ready(_))
+        )
+    });
+    assert_eq!(
+        why(h.state()).as_deref(),
+        Some("needs a classifier; this model is an encoder")
+    );
+}
+
 #[test]
 fn a_class_forget_set_is_previewed_saved_and_selected() {
     let tmp = tempfile::tempdir().unwrap();

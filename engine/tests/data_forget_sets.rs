@@ -164,6 +164,28 @@ fn class_forget_set_takes_only_training_samples_of_that_class() {
     );
 }
 
+/// What class-wise methods need: every training sample of each class the set
+/// touches, and no other sample of those classes among the training samples
+/// (samples of the class outside the training split do not count).
+#[test]
+fn whole_classes_are_told_from_partial_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, split) = dataset(dir.path());
+    let class1 = ForgetSet::from_class(&ds, &split.train, 1).unwrap();
+    assert!(
+        class1.is_whole_classes(&ds, &split.train),
+        "1, 4, 7 is class 1"
+    );
+    // Classes 1 and 2 together (2, 5 are class 2's training samples).
+    let two = from_list(&list(dir.path(), "two.txt", "1\n2\n4\n5\n7\n"), &split).unwrap();
+    assert!(two.is_whole_classes(&ds, &split.train));
+    // Class 1 without 7, and class 1 plus one sample of class 0.
+    let partial = from_list(&list(dir.path(), "partial.txt", "1\n4\n"), &split).unwrap();
+    assert!(!partial.is_whole_classes(&ds, &split.train));
+    let mixed = from_list(&list(dir.path(), "mixed.txt", "1\n4\n7\n0\n"), &split).unwrap();
+    assert!(!mixed.is_whole_classes(&ds, &split.train));
+}
+
 #[test]
 fn random_fraction_is_seeded_and_within_train() {
     let train: Vec<i64> = (100..300).collect();

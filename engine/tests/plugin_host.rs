@@ -81,6 +81,7 @@ fn handshake_reads_descriptors_and_schemas() {
             ("org.lethe.test.panic", Kind::Method),
             ("org.lethe.test.tensors", Kind::Method),
             ("org.lethe.test.misbehave", Kind::Method),
+            ("org.lethe.test.classwise", Kind::Method),
             ("org.lethe.test.fail", Kind::Attack),
         ]
     );
@@ -648,7 +649,7 @@ fn scanning_a_folder_loads_plugins_and_explains_refusals() {
         Err(PluginHostError::AbiMismatch { .. })
     ));
     let lib = found[1].1.as_ref().unwrap();
-    assert_eq!(lib.descriptors().len(), 5);
+    assert_eq!(lib.descriptors().len(), 6);
     assert!(matches!(found[2].1, Err(PluginHostError::Load { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }

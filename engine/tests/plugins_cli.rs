@@ -97,6 +97,16 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
         out.contains("warn org.lethe.test.tensors: citation"),
         "{out}"
     );
+    // A method that declares classifiers and whole classes only is run on the
+    // classifier with a whole class, and a cancel before it starts stops it.
+    assert!(
+        out.contains("ok   org.lethe.test.classwise: runs on the demo (classifier.safetensors"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   org.lethe.test.classwise: handles cancel"),
+        "{out}"
+    );
     // The panic test panics with its defaults: the run fails with the message.
     assert!(
         out.contains(

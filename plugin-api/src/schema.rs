@@ -10,7 +10,8 @@
 //!   {"key": "reset_head", "label": "Reset head", "type": "bool", "default": false},
 //!   {"key": "loss", "label": "Loss", "type": "choice", "choices": ["ce", "kl"], "default": "ce"},
 //!   {"key": "teacher", "label": "Teacher checkpoint", "type": "path"}
-//! ]}
+//! ],
+//!  "applies_to": {"models": ["classifier"], "whole_classes_only": true}}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,98 @@ use std::fmt;
 pub struct Schema {
     /// The parameters.
     pub params: Vec<ParamSpec>,
+    /// Which models and forget sets the method applies to (since ABI 1.3); absent
+    /// means all. Hosts use it to grey out a method that cannot run, with the
+    /// reason, before the user starts it; the plugin still checks for itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applies_to: Option<AppliesTo>,
+}
+
+/// The kind of model a method accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelClass {
+    /// A classifier: the model outputs class logits.
+    Classifier,
+    /// An encoder (SimCLR, MoCo or a bare backbone): the model outputs features.
+    Encoder,
+}
+
+impl ModelClass {
+    fn with_article(self) -> &'static str {
+        match self {
+            ModelClass::Classifier => "a classifier",
+            ModelClass::Encoder => "an encoder",
+        }
+    }
+}
+
+/// What a host knows about the model a method would run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// Classifier or encoder.
+    pub class: ModelClass,
+    /// Whether it has a projection head (contrastive encoders).
+    pub projection_head: bool,
+}
+
+/// What a method applies to: `{"models": ["encoder"], "projection_head": true}`,
+/// `{"models": ["classifier"], "whole_classes_only": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppliesTo {
+    /// The kinds of model it runs on; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelClass>,
+    /// Whether the model must have a projection head (which only encoders have).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub projection_head: bool,
+    /// Whether the forget set must be whole classes: every training sample of
+    /// each class it touches (class-wise forgetting).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub whole_classes_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl AppliesTo {
+    /// Why the method cannot run on this model and forget set, in words, or `None`
+    /// when it can (or when the host does not know: `None` facts are not held
+    /// against the method). `whole_classes` is whether the forget set is made of
+    /// whole classes.
+    pub fn refusal(
+        &self,
+        model: Option<ModelFacts>,
+        whole_classes: Option<bool>,
+    ) -> Option<String> {
+        if let Some(m) = model {
+            if !self.models.is_empty() && !self.models.contains(&m.class) {
+                let wanted: Vec<&str> = self.models.iter().map(|c| c.with_article()).collect();
+                return Some(format!(
+                    "needs {}; this model is {}",
+                    wanted.join(" or "),
+                    m.class.with_article()
+                ));
+            }
+            if self.projection_head && !m.projection_head {
+                return Some(format!(
+                    "needs a model with a projection head (a contrastive encoder); this model is \
+                     {} without one",
+                    m.class.with_article()
+                ));
+            }
+        }
+        if self.whole_classes_only && whole_classes == Some(false) {
+            return Some(
+                "forgets whole classes only; this forget set leaves other training samples of \
+                 its classes"
+                    .into(),
+            );
+        }
+        None
+    }
 }
 
 /// One parameter.
@@ -111,6 +204,9 @@ pub enum SchemaError {
     /// The schema text is not valid schema JSON.
     #[error("schema is not valid JSON for a parameter schema: {0}")]
     Json(String),
+    /// `applies_to` contradicts itself.
+    #[error("applies_to: {0}")]
+    AppliesTo(String),
     /// A key is empty.
     #[error("parameter #{index} has an empty key")]
     EmptyKey {
@@ -261,6 +357,16 @@ impl Schema {
     /// Checks the schema itself: unique non-empty keys, `min <= default <= max`,
     /// finite float bounds, `min > 0` for log scale, default among the choices.
     pub fn check(&self) -> Result<(), SchemaError> {
+        if let Some(a) = &self.applies_to
+            && a.projection_head
+            && a.models == [ModelClass::Classifier]
+        {
+            return Err(SchemaError::AppliesTo(
+                "a classifier has no projection head: `projection_head` needs `encoder` among \
+                 the models"
+                    .into(),
+            ));
+        }
         let mut seen = HashSet::new();
         for (index, p) in self.params.iter().enumerate() {
             if p.key.is_empty() {
@@ -459,6 +565,72 @@ mod tests {
         ]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn applies_to_round_trips_and_explains_each_refusal() {
+        let s = Schema::from_json(
+            r#"{"params": [], "applies_to": {"models": ["encoder"], "projection_head": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(Schema::from_json(&s.to_json()).unwrap(), s);
+        let a = s.applies_to.unwrap();
+        let classifier = ModelFacts {
+            class: ModelClass::Classifier,
+            projection_head: false,
+        };
+        let bare = ModelFacts {
+            class: ModelClass::Encoder,
+            projection_head: false,
+        };
+        let simclr = ModelFacts {
+            class: ModelClass::Encoder,
+            projection_head: true,
+        };
+        assert_eq!(
+            a.refusal(Some(classifier), None).unwrap(),
+            "needs an encoder; this model is a classifier"
+        );
+        assert!(
+            a.refusal(Some(bare), None)
+                .unwrap()
+                .contains("projection head")
+        );
+        assert_eq!(a.refusal(Some(simclr), Some(false)), None);
+        // What the host does not know is not held against the method.
+        assert_eq!(a.refusal(None, None), None);
+
+        let classwise = AppliesTo {
+            models: vec![ModelClass::Classifier],
+            projection_head: false,
+            whole_classes_only: true,
+        };
+        assert!(
+            classwise
+                .refusal(Some(classifier), Some(false))
+                .unwrap()
+                .starts_with("forgets whole classes only")
+        );
+        assert_eq!(classwise.refusal(Some(classifier), Some(true)), None);
+        assert_eq!(classwise.refusal(Some(classifier), None), None);
+        // No declaration: everything fits, and nothing is written.
+        assert_eq!(AppliesTo::default().refusal(Some(bare), Some(false)), None);
+        assert_eq!(Schema::default().to_json(), r#"{"params":[]}"#);
+    }
+
+    #[test]
+    fn applies_to_that_contradicts_itself_or_is_unknown_is_refused() {
+        let e = Schema::from_json(
+            r#"{"params": [], "applies_to": {"models": ["classifier"], "projection_head": true}}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, SchemaError::AppliesTo(_)), "{e}");
+        let e =
+            Schema::from_json(r#"{"params": [], "applies_to": {"models": ["gan"]}}"#).unwrap_err();
+        assert!(e.to_string().contains("gan"), "{e}");
+        let e = Schema::from_json(r#"{"params": [], "applies_to": {"model": ["encoder"]}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("model"), "{e}");
     }
 
     #[test]

@@ -474,29 +474,46 @@ fn classifier_only_baselines_refuse_the_encoder() {
     }
 }
 
-/// UNSIR refuses the demo's random forget list (its digits' classes stay in the
-/// retain set), saying that it is defined for class-wise forgetting only.
+/// Methods that declare what they apply to are refused by the host, in words and
+/// before they run, on a model or forget set they do not fit: UNSIR on the demo's
+/// random forget list (its digits' classes stay in the retain set), Alignment
+/// Calibration on the classifier (no projection head). A whole class passes the
+/// same declaration (UNSIR then runs: see `unsir_forgets_a_whole_class_and_keeps_the_others`).
 #[test]
-fn unsir_refuses_a_random_forget_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("job");
-    let job = support::job(
-        plugin_library("lethe_baseline_unsir"),
-        "org.lethe.baseline.unsir",
-        &checkpoint_of("classifier"),
-        &demo_dir().join("forget.txt"),
-        json!({}),
-        &out,
-    );
-    let opts = support::options(Duration::from_secs(120));
-    let report = lethe_engine::worker::run_job(&opts, job, |_| {}).unwrap();
-    match &report.outcome {
-        lethe_engine::worker::JobOutcome::Failed(m) => {
-            assert!(m.contains("class-wise forgetting only"), "{m}")
+fn methods_that_do_not_apply_are_refused_before_they_run() {
+    let cases = [
+        (
+            "lethe_baseline_unsir",
+            "org.lethe.baseline.unsir",
+            "UNSIR does not apply here: it forgets whole classes only; this forget set leaves \
+             other training samples of its classes",
+        ),
+        (
+            "lethe_method_alignment_calibration",
+            "org.lethe.method.alignment-calibration",
+            "Alignment Calibration does not apply here: it needs an encoder; this model is a \
+             classifier",
+        ),
+    ];
+    for (lib, id, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("job");
+        let job = support::job(
+            plugin_library(lib),
+            id,
+            &checkpoint_of("classifier"),
+            &demo_dir().join("forget.txt"),
+            json!({}),
+            &out,
+        );
+        let opts = support::options(Duration::from_secs(120));
+        let report = lethe_engine::worker::run_job(&opts, job, |_| {}).unwrap();
+        match &report.outcome {
+            lethe_engine::worker::JobOutcome::Failed(m) => assert_eq!(m, expected),
+            other => panic!("{id} ran where it does not apply: {other}"),
         }
-        other => panic!("UNSIR accepted a random forget set: {other}"),
+        assert!(!out.join("model.safetensors").exists());
     }
-    assert!(!out.join("model.safetensors").exists());
 }
 
 /// Runs `method` on the demo encoder.

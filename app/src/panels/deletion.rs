@@ -627,8 +627,12 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
         {
             app.state.draft.method = Some(d.info.id.clone());
         }
-        let mut methods: Vec<_> = cat.of_kind("method").cloned().collect();
-        methods.sort_by_key(|e| is_test_plugin(&e.info.id));
+        let mut methods: Vec<_> = cat
+            .of_kind("method")
+            .map(|e| (e.clone(), method_refusal(app, &e.info)))
+            .collect();
+        // Methods that fit come first, test plugins last.
+        methods.sort_by_key(|(e, why)| (is_test_plugin(&e.info.id), why.is_some()));
         if methods.is_empty() {
             ui.colored_label(RED, "No method plugins were found.");
             ui.label(format!(
@@ -649,20 +653,48 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             .width(420.0)
             .selected_text(current_name)
             .show_ui(ui, |ui| {
-                for e in &methods {
-                    let label = if is_test_plugin(&e.info.id) {
+                for (e, why) in &methods {
+                    let mut label = if is_test_plugin(&e.info.id) {
                         format!("{} (test plugin)", e.info.name)
                     } else {
                         e.info.name.clone()
                     };
-                    ui.selectable_value(
-                        &mut app.state.draft.method,
-                        Some(e.info.id.clone()),
-                        label,
-                    )
-                    .on_hover_text(&e.info.description);
+                    match why {
+                        None => {
+                            ui.selectable_value(
+                                &mut app.state.draft.method,
+                                Some(e.info.id.clone()),
+                                label,
+                            )
+                            .on_hover_text(&e.info.description);
+                        }
+                        Some(why) => {
+                            // Greyed out with the first clause of the reason; the
+                            // whole reason on hover.
+                            let short = why.split(';').next().unwrap_or(why);
+                            label.push_str(&format!(" — {short}"));
+                            ui.add_enabled(
+                                false,
+                                egui::Button::selectable(
+                                    app.state.draft.method.as_deref() == Some(&e.info.id),
+                                    label,
+                                ),
+                            )
+                            .on_disabled_hover_text(format!("It {why}."));
+                        }
+                    }
                 }
             });
+        if let Some((e, Some(why))) = methods.iter().find(|(e, _)| e.info.id == current) {
+            ui.colored_label(
+                RED,
+                format!(
+                    "{} does not apply here: it {why}. Choose another method, or another model \
+                     or forget set.",
+                    e.info.name
+                ),
+            );
+        }
         if !cat.refused.is_empty() {
             let r = ui.link(
                 RichText::new(format!(
@@ -739,6 +771,40 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
     });
 }
 
+/// Why a method cannot run on the chosen model and forget set (from what it
+/// declares it applies to), or `None` when it can or when that is not known yet.
+pub fn method_refusal(
+    app: &LetheApp,
+    info: &lethe_engine::worker::protocol::DescriptorInfo,
+) -> Option<String> {
+    let d = &app.state.draft;
+    refusal_for(app, info, d.checkpoint.as_ref(), d.forget.as_ref())
+}
+
+/// [`method_refusal`] for a given model and forget set (a study's).
+pub fn refusal_for(
+    app: &LetheApp,
+    info: &lethe_engine::worker::protocol::DescriptorInfo,
+    checkpoint: Option<&PathBuf>,
+    forget: Option<&PathBuf>,
+) -> Option<String> {
+    let applies_to = info.schema.applies_to.as_ref()?;
+    let model = checkpoint.and_then(|c| match app.checkpoints.get(c) {
+        Some(Loadable::Ready(s)) => s.architecture.as_ref().map(|a| a.head.model_facts()),
+        _ => None,
+    });
+    let whole = forget.and_then(|f| {
+        app.project
+            .as_ref()?
+            .file
+            .forget_sets
+            .iter()
+            .find(|e| &e.path == f)?
+            .whole_classes
+    });
+    applies_to.refusal(model, whole)
+}
+
 /// What is missing before the job can start, or the job.
 pub fn job_spec(app: &LetheApp) -> Result<JobSpec, Vec<String>> {
     let d = &app.state.draft;
@@ -771,6 +837,12 @@ pub fn job_spec(app: &LetheApp) -> Result<JobSpec, Vec<String>> {
             None
         }
         Some(e) => {
+            if let Some(why) = method_refusal(app, &e.info) {
+                missing.push(format!(
+                    "{} does not apply here: it {why} (step 4)",
+                    e.info.name
+                ));
+            }
             let values = app
                 .state
                 .forms

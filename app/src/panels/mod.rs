@@ -4,7 +4,7 @@
 
 mod attack;
 mod compare;
-mod deletion;
+pub mod deletion;
 mod home;
 mod inspect;
 mod jobs;

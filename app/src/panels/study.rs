@@ -57,6 +57,12 @@ pub fn spec_of(app: &LetheApp, d: &StudyDraft) -> Result<StudySpec, Vec<String>>
     }
     let mut methods = Vec::new();
     for m in &d.methods {
+        if let Some(e) = app.catalog.ready().and_then(|c| c.get(&m.id))
+            && let Some(why) =
+                super::deletion::refusal_for(app, &e.info, d.checkpoint.as_ref(), d.forget.as_ref())
+        {
+            missing.push(format!("{} does not apply here: it {why}", e.info.name));
+        }
         match params_of(app, &m.id) {
             Ok(params) => methods.push(MethodSpec {
                 name: study::clean_name(&m.name, true),
@@ -327,12 +333,26 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
 
 fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catalog) {
     ui.label(RichText::new("Methods compared (one table row each)").strong());
-    let mut methods: Vec<_> = cat
+    let methods: Vec<_> = cat
         .of_kind("method")
         .filter(|e| e.info.id != app.state.study_draft.retrain_id)
         .cloned()
         .collect();
-    methods.sort_by_key(|e| is_test_plugin(&e.info.id));
+    let (ckpt, forget) = (
+        app.state.study_draft.checkpoint.clone(),
+        app.state.study_draft.forget.clone(),
+    );
+    let why_not = |app: &LetheApp, e: &crate::catalog::PluginEntry| {
+        super::deletion::refusal_for(app, &e.info, ckpt.as_ref(), forget.as_ref())
+    };
+    let mut methods: Vec<_> = methods
+        .into_iter()
+        .map(|e| {
+            let why = why_not(app, &e);
+            (e, why)
+        })
+        .collect();
+    methods.sort_by_key(|(e, why)| (is_test_plugin(&e.info.id), why.is_some()));
     let mut remove = None;
     let list = app.state.study_draft.methods.clone();
     for (i, m) in list.iter().enumerate() {
@@ -355,6 +375,12 @@ fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
                     remove = Some(i);
                 }
             });
+            if let Some(why) = cat.get(&m.id).and_then(|e| why_not(app, e)) {
+                ui.colored_label(
+                    Color32::from_rgb(220, 60, 60),
+                    format!("Does not apply to this model or forget set: it {why}."),
+                );
+            }
             if let Some(e) = cat.get(&m.id) {
                 egui::CollapsingHeader::new("settings")
                     .id_salt(("study-method-settings", i))
@@ -384,12 +410,18 @@ fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
         .width(320.0)
         .selected_text("Add a method…")
         .show_ui(ui, |ui| {
-            for e in &methods {
-                let label = if is_test_plugin(&e.info.id) {
+            for (e, why) in &methods {
+                let mut label = if is_test_plugin(&e.info.id) {
                     format!("{} (test plugin)", e.info.name)
                 } else {
                     e.info.name.clone()
                 };
+                if let Some(why) = why {
+                    label.push_str(&format!(" — {}", why.split(';').next().unwrap_or(why)));
+                    ui.add_enabled(false, egui::Button::selectable(false, label))
+                        .on_disabled_hover_text(format!("It {why}."));
+                    continue;
+                }
                 if ui
                     .selectable_label(false, label)
                     .on_hover_text(&e.info.description)

@@ -182,6 +182,25 @@ impl ForgetSet {
         &self.origin
     }
 
+    /// Whether the set is whole classes: no training sample outside it has the
+    /// label of a sample in it (class-wise forgetting, as UNSIR requires).
+    pub fn is_whole_classes(&self, dataset: &Dataset, train: &[i64]) -> bool {
+        // Stable indices need not be positions: map them through the dataset.
+        let labels: HashMap<i64, i64> = dataset
+            .indices()
+            .iter()
+            .copied()
+            .zip(dataset.label_slice().iter().copied())
+            .collect();
+        let label = |i: i64| labels.get(&i).copied();
+        let forget: HashSet<i64> = self.indices.iter().copied().collect();
+        let classes: HashSet<i64> = self.indices.iter().filter_map(|&i| label(i)).collect();
+        !train
+            .iter()
+            .filter(|i| !forget.contains(i))
+            .any(|&i| label(i).is_some_and(|l| classes.contains(&l)))
+    }
+
     /// Training samples not in the forget set, ascending.
     pub fn retain(&self, train: &[i64]) -> Vec<i64> {
         let forget: HashSet<i64> = self.indices.iter().copied().collect();

@@ -121,6 +121,25 @@ impl BackboneConfig {
 }
 
 impl HeadConfig {
+    /// What a method's `applies_to` is matched against.
+    pub fn model_facts(&self) -> lethe_plugin_api::schema::ModelFacts {
+        use lethe_plugin_api::schema::{ModelClass, ModelFacts};
+        match self {
+            HeadConfig::Classifier { .. } => ModelFacts {
+                class: ModelClass::Classifier,
+                projection_head: false,
+            },
+            HeadConfig::LinearProjection { .. } | HeadConfig::MlpProjection { .. } => ModelFacts {
+                class: ModelClass::Encoder,
+                projection_head: true,
+            },
+            HeadConfig::None => ModelFacts {
+                class: ModelClass::Encoder,
+                projection_head: false,
+            },
+        }
+    }
+
     /// Dimension of the head output given the backbone feature dimension.
     pub fn out_dim(&self, feature_dim: i64) -> i64 {
         match self {
@@ -211,7 +230,8 @@ impl std::fmt::Display for ArchConfig {
                 hidden_dim,
                 out_dim,
             } => {
-                write!(f, " + MLP projection ({hidden_dim}→{out_dim})")
+                // Words, not an arrow: the window's default fonts have no "→".
+                write!(f, " + MLP projection (hidden {hidden_dim}, out {out_dim})")
             }
             HeadConfig::None => write!(f, " (no head)"),
         }

@@ -193,6 +193,7 @@ fn forget_preview(req: &ForgetRequest, d: &Dataset) -> Result<ForgetPreview, Str
                 origin: e,
                 train_len: split.train.len(),
                 per_class: Vec::new(),
+                whole_classes: false,
                 thumbs: Vec::new(),
                 folder,
             });
@@ -227,6 +228,7 @@ fn forget_preview(req: &ForgetRequest, d: &Dataset) -> Result<ForgetPreview, Str
         origin: set.origin().to_string(),
         train_len: split.train.len(),
         per_class,
+        whole_classes: set.is_whole_classes(d, &split.train),
         thumbs,
         folder,
     })

@@ -141,6 +141,10 @@ pub struct ForgetPreview {
     pub train_len: usize,
     /// Forgotten samples per class name.
     pub per_class: Vec<(String, usize)>,
+    /// Whether the set is whole classes (no other training sample shares a class
+    /// with it): what class-wise methods need.
+    #[serde(default)]
+    pub whole_classes: bool,
     /// Pictures of the first forgotten samples.
     pub thumbs: Vec<Picture>,
     /// For folder requests: matched and unmatched files.

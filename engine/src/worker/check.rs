@@ -6,10 +6,11 @@
 //! 2. every descriptor has a reverse-DNS id, a name, a version, a citation, and
 //!    its parameter defaults validate against its own schema;
 //! 3. every method or attack runs with its defaults on the bundled demo (the
-//!    classifier, else the encoder when the plugin needs a projection head; the
-//!    demo's random forget list, else a whole class when the method is defined
-//!    for class-wise forgetting only), ending in success and, for methods, a
-//!    saved model;
+//!    model and forget list its `applies_to` asks for: the classifier or the
+//!    encoder, the demo's random forget list or a whole class; for a plugin that
+//!    declares nothing, the classifier, else the encoder when it refuses for want
+//!    of a projection head, and a whole class when it refuses a random list),
+//!    ending in success and, for methods, a saved model;
 //! 4. a second run is cancelled as soon as it starts, so the cancel flag is up
 //!    before the plugin's `run` begins: a plugin that checks it in its loops stops
 //!    at the first check; one that ignores it runs to the end (or is killed after
@@ -17,6 +18,7 @@
 
 use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker};
 use crate::worker::protocol::DescriptorInfo;
+use lethe_plugin_api::schema::ModelClass;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -176,25 +178,60 @@ pub fn check_plugin(
             run_job_cancelling(opts, job, cancel)
         };
         let started = Instant::now();
-        let mut model = &demo.classifier;
+        // What the method declares it applies to picks the demo model and forget
+        // list; for a plugin that declares nothing, its refusal does.
+        let declared = d.schema.applies_to.clone().unwrap_or_default();
+        let wants_encoder = declared.projection_head
+            || (!declared.models.is_empty() && !declared.models.contains(&ModelClass::Classifier));
+        let mut model = if wants_encoder {
+            &demo.encoder
+        } else {
+            &demo.classifier
+        };
         let mut forget = demo.forget.clone();
-        let mut report = run(model, &forget, "classifier", false);
-        if needs_other_model(&report.outcome) {
-            model = &demo.encoder;
-            report = run(model, &forget, "encoder", false);
+        let no_class_list = |e: String| {
+            (
+                "runs on the demo",
+                Verdict::Warn,
+                format!("it forgets whole classes only, and no class list could be made: {e}"),
+            )
+        };
+        if declared.whole_classes_only {
+            match whole_class_list(demo, &dir) {
+                Ok(list) => forget = list,
+                Err(e) => {
+                    let (what, verdict, detail) = no_class_list(e);
+                    line(id, what, verdict, detail);
+                }
+            }
         }
-        if needs_whole_class(&report.outcome) {
+        let tag = |model: &Path, forget: &Path| {
+            let m = if model == demo.encoder {
+                "encoder"
+            } else {
+                "classifier"
+            };
+            if *forget == *demo.forget {
+                m.to_string()
+            } else {
+                format!("{m}-class")
+            }
+        };
+        let mut report = run(model, &forget, &tag(model, &forget), false);
+        if needs_other_model(&report.outcome) && model != &demo.encoder {
+            model = &demo.encoder;
+            report = run(model, &forget, &tag(model, &forget), false);
+        }
+        if needs_whole_class(&report.outcome) && forget == demo.forget {
             match whole_class_list(demo, &dir) {
                 Ok(list) => {
                     forget = list;
-                    report = run(model, &forget, "class", false);
+                    report = run(model, &forget, &tag(model, &forget), false);
                 }
-                Err(e) => line(
-                    id,
-                    "runs on the demo",
-                    Verdict::Warn,
-                    format!("it forgets whole classes only, and no class list could be made: {e}"),
-                ),
+                Err(e) => {
+                    let (what, verdict, detail) = no_class_list(e);
+                    line(id, what, verdict, detail);
+                }
             }
         }
         let took = started.elapsed();

@@ -371,11 +371,10 @@ fn engine_services(
     cancelled: &Arc<AtomicBool>,
 ) -> Result<Arc<EngineServices>, String> {
     let lib = PluginLibrary::load(s.library).map_err(|e| e.to_string())?;
-    let version = lib
-        .descriptor(s.id)
-        .map_err(|e| e.to_string())?
-        .version
-        .clone();
+    let descriptor = lib.descriptor(s.id).map_err(|e| e.to_string())?;
+    let version = descriptor.version.clone();
+    let applies_to = descriptor.schema.applies_to.clone();
+    let name = descriptor.name.clone();
     let full = lib
         .validate_params(s.id, s.params)
         .map_err(|e| e.to_string())?;
@@ -386,6 +385,15 @@ fn engine_services(
         .map_err(|e| e.to_string())?;
     let model = crate::checkpoint::load_model(s.checkpoint, device, &LoadOptions::default())
         .map_err(|e| format!("{}: {e}", s.checkpoint.display()))?;
+    // A method that declares what it applies to is refused here, in words,
+    // before it loads anything (the plugin would refuse too, later and in its own
+    // terms).
+    if let Some(a) = applies_to {
+        let whole = forget.is_whole_classes(&dataset, &split.train);
+        if let Some(reason) = a.refusal(Some(model.arch.head.model_facts()), Some(whole)) {
+            return Err(format!("{name} does not apply here: it {reason}"));
+        }
+    }
     let splits = SplitPositions {
         retain: Some(forget.retain(&split.train)),
         forget: Some(forget.indices().to_vec()),
@@ -402,17 +410,10 @@ fn engine_services(
     // environment (`lethe attack --estimate`), leaving the job protocol as is.
     let services = EngineServices::new(model, dataset, splits, s.out_dir, job, s.seed)
         .map_err(|e| e.to_string())?
-        .with_shadows(ShadowSettings::from_env());
-    // The services own their cancel flag; mirror ours into it from the watcher's
-    // side by polling, as the watcher was started before the services existed.
-    let theirs = services.cancel_flag();
-    let ours = Arc::clone(cancelled);
-    std::thread::spawn(move || {
-        while !ours.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        theirs.store(true, Ordering::SeqCst);
-    });
+        .with_shadows(ShadowSettings::from_env())
+        // The watcher's own flag: a cancel that arrived while the model and data
+        // were loading is seen by the plugin's first check, not 20 ms later.
+        .with_cancel_flag(Arc::clone(cancelled));
     let frames = frames.clone();
     let sink = move |e: ServiceEvent| {
         let msg = match e {

@@ -47,7 +47,7 @@ pub mod __export;
 mod tensors;
 
 use crate::abi::{self, LetheHost, LetheKind, LetheLogLevel, LetheStatus};
-use crate::schema::{ParamKind, ParamSpec, ParamsError, Schema};
+use crate::schema::{AppliesTo, ModelClass, ParamKind, ParamSpec, ParamsError, Schema};
 use serde_json::{Map, Value};
 use std::ffi::{CStr, CString, c_void};
 use std::path::PathBuf;
@@ -132,6 +132,28 @@ impl Descriptor {
     /// Appends a parameter.
     pub fn param(mut self, spec: ParamSpec) -> Self {
         self.schema.params.push(spec);
+        self
+    }
+
+    /// Declares which models the method runs on (`projection_head`: only models
+    /// with one). Hosts grey the method out, with the reason, for other models.
+    pub fn models(mut self, models: &[ModelClass], projection_head: bool) -> Self {
+        let a = self
+            .schema
+            .applies_to
+            .get_or_insert_with(AppliesTo::default);
+        a.models = models.to_vec();
+        a.projection_head = projection_head;
+        self
+    }
+
+    /// Declares that the method forgets whole classes only (class-wise
+    /// forgetting): hosts grey it out for a forget set that is not whole classes.
+    pub fn whole_classes_only(mut self) -> Self {
+        self.schema
+            .applies_to
+            .get_or_insert_with(AppliesTo::default)
+            .whole_classes_only = true;
         self
     }
 }

@@ -5,6 +5,7 @@
 //! initialised model of the same architecture). One pass over the forget set
 //! mixed with a random fraction of the retain set.
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -107,6 +108,7 @@ impl Plugin for BadTeacher {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Distils the model from two teachers at once: on retain examples from the competent \
              teacher (the original model), on forget examples from an incompetent teacher (a \

@@ -2,6 +2,7 @@
 //! uniformly random labels, then one cross-entropy pass over the retain set.
 //! Classifiers only (encoders have no labels to randomise).
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError, Split};
 use lethe_plugin_api::tch::{Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::{for_each_batch, report_epoch};
@@ -26,6 +27,7 @@ impl Plugin for RandomLabel {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Each epoch: one pass over the forget set trained towards uniformly random \
              labels (fresh each batch), then one cross-entropy pass over the retain set. \

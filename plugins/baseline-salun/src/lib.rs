@@ -4,6 +4,7 @@
 //! reference code masked only the gradient, so both still moved "frozen"
 //! weights); non-salient weights stay bit-identical.
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError, Split};
 use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
@@ -34,6 +35,7 @@ impl Plugin for SalUn {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Weight saliency: accumulates the gradient of the forget-set cross-entropy over \
              one pass, keeps the global top fraction of |gradient| as the saliency mask, \

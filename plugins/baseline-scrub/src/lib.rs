@@ -7,6 +7,7 @@
 //! (SCRUB+R) the model goes back to the epoch whose forget error is closest to
 //! the error on held-out examples of the forget set's classes.
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -67,6 +68,7 @@ impl Plugin for Scrub {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Teacher-student unlearning: the original model is a frozen teacher. Each epoch \
              (up to `max_steps` of them) first takes max-steps over the forget set, ascending \

@@ -7,6 +7,7 @@
 //! forgetting only: the plugin refuses a forget set that does not consist of
 //! whole classes.
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -87,6 +88,8 @@ impl Plugin for Unsir {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
+        .whole_classes_only()
         .description(
             "Class-wise forgetting only (refuses a forget set that is not whole classes). For \
              each forgotten class learns a batch of error-maximising noise (Adam on the noise, \

@@ -7,6 +7,7 @@
 pub mod losses;
 pub mod momentum;
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Augment, Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -53,6 +54,7 @@ impl Plugin for AlignmentCalibration {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Encoder], true)
         .description(
             "Unlearning for contrastive encoders (SimCLR, MoCo). Fine-tunes on batches mixing \
              retain and forget samples in proportion to the split sizes, minimising \

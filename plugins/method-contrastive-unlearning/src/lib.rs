@@ -7,6 +7,7 @@
 
 pub mod losses;
 
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -56,6 +57,7 @@ impl Plugin for ContrastiveUnlearning {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Unlearning in the representation space of a classifier. For each forget batch it \
              draws `retain_batches` fresh, shuffled retain batches (the public code contrasted \

@@ -12,6 +12,7 @@ pub mod losses;
 
 use defender::DefenderOptim;
 use lethe_attack_kit::transformer::{self, Attacker, membership_loss};
+use lethe_plugin_api::schema::ModelClass;
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
@@ -67,6 +68,7 @@ impl Plugin for Dau {
             env!("CARGO_PKG_VERSION"),
             Kind::Method,
         )
+        .models(&[ModelClass::Classifier], false)
         .description(
             "Min-max unlearning for classifiers. An attacker (Yuan and Zhang's transformer \
              membership attack over [softmax, sensitivity to input noise mean|p(x+εn)−p(x)|/ε \

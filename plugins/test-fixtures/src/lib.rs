@@ -15,10 +15,13 @@
 //!   cancellation, exits early, prints junk to stdout, works slowly while
 //!   honouring cancellation, or starts a `sleep 60` process of its own (logging
 //!   `grandchild PID`) and then hangs (`grandchild`) or returns (`leave_grandchild`),
-//!   as its `how` parameter says.
+//!   as its `how` parameter says;
+//! * `org.lethe.test.classwise` (method): declares that it applies to classifiers
+//!   and whole classes only (`applies_to`), then saves the model unchanged, for
+//!   the hosts' greying-out and refusals.
 #![deny(missing_docs)]
 
-use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::schema::{ModelClass, ParamSpec};
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
@@ -318,10 +321,38 @@ fn start_sleeper() -> Result<u32, PluginError> {
     Ok(child.id())
 }
 
+/// Declares classifiers and whole classes only; saves the model as it is.
+pub struct ClasswiseMethod;
+
+impl Plugin for ClasswiseMethod {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            "org.lethe.test.classwise",
+            "Class-wise test",
+            "1.0.0",
+            Kind::Method,
+        )
+        .models(&[ModelClass::Classifier], false)
+        .whole_classes_only()
+        .description("Applies to classifiers and whole classes only; changes nothing.")
+        .citation("Lethe test suite.")
+    }
+
+    fn create(_: &Params) -> Result<Self, PluginError> {
+        Ok(ClasswiseMethod)
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        ctx.check_cancelled()?;
+        ctx.save_model()
+    }
+}
+
 lethe_plugin_api::declare_plugin!(
     ProgressMethod,
     PanicMethod,
     FailingAttack,
     TensorMethod,
-    MisbehaveMethod
+    MisbehaveMethod,
+    ClasswiseMethod
 );

@@ -386,6 +386,13 @@ impl EngineServices {
         self
     }
 
+    /// Uses `flag` behind `lethe.cancel/1` (the caller's own, so a cancel that
+    /// came before the services existed is seen by the plugin's first check).
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = flag;
+        self
+    }
+
     /// The flag behind `lethe.cancel/1`; set it to ask the plugin to stop.
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)

@@ -133,11 +133,25 @@ impl FormValues {
 /// their `group`, each with its label, help on hover, and a reset button when it
 /// differs from its default.
 pub fn form_ui(ui: &mut egui::Ui, schema: &Schema, values: &mut FormValues) -> bool {
+    form_ui_without(ui, schema, values, &[])
+}
+
+/// The parameter a run's own seed fills in: forms with a run-level seed (the
+/// deletion request's, a study's list) hide it, so there is one Seed.
+pub const RUN_SEED: &str = "seed";
+
+/// [`form_ui`] without the parameters in `hidden` (set elsewhere on the page).
+pub fn form_ui_without(
+    ui: &mut egui::Ui,
+    schema: &Schema,
+    values: &mut FormValues,
+    hidden: &[&str],
+) -> bool {
     values.conform(schema);
     let mut changed = false;
     let mut groups: Vec<&str> = Vec::new();
     for p in &schema.params {
-        if !groups.contains(&p.group.as_str()) {
+        if !hidden.contains(&p.key.as_str()) && !groups.contains(&p.group.as_str()) {
             groups.push(p.group.as_str());
         }
     }
@@ -152,7 +166,11 @@ pub fn form_ui(ui: &mut egui::Ui, schema: &Schema, values: &mut FormValues) -> b
                     ui.label(egui::RichText::new(group).strong());
                     ui.end_row();
                 }
-                for p in schema.params.iter().filter(|p| p.group == group) {
+                for p in schema
+                    .params
+                    .iter()
+                    .filter(|p| p.group == group && !hidden.contains(&p.key.as_str()))
+                {
                     changed |= param_row(ui, p, values);
                     ui.end_row();
                 }

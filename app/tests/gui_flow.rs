@@ -453,7 +453,31 @@ fn a_method_that_does_not_fit_says_why_and_cannot_start() {
     let saved = h.state().project.as_ref().unwrap().file.forget_sets[1].clone();
     assert_eq!(saved.whole_classes, Some(true));
     assert_eq!(why(h.state()), None);
-    assert!(job_spec(h.state()).is_ok());
+    // One Seed: the request's fills the method's own, whose field is not shown.
+    h.state_mut().state.draft.seed = 7;
+    h.step();
+    assert_eq!(job_spec(h.state()).unwrap().params["seed"], 7);
+    assert!(h.query_by_label("Seed:").is_some() && h.query_by_label("Seed").is_none());
+    // A study's rows fill it with their own seeds: the form's value is not kept.
+    {
+        let app = h.state_mut();
+        let d = &mut app.state.study_draft;
+        d.name = "seeds".into();
+        d.checkpoint = app.state.draft.checkpoint.clone();
+        d.data = app.state.draft.data.clone();
+        d.forget = Some(saved.path.clone());
+        d.seeds = "1, 2".into();
+        // The catalog here holds the test fixtures only.
+        d.retrain_id = "org.lethe.test.classwise".into();
+        d.methods = vec![lethe_app::study::DraftMethod {
+            name: "CW".into(),
+            id: "org.lethe.test.classwise".into(),
+        }];
+    }
+    let study = lethe_app::panels::study::spec_of(h.state(), &h.state().state.study_draft)
+        .unwrap_or_else(|m| panic!("{m:?}"));
+    assert_eq!(study.methods[0].params.get("seed"), None);
+    assert_eq!(study.retrain.params.get("seed"), None);
     click_start(&mut h);
     step_until(&mut h, "the run", 120, |a| {
         last_run(a).is_some_and(|r| r.status.is_final())

@@ -220,6 +220,9 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
     assert_eq!(run["user"], "auditor");
     assert_eq!(run["forget"]["samples"], 300);
     assert_eq!(run["params"]["max_batches"], 2, "{}", run["params"]);
+    // One seed: `--seed 3` also seeded the method's own generator.
+    assert_eq!(run["params"]["seed"], 3, "{}", run["params"]);
+    assert_eq!(run["params_given"]["seed"], 3, "{}", run["params_given"]);
     assert_eq!(
         run["unlearned"]["sha256"], eval["checkpoint_sha256"],
         "the evaluation is of the unlearned model"

@@ -5,7 +5,7 @@
 use super::file_name;
 use crate::app::{Command, LetheApp};
 use crate::catalog::is_test_plugin;
-use crate::form::{FormValues, form_ui};
+use crate::form::{FormValues, RUN_SEED, form_ui_without};
 use crate::jobs::JobSpec;
 use crate::state::{ForgetMode, View};
 use crate::tasks::{ForgetRequest, Loadable, PickTarget};
@@ -748,7 +748,14 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             .forms
             .entry(entry.info.id.clone())
             .or_insert_with(|| FormValues::defaults(&entry.info.schema));
-        form_ui(ui, &entry.info.schema, values);
+        form_ui_without(ui, &entry.info.schema, values, &[RUN_SEED]);
+        if entry.info.schema.get(RUN_SEED).is_some() {
+            ui.label(
+                RichText::new("Its seed is the request's Seed (step 5).")
+                    .small()
+                    .weak(),
+            );
+        }
         // Path parameters get a file dialog too.
         for p in &entry.info.schema.params {
             if let lethe_plugin_api::schema::ParamKind::Path { directory, .. } = p.kind
@@ -850,7 +857,13 @@ pub fn job_spec(app: &LetheApp) -> Result<JobSpec, Vec<String>> {
                 .cloned()
                 .unwrap_or_else(|| FormValues::defaults(&e.info.schema));
             match values.validated(&e.info.schema) {
-                Ok(p) => Some(serde_json::Value::Object(p)),
+                Ok(mut p) => {
+                    // One Seed: the request's, also for the method's own generator.
+                    if e.info.schema.get(RUN_SEED).is_some() {
+                        p.insert(RUN_SEED.into(), serde_json::Value::from(d.seed));
+                    }
+                    Some(serde_json::Value::Object(p))
+                }
                 Err(problems) => {
                     missing.extend(problems.into_iter().map(|p| format!("{p} (step 4)")));
                     None

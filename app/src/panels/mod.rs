@@ -12,7 +12,7 @@ mod plugins;
 mod report;
 mod results;
 mod run;
-mod study;
+pub mod study;
 
 pub use inspect::read_indices;
 

@@ -6,7 +6,7 @@
 use super::file_name;
 use crate::app::{Command, LetheApp};
 use crate::catalog::is_test_plugin;
-use crate::form::{FormValues, form_ui};
+use crate::form::{FormValues, RUN_SEED, form_ui_without};
 use crate::state::View;
 use crate::study::{self, DraftMethod, StudyDraft};
 use crate::tasks::Loadable;
@@ -31,7 +31,12 @@ fn params_of(app: &LetheApp, id: &str) -> Result<serde_json::Value, Vec<String>>
         .unwrap_or_else(|| FormValues::defaults(&e.info.schema));
     values
         .validated(&e.info.schema)
-        .map(serde_json::Value::Object)
+        .map(|mut p| {
+            // Each row's seed fills it in (the study runner does so when absent);
+            // the form's value would fix it for every seed.
+            p.remove(RUN_SEED);
+            serde_json::Value::Object(p)
+        })
         .map_err(|p| {
             p.into_iter()
                 .map(|x| format!("{}: {x}", e.info.name))
@@ -270,7 +275,9 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
                             .forms
                             .entry(id.clone())
                             .or_insert_with(|| FormValues::defaults(&e.info.schema));
-                        ui.push_id("retrain-form", |ui| form_ui(ui, &e.info.schema, values));
+                        ui.push_id("retrain-form", |ui| {
+                            form_ui_without(ui, &e.info.schema, values, &[RUN_SEED])
+                        });
                     }
                     None => {
                         ui.colored_label(RED, format!("The reference plugin ({id}) is not installed."));
@@ -390,10 +397,11 @@ fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
                             .forms
                             .entry(e.info.id.clone())
                             .or_insert_with(|| FormValues::defaults(&e.info.schema));
-                        form_ui(ui, &e.info.schema, values);
+                        form_ui_without(ui, &e.info.schema, values, &[RUN_SEED]);
                         ui.label(
                             RichText::new(
-                                "Shared with the deletion request's settings for this method.",
+                                "Shared with the deletion request's settings for this method; \
+                                 its seed is each row's seed.",
                             )
                             .small()
                             .weak(),
@@ -483,7 +491,7 @@ fn attacks_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
                         .forms
                         .entry(id.clone())
                         .or_insert_with(|| FormValues::defaults(&e.info.schema));
-                    form_ui(ui, &e.info.schema, values);
+                    form_ui_without(ui, &e.info.schema, values, &[RUN_SEED]);
                 });
             });
         }

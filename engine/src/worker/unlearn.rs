@@ -42,7 +42,8 @@ pub struct UnlearnArgs {
     /// New folder for the results (default: `runs/<method>-TIME`).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Seed for shuffling and augmentation.
+    /// Seed for shuffling and augmentation; also the method's own `seed`
+    /// parameter unless `--set seed=…` gives another.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// `auto` (first CUDA GPU, else CPU), `cpu`, `cuda` or `cuda:N`.
@@ -152,6 +153,14 @@ pub fn run(
         args.checkpoint.display()
     );
     opts.timeout = args.timeout.map(Duration::from_secs);
+    // One seed: `--seed` also seeds the method's generator, as a study's seeds do.
+    let mut params = params;
+    if descriptor.schema.get("seed").is_some()
+        && let Value::Object(map) = &mut params
+        && !map.contains_key("seed")
+    {
+        map.insert("seed".into(), Value::from(args.seed));
+    }
     let plugin = PluginFile {
         id: descriptor.id.clone(),
         name: descriptor.name.clone(),

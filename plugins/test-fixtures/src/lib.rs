@@ -336,6 +336,7 @@ impl Plugin for ClasswiseMethod {
         .whole_classes_only()
         .description("Applies to classifiers and whole classes only; changes nothing.")
         .citation("Lethe test suite.")
+        .param(ParamSpec::int("seed", "Seed", 0, 1_000_000, 0))
     }
 
     fn create(_: &Params) -> Result<Self, PluginError> {

@@ -107,6 +107,47 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
         out.contains("ok   org.lethe.test.classwise: handles cancel"),
         "{out}"
     );
+    // What a plugin logs during the demo run is shown under its line.
+    assert!(
+        out.contains("org.lethe.test.progress: runs on the demo")
+            && out.contains("         | info: done: loss 0.262144, w 0.409600"),
+        "{out}"
+    );
+    // A required parameter (no default) is not a defect, but the check needs a
+    // demo value: it says how to give one, and takes it from --set.
+    assert!(
+        out.contains(
+            "FAIL org.lethe.test.fail: defaults (required parameter(s) without a default: give demo values with --set target=VALUE)"
+        ),
+        "{out}"
+    );
+    let with = lethe(
+        &[
+            "plugins",
+            "check",
+            lib.to_str().unwrap(),
+            "--set",
+            "target=scores.npz",
+            "--set",
+            "nosuch=1",
+        ],
+        dir.path(),
+    );
+    let with = text(&with);
+    assert!(
+        with.contains("ok   org.lethe.test.fail: defaults (1 parameter(s), target from --set)"),
+        "{with}"
+    );
+    assert!(
+        with.contains("deliberate failure: cannot score scores.npz"),
+        "the value reached the run: {with}"
+    );
+    assert!(
+        with.contains(
+            "FAIL library: --set (no method or attack in this library has a parameter named `nosuch`)"
+        ),
+        "{with}"
+    );
     // The panic test panics with its defaults: the run fails with the message.
     assert!(
         out.contains(

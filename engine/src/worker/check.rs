@@ -17,7 +17,7 @@
 //!    the grace period) and fails.
 
 use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker};
-use crate::worker::protocol::DescriptorInfo;
+use crate::worker::protocol::{DescriptorInfo, FromWorker, Level};
 use lethe_plugin_api::schema::ModelClass;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,14 @@ pub struct CheckLine {
     pub verdict: Verdict,
     /// Details: the error, the time taken, what to change.
     pub detail: String,
+    /// What the plugin logged during the run this line is about (its last
+    /// [`LOG_LINES`] lines), so an author sees their own messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
 }
+
+/// How many of a run's last log lines a check line keeps.
+pub const LOG_LINES: usize = 20;
 
 /// Where the demo files are (see `resources/demo/README.md`).
 #[derive(Debug, Clone)]
@@ -82,20 +89,14 @@ pub fn check_plugin(
     demo: &Demo,
     device: &str,
     scratch: &Path,
+    set: &serde_json::Map<String, Value>,
 ) -> Vec<CheckLine> {
-    let mut lines = Vec::new();
-    let mut line = |id: Option<&str>, what: &str, verdict: Verdict, detail: String| {
-        lines.push(CheckLine {
-            id: id.map(str::to_string),
-            what: what.to_string(),
-            verdict,
-            detail,
-        });
-    };
+    let mut lines: Vec<CheckLine> = Vec::new();
     let scans = super::scan_plugins_files(opts, std::slice::from_ref(&library.to_path_buf()));
     let descriptors = match scans.into_iter().next().map(|s| s.outcome) {
         Some(Ok(d)) if !d.is_empty() => {
-            line(
+            push(
+                &mut lines,
                 None,
                 "loads",
                 Verdict::Pass,
@@ -104,7 +105,8 @@ pub fn check_plugin(
             d
         }
         Some(Ok(_)) => {
-            line(
+            push(
+                &mut lines,
                 None,
                 "loads",
                 Verdict::Fail,
@@ -113,11 +115,12 @@ pub fn check_plugin(
             return lines;
         }
         Some(Err(why)) => {
-            line(None, "loads", Verdict::Fail, why);
+            push(&mut lines, None, "loads", Verdict::Fail, why);
             return lines;
         }
         None => {
-            line(
+            push(
+                &mut lines,
                 None,
                 "loads",
                 Verdict::Fail,
@@ -126,39 +129,99 @@ pub fn check_plugin(
             return lines;
         }
     };
+    let unknown: Vec<&str> = set
+        .keys()
+        .filter(|k| !descriptors.iter().any(|d| d.schema.get(k).is_some()))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        push(
+            &mut lines,
+            None,
+            "--set",
+            Verdict::Fail,
+            format!(
+                "no method or attack in this library has a parameter named {}",
+                unknown
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
     for (n, d) in descriptors.iter().enumerate() {
         let id = Some(d.id.as_str());
         let problems = descriptor_problems(d);
         if problems.is_empty() {
-            line(id, "descriptor", Verdict::Pass, String::new());
+            push(&mut lines, id, "descriptor", Verdict::Pass, String::new());
         } else {
-            line(id, "descriptor", Verdict::Fail, problems.join("; "));
+            push(
+                &mut lines,
+                id,
+                "descriptor",
+                Verdict::Fail,
+                problems.join("; "),
+            );
         }
         if d.citation.trim().is_empty() {
-            line(
+            push(
+                &mut lines,
                 id,
                 "citation",
                 Verdict::Warn,
                 "no citation: say which paper the method comes from".into(),
             );
         }
-        let params = match d.schema.validate(&Value::Object(Default::default())) {
+        // `--set` values for the keys this descriptor knows (demo values for its
+        // required parameters, or other settings to try).
+        let given: serde_json::Map<String, Value> = set
+            .iter()
+            .filter(|(k, _)| d.schema.get(k).is_some())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let params = match d.schema.validate(&Value::Object(given.clone())) {
             Ok(p) => {
-                line(
+                let with = if given.is_empty() {
+                    String::new()
+                } else {
+                    let keys: Vec<&str> = given.keys().map(String::as_str).collect();
+                    format!(", {} from --set", keys.join(", "))
+                };
+                push(
+                    &mut lines,
                     id,
                     "defaults",
                     Verdict::Pass,
-                    format!("{} parameter(s)", p.len()),
+                    format!("{} parameter(s){with}", p.len()),
                 );
                 Value::Object(p)
             }
             Err(e) => {
-                line(
-                    id,
-                    "defaults",
-                    Verdict::Fail,
-                    format!("the defaults do not validate against the schema: {e}"),
-                );
+                let required: Vec<String> = e
+                    .problems
+                    .iter()
+                    .filter_map(|p| match p {
+                        lethe_plugin_api::schema::ParamProblem::Missing { key } => {
+                            Some(key.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let detail = if !required.is_empty() && required.len() == e.problems.len() {
+                    // Required parameters are allowed; the check needs a value.
+                    format!(
+                        "required parameter(s) without a default: give demo values with {}",
+                        required
+                            .iter()
+                            .map(|k| format!("--set {k}=VALUE"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                } else {
+                    format!("the defaults do not validate against the schema: {e}")
+                };
+                push(&mut lines, id, "defaults", Verdict::Fail, detail);
                 continue;
             }
         };
@@ -201,7 +264,7 @@ pub fn check_plugin(
                 Ok(list) => forget = list,
                 Err(e) => {
                     let (what, verdict, detail) = no_class_list(e);
-                    line(id, what, verdict, detail);
+                    push(&mut lines, id, what, verdict, detail);
                 }
             }
         }
@@ -217,77 +280,75 @@ pub fn check_plugin(
                 format!("{m}-class")
             }
         };
-        let mut report = run(model, &forget, &tag(model, &forget), false);
+        let (mut report, mut log) = run(model, &forget, &tag(model, &forget), false);
         if needs_other_model(&report.outcome) && model != &demo.encoder {
             model = &demo.encoder;
-            report = run(model, &forget, &tag(model, &forget), false);
+            (report, log) = run(model, &forget, &tag(model, &forget), false);
         }
         if needs_whole_class(&report.outcome) && forget == demo.forget {
             match whole_class_list(demo, &dir) {
                 Ok(list) => {
                     forget = list;
-                    report = run(model, &forget, &tag(model, &forget), false);
+                    (report, log) = run(model, &forget, &tag(model, &forget), false);
                 }
                 Err(e) => {
                     let (what, verdict, detail) = no_class_list(e);
-                    line(id, what, verdict, detail);
+                    push(&mut lines, id, what, verdict, detail);
                 }
             }
         }
         let took = started.elapsed();
         let model_name = model.file_name().map(|f| f.to_string_lossy().into_owned());
         let model_name = model_name.unwrap_or_default();
-        match &report.outcome {
+        let (verdict, detail) = match &report.outcome {
             JobOutcome::Succeeded(value) => {
                 let saved = artifact_names(value).iter().any(|n| n == "model");
                 if d.kind == "method" && !saved {
-                    line(
-                        id,
-                        "runs on the demo",
+                    (
                         Verdict::Fail,
                         format!(
                             "finished on {model_name} in {:.1}s but saved no model (call save_model at the end)",
                             took.as_secs_f64()
                         ),
-                    );
+                    )
                 } else {
-                    line(
-                        id,
-                        "runs on the demo",
+                    (
                         Verdict::Pass,
                         format!("{model_name}, {:.1}s", took.as_secs_f64()),
-                    );
+                    )
                 }
             }
-            other => {
-                line(
-                    id,
-                    "runs on the demo",
-                    Verdict::Fail,
-                    with_log(&format!("on {model_name}: {other}"), &report),
-                );
-                continue;
-            }
+            other => (
+                Verdict::Fail,
+                with_log(&format!("on {model_name}: {other}"), &report),
+            ),
+        };
+        push(&mut lines, id, "runs on the demo", verdict, detail);
+        if let Some(l) = lines.last_mut() {
+            l.log = log;
         }
-        let cancelled = run(model, &forget, "cancel", true);
+        if !matches!(report.outcome, JobOutcome::Succeeded(_)) {
+            continue;
+        }
+        let (cancelled, _) = run(model, &forget, "cancel", true);
         match &cancelled.outcome {
             JobOutcome::Cancelled { killed: false } => {
-                line(id, "handles cancel", Verdict::Pass, String::new());
+                push(&mut lines, id, "handles cancel", Verdict::Pass, String::new());
             }
-            JobOutcome::Cancelled { killed: true } => line(
+            JobOutcome::Cancelled { killed: true } => push(&mut lines,
                 id,
                 "handles cancel",
                 Verdict::Fail,
                 "it ignored the cancel and had to be killed: call check_cancelled() in every loop"
                     .into(),
             ),
-            JobOutcome::Succeeded(_) => line(
+            JobOutcome::Succeeded(_) => push(&mut lines,
                 id,
                 "handles cancel",
                 Verdict::Fail,
                 "it was cancelled before it started and still ran to the end: call check_cancelled() in every loop".into(),
             ),
-            other => line(
+            other => push(&mut lines,
                 id,
                 "handles cancel",
                 Verdict::Fail,
@@ -298,25 +359,68 @@ pub fn check_plugin(
     lines
 }
 
+fn push(
+    lines: &mut Vec<CheckLine>,
+    id: Option<&str>,
+    what: &str,
+    verdict: Verdict,
+    detail: String,
+) {
+    lines.push(CheckLine {
+        id: id.map(str::to_string),
+        what: what.to_string(),
+        verdict,
+        detail,
+        log: Vec::new(),
+    });
+}
+
 /// Runs `job`, cancelling it right after the start when `cancel` is set (the
 /// worker is still loading the model and data then, well before the plugin runs).
-fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> JobReport {
-    let handle = match spawn_worker(opts, job, |_| {}) {
+fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> (JobReport, Vec<String>) {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let sink = std::sync::Arc::clone(&log);
+    let on_event = move |event| {
+        if let FromWorker::Log { level, text } = event
+            && let Ok(mut l) = sink.lock()
+        {
+            if l.len() == LOG_LINES {
+                l.pop_front();
+            }
+            l.push_back(format!("{}: {text}", level_name(level)));
+        }
+    };
+    let handle = match spawn_worker(opts, job, on_event) {
         Ok(h) => h,
         Err(e) => {
-            return JobReport {
+            let report = JobReport {
                 outcome: JobOutcome::Failed(format!("cannot start the worker: {e}")),
                 stderr_tail: String::new(),
                 elapsed: Duration::ZERO,
                 exit: None,
                 answered_hello: false,
             };
+            return (report, Vec::new());
         }
     };
     if cancel {
         handle.cancel();
     }
-    handle.wait()
+    let report = handle.wait();
+    let lines = log
+        .lock()
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default();
+    (report, lines)
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
 }
 
 /// Whether a run failed only because the demo model lacks a head the plugin
@@ -426,6 +530,9 @@ pub fn render(library: &Path, lines: &[CheckLine]) -> String {
             out.push_str(&format!(" ({})", l.detail));
         }
         out.push('\n');
+        for text in &l.log {
+            out.push_str(&format!("         | {text}\n"));
+        }
     }
     let failed = lines.iter().filter(|l| l.verdict == Verdict::Fail).count();
     out.push_str(&if failed == 0 {

@@ -36,6 +36,11 @@ pub enum PluginsCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// A parameter for the demo runs, KEY=VALUE (repeatable): a demo value
+        /// for a required parameter, or another setting to try. Each method or
+        /// attack takes the keys it knows.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -69,15 +74,20 @@ pub fn run(
             device,
             resources: res,
             json,
+            set,
         } => {
             if !file.is_file() {
                 anyhow::bail!("{}: no such plugin library", file.display());
             }
+            let set = match super::unlearn::parse_params(None, &set)? {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
             let mut opts = WorkerOptions::current_exe()?;
             opts.timeout = Some(Duration::from_secs(timeout));
             let demo = Demo::in_resources(res.as_deref().unwrap_or(resources));
             let scratch = tempfile_dir()?;
-            let lines = check_plugin(&opts, &file, &demo, &device, scratch.path());
+            let lines = check_plugin(&opts, &file, &demo, &device, scratch.path(), &set);
             if json {
                 println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {

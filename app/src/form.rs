@@ -22,6 +22,8 @@ pub enum FormValue {
     Choice(String),
     /// A path as typed (empty: not given).
     Path(String),
+    /// Free text, as typed (sent as it is, empty included).
+    Text(String),
 }
 
 /// The values of one plugin's form, by key. Persisted with the draft so a
@@ -40,6 +42,7 @@ pub fn default_value(spec: &ParamSpec) -> FormValue {
         ParamKind::Bool { default } => FormValue::Bool(*default),
         ParamKind::Choice { default, .. } => FormValue::Choice(default.clone()),
         ParamKind::Path { default, .. } => FormValue::Path(default.clone().unwrap_or_default()),
+        ParamKind::String { default, .. } => FormValue::Text(default.clone().unwrap_or_default()),
     }
 }
 
@@ -54,6 +57,7 @@ fn fits(spec: &ParamSpec, value: &FormValue) -> bool {
         (ParamKind::Bool { .. }, FormValue::Bool(_)) => true,
         (ParamKind::Choice { choices, .. }, FormValue::Choice(c)) => choices.contains(c),
         (ParamKind::Path { .. }, FormValue::Path(_)) => true,
+        (ParamKind::String { max_len, .. }, FormValue::Text(t)) => t.chars().count() <= *max_len,
         _ => false,
     }
 }
@@ -115,6 +119,7 @@ impl FormValues {
                 FormValue::Choice(c) => Value::from(c.clone()),
                 FormValue::Path(p) if p.trim().is_empty() => continue,
                 FormValue::Path(p) => Value::from(p.trim().to_string()),
+                FormValue::Text(t) => Value::from(t.clone()),
             };
             m.insert(k.clone(), json);
         }
@@ -255,6 +260,11 @@ fn param_row(ui: &mut egui::Ui, p: &ParamSpec, values: &mut FormValues) -> bool 
                     .desired_width(260.0),
             )
         }
+        (ParamKind::String { max_len, .. }, FormValue::Text(t)) => ui.add(
+            egui::TextEdit::singleline(t)
+                .char_limit(*max_len)
+                .desired_width(260.0),
+        ),
         // conform() made every value fit its kind.
         _ => ui.label("?"),
     };
@@ -279,6 +289,8 @@ fn show_value(v: &FormValue) -> String {
         FormValue::Choice(c) => c.clone(),
         FormValue::Path(p) if p.is_empty() => "none".into(),
         FormValue::Path(p) => p.clone(),
+        FormValue::Text(t) if t.is_empty() => "empty".into(),
+        FormValue::Text(t) => format!("\"{t}\""),
     }
 }
 
@@ -308,6 +320,14 @@ fn range_text(p: &ParamSpec) -> String {
                 .as_ref()
                 .map(|d| format!("; default {d}"))
                 .unwrap_or_else(|| "; required".into())
+        ),
+        ParamKind::String { default, max_len } => format!(
+            "Text of at most {max_len} characters{}",
+            match default {
+                Some(d) if d.is_empty() => "; default empty".into(),
+                Some(d) => format!("; default \"{d}\""),
+                None => "; required".into(),
+            }
         ),
     }
 }
@@ -365,6 +385,37 @@ pub(crate) mod tests {
         );
         let problems = v.validated(&s).unwrap_err();
         assert_eq!(problems, ["parameter `teacher` is required"]);
+    }
+
+    #[test]
+    fn string_parameters_are_edited_as_text_and_validated_by_the_schema() {
+        let s = Schema::from_json(
+            r#"{"params": [
+            {"key": "note", "label": "Note", "type": "string", "default": "hi", "max_len": 4},
+            {"key": "prompt", "label": "Prompt", "type": "string"}
+        ]}"#,
+        )
+        .unwrap();
+        let mut v = FormValues::defaults(&s);
+        assert_eq!(v.to_json(), json!({"note": "hi", "prompt": ""}));
+        assert_eq!(
+            v.validated(&s).unwrap_err(),
+            ["parameter `prompt` is required"]
+        );
+        v.values
+            .insert("prompt".into(), FormValue::Text("a cat".into()));
+        v.values
+            .insert("note".into(), FormValue::Text(String::new()));
+        assert_eq!(
+            Value::Object(v.validated(&s).unwrap()),
+            json!({"note": "", "prompt": "a cat"}),
+            "an emptied optional text is sent empty, not replaced by its default"
+        );
+        // A stored value longer than a new max_len is reset on conform.
+        v.values
+            .insert("note".into(), FormValue::Text("toolong".into()));
+        assert_eq!(v.conform(&s), ["note"]);
+        assert_eq!(v.values["note"], FormValue::Text("hi".into()));
     }
 
     #[test]

@@ -130,12 +130,20 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
             "target=scores.npz",
             "--set",
             "nosuch=1",
+            "--set",
+            "note=7",
         ],
         dir.path(),
     );
     let with = text(&with);
     assert!(
         with.contains("ok   org.lethe.test.fail: defaults (1 parameter(s), target from --set)"),
+        "{with}"
+    );
+    // A string parameter crosses the ABI (a number on the command line is its text).
+    assert!(
+        with.contains("ok   org.lethe.test.classwise: defaults (2 parameter(s), note from --set)")
+            && with.contains("         | info: note: 7"),
         "{with}"
     );
     assert!(

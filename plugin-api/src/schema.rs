@@ -9,7 +9,8 @@
 //!   {"key": "epochs", "label": "Epochs", "type": "int", "min": 1, "max": 100, "default": 5},
 //!   {"key": "reset_head", "label": "Reset head", "type": "bool", "default": false},
 //!   {"key": "loss", "label": "Loss", "type": "choice", "choices": ["ce", "kl"], "default": "ce"},
-//!   {"key": "teacher", "label": "Teacher checkpoint", "type": "path"}
+//!   {"key": "teacher", "label": "Teacher checkpoint", "type": "path"},
+//!   {"key": "note", "label": "Run note", "type": "string", "default": "", "max_len": 200}
 //! ],
 //!  "applies_to": {"models": ["classifier"], "whole_classes_only": true}}
 //! ```
@@ -184,6 +185,20 @@ pub enum ParamKind {
         #[serde(default)]
         directory: bool,
     },
+    /// Free text (since ABI 1.3): a name, a prompt, a list in the plugin's own
+    /// syntax. Without a default the key is required and may not be empty.
+    String {
+        /// Value used when the key is absent; without one the key is required.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<String>,
+        /// Longest accepted value, in characters.
+        #[serde(default = "default_max_len")]
+        max_len: usize,
+    },
+}
+
+fn default_max_len() -> usize {
+    1024
 }
 
 impl ParamKind {
@@ -194,6 +209,7 @@ impl ParamKind {
             ParamKind::Bool { .. } => "bool",
             ParamKind::Choice { .. } => "choice",
             ParamKind::Path { .. } => "path",
+            ParamKind::String { .. } => "string",
         }
     }
 }
@@ -269,6 +285,13 @@ pub enum ParamProblem {
         /// Largest allowed value.
         max: String,
     },
+    /// Text that is too long or holds a NUL (since ABI 1.3).
+    BadText {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A choice not in the list.
     NotAChoice {
         /// The key.
@@ -301,6 +324,9 @@ impl fmt::Display for ParamProblem {
                 min,
                 max,
             } => write!(f, "parameter `{key}` = {value} is outside [{min}, {max}]"),
+            ParamProblem::BadText { key, reason } => {
+                write!(f, "parameter `{key}`: {reason}")
+            }
             ParamProblem::NotAChoice {
                 key,
                 value,
@@ -411,6 +437,16 @@ impl Schema {
                     }
                     if !choices.contains(default) {
                         return Err(bad(format!("default \"{default}\" is not a choice")));
+                    }
+                }
+                ParamKind::String { default, max_len } => {
+                    if *max_len == 0 {
+                        return Err(bad("max_len must be at least 1".into()));
+                    }
+                    if let Some(d) = default
+                        && d.chars().count() > *max_len
+                    {
+                        return Err(bad(format!("default is longer than max_len {max_len}")));
                     }
                 }
                 ParamKind::Bool { .. } | ParamKind::Path { .. } => {}
@@ -545,6 +581,35 @@ fn validate_one(p: &ParamSpec, value: Option<&Value>) -> Result<Value, ParamProb
             Some(Value::String(s)) if !s.is_empty() => Ok(Value::from(s.clone())),
             Some(v) => Err(wrong(v)),
         },
+        ParamKind::String { default, max_len } => {
+            let text = match value {
+                None => {
+                    return default
+                        .clone()
+                        .map(Value::from)
+                        .ok_or(ParamProblem::Missing { key: key() });
+                }
+                Some(Value::String(s)) => s.clone(),
+                // `--set name=7` parses as a number: its text is what was meant.
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                Some(v) => return Err(wrong(v)),
+            };
+            if text.is_empty() && default.is_none() {
+                return Err(ParamProblem::Missing { key: key() });
+            }
+            let len = text.chars().count();
+            if len > *max_len || text.contains('\0') {
+                return Err(ParamProblem::BadText {
+                    key: key(),
+                    reason: if len > *max_len {
+                        format!("{len} characters, at most {max_len} allowed")
+                    } else {
+                        "contains a NUL character".into()
+                    },
+                });
+            }
+            Ok(Value::from(text))
+        }
     }
 }
 
@@ -565,6 +630,55 @@ mod tests {
         ]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn string_parameters_take_text_and_refuse_what_does_not_fit() {
+        let s = Schema::from_json(
+            r#"{"params": [
+            {"key": "note", "label": "Note", "type": "string", "default": "", "max_len": 5},
+            {"key": "prompt", "label": "Prompt", "type": "string"}
+        ]}"#,
+        )
+        .unwrap();
+        assert_eq!(Schema::from_json(&s.to_json()).unwrap(), s);
+        let ok = s.validate(&json!({"prompt": "a cat"})).unwrap();
+        assert_eq!(ok["note"], "");
+        assert_eq!(ok["prompt"], "a cat");
+        // A number given on the command line is taken as its text.
+        assert_eq!(s.validate(&json!({"prompt": 7})).unwrap()["prompt"], "7");
+        let problems = |v: Value| s.validate(&v).unwrap_err().problems;
+        assert_eq!(
+            problems(json!({})),
+            vec![ParamProblem::Missing {
+                key: "prompt".into()
+            }]
+        );
+        assert_eq!(
+            problems(json!({"prompt": ""})),
+            vec![ParamProblem::Missing {
+                key: "prompt".into()
+            }],
+            "a required string may not be empty"
+        );
+        let long = problems(json!({"prompt": "x", "note": "ééééééé"}));
+        assert_eq!(
+            long[0].to_string(),
+            "parameter `note`: 7 characters, at most 5 allowed"
+        );
+        assert!(matches!(
+            problems(json!({"prompt": "a\0b"}))[0],
+            ParamProblem::BadText { .. }
+        ));
+        assert!(matches!(
+            problems(json!({"prompt": ["x"]}))[0],
+            ParamProblem::WrongType { .. }
+        ));
+        let e = Schema::from_json(
+            r#"{"params": [{"key": "n", "label": "N", "type": "string", "default": "abc", "max_len": 2}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_len"), "{e}");
     }
 
     #[test]

@@ -217,6 +217,27 @@ impl ParamSpec {
         )
     }
 
+    /// Free text of at most 1024 characters; `default: None` makes it required
+    /// (and non-empty). Read it with [`Params::str`].
+    pub fn string(key: &str, label: &str, default: Option<&str>) -> Self {
+        Self::with_kind(
+            key,
+            label,
+            ParamKind::String {
+                default: default.map(str::to_string),
+                max_len: 1024,
+            },
+        )
+    }
+
+    /// Sets the longest accepted text of a string parameter (no effect on others).
+    pub fn max_len(mut self, max: usize) -> Self {
+        if let ParamKind::String { max_len, .. } = &mut self.kind {
+            *max_len = max;
+        }
+        self
+    }
+
     /// Sets the group (form section).
     pub fn group(mut self, group: &str) -> Self {
         self.group = group.to_string();

@@ -321,8 +321,11 @@ fn start_sleeper() -> Result<u32, PluginError> {
     Ok(child.id())
 }
 
-/// Declares classifiers and whole classes only; saves the model as it is.
-pub struct ClasswiseMethod;
+/// Declares classifiers and whole classes only; logs its `note` (a string
+/// parameter) and saves the model as it is.
+pub struct ClasswiseMethod {
+    note: String,
+}
 
 impl Plugin for ClasswiseMethod {
     fn descriptor() -> Descriptor {
@@ -337,14 +340,18 @@ impl Plugin for ClasswiseMethod {
         .description("Applies to classifiers and whole classes only; changes nothing.")
         .citation("Lethe test suite.")
         .param(ParamSpec::int("seed", "Seed", 0, 1_000_000, 0))
+        .param(ParamSpec::string("note", "Note", Some("")).max_len(40))
     }
 
-    fn create(_: &Params) -> Result<Self, PluginError> {
-        Ok(ClasswiseMethod)
+    fn create(p: &Params) -> Result<Self, PluginError> {
+        Ok(ClasswiseMethod {
+            note: p.str("note")?.to_string(),
+        })
     }
 
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         ctx.check_cancelled()?;
+        ctx.info(&format!("note: {}", self.note));
         ctx.save_model()
     }
 }

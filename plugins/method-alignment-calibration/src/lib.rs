@@ -237,6 +237,10 @@ impl Plugin for AlignmentCalibration {
 
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
         let audit_before = audit(ctx, head, recipe)?;
+        // The audit draws its views from a fixed seed (so before and after see the
+        // same images); training must go on from the run's own seed, or every seed
+        // would train alike. Offset so its first views are not the evaluation's.
+        tch::manual_seed(i64::try_from(self.seed.wrapping_add(1) & (i64::MAX as u64)).unwrap_or(1));
         let steps = steps_per_epoch(ctx, Split::Retain, br, self.max_batches)?;
         let mut moco = match variant {
             Variant::Moco => Some(MocoState::new(

@@ -392,12 +392,15 @@ fn salun_leaves_non_salient_weights_bit_identical_under_momentum_and_weight_deca
 fn fisher_noise_variance_scales_with_the_inverse_fisher() {
     // The demo classifier is so confident that most of its Fisher is below the
     // default clamp (1/F > 1e3 everywhere but a few weights); a clamp above every
-    // 1/(F + 1e-8) makes the noise follow the Fisher itself.
+    // 1/(F + 1e-8) makes the noise follow the Fisher itself. Per weight, so that
+    // each weight's variance is its own (the reference formulation averages rows;
+    // its rule is pinned against PyTorch in the plugin's unit test).
     let (alpha, clamp) = (1e-10, 1e10);
     let run = unlearn(
         "fisher",
         "classifier",
-        json!({"alpha": alpha, "max_variance": clamp, "samples": 30, "batch_size": 30, "seed": 5}),
+        json!({"alpha": alpha, "max_variance": clamp, "samples": 30, "batch_size": 30, "seed": 5,
+               "formulation": "per_weight"}),
     );
     let fisher = run.tensor("fisher_diagonal").to_kind(Kind::Double);
     assert_eq!(run.summary["fisher_samples"], 30);

@@ -19,8 +19,71 @@ use serde_json::json;
 /// Added to the Fisher before inverting, as in the reference code.
 const EPS: f64 = 1e-8;
 
+/// The reference's tighter clamp of the class layer's inverse Fisher.
+const CLASS_LAYER_MAX: f64 = 1e2;
+
+/// The reference's variance boost for the class layer and 1-D parameters.
+const BOOST: f64 = 10.0;
+
+/// How the noise variance is made from the Fisher diagonal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Formulation {
+    /// As the code behind the published numbers (Golatkar et al.'s `get_mean_var`,
+    /// copied by the OPTML benchmark): per parameter, `min(1/(F + 1e-8), v_max)`
+    /// (and `min(…, 100)` on the class layer), times α, averaged over each weight
+    /// row (dimension 1) for parameters of two or more dimensions, then ×10 for
+    /// the class layer and for 1-D parameters.
+    Reference,
+    /// The paper's formula per weight: `α·min(1/(F + 1e-8), v_max)`.
+    PerWeight,
+}
+
+/// The noise variance of every parameter, flat in `params`' order, from the flat
+/// Fisher diagonal. `class_layer` tells which parameters form the class layer.
+pub fn noise_variance(
+    params: &[(String, Tensor)],
+    fisher: &Tensor,
+    alpha: f64,
+    max_variance: f64,
+    formulation: Formulation,
+    class_layer: impl Fn(&str) -> bool,
+) -> Result<Tensor, PluginError> {
+    tch::no_grad(|| {
+        let inverse = fisher
+            .f_add_scalar(EPS)?
+            .f_reciprocal()?
+            .f_clamp_max(max_variance)?;
+        if formulation == Formulation::PerWeight {
+            return Ok(inverse.f_mul_scalar(alpha)?);
+        }
+        let mut parts = Vec::with_capacity(params.len());
+        for ((name, p), f) in params.iter().zip(unflatten(&inverse, params)?) {
+            let class = class_layer(name);
+            let mut v = if class {
+                f.f_clamp_max(CLASS_LAYER_MAX)?
+            } else {
+                f
+            };
+            v = v.f_mul_scalar(alpha)?;
+            let size = p.size();
+            if size.len() > 1 {
+                v = v
+                    .f_mean_dim([1i64].as_slice(), true, DType::Float)?
+                    .f_expand(size.as_slice(), false)?
+                    .f_contiguous()?;
+            }
+            if class || size.len() == 1 {
+                v = v.f_mul_scalar(BOOST)?;
+            }
+            parts.push(v.f_reshape([-1])?);
+        }
+        Ok(Tensor::f_cat(&parts, 0)?)
+    })
+}
+
 /// Diagonal-Fisher noise.
 pub struct Fisher {
+    formulation: Formulation,
     alpha: f64,
     max_variance: f64,
     samples: i64,
@@ -44,14 +107,20 @@ impl Plugin for Fisher {
              Classifiers: the true Fisher, Σ_y p(y|x)·(∂ log p(y|x)/∂θ)², one example at a \
              time. Encoders: the empirical Fisher of each example's NT-Xent term within its \
              batch. Saves F as the `fisher_diagonal` result (flat, layout in \
-             `parameter_layout`). The reference code additionally averages the variance over \
-             each weight row and multiplies it by 10 for the last layer and 1-D parameters; \
-             this plugin applies the formula per weight.",
+             `parameter_layout`). formulation = reference (default) follows the code behind \
+             the published numbers: the class layer's inverse Fisher is clamped at 100, the \
+             variance is averaged over each weight row and multiplied by 10 for the class \
+             layer and 1-D parameters; per_weight applies the paper's formula to every weight.",
         )
         .citation(
             "Golatkar, Achille and Soatto, \"Eternal Sunshine of the Spotless Net: Selective \
              Forgetting in Deep Networks\", CVPR 2020; benchmarked in Jia et al., \"Model \
              Sparsity Can Simplify Machine Unlearning\", NeurIPS 2023.",
+        )
+        .param(
+            ParamSpec::choice("formulation", "Formulation", &["reference", "per_weight"], "reference")
+                .group("Method")
+                .help("reference: as the published code (row-averaged variance, class layer clamped at 100, ×10 for the class layer and 1-D parameters); per_weight: the paper's formula for every weight."),
         )
         .param(
             ParamSpec::float("alpha", "Noise scale α", 1e-12, 10.0, 3e-6)
@@ -85,6 +154,10 @@ impl Plugin for Fisher {
 
     fn create(p: &Params) -> Result<Self, PluginError> {
         Ok(Fisher {
+            formulation: match p.str("formulation")? {
+                "per_weight" => Formulation::PerWeight,
+                _ => Formulation::Reference,
+            },
             alpha: p.f64("alpha")?,
             max_variance: p.f64("max_variance")?,
             samples: p.i64("samples")?,
@@ -111,13 +184,18 @@ impl Plugin for Fisher {
             "Fisher estimated",
             &json!({"fisher_samples": used, "fisher_mean": fisher.f_mean(DType::Float)?.f_double_value(&[])?}),
         );
-        let variance = tch::no_grad(|| -> Result<Tensor, PluginError> {
-            Ok(fisher
-                .f_add_scalar(EPS)?
-                .f_reciprocal()?
-                .f_clamp_max(self.max_variance)?
-                .f_mul_scalar(self.alpha)?)
-        })?;
+        // The class layer is the classifier's `fc` (torchvision naming); the
+        // reference recognised it by its first dimension equalling the number of
+        // classes, which can also catch a convolution with as many channels.
+        let is_classifier = matches!(objective.kind, ModelKind::Classifier { .. });
+        let variance = noise_variance(
+            &prep.params,
+            &fisher,
+            self.alpha,
+            self.max_variance,
+            self.formulation,
+            |name| is_classifier && name.starts_with("fc."),
+        )?;
         let noise = variance.f_sqrt()?.f_mul(&variance.f_randn_like()?)?;
         let theta = theta0.f_add(&noise)?;
         assign_masked(&prep.params, &unflatten(&theta, &prep.params)?, &prep.masks)?;
@@ -130,6 +208,10 @@ impl Plugin for Fisher {
             &before,
             json!({
                 "method": "fisher",
+                "formulation": match self.formulation {
+                    Formulation::Reference => "reference",
+                    Formulation::PerWeight => "per_weight",
+                },
                 "fisher_samples": used,
                 "alpha": self.alpha,
                 "max_variance": self.max_variance,
@@ -222,3 +304,96 @@ fn diagonal_fisher(
 }
 
 lethe_plugin_api::declare_plugin!(Fisher);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lethe_plugin_api::tch::Device;
+    use lethe_plugin_kit::oracle::{torch_oracle, values};
+
+    /// The noise variance of both formulations on a fixed Fisher over a small
+    /// conv net's parameters (conv, 1-D norm parameters, class layer), against
+    /// the reference's per-parameter rule written in PyTorch. The Fisher spans
+    /// eight decades so that both clamps bite.
+    #[test]
+    fn noise_variance_matches_the_reference_rule_in_pytorch() {
+        tch::manual_seed(17);
+        let o = (DType::Float, Device::Cpu);
+        let shapes: [(&str, &[i64]); 5] = [
+            ("conv.weight", &[4, 2, 3, 3]),
+            ("bn.weight", &[4]),
+            ("bn.bias", &[4]),
+            ("fc.weight", &[3, 4]),
+            ("fc.bias", &[3]),
+        ];
+        let params: Vec<(String, Tensor)> = shapes
+            .iter()
+            .map(|(n, s)| (n.to_string(), Tensor::zeros(*s, o)))
+            .collect();
+        let total: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
+        // 10^u, u uniform in [-6, 2].
+        let fisher = (Tensor::rand([total], o) * 8.0 - 6.0)
+            .g_mul_scalar(10f64.ln())
+            .exp();
+        let (alpha, max_variance) = (3e-6, 1e3);
+        let ours = |f| {
+            values(
+                &noise_variance(&params, &fisher, alpha, max_variance, f, |n| {
+                    n.starts_with("fc.")
+                })
+                .unwrap(),
+            )
+        };
+        let theirs = torch_oracle(
+            r#"
+import json, sys, torch
+inp = json.load(sys.stdin)
+fisher = torch.tensor(inp["fisher"], dtype=torch.float64)
+out, per_weight, at = [], [], 0
+for name, shape in inp["shapes"]:
+    n = 1
+    for d in shape:
+        n *= d
+    f = fisher[at:at + n].reshape(shape)
+    at += n
+    per_weight.append((inp["alpha"] * (1.0 / (f + 1e-8)).clamp(max=inp["max"])).reshape(-1))
+    # get_mean_var of the published code, with the class layer named.
+    last = name.startswith("fc.")
+    var = (1.0 / (f + 1e-8)).clamp(max=inp["max"])
+    if last:
+        var = var.clamp(max=1e2)
+    var = inp["alpha"] * var
+    if var.ndim > 1:
+        var = var.mean(dim=1, keepdim=True).expand_as(f).clone()
+    if last or var.ndim == 1:
+        var = var * 10
+    out.append(var.reshape(-1))
+print(json.dumps({"reference": torch.cat(out).tolist(),
+                  "per_weight": torch.cat(per_weight).tolist()}))
+"#,
+            &json!({
+                "fisher": values(&fisher),
+                "shapes": shapes.iter().map(|(n, s)| json!([n, s])).collect::<Vec<_>>(),
+                "alpha": alpha,
+                "max": max_variance,
+            }),
+        );
+        for (f, key) in [
+            (Formulation::Reference, "reference"),
+            (Formulation::PerWeight, "per_weight"),
+        ] {
+            let (a, b) = (ours(f), theirs[key].as_array().unwrap().clone());
+            assert_eq!(a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let y = y.as_f64().unwrap();
+                assert!(
+                    (x - y).abs() <= 1e-5 * y.abs(),
+                    "{key} [{i}]: ours {x}, PyTorch {y}"
+                );
+            }
+        }
+        // The clamps did bite: some inverse Fishers were above 100 and 1000.
+        let inv = values(&fisher.reciprocal());
+        assert!(inv.iter().any(|v| *v > 1e3) && inv.iter().any(|v| *v < 1e2));
+    }
+}

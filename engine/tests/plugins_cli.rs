@@ -107,6 +107,16 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
         out.contains("ok   org.lethe.test.classwise: handles cancel"),
         "{out}"
     );
+    // One that polls as it works stops when cancelled in the middle; one that
+    // reports no progress before it ends cannot be watched, and is told so.
+    assert!(
+        out.contains("ok   org.lethe.test.misbehave: stops mid-run"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warn org.lethe.test.classwise: stops mid-run (it reported no progress before it finished"),
+        "{out}"
+    );
     // What a plugin logs during the demo run is shown under its line.
     assert!(
         out.contains("org.lethe.test.progress: runs on the demo")
@@ -132,6 +142,8 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
             "nosuch=1",
             "--set",
             "note=7",
+            "--set",
+            "busy_ms=2500",
         ],
         dir.path(),
     );
@@ -140,10 +152,18 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
         with.contains("ok   org.lethe.test.fail: defaults (1 parameter(s), target from --set)"),
         "{with}"
     );
+    // Cancelled at its first progress report, it worked on for 2.5 s without
+    // polling: it fails the mid-run check (it passed the check before the start).
+    assert!(
+        with.contains("ok   org.lethe.test.classwise: handles cancel")
+            && with.contains("FAIL org.lethe.test.classwise: stops mid-run (cancelled during its work, it ran on for"),
+        "{with}"
+    );
     // A string parameter crosses the ABI (a number on the command line is its text).
     assert!(
-        with.contains("ok   org.lethe.test.classwise: defaults (2 parameter(s), note from --set)")
-            && with.contains("         | info: note: 7"),
+        with.contains(
+            "ok   org.lethe.test.classwise: defaults (3 parameter(s), busy_ms, note from --set)"
+        ) && with.contains("         | info: note: 7"),
         "{with}"
     );
     assert!(

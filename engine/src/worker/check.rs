@@ -14,7 +14,10 @@
 //! 4. a second run is cancelled as soon as it starts, so the cancel flag is up
 //!    before the plugin's `run` begins: a plugin that checks it in its loops stops
 //!    at the first check; one that ignores it runs to the end (or is killed after
-//!    the grace period) and fails.
+//!    the grace period) and fails;
+//! 5. a third run is cancelled at its first progress report, in the middle of its
+//!    work: it must stop on its own (a plugin that reports no progress before it
+//!    ends gets a warning, as it cannot be watched).
 
 use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker};
 use crate::worker::protocol::{DescriptorInfo, FromWorker, Level};
@@ -226,7 +229,7 @@ pub fn check_plugin(
             }
         };
         let dir = scratch.join(format!("{n}-{}", sanitize(&d.id)));
-        let run = |checkpoint: &Path, forget: &Path, tag: &str, cancel: bool| {
+        let run = |checkpoint: &Path, forget: &Path, tag: &str, cancel: Cancel| {
             let job = Job::Unlearn {
                 library: library.to_path_buf(),
                 id: d.id.clone(),
@@ -280,16 +283,16 @@ pub fn check_plugin(
                 format!("{m}-class")
             }
         };
-        let (mut report, mut log) = run(model, &forget, &tag(model, &forget), false);
+        let (mut report, mut log, _) = run(model, &forget, &tag(model, &forget), Cancel::Never);
         if needs_other_model(&report.outcome) && model != &demo.encoder {
             model = &demo.encoder;
-            (report, log) = run(model, &forget, &tag(model, &forget), false);
+            (report, log, _) = run(model, &forget, &tag(model, &forget), Cancel::Never);
         }
         if needs_whole_class(&report.outcome) && forget == demo.forget {
             match whole_class_list(demo, &dir) {
                 Ok(list) => {
                     forget = list;
-                    (report, log) = run(model, &forget, &tag(model, &forget), false);
+                    (report, log, _) = run(model, &forget, &tag(model, &forget), Cancel::Never);
                 }
                 Err(e) => {
                     let (what, verdict, detail) = no_class_list(e);
@@ -330,7 +333,7 @@ pub fn check_plugin(
         if !matches!(report.outcome, JobOutcome::Succeeded(_)) {
             continue;
         }
-        let (cancelled, _) = run(model, &forget, "cancel", true);
+        let (cancelled, _, _) = run(model, &forget, "cancel", Cancel::AtStart);
         match &cancelled.outcome {
             JobOutcome::Cancelled { killed: false } => {
                 push(&mut lines, id, "handles cancel", Verdict::Pass, String::new());
@@ -355,8 +358,65 @@ pub fn check_plugin(
                 with_log(&format!("after a cancel: {other}"), &cancelled),
             ),
         }
+        // A plugin that checks only before its loops passes the check above; a
+        // cancel in the middle of its work tells whether it polls as it goes.
+        let (midway, _, after_cancel) =
+            run(model, &forget, "cancel-midway", Cancel::AtFirstProgress);
+        let (verdict, detail) = match &midway.outcome {
+            JobOutcome::Cancelled { killed: false } => (Verdict::Pass, String::new()),
+            JobOutcome::Cancelled { killed: true } => (
+                Verdict::Fail,
+                "cancelled during its work, it did not stop and had to be killed: call \
+                 check_cancelled() in every loop"
+                    .to_string(),
+            ),
+            // Cancelled at its first progress report and still ran on for
+            // more than a second: it does not poll while it works.
+            JobOutcome::Succeeded(_) if after_cancel.is_some_and(|d| d > MID_RUN_GRACE) => (
+                Verdict::Fail,
+                format!(
+                    "cancelled during its work, it ran on for {:.1}s to the end: call \
+                     check_cancelled() in every loop",
+                    after_cancel.unwrap_or_default().as_secs_f64()
+                ),
+            ),
+            JobOutcome::Succeeded(_) if after_cancel.is_some() => (
+                Verdict::Warn,
+                "it finished right after the cancel, too soon to tell whether it polls \
+                 (its work after the first progress report is short)"
+                    .to_string(),
+            ),
+            JobOutcome::Succeeded(_) => (
+                Verdict::Warn,
+                "it reported no progress before it finished, so it could not be cancelled \
+                 mid-run: report progress in its loops so a check, and a user, can see it \
+                 work"
+                    .to_string(),
+            ),
+            other => (
+                Verdict::Fail,
+                with_log(&format!("after a cancel mid-run: {other}"), &midway),
+            ),
+        };
+        push(&mut lines, id, "stops mid-run", verdict, detail);
     }
     lines
+}
+
+/// How long a plugin cancelled mid-run may go on before it counts as not
+/// polling: a plugin should check at least every second.
+const MID_RUN_GRACE: Duration = Duration::from_secs(1);
+
+/// When the check cancels a demo run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    /// Never.
+    Never,
+    /// Right after the start, while the worker is still loading: the flag is up
+    /// before the plugin's `run` begins.
+    AtStart,
+    /// At the plugin's first progress report: in the middle of its work.
+    AtFirstProgress,
 }
 
 fn push(
@@ -375,20 +435,30 @@ fn push(
     });
 }
 
-/// Runs `job`, cancelling it right after the start when `cancel` is set (the
-/// worker is still loading the model and data then, well before the plugin runs).
-fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> (JobReport, Vec<String>) {
+/// Runs `job`, cancelling it as `cancel` says; returns its report, its last log
+/// lines, and how long it ran on after a cancel sent mid-run.
+fn run_job_cancelling(
+    opts: &WorkerOptions,
+    job: Job,
+    cancel: Cancel,
+) -> (JobReport, Vec<String>, Option<Duration>) {
     let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
     let sink = std::sync::Arc::clone(&log);
-    let on_event = move |event| {
-        if let FromWorker::Log { level, text } = event
-            && let Ok(mut l) = sink.lock()
-        {
-            if l.len() == LOG_LINES {
-                l.pop_front();
+    let (progressed, first_progress) = std::sync::mpsc::channel();
+    let on_event = move |event| match event {
+        FromWorker::Log { level, text } => {
+            if let Ok(mut l) = sink.lock() {
+                if l.len() == LOG_LINES {
+                    l.pop_front();
+                }
+                l.push_back(format!("{}: {text}", level_name(level)));
             }
-            l.push_back(format!("{}: {text}", level_name(level)));
         }
+        FromWorker::Progress { .. } => {
+            // Only the first matters; later sends find the receiver gone.
+            let _ = progressed.send(());
+        }
+        _ => {}
     };
     let handle = match spawn_worker(opts, job, on_event) {
         Ok(h) => h,
@@ -400,18 +470,34 @@ fn run_job_cancelling(opts: &WorkerOptions, job: Job, cancel: bool) -> (JobRepor
                 exit: None,
                 answered_hello: false,
             };
-            return (report, Vec::new());
+            return (report, Vec::new(), None);
         }
     };
-    if cancel {
-        handle.cancel();
+    let mut cancelled_at = None;
+    match cancel {
+        Cancel::Never => {}
+        Cancel::AtStart => handle.cancel(),
+        Cancel::AtFirstProgress => loop {
+            match first_progress.recv_timeout(Duration::from_millis(50)) {
+                Ok(()) => {
+                    handle.cancel();
+                    cancelled_at = Some(Instant::now());
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if handle.is_finished() => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        },
     }
+    drop(first_progress);
     let report = handle.wait();
+    let after_cancel = cancelled_at.map(|t| t.elapsed());
     let lines = log
         .lock()
         .map(|l| l.iter().cloned().collect())
         .unwrap_or_default();
-    (report, lines)
+    (report, lines, after_cancel)
 }
 
 fn level_name(level: Level) -> &'static str {

@@ -322,9 +322,11 @@ fn start_sleeper() -> Result<u32, PluginError> {
 }
 
 /// Declares classifiers and whole classes only; logs its `note` (a string
-/// parameter) and saves the model as it is.
+/// parameter), optionally works `busy_ms` after a progress report without
+/// polling the cancel flag, and saves the model as it is.
 pub struct ClasswiseMethod {
     note: String,
+    busy_ms: u64,
 }
 
 impl Plugin for ClasswiseMethod {
@@ -341,17 +343,27 @@ impl Plugin for ClasswiseMethod {
         .citation("Lethe test suite.")
         .param(ParamSpec::int("seed", "Seed", 0, 1_000_000, 0))
         .param(ParamSpec::string("note", "Note", Some("")).max_len(40))
+        .param(
+            ParamSpec::int("busy_ms", "Busy after progress (ms)", 0, 60_000, 0).help(
+                "Works this long after its first progress report without polling the cancel flag.",
+            ),
+        )
     }
 
     fn create(p: &Params) -> Result<Self, PluginError> {
         Ok(ClasswiseMethod {
             note: p.str("note")?.to_string(),
+            busy_ms: u64::try_from(p.i64("busy_ms")?).unwrap_or(0),
         })
     }
 
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         ctx.check_cancelled()?;
         ctx.info(&format!("note: {}", self.note));
+        if self.busy_ms > 0 {
+            ctx.progress(0.1, "busy");
+            std::thread::sleep(std::time::Duration::from_millis(self.busy_ms));
+        }
         ctx.save_model()
     }
 }

@@ -90,6 +90,8 @@ fn evaluate_reads_the_demo_classifier_as_its_readme_records() {
         assert!(t.contains(line), "missing {line:?} in\n{t}");
     }
     let r = json(&out.join("evaluation.json"));
+    // Named as people type it, not tch's `Cpu`.
+    assert_eq!(r["device"], "cpu");
     let u = &r["utility"];
     assert_eq!(u["reader"], "classifier");
     assert_eq!(

@@ -110,11 +110,12 @@ pub fn runtime(ui: &mut egui::Ui, app: &mut LetheApp) {
                 },
             ),
             (
-                "libtorch_cuda.so",
-                format!(
-                    "built {} / loaded {}",
-                    r.built_with_cuda, r.libtorch_cuda_loaded
-                ),
+                "CUDA build",
+                match (r.built_with_cuda, r.libtorch_cuda_loaded) {
+                    (false, _) => "no: this libtorch runs on the CPU only".to_string(),
+                    (true, true) => "yes, and its CUDA library is loaded".to_string(),
+                    (true, false) => "yes, but its CUDA library did not load".to_string(),
+                },
             ),
             (
                 "cuDNN",

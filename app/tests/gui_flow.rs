@@ -124,6 +124,37 @@ fn click_start(h: &mut Harness<'_, LetheApp>) {
     h.get_by_label("▶  Start deletion").click();
 }
 
+/// Opens the forget-set form on "every training sample of `class`" and waits
+/// for its preview.
+fn preview_class(h: &mut Harness<'_, LetheApp>, class: i64) {
+    {
+        let app = h.state_mut();
+        app.state.forget_draft.mode = ForgetMode::Class;
+        app.state.forget_draft.class = class;
+        app.state.draft.forget_form_open = true;
+    }
+    step_until(
+        h,
+        "the preview",
+        60,
+        |a| matches!(&a.forget_preview, Some((r, lethe_app::tasks::Loadable::Ready(_))) if r.class == class),
+    );
+}
+
+/// Waits until the chosen checkpoint has been read.
+fn wait_for_model(h: &mut Harness<'_, LetheApp>, what: &str) {
+    step_until(h, what, 120, |a| {
+        matches!(
+            a.state
+                .draft
+                .checkpoint
+                .as_ref()
+                .and_then(|c| a.checkpoints.get(c)),
+            Some(lethe_app::tasks::Loadable::Ready(_))
+        )
+    });
+}
+
 fn choose_method(h: &mut Harness<'_, LetheApp>, id: &str, values: &[(&str, FormValue)]) {
     let app = h.state_mut();
     app.state.draft.method = Some(id.to_string());
@@ -398,16 +429,7 @@ fn a_method_that_does_not_fit_says_why_and_cannot_start() {
     let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
     open_demo(&mut h);
     choose_method(&mut h, "org.lethe.test.classwise", &[]);
-    step_until(&mut h, "the model inspection", 120, |a| {
-        matches!(
-            a.state
-                .draft
-                .checkpoint
-                .as_ref()
-                .and_then(|c| a.checkpoints.get(c)),
-            Some(lethe_app::tasks::Loadable::Ready(_))
-        )
-    });
+    wait_for_model(&mut h, "the model inspection");
     let why = |a: &LetheApp| {
         let cat = a.catalog.ready().unwrap();
         method_refusal(a, &cat.get("org.lethe.test.classwise").unwrap().info)
@@ -435,18 +457,7 @@ fn a_method_that_does_not_fit_says_why_and_cannot_start() {
     );
 
     // A whole class: it fits, and the run the engine starts succeeds.
-    {
-        let app = h.state_mut();
-        app.state.forget_draft.mode = ForgetMode::Class;
-        app.state.forget_draft.class = 3;
-        app.state.draft.forget_form_open = true;
-    }
-    step_until(
-        &mut h,
-        "the preview",
-        60,
-        |a| matches!(&a.forget_preview, Some((r, lethe_app::tasks::Loadable::Ready(_))) if r.class == 3),
-    );
+    preview_class(&mut h, 3);
     h.get_by_label("Save this forget set").click();
     h.step();
     h.step();
@@ -489,16 +500,7 @@ fn a_method_that_does_not_fit_says_why_and_cannot_start() {
     let encoder = h.state().project.as_ref().unwrap().file.checkpoints[1].clone();
     h.state_mut().state.draft.checkpoint = Some(encoder);
     h.state_mut().state.view = View::Deletion;
-    step_until(&mut h, "the encoder's inspection", 120, |a| {
-        matches!(
-            a.state
-                .draft
-                .checkpoint
-                .as_ref()
-                .and_then(|c| a.checkpoints.get(c)),
-            Some(lethe_app::tasks::Loadable::Ready(_))
-        )
-    });
+    wait_for_model(&mut h, "the encoder's inspection");
     assert_eq!(
         why(h.state()).as_deref(),
         Some("needs a classifier; this model is an encoder")
@@ -510,18 +512,7 @@ fn a_class_forget_set_is_previewed_saved_and_selected() {
     let tmp = tempfile::tempdir().unwrap();
     let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
     open_demo(&mut h);
-    {
-        let app = h.state_mut();
-        app.state.forget_draft.mode = ForgetMode::Class;
-        app.state.forget_draft.class = 3;
-        app.state.draft.forget_form_open = true;
-    }
-    step_until(
-        &mut h,
-        "the preview",
-        60,
-        |a| matches!(&a.forget_preview, Some((r, lethe_app::tasks::Loadable::Ready(_))) if r.class == 3),
-    );
+    preview_class(&mut h, 3);
     let n = match &h.state().forget_preview {
         Some((_, lethe_app::tasks::Loadable::Ready(p))) => p.indices.len(),
         _ => unreachable!(),

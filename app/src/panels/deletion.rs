@@ -749,6 +749,39 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             .entry(entry.info.id.clone())
             .or_insert_with(|| FormValues::defaults(&entry.info.schema));
         form_ui_without(ui, &entry.info.schema, values, &[RUN_SEED]);
+        // A method that follows the model's recorded training shows those numbers,
+        // not only its form's (which then fill only what the recording lacks).
+        let follows = matches!(
+            values.values.get("recipe"),
+            Some(crate::form::FormValue::Choice(c)) if c == "original"
+        );
+        if follows {
+            let recorded =
+                app.state
+                    .draft
+                    .checkpoint
+                    .as_ref()
+                    .and_then(|c| match app.checkpoints.get(c) {
+                        Some(Loadable::Ready(s)) => s.meta.as_ref().map(|m| m.training_recipe()),
+                        _ => None,
+                    });
+            match recorded.as_ref().and_then(recipe_text) {
+                Some(text) => ui.label(
+                    RichText::new(format!(
+                        "Recipe “original”: trains as the model was trained — {text}. The \
+                         settings above fill only what the model does not record."
+                    ))
+                    .color(Color32::from_rgb(120, 170, 230)),
+                ),
+                None => ui.label(
+                    RichText::new(
+                        "Recipe “original”: the model records no training settings, so the \
+                         settings above are used.",
+                    )
+                    .weak(),
+                ),
+            };
+        }
         if entry.info.schema.get(RUN_SEED).is_some() {
             ui.label(
                 RichText::new("Its seed is the request's Seed (step 5).")
@@ -810,6 +843,44 @@ pub fn refusal_for(
             .whole_classes
     });
     applies_to.refusal(model, whole)
+}
+
+/// A recorded training recipe in words: `30 epochs · batch 64 · lr 0.05 · SGD
+/// (momentum 0.9) · cosine schedule · weight decay 0`; `None` when it records
+/// none of these.
+pub fn recipe_text(recipe: &serde_json::Value) -> Option<String> {
+    let num = |k: &str| recipe.get(k).and_then(serde_json::Value::as_f64);
+    let mut parts = Vec::new();
+    if let Some(e) = num("epochs") {
+        parts.push(format!("{e} epochs"));
+    }
+    if let Some(b) = num("batch_size") {
+        parts.push(format!("batch {b}"));
+    }
+    if let Some(lr) = num("lr") {
+        parts.push(format!("lr {}", crate::form::format_float(lr)));
+    }
+    if let Some(o) = recipe.get("optimizer") {
+        let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let momentum = o.get("momentum").and_then(serde_json::Value::as_f64);
+        parts.push(match (kind, momentum) {
+            ("sgd", Some(m)) => format!("SGD (momentum {})", crate::form::format_float(m)),
+            ("sgd", None) => "SGD".into(),
+            ("adam", _) => "Adam".into(),
+            (other, _) => other.to_string(),
+        });
+    }
+    if let Some(kind) = recipe
+        .get("schedule")
+        .and_then(|s| s.get("kind"))
+        .and_then(|k| k.as_str())
+    {
+        parts.push(format!("{kind} schedule"));
+    }
+    if let Some(wd) = num("weight_decay") {
+        parts.push(format!("weight decay {}", crate::form::format_float(wd)));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// What is missing before the job can start, or the job.
@@ -964,6 +1035,23 @@ fn run_step(ui: &mut egui::Ui, app: &mut LetheApp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo classifier's recorded training (resources/demo/README.md: 30
+    /// epochs of SGD) in words, as a recipe-following method shows it.
+    #[test]
+    fn the_recorded_recipe_reads_in_words() {
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../resources/demo/classifier.safetensors");
+        let meta = lethe_engine::checkpoint::inspect(&demo)
+            .unwrap()
+            .meta
+            .unwrap();
+        assert_eq!(
+            recipe_text(&meta.training_recipe()).unwrap(),
+            "30 epochs · batch 64 · lr 0.05 · SGD (momentum 0.9) · cosine schedule · weight decay 0"
+        );
+        assert_eq!(recipe_text(&serde_json::json!({})), None);
+    }
 
     #[test]
     fn digits_are_grouped() {

@@ -61,6 +61,30 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
+    /// The training settings recorded with the weights (`lethe train`'s job, its
+    /// `train` section flattened in; paths left out), or an empty object.
+    pub fn training_recipe(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let job: Option<Value> = self
+            .provenance
+            .notes
+            .get("job")
+            .and_then(|text| serde_json::from_str(text).ok());
+        let mut recipe = serde_json::Map::new();
+        if let Some(Value::Object(job)) = job {
+            for (k, v) in job {
+                match (k.as_str(), v) {
+                    ("data" | "out" | "overwrite", _) => {}
+                    ("train", Value::Object(train)) => recipe.extend(train),
+                    (_, v) => {
+                        recipe.insert(k, v);
+                    }
+                }
+            }
+        }
+        Value::Object(recipe)
+    }
+
     /// Metadata for weights of `arch`, stamped now.
     pub fn new(arch: Option<ArchConfig>, source: Option<String>) -> Self {
         CheckpointMeta {

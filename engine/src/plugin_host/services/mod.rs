@@ -812,22 +812,8 @@ pub enum AugmentRecipe {
 /// task, backbone and temperature; paths dropped, they say nothing about the
 /// recipe and may not exist here.
 fn training_recipe(meta: Option<&CheckpointMeta>) -> Value {
-    let job: Option<Value> = meta
-        .and_then(|m| m.provenance.notes.get("job"))
-        .and_then(|text| serde_json::from_str(text).ok());
-    let mut recipe = serde_json::Map::new();
-    if let Some(Value::Object(job)) = job {
-        for (k, v) in job {
-            match (k.as_str(), v) {
-                ("data" | "out" | "overwrite", _) => {}
-                ("train", Value::Object(train)) => recipe.extend(train),
-                (_, v) => {
-                    recipe.insert(k, v);
-                }
-            }
-        }
-    }
-    Value::Object(recipe)
+    meta.map(CheckpointMeta::training_recipe)
+        .unwrap_or_else(|| Value::Object(serde_json::Map::new()))
 }
 
 /// Result names become file names: keep them to one plain path component.

@@ -624,6 +624,102 @@ fn dau_leaves_the_model_alone_when_its_attacker_is_at_chance() {
     assert!((after.auc - 0.5).abs() < 0.05, "{after:?}");
 }
 
+/// Every phase of a paper method says what it is doing (#24): a user saw 85 s
+/// without a log line while DAU pre-trained its attacker and measured the forget
+/// set, and methods said nothing within an epoch. With the kit's report interval
+/// at 0 every throttled report goes out, so the messages show each phase: a
+/// phase before training, steps within epochs, the measurements after, in that
+/// order. Fractions never go down (the window's ETA assumes so) and end at 1.
+#[test]
+fn paper_methods_report_progress_in_every_phase() {
+    let demo_forget = demo_dir().join("forget.txt");
+    let before = "measuring the forget set before unlearning";
+    let after = "measuring the forget set after unlearning";
+    for (method, model, params, phases) in [
+        (
+            "dau",
+            "classifier",
+            json!({"epochs": 2, "max_batches": 2, "attacker_pretrain_steps": 3,
+                   "sensitivity_draws": 2, "seed": 1}),
+            &[
+                "reading the labels of the forget and retain sets",
+                "pre-training the attacker (3 steps)",
+                "pre-training the attacker · step 1/3",
+                "measuring the attacker after unlearning",
+            ][..],
+        ),
+        (
+            "contrastive-unlearning",
+            "classifier",
+            json!({"epochs": 2, "early_stop": false, "retain_batches": 1, "batch_size": 128}),
+            &["measuring the test set after unlearning"][..],
+        ),
+        (
+            "encodermu",
+            "classifier",
+            json!({"epochs": 2, "max_batches": 2}),
+            &[
+                "measuring the validation set before unlearning",
+                "measuring the validation set after unlearning",
+            ][..],
+        ),
+        (
+            "alignment-calibration",
+            "encoder",
+            json!({"epochs": 2, "max_batches": 2}),
+            &[
+                "measuring the alignment of forget and test samples before unlearning",
+                "measuring the alignment of forget and test samples after unlearning",
+            ][..],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("job");
+        let mut opts = options();
+        opts.env
+            .push(("LETHE_PROGRESS_INTERVAL_MS".into(), "0".into()));
+        let run = support::run_to_success(
+            &opts,
+            job(method, &checkpoint_of(model), &demo_forget, params, &out),
+            &out,
+            dir,
+            method,
+        );
+        let messages: Vec<&str> = run.progress.iter().map(|(_, m)| m.as_str()).collect();
+        eprintln!("{method}: {} progress reports", messages.len());
+        let at = |m: &str| {
+            messages
+                .iter()
+                .position(|x| *x == m)
+                .unwrap_or_else(|| panic!("{method}: no report {m:?} in {messages:#?}"))
+        };
+        let first_step = messages
+            .iter()
+            .position(|m| m.starts_with("epoch 1/2 · step 1/"))
+            .unwrap_or_else(|| panic!("{method}: no step report in {messages:#?}"));
+        assert!(
+            messages.iter().any(|m| m.starts_with("epoch 2/2 · step ")),
+            "{method}: no step report in the second epoch: {messages:#?}"
+        );
+        let last_epoch = at("epoch 2/2");
+        assert!(at(before) < first_step, "{method}: {messages:#?}");
+        assert!(
+            last_epoch < at(after) && at(after) < at("done"),
+            "{method}: {messages:#?}"
+        );
+        for phase in phases {
+            at(phase);
+        }
+        let fractions: Vec<f64> = run.progress.iter().filter_map(|(f, _)| *f).collect();
+        assert!(
+            fractions.windows(2).all(|w| w[0] <= w[1]),
+            "{method}: fractions went down: {:#?}",
+            run.progress
+        );
+        assert_eq!(fractions.last(), Some(&1.0), "{method}");
+    }
+}
+
 #[test]
 fn cancelling_a_method_mid_run_stops_it_without_a_model() {
     let demo_forget = demo_dir().join("forget.txt");

@@ -1,7 +1,12 @@
 //! Loops over the job's splits: one epoch over a split with cancellation checks,
 //! a forget stream that cycles (to mix forget examples into retain batches, as
-//! the reference code's concatenated datasets do), and per-epoch reporting.
+//! the reference code's concatenated datasets do), and per-epoch reporting
+//! (in-epoch reporting is [`crate::progress`]).
 
+#[cfg(doc)]
+use crate::progress::EpochProgress;
+use crate::progress::{Tick, Ticker, UNKNOWN};
+use crate::train::steps_per_epoch;
 use lethe_plugin_api::sdk::{Batches, HostContext, PluginError, Split};
 use lethe_plugin_api::tch::Tensor;
 use serde_json::{Map, Value, json};
@@ -47,6 +52,12 @@ where
 
 /// [`for_each_batch`], skipping a last batch shorter than `batch_size` when
 /// `drop_last` (as a training recipe with `drop_last` did).
+///
+/// A pass that takes longer than the report interval says so (`<split> split ·
+/// batch i/N`, fraction unknown so the host keeps the run's own): this loop does
+/// not know where the run stands, and an epoch on a busy machine can take
+/// minutes. Loops that do know pass an [`EpochProgress`] to
+/// [`for_each_batch_ticking`].
 pub fn for_each_batch_with<F>(
     ctx: &mut HostContext,
     split: Split,
@@ -54,6 +65,51 @@ pub fn for_each_batch_with<F>(
     shuffle: bool,
     max_batches: usize,
     drop_last: bool,
+    step: F,
+) -> Result<EpochStats, PluginError>
+where
+    F: FnMut(&mut HostContext, &Tensor, &Tensor) -> Result<f64, PluginError>,
+{
+    let label = format!("{} split", split.name());
+    let mut ticker = batch_ticker(ctx, &label, split, batch_size, max_batches);
+    for_each_batch_ticking(
+        ctx,
+        split,
+        batch_size,
+        shuffle,
+        max_batches,
+        drop_last,
+        &mut ticker,
+        step,
+    )
+}
+
+/// A [`Ticker`] over the batches of `split` as [`for_each_batch`] takes them,
+/// labelled `label`, at an unknown fraction.
+pub fn batch_ticker(
+    ctx: &mut HostContext,
+    label: &str,
+    split: Split,
+    batch_size: u32,
+    max_batches: usize,
+) -> Ticker {
+    // Only for the message: a host that cannot tell the size gets "batch i".
+    let total = steps_per_epoch(ctx, split, batch_size, max_batches)
+        .ok()
+        .filter(|&n| n > 0);
+    Ticker::new(label, "batch", total, UNKNOWN)
+}
+
+/// [`for_each_batch_with`], ticking `progress` after each batch.
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_batch_ticking<F>(
+    ctx: &mut HostContext,
+    split: Split,
+    batch_size: u32,
+    shuffle: bool,
+    max_batches: usize,
+    drop_last: bool,
+    progress: &mut dyn Tick,
     mut step: F,
 ) -> Result<EpochStats, PluginError>
 where
@@ -71,6 +127,7 @@ where
         stats.batches += 1;
         stats.samples += n;
         stats.loss_sum += loss * n as f64;
+        progress.tick(ctx);
         if max_batches > 0 && stats.batches >= max_batches {
             break;
         }

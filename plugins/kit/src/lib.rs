@@ -11,6 +11,8 @@
 //! * [`prune`]: one-shot global magnitude pruning;
 //! * [`epoch`]: loops over a split with cancellation checks, and a retain stream
 //!   mixed with a cycling forget stream;
+//! * [`progress`]: throttled reports within an epoch or a phase, and phase
+//!   announcements, so that no phase of a run is silent for long;
 //! * [`flat`]: flat parameter vectors, their layout, flat gradients;
 //! * [`per_sample`]: gradients of single examples' losses;
 //! * [`params`]: the schema entries every method shares, and their parsing;
@@ -38,6 +40,7 @@ pub mod optim;
 pub mod oracle;
 pub mod params;
 pub mod per_sample;
+pub mod progress;
 pub mod prune;
 pub mod setup;
 pub mod teacher;
@@ -50,6 +53,7 @@ pub use lethe_plugin_api::tch;
 pub use losses::Objective;
 pub use model::{ModelKind, model_kind};
 pub use optim::{Masks, Schedule, Sgd, SgdConfig};
+pub use progress::{EpochProgress, Ticker, phase};
 pub use setup::{Prepared, prepare};
 
 /// Converts an `i64` schema value that the schema already bounds to `>= 1` into a

@@ -13,10 +13,10 @@ use lethe_plugin_api::sdk::{
     Augment, Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
 use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
-use lethe_plugin_kit::epoch::{Cycle, mixed_batch_sizes, report_epoch};
+use lethe_plugin_kit::epoch::{Cycle, mixed_batch_sizes};
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
-use lethe_plugin_kit::{ModelKind, evaluate, finish, prepare};
+use lethe_plugin_kit::{EpochProgress, ModelKind, Ticker, evaluate, finish, prepare};
 use losses::{Coefficients, Terms, forget_mask, moco_terms, normalize, simclr_terms};
 use momentum::{KeyQueue, MomentumEncoder};
 use serde_json::{Value, json};
@@ -235,16 +235,21 @@ impl Plugin for AlignmentCalibration {
             c.epsilon
         ));
 
+        let steps = steps_per_epoch(ctx, Split::Retain, br, self.max_batches)?;
+        let epochs = self.optim.epochs;
+        let mut progress = EpochProgress::new(epochs, steps);
+        progress.phase(ctx, "measuring the forget set before unlearning")?;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
-        let audit_before = audit(ctx, head, recipe)?;
+        let mut ticker = progress.phase_ticker(ctx, AUDIT_BEFORE, "batch", None)?;
+        let audit_before = audit(ctx, head, recipe, &mut ticker)?;
         // The audit draws its views from a fixed seed (so before and after see the
         // same images); training must go on from the run's own seed, or every seed
         // would train alike. Offset so its first views are not the evaluation's.
         tch::manual_seed(i64::try_from(self.seed.wrapping_add(1) & (i64::MAX as u64)).unwrap_or(1));
-        let steps = steps_per_epoch(ctx, Split::Retain, br, self.max_batches)?;
         let mut moco = match variant {
             Variant::Moco => Some(MocoState::new(
                 ctx,
+                &mut progress,
                 &prep.params,
                 head,
                 recipe,
@@ -256,8 +261,7 @@ impl Plugin for AlignmentCalibration {
         };
         let mut trainer = Trainer::new(prep.params, prep.masks, &self.optim, steps)?;
         let mut forget = Cycle::new(Split::Forget, bf);
-        let epochs = self.optim.epochs;
-        for epoch in 0..epochs {
+        for _ in 0..epochs {
             let lr = trainer.lr();
             let mut sums = Sums::default();
             for batch in ctx.batches(Split::Retain, br, true, false)? {
@@ -271,6 +275,7 @@ impl Plugin for AlignmentCalibration {
                 if let Some(m) = moco.as_mut() {
                     m.encoder.update()?;
                 }
+                progress.step(ctx);
                 if self.max_batches > 0 && sums.batches >= self.max_batches {
                     break;
                 }
@@ -280,9 +285,10 @@ impl Plugin for AlignmentCalibration {
                 o.insert("lr".into(), json!(lr));
                 o.insert("epsilon".into(), json!(c.epsilon));
             }
-            report_epoch(ctx, epoch + 1, epochs, m);
+            progress.end_epoch(ctx, m);
         }
-        let audit_after = audit(ctx, head, recipe)?;
+        let mut ticker = progress.phase_ticker(ctx, AUDIT_AFTER, "batch", None)?;
+        let audit_after = audit(ctx, head, recipe, &mut ticker)?;
         let extra = json!({
             "method": "alignment-calibration",
             "variant": match variant { Variant::SimClr => "simclr", Variant::Moco => "moco" },
@@ -300,6 +306,9 @@ impl Plugin for AlignmentCalibration {
     }
 }
 
+const AUDIT_BEFORE: &str = "measuring the alignment of forget and test samples before unlearning";
+const AUDIT_AFTER: &str = "measuring the alignment of forget and test samples after unlearning";
+
 /// MoCo's key encoder and queue.
 struct MocoState {
     encoder: MomentumEncoder,
@@ -309,8 +318,10 @@ struct MocoState {
 impl MocoState {
     /// A key encoder at the original weights and a queue filled with its keys of
     /// shuffled, augmented retain samples.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: &mut HostContext,
+        progress: &mut EpochProgress,
         params: &[(String, Tensor)],
         head: ModelHead,
         recipe: Augment,
@@ -321,6 +332,11 @@ impl MocoState {
         let mut encoder = MomentumEncoder::new(params, momentum)?;
         let n_r = i64::try_from(ctx.data_len(Split::Retain)?.unwrap_or(0)).unwrap_or(i64::MAX);
         let capacity = queue_size.min(n_r).max(1);
+        let batches = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .div_ceil(usize::try_from(bs.max(1)).unwrap_or(1));
+        let mut ticker =
+            progress.phase_ticker(ctx, "filling the MoCo key queue", "batch", Some(batches))?;
         let mut queue: Option<KeyQueue> = None;
         ctx.model_set_train(true)?;
         for batch in ctx.batches(Split::Retain, bs, true, false)? {
@@ -340,6 +356,7 @@ impl MocoState {
             if q.is_full() {
                 break;
             }
+            ticker.tick(ctx);
         }
         let queue = queue.ok_or_else(|| PluginError::msg("the retain split is empty"))?;
         Ok(MocoState { encoder, queue })
@@ -432,11 +449,16 @@ struct Audit {
     test: f64,
 }
 
-fn audit(ctx: &mut HostContext, head: ModelHead, recipe: Augment) -> Result<Audit, PluginError> {
+fn audit(
+    ctx: &mut HostContext,
+    head: ModelHead,
+    recipe: Augment,
+    ticker: &mut Ticker,
+) -> Result<Audit, PluginError> {
     let n_f = ctx.data_len(Split::Forget)?.unwrap_or(0);
-    let forget = alignment(ctx, head, recipe, Split::Forget, u64::MAX)?;
+    let forget = alignment(ctx, head, recipe, Split::Forget, u64::MAX, ticker)?;
     let test = match ctx.data_len(Split::Test)? {
-        Some(n) if n > 0 => alignment(ctx, head, recipe, Split::Test, n_f)?,
+        Some(n) if n > 0 => alignment(ctx, head, recipe, Split::Test, n_f, ticker)?,
         _ => f64::NAN,
     };
     Ok(Audit { forget, test })
@@ -448,6 +470,7 @@ fn alignment(
     recipe: Augment,
     split: Split,
     limit: u64,
+    ticker: &mut Ticker,
 ) -> Result<f64, PluginError> {
     ctx.model_set_train(false)?;
     tch::manual_seed(0x5eed);
@@ -471,6 +494,7 @@ fn alignment(
         if n >= limit {
             break;
         }
+        ticker.tick(ctx);
     }
     Ok(sum / n.max(1) as f64)
 }

@@ -13,12 +13,12 @@ use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
 use lethe_plugin_api::tch::Tensor;
-use lethe_plugin_kit::epoch::{Cycle, report_epoch};
+use lethe_plugin_kit::epoch::Cycle;
 use lethe_plugin_kit::forgetting::{self, Forgetting};
 use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
-use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
+use lethe_plugin_kit::{EpochProgress, ModelKind, Objective, evaluate, finish, prepare};
 use losses::contrastive_unlearning_loss;
 use serde_json::json;
 
@@ -170,13 +170,20 @@ impl Plugin for ContrastiveUnlearning {
             max_batches: 0,
         });
         let bs = self.optim.batch_size;
+        let steps = steps_per_epoch(ctx, Split::Forget, bs, 0)?.saturating_mul(self.retain_batches);
+        let epochs = self.optim.epochs;
+        let mut progress = EpochProgress::new(epochs, steps);
         let mode = match self.mode {
             Some(m) => m,
-            None => match forgetting::detect(ctx)? {
-                Forgetting::Samples => Mode::Sample,
-                Forgetting::Class(_) => Mode::Class,
-            },
+            None => {
+                progress.phase(ctx, "reading the labels of the forget and retain sets")?;
+                match forgetting::detect(ctx)? {
+                    Forgetting::Samples => Mode::Sample,
+                    Forgetting::Class(_) => Mode::Class,
+                }
+            }
         };
+        progress.phase(ctx, "measuring the forget set before unlearning")?;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
         let target = |ctx: &mut HostContext| -> Result<f64, PluginError> {
             Ok(match mode {
@@ -184,13 +191,11 @@ impl Plugin for ContrastiveUnlearning {
                 Mode::Class => 1.0 / classes as f64,
             })
         };
-        let steps = steps_per_epoch(ctx, Split::Forget, bs, 0)?.saturating_mul(self.retain_batches);
         let mut trainer = Trainer::new(prep.params, prep.masks, &self.optim, steps)?;
         let mut retain = Cycle::new(Split::Retain, bs);
-        let epochs = self.optim.epochs;
         let mut forget_batches = 0usize;
         let mut stopped: Option<(f64, f64)> = None;
-        'epochs: for epoch in 0..epochs {
+        'epochs: for _ in 0..epochs {
             let lr = trainer.lr();
             let mut sums = Sums::default();
             for batch in ctx.batches(Split::Forget, bs, true, false)? {
@@ -202,6 +207,7 @@ impl Plugin for ContrastiveUnlearning {
                     let terms = self.step(ctx, &objective, (&xu, &yu), (&xr, &yr))?;
                     sums.add(&terms)?;
                     trainer.step(&terms.loss)?;
+                    progress.step(ctx);
                 }
                 forget_batches += 1;
                 if self.early_stop && forget_batches.is_multiple_of(self.check_every) {
@@ -209,17 +215,20 @@ impl Plugin for ContrastiveUnlearning {
                     let goal = target(ctx)?;
                     if forget_acc <= goal {
                         stopped = Some((forget_acc, goal));
-                        report_epoch(ctx, epoch + 1, epochs, sums.report(lr, forget_batches));
+                        progress.end_epoch(ctx, sums.report(lr, forget_batches));
                         break 'epochs;
                     }
                 }
             }
-            report_epoch(ctx, epoch + 1, epochs, sums.report(lr, forget_batches));
+            progress.end_epoch(ctx, sums.report(lr, forget_batches));
         }
         if let Some((acc, goal)) = stopped {
             ctx.info(&format!(
                 "stopped after {forget_batches} forget batches: forget accuracy {acc:.4} ≤ {goal:.4}"
             ));
+        }
+        if mode == Mode::Sample {
+            progress.phase(ctx, "measuring the test set after unlearning")?;
         }
         let final_target = target(ctx)?;
         finish(

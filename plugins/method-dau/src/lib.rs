@@ -18,12 +18,12 @@ use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
 use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
-use lethe_plugin_kit::epoch::{Cycle, report_epoch};
+use lethe_plugin_kit::epoch::Cycle;
 use lethe_plugin_kit::forgetting::{self, Forgetting};
 use lethe_plugin_kit::losses::cross_entropy;
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::steps_per_epoch;
-use lethe_plugin_kit::{ModelKind, Sgd, SgdConfig, evaluate, finish, prepare};
+use lethe_plugin_kit::{EpochProgress, ModelKind, Sgd, SgdConfig, evaluate, finish, prepare};
 use losses::{Opposition, barlow_twins, defender_loss, lambda_at};
 use serde_json::{Value, json};
 
@@ -277,16 +277,23 @@ impl Plugin for Dau {
                 self.non_members
             )));
         }
+        let bs = self.optim.batch_size;
+        let iterations = steps_per_epoch(ctx, Split::Forget, bs, self.max_batches)?;
+        let epochs = self.optim.epochs;
+        let mut progress = EpochProgress::new(epochs, iterations);
         let class_forgetting = match self.forgetting {
             Some(c) => c,
-            None => matches!(forgetting::detect(ctx)?, Forgetting::Class(_)),
+            None => {
+                progress.phase(ctx, "reading the labels of the forget and retain sets")?;
+                matches!(forgetting::detect(ctx)?, Forgetting::Class(_))
+            }
         };
         let objective = prep.objective(&Training {
             augment: false,
             temperature: 0.5,
             max_batches: 0,
         });
-        let bs = self.optim.batch_size;
+        progress.phase(ctx, "measuring the forget set before unlearning")?;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
         let device = ctx.model_device()?;
         let labels = self.attacker_label.unwrap_or(!class_forgetting);
@@ -300,19 +307,25 @@ impl Plugin for Dau {
         let mut attacker_sgd = Sgd::new(game.attacker.parameters(), self.attacker.sgd);
 
         let mut pre = Running::default();
-        for _ in 0..self.attacker.pretrain_steps {
-            ctx.check_cancelled()?;
-            pre.add(game.attacker_step(ctx, &mut attacker_sgd)?);
-        }
         if self.attacker.pretrain_steps > 0 {
-            ctx.progress_metrics(
-                0.0,
+            let mut ticker = progress.phase_ticker(
+                ctx,
+                "pre-training the attacker",
+                "step",
+                Some(self.attacker.pretrain_steps),
+            )?;
+            for _ in 0..self.attacker.pretrain_steps {
+                ctx.check_cancelled()?;
+                pre.add(game.attacker_step(ctx, &mut attacker_sgd)?);
+                ticker.tick(ctx);
+            }
+            progress.report_metrics(
+                ctx,
                 "attacker pre-trained",
                 &json!({"attacker_pretrain_loss": pre.loss(), "attacker_pretrain_acc": pre.acc()}),
             );
         }
 
-        let iterations = steps_per_epoch(ctx, Split::Forget, bs, self.max_batches)?;
         let mut trainer = DefenderOptim::new(
             prep.params,
             prep.masks,
@@ -321,9 +334,8 @@ impl Plugin for Dau {
             self.clip_grad_norm,
         )?;
         let mut retain = Cycle::new(Split::Retain, bs);
-        let epochs = self.optim.epochs;
         let mut iteration = 0usize;
-        for epoch in 0..epochs {
+        for _ in 0..epochs {
             let lr = trainer.lr();
             let mut att = Running::default();
             let mut def = DefenderSums::default();
@@ -352,6 +364,7 @@ impl Plugin for Dau {
                 let norm = trainer.step(&loss)?;
                 def.add(&terms, &loss, norm)?;
                 iteration += 1;
+                progress.step(ctx);
             }
             let mut m = def.report();
             if let Value::Object(o) = &mut m {
@@ -360,8 +373,9 @@ impl Plugin for Dau {
                 o.insert("lambda".into(), json!(lambda));
                 o.insert("lr".into(), json!(lr));
             }
-            report_epoch(ctx, epoch + 1, epochs, m);
+            progress.end_epoch(ctx, m);
         }
+        progress.phase(ctx, "measuring the attacker after unlearning")?;
         let mut last = Running::default();
         for _ in 0..4 {
             let (x, members) = game.membership_batch(ctx, false)?;

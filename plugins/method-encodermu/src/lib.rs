@@ -9,10 +9,10 @@ use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
 use lethe_plugin_api::tch::{Kind as DType, Tensor};
-use lethe_plugin_kit::epoch::{Cycle, for_each_batch, report_epoch};
+use lethe_plugin_kit::epoch::{Cycle, for_each_batch_ticking};
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
-use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
+use lethe_plugin_kit::{EpochProgress, ModelKind, Objective, evaluate, finish, prepare};
 use losses::{Weights, gradient_penalty, interpolate, mean_output_norm, total};
 use serde_json::json;
 
@@ -189,39 +189,52 @@ impl Plugin for EncoderMu {
         }
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
-        let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
-        let before_non = evaluate(ctx, &objective, non_member, bs, 0)?;
         let steps = steps_per_epoch(ctx, Split::Forget, bs, max)?;
+        let epochs = self.optim.epochs;
+        let mut progress = EpochProgress::new(epochs, steps);
+        progress.phase(ctx, "measuring the forget set before unlearning")?;
+        let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
+        progress.phase(
+            ctx,
+            &format!("measuring the {} set before unlearning", non_member.name()),
+        )?;
+        let before_non = evaluate(ctx, &objective, non_member, bs, 0)?;
         let mut trainer = Trainer::new(prep.params, prep.masks, &self.optim, steps)?;
         let mut non_members = Cycle::new(non_member, bs);
         let mut members =
             (self.member_split != Split::Forget).then(|| Cycle::new(self.member_split, bs));
-        let epochs = self.optim.epochs;
         let w = self.weights;
-        for epoch in 0..epochs {
+        for _ in 0..epochs {
             ctx.model_set_train(true)?;
             let lr = trainer.lr();
             let mut sums = Sums::default();
-            let stats = for_each_batch(ctx, Split::Forget, bs, true, max, |ctx, x, y| {
-                let terms = step_terms(
-                    ctx,
-                    &objective,
-                    head,
-                    (x, y),
-                    members.as_mut(),
-                    &mut non_members,
-                )?;
-                let loss = total(&w, &terms.member, &terms.penalty, &terms.norm)?;
-                let value = loss.f_double_value(&[])?;
-                sums.add(&terms)?;
-                trainer.step(&loss)?;
-                Ok(value)
-            })?;
-            let n = stats.batches.max(1) as f64;
-            report_epoch(
+            let stats = for_each_batch_ticking(
                 ctx,
-                epoch + 1,
-                epochs,
+                Split::Forget,
+                bs,
+                true,
+                max,
+                false,
+                &mut progress,
+                |ctx, x, y| {
+                    let terms = step_terms(
+                        ctx,
+                        &objective,
+                        head,
+                        (x, y),
+                        members.as_mut(),
+                        &mut non_members,
+                    )?;
+                    let loss = total(&w, &terms.member, &terms.penalty, &terms.norm)?;
+                    let value = loss.f_double_value(&[])?;
+                    sums.add(&terms)?;
+                    trainer.step(&loss)?;
+                    Ok(value)
+                },
+            )?;
+            let n = stats.batches.max(1) as f64;
+            progress.end_epoch(
+                ctx,
                 json!({
                     "loss": stats.mean_loss(),
                     "member_loss": sums.member / n,
@@ -231,6 +244,10 @@ impl Plugin for EncoderMu {
                 }),
             );
         }
+        progress.phase(
+            ctx,
+            &format!("measuring the {} set after unlearning", non_member.name()),
+        )?;
         let after_non = evaluate(ctx, &objective, non_member, bs, 0)?;
         let mut extra = json!({
             "method": "encodermu",

@@ -47,6 +47,8 @@ pub struct Run {
     pub artifacts: HashMap<String, PathBuf>,
     /// Every progress metrics object, in order.
     pub metrics: Vec<Value>,
+    /// Every progress report's fraction (`None`: unknown) and message, in order.
+    pub progress: Vec<(Option<f64>, String)>,
     pub summary: Value,
     pub seconds: f64,
 }
@@ -141,6 +143,7 @@ pub fn run_to_success(
     let events = events.lock().unwrap().clone();
     let mut artifacts = HashMap::new();
     let mut metrics = Vec::new();
+    let mut progress = Vec::new();
     for e in events {
         match e {
             FromWorker::Artifact { name, path } => {
@@ -148,8 +151,13 @@ pub fn run_to_success(
                 artifacts.insert(name, path);
             }
             FromWorker::Progress {
-                metrics: Some(m), ..
-            } => metrics.push(m),
+                fraction,
+                message,
+                metrics: m,
+            } => {
+                progress.push((fraction, message));
+                metrics.extend(m);
+            }
             _ => {}
         }
     }
@@ -162,6 +170,7 @@ pub fn run_to_success(
         _dir: dir,
         artifacts,
         metrics,
+        progress,
         summary,
         seconds,
     }

@@ -191,4 +191,68 @@ fn lira_finds_the_forget_set_in_the_leaky_mlp_and_not_after_retraining() {
     // The attack still works on the retrained model: the retain samples it
     // trained on stay members. Only the forget set changed sides.
     assert!(rm > 0.6 && om > 0.6, "held-out members {om} / {rm}");
+
+    // The verdict on this evidence (issue #24): exact retraining passes; a
+    // method that did nothing (its model is the original) fails, because
+    // this attack tells the original from the retrained model.
+    let evaluate = |checkpoint: &Path, out: &str| {
+        let dir = scratch.join(out);
+        lethe(
+            scratch,
+            &["evaluate", "--device", "cpu"],
+            &[
+                Path::new("--checkpoint"),
+                checkpoint,
+                Path::new("--original"),
+                &model,
+                Path::new("--data"),
+                &demo_dir().join(DATA),
+                Path::new("--forget"),
+                &demo_dir().join(FORGET),
+                Path::new("--out"),
+                &dir,
+            ],
+        );
+        let e: lethe_engine::report::sources::EvaluationView =
+            serde_json::from_value(read_json(&dir.join("evaluation.json"))).unwrap();
+        e
+    };
+    let view = |v: &Value| -> lethe_engine::report::sources::AttackView {
+        serde_json::from_value(v.clone()).unwrap()
+    };
+    let (original_eval, retrained_eval) = (
+        evaluate(&model, "eval-original"),
+        evaluate(&retrain.join("model.safetensors"), "eval-retrained"),
+    );
+    let (original, retrained) = (view(&original), view(&retrained));
+    use lethe_engine::report::verdict::{Evidence, Outcome, decide};
+    let passed = decide(&Evidence {
+        evaluation: Some(&retrained_eval),
+        retrain_eval: None,
+        attacks: &[&retrained],
+        retrain_attacks: &[],
+        original_attacks: &[&original],
+        is_reference: true,
+    });
+    assert_eq!(passed.outcome, Outcome::Pass, "{passed:#?}");
+    let nothing = decide(&Evidence {
+        evaluation: Some(&original_eval),
+        retrain_eval: Some(&retrained_eval),
+        attacks: &[&original],
+        retrain_attacks: &[&retrained],
+        original_attacks: &[&original],
+        is_reference: false,
+    });
+    assert_eq!(nothing.outcome, Outcome::Fail, "{nothing:#?}");
+    let membership = nothing
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with("membership"))
+        .unwrap();
+    assert_eq!(membership.outcome, Outcome::Fail, "{membership:#?}");
+    assert!(
+        membership.reason.starts_with("forgets too little"),
+        "{}",
+        membership.reason
+    );
 }

@@ -378,6 +378,40 @@ fn membership_check(
         "the same attack tells {source} from unseen data (AUC {})",
         with_ci(leak.auc, leak.auc_pair())
     );
+    // Against a retrained model the question is whether the attack sees a
+    // difference between models, so it must tell the original (which trained
+    // on the samples) from the retrained one; seeing the original's samples
+    // apart from unseen data is not enough when it sees the retrained model's
+    // too (a class-mix or a generalisation gap does that), and without this the
+    // untouched original would pass as a deletion.
+    if let (Some(r), Some(o)) = (retrain, original) {
+        let d = o.auc - r.auc;
+        let se = (se_of(o).powi(2) + se_of(r).powi(2)).sqrt();
+        let lo = d - Z95 * se;
+        if lo <= 0.0 {
+            let next = if d > 0.0 {
+                // The difference's standard error shrinks as 1/sqrt(n).
+                let n = (u.members as f64 * (Z95 * se / d).powi(2)).ceil();
+                format!(
+                    "use a stronger attack (LiRA or RMIA with more shadow models), or a larger forget set: with this attack about {} samples are needed to tell the original model from the retrained one (it has {})",
+                    n as usize, u.members
+                )
+            } else {
+                "use a stronger attack (LiRA or RMIA with more shadow models)".into()
+            };
+            return inconclusive(
+                format!(
+                    "the attack cannot tell the original model, which trained on these samples, from the retrained one (AUC {} vs {}; difference {} [{}, {}]), so it cannot show whether a deletion worked",
+                    with_ci(o.auc, o.auc_pair()),
+                    with_ci(r.auc, r.auc_pair()),
+                    num(d, 4),
+                    num(lo, 4),
+                    num(d + Z95 * se, 4)
+                ),
+                next,
+            );
+        }
+    }
     match retrain {
         Some(r) => {
             let d = u.auc - r.auc;
@@ -874,7 +908,7 @@ fn join_unique(items: &[&str]) -> String {
 /// The rules in one paragraph, for the report.
 pub fn rules_text() -> String {
     format!(
-        "Rules (fixed in Lethe {}): exact retraining is the reference and forgets by definition; other methods are compared with a retrained model on the same forget set, and without one the forgetting checks are INCONCLUSIVE. Accuracies are compared with 95 % intervals for their sample sizes (Wilson, Newcombe): forget accuracy fails when it differs from the retrained model's by more than {} and the interval of the difference excludes 0 (the message says which way), test accuracy when it falls more than {} below the reference's with the same certainty. An attack counts only when it is shown able to see membership on these samples (on the original model when it was attacked, else on held-out training samples, with Hanley & McNeil's standard error for the forget set's size); then the forget-set AUC fails when its interval excludes 0.5 (or, with a retrained model, when the interval of the difference excludes 0), in either direction. TPR at {} FPR must not be shown above {} (or the retrained TPR + {}); forget sets under {} samples cannot be judged there. PASS needs every check met, FAIL any check failed, otherwise INCONCLUSIVE.",
+        "Rules (fixed in Lethe {}): exact retraining is the reference and forgets by definition; other methods are compared with a retrained model on the same forget set, and without one the forgetting checks are INCONCLUSIVE. Accuracies are compared with 95 % intervals for their sample sizes (Wilson, Newcombe): forget accuracy fails when it differs from the retrained model's by more than {} and the interval of the difference excludes 0 (the message says which way), test accuracy when it falls more than {} below the reference's with the same certainty. An attack counts only when it is shown able to see membership on these samples (on the original model when it was attacked, else on held-out training samples, with Hanley & McNeil's standard error for the forget set's size) and, with a retrained model, only when it tells the original model from the retrained one (the interval of their difference excludes 0); then the forget-set AUC fails when its interval excludes 0.5 (or, with a retrained model, when the interval of the difference excludes 0), in either direction. TPR at {} FPR must not be shown above {} (or the retrained TPR + {}); forget sets under {} samples cannot be judged there. PASS needs every check met, FAIL any check failed, otherwise INCONCLUSIVE.",
         env!("CARGO_PKG_VERSION"),
         points(UA_RETRAIN_GAP),
         points(TA_DROP),
@@ -1036,6 +1070,60 @@ mod tests {
         assert_eq!(
             outcome_of(&alone, "forget accuracy").outcome,
             Outcome::Inconclusive
+        );
+    }
+
+    /// What the window showed on the leaky demo: the metric MIA tells the
+    /// original from unseen data but not from the retrained model (its AUC
+    /// there is 0.55 too), and the retrained model classifies 95 of the 100.
+    /// The untouched original and a 1-epoch fine-tune passed; neither may.
+    #[test]
+    fn an_attack_that_cannot_tell_the_original_from_the_retrained_model_judges_nothing() {
+        let original = original_attack();
+        let retrained = attack(m(0.5505, 0.4951, 0.6069, 100, 0.02, 0.0), None);
+        let fine_tuned = attack(m(0.5728, 0.5195, 0.6269, 100, 0.04, 0.0), None);
+        let reference = eval(0.95, 100, 0.918, Some(0.918));
+        for (name, model, ua) in [
+            ("original", &original, 1.0),
+            ("fine-tuned", &fine_tuned, 1.0),
+        ] {
+            let v = verdict(
+                &eval(ua, 100, 0.89, Some(0.918)),
+                Some(&reference),
+                model,
+                Some(&retrained),
+                Some(&original),
+                false,
+            );
+            assert_ne!(v.outcome, Outcome::Pass, "{name}: {v:#?}");
+            let mem = outcome_of(&v, "membership");
+            assert_eq!(mem.outcome, Outcome::Inconclusive, "{name}: {mem:?}");
+            assert!(
+                mem.reason.contains("cannot tell the original model")
+                    && mem.reason.contains("0.5960"),
+                "{}",
+                mem.reason
+            );
+            let next = mem.next_step.clone().unwrap();
+            assert!(
+                next.contains("stronger attack") && next.contains("samples are needed"),
+                "{next}"
+            );
+        }
+        // The same attack with a leak it can see between the models still judges.
+        let sharper = attack(m(0.75, 0.70, 0.80, 100, 0.2, 0.0), None);
+        let v = verdict(
+            &eval(0.95, 100, 0.918, Some(0.918)),
+            Some(&reference),
+            &retrained,
+            Some(&retrained),
+            Some(&sharper),
+            false,
+        );
+        assert_eq!(
+            outcome_of(&v, "membership").outcome,
+            Outcome::Pass,
+            "{v:#?}"
         );
     }
 

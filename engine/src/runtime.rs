@@ -4,6 +4,16 @@ use serde::Serialize;
 use std::fmt;
 use std::sync::OnceLock;
 
+/// A device as the command line and the worker protocol name it (`cpu`,
+/// `cuda:0`), not tch's debug form (`Cpu`, `Cuda(0)`), for files people read.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// A snapshot of the linked libtorch and the devices it sees.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuntimeReport {

@@ -385,3 +385,36 @@ fn jpeg_photos_match_a_jpeg_image_folder_because_both_decode_the_same_way() {
     assert_eq!((m.matched_count(), m.unmatched_count()), (2, 0));
     assert_eq!(m.into_forget_set(&train).unwrap().indices(), &[2, 4]);
 }
+
+/// The window's preview of a person's folder forgets the matched pictures only;
+/// its description (the first line of the saved list) says how many matched
+/// nothing instead of claiming none did.
+#[test]
+fn a_folder_preview_with_an_unmatched_picture_says_so_in_its_origin() {
+    use lethe_engine::preview::{ForgetMode, ForgetRequest, Request, answer};
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo/mnist10k-2k.npz");
+    let ds = data::load(&data).unwrap();
+    let split = lethe_engine::jobs::train::split_of(&ds, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("person");
+    let (trained, unseen) = (split.train[0] as usize, split.test[0] as usize);
+    photos_of(&ds, &photos, &[(trained, "me.png"), (unseen, "not-me.png")]);
+    let request = Request::Forget(ForgetRequest {
+        data,
+        seed: 0,
+        mode: ForgetMode::Folder,
+        list_path: PathBuf::new(),
+        class: 0,
+        fraction: 0.0,
+        fraction_seed: 0,
+        folder: photos,
+    });
+    let v = answer(&request).unwrap();
+    assert_eq!(v["indices"], serde_json::json!([trained]), "{v}");
+    let origin = v["origin"].as_str().unwrap();
+    assert!(
+        origin.contains("1 picture(s) matched 1 training sample(s), 1 matched no training sample"),
+        "{origin}"
+    );
+    assert!(!origin.contains("none unmatched"), "{origin}");
+}

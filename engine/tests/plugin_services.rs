@@ -411,7 +411,7 @@ fn logits_from_an_encoder_are_refused_with_a_clear_message() {
     assert_eq!(err.status(), Some(LetheStatus::ERROR), "{msg}");
     // The host's status and message reach the plugin, which passes them on.
     assert!(
-        msg.contains("host call `model.forward` failed (unsupported): model.forward: the model (mlp (input 64, hidden [16]) + linear projection (5)) is an encoder without a classifier, so it has no logits"),
+        msg.contains("host call `model.forward` failed (unsupported): model.forward: the model (MLP (64 inputs, hidden layers of 16) + linear projection (5)) is an encoder without a classifier, so it has no logits"),
         "{msg}"
     );
     drop(inst);

@@ -308,7 +308,7 @@ pub fn evaluate_into(
         test_count: data.split.test.len(),
         validation_count: data.split.val.len(),
         seed: args.seed,
-        device: device_name(device),
+        device: crate::runtime::device_name(device),
         utility,
         original_utility,
         alignment,
@@ -601,15 +601,5 @@ fn print_attack(r: &AttackReport) {
     }
     for f in &r.flags {
         println!("{:?} {}: {}", f.severity, f.code, f.message);
-    }
-}
-
-/// A device as the command line and the worker protocol name it (`cpu`,
-/// `cuda:0`), not tch's debug form (`Cpu`, `Cuda(0)`), for files people read.
-fn device_name(device: tch::Device) -> String {
-    match device {
-        tch::Device::Cpu => "cpu".into(),
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
     }
 }

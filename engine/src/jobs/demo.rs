@@ -249,7 +249,7 @@ pub fn run_demo(
         retain_count: retain.len(),
         method: "retrain (exact unlearning)".into(),
         settings: recipe,
-        device: format!("{:?}", opts.device),
+        device: crate::runtime::device_name(opts.device),
         original: before,
         unlearned: after,
         unlearning_seconds: summary.seconds,

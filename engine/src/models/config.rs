@@ -186,7 +186,17 @@ impl ArchConfig {
 }
 
 impl std::fmt::Display for ArchConfig {
+    // Read by people (the window, reports): words and plain lists, not the
+    // config's ids and debug lists.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |xs: &[i64]| xs.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let channels = |n: &i64| {
+            if *n == 1 {
+                "1 channel".to_string()
+            } else {
+                format!("{n} channels")
+            }
+        };
         match &self.backbone {
             BackboneConfig::ResNet18 {
                 in_channels,
@@ -195,8 +205,9 @@ impl std::fmt::Display for ArchConfig {
             } => {
                 write!(
                     f,
-                    "{} (in_channels {in_channels}, widths {widths:?}",
-                    self.backbone.name()
+                    "ResNet-18 ({}, widths {}",
+                    channels(in_channels),
+                    list(widths)
                 )?;
                 if !stem_relu {
                     write!(f, ", no stem ReLU")?;
@@ -206,17 +217,18 @@ impl std::fmt::Display for ArchConfig {
             BackboneConfig::SmallCnn {
                 in_channels,
                 input_size,
-                channels,
+                channels: conv,
                 feature_dim,
             } => write!(
                 f,
-                "{} (in_channels {in_channels}, input {input_size}×{input_size}, channels {channels:?}, features {feature_dim})",
-                self.backbone.name()
+                "small CNN ({}, {input_size}×{input_size} input, convolutions of {} channels, {feature_dim} features)",
+                channels(in_channels),
+                list(conv)
             )?,
             BackboneConfig::Mlp { input_dim, hidden } => write!(
                 f,
-                "{} (input {input_dim}, hidden {hidden:?})",
-                self.backbone.name()
+                "MLP ({input_dim} inputs, hidden layers of {})",
+                list(hidden)
             )?,
         }
         match &self.head {

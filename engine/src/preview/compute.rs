@@ -223,9 +223,18 @@ fn forget_preview(req: &ForgetRequest, d: &Dataset) -> Result<ForgetPreview, Str
         .take(PREVIEW_THUMBS)
         .filter_map(|&i| sample_picture(d, i, format!("#{i}")))
         .collect();
+    // The set was made from the matched files alone; its origin must not claim
+    // that nothing went unmatched when the person's folder had such files.
+    let origin = match folder.as_ref().map(|f| f.unmatched.len()) {
+        Some(n) if n > 0 => set.origin().replace(
+            "none unmatched",
+            &format!("{n} matched no training sample (listed, not forgotten)"),
+        ),
+        _ => set.origin().to_string(),
+    };
     Ok(ForgetPreview {
         indices: set.indices().to_vec(),
-        origin: set.origin().to_string(),
+        origin,
         train_len: split.train.len(),
         per_class,
         whole_classes: set.is_whole_classes(d, &split.train),

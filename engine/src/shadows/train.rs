@@ -225,7 +225,7 @@ pub fn estimate(plan: &ShadowPlan, ctx: &ShadowContext<'_>) -> Result<ShadowEsti
         seconds_per_step: per_step,
         seconds_per_model,
         seconds: seconds_per_model * to_train as f64,
-        device: format!("{:?}", ctx.device),
+        device: crate::runtime::device_name(ctx.device),
         recipe_source: ctx.recipe.source.clone(),
     })
 }

@@ -173,6 +173,9 @@ pub struct LetheApp {
     /// Verdicts of deletion runs as their evidence stands: the evidence's key
     /// and the verdict (recomputed when the key changes).
     pub verdicts: HashMap<String, (String, Loadable<lethe_engine::report::verdict::Verdict>)>,
+    /// Runs whose verdict is being worked out again (the last one is shown
+    /// meanwhile, marked as out of date).
+    pub verdicts_updating: std::collections::HashSet<String>,
     /// The last report written per run: the file and the verdict line.
     pub exports: HashMap<String, Loadable<(PathBuf, String)>>,
     /// Running studies.
@@ -253,6 +256,7 @@ impl LetheApp {
             attack_reports: HashMap::new(),
             exports: HashMap::new(),
             verdicts: HashMap::new(),
+            verdicts_updating: Default::default(),
             estimates: HashMap::new(),
             studies,
             study_list: Vec::new(),
@@ -362,6 +366,7 @@ impl LetheApp {
 
     fn poll_studies(&mut self) {
         let (lines, ended) = self.studies.poll();
+        let now = crate::project::now();
         let mut changed: Vec<PathBuf> = Vec::new();
         let mut files: HashMap<PathBuf, String> = HashMap::new();
         for (dir, line) in lines {
@@ -375,7 +380,9 @@ impl LetheApp {
             if !self.in_project(&dir) {
                 continue;
             }
-            self.study_live.entry(dir.clone()).or_default().push(line);
+            let live = self.study_live.entry(dir.clone()).or_default();
+            live.clock.observe(&line, now);
+            live.push(line);
             if step && !changed.contains(&dir) {
                 changed.push(dir);
             }
@@ -434,6 +441,15 @@ impl LetheApp {
             "not read: {} (marked when Lethe last tried; choose \"Read again\" to try once more)",
             s.reason
         ))
+    }
+
+    /// A run of the open project in words ("Retrain (exact) run of …"), its
+    /// folder id when it is not there.
+    fn run_title(&self, id: &str) -> String {
+        self.project
+            .as_ref()
+            .and_then(|p| p.run(id))
+            .map_or_else(|| format!("run {id}"), |r| r.title())
     }
 
     /// Marks the file a preview worker could not survive, so that it is not read
@@ -615,6 +631,7 @@ impl LetheApp {
         self.estimates.clear();
         self.exports.clear();
         self.verdicts.clear();
+        self.verdicts_updating.clear();
         self.study_list.clear();
         self.study_results.clear();
         self.study_loading.clear();
@@ -720,15 +737,17 @@ impl LetheApp {
                 }
             }
             Done::Evaluation(run, r) => {
+                let name = self.run_title(&run);
                 match &r {
-                    Ok(_) => self.notify(format!("Evaluation of {run} finished"), false),
-                    Err(_) => self.notify(format!("Evaluation of {run} failed"), true),
+                    Ok(_) => self.notify(format!("Evaluation of the {name} finished"), false),
+                    Err(_) => self.notify(format!("Evaluation of the {name} failed"), true),
                 }
                 self.evaluations.insert(run, r.map(Some).into());
             }
             Done::Verdict(run, key, r) => {
                 // Only the answer for the evidence asked about last counts.
                 if self.verdicts.get(&run).is_some_and(|(k, _)| *k == key) {
+                    self.verdicts_updating.remove(&run);
                     self.verdicts.insert(run, (key, r.into()));
                 }
             }
@@ -736,11 +755,19 @@ impl LetheApp {
             Done::Opened(Err(e)) => self.notify(e, true),
             Done::Report(run, r) => {
                 match &r {
+                    // The banner has the reasons; the notice names the file.
                     Ok((path, verdict)) => self.notify(
-                        format!("Report written: {} ({verdict})", path.display()),
+                        format!(
+                            "Report written: {} ({}); \"Open the report\" opens it",
+                            path.file_name().unwrap_or_default().to_string_lossy(),
+                            verdict.split(" — ").next().unwrap_or(verdict)
+                        ),
                         false,
                     ),
-                    Err(e) => self.notify(format!("The report of {run} failed: {e}"), true),
+                    Err(e) => {
+                        let name = self.run_title(&run);
+                        self.notify(format!("The report of the {name} failed: {e}"), true)
+                    }
                 }
                 self.exports.insert(run, r.into());
             }
@@ -766,7 +793,8 @@ impl LetheApp {
             Done::Audited(Ok(())) => {}
             Done::AttackReport(run, r) => {
                 if let Err(e) = &r {
-                    self.notify(format!("Attack metrics of {run}: {e}"), true);
+                    let name = self.run_title(&run);
+                    self.notify(format!("Attack metrics of the {name}: {e}"), true);
                 }
                 self.attack_reports.insert(run, r.into());
             }
@@ -866,12 +894,15 @@ impl LetheApp {
                         self.project_error = None;
                         self.state.remember_project(dir);
                         self.refresh_studies();
-                        // A deletion ready to run: the classifier, its data, the
-                        // bundled forget list; the method stays the user's choice.
+                        // A deletion ready to run, the one `lethe demo` runs: the
+                        // leaky MLP (attacks can see its training data, so the
+                        // verdict can tell a deletion that works from one that
+                        // does not), its data and forget list; the method stays
+                        // the user's choice.
                         let d = &mut self.state.draft;
-                        d.checkpoint = Some(demo.classifier.clone());
-                        d.data = Some(demo.data.clone());
-                        d.forget = Some(demo.forget.clone());
+                        d.checkpoint = Some(demo.leaky.clone());
+                        d.data = Some(demo.leaky_data.clone());
+                        d.forget = Some(demo.leaky_forget.clone());
                         self.inspect_project_files();
                         self.state.view = View::Deletion;
                         self.notify("Opened the demo project", false);

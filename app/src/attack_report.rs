@@ -219,8 +219,10 @@ pub fn estimate_line(e: &lethe_engine::eval::attack::AttackEstimate) -> String {
     );
     if s.to_train > 0 {
         line.push_str(&format!(
-            " — about {} ({} each: {} epoch(s) of {} samples)",
+            " — about {} on {} ({} each: {} epoch(s) of {} samples, timed just now on a \
+             mini-batch; a machine busier during the run makes it longer)",
             crate::jobs::format_duration(s.seconds),
+            s.device,
             crate::jobs::format_duration(s.seconds_per_model),
             s.epochs,
             s.train_samples_per_model
@@ -249,7 +251,11 @@ pub fn estimate(
         metrics: MetricOptions::default(),
     };
     lethe_engine::eval::attack::estimate_attack(worker, &req)
-        .map(|e| estimate_line(&e))
+        .map(|mut e| {
+            // The engine names the attack by id; a person reads its name.
+            e.attack = descriptor.name.clone();
+            estimate_line(&e)
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -367,7 +373,9 @@ mod tests {
         };
         assert_eq!(
             estimate_line(&e),
-            "8 shadow model(s): 2 already cached, 6 to train — about 1 min 12 s (12 s each: 10 epoch(s) of 600 samples)"
+            "8 shadow model(s): 2 already cached, 6 to train — about 1 min 12 s on cpu (12 s each: \
+             10 epoch(s) of 600 samples, timed just now on a mini-batch; a machine busier during \
+             the run makes it longer)"
         );
         e.shadows = None;
         assert_eq!(estimate_line(&e), "LiRA needs no shadow models");

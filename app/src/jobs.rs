@@ -384,6 +384,19 @@ impl JobRecord {
         Some((self.finished.unwrap_or(now) - start).max(0.0))
     }
 
+    /// When it was asked for, in words (`2026-12-07 15:12 UTC`): what names a
+    /// run to a person; the folder id is for files.
+    pub fn when(&self) -> String {
+        let t = lethe_engine::report::format::utc_datetime(self.created as i64);
+        // Seconds are noise in a list of runs.
+        format!("{} UTC", &t[..16])
+    }
+
+    /// The run in words: its method and when (`Fine-tune run of 2026-12-07 15:12 UTC`).
+    pub fn title(&self) -> String {
+        format!("{} run of {}", self.spec.plugin_name, self.when())
+    }
+
     /// The unlearned model, if the job wrote one.
     pub fn model_artifact(&self) -> Option<&ArtifactRef> {
         self.artifacts.iter().find(|a| a.name == "model")

@@ -361,6 +361,14 @@ pub struct DemoFiles {
     pub data: PathBuf,
     /// 300 training indices.
     pub forget: PathBuf,
+    /// The leaky demo's MLP, fitted to 2,000 digits: membership attacks see
+    /// it, so a deletion's verdict can pass or fail (the deletion the demo
+    /// opens with, as `lethe demo` runs it).
+    pub leaky: PathBuf,
+    /// The same digits with the leaky demo's 2,000-digit training split.
+    pub leaky_data: PathBuf,
+    /// 100 of those 2,000.
+    pub leaky_forget: PathBuf,
 }
 
 impl DemoFiles {
@@ -372,12 +380,18 @@ impl DemoFiles {
             encoder: demo.join("encoder.safetensors"),
             data: demo.join("mnist10k.npz"),
             forget: demo.join("forget.txt"),
+            leaky: demo.join("leaky-mlp.safetensors"),
+            leaky_data: demo.join("mnist10k-2k.npz"),
+            leaky_forget: demo.join("forget-2k.txt"),
         };
         for p in [
             &files.classifier,
             &files.encoder,
             &files.data,
             &files.forget,
+            &files.leaky,
+            &files.leaky_data,
+            &files.leaky_forget,
         ] {
             if !p.is_file() {
                 anyhow::bail!("the bundled demo is incomplete: {} is missing", p.display());
@@ -397,23 +411,37 @@ pub fn create_demo_project(dir: &Path, demo: &DemoFiles) -> anyhow::Result<Proje
     }
     Project::add_unique(&mut project.file.checkpoints, demo.classifier.clone());
     Project::add_unique(&mut project.file.checkpoints, demo.encoder.clone());
+    Project::add_unique(&mut project.file.checkpoints, demo.leaky.clone());
     Project::add_unique(&mut project.file.datasets, demo.data.clone());
-    let count = std::fs::read_to_string(&demo.forget)
-        .map(|t| {
-            t.lines()
-                .filter(|l| {
-                    let l = l.split('#').next().unwrap_or("").trim();
-                    !l.is_empty()
-                })
-                .count()
-        })
-        .unwrap_or(0);
+    Project::add_unique(&mut project.file.datasets, demo.leaky_data.clone());
+    let count = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| {
+                        let l = l.split('#').next().unwrap_or("").trim();
+                        !l.is_empty()
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
     project.add_forget_set(ForgetSetEntry {
         name: "Demo: 300 digits (forget.txt)".into(),
         path: demo.forget.clone(),
         data: demo.data.clone(),
         origin: "resources/demo/forget.txt: 5 % of the training split, seed 1".into(),
-        count,
+        count: count(&demo.forget),
+        whole_classes: Some(false),
+    });
+    project.add_forget_set(ForgetSetEntry {
+        name: "Leaky demo: 100 digits (forget-2k.txt)".into(),
+        path: demo.leaky_forget.clone(),
+        data: demo.leaky_data.clone(),
+        origin:
+            "resources/demo/forget-2k.txt: 5 % of the leaky demo's 2,000 training digits, seed 1"
+                .into(),
+        count: count(&demo.leaky_forget),
         whole_classes: Some(false),
     });
     project.save()?;
@@ -524,13 +552,18 @@ mod tests {
         let demo = DemoFiles::find(&resources_dir()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let p = create_demo_project(&tmp.path().join("demo"), &demo).unwrap();
-        assert_eq!(p.file.checkpoints.len(), 2);
-        assert_eq!(p.file.datasets, vec![demo.data.clone()]);
+        assert_eq!(p.file.checkpoints.len(), 3);
+        assert_eq!(
+            p.file.datasets,
+            vec![demo.data.clone(), demo.leaky_data.clone()]
+        );
         assert_eq!(p.file.forget_sets[0].count, 300);
+        assert_eq!(p.file.forget_sets[1].count, 100);
+        assert_eq!(p.file.forget_sets[1].data, demo.leaky_data);
         // Opening it twice does not duplicate anything.
         let p = create_demo_project(&tmp.path().join("demo"), &demo).unwrap();
-        assert_eq!(p.file.checkpoints.len(), 2);
-        assert_eq!(p.file.forget_sets.len(), 1);
+        assert_eq!(p.file.checkpoints.len(), 3);
+        assert_eq!(p.file.forget_sets.len(), 2);
     }
 
     #[test]

@@ -444,6 +444,85 @@ pub struct Live {
     /// When the folder was last read for a study running elsewhere or
     /// unfinished (unix seconds).
     pub checked: f64,
+    /// How long this process's runs took, for the time left.
+    pub clock: RunClock,
+}
+
+/// The wall time of each run a study process carried out, from its step lines
+/// as they arrive, so that the time left adds up what runs like the missing
+/// ones took here. A count-based rate swings wildly: runs reused from the
+/// folder finish in no time, and a retraining row takes many times longer than
+/// a fine-tuning row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunClock {
+    /// The run under way: row, seed, and when its first step line came.
+    current: Option<(String, u64, f64)>,
+    /// Seconds each finished run took, by row.
+    measured: Vec<(String, f64)>,
+}
+
+/// The row and seed a study step line is about (`study: FT, seed 1: evaluating`).
+fn step_run(line: &str) -> Option<(&str, u64, &str)> {
+    let rest = line.strip_prefix("study:")?.trim_start();
+    let (head, step) = rest.split_once(": ")?;
+    let (row, seed) = head.rsplit_once(", seed ")?;
+    Some((row, seed.parse().ok()?, step))
+}
+
+impl RunClock {
+    /// Notes a line that arrived at `now` (unix seconds).
+    pub fn observe(&mut self, line: &str, now: f64) {
+        let Some((row, seed, step)) = step_run(line) else {
+            // The closing summary: the last run is over.
+            if line.starts_with("study:") {
+                self.close(now);
+            }
+            return;
+        };
+        if matches!(&self.current, Some((r, s, _)) if r == row && *s == seed) {
+            return;
+        }
+        self.close(now);
+        // A run found finished in the folder took no time now.
+        if !step.starts_with("finished earlier") {
+            self.current = Some((row.to_string(), seed, now));
+        }
+    }
+
+    fn close(&mut self, now: f64) {
+        if let Some((row, _, start)) = self.current.take() {
+            self.measured.push((row, (now - start).max(0.0)));
+        }
+    }
+
+    /// What a run of `row` is expected to take: its own earlier runs, else any
+    /// run measured so far.
+    fn expected(&self, row: &str) -> Option<f64> {
+        let mean =
+            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        mean(
+            self.measured
+                .iter()
+                .filter(|(r, _)| r == row)
+                .map(|(_, s)| *s)
+                .collect(),
+        )
+        .or_else(|| mean(self.measured.iter().map(|(_, s)| *s).collect()))
+    }
+
+    /// Seconds left for the runs in `missing` (the run under way among them),
+    /// or `None` before any run has been timed.
+    pub fn left(&self, missing: &[(String, u64)], now: f64) -> Option<f64> {
+        let mut total = 0.0;
+        for (row, seed) in missing {
+            let expected = self.expected(row)?;
+            total += match &self.current {
+                Some((r, s, start)) if r == row && s == seed => (expected - (now - start)).max(0.0),
+                _ => expected,
+            };
+        }
+        Some(total)
+    }
 }
 
 /// Lines kept per study in memory (the log file beside the folder has all).
@@ -637,6 +716,53 @@ impl Drop for StudyRunner {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn time_left_adds_up_what_each_row_took_here() {
+        let mut c = RunClock::default();
+        let missing = |rows: &[(&str, u64)]| -> Vec<(String, u64)> {
+            rows.iter().map(|(r, s)| (r.to_string(), *s)).collect()
+        };
+        // Reused runs take no time and are not measured.
+        c.observe("study: demo: finding plugins", 0.0);
+        c.observe(
+            "study: Original, seed 0: finished earlier, reused (runs/original-s0)",
+            1.0,
+        );
+        c.observe(
+            "study: Retrain, seed 0: retraining (not in the cache yet)",
+            2.0,
+        );
+        let all = missing(&[("Retrain", 0), ("FT", 0), ("Retrain", 1), ("FT", 1)]);
+        assert_eq!(c.left(&all, 50.0), None, "nothing timed yet");
+        // Lines of the same run do not start a new one.
+        c.observe("  [retrain] [ 50%] epoch 15/30", 50.0);
+        c.observe("study: Retrain, seed 0: evaluating", 90.0);
+        c.observe(
+            "study: FT, seed 0: unlearning with org.lethe.baseline.finetune",
+            102.0,
+        );
+        // Retrain took 100 s; FT, not timed yet, is expected to take as long;
+        // 2 s of the current run are gone.
+        let left = c.left(&all[1..], 104.0).unwrap();
+        assert!((left - (98.0 + 100.0 + 100.0)).abs() < 1e-9, "{left}");
+        c.observe(
+            "study: Retrain, seed 1: retraining (not in the cache yet)",
+            112.0,
+        );
+        // FT took 10 s: its next run is expected to, and the estimate drops.
+        let left = c.left(&all[2..], 112.0).unwrap();
+        assert!((left - (100.0 + 10.0)).abs() < 1e-9, "{left}");
+        // A run longer than expected has nothing left, not a negative time.
+        let left = c.left(&all[2..], 400.0).unwrap();
+        assert!((left - 10.0).abs() < 1e-9, "{left}");
+        c.observe("study: 4 run(s) done, 1 reused from the folder", 420.0);
+        assert_eq!(c.expected("Retrain"), Some((100.0 + 308.0) / 2.0));
+        assert_eq!(
+            step_run("study: A, seed 3, seed 2: x"),
+            Some(("A, seed 3", 2, "x"))
+        );
+    }
     use super::*;
 
     #[test]

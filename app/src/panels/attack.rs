@@ -283,7 +283,7 @@ fn queue_attack(
         device: r.spec.device.clone(),
         seed: r.spec.seed,
     };
-    let new = spec(model, &format!("new model of {}", r.id));
+    let new = spec(model, &format!("new model of the {}", r.title()));
     if compare {
         let original = spec(
             &r.spec.checkpoint,
@@ -400,6 +400,13 @@ fn estimate_ui(
             }
             Some(Loadable::Ready(line)) => {
                 ui.label(line);
+                if app.studies.busy() {
+                    ui.colored_label(
+                        AMBER,
+                        "A study is running and shares the processor: while it runs, the \
+                         shadow models take longer than this.",
+                    );
+                }
             }
             Some(Loadable::Failed(e)) => {
                 ui.colored_label(RED, e);

@@ -294,7 +294,9 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp) {
         if ui
             .link(format!(
                 "{} · seed {} · {}",
-                r.spec.plugin_name, r.spec.seed, r.id
+                r.spec.plugin_name,
+                r.spec.seed,
+                r.when()
             ))
             .clicked()
         {

@@ -63,7 +63,13 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp) {
 }
 
 fn model_step(ui: &mut egui::Ui, app: &mut LetheApp) {
-    let done = app.state.draft.checkpoint.is_some();
+    // Ticked once the file has been read and is usable, not merely named.
+    let done = app
+        .state
+        .draft
+        .checkpoint
+        .as_ref()
+        .is_some_and(|c| matches!(app.checkpoints.get(c), Some(Loadable::Ready(_))));
     step(ui, 1, "The trained model", done, |ui| {
         ui.label("Which model file should forget? (safetensors, PyTorch .pt/.pth or TorchScript)");
         let Some(p) = &app.project else { return };
@@ -156,7 +162,12 @@ pub fn group_digits(n: i64) -> String {
 }
 
 fn data_step(ui: &mut egui::Ui, app: &mut LetheApp) {
-    let done = app.state.draft.data.is_some();
+    let done = app.state.draft.data.as_ref().is_some_and(|d| {
+        matches!(
+            app.datasets.get(&(d.clone(), app.state.draft.seed)),
+            Some(Loadable::Ready(_))
+        )
+    });
     step(ui, 2, "Its training data", done, |ui| {
         ui.label("The data the model was trained on (the samples to forget are chosen from it).");
         let Some(p) = &app.project else { return };
@@ -748,15 +759,15 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             .forms
             .entry(entry.info.id.clone())
             .or_insert_with(|| FormValues::defaults(&entry.info.schema));
-        form_ui_without(ui, &entry.info.schema, values, &[RUN_SEED]);
-        // A method that follows the model's recorded training shows those numbers,
-        // not only its form's (which then fill only what the recording lacks).
+        // A method that follows the model's recorded training shows those numbers
+        // instead of the form fields they replace (the form fills only what the
+        // recording lacks).
         let follows = matches!(
             values.values.get("recipe"),
             Some(crate::form::FormValue::Choice(c)) if c == "original"
         );
-        if follows {
-            let recorded =
+        let recorded = follows
+            .then(|| {
                 app.state
                     .draft
                     .checkpoint
@@ -764,12 +775,46 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
                     .and_then(|c| match app.checkpoints.get(c) {
                         Some(Loadable::Ready(s)) => s.meta.as_ref().map(|m| m.training_recipe()),
                         _ => None,
-                    });
+                    })
+            })
+            .flatten();
+        let mut hidden = vec![RUN_SEED];
+        hidden.extend(recorded.as_ref().map(recorded_keys).unwrap_or_default());
+        // Settings that only act on encoders say nothing about a classifier.
+        let classifier = app
+            .state
+            .draft
+            .checkpoint
+            .as_ref()
+            .and_then(|c| match app.checkpoints.get(c) {
+                Some(Loadable::Ready(s)) => s.architecture.as_ref(),
+                _ => None,
+            })
+            .is_some_and(|a| {
+                matches!(
+                    a.head,
+                    lethe_engine::models::HeadConfig::Classifier { .. }
+                )
+            });
+        if classifier {
+            hidden.extend(
+                entry
+                    .info
+                    .schema
+                    .params
+                    .iter()
+                    .filter(|p| p.group == ENCODER_GROUP)
+                    .map(|p| p.key.as_str()),
+            );
+        }
+        form_ui_without(ui, &entry.info.schema, values, &hidden);
+        if follows {
             match recorded.as_ref().and_then(recipe_text) {
                 Some(text) => ui.label(
                     RichText::new(format!(
                         "Recipe “original”: trains as the model was trained — {text}. The \
-                         settings above fill only what the model does not record."
+                         settings above fill only what the model does not record; the ones \
+                         it records are not shown."
                     ))
                     .color(Color32::from_rgb(120, 170, 230)),
                 ),
@@ -881,6 +926,46 @@ pub fn recipe_text(recipe: &serde_json::Value) -> Option<String> {
         parts.push(format!("weight decay {}", crate::form::format_float(wd)));
     }
     (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+/// The form group of settings that act on encoders only (the kit's).
+const ENCODER_GROUP: &str = "Encoders";
+
+/// The form fields a recorded training recipe replaces (what a method with
+/// recipe "original" takes from the model instead of its form).
+pub fn recorded_keys(recipe: &serde_json::Value) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    for (recorded, field) in [
+        ("epochs", "epochs"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("weight_decay", "weight_decay"),
+    ] {
+        if recipe.get(recorded).is_some() {
+            keys.push(field);
+        }
+    }
+    let optimizer = recipe
+        .get("optimizer")
+        .and_then(|o| o.get("kind"))
+        .and_then(serde_json::Value::as_str);
+    // SGD's recorded momentum replaces the form's; Adam uses none.
+    let momentum = recipe
+        .get("optimizer")
+        .is_some_and(|o| o.get("momentum").is_some());
+    if optimizer == Some("adam") || (optimizer == Some("sgd") && momentum) {
+        keys.push("momentum");
+    }
+    if matches!(
+        recipe
+            .get("schedule")
+            .and_then(|s| s.get("kind"))
+            .and_then(serde_json::Value::as_str),
+        Some("constant" | "cosine" | "warmup_cosine")
+    ) {
+        keys.push("schedule");
+    }
+    keys
 }
 
 /// What is missing before the job can start, or the job.
@@ -1051,6 +1136,24 @@ mod tests {
             "30 epochs · batch 64 · lr 0.05 · SGD (momentum 0.9) · cosine schedule · weight decay 0"
         );
         assert_eq!(recipe_text(&serde_json::json!({})), None);
+        // Every one of those numbers replaces a field of the retrain form.
+        assert_eq!(
+            recorded_keys(&meta.training_recipe()),
+            [
+                "epochs",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "momentum",
+                "schedule"
+            ]
+        );
+        assert!(recorded_keys(&serde_json::json!({})).is_empty());
+        // SGD without a recorded momentum keeps the form's.
+        assert_eq!(
+            recorded_keys(&serde_json::json!({"optimizer": {"kind": "sgd"}, "lr": 0.1})),
+            ["lr"]
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub fn verdict_banner(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_
             .map(|(_, v)| v.clone())
             .unwrap_or(Loadable::Loading);
         app.verdicts.insert(r.id.clone(), (key.clone(), last));
+        app.verdicts_updating.insert(r.id.clone());
         app.tasks.check_verdict(r.id.clone(), key, job);
     }
     let Some((_, state)) = app.verdicts.get(&r.id).cloned() else {
@@ -148,6 +149,15 @@ pub fn verdict_banner(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_
     };
     match state {
         Loadable::Ready(v) => {
+            if app.verdicts_updating.contains(&r.id) {
+                // The verdict below predates evidence that just arrived.
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.weak(
+                        "New evidence: working out the verdict again; the one below is the last.",
+                    );
+                });
+            }
             let report = match app.exports.get(&r.id) {
                 Some(Loadable::Ready((path, _))) => Some(path.clone()),
                 _ => None,

@@ -151,7 +151,8 @@ fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::p
                 .strong(),
         );
     });
-    ui.label(RichText::new(format!("{} · {}", r.id, r.spec.forget_label)).weak());
+    ui.label(RichText::new(format!("{} · {}", r.when(), r.spec.forget_label)).weak())
+        .on_hover_text(format!("Folder: runs/{}", r.id));
     ui.horizontal(|ui| {
         let can_cancel = matches!(r.status, JobStatus::Queued | JobStatus::Running);
         if ui
@@ -248,7 +249,7 @@ fn progress(ui: &mut egui::Ui, app: &LetheApp, r: &JobRecord, now: f64) {
             None => "waiting for the device".to_string(),
         }),
         JobStatus::Running if r.fraction.is_none() && r.message.is_empty() => {
-            parts.push("started; waiting for the method's first progress report".to_string());
+            parts.push("started; waiting for the plugin's first progress report".to_string());
         }
         JobStatus::Cancelling => parts.push("stopping…".to_string()),
         _ => {}

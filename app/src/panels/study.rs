@@ -705,12 +705,16 @@ fn progress_ui(
             " · {} so far",
             crate::jobs::format_duration(elapsed)
         ));
-        if fraction > 0.0 && done > 0 {
-            let left = elapsed / fraction * (1.0 - fraction);
-            text.push_str(&format!(
-                " · about {} left",
-                crate::jobs::format_duration(left)
-            ));
+        let missing = results.and_then(Loadable::ready).map(|r| r.missing());
+        match (live, missing) {
+            (Some(l), Some(m)) => match l.clock.left(&m, crate::project::now()) {
+                Some(left) => text.push_str(&format!(
+                    " · about {} left",
+                    crate::jobs::format_duration(left)
+                )),
+                None => text.push_str(" · time left known after the first run"),
+            },
+            _ => {}
         }
     }
     if let Some(step) = live.and_then(|l| l.lines.iter().rev().find(|x| x.starts_with("study:"))) {
@@ -949,15 +953,18 @@ fn log_ui(ui: &mut egui::Ui, live: Option<&crate::study::Live>) {
                 .max_height(260.0)
                 .stick_to_bottom(true)
                 .show(ui, |ui| {
+                    // Readable at the body size: the study's steps stand out
+                    // by weight, the workers' lines are not greyed away.
                     for l in lines {
-                        let color = if l.contains("FAILED") || l.contains("Error") {
-                            RED
+                        let text = RichText::new(l).monospace();
+                        let text = if l.contains("FAILED") || l.contains("Error") {
+                            text.color(RED)
                         } else if l.starts_with("study:") {
-                            ui.visuals().text_color()
+                            text.strong()
                         } else {
-                            ui.visuals().weak_text_color()
+                            text.color(ui.visuals().text_color())
                         };
-                        ui.label(RichText::new(l).monospace().small().color(color));
+                        ui.label(text);
                     }
                 });
         });

@@ -50,7 +50,17 @@ pub fn banner(
                         .strong()
                         .color(color),
                 );
-                ui.add(egui::Label::new(RichText::new(&v.headline).size(14.0).strong()).wrap());
+                // The label beside it already says "INCONCLUSIVE".
+                let headline = match v.headline.strip_prefix("Inconclusive: ") {
+                    Some(rest) => {
+                        let mut c = rest.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect())
+                            .unwrap_or_default()
+                    }
+                    None => v.headline.clone(),
+                };
+                ui.add(egui::Label::new(RichText::new(headline).size(14.0).strong()).wrap());
             });
             if let Some(next) = &v.next_step {
                 ui.add_space(2.0);

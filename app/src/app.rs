@@ -48,6 +48,8 @@ pub enum Command {
     RemoveForgetSet(PathBuf),
     /// Save the current forget preview under a name.
     SaveForgetSet(String),
+    /// Load a run's request into the deletion page and show it.
+    EditRequest(String),
     /// Queue a job and show it.
     Queue(JobSpec),
     /// Queue a job and stay on the current view.
@@ -954,6 +956,31 @@ impl LetheApp {
                 }
             }
             Command::SaveForgetSet(name) => self.save_forget_set(&name),
+            Command::EditRequest(id) => {
+                let Some(spec) = self
+                    .project
+                    .as_ref()
+                    .and_then(|p| p.run(&id))
+                    .map(|r| r.spec.clone())
+                else {
+                    return;
+                };
+                // The form takes the run's settings where the installed plugin
+                // still has them; the request's Seed is the run's.
+                if let Some(entry) = self.catalog.ready().and_then(|c| c.get(&spec.plugin_id)) {
+                    let form = crate::form::FormValues::from_json(&entry.info.schema, &spec.params);
+                    self.state.forms.insert(spec.plugin_id.clone(), form);
+                }
+                let d = &mut self.state.draft;
+                d.checkpoint = Some(spec.checkpoint);
+                d.data = Some(spec.data);
+                d.forget = Some(spec.forget);
+                d.method = Some(spec.plugin_id);
+                d.device = spec.device;
+                d.device_chosen = true;
+                d.seed = spec.seed;
+                self.state.view = View::Deletion;
+            }
             Command::Queue(spec) => self.queue(spec, true),
             Command::QueueQuietly(spec) => self.queue(spec, false),
             Command::Cancel(id) => {

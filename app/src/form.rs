@@ -63,6 +63,29 @@ fn fits(spec: &ParamSpec, value: &FormValue) -> bool {
 }
 
 impl FormValues {
+    /// The form as a run's params fill it: each parameter of `schema` from
+    /// `params` when it is there and fits, else its default.
+    pub fn from_json(schema: &Schema, params: &Value) -> Self {
+        let mut out = FormValues::defaults(schema);
+        for spec in &schema.params {
+            let Some(v) = params.get(&spec.key) else {
+                continue;
+            };
+            let value = match &spec.kind {
+                ParamKind::Float { .. } => v.as_f64().map(FormValue::Float),
+                ParamKind::Int { .. } => v.as_i64().map(FormValue::Int),
+                ParamKind::Bool { .. } => v.as_bool().map(FormValue::Bool),
+                ParamKind::Choice { .. } => v.as_str().map(|c| FormValue::Choice(c.into())),
+                ParamKind::Path { .. } => v.as_str().map(|p| FormValue::Path(p.into())),
+                ParamKind::String { .. } => v.as_str().map(|t| FormValue::Text(t.into())),
+            };
+            if let Some(value) = value.filter(|x| fits(spec, x)) {
+                out.values.insert(spec.key.clone(), value);
+            }
+        }
+        out
+    }
+
     /// Every parameter at its default.
     pub fn defaults(schema: &Schema) -> Self {
         FormValues {
@@ -371,6 +394,28 @@ pub(crate) mod tests {
         ]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_runs_params_fill_the_form_back() {
+        let schema = schema();
+        let mut typed = FormValues::defaults(&schema);
+        typed.values.insert("lr".into(), FormValue::Float(0.25));
+        typed.values.insert("epochs".into(), FormValue::Int(3));
+        typed
+            .values
+            .insert("reset_head".into(), FormValue::Bool(true));
+        typed
+            .values
+            .insert("loss".into(), FormValue::Choice("kl".into()));
+        typed
+            .values
+            .insert("teacher".into(), FormValue::Path("/m.safetensors".into()));
+        assert_eq!(FormValues::from_json(&schema, &typed.to_json()), typed);
+        // What no longer fits (a plugin update) or is missing takes the default.
+        let back =
+            FormValues::from_json(&schema, &json!({"epochs": 1000, "loss": "gone", "seed": 4}));
+        assert_eq!(back, FormValues::defaults(&schema));
     }
 
     #[test]

@@ -230,6 +230,26 @@ fn deletion_from_the_demo_offer_to_a_finished_run_that_survives_a_restart() {
         h.query_by_label("Progress test").is_some(),
         "the run view shows it"
     );
+
+    // "Change the request" brings the run's request back to the deletion page.
+    step_until(&mut h, "the plugin scan", 120, |a| {
+        a.catalog.ready().is_some()
+    });
+    h.state_mut().state.draft = Default::default();
+    h.state_mut().state.forms.clear();
+    h.get_by_label("✏ Change the request").click();
+    h.step();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.state.view, View::Deletion);
+    let d = &app.state.draft;
+    assert_eq!(d.method.as_deref(), Some("org.lethe.test.progress"));
+    assert_eq!(d.checkpoint.as_ref(), Some(&run.spec.checkpoint));
+    assert_eq!(d.forget.as_ref(), Some(&run.spec.forget));
+    assert_eq!(
+        app.state.forms["org.lethe.test.progress"].values["steps"],
+        FormValue::Int(6)
+    );
 }
 
 #[test]

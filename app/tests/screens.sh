@@ -21,87 +21,33 @@
 # up as a timeout naming the step, with the screenshots so far to look at. The
 # study's clicks assume the attack plugins this checkout builds (EncoderMI, LiRA,
 # metric MIA, SVM MIA, the failing test fixture, in that order).
+#
+# Not re-measured yet: the demo now opens on the leaky demo, which adds a model,
+# a dataset and a forget set to the sidebar and a verdict banner above each
+# run's "Next" strip. The clicks up to the first deletion's start are current;
+# the later ones (sidebar rows, the "Next" strip, the study form) predate that
+# and need measuring again. app/tests/compliance.sh (the compliance officer's
+# story on the leaky demo, with the three verdicts) is current.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/lethe-screens}
-BIN=${LETHE_BIN:-}
+
 # The study clicks below expect the failing test fixture among the attacks.
 export LETHE_DEV_PLUGINS=1
-if [[ -z $BIN ]]; then
-    BIN=$ROOT/target/release/lethe
-    [[ -x $BIN ]] || BIN=$ROOT/target/debug/lethe
-fi
-[[ -x $BIN ]] || { echo "no lethe binary at $BIN: cargo build -p lethe first" >&2; exit 1; }
-DISP=${LETHE_DISPLAY:-:97}
-WORK=$(mktemp -d /tmp/lethe-screens-run.XXXXXX)
-mkdir -p "$OUT" "$WORK/home" "$WORK/xdg"
-chmod 700 "$WORK/xdg"
-export HOME=$WORK/home XDG_RUNTIME_DIR=$WORK/xdg DISPLAY=$DISP
-PROJECT=$HOME/Lethe/Demo
-PIDS=()
-cleanup() {
-    # Stop only what this script started, newest first.
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill "${PIDS[i]}" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-Xvfb "$DISP" -screen 0 1400x900x24 >"$WORK/xvfb.log" 2>&1 &
-PIDS+=($!)
-sleep 2
-openbox >"$WORK/openbox.log" 2>&1 &
-PIDS+=($!)
-sleep 1
-"$BIN" >"$WORK/app.log" 2>&1 &
-PIDS+=($!)
-
-step() { echo "[screens] $*"; }
-fail() {
-    echo "[screens] FAILED: $*" >&2
-    echo "[screens] app log: $WORK/app.log; screenshots so far: $OUT" >&2
-    exit 1
-}
-WID=
-for _ in $(seq 1 120); do
-    WID=$(xdotool search --name '^Lethe$' 2>/dev/null | head -1 || true)
-    [[ -n $WID ]] && break
-    sleep 1
-done
-[[ -n $WID ]] || fail "the window did not open"
-sleep 10
-
-shot() { xwd -id "$WID" -silent | convert xwd:- "$OUT/$1.png"; step "saved $OUT/$1.png"; }
-click() { xdotool mousemove --window "$WID" "$1" "$2" click 1; sleep "${3:-2}"; }
-# The central view's scroll bar: the wheel there scrolls the page, never a plot.
-bottom() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 5; done; sleep 2; }
-top() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 4; done; sleep 2; }
-# Types into the value box at (x, y) (a slider's number).
-set_value() { click "$1" "$2" 1; xdotool key ctrl+a; xdotool type "$3"; xdotool key Return; sleep 1; }
-# Waits until `cond` (a shell expression) holds.
-wait_for() {
-    local what=$1 secs=$2 cond=$3
-    for _ in $(seq 1 "$secs"); do
-        if eval "$cond"; then return 0; fi
-        sleep 1
-    done
-    shot "timeout-$(echo "$what" | tr ' ' '-')"
-    fail "timed out waiting for $what"
-}
-# Runs whose job.json says `state: succeeded`, by plugin id substring.
-succeeded() { grep -l '"state": "succeeded"' "$PROJECT"/runs/*"$1"*/job.json 2>/dev/null | wc -l; }
+# shellcheck source=app/tests/xdriver.sh
+source "$(dirname "$0")/xdriver.sh"
 
 step "first start: the demo offer"
 shot 01-welcome
-click 145 213 10
+click 145 228 5
+wait_for_plugins
 shot 02-deletion-request
 
 step "method: Fine-tune, 2 epochs"
 click 500 667 3
-click 345 460 3
+click 345 483 3
 bottom
-set_value 676 244 2
+set_value 676 309 2
 shot 03-deletion-method-and-run
 click 390 745 8
 shot 04-run-started

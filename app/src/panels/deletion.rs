@@ -790,12 +790,7 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
                 Some(Loadable::Ready(s)) => s.architecture.as_ref(),
                 _ => None,
             })
-            .is_some_and(|a| {
-                matches!(
-                    a.head,
-                    lethe_engine::models::HeadConfig::Classifier { .. }
-                )
-            });
+            .is_some_and(|a| matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }));
         if classifier {
             hidden.extend(
                 entry

@@ -178,6 +178,18 @@ fn header(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::p
         {
             app.commands.push(Command::Queue(r.spec.clone()));
         }
+        if r.spec.kind == "method"
+            && r.status != JobStatus::Running
+            && ui
+                .button("✏ Change the request")
+                .on_hover_text(
+                    "Open this run's request on the deletion page (model, data, forget set, \
+                     method and its settings) to change it and start a new run",
+                )
+                .clicked()
+        {
+            app.commands.push(Command::EditRequest(r.id.clone()));
+        }
         if ui
             .button("📋 Copy folder path")
             .on_hover_text(run_dir.display().to_string())
@@ -568,15 +580,18 @@ fn evaluation_section(
             ui.add(egui::Label::new(RichText::new(e).monospace().small()).wrap());
         }
         Some(Loadable::Ready(Some(e))) => {
+            // How the accuracies were read, in words; the folder on hover.
+            let reader = match e.utility.reader.as_str() {
+                "classifier" => "the model's own class predictions".to_string(),
+                "linear probe" => "a linear probe trained on the model's features".to_string(),
+                other => other.to_string(),
+            };
             ui.label(
-                RichText::new(format!(
-                    "Read by: {} · {}",
-                    e.utility.reader,
-                    e.folder.display()
-                ))
-                .small()
-                .weak(),
-            );
+                RichText::new(format!("Accuracies read from {reader}"))
+                    .small()
+                    .weak(),
+            )
+            .on_hover_text(format!("Evaluation folder: {}", e.folder.display()));
             egui::Grid::new("eval-grid")
                 .striped(true)
                 .num_columns(3)

@@ -706,15 +706,14 @@ fn progress_ui(
             crate::jobs::format_duration(elapsed)
         ));
         let missing = results.and_then(Loadable::ready).map(|r| r.missing());
-        match (live, missing) {
-            (Some(l), Some(m)) => match l.clock.left(&m, crate::project::now()) {
+        if let (Some(l), Some(m)) = (live, missing) {
+            match l.clock.left(&m, crate::project::now()) {
                 Some(left) => text.push_str(&format!(
                     " · about {} left",
                     crate::jobs::format_duration(left)
                 )),
                 None => text.push_str(" · time left known after the first run"),
-            },
-            _ => {}
+            }
         }
     }
     if let Some(step) = live.and_then(|l| l.lines.iter().rev().find(|x| x.starts_with("study:"))) {

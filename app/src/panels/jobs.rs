@@ -66,7 +66,7 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp) {
                         let can = matches!(r.status, JobStatus::Queued | JobStatus::Running);
                         if ui
                             .add_enabled(can, egui::Button::new("⏹ Cancel"))
-                            .on_hover_text(format!("Stop {}", r.id))
+                            .on_hover_text(format!("Stop the {}", r.title()))
                             .clicked()
                         {
                             app.commands.push(Command::Cancel(r.id.clone()));
@@ -119,7 +119,8 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp) {
                             .map(format_duration)
                             .unwrap_or_else(|| "–".into()),
                     );
-                    ui.label(RichText::new(&r.id).weak());
+                    ui.label(RichText::new(r.when()).weak())
+                        .on_hover_text(format!("Folder: runs/{}", r.id));
                     ui.end_row();
                 }
             });

@@ -801,6 +801,33 @@ fn ua_samples_needed(p: f64) -> usize {
         .unwrap_or(1_000_000)
 }
 
+/// Why an attack's result on exact retraining does not fail it: retraining
+/// forgets by definition, so what the attack sees there is not membership.
+const NOT_MEMBERSHIP: &str = "yet this model is exact retraining, which forgets by definition: \
+     what the attack sees here is not membership (a class mix or a shift between the forget set and the unseen samples does this), so it cannot judge deletions of this forget set";
+
+/// Why an attack's result does not fail a method without a retrained model.
+const NO_REFERENCE: &str = "but without a retrained model on the same forget set nothing shows that retraining would look different (a class mix or a shift between the forget set and the unseen samples makes it look the same)";
+
+/// A forgetting check that failed becomes INCONCLUSIVE, its reason kept and
+/// `why` added: without a retrained reference a deletion is never failed on a
+/// guess of what retraining would show.
+fn unless_failed(mut c: Check, why: &str, next: Option<&str>) -> Check {
+    if c.outcome != Outcome::Fail {
+        return c;
+    }
+    c.outcome = Outcome::Inconclusive;
+    // What was seen stays; the judgement it led to does not.
+    let seen = ["forgets too little: ", "forgets too much: "]
+        .iter()
+        .find_map(|p| c.reason.strip_prefix(p))
+        .unwrap_or(&c.reason)
+        .to_string();
+    c.reason = format!("{seen}, {why}");
+    c.next_step = next.map(str::to_string).or(c.next_step);
+    c
+}
+
 /// Applies the rules to the results.
 pub fn decide(ev: &Evidence<'_>) -> Verdict {
     let mut checks = Vec::new();
@@ -816,18 +843,27 @@ pub fn decide(ev: &Evidence<'_>) -> Verdict {
             same(ev.retrain_attacks)
         };
         let original = same(ev.original_attacks);
-        checks.push(membership_check(
-            &format!("membership: {}", a.attack.name),
-            &a.metrics.forget,
-            retrain.as_ref(),
-            original.as_ref(),
-            a.metrics.reference.as_ref(),
-        ));
-        checks.push(low_fpr_check(
-            &format!("low FPR: {}", a.attack.name),
-            &a.metrics.forget,
-            retrain.as_ref(),
-        ));
+        let judged = [
+            membership_check(
+                &format!("membership: {}", a.attack.name),
+                &a.metrics.forget,
+                retrain.as_ref(),
+                original.as_ref(),
+                a.metrics.reference.as_ref(),
+            ),
+            low_fpr_check(
+                &format!("low FPR: {}", a.attack.name),
+                &a.metrics.forget,
+                retrain.as_ref(),
+            ),
+        ];
+        for c in judged {
+            checks.push(match (&retrain, ev.is_reference) {
+                (Some(_), _) => c,
+                (None, true) => unless_failed(c, NOT_MEMBERSHIP, None),
+                (None, false) => unless_failed(c, NO_REFERENCE, Some(MAKE_REFERENCE)),
+            });
+        }
     }
     if ev.attacks.is_empty() {
         checks.push(with_next(
@@ -908,7 +944,7 @@ fn join_unique(items: &[&str]) -> String {
 /// The rules in one paragraph, for the report.
 pub fn rules_text() -> String {
     format!(
-        "Rules (fixed in Lethe {}): exact retraining is the reference and forgets by definition; other methods are compared with a retrained model on the same forget set, and without one the forgetting checks are INCONCLUSIVE. Accuracies are compared with 95 % intervals for their sample sizes (Wilson, Newcombe): forget accuracy fails when it differs from the retrained model's by more than {} and the interval of the difference excludes 0 (the message says which way), test accuracy when it falls more than {} below the reference's with the same certainty. An attack counts only when it is shown able to see membership on these samples (on the original model when it was attacked, else on held-out training samples, with Hanley & McNeil's standard error for the forget set's size) and, with a retrained model, only when it tells the original model from the retrained one (the interval of their difference excludes 0); then the forget-set AUC fails when its interval excludes 0.5 (or, with a retrained model, when the interval of the difference excludes 0), in either direction. TPR at {} FPR must not be shown above {} (or the retrained TPR + {}); forget sets under {} samples cannot be judged there. PASS needs every check met, FAIL any check failed, otherwise INCONCLUSIVE.",
+        "Rules (fixed in Lethe {}): exact retraining is the reference and forgets by definition; other methods are compared with a retrained model on the same forget set, and without one the forgetting checks are INCONCLUSIVE. Accuracies are compared with 95 % intervals for their sample sizes (Wilson, Newcombe): forget accuracy fails when it differs from the retrained model's by more than {} and the interval of the difference excludes 0 (the message says which way), test accuracy when it falls more than {} below the reference's with the same certainty. An attack counts only when it is shown able to see membership on these samples (on the original model when it was attacked, else on held-out training samples, with Hanley & McNeil's standard error for the forget set's size) and, with a retrained model, only when it tells the original model from the retrained one (the interval of their difference excludes 0); then the forget-set AUC fails when its interval excludes 0.5 (or, with a retrained model, when the interval of the difference excludes 0), in either direction. TPR at {} FPR must not be shown above {} (or the retrained TPR + {}); forget sets under {} samples cannot be judged there. Without a retrained model (and on exact retraining itself) an attack result that would fail is INCONCLUSIVE instead: only the comparison with retraining shows that what the attack sees is membership. PASS needs every check met, FAIL any check failed, otherwise INCONCLUSIVE.",
         env!("CARGO_PKG_VERSION"),
         points(UA_RETRAIN_GAP),
         points(TA_DROP),
@@ -1035,6 +1071,29 @@ mod tests {
         );
     }
 
+    /// Retraining forgets by definition: an attack that still sets its forget
+    /// set apart measures something else, and says so instead of failing it.
+    #[test]
+    fn exact_retraining_is_never_failed_by_an_attack() {
+        let shifted = attack(m(0.62, 0.57, 0.67, 100, 0.03, 0.0), None);
+        let v = verdict(
+            &eval(0.93, 100, 0.915, Some(0.918)),
+            None,
+            &shifted,
+            None,
+            Some(&original_attack()),
+            true,
+        );
+        assert_eq!(v.outcome, Outcome::Inconclusive, "{v:#?}");
+        let mem = outcome_of(&v, "membership");
+        assert!(
+            mem.reason
+                .contains("what the attack sees here is not membership"),
+            "{}",
+            mem.reason
+        );
+    }
+
     #[test]
     fn the_original_model_judged_as_a_deletion_fails_in_the_right_direction() {
         // A do-nothing method: its model is the original.
@@ -1050,7 +1109,9 @@ mod tests {
         let ua = outcome_of(&v, "forget accuracy");
         assert_eq!(ua.outcome, Outcome::Fail);
         assert!(ua.reason.starts_with("forgets too little"), "{}", ua.reason);
-        // Judged alone (no reference), membership still fails: the attack sees it.
+        // Judged alone (no reference) it is never failed on a guess: the attack
+        // sees the forgotten samples apart from unseen data, but on the leaky
+        // demo it sees the retrained model's too (0.551).
         let alone = verdict(
             &eval(1.0, 100, 0.918, Some(0.918)),
             None,
@@ -1059,12 +1120,21 @@ mod tests {
             Some(&original_attack()),
             false,
         );
-        assert_eq!(alone.outcome, Outcome::Fail, "{alone:#?}");
+        assert_eq!(alone.outcome, Outcome::Inconclusive, "{alone:#?}");
         let mem = outcome_of(&alone, "membership");
+        assert_eq!(mem.outcome, Outcome::Inconclusive);
         assert!(
-            mem.reason.starts_with("forgets too little"),
+            mem.reason
+                .starts_with("the attack still tells the forgotten samples from unseen data")
+                && mem.reason.contains("without a retrained model"),
             "{}",
             mem.reason
+        );
+        assert!(
+            mem.next_step
+                .as_deref()
+                .unwrap()
+                .starts_with("run Retrain (exact)")
         );
         // ...while forget accuracy without a reference never fails on a guess.
         assert_eq!(

@@ -26,7 +26,7 @@ latest() { find "$PROJECT/runs" -maxdepth 1 -name "*-$1" | sort | tail -1; }
 # The banner's outcome, as the last report of run folder $1 wrote it.
 verdict_of() { pdftotext "$(ls "$1"/exports/report-*.pdf | tail -1)" - | grep -m1 -oE 'PASS|FAIL|INCONCLUSIVE'; }
 pdf_pages() { pdftoppm -png -r 60 -f 1 -l "$3" "$(ls "$1"/exports/report-*.pdf | tail -1)" "$OUT/$2"; }
-# Evaluate, attack and report the run shown (its "Next" strip at height $1),
+# Evaluate and attack the run shown (its "Next" strip, above the verdict, at height $1),
 # waiting for each; $2 is its folder, $3 the attack runs expected by then.
 next_steps() {
     local y=$1 run=$2 attacks=$3 before
@@ -57,12 +57,12 @@ wait_for "the retraining" 900 '[[ $(succeeded retrain) -ge 1 ]]'
 sleep 3
 top
 shot 04-retrain-finished
-next_steps 247 "$(latest retrain)" 2
+next_steps 143 "$(latest retrain)" 2
 # The attack runs open their own view; back to the deletion run (the oldest run).
 click 100 500 8
 top
 shot 05-retrain-evidence
-click 785 234 3
+click 750 143 3
 RETRAIN=$(latest retrain)
 wait_for "the retrain report" 300 'ls "$RETRAIN"/exports/report-*.pdf >/dev/null 2>&1'
 sleep 4
@@ -83,7 +83,7 @@ wait_for "the fine-tuning" 900 '[[ $(succeeded finetune) -ge 1 ]]'
 sleep 3
 top
 # The original model was attacked for step 1: only the new model is attacked.
-next_steps 247 "$(latest finetune)" 3
+next_steps 143 "$(latest finetune)" 3
 # Runs, newest first: its attack, the fine-tune, then step 1's three.
 click 100 477 10
 top
@@ -138,7 +138,7 @@ click 390 745 8
 wait_for "the retraining of four samples" 900 '[[ $(succeeded retrain) -ge 2 ]]'
 sleep 3
 top
-next_steps 247 "$(latest retrain)" 5
+next_steps 143 "$(latest retrain)" 5
 # Runs, newest first (one row lower: the new forget set is listed above
 # them): its two attacks, then this retraining.
 click 100 523 10

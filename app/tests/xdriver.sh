@@ -58,8 +58,9 @@ sleep 10
 shot() { xwd -id "$WID" -silent | convert xwd:- "$OUT/$1.png"; step "saved $OUT/$1.png"; }
 click() { xdotool mousemove --window "$WID" "$1" "$2" click 1; sleep "${3:-2}"; }
 # The central view's scroll bar: the wheel there scrolls the page, never a plot.
-bottom() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 5; done; sleep 2; }
-top() { xdotool mousemove --window "$WID" 1266 400; for _ in $(seq 1 40); do xdotool click 4; done; sleep 2; }
+# Views whose bar sits further left (the study form's, at 1256) pass its x.
+bottom() { xdotool mousemove --window "$WID" "${1:-1266}" 400; for _ in $(seq 1 40); do xdotool click 5; done; sleep 2; }
+top() { xdotool mousemove --window "$WID" "${1:-1266}" 400; for _ in $(seq 1 40); do xdotool click 4; done; sleep 2; }
 # Types into the value box at (x, y) (a slider's number).
 set_value() { click "$1" "$2" 1; xdotool key ctrl+a; xdotool type "$3"; xdotool key Return; sleep 1; }
 # Waits until `cond` (a shell expression) holds.

@@ -754,74 +754,8 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
             return;
         }
         ui.label("Settings (the defaults are the method's recommendation; hover a name for help):");
-        let values = app
-            .state
-            .forms
-            .entry(entry.info.id.clone())
-            .or_insert_with(|| FormValues::defaults(&entry.info.schema));
-        // A method that follows the model's recorded training shows those numbers
-        // instead of the form fields they replace (the form fills only what the
-        // recording lacks).
-        let follows = matches!(
-            values.values.get("recipe"),
-            Some(crate::form::FormValue::Choice(c)) if c == "original"
-        );
-        let recorded = follows
-            .then(|| {
-                app.state
-                    .draft
-                    .checkpoint
-                    .as_ref()
-                    .and_then(|c| match app.checkpoints.get(c) {
-                        Some(Loadable::Ready(s)) => s.meta.as_ref().map(|m| m.training_recipe()),
-                        _ => None,
-                    })
-            })
-            .flatten();
-        let mut hidden = vec![RUN_SEED];
-        hidden.extend(recorded.as_ref().map(recorded_keys).unwrap_or_default());
-        // Settings that only act on encoders say nothing about a classifier.
-        let classifier = app
-            .state
-            .draft
-            .checkpoint
-            .as_ref()
-            .and_then(|c| match app.checkpoints.get(c) {
-                Some(Loadable::Ready(s)) => s.architecture.as_ref(),
-                _ => None,
-            })
-            .is_some_and(|a| matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }));
-        if classifier {
-            hidden.extend(
-                entry
-                    .info
-                    .schema
-                    .params
-                    .iter()
-                    .filter(|p| p.group == ENCODER_GROUP)
-                    .map(|p| p.key.as_str()),
-            );
-        }
-        form_ui_without(ui, &entry.info.schema, values, &hidden);
-        if follows {
-            match recorded.as_ref().and_then(recipe_text) {
-                Some(text) => ui.label(
-                    RichText::new(format!(
-                        "Recipe “original”: trains as the model was trained — {text}. The \
-                         settings above fill only what the model does not record; the ones \
-                         it records are not shown."
-                    ))
-                    .color(Color32::from_rgb(120, 170, 230)),
-                ),
-                None => ui.label(
-                    RichText::new(
-                        "Recipe “original”: the model records no training settings, so the \
-                         settings above are used.",
-                    )
-                    .weak(),
-                ),
-            };
-        }
+        let checkpoint = app.state.draft.checkpoint.clone();
+        model_form_ui(ui, app, checkpoint.as_deref(), &entry);
         if entry.info.schema.get(RUN_SEED).is_some() {
             ui.label(
                 RichText::new("Its seed is the request's Seed (step 5).")
@@ -843,7 +777,12 @@ pub fn method_step(ui: &mut egui::Ui, app: &mut LetheApp) {
                 }));
             }
         }
-        if let Err(problems) = values.validated(&entry.info.schema) {
+        if let Some(Err(problems)) = app
+            .state
+            .forms
+            .get(&entry.info.id)
+            .map(|v| v.validated(&entry.info.schema))
+        {
             for p in problems {
                 ui.colored_label(RED, p);
             }
@@ -921,6 +860,72 @@ pub fn recipe_text(recipe: &serde_json::Value) -> Option<String> {
         parts.push(format!("weight decay {}", crate::form::format_float(wd)));
     }
     (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+/// A method's form as it applies to the model at `checkpoint`: the run seed
+/// (the request's) is not shown; with recipe "original", neither are the fields
+/// the model's recorded training replaces, whose values are stated in words
+/// under the form instead; for a classifier, neither are encoder-only settings.
+pub fn model_form_ui(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    checkpoint: Option<&std::path::Path>,
+    entry: &crate::catalog::PluginEntry,
+) {
+    let summary = checkpoint.and_then(|c| match app.checkpoints.get(c) {
+        Some(Loadable::Ready(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let values = app
+        .state
+        .forms
+        .entry(entry.info.id.clone())
+        .or_insert_with(|| FormValues::defaults(&entry.info.schema));
+    let follows = matches!(
+        values.values.get("recipe"),
+        Some(crate::form::FormValue::Choice(c)) if c == "original"
+    );
+    let recorded = summary
+        .as_ref()
+        .filter(|_| follows)
+        .and_then(|s| s.meta.as_ref().map(|m| m.training_recipe()));
+    let mut hidden = vec![RUN_SEED];
+    hidden.extend(recorded.as_ref().map(recorded_keys).unwrap_or_default());
+    let classifier = summary
+        .as_ref()
+        .and_then(|s| s.architecture.as_ref())
+        .is_some_and(|a| matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }));
+    if classifier {
+        hidden.extend(
+            entry
+                .info
+                .schema
+                .params
+                .iter()
+                .filter(|p| p.group == ENCODER_GROUP)
+                .map(|p| p.key.as_str()),
+        );
+    }
+    form_ui_without(ui, &entry.info.schema, values, &hidden);
+    if follows {
+        match recorded.as_ref().and_then(recipe_text) {
+            Some(text) => ui.label(
+                RichText::new(format!(
+                    "Recipe “original”: trains as the model was trained — {text}. The \
+                     settings above fill only what the model does not record; the ones \
+                     it records are not shown."
+                ))
+                .color(Color32::from_rgb(120, 170, 230)),
+            ),
+            None => ui.label(
+                RichText::new(
+                    "Recipe “original”: the model records no training settings, so the \
+                     settings above are used.",
+                )
+                .weak(),
+            ),
+        };
+    }
 }
 
 /// The form group of settings that act on encoders only (the kit's).

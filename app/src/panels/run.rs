@@ -23,15 +23,15 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
     let now = crate::project::now();
     egui::ScrollArea::vertical().id_salt("run").show(ui, |ui| {
         header(ui, app, &record, &run_dir);
-        if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
-            ui.add_space(6.0);
-            super::report::verdict_banner(ui, app, &record, &run_dir);
-        }
         ui.add_space(8.0);
         progress(ui, app, &record, now);
+        // The next steps stay where they are while the verdict below them
+        // grows and shrinks with the evidence.
         if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
             ui.add_space(4.0);
             next_steps(ui, app, &record, &run_dir);
+            ui.add_space(6.0);
+            super::report::verdict_banner(ui, app, &record, &run_dir);
         }
         if let Some(problem) = record.status.problem() {
             ui.add_space(6.0);

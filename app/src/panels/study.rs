@@ -270,13 +270,9 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
                 match cat.get(&id) {
                     Some(e) => {
                         ui.label(RichText::new(&e.info.description).weak());
-                        let values = app
-                            .state
-                            .forms
-                            .entry(id.clone())
-                            .or_insert_with(|| FormValues::defaults(&e.info.schema));
+                        let checkpoint = app.state.study_draft.checkpoint.clone();
                         ui.push_id("retrain-form", |ui| {
-                            form_ui_without(ui, &e.info.schema, values, &[RUN_SEED])
+                            super::deletion::model_form_ui(ui, app, checkpoint.as_deref(), e)
                         });
                     }
                     None => {
@@ -392,12 +388,8 @@ fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catal
                 egui::CollapsingHeader::new("settings")
                     .id_salt(("study-method-settings", i))
                     .show(ui, |ui| {
-                        let values = app
-                            .state
-                            .forms
-                            .entry(e.info.id.clone())
-                            .or_insert_with(|| FormValues::defaults(&e.info.schema));
-                        form_ui_without(ui, &e.info.schema, values, &[RUN_SEED]);
+                        let checkpoint = app.state.study_draft.checkpoint.clone();
+                        super::deletion::model_form_ui(ui, app, checkpoint.as_deref(), e);
                         ui.label(
                             RichText::new(
                                 "Shared with the deletion request's settings for this method; \

@@ -92,25 +92,7 @@ shot 09-finetune-inconclusive-weak-attack
 step "3. the data subject's own pictures: four of their digits and one the model never saw"
 PICS=$WORK/pictures
 mkdir -p "$PICS"
-"$ROOT/.venv/bin/python" - "$ROOT" "$PICS" <<'PY'
-import sys, zlib, struct
-import numpy as np
-root, out = sys.argv[1], sys.argv[2]
-d = np.load(f"{root}/resources/demo/mnist10k-2k.npz")
-forget = [int(l) for l in open(f"{root}/resources/demo/forget-2k.txt") if l.strip() and not l.startswith("#")]
-def png(path, img):
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-    def chunk(t, b):
-        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-for i in forget[:4]:
-    png(f"{out}/photo-{i}.png", d["x"][i, 0])
-t = int(d["test_idx"][0])
-png(f"{out}/not-trained-on-{t}.png", d["x"][t, 0])
-PY
+write_pictures "$PICS"
 click 134 87 3
 top
 # Step 3's "Make a new forget set"; the folder mode is the first choice.

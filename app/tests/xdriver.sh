@@ -81,3 +81,27 @@ wait_for_plugins() {
     wait_for "the plugin scan" 300 '[[ -n $(find "$HOME" -name plugin-scan.json 2>/dev/null) ]]'
     sleep 3
 }
+# Writes the data subject's pictures into $1: four training digits of the leaky
+# demo's forget set and one test digit the model never trained on, as PNG
+# files (numpy and zlib only).
+write_pictures() {
+    "$ROOT/.venv/bin/python" - "$ROOT" "$1" <<'PY'
+import sys, zlib, struct
+import numpy as np
+root, out = sys.argv[1], sys.argv[2]
+d = np.load(f"{root}/resources/demo/mnist10k-2k.npz")
+forget = [int(l) for l in open(f"{root}/resources/demo/forget-2k.txt") if l.strip() and not l.startswith("#")]
+def png(path, img):
+    h, w = img.shape
+    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
+    def chunk(t, b):
+        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for i in forget[:4]:
+    png(f"{out}/photo-{i}.png", d["x"][i, 0])
+t = int(d["test_idx"][0])
+png(f"{out}/not-trained-on-{t}.png", d["x"][t, 0])
+PY
+}

@@ -45,6 +45,30 @@ fn lethe(scratch: &Path, args: &[&str], extra: &[&Path]) -> String {
     stdout
 }
 
+/// `lethe-cli` on the leaky demo's request: `args`, then `--checkpoint`, the
+/// demo's data and forget list, `--out` and any `extra` paths.
+fn on_demo(
+    scratch: &Path,
+    args: &[&str],
+    checkpoint: &Path,
+    out: &Path,
+    extra: &[&Path],
+) -> String {
+    let (data, forget) = (demo_dir().join(DATA), demo_dir().join(FORGET));
+    let mut paths = vec![
+        Path::new("--checkpoint"),
+        checkpoint,
+        Path::new("--data"),
+        &data,
+        Path::new("--forget"),
+        &forget,
+        Path::new("--out"),
+        out,
+    ];
+    paths.extend_from_slice(extra);
+    lethe(scratch, args, &paths)
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -59,7 +83,7 @@ fn lira(scratch: &Path, checkpoint: &Path, out: &str) -> Value {
         "heldout_size": 500, "z_samples": 500,
     });
     let out = scratch.join(out);
-    lethe(
+    on_demo(
         scratch,
         &[
             "attack",
@@ -70,16 +94,9 @@ fn lira(scratch: &Path, checkpoint: &Path, out: &str) -> Value {
             "--params",
             &params.to_string(),
         ],
-        &[
-            Path::new("--checkpoint"),
-            checkpoint,
-            Path::new("--data"),
-            &demo_dir().join(DATA),
-            Path::new("--forget"),
-            &demo_dir().join(FORGET),
-            Path::new("--out"),
-            &out,
-        ],
+        checkpoint,
+        &out,
+        &[],
     );
     read_json(&out.join("attack.json"))
 }
@@ -107,7 +124,7 @@ fn lira_finds_the_forget_set_in_the_leaky_mlp_and_not_after_retraining() {
 
     // Exact unlearning with the model's own recipe (Adam, not the form's SGD).
     let retrain = scratch.join("retrain");
-    lethe(
+    on_demo(
         scratch,
         &[
             "unlearn",
@@ -116,16 +133,9 @@ fn lira_finds_the_forget_set_in_the_leaky_mlp_and_not_after_retraining() {
             "--device",
             "cpu",
         ],
-        &[
-            Path::new("--checkpoint"),
-            &model,
-            Path::new("--data"),
-            &demo_dir().join(DATA),
-            Path::new("--forget"),
-            &demo_dir().join(FORGET),
-            Path::new("--out"),
-            &retrain,
-        ],
+        &model,
+        &retrain,
+        &[],
     );
     let summary = read_json(&retrain.join("summary.json"));
     assert_eq!(summary["optimizer"]["kind"], "adam", "{summary}");
@@ -197,21 +207,12 @@ fn lira_finds_the_forget_set_in_the_leaky_mlp_and_not_after_retraining() {
     // this attack tells the original from the retrained model.
     let evaluate = |checkpoint: &Path, out: &str| {
         let dir = scratch.join(out);
-        lethe(
+        on_demo(
             scratch,
             &["evaluate", "--device", "cpu"],
-            &[
-                Path::new("--checkpoint"),
-                checkpoint,
-                Path::new("--original"),
-                &model,
-                Path::new("--data"),
-                &demo_dir().join(DATA),
-                Path::new("--forget"),
-                &demo_dir().join(FORGET),
-                Path::new("--out"),
-                &dir,
-            ],
+            checkpoint,
+            &dir,
+            &[Path::new("--original"), &model],
         );
         let e: lethe_engine::report::sources::EvaluationView =
             serde_json::from_value(read_json(&dir.join("evaluation.json"))).unwrap();

@@ -399,7 +399,9 @@ fn inspect_reports_format_architecture_counts_and_file_hash() {
     assert_eq!(s.parameter_count, 11_173_962);
     let text = s.to_string();
     assert!(
-        text.contains("ResNet-18 (3 channels, widths 64, 128, 256, 512)") && text.contains("11173962") && text.contains(&s.sha256),
+        text.contains("ResNet-18 (3 channels, widths 64, 128, 256, 512)")
+            && text.contains("11173962")
+            && text.contains(&s.sha256),
         "{text}"
     );
 

@@ -1239,7 +1239,16 @@ fn hostile_files_are_refused_by_workers_and_a_file_that_kills_one_is_skipped_aft
         Some(Loadable::Failed(m)) => {
             assert!(m.contains("not read") && m.contains("SIGSEGV"), "{m}")
         }
-        other => panic!("expected the marked file to be skipped, got {other:?}"),
+        other => panic!(
+            "expected the marked file to be skipped, got {other:?}; project open: {:?}, error: {:?}, marks: {:?}, file now: {:?}",
+            h.state().project.as_ref().map(|p| p.dir.clone()),
+            h.state().project_error,
+            h.state()
+                .project
+                .as_ref()
+                .map(|p| p.file.suspect_files.clone()),
+            std::fs::metadata(&model).map(|m| (m.len(), m.modified().ok())),
+        ),
     }
     h.state_mut().state.view = View::Checkpoint(model.clone());
     h.step();

@@ -232,18 +232,20 @@ fn an_early_exit_is_reported_with_its_code() {
 #[test]
 fn a_hang_times_out_and_is_killed() {
     let mut o = opts();
-    o.timeout = Some(Duration::from_secs(2));
+    // Long enough for a debug worker on a loaded 2-core machine to start and
+    // log before it hangs (2 s was not, in a clean-clone CI run).
+    o.timeout = Some(Duration::from_secs(6));
     let t = Instant::now();
     let (report, events) = run(&o, misbehave("hang"));
-    assert_eq!(report.outcome, JobOutcome::TimedOut(Duration::from_secs(2)));
+    assert_eq!(report.outcome, JobOutcome::TimedOut(Duration::from_secs(6)));
     assert!(
-        report.outcome.to_string().contains("timed out after 2.0s"),
+        report.outcome.to_string().contains("timed out after 6.0s"),
         "{}",
         report.outcome
     );
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        took >= Duration::from_secs(6) && took < Duration::from_secs(10),
         "{took:?}"
     );
     // Killed, not exited.

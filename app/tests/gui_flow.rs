@@ -1227,6 +1227,13 @@ fn hostile_files_are_refused_by_workers_and_a_file_that_kills_one_is_skipped_aft
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert_eq!(marks[0].path, model);
     assert!(marks[0].reason.contains("SIGSEGV"), "{}", marks[0].reason);
+    // The mark is on disk too, where the next start reads it.
+    let notices: Vec<&str> = h.state().notices.iter().map(|n| n.text.as_str()).collect();
+    let on_disk = std::fs::read_to_string(project.join("lethe-project.json")).unwrap();
+    assert!(
+        on_disk.contains("SIGSEGV"),
+        "{on_disk}\nnotices: {notices:?}"
+    );
     let saved = serde_json::to_string(&h.state().state).unwrap();
     drop(h);
 

@@ -90,18 +90,7 @@ top
 shot 09-finetune-inconclusive-weak-attack
 
 step "3. the data subject's own pictures: four of their digits and one the model never saw"
-PICS=$WORK/pictures
-mkdir -p "$PICS"
-write_pictures "$PICS"
-click 134 87 3
-top
-# Step 3's "Make a new forget set"; the folder mode is the first choice.
-click 372 582 2
-set_value 700 664 "$PICS"
-sleep 8
-xdotool mousemove --window "$WID" 1266 400
-for _ in $(seq 1 6); do xdotool click 5; done
-sleep 2
+preview_pictures
 shot 10-pictures-matched-and-unmatched
 # "I understand: forget the 4 matched picture(s)…", then "Save this forget set".
 click 316 340 1

@@ -132,20 +132,7 @@ click 285 139 1
 click 335 43 3
 
 step "a forget set from a folder of pictures, matched by content"
-# Four training pictures of the demo's forget set and one test picture the
-# model never trained on, written as PNG files (numpy and zlib only).
-PICS=$WORK/pictures
-mkdir -p "$PICS"
-write_pictures "$PICS"
-click 134 87 3
-top
-# Step 3's "Make a new forget set"; the folder mode is the first choice.
-click 372 582 2
-set_value 700 664 "$PICS"
-sleep 5
-xdotool mousemove --window "$WID" 1266 400
-for _ in $(seq 1 6); do xdotool click 5; done
-sleep 2
+preview_pictures
 shot 21-forget-folder-preview
 
 step "a checkpoint's inspection; the plugins, refused ones with their reason"

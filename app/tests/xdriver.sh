@@ -105,3 +105,20 @@ t = int(d["test_idx"][0])
 png(f"{out}/not-trained-on-{t}.png", d["x"][t, 0])
 PY
 }
+# A new deletion request's forget set from the data subject's pictures
+# (write_pictures): the folder typed into step 3's folder form, its preview
+# (matched and unmatched pictures) scrolled into view.
+preview_pictures() {
+    PICS=$WORK/pictures
+    mkdir -p "$PICS"
+    write_pictures "$PICS"
+    click 134 87 3
+    top
+    # Step 3's "Make a new forget set"; the folder mode is the first choice.
+    click 372 582 2
+    set_value 700 664 "$PICS"
+    sleep 8
+    xdotool mousemove --window "$WID" 1266 400
+    for _ in $(seq 1 6); do xdotool click 5; done
+    sleep 2
+}

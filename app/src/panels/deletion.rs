@@ -872,8 +872,9 @@ pub fn model_form_ui(
     checkpoint: Option<&std::path::Path>,
     entry: &crate::catalog::PluginEntry,
 ) {
+    // Borrowed beside the forms (another field), not cloned every frame.
     let summary = checkpoint.and_then(|c| match app.checkpoints.get(c) {
-        Some(Loadable::Ready(s)) => Some(s.clone()),
+        Some(Loadable::Ready(s)) => Some(s),
         _ => None,
     });
     let values = app
@@ -886,13 +887,11 @@ pub fn model_form_ui(
         Some(crate::form::FormValue::Choice(c)) if c == "original"
     );
     let recorded = summary
-        .as_ref()
         .filter(|_| follows)
         .and_then(|s| s.meta.as_ref().map(|m| m.training_recipe()));
     let mut hidden = vec![RUN_SEED];
     hidden.extend(recorded.as_ref().map(recorded_keys).unwrap_or_default());
     let classifier = summary
-        .as_ref()
         .and_then(|s| s.architecture.as_ref())
         .is_some_and(|a| matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }));
     if classifier {

@@ -96,6 +96,10 @@ pub enum Command {
     Study(Box<crate::study::cli::StudyArgs>),
     /// Compare training throughput and memory with plain PyTorch, row by row.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Run one unit of work from its spec file (what a study or an attack
+    /// writes for its executor: a Slurm array task runs exactly this), writing
+    /// `SPEC.result.json` beside it.
+    RunJob(crate::exec::cli::RunJobArgs),
     /// Internal: run one job for a parent Lethe process, framed on stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -555,6 +559,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Worker => crate::worker::child::run_worker()?,
+        Command::RunJob(args) => crate::exec::cli::run_job(&args)?,
         Command::Bench(args) => crate::bench::run(*args)?,
         Command::Study(args) => {
             crate::study::cli::run(*args, &cli.plugins, cli.workspace.as_deref())?

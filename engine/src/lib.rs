@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod exec;
 pub mod jobs;
 pub mod metrics;
 pub mod models;

@@ -191,6 +191,7 @@ fn settings(cache: &Path) -> ShadowSettings {
     ShadowSettings {
         cache_dir: cache.to_path_buf(),
         estimate_only: false,
+        ..ShadowSettings::default()
     }
 }
 
@@ -361,6 +362,7 @@ fn an_estimate_run_trains_nothing_and_bad_requests_are_refused() {
     let estimate_only = ShadowSettings {
         cache_dir: cache.clone(),
         estimate_only: true,
+        ..ShadowSettings::default()
     };
     let params = json!({"models": 2, "mode": "online", "epochs": 3});
     let r = run(

@@ -111,6 +111,9 @@ pub struct AttackArgs {
     /// Nothing is trained and no output folder is made.
     #[arg(long)]
     pub estimate: bool,
+    /// Where the shadow models the attack asks for are trained.
+    #[command(flatten)]
+    pub executor: crate::exec::cli::ExecutorArgs,
 }
 
 fn device_of(name: &str) -> anyhow::Result<Device> {
@@ -424,6 +427,14 @@ pub fn run_attack_command(
         args.checkpoint.display()
     );
     worker.timeout = args.timeout.map(std::time::Duration::from_secs);
+    let executor = args.executor.config(None)?;
+    if !executor.is_inline() {
+        eprintln!("attack: shadow models on {}", executor.describe());
+        worker.env.push((
+            crate::exec::EXECUTOR_ENV.to_string(),
+            serde_json::to_string(&executor)?,
+        ));
+    }
     let req = AttackRequest {
         library,
         descriptor,

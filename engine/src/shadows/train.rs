@@ -265,51 +265,27 @@ pub fn prepare(
                 l
             }
             None => {
-                let started = Instant::now();
-                let train_rows = plan.training_rows(k);
-                let idx = Tensor::from_slice(&train_rows);
-                let x = ctx.dataset.images().index_select(0, &idx);
-                let y = ctx.dataset.labels().index_select(0, &idx);
-                let mut cfg = cfg.clone();
-                cfg.seed = plan.model_seed(k);
-                tch::manual_seed(cfg.seed as i64);
-                let vs = VarStore::new(ctx.device);
-                let model = Model::new(&vs.root(), &ctx.recipe.arch)?;
                 let done = trained;
-                let mut on_event = |e: &crate::train::TrainEvent| {
-                    if cancelled() {
-                        return Flow::Stop;
-                    }
-                    if e.step == e.steps {
-                        progress(ShadowProgress {
-                            fraction: ((done as f64 + e.epoch as f64 / e.epochs.max(1) as f64)
-                                / to_train as f64)
-                                .min(1.0),
-                            message: format!(
-                                "shadow model {}/{} (#{k}): epoch {}/{}, loss {:.4}",
-                                done + 1,
-                                estimate.to_train,
-                                e.epoch,
-                                e.epochs,
-                                e.loss
-                            ),
-                        });
-                    }
-                    Flow::Continue
+                let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+                    progress(ShadowProgress {
+                        fraction: ((done as f64 + epoch as f64 / epochs.max(1) as f64)
+                            / to_train as f64)
+                            .min(1.0),
+                        message: format!(
+                            "shadow model {}/{} (#{k}): epoch {epoch}/{epochs}, loss {loss:.4}",
+                            done + 1,
+                            estimate.to_train,
+                        ),
+                    });
                 };
-                let summary = train_classifier(&model, &vs, &x, &y, &cfg, &mut on_event)
-                    .map_err(|source| ShadowError::Train { model: k, source })?;
-                if summary.stopped {
+                let Some(logits) =
+                    train_model(plan, ctx, &key, &cfg, k, &mask, cancelled, &mut on_epoch)?
+                else {
                     return Err(ShadowError::Cancelled {
                         done: cached + trained,
                         total,
                     });
-                }
-                let logits = predict_logits(&model, ctx.dataset.images(), 512, ctx.device)
-                    .to_kind(Kind::Float)
-                    .to_device(Device::Cpu);
-                ctx.cache
-                    .store(&key, k, &logits, &mask, started.elapsed().as_secs_f64())?;
+                };
                 trained += 1;
                 logits
             }
@@ -327,4 +303,77 @@ pub fn prepare(
         trained,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Trains model `k` of `plan` and stores its logits in the cache; its logits,
+/// or `None` when `cancelled` stopped it. `on_epoch(epoch, epochs, loss)`.
+#[allow(clippy::too_many_arguments)]
+fn train_model(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    key: &str,
+    cfg: &TrainConfig,
+    k: usize,
+    mask: &[bool],
+    cancelled: &dyn Fn() -> bool,
+    on_epoch: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Option<Tensor>, ShadowError> {
+    let started = Instant::now();
+    let train_rows = plan.training_rows(k);
+    let idx = Tensor::from_slice(&train_rows);
+    let x = ctx.dataset.images().index_select(0, &idx);
+    let y = ctx.dataset.labels().index_select(0, &idx);
+    let mut cfg = cfg.clone();
+    cfg.seed = plan.model_seed(k);
+    tch::manual_seed(cfg.seed as i64);
+    let vs = VarStore::new(ctx.device);
+    let model = Model::new(&vs.root(), &ctx.recipe.arch)?;
+    let mut on_event = |e: &crate::train::TrainEvent| {
+        if cancelled() {
+            return Flow::Stop;
+        }
+        if e.step == e.steps {
+            on_epoch(e.epoch, e.epochs, e.loss);
+        }
+        Flow::Continue
+    };
+    let summary = train_classifier(&model, &vs, &x, &y, &cfg, &mut on_event)
+        .map_err(|source| ShadowError::Train { model: k, source })?;
+    if summary.stopped {
+        return Ok(None);
+    }
+    let logits = predict_logits(&model, ctx.dataset.images(), 512, ctx.device)
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
+    ctx.cache
+        .store(key, k, &logits, mask, started.elapsed().as_secs_f64())?;
+    Ok(Some(logits))
+}
+
+/// Model `k` of `plan` into the cache, unless it is there already (a shadow
+/// unit on an executor): whether it was trained now.
+pub fn train_one(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    k: usize,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(ShadowProgress),
+) -> Result<bool, ShadowError> {
+    let (key, _) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
+    let rows = ctx.dataset.len();
+    let mask = plan.member_mask(k, rows);
+    if ctx.cache.load(&key, k, classes(ctx), &mask).is_some() {
+        return Ok(false);
+    }
+    let cfg = ctx.recipe.with_epochs(ctx.epochs);
+    let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+        progress(ShadowProgress {
+            fraction: epoch as f64 / epochs.max(1) as f64,
+            message: format!("shadow model #{k}: epoch {epoch}/{epochs}, loss {loss:.4}"),
+        });
+    };
+    match train_model(plan, ctx, &key, &cfg, k, &mask, cancelled, &mut on_epoch)? {
+        Some(_) => Ok(true),
+        None => Err(ShadowError::Cancelled { done: 0, total: 1 }),
+    }
 }

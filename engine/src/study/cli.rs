@@ -43,6 +43,9 @@ pub struct StudyArgs {
     /// Print the table as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Where the runs go.
+    #[command(flatten)]
+    pub executor: crate::exec::cli::ExecutorArgs,
 }
 
 /// `lethe study …`
@@ -97,12 +100,23 @@ pub fn run(
             None => RetrainCache::default_for(&out),
         })
     };
+    let executor = args.executor.config(spec.slurm.as_ref())?;
+    // Runs elsewhere (local unit processes, Slurm tasks) are stopped on Ctrl-C
+    // before the study exits; in one process the workers die with it.
+    let cancel = if executor.is_inline() {
+        Default::default()
+    } else {
+        crate::exec::cli::cancel_on_signal()
+    };
     let opts = StudyOptions {
         out: out.clone(),
         cache,
         worker: WorkerOptions::current_exe()?,
         plugin_dirs: plugin_dirs(extra_dirs),
         verbose: args.verbose,
+        executor,
+        program: None,
+        cancel,
     };
     eprintln!(
         "study {}: {} method(s) × {} seed(s) into {}",

@@ -50,10 +50,18 @@ pub struct StudyOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// Echo the workers' progress and logs on stderr.
     pub verbose: bool,
+    /// Where the runs go (this process one after another, local child
+    /// processes, or a Slurm array).
+    pub executor: crate::exec::ExecutorConfig,
+    /// The program units run with (`None`: [`crate::exec::unit_program`]).
+    pub program: Option<PathBuf>,
+    /// Raised to cancel: no further run starts, and runs on an executor are
+    /// stopped (Slurm tasks cancelled).
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a study invocation did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunStats {
     /// Runs found finished in the folder and reused.
     pub runs_reused: usize,
@@ -260,7 +268,7 @@ fn open_folder(
     if path.is_file() {
         let stored = StudyManifest::load(out)?;
         let mut why = Vec::new();
-        if stored.spec != *spec {
+        if stored.spec.without_executor() != spec.without_executor() {
             why.push(format!(
                 "the study file {} differs from the one it was started with",
                 file.display()
@@ -426,8 +434,99 @@ fn write_matrices(
         .map_err(|e| StudyError::io(path, e))
 }
 
+/// The study's plugins, found and checked once per process.
+struct Resolved {
+    device: String,
+    worker: WorkerOptions,
+    retrain: (PathBuf, DescriptorInfo),
+    methods: Vec<(PathBuf, DescriptorInfo)>,
+    attacks: Vec<(PathBuf, DescriptorInfo)>,
+}
+
+/// Finds the study's plugins and checks every parameter set before anything runs.
+fn resolve(
+    spec: &StudySpec,
+    file: &Path,
+    device: String,
+    opts: &StudyOptions,
+) -> Result<Resolved, StudyError> {
+    let mut worker = opts.worker.clone();
+    worker.timeout = spec.timeout.map(Duration::from_secs);
+    let plugins = Plugins::scan(&opts.worker, &opts.plugin_dirs);
+    let dirs = &opts.plugin_dirs;
+    let retrain = plugins.get(&spec.retrain.id, "method", dirs)?;
+    let methods = spec
+        .methods
+        .iter()
+        .map(|m| plugins.get(&m.id, "method", dirs))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attacks = spec
+        .attacks
+        .iter()
+        .map(|a| plugins.get(&a.id, "attack", dirs))
+        .collect::<Result<Vec<_>, _>>()?;
+    for &seed in &spec.seeds {
+        full_params(&retrain.1, &spec.retrain.params, seed, "retrain", file)?;
+        for (m, (_, d)) in spec.methods.iter().zip(&methods) {
+            full_params(d, &m.params, seed, &format!("method {}", m.name), file)?;
+        }
+        for (a, (_, d)) in spec.attacks.iter().zip(&attacks) {
+            full_params(d, &a.params, seed, &format!("attack {}", a.name), file)?;
+        }
+    }
+    Ok(Resolved {
+        device,
+        worker,
+        retrain,
+        methods,
+        attacks,
+    })
+}
+
+/// What a run folder holds: `Some(true)` finished (reusable), `Some(false)`
+/// an unfinished attempt, `None` nothing yet.
+fn run_state(dir: &Path, row: &str, seed: u64, kind: RowKind) -> Result<Option<bool>, StudyError> {
+    match RunResult::load(dir)? {
+        Some(r) if r.row == row && r.seed == seed && r.kind == kind => Ok(Some(true)),
+        Some(_) => Err(StudyError::Stored {
+            path: dir.join(RESULT_FILE),
+            message: format!("does not hold the {row} run of seed {seed}"),
+        }),
+        None if dir.exists() => Ok(Some(false)),
+        None => Ok(None),
+    }
+}
+
+/// Moves an unfinished run folder aside (`<folder>.incomplete-<time>`).
+fn move_aside(
+    dir: &Path,
+    row: &str,
+    seed: u64,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), StudyError> {
+    let aside = dir.with_file_name(format!(
+        "{}.incomplete-{}",
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        unix_now()
+    ));
+    std::fs::rename(dir, &aside).map_err(|e| StudyError::io(dir, e))?;
+    log(&format!(
+        "{row}, seed {seed}: an unfinished earlier attempt was moved to {}",
+        aside.display()
+    ));
+    Ok(())
+}
+
+/// The folder where a study's units keep their spec, result and log files
+/// when they run outside this process.
+pub const EXECUTOR_DIR: &str = "executor";
+
 /// Runs (or resumes) the study `spec`, read from `file`, into `opts.out`;
-/// `log` receives one line per step.
+/// `log` receives one line per step. With a local executor of one job the
+/// runs go one after another in this process's workers; otherwise each
+/// missing run is a unit ([`crate::exec::UnitSpec::StudyRun`]) on the executor.
 pub fn run_study(
     spec: &StudySpec,
     file: &Path,
@@ -443,84 +542,45 @@ pub fn run_study(
     let out = &opts.out;
     let manifest = open_folder(spec, &inputs, &device, out, file)?;
     let _lock = FolderLock::take(out)?;
-    let mut worker = opts.worker.clone();
-    worker.timeout = spec.timeout.map(Duration::from_secs);
 
     log(&format!("study {}: finding plugins", spec.name));
-    let plugins = Plugins::scan(&opts.worker, &opts.plugin_dirs);
-    let dirs = &opts.plugin_dirs;
-    let retrain = plugins.get(&spec.retrain.id, "method", dirs)?;
-    let methods = spec
-        .methods
-        .iter()
-        .map(|m| plugins.get(&m.id, "method", dirs))
-        .collect::<Result<Vec<_>, _>>()?;
-    let attacks = spec
-        .attacks
-        .iter()
-        .map(|a| plugins.get(&a.id, "attack", dirs))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Check every parameter set before anything runs.
-    for &seed in &spec.seeds {
-        full_params(&retrain.1, &spec.retrain.params, seed, "retrain", file)?;
-        for (m, (_, d)) in spec.methods.iter().zip(&methods) {
-            full_params(d, &m.params, seed, &format!("method {}", m.name), file)?;
-        }
-        for (a, (_, d)) in spec.attacks.iter().zip(&attacks) {
-            full_params(d, &a.params, seed, &format!("attack {}", a.name), file)?;
-        }
-    }
+    let resolved = resolve(spec, file, device, opts)?;
 
     let mut stats = RunStats::default();
     let mut failures = Vec::new();
-    let row_list = rows(spec);
+    let mut todo = Vec::new();
     for &seed in &spec.seeds {
-        for (row, kind) in &row_list {
-            let rel = run_folder(row, seed);
+        for (row, kind) in rows(spec) {
+            let rel = run_folder(&row, seed);
             let dir = out.join(&rel);
-            match RunResult::load(&dir)? {
-                Some(r) if r.row == *row && r.seed == seed && r.kind == *kind => {
-                    stats.runs_reused += 1;
-                    log(&format!(
-                        "{row}, seed {seed}: finished earlier, reused ({})",
-                        rel.display()
-                    ));
-                    continue;
-                }
-                Some(_) => {
-                    return Err(StudyError::Stored {
-                        path: dir.join(RESULT_FILE),
-                        message: format!("does not hold the {row} run of seed {seed}"),
-                    });
-                }
-                None if dir.exists() => {
-                    let aside = dir.with_file_name(format!(
-                        "{}.incomplete-{}",
-                        dir.file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        unix_now()
-                    ));
-                    std::fs::rename(&dir, &aside).map_err(|e| StudyError::io(&dir, e))?;
-                    log(&format!(
-                        "{row}, seed {seed}: an unfinished earlier attempt was moved to {}",
-                        aside.display()
-                    ));
-                }
-                None => {}
+            if run_state(&dir, &row, seed, kind)? == Some(true) {
+                stats.runs_reused += 1;
+                log(&format!(
+                    "{row}, seed {seed}: finished earlier, reused ({})",
+                    rel.display()
+                ));
+                continue;
+            }
+            todo.push((row, kind, seed, dir));
+        }
+    }
+    if opts.executor.is_inline() {
+        for (row, kind, seed, dir) in todo {
+            if opts.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                failures.push(format!("{row}, seed {seed}: cancelled"));
+                continue;
+            }
+            if run_state(&dir, &row, seed, kind)? == Some(false) {
+                move_aside(&dir, &row, seed, log)?;
             }
             let step = RunStep {
                 spec,
                 file,
                 manifest: &manifest,
-                device: &device,
-                worker: &worker,
+                resolved: &resolved,
                 opts,
-                retrain: &retrain,
-                methods: &methods,
-                attacks: &attacks,
             };
-            match step.run(row, *kind, seed, &dir, &mut stats, log) {
+            match step.run(&row, kind, seed, &dir, &mut stats, log) {
                 Ok(()) => stats.runs_done += 1,
                 Err(e) => {
                     log(&format!("{row}, seed {seed}: FAILED: {e}"));
@@ -528,6 +588,8 @@ pub fn run_study(
                 }
             }
         }
+    } else if !todo.is_empty() {
+        run_units(spec, opts, &todo, &mut stats, &mut failures, log)?;
     }
 
     let results = StudyResults::load(out)?;
@@ -553,6 +615,190 @@ pub fn run_study(
         failures,
         written,
     })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The missing runs as one stage on the study's executor.
+fn run_units(
+    spec: &StudySpec,
+    opts: &StudyOptions,
+    todo: &[(String, RowKind, u64, PathBuf)],
+    stats: &mut RunStats,
+    failures: &mut Vec<String>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), StudyError> {
+    use crate::exec::{Stage, StageEvent, Unit, UnitSpec, unit::UNIT_FORMAT};
+    let out = absolute(&opts.out);
+    let units = todo
+        .iter()
+        .map(|(row, _, seed, _)| Unit {
+            name: format!("{row}, seed {seed}"),
+            spec: UnitSpec::StudyRun {
+                format: UNIT_FORMAT,
+                study: out.clone(),
+                row: row.clone(),
+                seed: *seed,
+                cache: opts.cache.as_ref().map(|c| absolute(c.dir())),
+                plugin_dirs: opts.plugin_dirs.iter().map(|d| absolute(d)).collect(),
+                verbose: opts.verbose,
+            },
+        })
+        .collect::<Vec<_>>();
+    let program = match &opts.program {
+        Some(p) => p.clone(),
+        None => crate::exec::unit_program().map_err(|e| StudyError::Plugin(e.to_string()))?,
+    };
+    // Every stage gets its own folder: a re-run of the same missing runs on a
+    // resumed study re-attaches to it (same folder, same Slurm job name).
+    let stage = Stage {
+        dir: out.join(EXECUTOR_DIR),
+        name: format!("study {}", spec.name),
+        units,
+        program,
+    };
+    log(&format!(
+        "{} run(s) on {} (unit files in {})",
+        todo.len(),
+        opts.executor.describe(),
+        stage.dir.display()
+    ));
+    let cancel = std::sync::Arc::clone(&opts.cancel);
+    let cancelled = move || cancel.load(std::sync::atomic::Ordering::SeqCst);
+    let names: Vec<String> = stage.units.iter().map(|u| u.name.clone()).collect();
+    let mut on_event = |e: StageEvent| match e {
+        StageEvent::Submitted {
+            units,
+            job,
+            attempt,
+        } => {
+            let list: Vec<&str> = units.iter().map(|&i| names[i].as_str()).collect();
+            match job {
+                Some(id) => log(&format!(
+                    "submitted as Slurm job {id} (attempt {attempt}): {}",
+                    list.join("; ")
+                )),
+                None => log(&format!("{}: started", list.join("; "))),
+            }
+        }
+        StageEvent::Reattached { units } => {
+            let list: Vec<&str> = units.iter().map(|&i| names[i].as_str()).collect();
+            log(&format!(
+                "following tasks an earlier run left in the queue: {}",
+                list.join("; ")
+            ))
+        }
+        StageEvent::Running { unit, host } => {
+            if let Some(h) = host {
+                log(&format!("{}: running on {h}", names[unit]))
+            }
+        }
+        StageEvent::Finished { unit, result } => log(&format!(
+            "{}: finished in {:.1} s on {}",
+            names[unit], result.seconds, result.host
+        )),
+        StageEvent::Failed {
+            unit: _,
+            message,
+            retry,
+        } => log(&format!(
+            "FAILED{}: {message}",
+            if retry { ", submitting it again" } else { "" }
+        )),
+    };
+    let outcome = crate::exec::run_stage(&opts.executor, &stage, &cancelled, &mut on_event)
+        .map_err(|e| StudyError::Job {
+            what: format!("study {} on {}", spec.name, opts.executor.describe()),
+            message: e.to_string(),
+        })?;
+    for (i, r) in outcome.results.iter().enumerate() {
+        let Some(r) = r else { continue };
+        if let Ok(s) = serde_json::from_value::<RunStats>(r.detail.clone()) {
+            stats.runs_done += s.runs_done;
+            stats.runs_reused += s.runs_reused;
+            stats.retrain_cache_hits += s.retrain_cache_hits;
+            stats.retrains_trained += s.retrains_trained;
+            stats.method_workers += s.method_workers;
+        } else {
+            log(&format!("{}: its result carries no counters", names[i]));
+        }
+    }
+    for (_, message) in outcome.failed {
+        failures.push(message);
+    }
+    if outcome.cancelled {
+        for (i, r) in outcome.results.iter().enumerate() {
+            if r.is_none() {
+                failures.push(format!("{}: cancelled", names[i]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One run of the study in `study_dir` (as `lethe study` stored it), in this
+/// process: `lethe-cli run-job` of a [`crate::exec::UnitSpec::StudyRun`]. A
+/// finished run is left as it is; an unfinished one is moved aside and done
+/// again. The caller (the coordinator) holds the folder's lock.
+pub fn run_unit(
+    study_dir: &Path,
+    row: &str,
+    seed: u64,
+    opts: &StudyOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<RunStats, StudyError> {
+    let manifest = StudyManifest::load(study_dir)?;
+    let spec = &manifest.spec;
+    let file = study_dir.join(STUDY_FILE);
+    let Some((row, kind)) = rows(spec).into_iter().find(|(r, _)| r == row) else {
+        return Err(StudyError::Stored {
+            path: file,
+            message: format!("the study has no row `{row}`"),
+        });
+    };
+    if !spec.seeds.contains(&seed) {
+        return Err(StudyError::Stored {
+            path: file,
+            message: format!("the study has no seed {seed}"),
+        });
+    }
+    let device =
+        crate::worker::unlearn::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+    if device != manifest.device {
+        return Err(StudyError::Stored {
+            path: file,
+            message: format!(
+                "the study runs on {}, but this node offers {device}: give the task the device (e.g. --gres gpu:1) or run the study on {device}",
+                manifest.device
+            ),
+        });
+    }
+    let dir = study_dir.join(run_folder(&row, seed));
+    let mut stats = RunStats::default();
+    match run_state(&dir, &row, seed, kind)? {
+        Some(true) => {
+            stats.runs_reused += 1;
+            return Ok(stats);
+        }
+        Some(false) => move_aside(&dir, &row, seed, log)?,
+        None => {}
+    }
+    let resolved = resolve(spec, &file, device, opts)?;
+    let step = RunStep {
+        spec,
+        file: &file,
+        manifest: &manifest,
+        resolved: &resolved,
+        opts,
+    };
+    step.run(&row, kind, seed, &dir, &mut stats, log)?;
+    stats.runs_done += 1;
+    Ok(stats)
 }
 
 /// Writes `out/name`, or, if a different file is already there (the study's
@@ -587,12 +833,8 @@ struct RunStep<'a> {
     spec: &'a StudySpec,
     file: &'a Path,
     manifest: &'a StudyManifest,
-    device: &'a str,
-    worker: &'a WorkerOptions,
+    resolved: &'a Resolved,
     opts: &'a StudyOptions,
-    retrain: &'a (PathBuf, DescriptorInfo),
-    methods: &'a [(PathBuf, DescriptorInfo)],
-    attacks: &'a [(PathBuf, DescriptorInfo)],
 }
 
 fn plugin_run(lib: &Path, d: &DescriptorInfo, params: Value) -> PluginRun {
@@ -627,14 +869,14 @@ impl RunStep<'_> {
             forget: self.spec.forget.clone(),
             out_dir,
             seed,
-            device: self.device.into(),
+            device: self.resolved.device.as_str().into(),
         };
-        run_method_job(self.worker, job, echo(echo_as, self.opts.verbose)).map_err(|message| {
-            StudyError::Job {
+        run_method_job(&self.resolved.worker, job, echo(echo_as, self.opts.verbose)).map_err(
+            |message| StudyError::Job {
                 what: doing,
                 message,
-            }
-        })
+            },
+        )
     }
 
     fn run(
@@ -657,7 +899,7 @@ impl RunStep<'_> {
                 (spec.checkpoint.clone(), None, 0.0, None)
             }
             RowKind::Retrain => {
-                let (lib, d) = self.retrain;
+                let (lib, d) = &self.resolved.retrain;
                 let params = full_params(d, &spec.retrain.params, seed, "retrain", self.file)?;
                 match &self.opts.cache {
                     Some(cache) => {
@@ -669,13 +911,13 @@ impl RunStep<'_> {
                             data: spec.data.clone(),
                             forget: spec.forget.clone(),
                             seed,
-                            device: self.device.into(),
+                            device: self.resolved.device.as_str().into(),
                             key: RetrainRequest::key(
                                 d,
                                 &params,
                                 &self.manifest.inputs,
                                 seed,
-                                self.device,
+                                self.resolved.device.as_str(),
                             ),
                         };
                         if cache.lookup(&req.key)?.is_none() {
@@ -685,7 +927,7 @@ impl RunStep<'_> {
                         let cached = retrain_cached(
                             cache,
                             &req,
-                            self.worker,
+                            &self.resolved.worker,
                             echo(format!("retrain s{seed}"), self.opts.verbose),
                         )?;
                         if cached.reused {
@@ -720,7 +962,7 @@ impl RunStep<'_> {
                         stats.method_workers += 1;
                         stats.retrains_trained += 1;
                         let secs = self.run_in_worker(
-                            self.retrain,
+                            &self.resolved.retrain,
                             &params,
                             seed,
                             model_dir.clone(),
@@ -742,7 +984,7 @@ impl RunStep<'_> {
                     .iter()
                     .position(|m| m.name == row)
                     .ok_or_else(|| StudyError::Plugin(format!("no method named {row}")))?;
-                let (lib, d) = &self.methods[k];
+                let (lib, d) = &self.resolved.methods[k];
                 let params = full_params(
                     d,
                     &spec.methods[k].params,
@@ -753,7 +995,7 @@ impl RunStep<'_> {
                 log(&what(&format!("unlearning with {}", d.id)));
                 stats.method_workers += 1;
                 let secs = self.run_in_worker(
-                    &self.methods[k],
+                    &self.resolved.methods[k],
                     &params,
                     seed,
                     model_dir.clone(),
@@ -784,7 +1026,7 @@ impl RunStep<'_> {
             forget: spec.forget.clone(),
             out: None,
             seed,
-            device: self.device.into(),
+            device: self.resolved.device.as_str().into(),
             probe_epochs: spec.evaluate.probe_epochs,
             alignment: spec.evaluate.alignment,
             pairs: spec.evaluate.pairs,
@@ -800,7 +1042,7 @@ impl RunStep<'_> {
         // 3. Attacks.
         let mut reports = Vec::new();
         let mut attack_runs = Vec::new();
-        for (a, (lib, d)) in spec.attacks.iter().zip(self.attacks) {
+        for (a, (lib, d)) in spec.attacks.iter().zip(&self.resolved.attacks) {
             log(&what(&format!("attack {}", a.name)));
             let params = full_params(d, &a.params, seed, &format!("attack {}", a.name), self.file)?;
             let folder = format!("attack-{}", a.name);
@@ -813,7 +1055,7 @@ impl RunStep<'_> {
                 forget: spec.forget.clone(),
                 out_dir: dir.join(&folder),
                 seed,
-                device: self.device.into(),
+                device: self.resolved.device.as_str().into(),
                 metrics: MetricOptions {
                     resamples: a.bootstrap,
                     level: a.ci,
@@ -822,7 +1064,7 @@ impl RunStep<'_> {
                 },
             };
             let report = run_attack(
-                self.worker,
+                &self.resolved.worker,
                 &req,
                 echo(format!("{row} s{seed} {}", a.name), self.opts.verbose),
             )

@@ -78,6 +78,21 @@ pub struct StudySpec {
     /// Attacks run on every model.
     #[serde(default)]
     pub attacks: Vec<AttackSpec>,
+    /// How the runs are submitted when the study runs on Slurm (`--executor
+    /// slurm`; the command line's options override these). Not part of what
+    /// the study is: a study started on one executor resumes on another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<crate::exec::SlurmSettings>,
+}
+
+impl StudySpec {
+    /// The study without its executor settings, for "is this the same study".
+    pub fn without_executor(&self) -> StudySpec {
+        StudySpec {
+            slurm: None,
+            ..self.clone()
+        }
+    }
 }
 
 fn default_device() -> String {

@@ -363,6 +363,93 @@ fn parse_device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// The files of a job: what a shadow-model unit needs to make the same plan
+/// as the attack's worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFiles {
+    /// The model's checkpoint.
+    pub checkpoint: std::path::PathBuf,
+    /// The dataset.
+    pub data: std::path::PathBuf,
+    /// The forget list.
+    pub forget: std::path::PathBuf,
+    /// Job seed.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
+/// The model, the dataset and its splits of a job, loaded as the worker loads
+/// them; `applies_to` refuses a method that does not fit, in words.
+fn load_job(
+    files: &JobFiles,
+    applies_to: Option<(&str, &lethe_plugin_api::schema::AppliesTo)>,
+) -> Result<
+    (
+        crate::checkpoint::LoadedModel,
+        crate::data::Dataset,
+        SplitPositions,
+    ),
+    String,
+> {
+    let device = parse_device(&files.device)?;
+    let dataset =
+        crate::data::load(&files.data).map_err(|e| format!("{}: {e}", files.data.display()))?;
+    let split = crate::jobs::train::split_of(&dataset, files.seed).map_err(|e| e.to_string())?;
+    let forget = crate::data::ForgetSet::from_path(&files.forget, &dataset, &split.train)
+        .map_err(|e| e.to_string())?;
+    let model = crate::checkpoint::load_model(&files.checkpoint, device, &LoadOptions::default())
+        .map_err(|e| format!("{}: {e}", files.checkpoint.display()))?;
+    // A method that declares what it applies to is refused here, in words,
+    // before it loads anything (the plugin would refuse too, later and in its own
+    // terms).
+    if let Some((name, a)) = applies_to {
+        let whole = forget.is_whole_classes(&dataset, &split.train);
+        if let Some(reason) = a.refusal(Some(model.arch.head.model_facts()), Some(whole)) {
+            return Err(format!("{name} does not apply here: it {reason}"));
+        }
+    }
+    let splits = SplitPositions {
+        retain: Some(forget.retain(&split.train)),
+        forget: Some(forget.indices().to_vec()),
+        validation: Some(split.val.clone()),
+        test: Some(split.test.clone()),
+    };
+    Ok((model, dataset, splits))
+}
+
+/// Trains shadow models `models` of `request` for the job of `files` into
+/// `cache_dir` (a [`crate::exec::UnitSpec::TrainShadows`] unit); the number
+/// trained (the others were in the cache). Refuses when this process's plan
+/// has another key than `key`, the one the attack computed.
+pub fn train_shadow_models(
+    files: &JobFiles,
+    request: &crate::shadows::ShadowRequest,
+    models: &[usize],
+    key: &str,
+    cache_dir: &Path,
+) -> Result<usize, String> {
+    let (model, dataset, splits) = load_job(files, None)?;
+    let job = JobInfo {
+        plugin_id: "lethe.shadow-models".into(),
+        plugin_version: env!("CARGO_PKG_VERSION").into(),
+        params: Value::Null,
+        original_checkpoint: Some(files.checkpoint.clone()),
+    };
+    let scratch = std::env::temp_dir().join(format!("lethe-shadow-unit-{}", std::process::id()));
+    let services = EngineServices::new(model, dataset, splits, scratch, job, files.seed)
+        .map_err(|e| e.to_string())?
+        .with_shadows(ShadowSettings {
+            cache_dir: cache_dir.to_path_buf(),
+            estimate_only: false,
+            executor: None,
+            job_files: None,
+        });
+    services
+        .shadow_train_only(request, models, key, &mut |line| eprintln!("{line}"))
+        .map_err(|e| e.to_string())
+}
+
 /// The model, data and result services for an unlearning job, their events
 /// forwarded as frames and their cancel flag raised by the cancel watcher.
 fn engine_services(
@@ -378,39 +465,29 @@ fn engine_services(
     let full = lib
         .validate_params(s.id, s.params)
         .map_err(|e| e.to_string())?;
-    let device = parse_device(s.device)?;
-    let dataset = crate::data::load(s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
-    let split = crate::jobs::train::split_of(&dataset, s.seed).map_err(|e| e.to_string())?;
-    let forget = crate::data::ForgetSet::from_path(s.forget, &dataset, &split.train)
-        .map_err(|e| e.to_string())?;
-    let model = crate::checkpoint::load_model(s.checkpoint, device, &LoadOptions::default())
-        .map_err(|e| format!("{}: {e}", s.checkpoint.display()))?;
-    // A method that declares what it applies to is refused here, in words,
-    // before it loads anything (the plugin would refuse too, later and in its own
-    // terms).
-    if let Some(a) = applies_to {
-        let whole = forget.is_whole_classes(&dataset, &split.train);
-        if let Some(reason) = a.refusal(Some(model.arch.head.model_facts()), Some(whole)) {
-            return Err(format!("{name} does not apply here: it {reason}"));
-        }
-    }
-    let splits = SplitPositions {
-        retain: Some(forget.retain(&split.train)),
-        forget: Some(forget.indices().to_vec()),
-        validation: Some(split.val.clone()),
-        test: Some(split.test.clone()),
+    let files = JobFiles {
+        checkpoint: s.checkpoint.to_path_buf(),
+        data: s.data.to_path_buf(),
+        forget: s.forget.to_path_buf(),
+        seed: s.seed,
+        device: s.device.to_string(),
     };
+    let (model, dataset, splits) =
+        load_job(&files, applies_to.as_ref().map(|a| (name.as_str(), a)))?;
     let job = JobInfo {
         plugin_id: s.id.to_string(),
         plugin_version: version,
         params: Value::Object(full),
         original_checkpoint: Some(s.checkpoint.to_path_buf()),
     };
-    // The parent passes the shadow-model cache and estimate-only mode in the
-    // environment (`lethe attack --estimate`), leaving the job protocol as is.
+    // The parent passes the shadow-model cache, estimate-only mode and its
+    // executor in the environment (`lethe attack --estimate`, `--executor`),
+    // leaving the job protocol as is.
+    let mut shadows = ShadowSettings::from_env();
+    shadows.job_files = Some(files);
     let services = EngineServices::new(model, dataset, splits, s.out_dir, job, s.seed)
         .map_err(|e| e.to_string())?
-        .with_shadows(ShadowSettings::from_env())
+        .with_shadows(shadows)
         // The watcher's own flag: a cancel that arrived while the model and data
         // were loading is seen by the plugin's first check, not 20 ms later.
         .with_cancel_flag(Arc::clone(cancelled));

@@ -12,40 +12,61 @@ use serde_json::{Value, json};
 use tch::Tensor;
 
 use super::{DataSplit, EngineServices, ServiceError, ServiceEvent, lock};
+use crate::exec::{ExecutorConfig, Stage, StageEvent, Unit, UnitSpec, unit::UNIT_FORMAT};
 use crate::plugin_host::HostServices;
 use crate::shadows::train::ShadowContext;
 use crate::shadows::{
     PreparedShadows, SHADOW_ESTIMATE_ENV, ShadowCache, ShadowError, ShadowPlan, ShadowRecipe,
     ShadowRequest, default_cache_dir, estimate, prepare,
 };
+use crate::worker::child::JobFiles;
 
 /// How `lethe.shadow/1` behaves in a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShadowSettings {
     /// The cache folder.
     pub cache_dir: PathBuf,
     /// Only estimate the cost, record it as the `shadow_estimate` JSON result
     /// and stop the run (`lethe attack --estimate`).
     pub estimate_only: bool,
+    /// Train the missing models as units on this executor (one
+    /// [`UnitSpec::TrainShadows`] per model) instead of in this process;
+    /// `None` or a local executor of one job trains them here.
+    pub executor: Option<ExecutorConfig>,
+    /// The job's files, which the units load again (needed with `executor`).
+    pub job_files: Option<JobFiles>,
 }
 
 impl Default for ShadowSettings {
-    /// [`default_cache_dir`], training allowed.
+    /// [`default_cache_dir`], training allowed, in this process.
     fn default() -> Self {
         ShadowSettings {
             cache_dir: default_cache_dir(),
             estimate_only: false,
+            executor: None,
+            job_files: None,
         }
     }
 }
 
 impl ShadowSettings {
     /// From the worker's environment: `$LETHE_SHADOW_CACHE` (else the default
-    /// folder) and `$LETHE_SHADOW_ESTIMATE_ONLY=1`.
+    /// folder), `$LETHE_SHADOW_ESTIMATE_ONLY=1` and `$LETHE_EXECUTOR` (an
+    /// unreadable executor is ignored with a message on stderr, the models then
+    /// train here).
     pub fn from_env() -> Self {
+        let executor = match ExecutorConfig::from_env() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("{e}; shadow models train in this worker");
+                None
+            }
+        };
         ShadowSettings {
             cache_dir: default_cache_dir(),
             estimate_only: std::env::var(SHADOW_ESTIMATE_ENV).is_ok_and(|v| v == "1"),
+            executor,
+            job_files: None,
         }
     }
 }
@@ -167,6 +188,220 @@ impl EngineServices {
             }
             .into());
         }
+        if est.to_train > 0
+            && let Some(executor) = self.shadow.executor.as_ref().filter(|e| !e.is_inline())
+        {
+            drop(state);
+            self.train_on_executor(executor, &request, &plan, &est, &cache)?;
+            let state = lock(&self.state);
+            let ctx = ShadowContext {
+                dataset: &state.dataset,
+                recipe: &recipe,
+                epochs: request.epochs,
+                cache: &cache,
+                device: self.device,
+            };
+            let done = self.finish_prepare(&request, &plan, &recipe, &ctx, est, est_json);
+            drop(state);
+            return self.keep_prepared(done?);
+        }
+        let done = self.finish_prepare(&request, &plan, &recipe, &ctx, est, est_json);
+        drop(state);
+        self.keep_prepared(done?)
+    }
+
+    /// Keeps prepared models for the plugin; the summary it reads.
+    fn keep_prepared(
+        &self,
+        (summary, prepared): (Value, PreparedShadows),
+    ) -> Result<Value, ServiceError> {
+        let mut shadow = lock(&self.shadow_state);
+        shadow.summary = CString::new(summary.to_string()).unwrap_or_default();
+        shadow.prepared = Some(prepared);
+        Ok(summary)
+    }
+
+    /// Trains the models of `plan` missing from the cache as units on
+    /// `executor` (one unit per model, one Slurm array), in a stage folder
+    /// inside the cache set's folder; returns when all are in the cache.
+    fn train_on_executor(
+        &self,
+        executor: &ExecutorConfig,
+        request: &ShadowRequest,
+        plan: &ShadowPlan,
+        est: &crate::shadows::ShadowEstimate,
+        cache: &ShadowCache,
+    ) -> Result<(), ServiceError> {
+        let files = self.shadow.job_files.clone().ok_or_else(|| {
+            ServiceError::BadState(
+                "shadow models on an executor need the job's files (only a worker's jobs have them)"
+                    .into(),
+            )
+        })?;
+        let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let missing: Vec<usize> = (0..plan.models())
+            .filter(|&k| !cache.model_path(&est.key, k).exists())
+            .collect();
+        let cache_dir = abs(cache.root());
+        let units = missing
+            .iter()
+            .map(|&k| Unit {
+                name: format!("shadow model {k}"),
+                spec: UnitSpec::TrainShadows {
+                    format: UNIT_FORMAT,
+                    checkpoint: abs(&files.checkpoint),
+                    data: abs(&files.data),
+                    forget: abs(&files.forget),
+                    seed: files.seed,
+                    device: files.device.clone(),
+                    request: request.clone(),
+                    models: vec![k],
+                    key: est.key.clone(),
+                    cache_dir: cache_dir.clone(),
+                },
+            })
+            .collect::<Vec<_>>();
+        let program =
+            crate::exec::unit_program().map_err(|e| ServiceError::BadState(e.to_string()))?;
+        // One folder per set of missing models: a second attack asking for the
+        // same set while the first still trains re-attaches to its tasks.
+        let stage = Stage {
+            dir: abs(&cache.dir(&est.key)).join(format!("jobs-{}", missing.len())),
+            name: format!("shadow models {}", &est.key[..est.key.len().min(12)]),
+            units,
+            program,
+        };
+        self.log(
+            LogLevel::Info,
+            &format!(
+                "training {} shadow model(s) on {} (unit files in {})",
+                missing.len(),
+                executor.describe(),
+                stage.dir.display()
+            ),
+        );
+        let total = missing.len();
+        let mut finished = 0usize;
+        let cancelled = || self.cancel.load(Ordering::SeqCst);
+        let mut on_event = |e: StageEvent| match e {
+            StageEvent::Finished { unit, result } => {
+                finished += 1;
+                self.emit(ServiceEvent::Progress {
+                    fraction: Some(finished as f64 / total.max(1) as f64),
+                    message: format!(
+                        "shadow model {} ready ({finished}/{total}, {:.0} s on {})",
+                        missing[unit], result.seconds, result.host
+                    ),
+                    metrics: None,
+                });
+            }
+            StageEvent::Submitted {
+                units,
+                job,
+                attempt,
+            } => self.log(
+                LogLevel::Info,
+                &format!(
+                    "{} shadow model(s) submitted{} (attempt {attempt})",
+                    units.len(),
+                    job.map(|j| format!(" as Slurm job {j}"))
+                        .unwrap_or_default()
+                ),
+            ),
+            StageEvent::Failed { message, retry, .. } => self.log(
+                LogLevel::Warn,
+                &format!(
+                    "{message}{}",
+                    if retry { "; submitting it again" } else { "" }
+                ),
+            ),
+            StageEvent::Reattached { units } => self.log(
+                LogLevel::Info,
+                &format!("following {} shadow task(s) already queued", units.len()),
+            ),
+            StageEvent::Running { .. } => {}
+        };
+        let outcome = crate::exec::run_stage(executor, &stage, &cancelled, &mut on_event)
+            .map_err(|e| ServiceError::Shadow(ShadowError::Request(e.to_string())))?;
+        if outcome.cancelled {
+            return Err(ShadowError::Cancelled {
+                done: plan.models() - total + finished,
+                total: plan.models(),
+            }
+            .into());
+        }
+        if let Some((_, why)) = outcome.failed.first() {
+            return Err(ServiceError::Shadow(ShadowError::Request(format!(
+                "{} of {total} shadow model(s) failed on {}; first: {why}",
+                outcome.failed.len(),
+                executor.describe()
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Trains models `models` of `request` into the cache, in this process (a
+    /// [`UnitSpec::TrainShadows`] unit); refuses when the plan's key is not
+    /// `key`. The number trained.
+    pub fn shadow_train_only(
+        &self,
+        request: &ShadowRequest,
+        models: &[usize],
+        key: &str,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<usize, ServiceError> {
+        let (targets, all) = self.shadow_rows(request)?;
+        let plan = ShadowPlan::new(request, &all, &targets)?;
+        let checkpoint = self
+            .job
+            .original_checkpoint
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("the job's model"));
+        let recipe = ShadowRecipe::resolve(&self.arch, self.meta.as_ref(), &checkpoint)?;
+        let cache = ShadowCache::new(&self.shadow.cache_dir);
+        let state = lock(&self.state);
+        let ctx = ShadowContext {
+            dataset: &state.dataset,
+            recipe: &recipe,
+            epochs: request.epochs,
+            cache: &cache,
+            device: self.device,
+        };
+        let (mine, spec) = plan.key(&recipe, request.epochs, &state.dataset);
+        if mine != key {
+            return Err(ServiceError::Shadow(ShadowError::Request(format!(
+                "this node plans shadow models with key {mine}, the attack asked for {key}: the data, the checkpoint or Lethe differ between the machines"
+            ))));
+        }
+        cache.write_spec(key, &spec)?;
+        let cancelled = || self.cancel.load(Ordering::SeqCst);
+        let mut trained = 0;
+        for &k in models {
+            if k >= plan.models() {
+                return Err(ServiceError::Shadow(ShadowError::Request(format!(
+                    "model {k} asked for, the request has {}",
+                    plan.models()
+                ))));
+            }
+            if crate::shadows::train::train_one(&plan, &ctx, k, &cancelled, &mut |p| {
+                log(&p.message)
+            })? {
+                trained += 1;
+            }
+        }
+        Ok(trained)
+    }
+
+    /// Loads (or trains here) every model of `plan` and keeps them for the plugin.
+    fn finish_prepare(
+        &self,
+        request: &ShadowRequest,
+        plan: &ShadowPlan,
+        recipe: &ShadowRecipe,
+        ctx: &ShadowContext<'_>,
+        est: crate::shadows::ShadowEstimate,
+        est_json: Value,
+    ) -> Result<(Value, PreparedShadows), ServiceError> {
         let cancelled = || self.cancel.load(Ordering::SeqCst);
         let mut progress = |p: crate::shadows::ShadowProgress| {
             self.emit(ServiceEvent::Progress {
@@ -175,8 +410,7 @@ impl EngineServices {
                 metrics: None,
             });
         };
-        let prepared = prepare(&plan, &ctx, est, &cancelled, &mut progress)?;
-        drop(state);
+        let prepared = prepare(plan, ctx, est, &cancelled, &mut progress)?;
         let summary = json!({
             "models": plan.models(),
             "mode": plan.mode,
@@ -191,14 +425,11 @@ impl EngineServices {
                 "train": recipe.with_epochs(request.epochs),
                 "arch": recipe.arch,
             },
-            "request": serde_json::to_value(&request).unwrap_or(Value::Null),
+            "request": serde_json::to_value(request).unwrap_or(Value::Null),
             "key": prepared.estimate.key,
             "cache_dir": prepared.estimate.cache_dir,
         });
-        let mut shadow = lock(&self.shadow_state);
-        shadow.summary = CString::new(summary.to_string()).unwrap_or_default();
-        shadow.prepared = Some(prepared);
-        Ok(summary)
+        Ok((summary, prepared))
     }
 
     /// The prepared models' logits on `split` (`[K, n, C]`) and training

@@ -1,6 +1,8 @@
 //! The `lethe` command line, shared by the GUI binary (`lethe`) and the headless one
 //! (`lethe-cli`).
 
+pub mod params;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -589,7 +591,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 && args.data.exists()
                 && args.forget.exists()
                 && !out.exists();
-            let mut entry = audit::evaluate_entry(&args, &out);
+            let mut entry = audit::evaluate_entry(&args.request(), &out);
             let result = crate::eval::cli::run_evaluate(*args, now);
             if ran {
                 audit::finish(&mut entry, &result, &out);
@@ -613,7 +615,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 && args.data.exists()
                 && args.forget.exists()
                 && !out.exists();
-            let mut entry = audit::attack_entry(&args, &out);
+            let settings = serde_json::json!({
+                "params": args.params,
+                "set": args.set,
+                "seed": args.seed,
+                "device": args.device,
+                "bootstrap": args.bootstrap,
+                "ci": args.ci,
+            });
+            let mut entry = audit::attack_entry(
+                &audit::AttackJob {
+                    attack: &args.attack,
+                    checkpoint: &args.checkpoint,
+                    data: &args.data,
+                    forget: &args.forget,
+                    settings: &settings,
+                },
+                &out,
+            );
             let result = crate::eval::cli::run_attack_command(*args, &cli.plugins, now);
             if ran {
                 audit::finish(&mut entry, &result, &out);

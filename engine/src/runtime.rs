@@ -161,3 +161,20 @@ mod tests {
         assert_eq!(s, 14.0);
     }
 }
+
+/// A device name that is none of `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("device `{0}`: expected auto, cpu, cuda or cuda:N")]
+pub struct UnknownDevice(pub String);
+
+/// `auto` (first CUDA GPU, else CPU), `cpu`, `cuda` or `cuda:N`, as the worker
+/// protocol names devices.
+pub fn resolve_device(name: &str) -> Result<String, UnknownDevice> {
+    Ok(match name {
+        "auto" if tch::Cuda::is_available() => "cuda".into(),
+        "auto" => "cpu".into(),
+        "cpu" | "cuda" => name.into(),
+        other if other.starts_with("cuda:") => other.into(),
+        other => return Err(UnknownDevice(other.into())),
+    })
+}

@@ -68,7 +68,7 @@ pub fn finish<T, E: std::fmt::Display>(entry: &mut Entry, result: &Result<T, E>,
 
 /// The record of `lethe evaluate`, its inputs hashed now (before it runs);
 /// [`finish`] completes it.
-pub fn evaluate_entry(args: &crate::eval::cli::EvaluateArgs, out: &Path) -> Entry {
+pub fn evaluate_entry(args: &crate::eval::evaluate::EvaluateRequest, out: &Path) -> Entry {
     let mut inputs = vec![
         FileRef::of("checkpoint", &args.checkpoint),
         FileRef::of("dataset", &args.data),
@@ -97,30 +97,41 @@ pub fn evaluate_entry(args: &crate::eval::cli::EvaluateArgs, out: &Path) -> Entr
     }
 }
 
+/// What an attack job is, for its record.
+#[derive(Debug, Clone, Copy)]
+pub struct AttackJob<'a> {
+    /// The attack's id, as asked for.
+    pub attack: &'a str,
+    /// The attacked model.
+    pub checkpoint: &'a Path,
+    /// Its dataset.
+    pub data: &'a Path,
+    /// The forget list.
+    pub forget: &'a Path,
+    /// The settings as given (parameters, seed, device, bootstrap, level).
+    pub settings: &'a serde_json::Value,
+}
+
 /// The record of `lethe attack`, its inputs hashed now; [`finish`] completes it
 /// and [`attack_plugin`] names the plugin once it ran.
-pub fn attack_entry(args: &crate::eval::cli::AttackArgs, out: &Path) -> Entry {
+pub fn attack_entry(job: &AttackJob<'_>, out: &Path) -> Entry {
+    let mut details = job.settings.clone();
+    if let Some(m) = details.as_object_mut() {
+        m.insert("attack".into(), json!(job.attack));
+        m.insert("out".into(), json!(out));
+    }
     Entry {
         kind: "attack".into(),
         status: "started".into(),
-        subject: format!("{} on {}", args.attack, args.checkpoint.display()),
+        subject: format!("{} on {}", job.attack, job.checkpoint.display()),
         plugin: None,
         inputs: vec![
-            FileRef::of("checkpoint", &args.checkpoint),
-            FileRef::of("dataset", &args.data),
-            FileRef::of("forget list", &args.forget),
+            FileRef::of("checkpoint", job.checkpoint),
+            FileRef::of("dataset", job.data),
+            FileRef::of("forget list", job.forget),
         ],
         outputs: Vec::new(),
-        details: json!({
-            "attack": args.attack,
-            "params": args.params,
-            "set": args.set,
-            "seed": args.seed,
-            "device": args.device,
-            "bootstrap": args.bootstrap,
-            "ci": args.ci,
-            "out": out,
-        }),
+        details,
     }
 }
 

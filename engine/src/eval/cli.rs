@@ -5,22 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde::Serialize;
-use tch::Device;
 
-use super::alignment::{AlignmentConfig, AlignmentReport, alignment_audit};
 use super::attack::{
     AttackEstimate, AttackReport, AttackRequest, SCAN_TIMEOUT, estimate_attack, run_attack,
 };
-use super::job_data::JobData;
-use super::utility::{ProbeSettings, SplitUtility, Utility, evaluate_utility};
-use crate::checkpoint::{self, CheckpointMeta, LoadOptions};
-use crate::jobs::atomic::write_atomic;
-use crate::jobs::train::{TrainJob, file_sha256};
+pub use super::evaluate::{EvaluateRequest, EvaluationReport, evaluate_into};
+use super::utility::{SplitUtility, Utility};
+use crate::cli::params::parse_params;
 use crate::metrics::{MembershipMetrics, MetricOptions};
-use crate::models::Model;
-use crate::train::augment::AugmentConfig;
-use crate::worker::unlearn::{parse_params, resolve_device};
+use crate::runtime::resolve_device;
 use crate::worker::{FromWorker, WorkerOptions, find_plugin, plugin_dirs};
 
 /// `lethe evaluate`
@@ -65,6 +58,25 @@ pub struct EvaluateArgs {
     /// Forget samples in the full AGM behind the negative-alignment statistics.
     #[arg(long, default_value_t = 2000)]
     pub alignment_max: usize,
+}
+
+impl EvaluateArgs {
+    /// The evaluation these options ask for.
+    pub fn request(&self) -> EvaluateRequest {
+        EvaluateRequest {
+            checkpoint: self.checkpoint.clone(),
+            original: self.original.clone(),
+            data: self.data.clone(),
+            forget: self.forget.clone(),
+            seed: self.seed,
+            device: self.device.clone(),
+            probe_epochs: self.probe_epochs,
+            alignment: self.alignment,
+            pairs: self.pairs,
+            matrix_samples: self.matrix_samples,
+            alignment_max: self.alignment_max,
+        }
+    }
 }
 
 /// `lethe attack`
@@ -116,19 +128,6 @@ pub struct AttackArgs {
     pub executor: crate::exec::cli::ExecutorArgs,
 }
 
-fn device_of(name: &str) -> anyhow::Result<Device> {
-    let resolved = resolve_device(name)?;
-    Ok(match resolved.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|i| i.parse().ok())
-            .map(Device::Cuda)
-            .with_context(|| format!("--device {other}: expected cuda:N"))?,
-    })
-}
-
 fn ensure_inputs(paths: &[(&str, &Path)]) -> anyhow::Result<()> {
     for (what, path) in paths {
         if !path.exists() {
@@ -149,52 +148,6 @@ fn new_folder(out: Option<PathBuf>, default: String) -> anyhow::Result<PathBuf> 
     Ok(out)
 }
 
-/// `evaluation.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvaluationReport {
-    /// The evaluated model.
-    pub checkpoint: PathBuf,
-    /// Its SHA-256.
-    pub checkpoint_sha256: Option<String>,
-    /// The model before unlearning, if given.
-    pub original: Option<PathBuf>,
-    /// Its SHA-256.
-    pub original_sha256: Option<String>,
-    /// The dataset.
-    pub data: PathBuf,
-    /// The forget list.
-    pub forget_list: PathBuf,
-    /// Class names.
-    pub classes: Vec<String>,
-    /// Forget samples.
-    pub forget_count: usize,
-    /// Retained training samples.
-    pub retain_count: usize,
-    /// Test samples.
-    pub test_count: usize,
-    /// Validation samples.
-    pub validation_count: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Device.
-    pub device: String,
-    /// Utility of the evaluated model.
-    pub utility: Utility,
-    /// Utility of the original model.
-    pub original_utility: Option<Utility>,
-    /// The alignment audit (original → evaluated).
-    pub alignment: Option<AlignmentReport>,
-    /// Where its matrices went.
-    pub alignment_file: Option<PathBuf>,
-}
-
-/// The augmentation an encoder was trained with, from its checkpoint.
-fn training_augment(meta: Option<&CheckpointMeta>) -> Option<AugmentConfig> {
-    meta.and_then(|m| m.provenance.notes.get("job"))
-        .and_then(|j| serde_json::from_str::<TrainJob>(j).ok())
-        .and_then(|job| job.train.augment)
-}
-
 /// Runs `lethe evaluate`; `now` names the default output folder.
 pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationReport> {
     let mut inputs = vec![
@@ -207,118 +160,9 @@ pub fn run_evaluate(args: EvaluateArgs, now: u64) -> anyhow::Result<EvaluationRe
     }
     ensure_inputs(&inputs)?;
     let out = new_folder(args.out.clone(), format!("runs/evaluate-{now}"))?;
-    let report = evaluate_into(&args, &out, true)?;
+    let report = evaluate_into(&args.request(), &out, true)?;
     print_evaluation(&report);
     println!("wrote {}", out.join("evaluation.json").display());
-    Ok(report)
-}
-
-/// The work of `lethe evaluate` without printing: evaluates `args.checkpoint`
-/// (and, with `original_utility`, the original beside it) and writes
-/// `evaluation.json` (and `alignment.safetensors`) into the new folder `out`.
-/// Studies call it with `original_utility` off (the original, when wanted, is a
-/// row of their table).
-pub fn evaluate_into(
-    args: &EvaluateArgs,
-    out: &Path,
-    original_utility: bool,
-) -> anyhow::Result<EvaluationReport> {
-    let device = device_of(&args.device)?;
-    let data = JobData::load(&args.data, &args.forget, args.seed)?;
-    let load = |p: &Path| {
-        checkpoint::load_model(p, device, &LoadOptions::default())
-            .with_context(|| format!("cannot load {}", p.display()))
-    };
-    let model = load(&args.checkpoint)?;
-    let original = args.original.as_deref().map(load).transpose()?;
-    let probe = ProbeSettings {
-        epochs: args.probe_epochs,
-        seed: args.seed,
-        ..ProbeSettings::default()
-    };
-    eprintln!("evaluate: utility of {}", args.checkpoint.display());
-    let utility = evaluate_utility(&model, &data, device, &probe)?;
-    let original_utility = match original.as_ref().filter(|_| original_utility) {
-        Some(o) => {
-            eprintln!("evaluate: utility of the original");
-            Some(evaluate_utility(o, &data, device, &probe)?)
-        }
-        None => None,
-    };
-    let both_encoders = matches!(model.model, Model::Encoder(_))
-        && original
-            .as_ref()
-            .is_some_and(|o| matches!(o.model, Model::Encoder(_)));
-    let mut alignment = None;
-    let mut alignment_file = None;
-    if let Some(o) = original
-        .as_ref()
-        .filter(|_| both_encoders || args.alignment)
-    {
-        eprintln!("evaluate: alignment audit (forgetting score, AM, AGM)");
-        let cfg = AlignmentConfig {
-            pairs: args.pairs,
-            matrix_samples: args.matrix_samples,
-            max_samples: args.alignment_max,
-            seed: args.seed,
-            augment: training_augment(o.meta.as_ref()).unwrap_or_else(AugmentConfig::contrastive),
-            ..AlignmentConfig::default()
-        };
-        let forget = data.dataset.subset(data.forget.indices())?;
-        let (report, t) = alignment_audit(
-            &o.model,
-            &model.model,
-            forget.images(),
-            forget.indices(),
-            &cfg,
-            device,
-        )?;
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-        let path = out.join("alignment.safetensors");
-        let meta = CheckpointMeta::new(
-            None,
-            Some(format!(
-                "lethe evaluate: alignment of {} vs {}",
-                args.checkpoint.display(),
-                args.original.as_deref().unwrap_or(Path::new("")).display()
-            )),
-        );
-        checkpoint::save_tensors(
-            &path,
-            &[
-                ("am_before".into(), t.am_before),
-                ("am_after".into(), t.am_after),
-                ("agm".into(), t.agm),
-                ("fs_per_sample".into(), t.fs_per_sample),
-                ("heatmap_indices".into(), t.heatmap_indices),
-            ],
-            &meta,
-            false,
-        )?;
-        alignment = Some(report);
-        alignment_file = Some(path);
-    }
-    let report = EvaluationReport {
-        checkpoint: args.checkpoint.clone(),
-        checkpoint_sha256: file_sha256(&args.checkpoint),
-        original: args.original.clone(),
-        original_sha256: args.original.as_deref().and_then(file_sha256),
-        data: args.data.clone(),
-        forget_list: args.forget.clone(),
-        classes: data.dataset.classes().to_vec(),
-        forget_count: data.forget.len(),
-        retain_count: data.retain.len(),
-        test_count: data.split.test.len(),
-        validation_count: data.split.val.len(),
-        seed: args.seed,
-        device: crate::runtime::device_name(device),
-        utility,
-        original_utility,
-        alignment,
-        alignment_file,
-    };
-    let json = serde_json::to_vec_pretty(&report)?;
-    write_atomic(&out.join("evaluation.json"), &json, false)?;
     Ok(report)
 }
 

@@ -11,11 +11,13 @@
 //! * [`shift`]: a model-free check that two sample sets come from the same
 //!   distribution;
 //! * [`attack`]: reads an attack plugin's score files into the metric set;
+//! * [`evaluate`]: `lethe evaluate`'s work ([`evaluate::EvaluateRequest`]);
 //! * [`cli`]: `lethe evaluate` and `lethe attack`.
 
 pub mod alignment;
 pub mod attack;
 pub mod cli;
+pub mod evaluate;
 pub mod job_data;
 pub mod shift;
 pub mod utility;

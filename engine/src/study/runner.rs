@@ -30,7 +30,7 @@ use super::results::{
 };
 use super::spec::StudySpec;
 use crate::eval::attack::{AttackReport, AttackRequest, SCAN_TIMEOUT, run_attack};
-use crate::eval::cli::{EvaluateArgs, EvaluationReport, evaluate_into};
+use crate::eval::evaluate::{EvaluateRequest, EvaluationReport, evaluate_into};
 use crate::eval::job_data::JobData;
 use crate::jobs::atomic::write_atomic;
 use crate::metrics::MetricOptions;
@@ -533,11 +533,10 @@ pub fn run_study(
     opts: &StudyOptions,
     log: &mut dyn FnMut(&str),
 ) -> Result<StudyRun, StudyError> {
-    let device =
-        crate::worker::unlearn::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
-            path: file.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let device = crate::runtime::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let inputs = input_hashes(spec, file)?;
     let out = &opts.out;
     let manifest = open_folder(spec, &inputs, &device, out, file)?;
@@ -764,11 +763,10 @@ pub fn run_unit(
             message: format!("the study has no seed {seed}"),
         });
     }
-    let device =
-        crate::worker::unlearn::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
+    let device = crate::runtime::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
     if device != manifest.device {
         return Err(StudyError::Stored {
             path: file,
@@ -1019,12 +1017,11 @@ impl RunStep<'_> {
 
         // 2. Utility (and the alignment audit against the original).
         log(&what("evaluating"));
-        let args = EvaluateArgs {
+        let args = EvaluateRequest {
             checkpoint: model.clone(),
             original: (kind != RowKind::Original).then(|| spec.checkpoint.clone()),
             data: spec.data.clone(),
             forget: spec.forget.clone(),
-            out: None,
             seed,
             device: self.resolved.device.as_str().into(),
             probe_epochs: spec.evaluate.probe_epochs,

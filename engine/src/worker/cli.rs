@@ -79,7 +79,7 @@ pub fn run(
             if !file.is_file() {
                 anyhow::bail!("{}: no such plugin library", file.display());
             }
-            let set = match super::unlearn::parse_params(None, &set)? {
+            let set = match crate::cli::params::parse_params(None, &set)? {
                 serde_json::Value::Object(m) => m,
                 _ => serde_json::Map::new(),
             };

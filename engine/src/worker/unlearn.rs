@@ -5,13 +5,15 @@
 
 use super::{FromWorker, Job, JobOutcome, WorkerOptions, find_plugin, plugin_dirs, spawn_worker};
 use crate::audit::{Entry, FileRef, PluginRef};
+use crate::cli::params::parse_params;
 use crate::jobs::atomic::write_atomic;
 use crate::jobs::run_record::{
     ForgetRequest, HashedPath, PluginFile, RUN_FILE, RunRecord, Software,
 };
+use crate::runtime::resolve_device;
 use anyhow::{Context, bail};
 use clap::Args;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,38 +62,6 @@ pub struct UnlearnArgs {
     /// The retrain cache folder (default: `.lethe-cache` beside the output folder).
     #[arg(long, requires = "reuse_retrain")]
     pub cache: Option<PathBuf>,
-}
-
-/// The parameters from `--params` and `--set`, in that order.
-pub fn parse_params(json: Option<&str>, set: &[String]) -> anyhow::Result<Value> {
-    let mut params = match json {
-        None => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => bail!("--params must be a JSON object, like '{{\"lr\": 0.01}}'"),
-            Err(e) => bail!("--params is not valid JSON: {e}"),
-        },
-    };
-    for item in set {
-        let Some((key, value)) = item.split_once('=') else {
-            bail!("--set {item:?}: expected KEY=VALUE");
-        };
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
-        params.insert(key.trim().to_string(), value);
-    }
-    Ok(Value::Object(params))
-}
-
-/// `auto` (first CUDA GPU, else CPU), `cpu`, `cuda` or `cuda:N`, as the worker
-/// protocol names devices.
-pub fn resolve_device(name: &str) -> anyhow::Result<String> {
-    Ok(match name {
-        "auto" if tch::Cuda::is_available() => "cuda".into(),
-        "auto" => "cpu".into(),
-        "cpu" | "cuda" => name.into(),
-        other if other.starts_with("cuda:") => other.into(),
-        other => bail!("--device {other}: expected auto, cpu, cuda or cuda:N"),
-    })
 }
 
 /// What every `lethe unlearn` checks before starting work: its parameters as

@@ -33,6 +33,9 @@ APT_PACKAGES=(
   zenity xdotool openbox
   # Fashion-MNIST, 70,000 real images (MIT): `--data fashion-mnist`
   dataset-fashion-mnist
+  # Slurm: cluster runs (`--executor slurm`), and the tests start a one-node cluster of
+  # their own (tests/slurm/cluster.sh; the packages' own services stay unconfigured)
+  slurmctld slurmd slurm-client munge
 )
 
 log() { printf 'setup: %s\n' "$*"; }

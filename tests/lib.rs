@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod slurm;
+
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

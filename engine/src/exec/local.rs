@@ -33,8 +33,18 @@ fn spawn(stage: &Stage, i: usize) -> Result<Child, ExecError> {
         .open(&log_path)
         .map_err(|e| io_err(&log_path, e))?;
     let err = log.try_clone().map_err(|e| io_err(&log_path, e))?;
-    Command::new(&stage.program)
-        .arg("run-job")
+    let mut cmd = Command::new(&stage.program);
+    // A unit dies with its coordinator (SIGTERM when the spawning thread
+    // ends): a killed `lethe study` must not leave units writing into a study
+    // folder that a resumed one then runs again.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    cmd.arg("run-job")
         .arg(stage.spec_path(i))
         .stdin(Stdio::null())
         .stdout(log)

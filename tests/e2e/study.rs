@@ -19,7 +19,7 @@ use lethe_engine::study::{RowKind, StudyResults};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::plugin_library;
-use tch::{Device, Kind, Tensor};
+use support::studies::{cheap_study, small_demo};
 
 /// A plugin folder holding just the libraries the demo study needs.
 fn plugins(dir: &Path) -> PathBuf {
@@ -57,95 +57,6 @@ fn lethe(args: &[&str], cwd: &Path) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A small slice of the demo data (700 training digits of its split, 100
-/// validation, 300 test, all classes; every tenth training digit forgotten) as
-/// a data file with its split recorded, and its forget list: the demo
-/// classifier runs on it as on the whole set, at a tenth of the cost.
-fn small_demo(dir: &Path) -> (PathBuf, PathBuf) {
-    let demo =
-        lethe_engine::data::load(&workspace_root().join("resources/demo/mnist10k.npz")).unwrap();
-    let split = demo.recorded_split().unwrap().clone();
-    // Every 8th/10th row: the demo is sorted by class, so this keeps all ten.
-    let every = |rows: &[i64], step: usize, n: usize| -> Vec<i64> {
-        rows.iter().step_by(step).take(n).copied().collect()
-    };
-    let rows: Vec<i64> = [
-        every(&split.train, 8, 700),
-        every(&split.val, 10, 100),
-        every(&split.test, 10, 300),
-    ]
-    .concat();
-    let sub = demo.subset(&rows).unwrap();
-    let range = |a: i64, b: i64| Tensor::arange_start(a, b, (Kind::Int64, Device::Cpu));
-    let data = dir.join("small-demo.safetensors");
-    lethe_engine::checkpoint::save_tensors(
-        &data,
-        &[
-            ("x".into(), sub.images().shallow_clone()),
-            ("y".into(), sub.labels().shallow_clone()),
-            ("train_idx".into(), range(0, 700)),
-            ("val_idx".into(), range(700, 800)),
-            ("test_idx".into(), range(800, 1100)),
-        ],
-        &lethe_engine::checkpoint::CheckpointMeta::new(None, None),
-        false,
-    )
-    .unwrap();
-    let forget = dir.join("forget.txt");
-    let list: String = (0..700).step_by(10).map(|i| format!("{i}\n")).collect();
-    std::fs::write(&forget, list).unwrap();
-    (data, forget)
-}
-
-/// The demo study's shape (the demo classifier; Retrain + FT, NegGrad and RL ×
-/// seeds 0 and 1; the metric attack) on [`small_demo`], with a few batches per
-/// method and no bootstrap, so CI can afford three passes.
-fn cheap_study(dir: &Path) -> PathBuf {
-    let (data, forget) = small_demo(dir);
-    let text = format!(
-        r#"name = "demo-ci"
-checkpoint = "{}"
-data = "{}"
-forget = "{}"
-seeds = [0, 1]
-device = "cpu"
-metrics = ["ua", "mia.efficacy", "mia.auc", "ra", "ta"]
-
-[retrain]
-params = {{ max_epochs = 1, max_batches = 5 }}
-
-[[methods]]
-name = "FT"
-id = "org.lethe.baseline.finetune"
-params = {{ lr = 0.05, epochs = 1, batch_size = 64, max_batches = 3, augment = false }}
-
-[[methods]]
-name = "NegGrad"
-id = "org.lethe.baseline.neggrad"
-params = {{ lr = 0.05, epochs = 1, batch_size = 64, max_batches = 3, augment = false, forget_weight = 50.0 }}
-
-[[methods]]
-name = "RL"
-id = "org.lethe.baseline.random-label"
-params = {{ lr = 0.02, epochs = 2, batch_size = 64, max_batches = 3, augment = false }}
-
-[[attacks]]
-name = "mia"
-id = "org.lethe.attack.metric-mia"
-params = {{ shadow_size = 100, heldout_size = 100 }}
-bootstrap = 0
-"#,
-        workspace_root()
-            .join("resources/demo/classifier.safetensors")
-            .display(),
-        data.display(),
-        forget.display(),
-    );
-    let path = dir.join("study.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]
@@ -285,6 +196,54 @@ fn a_three_method_two_seed_study_completes_reproduces_its_table_and_resumes() {
             r.row, r.seed
         );
         assert_eq!(s.metrics, r.metrics, "{} seed {}", r.row, r.seed);
+    }
+
+    // Two runs at a time as `lethe-cli run-job` processes (`--jobs 2`), retrain
+    // included (no cache): the same models and the same table as one at a time.
+    let o = lethe(
+        &[
+            "--plugins",
+            p,
+            "study",
+            study,
+            "--out",
+            "c",
+            "--no-cache",
+            "--jobs",
+            "2",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("8 run(s) on this machine, 2 at a time")
+            && stderr.contains("8 run(s) done, 0 reused from the folder; retrain: 2 trained"),
+        "{stderr}"
+    );
+    let c = StudyResults::load(&dir.path().join("c")).unwrap();
+    assert_eq!(
+        c.table().without_run_times(),
+        table.without_run_times(),
+        "--jobs 2 gave another table than --jobs 1"
+    );
+    for r in &a.runs {
+        let s = c
+            .runs
+            .iter()
+            .find(|s| s.row == r.row && s.seed == r.seed)
+            .unwrap();
+        assert_eq!(
+            s.weights_sha256, r.weights_sha256,
+            "{} seed {}",
+            r.row, r.seed
+        );
+        assert_eq!(s.metrics, r.metrics, "{} seed {}", r.row, r.seed);
+    }
+    for i in 0..8 {
+        let done = dir
+            .path()
+            .join(format!("c/executor/task-{i}.json.result.json"));
+        assert!(done.is_file(), "{}", done.display());
     }
 
     // Into the first folder again: every run is reused, nothing is written over.

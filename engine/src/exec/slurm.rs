@@ -254,7 +254,9 @@ pub(super) fn run(
         return Ok(out);
     }
     // Tasks an earlier coordinator left in the queue are followed, not doubled.
-    let already = queued(&name)?;
+    // If the queue cannot be read, `sbatch` below says why in its own words
+    // (not installed, controller down) when it fails too.
+    let already = queued(&name).unwrap_or_default();
     let reattached: Vec<usize> = open
         .iter()
         .copied()

@@ -4,6 +4,8 @@
 //! subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod studies;
+
 use lethe_e2e::{require_binary, workspace_root};
 use lethe_engine::checkpoint::{self, LoadOptions, LoadedModel};
 use lethe_engine::data::{Dataset, ForgetSet};

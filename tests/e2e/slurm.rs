@@ -3,8 +3,8 @@
 //!
 //! * a 2-method × 2-seed study through `--executor slurm` gives the table and
 //!   the models of the local executor;
-//! * an array task killed with `scancel` mid-run is submitted again and the
-//!   study completes;
+//! * an array task killed with `scancel` mid-run is submitted again and its
+//!   run completes; a run that fails every attempt is reported with its log;
 //! * Ctrl-C on the study cancels its array: no task is left queued or running;
 //! * LiRA's shadow models trained as array tasks fill the same cache entries,
 //!   with the same logits, as models trained locally;
@@ -220,12 +220,19 @@ fn a_two_method_two_seed_study_on_slurm_gives_the_local_table() {
 }
 
 #[test]
-fn a_task_killed_by_scancel_is_submitted_again_and_the_study_completes() {
+fn a_task_killed_by_scancel_is_submitted_again_and_a_run_failing_every_attempt_is_reported() {
     let cluster = Cluster::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    plugins(d);
-    let study = cheap_study_of(d, &["FT"], "");
+    let p = plugins(d);
+    let fixtures = plugin_library("lethe_test_fixtures");
+    std::fs::copy(&fixtures, p.join(fixtures.file_name().unwrap())).unwrap();
+    // "Boom" panics in every attempt (a test fixture, shown with LETHE_DEV_PLUGINS).
+    let study = cheap_study_of(
+        d,
+        &["FT"],
+        "\n[[methods]]\nname = \"Boom\"\nid = \"org.lethe.test.panic\"\n",
+    );
     let mut child = lethe(
         Some(&cluster),
         d,
@@ -250,15 +257,34 @@ fn a_task_killed_by_scancel_is_submitted_again_and_the_study_completes() {
     assert!(out.status.success(), "scancel: {}", text(&out.stderr));
     let out = finish(child, Duration::from_secs(600));
     let log = text(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    assert!(!out.status.success(), "{log}");
     assert!(
         log.contains("left the queue without a result")
             && log.contains("submitting it again")
             && log.contains("(attempt 2)"),
         "{log}"
     );
+    // The panicking run: three attempts, then reported with its log.
+    for seed in [0, 1] {
+        assert!(
+            log.contains(&format!("FAILED: Boom, seed {seed} (attempt 3 of 3)")),
+            "{log}"
+        );
+    }
+    assert!(log.contains("/s/executor/task-"), "{log}");
+    let boom = std::fs::read_dir(d.join("s/executor"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .find(|t| t.contains("study run Boom, seed 0"))
+        .unwrap();
+    assert_eq!(boom.matches("lethe run-job on").count(), 3, "{boom}");
+    assert!(boom.contains("index out of bounds"), "{boom}");
+    assert!(log.contains("2 run(s) failed"), "{log}");
     let s = StudyResults::load(&d.join("s")).unwrap();
-    assert!(s.missing().is_empty(), "{:?}", s.missing());
+    let missing: Vec<String> = s.missing().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(missing, ["Boom", "Boom"], "{log}");
     assert!(
         cluster.job_completions().contains("JobState=CANCELLED"),
         "{}",

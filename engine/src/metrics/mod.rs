@@ -4,13 +4,15 @@
 //! * [`confusion`]: accuracy, precision, recall, balanced accuracy of decisions;
 //! * [`bootstrap`]: percentile intervals for AUC and TPR at low FPR;
 //! * [`membership`]: the whole metric set of a membership attack;
-//! * [`sanity`]: warnings (over-unlearning, distribution shift).
+//! * [`sanity`]: warnings (over-unlearning, distribution shift);
+//! * [`student`]: Student's t, mean and paired t-intervals over seeds.
 
 pub mod bootstrap;
 pub mod confusion;
 pub mod membership;
 pub mod roc;
 pub mod sanity;
+pub mod student;
 
 pub use bootstrap::Interval;
 pub use confusion::{Confusion, DecisionMetrics};

@@ -11,13 +11,23 @@
 //! * std is the sample standard deviation (n − 1), absent for one seed;
 //! * Avg. Gap = mean of the row's gaps over the Avg. Gap columns, absent when
 //!   one of them is;
-//! * best = smallest gap among the method rows (ties all marked).
+//! * best = smallest gap among the method rows (ties all marked);
+//! * ToW (Zhao et al., NeurIPS 2024, as their code computes it) =
+//!   (1 − |ΔUA|)(1 − |ΔRA|)(1 − |ΔTA|) per seed against the Retrain run of the
+//!   same seed (fractions), mean with its 95 % t-interval over seeds; ToW-MIA
+//!   puts the first attack's efficacy in place of UA;
+//! * ≈ marks a cell whose paired 95 % t-interval of (row − Retrain) over the
+//!   seeds both ran holds 0: the seeds cannot tell the row from Retrain.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::results::RowKind;
+use crate::metrics::student::{MeanInterval, mean_t_interval};
+
+/// Level of the t-intervals over seeds (ToW, paired comparisons).
+pub const SEED_LEVEL: f64 = 0.95;
 
 /// A metric column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,9 +59,18 @@ pub struct Cell {
     pub delta: Option<f64>,
     /// Smallest gap of the column among the methods.
     pub best: bool,
+    /// Row − Retrain seed by seed (shown units), mean with its paired 95 %
+    /// t-interval; `None` for Retrain itself and without shared seeds.
+    #[serde(default)]
+    pub paired: Option<MeanInterval>,
 }
 
 impl Cell {
+    /// Whether the paired interval holds 0 (at least two shared seeds).
+    pub fn like_retrain(&self) -> bool {
+        self.paired.as_ref().is_some_and(|p| p.contains(0.0))
+    }
+
     fn of(values: Vec<f64>) -> Cell {
         let (mean, std) = match mean_std(&values) {
             Some((m, s)) => (Some(m), s),
@@ -64,6 +83,7 @@ impl Cell {
             gap: None,
             delta: None,
             best: false,
+            paired: None,
         }
     }
 }
@@ -86,6 +106,12 @@ pub struct TableRow {
     /// Run time in seconds (RTE): the method's worker job; for Retrain the
     /// training that produced it, also when its result came from the cache.
     pub rte: Cell,
+    /// ToW over the seeds shared with Retrain (fraction, 1 = Retrain's).
+    #[serde(default)]
+    pub tow: Option<MeanInterval>,
+    /// ToW-MIA (the first attack's efficacy in place of UA).
+    #[serde(default)]
+    pub tow_mia: Option<MeanInterval>,
 }
 
 /// The table.
@@ -131,20 +157,56 @@ const TIE: f64 = 1e-9;
 
 /// Builds the table; the first [`RowKind::Retrain`] row is the reference.
 pub fn build_table(title: String, columns: Vec<Column>, rows: Vec<RowInput>) -> ComparisonTable {
+    let retrain_runs: BTreeMap<u64, BTreeMap<String, f64>> = rows
+        .iter()
+        .find(|r| r.kind == RowKind::Retrain)
+        .map(|r| r.runs.iter().map(|(s, m, _)| (*s, m.clone())).collect())
+        .unwrap_or_default();
+    let mia_key = tow_mia_key(&columns, &retrain_runs);
     let mut out: Vec<TableRow> = rows
         .into_iter()
         .map(|r| {
             let mut runs = r.runs;
             runs.sort_by_key(|(seed, _, _)| *seed);
-            let cells = columns
+            let paired_with = |key: &str, scale: f64| -> Option<MeanInterval> {
+                if r.kind == RowKind::Retrain {
+                    return None;
+                }
+                let d: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|(seed, m, _)| {
+                        Some((m.get(key)? - retrain_runs.get(seed)?.get(key)?) * scale)
+                    })
+                    .collect();
+                mean_t_interval(&d, SEED_LEVEL)
+            };
+            let tow_of = |forget_key: &str| -> Option<MeanInterval> {
+                let per_seed: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|(seed, m, _)| {
+                        let reference = retrain_runs.get(seed)?;
+                        let mut tow = 1.0;
+                        for key in [forget_key, "ra", "ta"] {
+                            tow *= 1.0 - (m.get(key)? - reference.get(key)?).abs();
+                        }
+                        Some(tow)
+                    })
+                    .collect();
+                mean_t_interval(&per_seed, SEED_LEVEL)
+            };
+            let tow = tow_of("ua");
+            let tow_mia = mia_key.as_deref().and_then(tow_of);
+            let cells: Vec<Cell> = columns
                 .iter()
                 .map(|c| {
-                    Cell::of(
+                    let mut cell = Cell::of(
                         runs.iter()
                             .filter_map(|(_, m, _)| m.get(&c.key))
                             .map(|v| v * c.scale)
                             .collect(),
-                    )
+                    );
+                    cell.paired = paired_with(&c.key, c.scale);
+                    cell
                 })
                 .collect();
             TableRow {
@@ -155,6 +217,8 @@ pub fn build_table(title: String, columns: Vec<Column>, rows: Vec<RowInput>) -> 
                 avg_gap: None,
                 avg_gap_best: false,
                 rte: Cell::of(runs.iter().map(|(_, _, s)| *s).collect()),
+                tow,
+                tow_mia,
             }
         })
         .collect();
@@ -212,9 +276,47 @@ pub fn build_table(title: String, columns: Vec<Column>, rows: Vec<RowInput>) -> 
             format!("Avg. Gap = mean gap over {}", avg_cols.join(", ")),
             "RTE = wall time of the method's job in seconds (Retrain: of its training, also when cached)"
                 .into(),
+            format!(
+                "ToW = (1−|ΔUA|)(1−|ΔRA|)(1−|ΔTA|) against Retrain of the same seed (Zhao et al. 2024){}; mean [95 % t-interval] over seeds",
+                match &mia_key {
+                    Some(k) => format!(", ToW-MIA with {k} for UA"),
+                    None => String::new(),
+                }
+            ),
+            "≈ = the paired 95 % t-interval of (row − Retrain) over seeds holds 0: not distinguishable from Retrain with these seeds"
+                .into(),
         ],
         columns,
         rows: out,
+    }
+}
+
+/// The attack efficacy ToW-MIA uses: the first efficacy column, else the
+/// first efficacy Retrain has.
+fn tow_mia_key(
+    columns: &[Column],
+    retrain: &BTreeMap<u64, BTreeMap<String, f64>>,
+) -> Option<String> {
+    columns
+        .iter()
+        .map(|c| c.key.clone())
+        .find(|k| k.ends_with(".efficacy"))
+        .or_else(|| {
+            retrain
+                .values()
+                .flat_map(|m| m.keys())
+                .find(|k| k.ends_with(".efficacy"))
+                .cloned()
+        })
+}
+
+fn fmt_interval(i: Option<&MeanInterval>) -> String {
+    match i {
+        None => "-".into(),
+        Some(i) => match (i.low, i.high) {
+            (Some(l), Some(h)) => format!("{:.3} [{l:.3}, {h:.3}]", i.mean),
+            _ => format!("{:.3}", i.mean),
+        },
     }
 }
 
@@ -232,6 +334,9 @@ fn fmt_cell(c: &Cell, decimals: usize, show_gap: bool) -> String {
     if c.best {
         s.push('*');
     }
+    if show_gap && c.like_retrain() {
+        s.push('≈');
+    }
     s
 }
 
@@ -241,6 +346,14 @@ impl ComparisonTable {
         let mut header = vec!["method".to_string()];
         header.extend(self.columns.iter().map(|c| c.label.clone()));
         header.extend(["Avg. Gap".to_string(), "RTE (s)".to_string()]);
+        let has_tow = self.rows.iter().any(|r| r.tow.is_some());
+        let has_tow_mia = self.rows.iter().any(|r| r.tow_mia.is_some());
+        if has_tow {
+            header.push("ToW".into());
+        }
+        if has_tow_mia {
+            header.push("ToW-MIA".into());
+        }
         let mut lines = vec![header];
         for row in &self.rows {
             let mut line = vec![row.label.clone()];
@@ -252,6 +365,12 @@ impl ComparisonTable {
                 None => "-".into(),
             });
             line.push(fmt_cell(&row.rte, 1, false));
+            if has_tow {
+                line.push(fmt_interval(row.tow.as_ref()));
+            }
+            if has_tow_mia {
+                line.push(fmt_interval(row.tow_mia.as_ref()));
+            }
             lines.push(line);
         }
         let widths: Vec<usize> = (0..lines[0].len())
@@ -301,10 +420,26 @@ impl ComparisonTable {
             }
         }
         head.extend(
-            ["avg_gap", "avg_gap_best", "rte_mean_s", "rte_std_s"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "avg_gap",
+                "avg_gap_best",
+                "rte_mean_s",
+                "rte_std_s",
+                "tow",
+                "tow_low",
+                "tow_high",
+                "tow_mia",
+                "tow_mia_low",
+                "tow_mia_high",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
+        for c in &self.columns {
+            for part in ["paired_mean", "paired_low", "paired_high"] {
+                head.push(format!("{}_{part}", c.key));
+            }
+        }
         let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         let mut out = head.join(",") + "\n";
         for row in &self.rows {
@@ -325,6 +460,21 @@ impl ComparisonTable {
                 num(row.rte.mean),
                 num(row.rte.std),
             ]);
+            for i in [&row.tow, &row.tow_mia] {
+                line.extend([
+                    num(i.as_ref().map(|i| i.mean)),
+                    num(i.as_ref().and_then(|i| i.low)),
+                    num(i.as_ref().and_then(|i| i.high)),
+                ]);
+            }
+            for cell in &row.cells {
+                let p = cell.paired.as_ref();
+                line.extend([
+                    num(p.map(|p| p.mean)),
+                    num(p.and_then(|p| p.low)),
+                    num(p.and_then(|p| p.high)),
+                ]);
+            }
             out.push_str(&line.join(","));
             out.push('\n');
         }
@@ -464,6 +614,15 @@ mod tests {
         assert!(!r.avg_gap_best);
         assert!(close(r.rte.mean, 12.0));
         assert!(close(r.rte.std, 8f64.sqrt()));
+        // ToW of A: seed 0 (1−.02)(1−.03)(1−.03) = 0.922082, seed 1
+        // (1−.06)(1−.01)(1−.03) = 0.902682; mean 0.912382 ± t(.975, 1)·s/√2.
+        let tow = a.tow.as_ref().unwrap();
+        assert!((tow.values[0] - 0.922082).abs() < 1e-12);
+        assert!((tow.values[1] - 0.902682).abs() < 1e-12);
+        assert!((tow.mean - 0.912382).abs() < 1e-12);
+        let half = 12.706_204_736_174_7 * (0.0194 / 2f64.sqrt()) / 2f64.sqrt();
+        assert!((tow.high.unwrap() - (0.912382 + half)).abs() < 1e-9);
+        assert!(r.tow.as_ref().unwrap().values.iter().all(|&v| v == 1.0));
         // One seed: no std; the original is compared but never best.
         let o = &t.rows[3];
         assert_eq!(o.cells[0].std, None);
@@ -514,10 +673,15 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[1].ends_with(",3,true,2,1.4142135623730951"),
+            lines[1].contains(",3,true,2,1.4142135623730951,0.912382"),
             "{}",
             lines[1]
         );
+        // TA differs by exactly −3 points in both seeds: a zero-width paired
+        // interval that excludes 0 (no ≈), where UA's (−2, −6) holds it.
+        assert!(lines[1].ends_with(",-2.9999999999999267"), "{}", lines[1]);
+        assert!(text.contains("91.00±1.41 (4.00)*≈"), "{text}");
+        assert!(text.contains("ToW"), "{text}");
         assert_eq!(t.without_run_times().rows[1].rte.mean, None);
     }
 }

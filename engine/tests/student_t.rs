@@ -1,0 +1,177 @@
+//! Student's t and the seed statistics of the study table against SciPy, the
+//! oracle the unlearning papers' own analysis code uses (RUM's
+//! `surgical_plugins/analysis.py`: `stats.t.interval(0.95, n − 1, loc=mean,
+//! scale=stats.sem(x))` over per-seed ToW values).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use lethe_engine::metrics::student::{mean_t_interval, t_cdf, t_quantile};
+use lethe_engine::study::RowKind;
+use lethe_engine::study::table::{Column, RowInput, build_table};
+
+fn scipy(code: &str) -> Vec<f64> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let out = Command::new(python).arg("-c").arg(code).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn quantiles_and_cdf_match_scipy() {
+    let dfs = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 29.0, 120.0, 0.5, 2.5];
+    let ps = [0.975, 0.995, 0.9, 0.6, 0.025];
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let want = scipy(&format!(
+        "from scipy import stats\nfor df in [{}]:\n  for p in [{}]:\n    print(repr(float(stats.t.ppf(p, df))), repr(float(stats.t.cdf(p * 3 - 1, df))))",
+        list(&dfs),
+        list(&ps)
+    ));
+    let mut k = 0;
+    for df in dfs {
+        for p in ps {
+            let (q, c) = (want[k], want[k + 1]);
+            k += 2;
+            let mine = t_quantile(p, df);
+            assert!(
+                (mine - q).abs() <= 1e-9 * q.abs().max(1.0),
+                "t.ppf({p}, {df}): {mine} vs scipy {q}"
+            );
+            let cdf = t_cdf(p * 3.0 - 1.0, df);
+            assert!(
+                (cdf - c).abs() < 1e-12,
+                "t.cdf({}, {df}): {cdf} vs {c}",
+                p * 3.0 - 1.0
+            );
+        }
+    }
+}
+
+/// Three seeds of a method and of Retrain with made-up but uneven numbers:
+/// the table's ToW, ToW-MIA and paired intervals equal SciPy's computation of
+/// the same recipe (RUM's analysis code), totals included.
+#[test]
+fn tow_and_paired_intervals_match_scipy() {
+    let method = [
+        [0.91, 0.981, 0.903, 0.62],
+        [0.87, 0.977, 0.899, 0.58],
+        [0.95, 0.981, 0.915, 0.71],
+    ];
+    let retrain = [
+        [0.89, 0.995, 0.912, 0.55],
+        [0.90, 0.993, 0.918, 0.57],
+        [0.88, 0.996, 0.909, 0.52],
+    ];
+    let keys = ["ua", "ra", "ta", "mia.efficacy"];
+    let runs = |v: &[[f64; 4]; 3]| {
+        v.iter()
+            .enumerate()
+            .map(|(s, m)| {
+                (
+                    s as u64,
+                    keys.iter()
+                        .zip(m)
+                        .map(|(k, x)| (k.to_string(), *x))
+                        .collect::<BTreeMap<_, _>>(),
+                    1.0,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let columns: Vec<Column> = keys
+        .iter()
+        .map(|k| Column {
+            key: k.to_string(),
+            label: k.to_string(),
+            scale: 100.0,
+            decimals: 2,
+            in_avg_gap: true,
+        })
+        .collect();
+    let t = build_table(
+        "t".into(),
+        columns,
+        vec![
+            RowInput {
+                label: "Retrain".into(),
+                kind: RowKind::Retrain,
+                runs: runs(&retrain),
+            },
+            RowInput {
+                label: "M".into(),
+                kind: RowKind::Method,
+                runs: runs(&method),
+            },
+        ],
+    );
+    let fmt = |v: &[[f64; 4]; 3]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|r| format!("[{}]", r.map(|x| x.to_string()).join(",")))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    // RUM's recipe, written out in NumPy/SciPy: per seed 1 − |Δ| (fractions),
+    // the product, then mean and t.interval with scale = sem.
+    let want = scipy(&format!(
+        r#"
+import numpy as np
+from scipy import stats
+m = np.array({}); r = np.array({})
+def iv(x):
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    return [np.mean(x), lo, hi]
+tow = (1 - abs(m[:, 0] - r[:, 0])) * (1 - abs(m[:, 1] - r[:, 1])) * (1 - abs(m[:, 2] - r[:, 2]))
+tow_mia = (1 - abs(m[:, 3] - r[:, 3])) * (1 - abs(m[:, 1] - r[:, 1])) * (1 - abs(m[:, 2] - r[:, 2]))
+out = iv(tow) + iv(tow_mia)
+for k in range(4):
+    out += iv((m[:, k] - r[:, k]) * 100)
+print(" ".join(repr(float(x)) for x in out))
+"#,
+        fmt(&method),
+        fmt(&retrain)
+    ));
+    let row = &t.rows[1];
+    let got = |i: &lethe_engine::metrics::student::MeanInterval| {
+        [i.mean, i.low.unwrap(), i.high.unwrap()]
+    };
+    let mut mine = Vec::new();
+    mine.extend(got(row.tow.as_ref().unwrap()));
+    mine.extend(got(row.tow_mia.as_ref().unwrap()));
+    for c in &row.cells {
+        mine.extend(got(c.paired.as_ref().unwrap()));
+    }
+    assert_eq!(mine.len(), want.len());
+    for (k, (a, b)) in mine.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() < 1e-9, "value {k}: {a} vs scipy {b}");
+    }
+    // Retrain against itself: ToW 1 on every seed, no paired interval.
+    let r = &t.rows[0];
+    assert!(r.tow.as_ref().unwrap().values.iter().all(|&v| v == 1.0));
+    assert!(r.cells.iter().all(|c| c.paired.is_none()));
+    // RA is lower in every seed (−1.4, −1.6, −1.5 points): the interval
+    // excludes 0, so the table does not call it Retrain-like; UA's holds 0.
+    assert!(!row.cells[1].like_retrain());
+    assert!(row.cells[0].like_retrain());
+    assert!(t.to_text().contains("ToW-MIA"), "{}", t.to_text());
+
+    // One seed has no interval, only the value.
+    let single = mean_t_interval(&[0.5], 0.95).unwrap();
+    assert_eq!((single.low, single.high), (None, None));
+}

@@ -69,9 +69,11 @@ pub enum Command {
     },
     /// Show a message in the status bar.
     Notify(String, bool),
-    /// Write a study file and run it: (file, its text, the study folder).
-    StartStudy(PathBuf, String, PathBuf),
-    /// Stop a running study (its folder).
+    /// Write a study file and run it: (file, its text, the study folder,
+    /// where its runs go).
+    StartStudy(PathBuf, String, PathBuf, lethe_engine::exec::ExecutorConfig),
+    /// Ask a running study to stop (its folder); it shows as stopping until
+    /// its process has ended.
     CancelStudy(PathBuf),
     /// Read a file again that was marked for crashing or exhausting the worker
     /// reading it.
@@ -330,6 +332,12 @@ impl LetheApp {
             .is_some_and(|p| path.starts_with(&p.dir))
     }
 
+    /// Whether the study in `dir` was asked to stop and is still stopping its
+    /// runs.
+    pub fn study_is_stopping(&self, dir: &Path) -> bool {
+        self.studies.is_stopping(dir)
+    }
+
     /// Lists the project's study folders again.
     pub fn refresh_studies(&mut self) {
         self.study_list = self
@@ -403,9 +411,10 @@ impl LetheApp {
                 crate::study::Ended::Finished => {
                     self.notify(format!("Study {name} finished"), false)
                 }
-                crate::study::Ended::Cancelled => {
-                    self.notify(format!("Study {name} stopped"), false)
-                }
+                crate::study::Ended::Cancelled => self.notify(
+                    format!("Study {name} stopped; finished runs are kept"),
+                    false,
+                ),
                 crate::study::Ended::Failed(e) => {
                     self.notify(format!("Study {name} did not finish: {e}"), true)
                 }
@@ -619,7 +628,9 @@ impl LetheApp {
     /// under another. When the next project is another folder, the deletion
     /// form's choices (its files) are cleared too.
     fn leave_project(&mut self, next: Option<&Path>) {
-        self.studies.shutdown();
+        // Without waiting: a study on a cluster may take a while to cancel its
+        // tasks; it goes on logging to its own folder until it has.
+        self.studies.stop_all();
         self.stop_project_jobs();
         let same = next.is_some() && self.project.as_ref().map(|p| p.dir.as_path()) == next;
         self.forget_preview = None;
@@ -786,8 +797,7 @@ impl LetheApp {
             Done::Study(dir, r) => {
                 self.study_loading.remove(&dir);
                 let again = self.study_live.get(&dir).is_some_and(|l| l.reload);
-                self.study_results
-                    .insert(dir.clone(), r.map(Arc::new).into());
+                self.study_results.insert(dir.clone(), r.into());
                 if again {
                     self.load_study(&dir);
                 }
@@ -1002,8 +1012,11 @@ impl LetheApp {
                 }
             }
             Command::Notify(text, error) => self.notify(text, error),
-            Command::StartStudy(file, text, dir) => {
-                match self.studies.start(&file, &text, &dir, project::now()) {
+            Command::StartStudy(file, text, dir, executor) => {
+                match self
+                    .studies
+                    .start(&file, &text, &dir, &executor, project::now())
+                {
                     Ok(()) => {
                         self.study_live.insert(dir.clone(), Default::default());
                         self.refresh_studies();
@@ -1014,17 +1027,22 @@ impl LetheApp {
                 }
             }
             Command::CancelStudy(dir) => {
-                if self.studies.cancel(&dir) {
-                    self.study_live.entry(dir.clone()).or_default().ended =
-                        Some(crate::study::Ended::Cancelled);
+                // It ends (and is reported) once its process has: a study on
+                // an executor first stops its runs.
+                if !self.studies.is_stopping(&dir) && self.studies.cancel(&dir) {
+                    let name = crate::panels::file_name(&dir);
+                    let slurm = matches!(
+                        self.studies.executor(&dir),
+                        Some(lethe_engine::exec::ExecutorConfig::Slurm(_))
+                    );
                     self.notify(
-                        format!(
-                            "Study {} stopped; finished runs are kept",
-                            crate::panels::file_name(&dir)
-                        ),
+                        if slurm {
+                            format!("Stopping study {name}: cancelling its cluster tasks")
+                        } else {
+                            format!("Stopping study {name}")
+                        },
                         false,
                     );
-                    self.load_study(&dir);
                 }
             }
         }
@@ -1126,7 +1144,7 @@ impl LetheApp {
             return;
         }
         self.closing = Some(std::time::Instant::now());
-        self.studies.shutdown();
+        self.studies.stop_all();
         if let Some(p) = self.project.as_mut() {
             let changed = self.runner.begin_shutdown(p);
             self.audit_ended(&changed);
@@ -1142,13 +1160,27 @@ impl LetheApp {
                 left.push(format!("stopping the job {}", r.spec.plugin_name));
             }
         }
+        for dir in self.studies.running() {
+            let name = crate::panels::file_name(&dir);
+            left.push(
+                if matches!(
+                    self.studies.executor(&dir),
+                    Some(lethe_engine::exec::ExecutorConfig::Slurm(_))
+                ) {
+                    format!("stopping the study {name} (cancelling its cluster tasks)")
+                } else {
+                    format!("stopping the study {name}")
+                },
+            );
+        }
         left.extend(self.tasks.unfinished().into_iter().map(String::from));
         left
     }
 
-    /// Whether every job has stopped and every started write has finished.
+    /// Whether every job and study has stopped and every started write has
+    /// finished.
     pub fn ready_to_close(&self) -> bool {
-        !self.runner.busy() && self.tasks.unfinished().is_empty()
+        !self.runner.busy() && !self.studies.busy() && self.tasks.unfinished().is_empty()
     }
 
     /// Stops every worker and study, records how their jobs ended and waits for

@@ -21,6 +21,7 @@ pub mod project;
 pub mod runner;
 pub mod state;
 pub mod study;
+pub mod study_tasks;
 pub mod tasks;
 pub mod thumbs;
 pub mod widgets;

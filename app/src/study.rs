@@ -5,9 +5,13 @@
 //! `lethe study FILE --out <project>/studies/<name>` as a child process of this
 //! executable, off the UI thread: its step lines become the study's log, the
 //! finished runs are read back from the folder as they appear (so the table
-//! fills in live), and cancelling kills the process (its workers notice their
-//! parent is gone and stop; finished runs stay and a later run resumes). A
-//! stored study is re-opened from its folder alone.
+//! fills in live), and cancelling asks the process to stop (SIGTERM): a study
+//! running its runs in its own workers ends at once (the workers notice their
+//! parent is gone and stop), one running them on an executor (several at once
+//! on this machine, or on a Slurm cluster: the form's "Run on") first stops
+//! them (cancels its Slurm tasks and waits until they are gone), and is killed
+//! if it has not ended 90 s later. Finished runs stay and a later run resumes.
+//! A stored study is re-opened from its folder alone.
 
 use crate::widgets::table::{CellValue, Column, Row, TableModel};
 use lethe_engine::study::results::STUDY_FILE;
@@ -55,6 +59,280 @@ pub struct StudyDraft {
     pub metrics: Vec<String>,
     /// The reference method's plugin id (exact retraining).
     pub retrain_id: String,
+    /// Where the runs go (this machine or a Slurm cluster).
+    #[serde(default)]
+    pub run_on: RunOn,
+}
+
+/// Where a study's runs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunPlace {
+    /// This machine.
+    #[default]
+    ThisMachine,
+    /// A Slurm cluster (this machine submits; the runs go to its nodes).
+    Slurm,
+}
+
+/// The "Run on" choice of the study form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOn {
+    /// This machine or Slurm.
+    pub place: RunPlace,
+    /// This machine: runs at once (1: one after another, in the study's own
+    /// process).
+    pub jobs: usize,
+    /// Slurm: the settings, as typed.
+    pub slurm: SlurmDraft,
+}
+
+impl Default for RunOn {
+    fn default() -> Self {
+        RunOn {
+            place: RunPlace::ThisMachine,
+            jobs: 1,
+            slurm: SlurmDraft::default(),
+        }
+    }
+}
+
+/// The Slurm settings as typed in the form (empty: the cluster's default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlurmDraft {
+    /// `--partition`.
+    pub partition: String,
+    /// `--time` per run.
+    pub time: String,
+    /// `--cpus-per-task`.
+    pub cpus: String,
+    /// `--mem` per run.
+    pub mem: String,
+    /// GPUs per run (`--gres gpu:N`).
+    pub gpus: String,
+    /// `--account`.
+    pub account: String,
+    /// Most runs at once (`--array=…%N`).
+    pub max_parallel: String,
+    /// Further `sbatch` arguments, split on whitespace.
+    pub extra_args: String,
+}
+
+/// Whether `sbatch` is on this machine's PATH (looked up once).
+pub fn has_sbatch() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("sbatch").is_file()))
+    })
+}
+
+/// The cores of this machine (the most runs at once offered).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A Slurm time limit as typed: minutes (`90`), `HH:MM:SS` or `D-HH:MM:SS`.
+pub fn check_time(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let bad = || {
+        format!(
+            "time limit: {t:?} is not a time like 02:00:00 (hours:minutes:seconds), \
+             1-12:00:00 (days-hours:minutes:seconds) or 90 (minutes)"
+        )
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let seconds = if let Some(minutes) = number(t) {
+        minutes * 60
+    } else {
+        let (days, hms) = match t.split_once('-') {
+            Some((d, rest)) => (number(d).ok_or_else(bad)?, rest),
+            None => (0, t),
+        };
+        let parts: Vec<&str> = hms.split(':').collect();
+        let [h, m, s] = parts[..] else {
+            return Err(bad());
+        };
+        let (h, m, s) = (
+            number(h).ok_or_else(bad)?,
+            number(m).filter(|_| m.len() == 2).ok_or_else(bad)?,
+            number(s).filter(|_| s.len() == 2).ok_or_else(bad)?,
+        );
+        if m > 59 || s > 59 || (days > 0 && h > 23) {
+            return Err(bad());
+        }
+        ((days * 24 + h) * 60 + m) * 60 + s
+    };
+    if seconds == 0 {
+        return Err(format!(
+            "time limit: {t:?} is no time at all; leave it empty for the partition's limit"
+        ));
+    }
+    Ok(t.to_string())
+}
+
+/// Memory per run as typed: a whole number with K, M, G or T (`8G`, `512M`;
+/// Slurm reads a bare number as megabytes).
+pub fn check_mem(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let bad = || format!("memory: {t:?} is not an amount like 8G or 512M");
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], Some(c.to_ascii_uppercase())),
+        _ => (t, None),
+    };
+    if !matches!(unit, None | Some('K' | 'M' | 'G' | 'T'))
+        || number.is_empty()
+        || !number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(format!("memory: give at least 1{}", unit.unwrap_or('M')));
+    }
+    Ok(format!("{n}{}", unit.map(String::from).unwrap_or_default()))
+}
+
+/// A whole number ≥ 1 as typed, or `None` when left empty.
+fn check_count(label: &str, text: &str, empty: &str) -> Result<Option<u32>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    match t.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(format!(
+            "{label}: {t:?} is not a whole number ≥ 1 (leave it empty for {empty})"
+        )),
+    }
+}
+
+/// A partition or account name: one word.
+fn check_word(label: &str, text: &str) -> Result<Option<String>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        Ok(None)
+    } else if t.chars().any(char::is_whitespace) {
+        Err(format!("{label}: {t:?} has spaces; give one name"))
+    } else {
+        Ok(Some(t.to_string()))
+    }
+}
+
+impl SlurmDraft {
+    /// The settings of the study file's `[slurm]` table, or what is wrong.
+    pub fn settings(&self) -> Result<lethe_engine::exec::SlurmSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        fn ok<T>(errors: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+            r.map_err(|e| errors.push(e)).ok()
+        }
+        let e = &mut errors;
+        let partition = ok(e, check_word("partition", &self.partition)).flatten();
+        let account = ok(e, check_word("account", &self.account)).flatten();
+        let time = if self.time.trim().is_empty() {
+            None
+        } else {
+            ok(e, check_time(&self.time))
+        };
+        let mem = if self.mem.trim().is_empty() {
+            None
+        } else {
+            ok(e, check_mem(&self.mem))
+        };
+        let cpus = ok(
+            e,
+            check_count("CPUs per run", &self.cpus, "the partition's default"),
+        )
+        .flatten();
+        let gpus = ok(e, check_count("GPUs per run", &self.gpus, "none")).flatten();
+        let max_parallel = ok(
+            e,
+            check_count("most runs at once", &self.max_parallel, "no limit"),
+        )
+        .flatten();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(lethe_engine::exec::SlurmSettings {
+            partition,
+            time,
+            cpus_per_task: cpus,
+            mem,
+            gres: gpus.map(|n| format!("gpu:{n}")),
+            account,
+            max_parallel: max_parallel.map_or(0, |n| n as usize),
+            extra_args: self
+                .extra_args
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            ..Default::default()
+        })
+    }
+}
+
+impl RunOn {
+    /// The executor chosen, or what is wrong with the Slurm settings.
+    pub fn executor(&self) -> Result<lethe_engine::exec::ExecutorConfig, Vec<String>> {
+        use lethe_engine::exec::ExecutorConfig;
+        match self.place {
+            RunPlace::ThisMachine => Ok(ExecutorConfig::Local {
+                jobs: self.jobs.max(1),
+            }),
+            RunPlace::Slurm => self.slurm.settings().map(ExecutorConfig::Slurm),
+        }
+    }
+}
+
+/// Where the runs of `spec` go: Slurm when its file carries a `[slurm]` table
+/// (the form writes one only when the study runs there), else this machine,
+/// `jobs` at once.
+pub fn executor_for(spec: &StudySpec, jobs: usize) -> lethe_engine::exec::ExecutorConfig {
+    match &spec.slurm {
+        Some(s) => lethe_engine::exec::ExecutorConfig::Slurm(s.clone()),
+        None => lethe_engine::exec::ExecutorConfig::Local { jobs: jobs.max(1) },
+    }
+}
+
+/// The command line of `lethe study` (after the program) for `file`, into
+/// `dir`, on `executor`: Slurm settings travel in the file's `[slurm]` table.
+pub fn study_args(
+    plugin_dirs: &[PathBuf],
+    file: &Path,
+    dir: &Path,
+    executor: &lethe_engine::exec::ExecutorConfig,
+) -> Vec<std::ffi::OsString> {
+    use lethe_engine::exec::ExecutorConfig;
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    for d in plugin_dirs {
+        args.push("--plugins".into());
+        args.push(d.into());
+    }
+    args.extend([
+        "study".into(),
+        file.into(),
+        "--out".into(),
+        dir.into(),
+        "--verbose".into(),
+    ]);
+    match executor {
+        ExecutorConfig::Local { jobs } if *jobs > 1 => {
+            args.push("--jobs".into());
+            args.push(jobs.to_string().into());
+        }
+        ExecutorConfig::Local { .. } => {}
+        ExecutorConfig::Slurm(_) => {
+            args.push("--executor".into());
+            args.push("slurm".into());
+        }
+    }
+    args
 }
 
 impl Default for StudyDraft {
@@ -70,6 +348,7 @@ impl Default for StudyDraft {
             original: false,
             metrics: Vec::new(),
             retrain_id: lethe_engine::study::spec::RETRAIN_ID.into(),
+            run_on: RunOn::default(),
         }
     }
 }
@@ -446,6 +725,9 @@ pub struct Live {
     pub checked: f64,
     /// How long this process's runs took, for the time left.
     pub clock: RunClock,
+    /// The runs of an executor (several at once, or Slurm tasks), from its
+    /// lines.
+    pub tasks: crate::study_tasks::TaskBoard,
 }
 
 /// The wall time of each run a study process carried out, from its step lines
@@ -472,6 +754,11 @@ fn step_run(line: &str) -> Option<(&str, u64, &str)> {
 impl RunClock {
     /// Notes a line that arrived at `now` (unix seconds).
     pub fn observe(&mut self, line: &str, now: f64) {
+        // Runs on an executor overlap: their lines say nothing about one run
+        // after another.
+        if crate::study_tasks::parse_line(line).is_some() {
+            return;
+        }
         let Some((row, seed, step)) = step_run(line) else {
             // The closing summary: the last run is over.
             if line.starts_with("study:") {
@@ -531,6 +818,7 @@ pub const MAX_LINES: usize = 2000;
 impl Live {
     /// Adds a line.
     pub fn push(&mut self, line: String) {
+        self.tasks.observe(&line);
         if let Some(f) = line_fraction(&line) {
             self.run_fraction = Some(f);
         } else if line.starts_with("study:") {
@@ -558,7 +846,17 @@ pub enum StudyEvent {
 struct Running {
     child: Child,
     started: f64,
+    /// Which process of this folder it is (events of an earlier one that are
+    /// still in the channel are not taken for this one's).
+    generation: u64,
+    executor: lethe_engine::exec::ExecutorConfig,
+    /// When it was asked to stop (SIGTERM), and whether it was killed since.
+    stopping: Option<(std::time::Instant, bool)>,
 }
+
+/// How long a study asked to stop gets to stop its runs (cancel its Slurm
+/// tasks and wait until they are gone) before it is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// How a study process ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -575,14 +873,37 @@ pub enum Ended {
 /// whose process has ended.
 pub type Polled = (Vec<(PathBuf, String)>, Vec<(PathBuf, Ended)>);
 
+/// Sends SIGTERM to a child not waited for yet (so its id is still its own).
+fn terminate(child: &Child) -> Result<(), String> {
+    // std offers SIGKILL only; the shell's `kill` is everywhere.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("kill -TERM \"$1\"")
+        .arg("sh")
+        .arg(child.id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -TERM {} ended with {status}", child.id()))
+    }
+}
+
 /// The study processes, their events in one channel.
 pub struct StudyRunner {
     exe: PathBuf,
     plugin_dirs: Vec<PathBuf>,
-    tx: Sender<(PathBuf, StudyEvent)>,
-    rx: Receiver<(PathBuf, StudyEvent)>,
+    tx: Sender<(PathBuf, u64, StudyEvent)>,
+    rx: Receiver<(PathBuf, u64, StudyEvent)>,
     running: std::collections::HashMap<PathBuf, Running>,
+    generation: u64,
     waker: crate::runner::Waker,
+    /// [`STOP_GRACE`], shorter in tests.
+    grace: std::time::Duration,
 }
 
 impl StudyRunner {
@@ -595,13 +916,38 @@ impl StudyRunner {
             tx,
             rx,
             running: Default::default(),
+            generation: 0,
             waker,
+            grace: STOP_GRACE,
         }
     }
 
-    /// Whether the study in `dir` is running.
+    /// How long a study asked to stop gets before it is killed (default
+    /// [`STOP_GRACE`]).
+    pub fn set_stop_grace(&mut self, grace: std::time::Duration) {
+        self.grace = grace;
+    }
+
+    /// Whether the study in `dir` is running (stopping included).
     pub fn is_running(&self, dir: &Path) -> bool {
         self.running.contains_key(dir)
+    }
+
+    /// Whether the study in `dir` was asked to stop and has not ended yet.
+    pub fn is_stopping(&self, dir: &Path) -> bool {
+        self.running.get(dir).is_some_and(|r| r.stopping.is_some())
+    }
+
+    /// Where the runs of the study in `dir` go, while it runs.
+    pub fn executor(&self, dir: &Path) -> Option<&lethe_engine::exec::ExecutorConfig> {
+        self.running.get(dir).map(|r| &r.executor)
+    }
+
+    /// The studies running (stopping included), by folder.
+    pub fn running(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.running.keys().cloned().collect();
+        out.sort();
+        out
     }
 
     /// When the study in `dir` was started (unix seconds), while it runs.
@@ -614,27 +960,30 @@ impl StudyRunner {
         !self.running.is_empty()
     }
 
-    /// Writes `file` and starts `lethe study file --out dir -v`.
-    pub fn start(&mut self, file: &Path, toml: &str, dir: &Path, now: f64) -> Result<(), String> {
+    /// Writes `file` and starts `lethe study file --out dir -v` on `executor`
+    /// (its Slurm settings are in the file).
+    pub fn start(
+        &mut self,
+        file: &Path,
+        toml: &str,
+        dir: &Path,
+        executor: &lethe_engine::exec::ExecutorConfig,
+        now: f64,
+    ) -> Result<(), String> {
         if self.running.contains_key(dir) {
             return Err(format!("{} is already running", dir.display()));
         }
         crate::project::write_file(file, toml.as_bytes()).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.exe);
-        for d in &self.plugin_dirs {
-            cmd.arg("--plugins").arg(d);
-        }
-        cmd.arg("study")
-            .arg(file)
-            .arg("--out")
-            .arg(dir)
-            .arg("--verbose")
+        cmd.args(study_args(&self.plugin_dirs, file, dir, executor))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        self.generation += 1;
+        let generation = self.generation;
         let stderr = child.stderr.take();
         let tx = self.tx.clone();
         let waker = std::sync::Arc::clone(&self.waker);
@@ -643,13 +992,16 @@ impl StudyRunner {
             if let Some(err) = stderr {
                 for line in BufReader::new(err).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send((key.clone(), StudyEvent::Line(line))).is_err() {
+                    if tx
+                        .send((key.clone(), generation, StudyEvent::Line(line)))
+                        .is_err()
+                    {
                         return;
                     }
                     waker();
                 }
             }
-            let _ = tx.send((key, StudyEvent::Closed));
+            let _ = tx.send((key, generation, StudyEvent::Closed));
             waker();
         });
         self.running.insert(
@@ -657,31 +1009,70 @@ impl StudyRunner {
             Running {
                 child,
                 started: now,
+                generation,
+                executor: executor.clone(),
+                stopping: None,
             },
         );
         Ok(())
     }
 
-    /// Stops the study in `dir` (its workers stop when they see it gone).
+    /// Asks the study in `dir` to stop (SIGTERM) without waiting: one that
+    /// runs its runs elsewhere stops them first (kills its local run
+    /// processes, cancels its Slurm tasks and waits until they are gone), one
+    /// that runs them itself ends at once and its workers stop when they see
+    /// it gone. It stays running (stopping) until its process has exited;
+    /// [`StudyRunner::poll`] kills it when it has not after [`STOP_GRACE`].
+    /// Finished runs stay; a later run resumes. False when it does not run.
     pub fn cancel(&mut self, dir: &Path) -> bool {
-        match self.running.remove(dir) {
-            Some(mut r) => {
+        let Some(r) = self.running.get_mut(dir) else {
+            return false;
+        };
+        if r.stopping.is_none() {
+            r.stopping = Some((std::time::Instant::now(), false));
+            if terminate(&r.child).is_err() {
+                // Not stoppable gently (already gone, or no shell): end it.
                 let _ = r.child.kill();
-                let _ = r.child.wait();
-                true
+                r.stopping = Some((std::time::Instant::now(), true));
             }
-            None => false,
         }
+        true
     }
 
-    /// Lines that arrived, and the studies whose process has ended.
+    /// Lines that arrived, and the studies whose process has ended. Kills a
+    /// study that was asked to stop [`STOP_GRACE`] ago and is still there.
+    /// Never blocks for long: a process is waited for only once its stderr
+    /// has closed or it has exited.
     pub fn poll(&mut self) -> Polled {
         let mut lines = Vec::new();
         let mut closed = Vec::new();
-        while let Ok((dir, e)) = self.rx.try_recv() {
+        while let Ok((dir, generation, e)) = self.rx.try_recv() {
             match e {
                 StudyEvent::Line(l) => lines.push((dir, l)),
-                StudyEvent::Closed => closed.push(dir),
+                StudyEvent::Closed => {
+                    if self
+                        .running
+                        .get(&dir)
+                        .is_some_and(|r| r.generation == generation)
+                    {
+                        closed.push(dir);
+                    }
+                }
+            }
+        }
+        // A study asked to stop: ended (its stderr may stay open in a
+        // process it left behind), or killed after the grace.
+        for (dir, r) in self.running.iter_mut() {
+            let Some((since, killed)) = r.stopping else {
+                continue;
+            };
+            if matches!(r.child.try_wait(), Ok(Some(_))) {
+                if !closed.contains(dir) {
+                    closed.push(dir.clone());
+                }
+            } else if !killed && since.elapsed() >= self.grace {
+                let _ = r.child.kill();
+                r.stopping = Some((since, true));
             }
         }
         let mut ended = Vec::new();
@@ -690,6 +1081,7 @@ impl StudyRunner {
                 continue;
             };
             let how = match r.child.wait() {
+                _ if r.stopping.is_some() => Ended::Cancelled,
                 Ok(s) if s.success() => Ended::Finished,
                 Ok(s) => Ended::Failed(format!("lethe study ended with {s}")),
                 Err(e) => Ended::Failed(format!("lethe study: {e}")),
@@ -699,11 +1091,27 @@ impl StudyRunner {
         (lines, ended)
     }
 
-    /// Stops every study (on exit).
-    pub fn shutdown(&mut self) {
-        let dirs: Vec<PathBuf> = self.running.keys().cloned().collect();
-        for d in dirs {
+    /// Asks every study to stop, without waiting (leaving a project, closing
+    /// the window: [`StudyRunner::poll`] sees them end).
+    pub fn stop_all(&mut self) {
+        for d in self.running() {
             self.cancel(&d);
+        }
+    }
+
+    /// Stops every study and waits until they have ended: each gets up to
+    /// [`STOP_GRACE`] to stop its runs, then it is killed. Their lines keep
+    /// being read meanwhile (a study that cannot write its log would fail
+    /// while cancelling its Slurm tasks), and are dropped.
+    pub fn shutdown(&mut self) {
+        self.stop_all();
+        while self.busy() {
+            let _ = self.poll();
+            if self.busy() {
+                // Closed events arrive on the channel; the stopping studies
+                // are looked at again shortly.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
 }
@@ -839,5 +1247,333 @@ bootstrap = 200
         std::fs::write(&again, &written).unwrap();
         let back = StudySpec::load(&again).unwrap();
         assert_eq!(back, spec, "{written}");
+    }
+
+    #[test]
+    fn slurm_settings_are_checked_as_typed() {
+        for ok in ["90", "02:00:00", "48:00:00", "1-12:00:00", " 0:30:00 "] {
+            assert_eq!(check_time(ok).as_deref(), Ok(ok.trim()), "{ok}");
+        }
+        for bad in [
+            "2h",
+            "1:00",
+            "01:60:00",
+            "1-24:00:00",
+            "1-",
+            "-1:00:00",
+            "0",
+            "00:00:00",
+            "1 2",
+        ] {
+            let e = check_time(bad).unwrap_err();
+            assert!(e.starts_with("time limit: "), "{bad}: {e}");
+        }
+        assert_eq!(check_mem("8G").as_deref(), Ok("8G"));
+        assert_eq!(check_mem("512m").as_deref(), Ok("512M"));
+        assert_eq!(check_mem("4000").as_deref(), Ok("4000"));
+        for bad in ["8GB", "G", "8 G", "1.5G", "-1G", "0G", "eight"] {
+            assert!(check_mem(bad).unwrap_err().starts_with("memory: "), "{bad}");
+        }
+        let draft = SlurmDraft {
+            partition: " debug ".into(),
+            time: "01:30:00".into(),
+            cpus: "4".into(),
+            mem: "8g".into(),
+            gpus: "1".into(),
+            account: "proj42".into(),
+            max_parallel: "3".into(),
+            extra_args: "  --qos=short\t--constraint=a100 ".into(),
+        };
+        let s = draft.settings().unwrap();
+        assert_eq!(
+            s,
+            lethe_engine::exec::SlurmSettings {
+                partition: Some("debug".into()),
+                time: Some("01:30:00".into()),
+                cpus_per_task: Some(4),
+                mem: Some("8G".into()),
+                gres: Some("gpu:1".into()),
+                account: Some("proj42".into()),
+                max_parallel: 3,
+                extra_args: vec!["--qos=short".into(), "--constraint=a100".into()],
+                ..Default::default()
+            }
+        );
+        // Empty fields are the cluster's defaults.
+        assert_eq!(
+            SlurmDraft::default().settings().unwrap(),
+            lethe_engine::exec::SlurmSettings::default()
+        );
+        let errors = SlurmDraft {
+            partition: "a b".into(),
+            time: "soon".into(),
+            cpus: "0".into(),
+            mem: "lots".into(),
+            gpus: "-1".into(),
+            max_parallel: "x".into(),
+            ..Default::default()
+        }
+        .settings()
+        .unwrap_err();
+        let heads: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                "partition",
+                "time limit",
+                "memory",
+                "CPUs per run",
+                "GPUs per run",
+                "most runs at once"
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[3].contains("≥ 1"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_draft_saved_before_run_on_existed_still_loads() {
+        let d: StudyDraft = serde_json::from_str(r#"{"name": "old", "seeds": "0"}"#).unwrap();
+        assert_eq!(d.name, "old");
+        assert_eq!(d.run_on, RunOn::default());
+        assert_eq!(d.run_on.jobs, 1);
+        let d: StudyDraft = serde_json::from_str(
+            r#"{"run_on": {"place": "slurm", "slurm": {"partition": "gpu"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.run_on.place, RunPlace::Slurm);
+        assert_eq!(d.run_on.slurm.partition, "gpu");
+        assert_eq!(d.run_on.jobs, 1);
+    }
+
+    #[test]
+    fn the_command_line_names_the_executor() {
+        use lethe_engine::exec::{ExecutorConfig, SlurmSettings};
+        let args = |e: &ExecutorConfig| -> Vec<String> {
+            study_args(
+                &[PathBuf::from("/plugins")],
+                Path::new("/p/studies/s.toml"),
+                Path::new("/p/studies/s"),
+                e,
+            )
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+        };
+        let base = [
+            "--plugins",
+            "/plugins",
+            "study",
+            "/p/studies/s.toml",
+            "--out",
+            "/p/studies/s",
+            "--verbose",
+        ];
+        assert_eq!(args(&ExecutorConfig::Local { jobs: 1 }), base);
+        let mut two = base.to_vec();
+        two.extend(["--jobs", "2"]);
+        assert_eq!(args(&ExecutorConfig::Local { jobs: 2 }), two);
+        let mut slurm = base.to_vec();
+        slurm.extend(["--executor", "slurm"]);
+        assert_eq!(
+            args(&ExecutorConfig::Slurm(SlurmSettings {
+                partition: Some("debug".into()),
+                ..Default::default()
+            })),
+            slurm,
+            "the settings travel in the study file"
+        );
+        // The form's choice as an executor; a stored study resumes on Slurm
+        // when its file has a [slurm] table.
+        let mut run_on = RunOn {
+            jobs: 3,
+            ..RunOn::default()
+        };
+        assert_eq!(run_on.executor(), Ok(ExecutorConfig::Local { jobs: 3 }));
+        run_on.place = RunPlace::Slurm;
+        run_on.slurm.partition = "gpu".into();
+        let Ok(ExecutorConfig::Slurm(s)) = run_on.executor() else {
+            panic!()
+        };
+        assert_eq!(s.partition.as_deref(), Some("gpu"));
+        run_on.slurm.time = "later".into();
+        assert!(run_on.executor().is_err());
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = toml_spec(tmp.path());
+        assert_eq!(executor_for(&spec, 0), ExecutorConfig::Local { jobs: 1 });
+        spec.slurm = Some(s.clone());
+        assert_eq!(executor_for(&spec, 4), ExecutorConfig::Slurm(s));
+    }
+
+    /// A minimal study in `dir` (with its files), as the engine reads it.
+    fn toml_spec(dir: &Path) -> StudySpec {
+        for f in ["m.safetensors", "d.npz", "f.txt"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        toml_from(
+            dir,
+            r#"
+name = "s"
+checkpoint = "m.safetensors"
+data = "d.npz"
+forget = "f.txt"
+seeds = [0, 1]
+
+[[methods]]
+name = "FT"
+id = "org.lethe.baseline.finetune"
+"#,
+        )
+    }
+
+    fn toml_from(dir: &Path, text: &str) -> StudySpec {
+        let file = dir.join("s.toml");
+        std::fs::write(&file, text).unwrap();
+        StudySpec::load(&file).unwrap()
+    }
+
+    #[test]
+    fn slurm_settings_go_into_the_study_file_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = toml_spec(tmp.path());
+        spec.slurm = Some(
+            SlurmDraft {
+                partition: "debug".into(),
+                time: "1-00:00:00".into(),
+                mem: "16G".into(),
+                gpus: "2".into(),
+                extra_args: "--qos=\"short\" --exclusive".into(),
+                ..Default::default()
+            }
+            .settings()
+            .unwrap(),
+        );
+        let text = spec_toml(&spec).unwrap();
+        let table = &text[text.find("\n[slurm]\n").expect(&text)..];
+        assert!(table.contains("\npartition = \"debug\"\n"), "{text}");
+        assert!(table.contains("\ntime = \"1-00:00:00\"\n"), "{text}");
+        assert!(table.contains("\ngres = \"gpu:2\"\n"), "{text}");
+        assert!(!text.contains("account"), "unset settings stay out: {text}");
+        let back = toml_from(tmp.path(), &text);
+        assert_eq!(back, spec, "{text}");
+        // No table when the study runs on this machine.
+        spec.slurm = None;
+        assert!(!spec_toml(&spec).unwrap().contains("slurm"));
+    }
+
+    /// A stand-in for `lethe study`: `on_term` is what it does on SIGTERM.
+    fn fake_study(dir: &Path, on_term: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let exe = dir.join("fake-lethe");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\ntrap '{on_term}' TERM\necho 'study s: started' >&2\n\
+                 while true; do sleep 0.05; done\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// Polls until the study in `dir` has ended: how, and what it said.
+    fn wait_end(r: &mut StudyRunner, dir: &Path, secs: f64) -> (Ended, Vec<String>) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let mut lines = Vec::new();
+        loop {
+            let (l, ended) = r.poll();
+            lines.extend(l.into_iter().map(|(_, l)| l));
+            if let Some((_, how)) = ended.into_iter().find(|(d, _)| d == dir) {
+                return (how, lines);
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "still running: {lines:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn stop_asks_the_study_to_stop_and_waits_for_it_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        // It cleans up for a while (as one cancelling its Slurm tasks does),
+        // then exits non-zero.
+        let exe = fake_study(
+            tmp.path(),
+            "echo \"study: stopping\" >&2; sleep 1; echo \"study: stopped\" >&2; exit 3",
+        );
+        let mut r = StudyRunner::new(exe, Vec::new(), std::sync::Arc::new(|| {}));
+        let dir = tmp.path().join("s");
+        let executor = lethe_engine::exec::ExecutorConfig::Local { jobs: 2 };
+        r.start(&tmp.path().join("s.toml"), "", &dir, &executor, 0.0)
+            .unwrap();
+        assert_eq!(r.executor(&dir), Some(&executor));
+        // Started: its first line is there.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !r.poll().0.iter().any(|(_, l)| l == "study s: started") {
+            assert!(std::time::Instant::now() < until);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let asked = std::time::Instant::now();
+        assert!(r.cancel(&dir));
+        assert!(
+            asked.elapsed() < std::time::Duration::from_millis(500),
+            "cancel does not wait"
+        );
+        assert!(r.is_running(&dir) && r.is_stopping(&dir));
+        assert!(r.cancel(&dir), "asking again changes nothing");
+        let (how, lines) = wait_end(&mut r, &dir, 20.0);
+        assert_eq!(how, Ended::Cancelled, "a cancelled study ended non-zero");
+        assert!(asked.elapsed() >= std::time::Duration::from_millis(900));
+        assert!(lines.contains(&"study: stopped".to_string()), "{lines:?}");
+        assert!(!r.is_running(&dir) && !r.busy());
+        assert!(!r.cancel(&dir));
+    }
+
+    #[test]
+    fn a_study_that_does_not_stop_is_killed_after_the_grace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exe = fake_study(tmp.path(), "echo \"study: ignoring it\" >&2");
+        let mut r = StudyRunner::new(exe, Vec::new(), std::sync::Arc::new(|| {}));
+        r.set_stop_grace(std::time::Duration::from_millis(600));
+        let dir = tmp.path().join("s");
+        r.start(
+            &tmp.path().join("s.toml"),
+            "",
+            &dir,
+            &lethe_engine::exec::ExecutorConfig::Local { jobs: 1 },
+            0.0,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let asked = std::time::Instant::now();
+        r.cancel(&dir);
+        let (how, lines) = wait_end(&mut r, &dir, 20.0);
+        assert_eq!(how, Ended::Cancelled);
+        assert!(asked.elapsed() >= std::time::Duration::from_millis(600));
+        assert!(
+            lines.contains(&"study: ignoring it".to_string()),
+            "{lines:?}"
+        );
+        // A study that ends by itself is not "cancelled".
+        let exe = tmp.path().join("quick");
+        std::fs::write(&exe, "#!/bin/sh\necho 'study: done' >&2\nexit 0\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut r = StudyRunner::new(exe, Vec::new(), std::sync::Arc::new(|| {}));
+        r.start(
+            &tmp.path().join("q.toml"),
+            "",
+            &dir,
+            &lethe_engine::exec::ExecutorConfig::Local { jobs: 1 },
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(wait_end(&mut r, &dir, 20.0).0, Ended::Finished);
     }
 }

@@ -128,8 +128,11 @@ pub enum Done {
     ),
     /// A deletion report was written (by run id): the file and the verdict.
     Report(String, Result<(PathBuf, String), String>),
-    /// A study folder was read.
-    Study(PathBuf, Result<lethe_engine::study::StudyResults, String>),
+    /// A study folder was read (shared: the results are large).
+    Study(
+        PathBuf,
+        Result<Arc<lethe_engine::study::StudyResults>, String>,
+    ),
     /// A file was handed to the desktop to open (or could not be).
     Opened(Result<PathBuf, String>),
     /// An export was written (or not).
@@ -417,7 +420,9 @@ impl Tasks {
     /// Reads a study folder.
     pub fn load_study(&mut self, dir: PathBuf) {
         self.spawn("read a study", move || {
-            let r = lethe_engine::study::StudyResults::load(&dir).map_err(|e| e.to_string());
+            let r = lethe_engine::study::StudyResults::load(&dir)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
             Done::Study(dir, r)
         });
     }

@@ -905,6 +905,7 @@ fn write_study(dir: &Path, data: &Path, forget: &Path, ckpt: &Path) {
             method("GA", "org.lethe.baseline.gradient-ascent"),
         ],
         attacks: vec![],
+        slurm: None,
     };
     let manifest = StudyManifest {
         format: FORMAT,
@@ -1058,6 +1059,7 @@ fn a_stored_study_reopens_with_its_table_sorted_and_exported() {
 
 #[test]
 fn a_study_is_defined_in_the_form_started_and_stopped() {
+    use lethe_app::study::{RunPlace, SlurmDraft};
     let tmp = tempfile::tempdir().unwrap();
     let mut h = harness(LetheApp::new(AppState::default(), config(tmp.path())));
     open_demo(&mut h);
@@ -1075,6 +1077,46 @@ fn a_study_is_defined_in_the_form_started_and_stopped() {
         d.metrics = vec!["ua".into()];
     }
     h.step();
+    // On a Slurm cluster: the settings go into the study file's [slurm]
+    // table (no cluster here, so the study is not started there).
+    let mut on_slurm = h.state().state.study_draft.clone();
+    on_slurm.run_on.place = RunPlace::Slurm;
+    on_slurm.run_on.slurm = SlurmDraft {
+        partition: "debug".into(),
+        time: "00:30:00".into(),
+        cpus: "2".into(),
+        mem: "4G".into(),
+        gpus: "1".into(),
+        account: "lab".into(),
+        max_parallel: "2".into(),
+        extra_args: "--qos=short --exclusive".into(),
+    };
+    let spec = lethe_app::panels::study::spec_of(h.state(), &on_slurm).unwrap();
+    let slurm = spec.slurm.clone().unwrap();
+    assert_eq!(slurm.partition.as_deref(), Some("debug"));
+    assert_eq!(slurm.gres.as_deref(), Some("gpu:1"));
+    assert_eq!((slurm.cpus_per_task, slurm.max_parallel), (Some(2), 2));
+    assert_eq!(slurm.extra_args, ["--qos=short", "--exclusive"]);
+    let text = lethe_app::study::spec_toml(&spec).unwrap();
+    assert!(text.contains("\n[slurm]\n"), "{text}");
+    let file = tmp.path().join("slurm.toml");
+    std::fs::write(&file, &text).unwrap();
+    let back = lethe_engine::study::StudySpec::load(&file).unwrap();
+    assert_eq!(back.slurm, Some(slurm));
+    on_slurm.run_on.slurm.time = "half an hour".into();
+    on_slurm.run_on.slurm.mem = "4 GB".into();
+    let missing = lethe_app::panels::study::spec_of(h.state(), &on_slurm).unwrap_err();
+    assert!(
+        missing.iter().any(|m| m.starts_with("Slurm time limit: "))
+            && missing.iter().any(|m| m.starts_with("Slurm memory: ")),
+        "{missing:?}"
+    );
+    // The same on this machine has no [slurm] table.
+    let here = lethe_app::panels::study::spec_of(h.state(), &h.state().state.study_draft);
+    assert_eq!(here.unwrap().slurm, None);
+    // Two runs at once on this machine: each its own process, shown as a
+    // task list above the log.
+    h.state_mut().state.study_draft.run_on.jobs = 2;
     h.step();
     h.get_by_label("▶  Run the study").click();
     h.step();
@@ -1085,17 +1127,31 @@ fn a_study_is_defined_in_the_form_started_and_stopped() {
     assert_eq!(spec.methods[0].id, "org.lethe.test.tensors");
     assert_eq!(spec.methods[0].params["lr"], 0.5, "the plugin's default");
     assert_eq!(spec.seeds, [0]);
+    assert_eq!(spec.slurm, None);
     // It runs in the background: the window keeps drawing while it starts.
-    step_until(&mut h, "the study to start", 120, |a| {
+    step_until(&mut h, "the runs to start", 120, |a| {
         a.study_live
             .get(&dir)
-            .is_some_and(|l| l.lines.iter().any(|x| x.starts_with("study:")))
+            .is_some_and(|l| l.tasks.active() && !l.tasks.tasks.is_empty())
     });
     assert!(h.query_by_label("RUNNING").is_some());
+    let board = h.state().study_live[&dir].tasks.clone();
+    assert_eq!(board.executor, "this machine, 2 at a time");
+    assert_eq!(board.runs, 2);
     h.get_by_label("⏹ Stop the study").click();
     h.step();
-    let live = h.state().study_live.get(&dir).unwrap();
-    assert_eq!(live.ended, Some(lethe_app::study::Ended::Cancelled));
+    h.step();
+    // It stops its runs before it ends; meanwhile it says so (the frame
+    // drawn last saw the state asked about here).
+    if h.state().study_is_stopping(&dir) {
+        assert!(h.query_by_label("Stopping…").is_some());
+    }
+    step_until(&mut h, "the study to stop", 60, |a| {
+        a.study_live
+            .get(&dir)
+            .is_some_and(|l| l.ended == Some(lethe_app::study::Ended::Cancelled))
+    });
+    assert!(h.query_by_label("⏹ Stop the study").is_none());
     assert!(dir.join("study.json").is_file(), "kept for a resume");
     assert!(lethe_app::study::log_path(&dir).is_file());
 }

@@ -11,6 +11,7 @@ use crate::state::View;
 use crate::study::{self, DraftMethod, StudyDraft};
 use crate::tasks::Loadable;
 use egui::{Color32, RichText};
+use lethe_engine::exec::ExecutorConfig;
 use lethe_engine::report::Format;
 use lethe_engine::study::spec::{AttackSpec, EvaluateSpec, MethodSpec, RetrainSpec};
 use lethe_engine::study::{StudyResults, StudySpec};
@@ -121,6 +122,15 @@ pub fn spec_of(app: &LetheApp, d: &StudyDraft) -> Result<StudySpec, Vec<String>>
         alignment: metrics.iter().any(|m| m == "fs"),
         ..EvaluateSpec::default()
     };
+    // Slurm settings go into the study file's `[slurm]` table.
+    let slurm = match d.run_on.executor() {
+        Ok(ExecutorConfig::Slurm(s)) => Some(s),
+        Ok(ExecutorConfig::Local { .. }) => None,
+        Err(e) => {
+            missing.extend(e.into_iter().map(|e| format!("Slurm {e}")));
+            None
+        }
+    };
     match (missing.is_empty(), seeds, &d.checkpoint, &d.data, &d.forget) {
         (true, Some(seeds), Some(c), Some(data), Some(f)) => Ok(StudySpec {
             name,
@@ -137,6 +147,7 @@ pub fn spec_of(app: &LetheApp, d: &StudyDraft) -> Result<StudySpec, Vec<String>>
             evaluate,
             methods,
             attacks,
+            slurm,
         }),
         _ => Err(missing),
     }
@@ -280,21 +291,25 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
                     }
                 }
             });
+        ui.add_space(8.0);
+        run_on_ui(ui, app);
         ui.add_space(10.0);
         let spec = spec_of(app, &app.state.study_draft);
         match spec {
             Ok(spec) => {
                 let rows = spec.methods.len() + 1 + usize::from(spec.original);
                 let runs = rows * spec.seeds.len();
+                let executor = study::executor_for(&spec, app.state.study_draft.run_on.jobs);
                 ui.label(format!(
-                    "{runs} runs ({rows} rows × {} seeds), each evaluated{}; on {}.",
+                    "{runs} runs ({rows} rows × {} seeds), each evaluated{}; on {}. Runs go to {}.",
                     spec.seeds.len(),
                     if spec.attacks.is_empty() {
                         String::new()
                     } else {
                         format!(" and attacked {} time(s)", spec.attacks.len())
                     },
-                    spec.device
+                    spec.device,
+                    executor.describe(),
                 ));
                 let (file, dir) = study::paths(&project_dir, &spec.name);
                 let exists = dir.join(lethe_engine::study::results::STUDY_FILE).is_file();
@@ -314,7 +329,9 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
                 );
                 if b.clicked() {
                     match study::spec_toml(&spec) {
-                        Ok(text) => app.commands.push(Command::StartStudy(file, text, dir)),
+                        Ok(text) => app
+                            .commands
+                            .push(Command::StartStudy(file, text, dir, executor)),
                         Err(e) => app.commands.push(Command::Notify(e, true)),
                     }
                 }
@@ -332,6 +349,164 @@ pub fn new_study(ui: &mut egui::Ui, app: &mut LetheApp) {
             }
         }
     });
+}
+
+/// Every node of the cluster reads and writes the project where this machine
+/// does.
+const SHARED_PATHS: &str = "Every node must see the project folder, the data and the plugins \
+     at the same path as this machine (a shared file system).";
+
+/// The "Run on" choice: this machine (runs at once) or a Slurm cluster (its
+/// settings).
+fn run_on_ui(ui: &mut egui::Ui, app: &mut LetheApp) {
+    use study::RunPlace;
+    let device = app.state.draft.device.clone();
+    let run_on = &mut app.state.study_draft.run_on;
+    ui.label(RichText::new("Run on").strong());
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut run_on.place, RunPlace::ThisMachine, "This machine")
+            .on_hover_text("The runs go on this computer, one after another or several at once.");
+        ui.radio_value(&mut run_on.place, RunPlace::Slurm, "Slurm cluster")
+            .on_hover_text(format!(
+                "This computer submits every run to a Slurm cluster as one job array and \
+                 follows it; a run that fails is submitted again (up to 3 times). Needs the \
+                 Slurm commands (sbatch, squeue, scancel) here. {SHARED_PATHS}"
+            ));
+    });
+    match run_on.place {
+        RunPlace::ThisMachine => {
+            let cores = study::cores();
+            ui.horizontal(|ui| {
+                ui.label("Runs at once");
+                ui.add(egui::DragValue::new(&mut run_on.jobs).range(1..=cores))
+                    .on_hover_text(format!(
+                        "1: one run after another, as a single process. More: that many runs \
+                         at the same time, each its own process (this machine has {cores} \
+                         cores; runs at once share them and the GPU's memory)."
+                    ));
+                ui.label(RichText::new(format!("of {cores} cores")).weak());
+            });
+        }
+        RunPlace::Slurm => {
+            let s = &mut run_on.slurm;
+            egui::Grid::new("study-slurm")
+                .num_columns(2)
+                .spacing([12.0, 6.0])
+                .show(ui, |ui| {
+                    // Label, value, width, the grey note beside it, hover text.
+                    let field = |ui: &mut egui::Ui,
+                                 label: &str,
+                                 value: &mut String,
+                                 width: f32,
+                                 note: &str,
+                                 help: &str| {
+                        ui.label(label).on_hover_text(help);
+                        // One cell: a grid's middle column would be as narrow
+                        // as its first frame measured it.
+                        ui.horizontal(|ui| {
+                            ui.add(egui::TextEdit::singleline(value).desired_width(width))
+                                .on_hover_text(help);
+                            ui.label(RichText::new(note).weak());
+                        });
+                        ui.end_row();
+                    };
+                    field(
+                        ui,
+                        "Partition",
+                        &mut s.partition,
+                        160.0,
+                        "empty: the cluster's default",
+                        "The partition (queue) the runs are submitted to; empty: the cluster's \
+                         default partition.",
+                    );
+                    field(
+                        ui,
+                        "Time limit per run",
+                        &mut s.time,
+                        160.0,
+                        "e.g. 02:00:00, 1-12:00:00 or 90 (minutes)",
+                        "How long one run may take before Slurm stops it: hours:minutes:seconds \
+                         (02:00:00), days-hours:minutes:seconds (1-12:00:00) or minutes (90); \
+                         empty: the partition's limit. A run stopped this way is submitted again.",
+                    );
+                    field(
+                        ui,
+                        "CPUs per run",
+                        &mut s.cpus,
+                        60.0,
+                        "empty: the partition's default",
+                        "CPU cores reserved for each run; empty: the partition's default.",
+                    );
+                    field(
+                        ui,
+                        "Memory per run",
+                        &mut s.mem,
+                        60.0,
+                        "e.g. 8G or 512M",
+                        "Memory reserved for each run, like 8G or 512M; empty: the partition's \
+                         default.",
+                    );
+                    field(
+                        ui,
+                        "GPUs per run",
+                        &mut s.gpus,
+                        60.0,
+                        "empty: none",
+                        "GPUs reserved for each run; empty: none. The runs use the device the \
+                         study uses on this machine, so when that is a GPU each run needs one.",
+                    );
+                    field(
+                        ui,
+                        "Account",
+                        &mut s.account,
+                        160.0,
+                        "empty: your default account",
+                        "The account the cluster time is charged to; empty: your default \
+                         account.",
+                    );
+                    field(
+                        ui,
+                        "Most runs at once",
+                        &mut s.max_parallel,
+                        60.0,
+                        "empty: no limit",
+                        "At most this many runs of the study on the cluster at the same time; \
+                         empty: as many as the cluster allows.",
+                    );
+                    field(
+                        ui,
+                        "More sbatch options",
+                        &mut s.extra_args,
+                        320.0,
+                        "e.g. --qos=short",
+                        "Further options for sbatch, as you would type them (split at spaces; \
+                         no quoting), e.g. --qos=short --constraint=a100.",
+                    );
+                });
+            ui.label(RichText::new(SHARED_PATHS).weak());
+            if !study::has_sbatch() {
+                ui.colored_label(
+                    Color32::from_rgb(200, 150, 40),
+                    "The Slurm commands (sbatch) are not on this machine: run Lethe on a \
+                     machine of the cluster (a login node) to submit there.",
+                );
+            }
+            if device != "cpu" {
+                ui.label(
+                    RichText::new(format!(
+                        "The study's device is {device}, decided on this machine: when that is \
+                         a GPU, give each run one."
+                    ))
+                    .weak(),
+                );
+            }
+            if let Err(errors) = s.settings() {
+                for e in errors {
+                    ui.colored_label(RED, e);
+                }
+            }
+        }
+    }
 }
 
 fn methods_ui(ui: &mut egui::Ui, app: &mut LetheApp, cat: &crate::catalog::Catalog) {
@@ -629,8 +804,110 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, dir: &Path) {
             }
         }
         ui.add_space(8.0);
+        if let Some(l) = live.as_ref().filter(|l| l.tasks.active()) {
+            tasks_ui(ui, &l.tasks, running);
+            ui.add_space(4.0);
+        }
         log_ui(ui, live.as_ref());
     });
+}
+
+/// The runs of a study on an executor, each with where it is.
+fn tasks_ui(ui: &mut egui::Ui, board: &crate::study_tasks::TaskBoard, running: bool) {
+    use crate::study_tasks::TaskState;
+    let (on, waiting, finished, failed) = board.counts();
+    let mut title = format!(
+        "Runs on {} ({finished} of {} finished",
+        board.executor, board.runs
+    );
+    if running {
+        title.push_str(&format!(", {on} running, {waiting} waiting"));
+    }
+    if failed > 0 {
+        title.push_str(&format!(", {failed} failed"));
+    }
+    title.push(')');
+    egui::CollapsingHeader::new(RichText::new(title).strong())
+        .id_salt("study-tasks")
+        .default_open(true)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("study-tasks-scroll")
+                .max_height(220.0)
+                .show(ui, |ui| {
+                    egui::Grid::new("study-tasks-grid")
+                        .num_columns(2)
+                        .spacing([16.0, 3.0])
+                        .striped(true)
+                        .show(ui, |ui| {
+                            for t in &board.tasks {
+                                ui.label(&t.unit);
+                                if !running && !t.is_over() {
+                                    // Its study ended (stopped, or failed)
+                                    // before this run did.
+                                    ui.label(
+                                        RichText::new("did not finish (the study stopped)").weak(),
+                                    );
+                                    ui.end_row();
+                                    continue;
+                                }
+                                let text = RichText::new(t.describe());
+                                let text = match &t.state {
+                                    TaskState::Finished { .. } => {
+                                        text.color(Color32::from_rgb(60, 170, 80))
+                                    }
+                                    TaskState::Failed { retry: false, .. } => text.color(RED),
+                                    TaskState::Failed { .. } => {
+                                        text.color(Color32::from_rgb(200, 150, 40))
+                                    }
+                                    _ => text,
+                                };
+                                ui.vertical(|ui| {
+                                    let r = ui.label(text);
+                                    if let TaskState::Failed { why, log, .. } = &t.state {
+                                        r.on_hover_text(why);
+                                        let first = why.lines().next().unwrap_or_default();
+                                        ui.add(
+                                            egui::Label::new(RichText::new(first).small()).wrap(),
+                                        );
+                                        if let Some(log) = log {
+                                            ui.horizontal(|ui| {
+                                                ui.label(RichText::new("log:").small().weak());
+                                                ui.label(RichText::new(log).small().monospace());
+                                                if ui
+                                                    .small_button("📋")
+                                                    .on_hover_text("Copy the log's path")
+                                                    .clicked()
+                                                {
+                                                    ui.ctx().copy_text(log.clone());
+                                                }
+                                            });
+                                        }
+                                    }
+                                });
+                                ui.end_row();
+                            }
+                            let unseen = board.unseen();
+                            if running && unseen > 0 {
+                                ui.label(RichText::new(format!("{unseen} more")).weak());
+                                ui.label(
+                                    RichText::new(if board.executor.starts_with("this machine") {
+                                        "waiting for a free place on this machine"
+                                    } else {
+                                        "not submitted yet"
+                                    })
+                                    .weak(),
+                                );
+                                ui.end_row();
+                            }
+                        });
+                });
+            ui.label(
+                RichText::new(format!("Each run's files and log: {}", board.dir))
+                    .small()
+                    .weak(),
+            );
+        });
 }
 
 fn progress_ui(
@@ -645,10 +922,29 @@ fn progress_ui(
         .and_then(Loadable::ready)
         .map(|r| study::progress(r));
     ui.horizontal(|ui| {
-        if running && app.studies.is_running(dir) {
+        if app.studies.is_stopping(dir) {
+            ui.spinner();
+            let slurm = matches!(app.studies.executor(dir), Some(ExecutorConfig::Slurm(_)));
+            ui.label(if slurm {
+                "Stopping… (cancelling the cluster tasks)"
+            } else {
+                "Stopping…"
+            })
+            .on_hover_text(
+                "The study stops its runs before it ends; if it has not ended 90 s after \
+                 Stop, it is killed.",
+            );
+        } else if running && app.studies.is_running(dir) {
             if ui
                 .button("⏹ Stop the study")
-                .on_hover_text("Finished runs are kept; running the study again resumes it")
+                .on_hover_text(
+                    if matches!(app.studies.executor(dir), Some(ExecutorConfig::Slurm(_))) {
+                        "Cancels the study's tasks on the cluster. Finished runs are kept; \
+                         running the study again resumes it"
+                    } else {
+                        "Finished runs are kept; running the study again resumes it"
+                    },
+                )
                 .clicked()
             {
                 app.commands.push(Command::CancelStudy(dir.to_path_buf()));
@@ -667,10 +963,14 @@ fn progress_ui(
                     .unwrap_or(Path::new(".")),
                 &file_name(dir),
             );
+            // As it was started: on Slurm when its file has Slurm settings,
+            // else on this machine as the new-study form says.
+            let executor = study::executor_for(&r.manifest.spec, app.state.study_draft.run_on.jobs);
             match study::spec_toml(&r.manifest.spec) {
-                Ok(text) => app
-                    .commands
-                    .push(Command::StartStudy(file, text, dir.to_path_buf())),
+                Ok(text) => {
+                    app.commands
+                        .push(Command::StartStudy(file, text, dir.to_path_buf(), executor))
+                }
                 Err(e) => app.commands.push(Command::Notify(e, true)),
             }
         }
@@ -698,7 +998,15 @@ fn progress_ui(
             crate::jobs::format_duration(elapsed)
         ));
         let missing = results.and_then(Loadable::ready).map(|r| r.missing());
-        if let (Some(l), Some(m)) = (live, missing) {
+        let board = live.map(|l| &l.tasks).filter(|b| b.active());
+        if let Some(b) = board {
+            // Runs overlap: what is where says more than a time left.
+            let (on, waiting, _, failed) = b.counts();
+            text.push_str(&format!(" · {on} running, {waiting} waiting"));
+            if failed > 0 {
+                text.push_str(&format!(", {failed} failed"));
+            }
+        } else if let (Some(l), Some(m)) = (live, missing) {
             match l.clock.left(&m, crate::project::now()) {
                 Some(left) => text.push_str(&format!(
                     " · about {} left",
@@ -708,7 +1016,10 @@ fn progress_ui(
             }
         }
     }
-    if let Some(step) = live.and_then(|l| l.lines.iter().rev().find(|x| x.starts_with("study:"))) {
+    if let Some(step) = live
+        .filter(|l| !l.tasks.active())
+        .and_then(|l| l.lines.iter().rev().find(|x| x.starts_with("study:")))
+    {
         text.push_str(&format!(" · {}", step.trim_start_matches("study:").trim()));
     }
     ui.add(

@@ -639,6 +639,27 @@ pub fn table_model(t: &ComparisonTable) -> TableModel {
         has_gap: false,
         summary: true,
     });
+    let has_tow = t.rows.iter().any(|r| r.tow.is_some());
+    let has_tow_mia = t.rows.iter().any(|r| r.tow_mia.is_some());
+    let tow_help = "Tug of war (Zhao et al. 2024): (1 − |ΔUA|)(1 − |ΔRA|)(1 − |ΔTA|) against the retrained model of the same seed, averaged over seeds; 1 = as retraining, higher is better. Hover a cell for its 95 % interval.";
+    if has_tow {
+        columns.push(Column {
+            label: "ToW".into(),
+            help: tow_help.into(),
+            decimals: 3,
+            has_gap: false,
+            summary: true,
+        });
+    }
+    if has_tow_mia {
+        columns.push(Column {
+            label: "ToW-MIA".into(),
+            help: format!("{tow_help}\nToW-MIA puts the first attack's efficacy in place of UA."),
+            decimals: 3,
+            has_gap: false,
+            summary: true,
+        });
+    }
     let rows = t
         .rows
         .iter()
@@ -653,6 +674,11 @@ pub fn table_model(t: &ComparisonTable) -> TableModel {
                     delta: c.delta,
                     best: c.best,
                     values: c.values.clone(),
+                    paired: c
+                        .paired
+                        .as_ref()
+                        .and_then(|p| Some((p.mean, p.low?, p.high?))),
+                    interval: None,
                 })
                 .collect();
             cells.push(CellValue {
@@ -667,6 +693,16 @@ pub fn table_model(t: &ComparisonTable) -> TableModel {
                 values: r.rte.values.clone(),
                 ..CellValue::default()
             });
+            for (on, tow) in [(has_tow, &r.tow), (has_tow_mia, &r.tow_mia)] {
+                if on {
+                    cells.push(CellValue {
+                        mean: tow.as_ref().map(|t| t.mean),
+                        values: tow.as_ref().map(|t| t.values.clone()).unwrap_or_default(),
+                        interval: tow.as_ref().and_then(|t| Some((t.low?, t.high?))),
+                        ..CellValue::default()
+                    });
+                }
+            }
             let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
             Row {
                 label: r.label.clone(),

@@ -29,6 +29,7 @@ pub(crate) fn study_table() -> TableModel {
         delta: gap,
         best,
         values: Vec::new(),
+        ..CellValue::default()
     };
     let row = |label: &str, reference: bool, cells| Row {
         label: label.into(),

@@ -39,6 +39,10 @@ pub struct CellValue {
     pub best: bool,
     /// The values behind the mean, one per seed.
     pub values: Vec<f64>,
+    /// Row − reference seed by seed: mean and its 95 % interval.
+    pub paired: Option<(f64, f64, f64)>,
+    /// The 95 % interval of the mean over seeds (ToW).
+    pub interval: Option<(f64, f64)>,
 }
 
 /// One row.
@@ -91,6 +95,12 @@ pub struct TableView {
 pub const BY_NAME: usize = usize::MAX;
 
 impl CellValue {
+    /// Whether the paired interval against the reference holds 0: the seeds
+    /// cannot tell this row from retraining in this column.
+    pub fn like_reference(&self) -> bool {
+        self.paired.is_some_and(|(_, l, h)| l <= 0.0 && 0.0 <= h)
+    }
+
     /// `12.34 ± 0.56 (0.12) ★`.
     pub fn text(&self, decimals: usize, show_gap: bool) -> String {
         let Some(mean) = self.mean else {
@@ -105,6 +115,9 @@ impl CellValue {
         }
         if self.best {
             s.push_str(" ★");
+        }
+        if show_gap && self.like_reference() {
+            s.push_str(" ≈");
         }
         s
     }
@@ -123,11 +136,13 @@ impl CellValue {
         if show_gap && let Some(g) = self.gap {
             second.push_str(&format!("({g:.decimals$})"));
         }
-        if self.best {
-            if !second.is_empty() {
-                second.push(' ');
+        for (on, mark) in [(self.best, '★'), (show_gap && self.like_reference(), '≈')] {
+            if on {
+                if !second.is_empty() {
+                    second.push(' ');
+                }
+                second.push(mark);
             }
-            second.push('★');
         }
         if second.is_empty() {
             first
@@ -498,6 +513,23 @@ fn cell_ui(
             prec = col.decimals
         ));
     }
+    if let Some((l, h)) = cell.interval {
+        hover.push_str(&format!(
+            "\n95 % interval over seeds: [{l:.prec$}, {h:.prec$}]",
+            prec = col.decimals
+        ));
+    }
+    if let Some((m, l, h)) = cell.paired.filter(|_| !is_ref) {
+        hover.push_str(&format!(
+            "\nminus retrain, seed by seed: {m:.prec$} [{l:.prec$}, {h:.prec$}] (paired 95 % t-interval){}",
+            if cell.like_reference() {
+                "\n≈ not distinguishable from retrain with these seeds"
+            } else {
+                "\ndiffers from retrain on these seeds"
+            },
+            prec = col.decimals
+        ));
+    }
     if cell.best {
         hover.push_str("\n★ closest to retrain in this column");
     }
@@ -575,8 +607,21 @@ mod tests {
             delta: Some(-1.25),
             best: true,
             values: vec![12.0, 12.69],
+            ..CellValue::default()
         };
         assert_eq!(c.text(2, true), "12.35 ± 0.50 (1.25) ★");
+        let like = CellValue {
+            paired: Some((-1.25, -3.0, 0.5)),
+            ..c.clone()
+        };
+        assert_eq!(like.text(2, true), "12.35 ± 0.50 (1.25) ★ ≈");
+        assert_eq!(like.text_two_lines(2, true), "12.35 ± 0.50\n(1.25) ★ ≈");
+        assert_eq!(like.text(2, false), "12.35 ± 0.50 ★", "no gaps, no ≈");
+        let differs = CellValue {
+            paired: Some((-1.25, -2.0, -0.5)),
+            ..c.clone()
+        };
+        assert!(!differs.like_reference());
         assert_eq!(c.text(1, false), "12.3 ± 0.5 ★");
         assert_eq!(CellValue::default().text(2, true), "–");
     }

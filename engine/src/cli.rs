@@ -552,6 +552,10 @@ fn print_demo_summary(out: &std::path::Path) {
     }
 }
 
+/// Why a job did not run: its start could not be recorded.
+const START_RECORD_FAILED: &str =
+    "the audit record of the job's start could not be written, so the job did not run";
+
 /// Runs a parsed command; the binary maps the error to a non-zero exit.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.dev_plugins {
@@ -592,11 +596,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 && args.forget.exists()
                 && !out.exists();
             let mut entry = audit::evaluate_entry(&args.request(), &out);
-            let result = crate::eval::cli::run_evaluate(*args, now);
-            if ran {
-                audit::finish(&mut entry, &result, &out);
+            // Recorded when it starts (so a killed job leaves a trace) and ends.
+            let started = if ran {
                 let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
-                audit::record(&ws, &entry).context("the audit record could not be written")?;
+                Some(audit::begin(&ws, &entry).context(START_RECORD_FAILED)?)
+            } else {
+                None
+            };
+            let result = crate::eval::cli::run_evaluate(*args, now);
+            if let Some(started) = &started {
+                audit::finish(&mut entry, &result, &out);
+                audit::end(started, &entry).context("the audit record could not be written")?;
             }
             result?;
         }
@@ -633,12 +643,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 &out,
             );
+            let started = if ran {
+                let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
+                Some(audit::begin(&ws, &entry).context(START_RECORD_FAILED)?)
+            } else {
+                None
+            };
             let result = crate::eval::cli::run_attack_command(*args, &cli.plugins, now);
-            if ran {
+            if let Some(started) = &started {
                 audit::finish(&mut entry, &result, &out);
                 entry.plugin = result.as_ref().ok().map(audit::attack_plugin);
-                let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
-                audit::record(&ws, &entry).context("the audit record could not be written")?;
+                audit::end(started, &entry).context("the audit record could not be written")?;
             }
             result?;
         }

@@ -2,8 +2,9 @@
 //! the bundled demo classifier (fine-tuning for two batches, a small evaluation
 //! with the alignment audit, a small metric attack): every field of the compliance report in the PDF (read back with
 //! pdftotext) and the HTML, byte-identical re-renders apart from the timestamp,
-//! CSV/JSON/LaTeX exports, and the audit log's chain catching an edited and a
-//! deleted record.
+//! CSV/JSON/LaTeX exports, the certified PDF re-rendered from its certificate, and
+//! the audit log's chain (a start and an end record per job) catching an edited
+//! and a deleted record.
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
@@ -58,6 +59,12 @@ fn ok(o: Output) -> String {
     );
     assert!(o.status.success(), "{t}");
     t
+}
+
+/// The account name of this process's uid, as `id -un` prints it.
+fn login() -> String {
+    let o = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
 fn json(path: &Path) -> Value {
@@ -217,7 +224,14 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
     let run = json(&d.run.join("run.json"));
     let eval = json(&d.run.join("evaluation/evaluation.json"));
     let attack = json(&d.run.join("attack-metric/attack.json"));
-    assert_eq!(run["user"], "auditor");
+    // Who ran it: the uid's account, with `$USER` beside it when it differs.
+    let login = login();
+    let who = if login == "auditor" {
+        login.clone()
+    } else {
+        format!("{login} ($USER=auditor)")
+    };
+    assert_eq!(run["user"], who.as_str());
     assert_eq!(run["forget"]["samples"], 300);
     assert_eq!(run["params"]["max_batches"], 2, "{}", run["params"]);
     // One seed: `--seed 3` also seeded the method's own generator.
@@ -248,15 +262,27 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
     };
     let r = lethe_engine::report::Report::deletion(&src).unwrap();
     let render = |f: Format, t: i64| lethe_engine::report::render(&r, f, t).unwrap();
-    std::fs::write(ws.join("b.pdf"), render(Format::Pdf, T1)).unwrap();
+    // The CLI's report is certified: the same results, time and certificate give
+    // the same bytes.
+    let signed = lethe_engine::report::certificate::read(&ws.join("a.pdf.cert.json")).unwrap();
+    let certified = lethe_engine::report::Certified {
+        signed: &signed,
+        file_name: "a.pdf.cert.json",
+    };
+    let b = lethe_engine::report::render_with(&r, Format::Pdf, T1, Some(certified)).unwrap();
+    let a = std::fs::read(ws.join("a.pdf")).unwrap();
+    assert!(a.starts_with(b"%PDF-"));
+    assert_eq!(
+        a, b,
+        "the same results, time and certificate give the same bytes"
+    );
+    // Without a certificate, another time changes only the stamp.
+    std::fs::write(ws.join("u.pdf"), render(Format::Pdf, T1)).unwrap();
     std::fs::write(ws.join("c.pdf"), render(Format::Pdf, T2)).unwrap();
-    let (a, b, c) = (
-        std::fs::read(ws.join("a.pdf")).unwrap(),
-        std::fs::read(ws.join("b.pdf")).unwrap(),
+    let (a, c) = (
+        std::fs::read(ws.join("u.pdf")).unwrap(),
         std::fs::read(ws.join("c.pdf")).unwrap(),
     );
-    assert!(a.starts_with(b"%PDF-"));
-    assert_eq!(a, b, "the same results and time give the same bytes");
     assert_eq!(a.len(), c.len(), "another time changes only the stamp");
     let diffs: Vec<usize> = (0..a.len()).filter(|&i| a[i] != c[i]).collect();
     assert!(!diffs.is_empty());
@@ -268,18 +294,19 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
         );
     }
     // The fonts are embedded, so the text reads back.
-    let text = pdftotext(&ws.join("a.pdf"));
+    let text_u = pdftotext(&ws.join("u.pdf"));
     let text_c = pdftotext(&ws.join("c.pdf"));
-    assert!(text.contains("2023-11-14 22:13:20 UTC"), "{text}");
+    assert!(text_u.contains("2023-11-14 22:13:20 UTC"), "{text_u}");
     assert_eq!(
-        text.replace("2023-11-14 22:13:20 UTC", "T"),
+        text_u.replace("2023-11-14 22:13:20 UTC", "T"),
         text_c.replace("2027-01-15 08:02:03 UTC", "T")
     );
+    let text = pdftotext(&ws.join("a.pdf"));
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let s = |v: &Value| v.as_str().unwrap().to_string();
     let mut fields = vec![
         "Lethe deletion report".to_string(),
-        "Run by auditor".into(),
+        format!("Run by {who}"),
         "Started".into(),
         "Forget-set source file".into(),
         s(&run["forget"]["list"]["sha256"]),
@@ -387,11 +414,23 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
         .iter()
         .map(|r| r["entry"]["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["unlearn", "evaluate", "attack", "report"]);
-    let exported = &records[3]["entry"]["outputs"][0];
+    // Each job recorded when it started and when it ended.
+    assert_eq!(
+        kinds,
+        [
+            "unlearn", "unlearn", "evaluate", "evaluate", "attack", "attack", "report", "report"
+        ]
+    );
+    for pair in records.chunks(2) {
+        assert_eq!(pair[0]["entry"]["status"], "started");
+        assert_eq!(pair[1]["entry"]["status"], "succeeded");
+        assert_eq!(pair[1]["started"], pair[0]["seq"]);
+    }
+    let exported = &records[7]["entry"]["outputs"][0];
     assert_eq!(exported["role"], "report");
     assert_eq!(exported["sha256"].as_str().unwrap().len(), 64);
-    let unlearn = &records[0]["entry"];
+    assert_eq!(records[7]["entry"]["outputs"][1]["role"], "certificate");
+    let unlearn = &records[1]["entry"];
     assert_eq!(
         unlearn["plugin"]["sha256"],
         run["method"]["library"]["sha256"]
@@ -403,7 +442,7 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
         .find(|f| f["role"] == "model.safetensors")
         .unwrap();
     assert_eq!(model_out["sha256"], run["unlearned"]["sha256"]);
-    assert_eq!(records[0]["user"], "auditor");
+    assert_eq!(records[0]["user"], login.as_str());
     assert_eq!(records[1]["prev_hash"], records[0]["hash"]);
 
     let db = rusqlite::Connection::open(ws.join("audit.sqlite")).unwrap();
@@ -416,8 +455,9 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
         "DROP TRIGGER records_append_only_update; DROP TRIGGER records_append_only_delete;",
     )
     .unwrap();
+    // Record #4 is the evaluation's end.
     db.execute(
-        "UPDATE records SET outputs = replace(outputs, 'evaluation.json', 'evaluation.jsom') WHERE seq = 2",
+        "UPDATE records SET outputs = replace(outputs, 'evaluation.json', 'evaluation.jsom') WHERE seq = 4",
         [],
     )
     .unwrap();
@@ -425,14 +465,14 @@ fn reports_hold_every_field_rerender_identically_and_the_audit_log_catches_tampe
     assert!(!bad.status.success());
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(
-        out.contains("record #2") && out.contains("changed"),
+        out.contains("record #4") && out.contains("changed"),
         "{out}"
     );
-    assert!(!out.contains("record #3"), "{out}");
+    assert!(!out.contains("record #5"), "{out}");
 
     // Deleting a record is caught too (after undoing the edit).
     db.execute(
-        "UPDATE records SET outputs = replace(outputs, 'evaluation.jsom', 'evaluation.json') WHERE seq = 2",
+        "UPDATE records SET outputs = replace(outputs, 'evaluation.jsom', 'evaluation.json') WHERE seq = 4",
         [],
     )
     .unwrap();

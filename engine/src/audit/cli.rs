@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::{AuditLog, Record, audit_path};
+use super::{AuditLog, Record, STARTED, audit_path};
 
 /// `lethe audit …`
 #[derive(Debug, Subcommand)]
@@ -36,21 +36,35 @@ fn date(unix: i64) -> String {
     crate::report::format::utc_datetime(unix)
 }
 
-fn print_record(r: &Record) {
+/// Whether `r` is the start of a job that has no end record in `records`.
+fn unfinished(r: &Record, ended: &std::collections::HashSet<i64>) -> bool {
+    r.entry.status == STARTED && !ended.contains(&r.seq)
+}
+
+fn print_record(r: &Record, ended: &std::collections::HashSet<i64>) {
+    let status = match r.entry.status.as_str() {
+        "succeeded" => "ok",
+        STARTED if unfinished(r, ended) => "UNFINISHED",
+        STARTED => "started",
+        _ => "FAILED",
+    };
+    let user = match &r.env_user {
+        Some(env) => format!("{} ($USER={env})", r.user),
+        None => r.user.clone(),
+    };
     println!(
-        "#{:<5} {}  {:<9} {:<8} {}@{}  {}",
+        "#{:<5} {}  {:<9} {:<10} {}@{}  {}",
         r.seq,
         date(r.time_unix),
         r.entry.kind,
-        if r.entry.status == "succeeded" {
-            "ok"
-        } else {
-            "FAILED"
-        },
-        r.user,
+        status,
+        user,
         r.host,
         r.entry.subject
     );
+    if let Some(s) = r.started {
+        println!("        ends the job started in record #{s}");
+    }
     if let Some(p) = &r.entry.plugin {
         println!(
             "        plugin {} {} {} sha256 {}",
@@ -70,7 +84,11 @@ fn print_record(r: &Record) {
             );
         }
     }
-    if r.entry.status != "succeeded" {
+    if unfinished(r, ended) {
+        println!(
+            "        started, never ended: the job was killed or crashed (or is still running)"
+        );
+    } else if r.entry.status != "succeeded" && r.entry.status != STARTED {
         println!("        {}", r.entry.status);
     }
     println!("        hash {}", r.hash);
@@ -113,20 +131,48 @@ pub fn run(command: AuditCommand, workspace: &Path) -> anyhow::Result<()> {
             }
         }
         AuditCommand::Log { json, kind } => {
-            let records: Vec<Record> = log
-                .records()?
+            let all = log.records()?;
+            let ended: std::collections::HashSet<i64> =
+                all.iter().filter_map(|r| r.started).collect();
+            let open: Vec<i64> = all
+                .iter()
+                .filter(|r| unfinished(r, &ended))
+                .map(|r| r.seq)
+                .collect();
+            let records: Vec<Record> = all
                 .into_iter()
                 .filter(|r| kind.as_ref().is_none_or(|k| &r.entry.kind == k))
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&records)?);
+                // Start records say whether their job ended.
+                let mut out = Vec::new();
+                for r in &records {
+                    let mut v = serde_json::to_value(r)?;
+                    if r.entry.status == STARTED
+                        && let Some(m) = v.as_object_mut()
+                    {
+                        m.insert("unfinished".into(), unfinished(r, &ended).into());
+                    }
+                    out.push(v);
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 for r in &records {
-                    print_record(r);
+                    print_record(r, &ended);
                 }
                 let v = log.verify(None)?;
+                let open = match open.len() {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} job(s) started and never ended: {}",
+                        open.iter()
+                            .map(|s| format!("#{s}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
                 println!(
-                    "{} records; head {}{}",
+                    "{} records; head {}{open}{}",
                     v.records,
                     v.head,
                     if v.ok() {

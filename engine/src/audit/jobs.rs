@@ -1,5 +1,6 @@
-//! Where the commands' records go, and the records of `lethe evaluate` and
-//! `lethe attack` (`lethe unlearn` and `lethe report` build theirs themselves).
+//! Where the commands' records go, a job's start and end records ([`begin`],
+//! [`end`]), and the records of `lethe evaluate` and `lethe attack` (`lethe
+//! unlearn` and `lethe report` build theirs themselves).
 
 use std::path::{Path, PathBuf};
 
@@ -44,9 +45,44 @@ fn workspace_above(out: &Path, cwd: Option<&Path>) -> Option<PathBuf> {
     None
 }
 
-/// Appends `entry` to the log of `workspace`.
+/// Appends `entry` to the log of `workspace` (a job recorded once, when it
+/// ended; [`begin`] and [`end`] record its start too).
 pub fn record(workspace: &Path, entry: &Entry) -> Result<Record, AuditError> {
     AuditLog::open(&super::audit_path(workspace))?.append(entry, unix_now())
+}
+
+/// A job whose start is in the audit log.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The workspace whose log holds it.
+    pub workspace: PathBuf,
+    /// The start record.
+    pub record: Record,
+}
+
+/// Records that the job `entry` describes starts now (status
+/// [`STARTED`](super::STARTED), its inputs as hashed so far, no outputs), before
+/// it runs: a job killed outright still leaves this record, which `lethe audit
+/// log` lists as unfinished until [`end`] records the end.
+pub fn begin(workspace: &Path, entry: &Entry) -> Result<Started, AuditError> {
+    let mut start = entry.clone();
+    start.status = super::STARTED.into();
+    start.outputs = Vec::new();
+    let record = record(workspace, &start)?;
+    Ok(Started {
+        workspace: workspace.to_path_buf(),
+        record,
+    })
+}
+
+/// Records the end of a job [`begin`] recorded: `entry` with its final status
+/// and outputs, linked to the start record.
+pub fn end(started: &Started, entry: &Entry) -> Result<Record, AuditError> {
+    AuditLog::open(&super::audit_path(&started.workspace))?.append_linked(
+        entry,
+        unix_now(),
+        Some(started.record.seq),
+    )
 }
 
 /// `succeeded`, or `failed: <first line of the error>`.

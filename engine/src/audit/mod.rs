@@ -10,14 +10,27 @@
 //! cannot rewrite history; someone who drops the triggers and rewrites the whole chain
 //! and the counter is only caught against a head hash kept elsewhere (`lethe audit
 //! verify --expect-head`), which is why `lethe audit log` prints it.
+//!
+//! A job is recorded twice: when it starts (status `started`) and when it ends
+//! (its status, outputs and a link to the start record), so a job killed outright
+//! still leaves its start; `lethe audit log` lists such a start as unfinished. The
+//! user of a record is the account of the process's uid (and `$USER` beside it
+//! when that names someone else).
+//!
+//! Record formats: format 1 (records written before start records and uids, the
+//! `format` column empty) hash their first twelve columns; format 2 hash those and
+//! the uid, `$USER` and start link too (see `log.rs`). Both verify.
+//!
+//! [`key`] keeps the workspace's Ed25519 signing key (deletion certificates).
 
 pub mod cli;
 mod hash;
 pub mod jobs;
+pub mod key;
 mod log;
 
 pub use hash::{folder_files, path_sha256};
-pub use log::{AuditLog, Problem, Verification};
+pub use log::{AuditLog, GENESIS, Problem, Verification};
 
 use std::path::{Path, PathBuf};
 
@@ -137,6 +150,9 @@ pub struct Entry {
     pub details: Value,
 }
 
+/// The status of a job's start record.
+pub const STARTED: &str = "started";
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Record {
@@ -144,32 +160,73 @@ pub struct Record {
     pub seq: i64,
     /// When it was appended (Unix seconds).
     pub time_unix: i64,
-    /// Who ran it (login name).
+    /// Who ran it: the account of the process's uid (format 2; `uid N` when the
+    /// password database has none), or the login name format 1 recorded.
     pub user: String,
+    /// The process's numeric uid (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// `$USER`, when it named someone else than the uid's account (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_user: Option<String>,
     /// On which machine.
     pub host: String,
     /// Lethe version that wrote it.
     pub lethe_version: String,
     /// The job or export.
     pub entry: Entry,
+    /// For the end record of a job: the sequence number of its start record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<i64>,
+    /// Record format: 1 (written before uids and start records) or 2.
+    pub format: i64,
     /// Hash of the record before (64 zeros for the first).
     pub prev_hash: String,
     /// This record's hash.
     pub hash: String,
 }
 
-/// The login name of whoever runs this process.
-pub fn current_user() -> String {
-    for var in ["USER", "LOGNAME", "USERNAME"] {
-        if let Ok(v) = std::env::var(var)
-            && !v.trim().is_empty()
-        {
-            return v;
+/// Who runs this process: the account of its uid, and `$USER` when it differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The account name of the uid (`getpwuid_r`), or `uid N` without one.
+    pub login: String,
+    /// The real uid.
+    pub uid: u32,
+    /// `$USER`, when set and not the account name (it can be set to anything).
+    pub env_user: Option<String>,
+}
+
+impl std::fmt::Display for Identity {
+    /// `alice`, or `alice ($USER=bob)` when `$USER` says otherwise.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.env_user {
+            Some(env) => write!(f, "{} ($USER={env})", self.login),
+            None => f.write_str(&self.login),
         }
     }
+}
+
+/// Who runs this process (see [`Identity`]).
+pub fn identity() -> Identity {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
-    login_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+    let login = login_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    let env_user = std::env::var("USER")
+        .ok()
+        .filter(|v| !v.trim().is_empty() && *v != login);
+    Identity {
+        login,
+        uid,
+        env_user,
+    }
+}
+
+/// Who runs this process, for people: the account of the process's uid, with
+/// `$USER` beside it when that names someone else (`alice ($USER=bob)`); the
+/// environment alone is never trusted.
+pub fn current_user() -> String {
+    identity().to_string()
 }
 
 /// The account name of `uid` from the password database.

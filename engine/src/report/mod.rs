@@ -8,6 +8,7 @@
 //! the same bytes, and at another time
 //! differ only in the timestamp.
 //!
+//! * [`certificate`]: the signed deletion certificate and its check;
 //! * [`sources`]: reading run records, evaluations and attacks;
 //! * [`verdict`]: the pass/fail rules and their thresholds;
 //! * [`deletion`]: the deletion report's content;
@@ -16,6 +17,7 @@
 //! * [`html`], [`pdf`], [`tabular`] (CSV, LaTeX): the renderers;
 //! * [`cli`]: `lethe report`.
 
+pub mod certificate;
 pub mod cli;
 pub mod deletion;
 pub mod doc;
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use certificate::{Certificate, SignedCertificate};
 pub use deletion::{DeletionReport, DeletionSources};
 pub use doc::Document;
 pub use study::StudyReport;
@@ -139,27 +142,70 @@ struct JsonReport<'a> {
     lethe_version: &'static str,
     #[serde(flatten)]
     report: &'a Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<&'a Certificate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a certificate::SignatureBlock>,
 }
 
-/// Renders `report` in `format`, stamped with `generated_unix`.
+/// A signed certificate to show in a report, with the name of the detached
+/// certificate file written beside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Certified<'a> {
+    /// The certificate and its signature.
+    pub signed: &'a SignedCertificate,
+    /// The detached file's name, as the report names it (`report.pdf.cert.json`).
+    pub file_name: &'a str,
+}
+
+/// Renders `report` in `format`, stamped with `generated_unix` (without a
+/// certificate; see [`render_with`]).
 pub fn render(
     report: &Report,
     format: Format,
     generated_unix: i64,
 ) -> Result<Vec<u8>, ReportError> {
+    render_with(report, format, generated_unix, None)
+}
+
+/// The document of `report`, with the certificate section last when certified.
+fn document_with(report: &Report, generated_unix: i64, cert: Option<Certified<'_>>) -> Document {
+    let mut doc = report.document(generated_unix);
+    if let (Some(c), Report::Deletion(d)) = (cert, report) {
+        let verify = certificate::verify_command(d, c.file_name);
+        doc.blocks
+            .extend(certificate::blocks(c.signed, c.file_name, &verify));
+    }
+    doc
+}
+
+/// Renders `report` in `format`, stamped with `generated_unix`; a deletion
+/// report given `cert` shows it in a last section (PDF, HTML, CSV, LaTeX) or
+/// carries it as the `certificate` and `signature` members (JSON).
+pub fn render_with(
+    report: &Report,
+    format: Format,
+    generated_unix: i64,
+    cert: Option<Certified<'_>>,
+) -> Result<Vec<u8>, ReportError> {
+    let cert = cert.filter(|_| matches!(report, Report::Deletion(_)));
     Ok(match format {
-        Format::Pdf => pdf::render(&report.document(generated_unix), generated_unix)?,
-        Format::Html => html::render(&report.document(generated_unix)).into_bytes(),
+        Format::Pdf => pdf::render(&document_with(report, generated_unix, cert), generated_unix)?,
+        Format::Html => html::render(&document_with(report, generated_unix, cert)).into_bytes(),
         Format::Csv => match report {
             // The study's own numeric columns (mean, std, gap, delta, best).
             Report::Study(s) => s.table.to_csv().into_bytes(),
-            Report::Deletion(_) => tabular::csv(&report.document(generated_unix)).into_bytes(),
+            Report::Deletion(_) => {
+                tabular::csv(&document_with(report, generated_unix, cert)).into_bytes()
+            }
         },
         Format::Tex => match report {
             Report::Study(s) => s
                 .latex_table(&format::utc_datetime(generated_unix))
                 .into_bytes(),
-            Report::Deletion(_) => tabular::tex(&report.document(generated_unix)).into_bytes(),
+            Report::Deletion(_) => {
+                tabular::tex(&document_with(report, generated_unix, cert)).into_bytes()
+            }
         },
         Format::Json => {
             let j = JsonReport {
@@ -167,6 +213,8 @@ pub fn render(
                 generated: format::utc_datetime(generated_unix),
                 lethe_version: env!("CARGO_PKG_VERSION"),
                 report,
+                certificate: cert.map(|c| &c.signed.certificate),
+                signature: cert.map(|c| &c.signed.signature),
             };
             let mut v = serde_json::to_vec_pretty(&j).map_err(|e| ReportError::Input {
                 path: PathBuf::new(),

@@ -137,6 +137,45 @@ pub fn run(
         version: descriptor.version.clone(),
         library: HashedPath::of(&abs(&library)),
     };
+    // Recorded when it starts (so a killed job leaves a trace) and when it ends.
+    let mut entry = Entry {
+        kind: "unlearn".into(),
+        status: crate::audit::STARTED.into(),
+        subject: format!("{} on {}", args.method, args.checkpoint.display()),
+        plugin: Some(PluginRef {
+            id: plugin.id.clone(),
+            version: plugin.version.clone(),
+            library: plugin.library.path.display().to_string(),
+            sha256: plugin.library.sha256.clone(),
+        }),
+        inputs: vec![
+            FileRef {
+                role: "checkpoint".into(),
+                path: original.path.display().to_string(),
+                sha256: original.sha256.clone(),
+            },
+            FileRef {
+                role: "dataset".into(),
+                path: data.path.display().to_string(),
+                sha256: data.sha256.clone(),
+            },
+            FileRef {
+                role: "forget list".into(),
+                path: forget.list.path.display().to_string(),
+                sha256: forget.list.sha256.clone(),
+            },
+        ],
+        outputs: Vec::new(),
+        details: serde_json::json!({
+            "params": params,
+            "seed": args.seed,
+            "device": device,
+            "out": out,
+        }),
+    };
+    let audit_start = crate::audit::jobs::begin(&workspace, &entry).context(
+        "the audit record of the job's start could not be written, so the job did not run",
+    )?;
     let job = Job::Unlearn {
         library,
         id: args.method.clone(),
@@ -148,7 +187,7 @@ pub fn run(
         seed: args.seed,
         device: device.clone(),
     };
-    let handle = spawn_worker(&opts, job, |event| match event {
+    let spawned = spawn_worker(&opts, job, |event| match event {
         FromWorker::Progress {
             fraction,
             message,
@@ -163,10 +202,21 @@ pub fn run(
         FromWorker::Artifact { name, path } => eprintln!("wrote {name}: {}", path.display()),
         _ => {}
     })
-    .context("cannot start the worker process")?;
+    .context("cannot start the worker process");
+    let handle = match spawned {
+        Ok(h) => h,
+        Err(e) => {
+            // The start is recorded: so is this end.
+            let failed: anyhow::Result<()> = Err(e);
+            entry.status = crate::audit::jobs::status_of(&failed);
+            crate::audit::jobs::end(&audit_start, &entry)
+                .context("the job failed and its audit record could not be written")?;
+            return failed;
+        }
+    };
     let report = handle.wait();
     let result = match report.outcome {
-        JobOutcome::Succeeded(_) => {
+        JobOutcome::Succeeded(_) => (|| -> anyhow::Result<()> {
             let model = out.join("model.safetensors");
             let record = RunRecord {
                 format: 1,
@@ -195,7 +245,7 @@ pub fn run(
                 out.display()
             );
             Ok(())
-        }
+        })(),
         other => {
             let tail = report.stderr_tail.trim();
             if tail.is_empty() {
@@ -208,43 +258,12 @@ pub fn run(
             }
         }
     };
-    let entry = Entry {
-        kind: "unlearn".into(),
-        status: crate::audit::jobs::status_of(&result),
-        subject: format!("{} on {}", args.method, args.checkpoint.display()),
-        plugin: Some(PluginRef {
-            id: plugin.id,
-            version: plugin.version,
-            library: plugin.library.path.display().to_string(),
-            sha256: plugin.library.sha256,
-        }),
-        inputs: vec![
-            FileRef {
-                role: "checkpoint".into(),
-                path: original.path.display().to_string(),
-                sha256: original.sha256,
-            },
-            FileRef {
-                role: "dataset".into(),
-                path: data.path.display().to_string(),
-                sha256: data.sha256,
-            },
-            FileRef {
-                role: "forget list".into(),
-                path: forget.list.path.display().to_string(),
-                sha256: forget.list.sha256,
-            },
-        ],
-        outputs: FileRef::folder(&out),
-        details: serde_json::json!({
-            "params": params,
-            "seed": args.seed,
-            "device": device,
-            "out": out,
-            "seconds": report.elapsed.as_secs_f64(),
-        }),
-    };
-    crate::audit::jobs::record(&workspace, &entry)
+    entry.status = crate::audit::jobs::status_of(&result);
+    entry.outputs = FileRef::folder(&out);
+    if let Value::Object(details) = &mut entry.details {
+        details.insert("seconds".into(), Value::from(report.elapsed.as_secs_f64()));
+    }
+    crate::audit::jobs::end(&audit_start, &entry)
         .context("the job ran but its audit record could not be written")?;
     result
 }

@@ -349,10 +349,16 @@ fn a_repeated_retrain_request_trains_nothing_and_returns_the_same_model() {
     // Every request is in the workspace's audit log, the cached one marked so.
     let log = text(&lethe(&["audit", "log", "--json", "--kind", "unlearn"], dir.path()).stdout);
     let records: serde_json::Value = serde_json::from_str(&log).unwrap();
-    let reused: Vec<bool> = records
-        .as_array()
-        .unwrap()
+    let records = records.as_array().unwrap();
+    // Each request is recorded when it starts and when it ends.
+    let started = records
         .iter()
+        .filter(|r| r["entry"]["status"] == "started")
+        .count();
+    assert_eq!(started, 3, "{log}");
+    let reused: Vec<bool> = records
+        .iter()
+        .filter(|r| r["entry"]["status"] != "started")
         .map(|r| {
             r["entry"]["details"]["retrain_cache"]["reused"]
                 .as_bool()

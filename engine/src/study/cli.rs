@@ -125,19 +125,24 @@ pub fn run(
         spec.seeds.len(),
         out.display()
     );
-    // A study refused because its folder holds a different study wrote nothing;
-    // every other outcome (partial runs included) is recorded.
+    // Recorded when it starts (a study killed outright stays listed as
+    // unfinished) and when it ends, partial runs and refusals included.
     let mut entry = study_entry(&spec, file);
+    let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
+    let audit_start = crate::audit::jobs::begin(&ws, &entry)
+        .context("the audit record could not be written, so the study was not started")?;
     let result = run_study(&spec, file, &opts, &mut |line| eprintln!("study: {line}"));
+    let failures = result.as_ref().map_or(0, |r| r.failures.len());
     if out.exists() {
-        let failures = result.as_ref().map_or(0, |r| r.failures.len());
         crate::audit::jobs::finish(&mut entry, &result, &out);
-        if failures > 0 {
-            entry.status = format!("failed: {failures} run(s) failed");
-        }
-        let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
-        crate::audit::jobs::record(&ws, &entry).context("the audit record could not be written")?;
+    } else {
+        entry.status = crate::audit::jobs::status_of(&result);
     }
+    if failures > 0 {
+        entry.status = format!("failed: {failures} run(s) failed");
+    }
+    crate::audit::jobs::end(&audit_start, &entry)
+        .context("the audit record of the study's end could not be written")?;
     let run = result?;
     let table = run.results.table();
     if args.json {
@@ -238,6 +243,34 @@ pub fn unlearn_reusing_retrain(
         device: device.clone(),
     };
     worker.timeout = args.timeout.map(std::time::Duration::from_secs);
+    // The deletion is recorded like any `lethe unlearn`, when it starts and
+    // when it ends, saying where the model came from: a cached result is a job
+    // too, and an auditor must see it.
+    let mut entry = crate::audit::Entry {
+        kind: "unlearn".into(),
+        status: crate::audit::STARTED.into(),
+        subject: format!("{} on {}", args.method, args.checkpoint.display()),
+        plugin: Some(crate::audit::PluginRef {
+            id: req.descriptor.id.clone(),
+            version: req.descriptor.version.clone(),
+            library: req.library.display().to_string(),
+            sha256: path_sha256(&req.library).ok(),
+        }),
+        inputs: vec![
+            crate::audit::FileRef::of("checkpoint", &args.checkpoint),
+            crate::audit::FileRef::of("dataset", &args.data),
+            crate::audit::FileRef::of("forget list", &args.forget),
+        ],
+        outputs: Vec::new(),
+        details: serde_json::json!({
+            "params": req.params,
+            "seed": args.seed,
+            "device": device,
+        }),
+    };
+    let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
+    let audit_start = crate::audit::jobs::begin(&ws, &entry)
+        .context("the audit record could not be written, so nothing was started")?;
     eprintln!(
         "unlearn: {} {} on {} [{device}], cache {}",
         req.descriptor.name,
@@ -257,39 +290,24 @@ pub fn unlearn_reusing_retrain(
         }
         FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
         _ => {}
-    })?;
-    link_folder(&cached.dir, &out)?;
-    // The deletion is recorded like any `lethe unlearn`, saying where the model
-    // came from: a cached result is a job too, and an auditor must see it.
-    let entry = crate::audit::Entry {
-        kind: "unlearn".into(),
-        status: "succeeded".into(),
-        subject: format!("{} on {}", args.method, args.checkpoint.display()),
-        plugin: Some(crate::audit::PluginRef {
-            id: req.descriptor.id.clone(),
-            version: req.descriptor.version.clone(),
-            library: req.library.display().to_string(),
-            sha256: path_sha256(&req.library).ok(),
-        }),
-        inputs: vec![
-            crate::audit::FileRef::of("checkpoint", &args.checkpoint),
-            crate::audit::FileRef::of("dataset", &args.data),
-            crate::audit::FileRef::of("forget list", &args.forget),
-        ],
-        outputs: crate::audit::FileRef::folder(&out),
-        details: serde_json::json!({
-            "params": req.params,
-            "seed": args.seed,
-            "device": device,
-            "retrain_cache": {
-                "dir": cache.dir().display().to_string(),
-                "entry": cached.entry.digest,
-                "reused": cached.reused,
-            },
-        }),
-    };
-    let ws = crate::audit::jobs::workspace_for(workspace, Some(&out));
-    crate::audit::jobs::record(&ws, &entry).context("the audit record could not be written")?;
+    })
+    .map_err(anyhow::Error::from)
+    .and_then(|cached| {
+        link_folder(&cached.dir, &out)?;
+        Ok(cached)
+    });
+    entry.status = crate::audit::jobs::status_of(&cached);
+    if let Ok(c) = &cached {
+        entry.outputs = crate::audit::FileRef::folder(&out);
+        entry.details["retrain_cache"] = serde_json::json!({
+            "dir": cache.dir().display().to_string(),
+            "entry": c.entry.digest,
+            "reused": c.reused,
+        });
+    }
+    crate::audit::jobs::end(&audit_start, &entry)
+        .context("the audit record of the job's end could not be written")?;
+    let cached = cached?;
     if cached.reused {
         println!(
             "reused the cached result {} (trained in {:.1}s on {}): nothing trained; results in {}",

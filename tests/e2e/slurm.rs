@@ -20,24 +20,21 @@ use lethe_engine::study::StudyResults;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::studies::cheap_study_of;
+use support::studies::{cheap_study_of, plugin_folder};
 use support::{demo_dir, plugin_library};
 
 /// A plugin folder with the libraries these tests use.
 fn plugins(dir: &Path) -> PathBuf {
-    let p = dir.join("plugins");
-    std::fs::create_dir_all(&p).unwrap();
-    for name in [
-        "lethe_baseline_retrain",
-        "lethe_baseline_finetune",
-        "lethe_baseline_neggrad",
-        "lethe_attack_metric",
-        "lethe_attack_lira",
-    ] {
-        let src = plugin_library(name);
-        std::fs::copy(&src, p.join(src.file_name().unwrap())).unwrap();
-    }
-    p
+    plugin_folder(
+        dir,
+        &[
+            "lethe_baseline_retrain",
+            "lethe_baseline_finetune",
+            "lethe_baseline_neggrad",
+            "lethe_attack_metric",
+            "lethe_attack_lira",
+        ],
+    )
 }
 
 /// `lethe-cli --plugins DIR/plugins ARGS` in `dir`, talking to `cluster`.

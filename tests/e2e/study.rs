@@ -18,24 +18,20 @@ use lethe_e2e::{require_binary, workspace_root};
 use lethe_engine::study::{RowKind, StudyResults};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::plugin_library;
-use support::studies::{cheap_study, small_demo};
+use support::studies::{cheap_study, plugin_folder, small_demo};
 
 /// A plugin folder holding just the libraries the demo study needs.
 fn plugins(dir: &Path) -> PathBuf {
-    let p = dir.join("plugins");
-    std::fs::create_dir_all(&p).unwrap();
-    for name in [
-        "lethe_baseline_retrain",
-        "lethe_baseline_finetune",
-        "lethe_baseline_neggrad",
-        "lethe_baseline_random_label",
-        "lethe_attack_metric",
-    ] {
-        let src = plugin_library(name);
-        std::fs::copy(&src, p.join(src.file_name().unwrap())).unwrap();
-    }
-    p
+    plugin_folder(
+        dir,
+        &[
+            "lethe_baseline_retrain",
+            "lethe_baseline_finetune",
+            "lethe_baseline_neggrad",
+            "lethe_baseline_random_label",
+            "lethe_attack_metric",
+        ],
+    )
 }
 
 fn lethe(args: &[&str], cwd: &Path) -> Output {

@@ -1,6 +1,7 @@
 //! Small studies for the e2e tests (study.rs, slurm.rs): a slice of the demo
 //! data and a study file over it that CI can afford to run several times.
 
+use super::plugin_library;
 use lethe_e2e::workspace_root;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -107,4 +108,16 @@ params = { lr = 0.02, epochs = 2, batch_size = 64, max_batches = 3, augment = fa
     let path = dir.join("study.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `dir/plugins` holding just the named plugin crates' libraries (so a study
+/// sees only them), made if needed.
+pub fn plugin_folder(dir: &Path, crates: &[&str]) -> PathBuf {
+    let p = dir.join("plugins");
+    std::fs::create_dir_all(&p).unwrap();
+    for name in crates {
+        let src = plugin_library(name);
+        std::fs::copy(&src, p.join(src.file_name().unwrap())).unwrap();
+    }
+    p
 }

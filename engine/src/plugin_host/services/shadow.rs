@@ -140,19 +140,29 @@ impl EngineServices {
         Ok((targets, all))
     }
 
-    /// Loads or trains the models `request_json` asks for; returns the summary
-    /// the plugin reads (models, cached, trained, estimate, recipe, key).
-    pub fn shadow_prepare(&self, request_json: &str) -> Result<Value, ServiceError> {
-        let request = ShadowRequest::parse(request_json)?;
-        let (targets, all) = self.shadow_rows(&request)?;
-        let plan = ShadowPlan::new(&request, &all, &targets)?;
+    /// The plan of `request` over the job's splits, the recipe the models
+    /// follow and the cache: the same for the attack's worker and for a
+    /// shadow unit on another node.
+    fn shadow_setup(
+        &self,
+        request: &ShadowRequest,
+    ) -> Result<(ShadowPlan, ShadowRecipe, ShadowCache), ServiceError> {
+        let (targets, all) = self.shadow_rows(request)?;
+        let plan = ShadowPlan::new(request, &all, &targets)?;
         let checkpoint = self
             .job
             .original_checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from("the job's model"));
         let recipe = ShadowRecipe::resolve(&self.arch, self.meta.as_ref(), &checkpoint)?;
-        let cache = ShadowCache::new(&self.shadow.cache_dir);
+        Ok((plan, recipe, ShadowCache::new(&self.shadow.cache_dir)))
+    }
+
+    /// Loads or trains the models `request_json` asks for; returns the summary
+    /// the plugin reads (models, cached, trained, estimate, recipe, key).
+    pub fn shadow_prepare(&self, request_json: &str) -> Result<Value, ServiceError> {
+        let request = ShadowRequest::parse(request_json)?;
+        let (plan, recipe, cache) = self.shadow_setup(&request)?;
         let state = lock(&self.state);
         let ctx = ShadowContext {
             dataset: &state.dataset,
@@ -350,15 +360,7 @@ impl EngineServices {
         key: &str,
         log: &mut dyn FnMut(&str),
     ) -> Result<usize, ServiceError> {
-        let (targets, all) = self.shadow_rows(request)?;
-        let plan = ShadowPlan::new(request, &all, &targets)?;
-        let checkpoint = self
-            .job
-            .original_checkpoint
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("the job's model"));
-        let recipe = ShadowRecipe::resolve(&self.arch, self.meta.as_ref(), &checkpoint)?;
-        let cache = ShadowCache::new(&self.shadow.cache_dir);
+        let (plan, recipe, cache) = self.shadow_setup(request)?;
         let state = lock(&self.state);
         let ctx = ShadowContext {
             dataset: &state.dataset,

@@ -999,13 +999,16 @@ fn a_stored_study_reopens_with_its_table_sorted_and_exported() {
     assert_eq!(h.state().state.view, View::Study(dir.clone()));
     assert!(h.query_by_label("COMPLETE").is_some());
     // mean ± sample std over the two seeds (in %), gap to Retrain's 90, best of
-    // the column.
-    assert!(h.query_by_label("95.00 ± 1.41 (5.00) ★").is_some());
-    assert!(h.query_by_label("98.00 ± 1.41 (8.00)").is_some());
+    // the column; ≈ where the paired interval over the two seeds holds 0
+    // (FT's UA: +4, +6 points; GA's RA: +1, −1), none where it does not (FT's
+    // RA: −2 in both seeds).
+    assert!(h.query_by_label("95.00 ± 1.41 (5.00) ★ ≈").is_some());
+    assert!(h.query_by_label("98.00 ± 1.41 (8.00) ≈").is_some());
     assert!(
-        h.query_by_label("95.00 ± 1.41 (0.00) ★").is_some(),
+        h.query_by_label("95.00 ± 1.41 (0.00) ★ ≈").is_some(),
         "GA's RA"
     );
+    assert!(h.query_by_label("93.00 ± 0.00 (2.00)").is_some(), "FT's RA");
     h.get_by_label("UA").click();
     h.step();
     assert_eq!(h.state().state.study_table.sort, Some((0, false)));

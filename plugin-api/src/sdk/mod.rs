@@ -321,7 +321,10 @@ impl Params {
         v.as_str().ok_or_else(|| Self::wrong(key, "a string", v))
     }
 
-    /// A path parameter.
+    /// A path parameter, exactly as the user gave it. A relative path is not
+    /// made absolute by the host: it opens relative to the worker process's
+    /// current directory (inherited from the `lethe` command or GUI that started
+    /// the job), not the project's or the plugin's folder.
     pub fn path(&self, key: &str) -> Result<PathBuf, PluginError> {
         self.str(key).map(PathBuf::from)
     }
@@ -444,13 +447,22 @@ impl Augment {
 }
 
 /// Which part of the model `HostContext::model_forward` (feature `tch`) runs.
+///
+/// Input: float32 `[B, C, H, W]` in `[0, 1]` on the model's device, as
+/// `HostContext::batches` yields it; the host does not normalise or convert it.
+/// A head the model lacks fails with [`LetheStatus::UNSUPPORTED`]; declare what
+/// the method needs with [`Descriptor::models`] instead of trying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModelHead {
-    /// Inputs to features.
+    /// Backbone features `[B, D]`, on every model: for a classifier the input of
+    /// its `fc` layer, for an encoder the input of its projection head (if any).
     Encoder,
-    /// Inputs to class logits.
+    /// Class logits `[B, num_classes]` (no softmax). Classifiers only; an
+    /// encoder fails with `UNSUPPORTED`.
     Classifier,
-    /// Inputs to the projection head's embedding.
+    /// The projection head's output `[B, out_dim]`, not L2-normalised. Encoders
+    /// with a projection head only; a classifier or a bare backbone fails with
+    /// `UNSUPPORTED`.
     Projection,
 }
 
@@ -856,7 +868,11 @@ impl HostContext {
             .map_err(|e| PluginError::msg(format!("the host's shadow summary is not JSON: {e}")))
     }
 
-    /// Saves the model in its current state as the job's result.
+    /// Saves the model in its current state as the job's result:
+    /// `model.safetensors` in the job's output folder (every tensor of the model
+    /// under torchvision-style names, with Lethe's metadata), a checkpoint Lethe
+    /// loads. Calling it again replaces it; the original checkpoint is never
+    /// written over.
     pub fn save_model(&mut self) -> Result<(), PluginError> {
         // SAFETY: EXT_RESULT names LetheHostResult.
         let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;
@@ -865,7 +881,9 @@ impl HostContext {
         self.check("result.save_model", status)
     }
 
-    /// Stores a named JSON result.
+    /// Stores a named JSON result: `<name>.json` (pretty-printed) in the job's
+    /// output folder. `name`: 1-128 letters, digits, `_`, `-` or `.`, not
+    /// starting with `.`. An attack's `attack_summary` lands in `attack.json`.
     pub fn put_json(&mut self, name: &str, value: &Value) -> Result<(), PluginError> {
         // SAFETY: EXT_RESULT names LetheHostResult.
         let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;

@@ -123,7 +123,12 @@ impl HostContext {
     }
 
     /// Iterates over `split` in batches of `(inputs, labels)`, on the model's
-    /// device. The iterator does not borrow the context, so the loop body can call
+    /// device: inputs float32 `[B, C, H, W]` in `[0, 1]` (pixels / 255, no
+    /// mean/std normalisation, ready for [`HostContext::model_forward`] as they
+    /// are), labels int64 `[B]`; the last batch may be shorter. Unshuffled, a
+    /// split keeps its fixed order (the forget split by ascending sample index).
+    /// `augment`: crop and flip (crop only for 1-channel images). The iterator
+    /// does not borrow the context, so the loop body can call
     /// [`HostContext::model_forward`]; it must not outlive the instance (keeping it
     /// in the plugin struct is fine: it is dropped, and the loader closed, before
     /// the host goes away).
@@ -181,7 +186,12 @@ impl HostContext {
     }
 
     /// Stores a named tensor result (e.g. per-example attack scores); the host
-    /// copies it.
+    /// copies it (detached, on the CPU) to `<name>.safetensors` in the job's
+    /// output folder, as one tensor named `name`. `name`: 1-128 letters, digits,
+    /// `_`, `-` or `.`, not starting with `.`. An attack's metrics are computed
+    /// by the engine from `scores_forget` and `scores_nonmember` (required),
+    /// `scores_member`, `scores_shadow_member`, `scores_shadow_nonmember` and
+    /// the matching `predictions_<role>` (see the crate README).
     pub fn put_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<(), PluginError> {
         // SAFETY: EXT_RESULT names LetheHostResult.
         let r = unsafe { self.ext::<abi::LetheHostResult>(abi::EXT_RESULT) }?;

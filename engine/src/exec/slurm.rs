@@ -100,8 +100,10 @@ fn sbatch_args(stage: &Stage, s: &SlurmSettings, units: &[usize], script: &Path)
         format!("--array={array}"),
         format!("--output={}", stage.dir.join("task-%a.log").display()),
         "--open-mode=append".into(),
-        format!("--chdir={}", stage.dir.display()),
     ];
+    // No --chdir: tasks start in the submitting folder (Slurm's default), as
+    // local units do, so a plugin's relative path parameters mean the same
+    // on a node (the folder must be on the shared file system too).
     let mut opt = |flag: &str, v: &Option<String>| {
         if let Some(v) = v {
             a.push(format!("--{flag}={v}"));

@@ -442,12 +442,39 @@ fn logits_from_an_encoder_are_refused_with_a_clear_message() {
         ),
         "{err}"
     );
+    // A bare encoder has neither logits nor a projection: the message offers
+    // only what it has; one with a projection head offers that too.
+    let bare = job(mlp(HeadConfig::None), id, json!({}));
+    let err = bare.services.forward(Head::Classifier, &x).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("no logits; ask for the encoder features instead"),
+        "{err}"
+    );
+    let err = logits_error_with_a_projection_head(&x);
+    assert!(
+        err.ends_with("no logits; ask for the encoder features or the projection instead"),
+        "{err}"
+    );
     // u8 pixels are refused with a hint rather than a libtorch dtype error.
     let err = c
         .services
         .forward(Head::Classifier, &x.to_kind(Kind::Uint8))
         .unwrap_err();
     assert!(err.to_string().contains("floating-point"), "{err}");
+}
+
+/// The error of asking an encoder with a projection head for logits.
+fn logits_error_with_a_projection_head(x: &Tensor) -> String {
+    let j = job(
+        mlp(HeadConfig::LinearProjection { out_dim: 5 }),
+        "t",
+        json!({}),
+    );
+    j.services
+        .forward(Head::Classifier, x)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

@@ -500,10 +500,16 @@ impl EngineServices {
             Ok(match (head, m) {
                 (Head::Encoder, m) => m.features(input, train),
                 (Head::Classifier, Model::Classifier(c)) => c.forward_t(input, train),
-                (Head::Classifier, Model::Encoder(_)) => {
+                (Head::Classifier, Model::Encoder(e)) => {
                     return Err(ServiceError::NoSuchHead(format!(
-                        "the model ({}) is an encoder without a classifier, so it has no logits; ask for the encoder features or the projection instead",
-                        self.arch
+                        "the model ({}) is an encoder without a classifier, so it has no logits; ask for the encoder features{} instead",
+                        self.arch,
+                        // Only a model with a projection head has one to offer.
+                        if e.head.is_some() {
+                            " or the projection"
+                        } else {
+                            ""
+                        }
                     )));
                 }
                 (Head::Projection, Model::Encoder(e)) if e.head.is_some() => {

@@ -115,18 +115,6 @@ pub fn result_path(spec: &Path) -> PathBuf {
     spec.with_file_name(name)
 }
 
-/// This machine's name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// Reads a spec file.
 pub fn load_spec(path: &Path) -> Result<UnitSpec, ExecError> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
@@ -153,7 +141,7 @@ pub fn run_unit_file(path: &Path) -> Result<UnitResult, ExecError> {
     let start = Instant::now();
     eprintln!(
         "lethe run-job on {}: {} ({})",
-        hostname(),
+        crate::audit::host_name(),
         spec.describe(),
         path.display()
     );
@@ -163,14 +151,14 @@ pub fn run_unit_file(path: &Path) -> Result<UnitResult, ExecError> {
             ok: true,
             message,
             seconds: start.elapsed().as_secs_f64(),
-            host: hostname(),
+            host: crate::audit::host_name(),
             detail,
         },
         Err(message) => UnitResult {
             ok: false,
             message,
             seconds: start.elapsed().as_secs_f64(),
-            host: hostname(),
+            host: crate::audit::host_name(),
             detail: Value::Null,
         },
     };

@@ -84,20 +84,8 @@ pub(super) fn run(
     cancelled: &dyn Fn() -> bool,
     on_event: &mut dyn FnMut(StageEvent),
 ) -> Result<StageOutcome, ExecError> {
-    let n = stage.units.len();
-    let mut out = StageOutcome {
-        results: vec![None; n],
-        ..StageOutcome::default()
-    };
-    let mut queue: std::collections::VecDeque<usize> = (0..n)
-        .filter(|&i| match stage.result(i) {
-            Some(r) if r.ok => {
-                out.results[i] = Some(r);
-                false
-            }
-            _ => true,
-        })
-        .collect();
+    let (mut out, open) = stage.outcome_so_far();
+    let mut queue: std::collections::VecDeque<usize> = open.into();
     let mut running: Vec<Running> = Vec::new();
     loop {
         if cancelled() {

@@ -215,6 +215,23 @@ impl Stage {
         UnitResult::load(&unit::result_path(&self.spec_path(i)))
     }
 
+    /// The outcome so far (the results of units that already succeeded, on
+    /// a resumed stage) and the units still to run, in order.
+    fn outcome_so_far(&self) -> (StageOutcome, Vec<usize>) {
+        let mut out = StageOutcome {
+            results: vec![None; self.units.len()],
+            ..StageOutcome::default()
+        };
+        let mut open = Vec::new();
+        for i in 0..self.units.len() {
+            match self.result(i) {
+                Some(r) if r.ok => out.results[i] = Some(r),
+                _ => open.push(i),
+            }
+        }
+        (out, open)
+    }
+
     fn clear_result(&self, i: usize) {
         let _ = std::fs::remove_file(unit::result_path(&self.spec_path(i)));
     }

@@ -233,25 +233,13 @@ pub(super) fn run(
     cancelled: &dyn Fn() -> bool,
     on_event: &mut dyn FnMut(StageEvent),
 ) -> Result<StageOutcome, ExecError> {
-    let n = stage.units.len();
     let attempts_allowed = s.attempts.max(1);
     let poll = Duration::from_secs_f64(s.poll_seconds.clamp(0.1, 600.0));
     let name = job_name(stage);
-    let mut out = StageOutcome {
-        results: vec![None; n],
-        ..StageOutcome::default()
-    };
     // Units still to finish, and how often each went out.
-    let mut open: BTreeSet<usize> = BTreeSet::new();
-    let mut attempts = vec![0usize; n];
-    for i in 0..n {
-        match stage.result(i) {
-            Some(r) if r.ok => out.results[i] = Some(r),
-            _ => {
-                open.insert(i);
-            }
-        }
-    }
+    let (mut out, open) = stage.outcome_so_far();
+    let mut open: BTreeSet<usize> = open.into_iter().collect();
+    let mut attempts = vec![0usize; stage.units.len()];
     if open.is_empty() {
         return Ok(out);
     }

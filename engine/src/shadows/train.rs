@@ -350,19 +350,20 @@ fn train_model(
     Ok(Some(logits))
 }
 
-/// Model `k` of `plan` into the cache, unless it is there already (a shadow
-/// unit on an executor): whether it was trained now.
+/// Model `k` of `plan` (whose cache key is `key`, [`ShadowPlan::key`]) into
+/// the cache, unless it is there already (a shadow unit on an executor):
+/// whether it was trained now.
 pub fn train_one(
     plan: &ShadowPlan,
     ctx: &ShadowContext<'_>,
+    key: &str,
     k: usize,
     cancelled: &dyn Fn() -> bool,
     progress: &mut dyn FnMut(ShadowProgress),
 ) -> Result<bool, ShadowError> {
-    let (key, _) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
     let rows = ctx.dataset.len();
     let mask = plan.member_mask(k, rows);
-    if ctx.cache.load(&key, k, classes(ctx), &mask).is_some() {
+    if ctx.cache.load(key, k, classes(ctx), &mask).is_some() {
         return Ok(false);
     }
     let cfg = ctx.recipe.with_epochs(ctx.epochs);
@@ -372,7 +373,7 @@ pub fn train_one(
             message: format!("shadow model #{k}: epoch {epoch}/{epochs}, loss {loss:.4}"),
         });
     };
-    match train_model(plan, ctx, &key, &cfg, k, &mask, cancelled, &mut on_epoch)? {
+    match train_model(plan, ctx, key, &cfg, k, &mask, cancelled, &mut on_epoch)? {
         Some(_) => Ok(true),
         None => Err(ShadowError::Cancelled { done: 0, total: 1 }),
     }

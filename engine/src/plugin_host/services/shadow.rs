@@ -163,15 +163,7 @@ impl EngineServices {
     pub fn shadow_prepare(&self, request_json: &str) -> Result<Value, ServiceError> {
         let request = ShadowRequest::parse(request_json)?;
         let (plan, recipe, cache) = self.shadow_setup(&request)?;
-        let state = lock(&self.state);
-        let ctx = ShadowContext {
-            dataset: &state.dataset,
-            recipe: &recipe,
-            epochs: request.epochs,
-            cache: &cache,
-            device: self.device,
-        };
-        let est = estimate(&plan, &ctx)?;
+        let est = self.with_shadow_ctx(&request, &recipe, &cache, |ctx| estimate(&plan, ctx))?;
         self.log(
             LogLevel::Info,
             &format!(
@@ -189,7 +181,6 @@ impl EngineServices {
         );
         let est_json = serde_json::to_value(&est).unwrap_or(Value::Null);
         if self.shadow.estimate_only {
-            drop(state);
             self.put_json("shadow_estimate", &est_json.to_string())?;
             return Err(ShadowError::EstimateOnly {
                 models: est.models,
@@ -201,23 +192,31 @@ impl EngineServices {
         if est.to_train > 0
             && let Some(executor) = self.shadow.executor.as_ref().filter(|e| !e.is_inline())
         {
-            drop(state);
             self.train_on_executor(executor, &request, &plan, &est, &cache)?;
-            let state = lock(&self.state);
-            let ctx = ShadowContext {
-                dataset: &state.dataset,
-                recipe: &recipe,
-                epochs: request.epochs,
-                cache: &cache,
-                device: self.device,
-            };
-            let done = self.finish_prepare(&request, &plan, &recipe, &ctx, est, est_json);
-            drop(state);
-            return self.keep_prepared(done?);
         }
-        let done = self.finish_prepare(&request, &plan, &recipe, &ctx, est, est_json);
-        drop(state);
-        self.keep_prepared(done?)
+        let done = self.with_shadow_ctx(&request, &recipe, &cache, |ctx| {
+            self.finish_prepare(&request, &plan, &recipe, ctx, est, est_json)
+        })?;
+        self.keep_prepared(done)
+    }
+
+    /// Runs `f` on the shadow context of `request` over the job's dataset,
+    /// holding the state's lock meanwhile.
+    fn with_shadow_ctx<R>(
+        &self,
+        request: &ShadowRequest,
+        recipe: &ShadowRecipe,
+        cache: &ShadowCache,
+        f: impl FnOnce(&ShadowContext<'_>) -> R,
+    ) -> R {
+        let state = lock(&self.state);
+        f(&ShadowContext {
+            dataset: &state.dataset,
+            recipe,
+            epochs: request.epochs,
+            cache,
+            device: self.device,
+        })
     }
 
     /// Keeps prepared models for the plugin; the summary it reads.
@@ -361,37 +360,31 @@ impl EngineServices {
         log: &mut dyn FnMut(&str),
     ) -> Result<usize, ServiceError> {
         let (plan, recipe, cache) = self.shadow_setup(request)?;
-        let state = lock(&self.state);
-        let ctx = ShadowContext {
-            dataset: &state.dataset,
-            recipe: &recipe,
-            epochs: request.epochs,
-            cache: &cache,
-            device: self.device,
-        };
-        let (mine, spec) = plan.key(&recipe, request.epochs, &state.dataset);
-        if mine != key {
-            return Err(ServiceError::Shadow(ShadowError::Request(format!(
-                "this node plans shadow models with key {mine}, the attack asked for {key}: the data, the checkpoint or Lethe differ between the machines"
-            ))));
-        }
-        cache.write_spec(key, &spec)?;
-        let cancelled = || self.cancel.load(Ordering::SeqCst);
-        let mut trained = 0;
-        for &k in models {
-            if k >= plan.models() {
+        self.with_shadow_ctx(request, &recipe, &cache, |ctx| {
+            let (mine, spec) = plan.key(&recipe, request.epochs, ctx.dataset);
+            if mine != key {
                 return Err(ServiceError::Shadow(ShadowError::Request(format!(
-                    "model {k} asked for, the request has {}",
-                    plan.models()
+                    "this node plans shadow models with key {mine}, the attack asked for {key}: the data, the checkpoint or Lethe differ between the machines"
                 ))));
             }
-            if crate::shadows::train::train_one(&plan, &ctx, k, &cancelled, &mut |p| {
-                log(&p.message)
-            })? {
-                trained += 1;
+            cache.write_spec(key, &spec)?;
+            let cancelled = || self.cancel.load(Ordering::SeqCst);
+            let mut trained = 0;
+            for &k in models {
+                if k >= plan.models() {
+                    return Err(ServiceError::Shadow(ShadowError::Request(format!(
+                        "model {k} asked for, the request has {}",
+                        plan.models()
+                    ))));
+                }
+                if crate::shadows::train::train_one(&plan, ctx, key, k, &cancelled, &mut |p| {
+                    log(&p.message)
+                })? {
+                    trained += 1;
+                }
             }
-        }
-        Ok(trained)
+            Ok(trained)
+        })
     }
 
     /// Loads (or trains here) every model of `plan` and keeps them for the plugin.

@@ -4,25 +4,22 @@
 //! scale=stats.sem(x))` over per-seed ToW values).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 use lethe_engine::metrics::student::{mean_t_interval, t_cdf, t_quantile};
 use lethe_engine::study::RowKind;
 use lethe_engine::study::table::{Column, RowInput, build_table};
 
-fn scipy(code: &str) -> Vec<f64> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let out = Command::new(python).arg("-c").arg(code).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
+/// The venv's Python running `script` on `input` (JSON on stdin); the
+/// numbers of the JSON list it prints.
+fn scipy(script: &str, input: serde_json::Value) -> Vec<f64> {
+    common::python(script, &input)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
         .collect()
 }
 
@@ -30,17 +27,19 @@ fn scipy(code: &str) -> Vec<f64> {
 fn quantiles_and_cdf_match_scipy() {
     let dfs = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 29.0, 120.0, 0.5, 2.5];
     let ps = [0.975, 0.995, 0.9, 0.6, 0.025];
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|x| x.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let want = scipy(&format!(
-        "from scipy import stats\nfor df in [{}]:\n  for p in [{}]:\n    print(repr(float(stats.t.ppf(p, df))), repr(float(stats.t.cdf(p * 3 - 1, df))))",
-        list(&dfs),
-        list(&ps)
-    ));
+    let want = scipy(
+        r#"
+import json, sys
+from scipy import stats
+a = json.load(sys.stdin)
+out = []
+for df in a["dfs"]:
+    for p in a["ps"]:
+        out += [float(stats.t.ppf(p, df)), float(stats.t.cdf(p * 3 - 1, df))]
+print(json.dumps(out))
+"#,
+        serde_json::json!({"dfs": dfs, "ps": ps}),
+    );
     let mut k = 0;
     for df in dfs {
         for p in ps {
@@ -118,22 +117,15 @@ fn tow_and_paired_intervals_match_scipy() {
             },
         ],
     );
-    let fmt = |v: &[[f64; 4]; 3]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|r| format!("[{}]", r.map(|x| x.to_string()).join(",")))
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    };
     // RUM's recipe, written out in NumPy/SciPy: per seed 1 − |Δ| (fractions),
     // the product, then mean and t.interval with scale = sem.
-    let want = scipy(&format!(
+    let want = scipy(
         r#"
+import json, sys
 import numpy as np
 from scipy import stats
-m = np.array({}); r = np.array({})
+a = json.load(sys.stdin)
+m = np.array(a["method"]); r = np.array(a["retrain"])
 def iv(x):
     lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
     return [np.mean(x), lo, hi]
@@ -142,11 +134,10 @@ tow_mia = (1 - abs(m[:, 3] - r[:, 3])) * (1 - abs(m[:, 1] - r[:, 1])) * (1 - abs
 out = iv(tow) + iv(tow_mia)
 for k in range(4):
     out += iv((m[:, k] - r[:, k]) * 100)
-print(" ".join(repr(float(x)) for x in out))
+print(json.dumps([float(x) for x in out]))
 "#,
-        fmt(&method),
-        fmt(&retrain)
-    ));
+        serde_json::json!({"method": method, "retrain": retrain}),
+    );
     let row = &t.rows[1];
     let got = |i: &lethe_engine::metrics::student::MeanInterval| {
         [i.mean, i.low.unwrap(), i.high.unwrap()]

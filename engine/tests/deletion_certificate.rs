@@ -10,36 +10,18 @@
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{demo, plugin};
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_lethe-cli");
 const T1: i64 = 1_700_000_000;
-
-fn demo(file: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../resources/demo")
-        .join(file)
-        .display()
-        .to_string()
-}
-
-/// Finds `lib<name>.so` beside the test binary (deps/) or one level up.
-fn plugin(name: &str) -> PathBuf {
-    let file = format!("lib{name}.so");
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    for dir in [deps, deps.parent().unwrap()] {
-        let p = dir.join(&file);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{file} not found next to {}", exe.display());
-}
 
 fn command(args: &[&str], cwd: &Path) -> Command {
     let mut c = Command::new(EXE);

@@ -335,10 +335,11 @@ fn encodermu_closes_the_member_gap_of_the_encoder() {
     );
 }
 
-/// Alignment Calibration on the SimCLR encoder (β 10, within the paper's tuning
-/// range, for a short run): the positive-pair similarity of forget samples drops
-/// (a positive forgetting score) clearly more than that of unseen samples, and
-/// the linear probe keeps its accuracy.
+/// Alignment Calibration on the SimCLR encoder, the default (reference)
+/// formulation with β 20 in the reference's units (the top of the paper's
+/// tuning range, for a short run): the positive-pair similarity of forget
+/// samples drops (a positive forgetting score) clearly more than that of unseen
+/// samples, and the linear probe keeps its accuracy.
 #[test]
 fn alignment_calibration_raises_the_forgetting_score_of_the_forget_set() {
     let demo = demo();
@@ -346,7 +347,7 @@ fn alignment_calibration_raises_the_forgetting_score_of_the_forget_set() {
     let run = unlearn(
         "alignment-calibration",
         "encoder",
-        json!({"epochs": 4, "max_batches": 4, "beta": 10.0, "seed": 1}),
+        json!({"epochs": 4, "max_batches": 4, "beta": 20.0, "seed": 1}),
     );
     run.assert_reports(&[
         "loss",
@@ -355,11 +356,15 @@ fn alignment_calibration_raises_the_forgetting_score_of_the_forget_set() {
         "negative_alignment",
         "positive_alignment",
         "log_sum_exp",
-        "epsilon",
+        "forget_share",
     ]);
     assert_eq!(run.summary["variant"], "simclr");
-    let eps = run.summary["epsilon"].as_f64().unwrap();
-    assert!((eps - demo.forget.len() as f64 / demo.retain.len() as f64).abs() < 1e-9);
+    assert_eq!(run.summary["formulation"], "reference");
+    let (n_f, n_r) = (demo.forget.len() as f64, demo.retain.len() as f64);
+    let share = run.summary["forget_share"].as_f64().unwrap();
+    assert!((share - n_f / (n_r + n_f)).abs() < 1e-9);
+    let beta_effective = run.summary["beta_effective"].as_f64().unwrap();
+    assert!((beta_effective - 20.0 * share).abs() < 1e-9);
     let test_rows = &demo.test[..demo.forget.len()];
     let fs = |rows: &[i64]| alignment(&original, &demo, rows) - alignment(run.model(), &demo, rows);
     let (fs_forget, fs_test) = (fs(&demo.forget), fs(test_rows));
@@ -425,6 +430,7 @@ fn alignment_calibration_unlearns_a_moco_encoder() {
         "log_sum_exp",
     ]);
     assert_eq!(run.summary["variant"], "moco");
+    assert_eq!(run.summary["formulation"], "reference");
     // The temperature the checkpoint records, not the SimCLR default.
     assert_eq!(run.summary["temperature"], json!(0.2));
     assert!(

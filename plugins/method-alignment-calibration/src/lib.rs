@@ -1,8 +1,10 @@
 //! Alignment Calibration (Wang, Lu et al.): unlearning for contrastive encoders by
-//! fine-tuning on `L_retain + ε·L_unlearn`, where the forget set's loss lowers
-//! the alignment of its positive pairs, raises that of its negative pairs and
-//! keeps the InfoNCE denominator ([`losses`]). SimCLR and MoCo encoders; MoCo's
-//! momentum encoder and queue live in the plugin ([`momentum`]).
+//! fine-tuning on an objective whose forget-set part lowers the alignment of its
+//! positive pairs, raises that of its negative pairs and keeps the InfoNCE
+//! denominator ([`losses`]), in the scale of the code behind the paper's numbers
+//! (`formulation = reference`, the default) or of the paper's eq. (5)
+//! (`paper`). SimCLR and MoCo encoders; MoCo's momentum encoder and queue live in
+//! the plugin ([`momentum`]).
 
 pub mod losses;
 pub mod momentum;
@@ -17,7 +19,7 @@ use lethe_plugin_kit::epoch::{Cycle, mixed_batch_sizes};
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{EpochProgress, ModelKind, Ticker, evaluate, finish, prepare};
-use losses::{Coefficients, Terms, forget_mask, moco_terms, normalize, simclr_terms};
+use losses::{Coefficients, Formulation, Terms, forget_mask, moco_terms, normalize, simclr_terms};
 use momentum::{KeyQueue, MomentumEncoder};
 use serde_json::{Value, json};
 
@@ -57,16 +59,21 @@ impl Plugin for AlignmentCalibration {
         .models(&[ModelClass::Encoder], true)
         .description(
             "Unlearning for contrastive encoders (SimCLR, MoCo). Fine-tunes on batches mixing \
-             retain and forget samples in proportion to the split sizes, minimising \
-             L_retain + ε·L_unlearn: L_retain is InfoNCE on the retain samples, \
-             L_unlearn = −α·E_neg s + β·E_pos s + γ·E log Σ exp s on the forget samples, \
-             where s is cosine similarity over the temperature, positive pairs are two views \
-             of one forget sample and negative pairs views of different forget samples, and \
-             ε = |D_u|/|D_r|. Lowering positive alignment raises the forgetting score; raising \
-             negative alignment makes the change visible in the alignment matrices a data \
-             owner can audit. MoCo: the plugin keeps the momentum encoder (an average of the \
-             weights, swapped in for the key pass) and a queue filled from retain keys, since \
-             checkpoints hold neither.",
+             retain and forget samples in proportion to the split sizes. Positive pairs are \
+             two views of one forget sample, a forget sample's negative partner is a view of \
+             another forget sample; lowering positive alignment raises the forgetting score, \
+             raising negative alignment makes the change visible in the alignment matrices a \
+             data owner can audit. formulation = reference (default) is the objective of the \
+             code behind the paper's numbers: the α-weighted mean of the per-row InfoNCE, \
+             (Σ_retain l + α·Σ_forget l)/(N_r + α·N_u), a forget row's positive being its \
+             negative partner, plus β·|D_u|/(|D_r|+|D_u|) times the mean cosine of a forget \
+             sample's two views. paper is eq. (5) as printed: L_retain + ε·L_unlearn with \
+             L_unlearn = −α·E_neg s + β·E_pos s + γ·E log Σ exp s, s the cosine over the \
+             temperature and ε = |D_u|/|D_r|; its β is τ times the reference's and its loss \
+             (1 + αε) times larger. MoCo: the plugin keeps the momentum encoder (an average \
+             of the weights, swapped in for the key pass) and a queue filled from retain \
+             keys, since checkpoints hold neither. Fidelity: FIDELITY.md, row Alignment \
+             Calibration.",
         )
         .citation(
             "Yihan Wang, Yiwei Lu, Guojun Zhang, Franziska Boenisch, Adam Dziedzic, Yaoliang Yu \
@@ -75,32 +82,53 @@ impl Plugin for AlignmentCalibration {
              for Contrastive Learning with Black-box Evaluation\", TMLR 2025.",
         )
         .param(
+            ParamSpec::choice("formulation", "Formulation", &["reference", "paper"], "reference")
+                .group("Method")
+                .help(
+                    "reference: the objective of the code behind the paper's numbers, \
+                     (Σ_retain l + α·Σ_forget l)/(N_r + α·N_u) + β·|D_u|/(|D_r|+|D_u|)·mean cos \
+                     (γ and ε unused); paper: eq. (5) as printed, L_retain + ε·(−α·E_neg s + \
+                     β·E_pos s + γ·E lse) with s = cos/τ, whose β is τ times the reference's \
+                     and whose loss is (1 + αε) times larger, which acts as a learning rate \
+                     that much higher.",
+                ),
+        )
+        .param(
             ParamSpec::float("alpha", "α (negative alignment)", 0.0, 100.0, 1.0)
                 .group("Method")
-                .help("Weight of −E_neg s: raises the similarity of different forget samples. The paper: 1."),
+                .help(
+                    "reference: weight of each forget row's InfoNCE against a view of another \
+                     forget sample in the batch mean (the paper's α and γ together); 1 is the \
+                     plain mean, the released scripts tune it in [0.4, 2]. paper: weight of \
+                     −E_neg s. The paper: 1.",
+                ),
         )
         .param(
             ParamSpec::float("beta", "β (positive alignment)", 0.0, 100.0, 1.0)
                 .group("Method")
                 .help(
-                    "Weight of E_pos s: lowers the similarity of two views of a forget sample. \
-                     The paper tunes it in [0, 20] per task (its MoCo ablation reaches the \
-                     retrained model's forgetting score at 12–16).",
+                    "Lowers the similarity of two views of a forget sample, in the reference's \
+                     units: β·|D_u|/(|D_r|+|D_u|) times their mean cosine. The paper tunes it \
+                     in [0, 20] (its MoCo ablation at 10 % forgetting reaches the retrained \
+                     model's forgetting score at 12–16); the released scripts use 0. Under \
+                     formulation = paper it multiplies E_pos s = cos/τ inside ε·L_unlearn: \
+                     the reference's β corresponds to β·τ there.",
                 ),
         )
         .param(
             ParamSpec::float("gamma", "γ (performance preserving)", 0.0, 100.0, 1.0)
                 .group("Method")
-                .help("Weight of E log Σ exp s on forget rows. The paper: 1."),
+                .help("formulation = paper only: weight of E log Σ exp s on forget rows (the reference ties it to α). The paper: 1."),
         )
         .param(
             ParamSpec::bool("epsilon_auto", "ε = |D_u|/|D_r|", true)
                 .group("Method")
-                .help("The paper's ε; turn off to set it with `epsilon`."),
+                .help("formulation = paper only: the paper's ε; turn off to set it with `epsilon`."),
         )
         .param(
             ParamSpec::float("epsilon", "ε (when not automatic)", 0.0, 100.0, 0.1)
-                .group("Method"),
+                .group("Method")
+                .help("formulation = paper only."),
         )
         .param(
             ParamSpec::choice("variant", "Encoder", &["auto", "simclr", "moco"], "auto")
@@ -150,10 +178,15 @@ impl Plugin for AlignmentCalibration {
             seed: params::read_seed(p)?,
             max_batches: usize::try_from(p.i64("max_batches")?).unwrap_or(0),
             coefficients: Coefficients {
+                formulation: match p.str("formulation")? {
+                    "paper" => Formulation::Paper,
+                    _ => Formulation::Reference,
+                },
                 alpha: p.f64("alpha")?,
                 beta: p.f64("beta")?,
                 gamma: p.f64("gamma")?,
                 epsilon: p.f64("epsilon")?,
+                forget_share: 0.0,
             },
             epsilon_auto: p.bool("epsilon_auto")?,
             variant,
@@ -222,6 +255,11 @@ impl Plugin for AlignmentCalibration {
         if self.epsilon_auto {
             c.epsilon = n_f as f64 / n_r as f64;
         }
+        c.forget_share = n_f as f64 / (n_r + n_f) as f64;
+        let scale = match c.formulation {
+            Formulation::Reference => ("forget_share", c.forget_share),
+            Formulation::Paper => ("epsilon", c.epsilon),
+        };
         let bs = self.optim.batch_size;
         // At least two forget samples per batch: negative pairs need two.
         let (br, bf) = mixed_batch_sizes(bs, n_r, n_f);
@@ -231,8 +269,10 @@ impl Plugin for AlignmentCalibration {
             (br, bf)
         };
         ctx.info(&format!(
-            "{variant:?}, temperature {temperature}, ε = {:.5}, batches of {br} retain + {bf} forget",
-            c.epsilon
+            "{variant:?}, temperature {temperature}, formulation {}, {} = {:.5}, batches of {br} retain + {bf} forget",
+            c.formulation.name(),
+            scale.0,
+            scale.1
         ));
 
         let steps = steps_per_epoch(ctx, Split::Retain, br, self.max_batches)?;
@@ -283,17 +323,18 @@ impl Plugin for AlignmentCalibration {
             let mut m = sums.report();
             if let Value::Object(o) = &mut m {
                 o.insert("lr".into(), json!(lr));
-                o.insert("epsilon".into(), json!(c.epsilon));
+                o.insert(scale.0.into(), json!(scale.1));
             }
             progress.end_epoch(ctx, m);
         }
         let mut ticker = progress.phase_ticker(ctx, AUDIT_AFTER, "batch", None)?;
         let audit_after = audit(ctx, head, recipe, &mut ticker)?;
-        let extra = json!({
+        let mut extra = json!({
             "method": "alignment-calibration",
+            "formulation": c.formulation.name(),
             "variant": match variant { Variant::SimClr => "simclr", Variant::Moco => "moco" },
             "temperature": temperature,
-            "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "epsilon": c.epsilon,
+            "alpha": c.alpha, "beta": c.beta,
             "retain_batch": br, "forget_batch": bf,
             "steps": trainer.steps(),
             "forget_alignment_before": audit_before.forget,
@@ -302,6 +343,19 @@ impl Plugin for AlignmentCalibration {
             "test_alignment_after": audit_after.test,
             "forgetting_score": audit_before.forget - audit_after.forget,
         });
+        if let Value::Object(o) = &mut extra {
+            match c.formulation {
+                Formulation::Reference => {
+                    o.insert("forget_share".into(), json!(c.forget_share));
+                    // β' of the reference: the weight the raw cosine got.
+                    o.insert("beta_effective".into(), json!(c.beta * c.forget_share));
+                }
+                Formulation::Paper => {
+                    o.insert("gamma".into(), json!(c.gamma));
+                    o.insert("epsilon".into(), json!(c.epsilon));
+                }
+            }
+        }
         finish(ctx, &objective, bs, &before, extra)
     }
 }

@@ -185,6 +185,7 @@ impl Runner {
                 checkpoint: spec.checkpoint.clone(),
                 data: spec.data.clone(),
                 forget: spec.forget.clone(),
+                train_rows: None,
                 out_dir: dir.join("output"),
                 seed: spec.seed,
                 device: spec.device.clone(),

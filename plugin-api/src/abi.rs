@@ -592,7 +592,18 @@ pub struct LetheHostModelInit {
 /// * `population` (int, default 0): size of the pool the halves are drawn from,
 ///   targets included (online) or not (offline); 0 = every sample of the job;
 /// * `epochs` (int, default 0): training epochs per model, 0 = the recipe's;
-/// * `seed` (int, default 0): draws the pool, the halves and the models.
+/// * `seed` (int, default 0): draws the pool, the halves and the models;
+/// * `unlearn` (object, optional; ABI 1.4, U-LiRA): after training, the host
+///   unlearns each model with an unlearning method, as a deletion runs (in a
+///   worker of its own, the model's training half as its training set) and
+///   serves the *unlearned* copies: `forget` (targets, as above; each must be
+///   one of the request's targets) are the samples each model forgets where it
+///   trained on them; `method` (descriptor id) and `params` (object) default
+///   to the method and parameters recorded in the attacked model's checkpoint
+///   (the output of `lethe unlearn`). `logits`' membership flags stay the
+///   training halves, so a forgotten target's flag says "trained, then
+///   unlearned". Trained models are shared with the same request without
+///   `unlearn`; the unlearned copies are cached under a key of their own.
 ///
 /// The same request on the same data and recipe names the same models, so the
 /// cache key is a pure function of it.

@@ -25,6 +25,7 @@ use super::EvalError;
 use super::job_data::JobData;
 use super::shift::{ShiftCheck, input_shift};
 use crate::jobs::atomic::write_atomic;
+use crate::metrics::binomial::{Proportion, clopper_pearson};
 use crate::metrics::sanity::{self, SanityFlag, Severity};
 use crate::metrics::{MembershipMetrics, MetricOptions, membership_metrics};
 use crate::worker::protocol::DescriptorInfo;
@@ -106,6 +107,91 @@ pub struct AttackMetrics {
     pub reference: Option<MembershipMetrics>,
     /// The attack's fit on its shadow data.
     pub shadow: Option<ShadowFit>,
+    /// Per-sample evidence, from attacks that write p-values (U-LiRA, online
+    /// LiRA).
+    pub per_sample: Option<PerSample>,
+}
+
+/// How many samples an attacker can tell from ones the model never saw, one by
+/// one: the share with a p-value below `alpha`, with exact intervals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerSample {
+    /// Significance level (the attack's `alpha`, else 0.05).
+    pub alpha: f64,
+    /// Forgotten samples with p < alpha.
+    pub forget: Proportion,
+    /// Held-out non-members with p < alpha: the test's own false-positive
+    /// rate, which should be about `alpha`.
+    pub nonmember: Option<Proportion>,
+    /// Held-out members with p < alpha.
+    pub member: Option<Proportion>,
+    /// The forget p-values counted in ten bins of width 0.1.
+    pub histogram: [usize; 10],
+}
+
+/// Default significance level of [`PerSample`].
+pub const DEFAULT_ALPHA: f64 = 0.05;
+
+/// Reads `pvalues_<role>` from `dir`, when the attack wrote it.
+pub fn read_pvalues(dir: &Path, role: &str) -> Result<Option<Vec<f64>>, EvalError> {
+    let name = format!("pvalues_{role}");
+    let path = dir.join(format!("{name}.safetensors"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let p = Vec::<f64>::try_from(
+        read_tensor(&path, &name)?
+            .f_to_kind(Kind::Double)?
+            .f_flatten(0, -1)?,
+    )?;
+    if let Some(bad) = p.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        return Err(EvalError::Invalid(format!(
+            "{} holds {bad}, not a p-value",
+            path.display()
+        )));
+    }
+    Ok(Some(p))
+}
+
+/// Reads `positions_<role>` (split positions) from `dir`, when written.
+pub fn read_positions(dir: &Path, role: &str) -> Result<Option<Vec<i64>>, EvalError> {
+    let name = format!("positions_{role}");
+    let path = dir.join(format!("{name}.safetensors"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Vec::<i64>::try_from(
+        read_tensor(&path, &name)?
+            .f_to_kind(Kind::Int64)?
+            .f_flatten(0, -1)?,
+    )?))
+}
+
+/// The per-sample section from the p-value files in `dir` (`None` when the
+/// attack wrote none for the forget set).
+pub fn per_sample(dir: &Path, level: f64) -> Result<Option<PerSample>, EvalError> {
+    let Some(forget) = read_pvalues(dir, "forget")? else {
+        return Ok(None);
+    };
+    let alpha = std::fs::read(dir.join("attack_summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["alpha"].as_f64())
+        .filter(|a| *a > 0.0 && *a < 1.0)
+        .unwrap_or(DEFAULT_ALPHA);
+    let share =
+        |p: &[f64]| clopper_pearson(p.iter().filter(|v| **v < alpha).count(), p.len(), level);
+    let mut histogram = [0usize; 10];
+    for p in &forget {
+        histogram[((p * 10.0) as usize).min(9)] += 1;
+    }
+    Ok(Some(PerSample {
+        alpha,
+        forget: share(&forget),
+        nonmember: read_pvalues(dir, "nonmember")?.map(|p| share(&p)),
+        member: read_pvalues(dir, "member")?.map(|p| share(&p)),
+        histogram,
+    }))
 }
 
 fn decisions(r: &RoleScores) -> Option<&[bool]> {
@@ -157,6 +243,7 @@ pub fn attack_metrics(dir: &Path, opts: &MetricOptions) -> Result<AttackMetrics,
         forget: forget_metrics,
         reference,
         shadow,
+        per_sample: per_sample(dir, opts.level)?,
     })
 }
 
@@ -302,6 +389,7 @@ pub fn run_attack(
         checkpoint: req.checkpoint.clone(),
         data: req.data.clone(),
         forget: req.forget.clone(),
+        train_rows: None,
         out_dir: req.out_dir.clone(),
         seed: req.seed,
         device: req.device.clone(),
@@ -509,6 +597,7 @@ pub fn estimate_attack(
         checkpoint: req.checkpoint.clone(),
         data: req.data.clone(),
         forget: req.forget.clone(),
+        train_rows: None,
         out_dir: dir.clone(),
         seed: req.seed,
         device: req.device.clone(),

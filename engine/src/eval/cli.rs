@@ -128,6 +128,27 @@ pub struct AttackArgs {
     pub executor: crate::exec::cli::ExecutorArgs,
 }
 
+/// Tells the worker about `--plugins` folders too: an attack that unlearns
+/// shadow models (U-LiRA) looks for the deletion's method there.
+pub fn pass_plugin_dirs(worker: &mut WorkerOptions, extra_dirs: &[PathBuf]) {
+    if extra_dirs.is_empty() {
+        return;
+    }
+    let mut dirs: Vec<PathBuf> = extra_dirs
+        .iter()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
+        .collect();
+    if let Some(path) = std::env::var_os("LETHE_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        worker.env.push((
+            "LETHE_PLUGIN_PATH".into(),
+            joined.to_string_lossy().into_owned(),
+        ));
+    }
+}
+
 fn ensure_inputs(paths: &[(&str, &Path)]) -> anyhow::Result<()> {
     for (what, path) in paths {
         if !path.exists() {
@@ -260,6 +281,7 @@ pub fn run_attack_command(
     let short = args.attack.rsplit('.').next().unwrap_or("attack");
     let out = new_folder(args.out.clone(), format!("runs/attack-{short}-{now}"))?;
     let mut worker = WorkerOptions::current_exe()?;
+    pass_plugin_dirs(&mut worker, extra_dirs);
     worker.timeout = Some(SCAN_TIMEOUT);
     let (library, descriptor) =
         find_plugin(&worker, &plugin_dirs(extra_dirs), &args.attack).map_err(anyhow::Error::msg)?;
@@ -326,6 +348,7 @@ pub fn run_attack_estimate(
         ("forget list", args.forget.as_path()),
     ])?;
     let mut worker = WorkerOptions::current_exe()?;
+    pass_plugin_dirs(&mut worker, extra_dirs);
     worker.timeout = Some(SCAN_TIMEOUT);
     let (library, descriptor) =
         find_plugin(&worker, &plugin_dirs(extra_dirs), &args.attack).map_err(anyhow::Error::msg)?;
@@ -365,11 +388,27 @@ pub fn run_attack_estimate(
                 "  each: {} samples of a {}-sample pool, {} epochs, {} steps of batch {}",
                 s.train_samples_per_model, s.pool, s.epochs, s.steps_per_model, s.batch_size
             );
+            if let Some(method) = &s.unlearn_method {
+                println!(
+                    "  then each unlearned with {method}: {} of {} copies to make, {}",
+                    s.to_unlearn,
+                    s.models,
+                    match s.seconds_per_unlearn {
+                        Some(u) => format!(
+                            "about {u:.1} s each (the deletion's own time, scaled to a shadow's data)"
+                        ),
+                        None => "time unknown (the deletion recorded none)".into(),
+                    }
+                );
+            }
             match s.seconds_per_step {
                 Some(step) => println!(
                     "  estimated time: {:.0} s ({:.1} s a model; {:.4} s a step, timed on {})",
                     s.seconds, s.seconds_per_model, step, s.device
                 ),
+                None if s.to_unlearn > 0 => {
+                    println!("  estimated time: {:.0} s (unlearning only)", s.seconds)
+                }
                 None => println!("  nothing to train"),
             }
             println!(
@@ -453,6 +492,26 @@ fn print_attack(r: &AttackReport) {
                     .unwrap_or_default()
             )
         );
+    }
+    if let Some(p) = &m.per_sample {
+        let share = |q: &crate::metrics::binomial::Proportion| {
+            format!(
+                "{}/{} = {:.3} [{:.3}, {:.3}]",
+                q.k, q.n, q.fraction, q.low, q.high
+            )
+        };
+        println!(
+            "{:<34}{:>40}",
+            format!("p < {} (exact {:.0}% CI)", p.alpha, p.forget.level * 100.0),
+            "forgotten samples told apart"
+        );
+        println!("{:<34}{:>40}", "  forget set", share(&p.forget));
+        if let Some(n) = &p.nonmember {
+            println!("{:<34}{:>40}", "  never-seen samples (≈ alpha)", share(n));
+        }
+        if let Some(q) = &p.member {
+            println!("{:<34}{:>40}", "  retained samples", share(q));
+        }
     }
     for f in &r.flags {
         println!("{:?} {}: {}", f.severity, f.code, f.message);

@@ -223,6 +223,7 @@ pub fn run_unit(spec: &UnitSpec) -> Result<(String, Value), String> {
                 checkpoint: checkpoint.clone(),
                 data: data.clone(),
                 forget: forget.clone(),
+                train_rows: None,
                 seed: *seed,
                 device: device.clone(),
             };

@@ -60,7 +60,7 @@ pub const DEFAULT_MLP_HIDDEN: [i64; 2] = [512, 512];
 const MAX_MLP_FIRST_LAYER: i64 = 1 << 28;
 
 /// A training job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainJob {
     /// Dataset file or folder.
     pub data: PathBuf,

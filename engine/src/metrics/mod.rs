@@ -7,6 +7,7 @@
 //! * [`sanity`]: warnings (over-unlearning, distribution shift);
 //! * [`student`]: Student's t, mean and paired t-intervals over seeds.
 
+pub mod binomial;
 pub mod bootstrap;
 pub mod confusion;
 pub mod membership;

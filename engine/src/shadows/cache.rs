@@ -2,7 +2,9 @@
 //! (`<root>/<key>/`) holding `spec.json` (what the key hashes, for people) and
 //! one `model-<k>.safetensors` per model with its logits on every dataset
 //! sample (`logits`, float `[N, C]`) and its training half (`members`, u8
-//! `[N]`). Files are written atomically as each model finishes, so a cancelled
+//! `[N]`), and, where the models are unlearned too (U-LiRA), its checkpoint
+//! `weights-<k>.safetensors`; the unlearned copies live in a set of their own
+//! (see [`super::unlearn`]). Files are written atomically as each model finishes, so a cancelled
 //! run keeps what it trained; a file that does not match its plan is ignored
 //! and trained again.
 
@@ -67,6 +69,19 @@ impl ShadowCache {
     /// The file of model `k`.
     pub fn model_path(&self, key: &str, k: usize) -> PathBuf {
         self.dir(key).join(format!("model-{k:04}.safetensors"))
+    }
+
+    /// The checkpoint of model `k` (kept when its copies are to be unlearned).
+    pub fn weights_path(&self, key: &str, k: usize) -> PathBuf {
+        self.dir(key).join(format!("weights-{k:04}.safetensors"))
+    }
+
+    /// Model `k`'s checkpoint when the cache holds one of this plan.
+    pub fn weights(&self, key: &str, k: usize) -> Option<PathBuf> {
+        let path = self.weights_path(key, k);
+        let ck = checkpoint::read(&path).ok()?;
+        let noted = ck.meta.as_ref()?.provenance.notes.get("key")?;
+        (noted == key).then_some(path)
     }
 
     /// Model `k`'s logits (`[rows, classes]`, float, CPU) when the cache holds

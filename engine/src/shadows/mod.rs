@@ -20,16 +20,23 @@
 //! The attacked checkpoint's weights play no part in the shadow models, so an
 //! original model and the models unlearned from it share one set of shadows:
 //! attacking "before" and "after" trains them once.
+//!
+//! A request with an `unlearn` block ([`ShadowUnlearn`], U-LiRA) also runs the
+//! unlearning method on each model ([`unlearn`]) and serves the unlearned
+//! copies' logits; the trained models are the same ones (same key), kept with
+//! their weights.
 
 pub mod cache;
 mod plan;
 mod recipe;
 pub mod train;
+pub mod unlearn;
 
 pub use cache::{SHADOW_CACHE_ENV, SHADOW_ESTIMATE_ENV, ShadowCache, default_cache_dir};
 pub use plan::ShadowPlan;
 pub use recipe::ShadowRecipe;
 pub use train::{PreparedShadows, ShadowEstimate, ShadowProgress, estimate, prepare};
+pub use unlearn::{ShadowUnlearn, UnlearnSetup};
 
 use serde::{Deserialize, Serialize};
 
@@ -127,6 +134,10 @@ pub struct ShadowRequest {
     /// Seed of the pool, the halves and the models' initialisation and batches.
     #[serde(default)]
     pub seed: u64,
+    /// Unlearn each model after training (U-LiRA): the models served are the
+    /// unlearned copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlearn: Option<Box<ShadowUnlearn>>,
 }
 
 /// Most models one request may ask for: each is a full training run.
@@ -146,6 +157,12 @@ impl ShadowRequest {
         if req.mode == ShadowMode::Online && req.models < 2 {
             return Err(ShadowError::Request(
                 "online attacks need at least 2 models (some trained with each target, some without)"
+                    .into(),
+            ));
+        }
+        if req.unlearn.as_ref().is_some_and(|u| u.forget.is_empty()) {
+            return Err(ShadowError::Request(
+                "`unlearn.forget` names no samples: say which targets the shadow models forget"
                     .into(),
             ));
         }

@@ -210,6 +210,7 @@ mod tests {
             population,
             epochs: 0,
             seed: 7,
+            unlearn: None,
         }
     }
 

@@ -25,6 +25,10 @@ pub struct ShadowRecipe {
     pub train: TrainConfig,
     /// The checkpoint whose `lethe train` record this is.
     pub source: PathBuf,
+    /// That record, which a shadow model's checkpoint carries too (with its
+    /// own seed) so that a method reading the training recipe finds it.
+    #[serde(skip)]
+    pub job: Option<TrainJob>,
 }
 
 fn job_of(meta: Option<&CheckpointMeta>) -> Option<TrainJob> {
@@ -79,8 +83,9 @@ impl ShadowRecipe {
                 }
                 return Ok(ShadowRecipe {
                     arch: arch.clone(),
-                    train: job.train,
+                    train: job.train.clone(),
                     source,
+                    job: Some(job),
                 });
             }
             let Some(note) = meta

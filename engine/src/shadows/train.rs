@@ -11,7 +11,9 @@ use tch::{Device, Kind, Tensor};
 use super::cache::ShadowCache;
 use super::plan::ShadowPlan;
 use super::recipe::ShadowRecipe;
+use super::unlearn::{self, UnlearnSetup};
 use super::{ShadowError, ShadowMode};
+use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
 use crate::models::{HeadConfig, Model};
 use crate::train::augment::to_unit_float;
@@ -55,6 +57,20 @@ pub struct ShadowEstimate {
     pub device: String,
     /// The checkpoint whose recipe the models follow.
     pub recipe_source: PathBuf,
+    /// Cache key of the unlearned copies (U-LiRA requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlearn_key: Option<String>,
+    /// The method the copies are unlearned with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlearn_method: Option<String>,
+    /// Unlearned copies to make (their trained models are counted in
+    /// `to_train` only when their checkpoints are not cached).
+    #[serde(default)]
+    pub to_unlearn: usize,
+    /// Estimated seconds per unlearning run (the deletion's own wall time
+    /// scaled to a shadow's training set); `None` when nothing says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_unlearn: Option<f64>,
 }
 
 /// Models ready for an attack.
@@ -96,6 +112,8 @@ pub struct ShadowContext<'a> {
     pub cache: &'a ShadowCache,
     /// Compute device.
     pub device: Device,
+    /// Unlearn each model after training (U-LiRA).
+    pub unlearn: Option<&'a UnlearnSetup>,
 }
 
 fn classes(ctx: &ShadowContext<'_>) -> i64 {
@@ -192,14 +210,32 @@ fn time_steps(
 pub fn estimate(plan: &ShadowPlan, ctx: &ShadowContext<'_>) -> Result<ShadowEstimate, ShadowError> {
     let (key, _) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
     let models = plan.models();
-    let cached = ctx.cache.count(&key, models);
-    let to_train = models - cached;
+    let unlearn_key = ctx.unlearn.map(|u| u.key(&key).0);
+    let (cached, to_train, to_unlearn) = match &unlearn_key {
+        None => {
+            let cached = ctx.cache.count(&key, models);
+            (cached, models - cached, 0)
+        }
+        Some(ukey) => {
+            // An unlearned copy needs its trained model's checkpoint, which
+            // a plain LiRA run does not keep.
+            let missing: Vec<usize> = (0..models)
+                .filter(|&k| !ctx.cache.model_path(ukey, k).exists())
+                .collect();
+            let untrained = missing
+                .iter()
+                .filter(|&&k| !ctx.cache.weights_path(&key, k).exists())
+                .count();
+            (models - missing.len(), untrained, missing.len())
+        }
+    };
     let cfg = ctx.recipe.with_epochs(ctx.epochs);
     let mean_train = (0..models)
         .map(|k| plan.training_rows(k).len())
         .sum::<usize>()
         .checked_div(models)
         .unwrap_or(0);
+    let seconds_per_unlearn = ctx.unlearn.and_then(|u| u.seconds_per_model(mean_train));
     let steps_per_model = steps(mean_train, &cfg);
     let (per_step, per_row) = if to_train > 0 {
         let (s, r) = time_steps(plan, ctx, &cfg)?;
@@ -209,6 +245,9 @@ pub fn estimate(plan: &ShadowPlan, ctx: &ShadowContext<'_>) -> Result<ShadowEsti
     };
     let seconds_per_model =
         per_step.unwrap_or(0.0) * steps_per_model as f64 + per_row * ctx.dataset.len() as f64;
+    // The unlearned copy's logits on every row come on top of the method.
+    let unlearn_seconds = to_unlearn as f64
+        * (seconds_per_unlearn.unwrap_or(0.0) + per_row * ctx.dataset.len() as f64);
     Ok(ShadowEstimate {
         cache_dir: ctx.cache.dir(&key),
         key,
@@ -224,9 +263,13 @@ pub fn estimate(plan: &ShadowPlan, ctx: &ShadowContext<'_>) -> Result<ShadowEsti
         steps_per_model,
         seconds_per_step: per_step,
         seconds_per_model,
-        seconds: seconds_per_model * to_train as f64,
+        seconds: seconds_per_model * to_train as f64 + unlearn_seconds,
         device: crate::runtime::device_name(ctx.device),
         recipe_source: ctx.recipe.source.clone(),
+        unlearn_key,
+        unlearn_method: ctx.unlearn.map(|u| u.method.clone()),
+        to_unlearn,
+        seconds_per_unlearn,
     })
 }
 
@@ -243,11 +286,22 @@ pub fn prepare(
     let start = Instant::now();
     let (key, spec) = plan.key(ctx.recipe, ctx.epochs, ctx.dataset);
     ctx.cache.write_spec(&key, &spec)?;
+    let unlearning = match ctx.unlearn {
+        Some(setup) => {
+            let (ukey, uspec) = setup.key(&key);
+            ctx.cache.write_spec(&ukey, &uspec)?;
+            Some((setup, ukey))
+        }
+        None => None,
+    };
     let rows = ctx.dataset.len();
     let classes = classes(ctx);
     let total = plan.models();
     let cfg = ctx.recipe.with_epochs(ctx.epochs);
-    let to_train = estimate.to_train.max(1);
+    let to_do = match unlearning {
+        Some(_) => estimate.to_unlearn,
+        None => estimate.to_train,
+    };
     let (mut cached, mut trained) = (0usize, 0usize);
     let mut all_logits = Vec::with_capacity(total);
     let mut all_masks = Vec::with_capacity(total * rows);
@@ -259,37 +313,61 @@ pub fn prepare(
             });
         }
         let mask = plan.member_mask(k, rows);
-        let logits = match ctx.cache.load(&key, k, classes, &mask) {
-            Some(l) => {
-                cached += 1;
-                l
-            }
+        let served_key = unlearning
+            .as_ref()
+            .map_or(key.as_str(), |(_, u)| u.as_str());
+        if let Some(l) = ctx.cache.load(served_key, k, classes, &mask) {
+            cached += 1;
+            all_logits.push(l);
+            all_masks.extend(mask);
+            continue;
+        }
+        let done = trained;
+        let mut report = |within: f64, message: String| {
+            progress(ShadowProgress {
+                fraction: ((done as f64 + within) / to_do.max(1) as f64).min(1.0),
+                message: format!("shadow model {}/{to_do} (#{k}): {message}", done + 1),
+            });
+        };
+        let made = match &unlearning {
+            Some((setup, ukey)) => unlearned_model(
+                plan,
+                ctx,
+                (&key, ukey),
+                setup,
+                &cfg,
+                k,
+                &mask,
+                cancelled,
+                &mut report,
+            )?,
             None => {
-                let done = trained;
                 let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
-                    progress(ShadowProgress {
-                        fraction: ((done as f64 + epoch as f64 / epochs.max(1) as f64)
-                            / to_train as f64)
-                            .min(1.0),
-                        message: format!(
-                            "shadow model {}/{} (#{k}): epoch {epoch}/{epochs}, loss {loss:.4}",
-                            done + 1,
-                            estimate.to_train,
-                        ),
-                    });
+                    report(
+                        epoch as f64 / epochs.max(1) as f64,
+                        format!("epoch {epoch}/{epochs}, loss {loss:.4}"),
+                    )
                 };
-                let Some(logits) =
-                    train_model(plan, ctx, &key, &cfg, k, &mask, cancelled, &mut on_epoch)?
-                else {
-                    return Err(ShadowError::Cancelled {
-                        done: cached + trained,
-                        total,
-                    });
-                };
-                trained += 1;
-                logits
+                train_model(
+                    plan,
+                    ctx,
+                    &key,
+                    &cfg,
+                    k,
+                    &mask,
+                    false,
+                    cancelled,
+                    &mut on_epoch,
+                )?
             }
         };
+        let Some(logits) = made else {
+            return Err(ShadowError::Cancelled {
+                done: cached + trained,
+                total,
+            });
+        };
+        trained += 1;
         all_logits.push(logits);
         all_masks.extend(mask);
     }
@@ -305,8 +383,9 @@ pub fn prepare(
     })
 }
 
-/// Trains model `k` of `plan` and stores its logits in the cache; its logits,
-/// or `None` when `cancelled` stopped it. `on_epoch(epoch, epochs, loss)`.
+/// Trains model `k` of `plan` and stores its logits in the cache (and its
+/// checkpoint, when `keep_weights`); its logits, or `None` when `cancelled`
+/// stopped it. `on_epoch(epoch, epochs, loss)`.
 #[allow(clippy::too_many_arguments)]
 fn train_model(
     plan: &ShadowPlan,
@@ -315,6 +394,7 @@ fn train_model(
     cfg: &TrainConfig,
     k: usize,
     mask: &[bool],
+    keep_weights: bool,
     cancelled: &dyn Fn() -> bool,
     on_epoch: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<Option<Tensor>, ShadowError> {
@@ -342,6 +422,9 @@ fn train_model(
     if summary.stopped {
         return Ok(None);
     }
+    if keep_weights {
+        save_weights(ctx, key, k, &vs, &cfg)?;
+    }
     let logits = predict_logits(&model, ctx.dataset.images(), 512, ctx.device)
         .to_kind(Kind::Float)
         .to_device(Device::Cpu);
@@ -350,9 +433,114 @@ fn train_model(
     Ok(Some(logits))
 }
 
+/// Keeps model `k`'s checkpoint in the cache, with the architecture and a
+/// `lethe train` record of its own (the recipe with the model's seed), as a
+/// method unlearning it expects of a trained model.
+fn save_weights(
+    ctx: &ShadowContext<'_>,
+    key: &str,
+    k: usize,
+    vs: &VarStore,
+    cfg: &TrainConfig,
+) -> Result<(), ShadowError> {
+    let path = ctx.cache.weights_path(key, k);
+    let mut meta = CheckpointMeta::new(
+        Some(ctx.recipe.arch.clone()),
+        Some("lethe shadow model".into()),
+    );
+    let notes = &mut meta.provenance.notes;
+    notes.insert("key".into(), key.to_string());
+    notes.insert("model".into(), k.to_string());
+    if let Some(job) = &ctx.recipe.job {
+        let mut job = job.clone();
+        job.train = cfg.clone();
+        notes.insert(
+            "job".into(),
+            serde_json::to_string(&job).unwrap_or_default(),
+        );
+    }
+    crate::checkpoint::save(&path, vs, &meta, true).map_err(|e| ShadowError::Cache {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Model `k`'s unlearned copy: its trained model (from the cache, else
+/// trained now with its checkpoint kept) unlearned by `setup`'s method in a
+/// worker, its logits stored under `keys.1`; `None` when `cancelled` stopped
+/// it. `report(fraction of this model, message)`.
+#[allow(clippy::too_many_arguments)]
+fn unlearned_model(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    (key, ukey): (&str, &str),
+    setup: &UnlearnSetup,
+    cfg: &TrainConfig,
+    k: usize,
+    mask: &[bool],
+    cancelled: &dyn Fn() -> bool,
+    report: &mut dyn FnMut(f64, String),
+) -> Result<Option<Tensor>, ShadowError> {
+    let weights = match ctx.cache.weights(key, k) {
+        Some(w) => w,
+        None => {
+            let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+                report(
+                    0.5 * epoch as f64 / epochs.max(1) as f64,
+                    format!("training, epoch {epoch}/{epochs}, loss {loss:.4}"),
+                )
+            };
+            if train_model(plan, ctx, key, cfg, k, mask, true, cancelled, &mut on_epoch)?.is_none()
+            {
+                return Ok(None);
+            }
+            ctx.cache.weights_path(key, k)
+        }
+    };
+    let started = Instant::now();
+    let training = plan.training_rows(k);
+    let forget = setup.forget_of(&training);
+    let logits = if forget.is_empty() {
+        // None of the targets is in this model's half: nothing to forget.
+        unlearn::logits_of(&weights, ctx.dataset.images(), ctx.device)?
+    } else {
+        let work = ctx.cache.dir(ukey).join(format!("work-{k:04}"));
+        let mut on_progress = |f: Option<f64>, m: String| {
+            report(
+                0.5 + 0.5 * f.unwrap_or(0.0).clamp(0.0, 1.0),
+                format!(
+                    "unlearning {} samples with {}: {m}",
+                    forget.len(),
+                    setup.method
+                ),
+            )
+        };
+        let Some(model) = unlearn::run_method(
+            setup,
+            &weights,
+            &training,
+            &forget,
+            &work,
+            cancelled,
+            &mut on_progress,
+        )?
+        else {
+            return Ok(None);
+        };
+        let logits = unlearn::logits_of(&model, ctx.dataset.images(), ctx.device)?;
+        // The copy's logits are what is kept; its checkpoint can be made again.
+        let _ = std::fs::remove_dir_all(&work);
+        logits
+    };
+    ctx.cache
+        .store(ukey, k, &logits, mask, started.elapsed().as_secs_f64())?;
+    Ok(Some(logits))
+}
+
 /// Model `k` of `plan` (whose cache key is `key`, [`ShadowPlan::key`]) into
-/// the cache, unless it is there already (a shadow unit on an executor):
-/// whether it was trained now.
+/// the cache, unless it is there already (a shadow unit on an executor), and
+/// with an unlearning context its unlearned copy: whether anything was made
+/// now.
 pub fn train_one(
     plan: &ShadowPlan,
     ctx: &ShadowContext<'_>,
@@ -363,17 +551,56 @@ pub fn train_one(
 ) -> Result<bool, ShadowError> {
     let rows = ctx.dataset.len();
     let mask = plan.member_mask(k, rows);
-    if ctx.cache.load(key, k, classes(ctx), &mask).is_some() {
-        return Ok(false);
-    }
     let cfg = ctx.recipe.with_epochs(ctx.epochs);
-    let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+    let mut report = |fraction: f64, message: String| {
         progress(ShadowProgress {
-            fraction: epoch as f64 / epochs.max(1) as f64,
-            message: format!("shadow model #{k}: epoch {epoch}/{epochs}, loss {loss:.4}"),
+            fraction,
+            message: format!("shadow model #{k}: {message}"),
         });
     };
-    match train_model(plan, ctx, key, &cfg, k, &mask, cancelled, &mut on_epoch)? {
+    let made = match ctx.unlearn {
+        Some(setup) => {
+            let (ukey, uspec) = setup.key(key);
+            if ctx.cache.load(&ukey, k, classes(ctx), &mask).is_some() {
+                return Ok(false);
+            }
+            ctx.cache.write_spec(&ukey, &uspec)?;
+            unlearned_model(
+                plan,
+                ctx,
+                (key, &ukey),
+                setup,
+                &cfg,
+                k,
+                &mask,
+                cancelled,
+                &mut report,
+            )?
+        }
+        None => {
+            if ctx.cache.load(key, k, classes(ctx), &mask).is_some() {
+                return Ok(false);
+            }
+            let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+                report(
+                    epoch as f64 / epochs.max(1) as f64,
+                    format!("epoch {epoch}/{epochs}, loss {loss:.4}"),
+                )
+            };
+            train_model(
+                plan,
+                ctx,
+                key,
+                &cfg,
+                k,
+                &mask,
+                false,
+                cancelled,
+                &mut on_epoch,
+            )?
+        }
+    };
+    match made {
         Some(_) => Ok(true),
         None => Err(ShadowError::Cancelled { done: 0, total: 1 }),
     }

@@ -321,6 +321,7 @@ pub fn retrain_cached(
         checkpoint: req.checkpoint.clone(),
         data: req.data.clone(),
         forget: req.forget.clone(),
+        train_rows: None,
         out_dir: scratch.clone(),
         seed: req.seed,
         device: req.device.clone(),

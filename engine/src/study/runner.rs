@@ -865,6 +865,7 @@ impl RunStep<'_> {
             checkpoint: self.spec.checkpoint.clone(),
             data: self.spec.data.clone(),
             forget: self.spec.forget.clone(),
+            train_rows: None,
             out_dir,
             seed,
             device: self.resolved.device.as_str().into(),

@@ -237,6 +237,7 @@ pub fn check_plugin(
                 checkpoint: checkpoint.to_path_buf(),
                 data: demo.data.clone(),
                 forget: forget.to_path_buf(),
+                train_rows: None,
                 out_dir: dir.join(tag),
                 seed: 0,
                 device: device.to_string(),

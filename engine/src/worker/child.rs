@@ -236,6 +236,7 @@ pub fn run_worker() -> Result<(), WorkerError> {
             checkpoint,
             data,
             forget,
+            train_rows,
             out_dir,
             seed,
             device,
@@ -247,6 +248,7 @@ pub fn run_worker() -> Result<(), WorkerError> {
                 checkpoint: &checkpoint,
                 data: &data,
                 forget: &forget,
+                train_rows: train_rows.as_deref(),
                 out_dir: &out_dir,
                 seed,
                 device: &device,
@@ -346,6 +348,7 @@ struct UnlearnSetup<'a> {
     checkpoint: &'a Path,
     data: &'a Path,
     forget: &'a Path,
+    train_rows: Option<&'a Path>,
     out_dir: &'a Path,
     seed: u64,
     device: &'a str,
@@ -373,10 +376,46 @@ pub struct JobFiles {
     pub data: std::path::PathBuf,
     /// The forget list.
     pub forget: std::path::PathBuf,
+    /// The training rows, when not the dataset's training split (see
+    /// [`Job::Unlearn`]).
+    pub train_rows: Option<std::path::PathBuf>,
     /// Job seed.
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+}
+
+/// A training-rows file: a JSON array of distinct dataset rows below `len`,
+/// sorted on return.
+fn read_rows(path: &Path, len: usize) -> Result<Vec<i64>, String> {
+    let bad = |why: String| format!("{}: {why}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    // 24 bytes per row is far more than a JSON integer of a real dataset needs.
+    if meta.len() > 24 * len as u64 + 64 {
+        return Err(bad(format!(
+            "{} bytes is too long for the rows of a {len}-sample dataset",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut rows: Vec<i64> = serde_json::from_slice(&text)
+        .map_err(|e| bad(format!("not a JSON array of row numbers: {e}")))?;
+    rows.sort_unstable();
+    if let Some(w) = rows.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad(format!("row {} appears twice", w[0])));
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|&&r| r < 0 || usize::try_from(r).is_ok_and(|r| r >= len))
+    {
+        return Err(bad(format!(
+            "row {r} is not in the dataset ({len} samples)"
+        )));
+    }
+    if rows.is_empty() {
+        return Err(bad("names no training rows".into()));
+    }
+    Ok(rows)
 }
 
 /// The model, the dataset and its splits of a job, loaded as the worker loads
@@ -395,7 +434,20 @@ fn load_job(
     let device = parse_device(&files.device)?;
     let dataset =
         crate::data::load(&files.data).map_err(|e| format!("{}: {e}", files.data.display()))?;
-    let split = crate::jobs::train::split_of(&dataset, files.seed).map_err(|e| e.to_string())?;
+    let mut split =
+        crate::jobs::train::split_of(&dataset, files.seed).map_err(|e| e.to_string())?;
+    if let Some(path) = &files.train_rows {
+        let rows = read_rows(path, dataset.len())?;
+        let outside = |v: &[i64]| -> Vec<i64> {
+            v.iter()
+                .copied()
+                .filter(|r| rows.binary_search(r).is_err())
+                .collect()
+        };
+        split.val = outside(&split.val);
+        split.test = outside(&split.test);
+        split.train = rows;
+    }
     let forget = crate::data::ForgetSet::from_path(&files.forget, &dataset, &split.train)
         .map_err(|e| e.to_string())?;
     let model = crate::checkpoint::load_model(&files.checkpoint, device, &LoadOptions::default())
@@ -443,7 +495,7 @@ pub fn train_shadow_models(
             cache_dir: cache_dir.to_path_buf(),
             estimate_only: false,
             executor: None,
-            job_files: None,
+            job_files: Some(files.clone()),
         });
     services
         .shadow_train_only(request, models, key, &mut |line| eprintln!("{line}"))
@@ -469,6 +521,7 @@ fn engine_services(
         checkpoint: s.checkpoint.to_path_buf(),
         data: s.data.to_path_buf(),
         forget: s.forget.to_path_buf(),
+        train_rows: s.train_rows.map(Path::to_path_buf),
         seed: s.seed,
         device: s.device.to_string(),
     };

@@ -141,6 +141,12 @@ pub enum Job {
         data: PathBuf,
         /// The forget list (`.txt`, `.csv` or `.json` of training-sample indices).
         forget: PathBuf,
+        /// The rows the model was trained on (a JSON array of dataset rows),
+        /// when not the dataset's training split: a shadow model's half, which
+        /// U-LiRA unlearns. Its validation and test splits then leave these
+        /// rows out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        train_rows: Option<PathBuf>,
         /// Output folder for the job's results.
         out_dir: PathBuf,
         /// Seed for the split (when the dataset records none) and shuffling.

@@ -183,6 +183,7 @@ pub fn run(
         checkpoint: args.checkpoint.clone(),
         data: args.data.clone(),
         forget: args.forget.clone(),
+        train_rows: None,
         out_dir: out.clone(),
         seed: args.seed,
         device: device.clone(),

@@ -558,31 +558,61 @@ pub struct ShadowRequest {
     pub epochs: u32,
     /// Seed of the pool, the halves and the models.
     pub seed: u64,
+    /// Unlearn every model after training (U-LiRA; ABI 1.4): the host then
+    /// serves the unlearned copies.
+    pub unlearn: Option<ShadowUnlearn>,
+}
+
+/// How the host unlearns each shadow model (see
+/// [`LetheHostShadow`](crate::abi::LetheHostShadow)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowUnlearn {
+    /// The targets each model forgets when it trained on them.
+    pub forget: Vec<ShadowTargets>,
+    /// The method's descriptor id; `None` = the method that made the attacked
+    /// model, as its checkpoint records.
+    pub method: Option<String>,
+    /// The method's parameters as a JSON object; `None` = the recorded ones.
+    pub params: Option<Value>,
+}
+
+fn targets_json(targets: &[ShadowTargets]) -> Vec<Value> {
+    targets
+        .iter()
+        .map(|t| {
+            let mut o = Map::new();
+            o.insert("split".into(), Value::from(t.split.name()));
+            if let Some(p) = &t.positions {
+                o.insert("positions".into(), Value::from(p.clone()));
+            }
+            Value::Object(o)
+        })
+        .collect()
 }
 
 impl ShadowRequest {
     /// The request as the ABI's JSON.
     pub fn to_json(&self) -> Value {
-        let targets: Vec<Value> = self
-            .targets
-            .iter()
-            .map(|t| {
-                let mut o = Map::new();
-                o.insert("split".into(), Value::from(t.split.name()));
-                if let Some(p) = &t.positions {
-                    o.insert("positions".into(), Value::from(p.clone()));
-                }
-                Value::Object(o)
-            })
-            .collect();
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "models": self.models,
             "mode": self.mode.name(),
-            "targets": targets,
+            "targets": targets_json(&self.targets),
             "population": self.population,
             "epochs": self.epochs,
             "seed": self.seed,
-        })
+        });
+        if let Some(u) = &self.unlearn {
+            let mut o = Map::new();
+            o.insert("forget".into(), Value::from(targets_json(&u.forget)));
+            if let Some(m) = &u.method {
+                o.insert("method".into(), Value::from(m.clone()));
+            }
+            if let Some(p) = &u.params {
+                o.insert("params".into(), p.clone());
+            }
+            json["unlearn"] = Value::Object(o);
+        }
+        json
     }
 }
 
@@ -854,6 +884,17 @@ impl HostContext {
     pub fn shadow_prepare(&mut self, request: &ShadowRequest) -> Result<Value, PluginError> {
         // SAFETY: EXT_SHADOW names LetheHostShadow.
         let sh = unsafe { self.ext::<abi::LetheHostShadow>(abi::EXT_SHADOW) }?;
+        if request.unlearn.is_some() {
+            // SAFETY: the host struct outlives the context; `abi` is its first field.
+            let host_abi = unsafe { (*self.host).abi };
+            if host_abi.minor < 4 {
+                return Err(PluginError::msg(format!(
+                    "this Lethe (plugin ABI {}.{}) cannot unlearn shadow models; \
+                     U-LiRA needs ABI 1.4 or later",
+                    host_abi.major, host_abi.minor
+                )));
+            }
+        }
         let json = c_string(&request.to_json().to_string());
         let mut out: *const std::ffi::c_char = std::ptr::null();
         // SAFETY: vtable from the host; the request outlives the call, `out` is ours.

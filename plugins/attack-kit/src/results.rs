@@ -6,6 +6,8 @@
 //!   more member-like (forget scores in forget-split order, the others in the
 //!   order their roles were drawn, see [`crate::sets`]);
 //! * `predictions_<role>`: uint8 `[n]`, the attack's own decision (1 = member);
+//! * optionally `pvalues_<role>` (float64 `[n]`, per-sample p-values against
+//!   "never saw it") and `positions_<role>` (int64 `[n]`, split positions);
 //! * `attack_summary` (JSON): the attack's settings, fitted thresholds, roles.
 //!
 //! Roles: `forget` (the target), `nonmember` and `member` (held out of the
@@ -78,6 +80,44 @@ pub fn put_scores(
     )?;
     ctx.put_tensor(
         &format!("predictions_{}", role.name()),
+        &Tensor::from_slice(&p),
+    )
+}
+
+/// Writes the per-sample p-values of one role (`pvalues_<role>`, float64
+/// `[n]`, the same order as its scores): the probability of a score at least
+/// as member-like from a model that never saw the sample. Nothing for an
+/// empty role.
+pub fn put_pvalues(ctx: &mut HostContext, role: Role, pvalues: &[f64]) -> Result<(), PluginError> {
+    if pvalues.is_empty() {
+        return Ok(());
+    }
+    if let Some(bad) = pvalues.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        return Err(PluginError::msg(format!(
+            "p-value {bad} of {} is {}, not in [0, 1]",
+            role.name(),
+            pvalues[bad]
+        )));
+    }
+    ctx.put_tensor(
+        &format!("pvalues_{}", role.name()),
+        &Tensor::from_slice(pvalues),
+    )
+}
+
+/// Writes the split positions of one role's samples (`positions_<role>`,
+/// int64 `[n]`, the order of its scores), so that a report can name them.
+pub fn put_positions(
+    ctx: &mut HostContext,
+    role: Role,
+    positions: &[u64],
+) -> Result<(), PluginError> {
+    let p: Vec<i64> = positions
+        .iter()
+        .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+        .collect();
+    ctx.put_tensor(
+        &format!("positions_{}", role.name()),
         &Tensor::from_slice(&p),
     )
 }

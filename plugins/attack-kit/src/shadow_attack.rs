@@ -244,6 +244,7 @@ impl Roles {
             population: s.population,
             epochs: s.epochs,
             seed: s.seed,
+            unlearn: None,
         }
     }
 
@@ -372,6 +373,30 @@ pub fn gather(ctx: &mut HostContext, roles: &Roles, batch: u32) -> Result<Gather
         nonmembers: role(ctx, roles.nonmember_split, &roles.nonmembers, batch)?,
         population: role(ctx, Split::Test, &roles.population, batch)?,
     })
+}
+
+/// LiRA's observations of `samples`: the logit-scaled confidence of the true
+/// class on the attacked model and on each shadow model.
+pub fn observations(samples: &[Sample]) -> Result<Vec<crate::lira::Observation>, PluginError> {
+    use crate::lira::{Observation, logit_confidence};
+    let phi = |logits: &[f64], label: usize| {
+        logit_confidence(logits, label)
+            .ok_or_else(|| PluginError::msg(format!("label {label} is past the model's classes")))
+    };
+    samples
+        .iter()
+        .map(|s| {
+            Ok(Observation {
+                target: phi(&s.target, s.label)?,
+                shadows: s
+                    .shadows
+                    .iter()
+                    .map(|l| phi(l, s.label))
+                    .collect::<Result<_, _>>()?,
+                inside: s.inside.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The decision threshold: scores above it are called members, and at most a

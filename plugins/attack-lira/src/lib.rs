@@ -30,10 +30,12 @@
 //! `shadow_epochs` and `shadow_population` trade power for time.
 
 use lethe_attack_kit::lira::{
-    Fit, Observation, Spread, Variance, logit_confidence, offline_scores, online_scores,
+    Fit, Observation, Spread, Variance, offline_scores, online_pvalues, online_scores,
 };
-use lethe_attack_kit::results::{Role, put_summary};
-use lethe_attack_kit::shadow_attack::{Roles, Sample, ShadowSettings, decide, gather, put_roles};
+use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
+use lethe_attack_kit::shadow_attack::{
+    Roles, ShadowSettings, decide, gather, observations, put_roles,
+};
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, Params, Plugin, PluginError, ShadowMode,
@@ -47,27 +49,6 @@ pub const ID: &str = "org.lethe.attack.lira";
 pub struct Lira {
     shadow: ShadowSettings,
     variance: Option<Variance>,
-}
-
-fn observations(samples: &[Sample]) -> Result<Vec<Observation>, PluginError> {
-    let phi = |logits: &[f64], label: usize| {
-        logit_confidence(logits, label)
-            .ok_or_else(|| PluginError::msg(format!("label {label} is past the model's classes")))
-    };
-    samples
-        .iter()
-        .map(|s| {
-            Ok(Observation {
-                target: phi(&s.target, s.label)?,
-                shadows: s
-                    .shadows
-                    .iter()
-                    .map(|l| phi(l, s.label))
-                    .collect::<Result<_, _>>()?,
-                inside: s.inside.clone(),
-            })
-        })
-        .collect()
 }
 
 impl Plugin for Lira {
@@ -180,6 +161,20 @@ impl Plugin for Lira {
             (Role::ShadowNonMember, population),
         ];
         let rates = put_roles(ctx, &scored, threshold)?;
+        if s.mode == ShadowMode::Online {
+            // Per-sample p-values against "never saw it" (online only: they
+            // read the IN fit too), and where the held-out samples are, so
+            // that a per-sample report can set two runs side by side.
+            let pv = |obs: &[Observation]| {
+                online_pvalues(obs, fit).map_err(|e| PluginError::msg(e.to_string()))
+            };
+            let [_, forget, members, nonmembers] = &roles_obs;
+            put_pvalues(ctx, Role::Forget, &pv(forget)?)?;
+            put_pvalues(ctx, Role::Member, &pv(members)?)?;
+            put_pvalues(ctx, Role::NonMember, &pv(nonmembers)?)?;
+            put_positions(ctx, Role::Member, &roles.members)?;
+            put_positions(ctx, Role::NonMember, &roles.nonmembers)?;
+        }
         let summary = json!({
             "attack": ID,
             "variant": s.mode.name(),

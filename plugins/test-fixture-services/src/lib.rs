@@ -339,6 +339,7 @@ impl Plugin for Shadows {
                 population: count("population")?,
                 epochs: u32::try_from(count("epochs")?).unwrap_or(0),
                 seed: count("seed")?,
+                unlearn: None,
             },
             logits_first: params.bool("logits_first")?,
         })

@@ -112,6 +112,7 @@ pub fn job(
         checkpoint: checkpoint.to_path_buf(),
         data: demo_dir().join("mnist10k.npz"),
         forget: forget.to_path_buf(),
+        train_rows: None,
         out_dir: out.to_path_buf(),
         seed: JOB_SEED,
         device: "cpu".into(),

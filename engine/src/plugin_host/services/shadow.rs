@@ -17,7 +17,7 @@ use crate::plugin_host::HostServices;
 use crate::shadows::train::ShadowContext;
 use crate::shadows::{
     PreparedShadows, SHADOW_ESTIMATE_ENV, ShadowCache, ShadowError, ShadowPlan, ShadowRecipe,
-    ShadowRequest, default_cache_dir, estimate, prepare,
+    ShadowRequest, TargetSpec, UnlearnSetup, default_cache_dir, estimate, prepare,
 };
 use crate::worker::child::JobFiles;
 
@@ -101,10 +101,10 @@ impl EngineServices {
         self
     }
 
-    /// The dataset rows of the request's targets, and every row of the job.
-    fn shadow_rows(&self, request: &ShadowRequest) -> Result<(Vec<i64>, Vec<i64>), ServiceError> {
+    /// The dataset rows `specs` name.
+    fn rows_of(&self, specs: &[TargetSpec]) -> Result<Vec<i64>, ServiceError> {
         let mut targets = Vec::new();
-        for t in &request.targets {
+        for t in specs {
             let split = split_named(&t.split)?;
             let rows = self
                 .splits
@@ -126,6 +126,12 @@ impl EngineServices {
                 }
             }
         }
+        Ok(targets)
+    }
+
+    /// The dataset rows of the request's targets, and every row of the job.
+    fn shadow_rows(&self, request: &ShadowRequest) -> Result<(Vec<i64>, Vec<i64>), ServiceError> {
+        let targets = self.rows_of(&request.targets)?;
         let mut all = Vec::new();
         for split in [
             DataSplit::Forget,
@@ -140,30 +146,171 @@ impl EngineServices {
         Ok((targets, all))
     }
 
+    /// The request's `unlearn` block resolved: the method (by default the one
+    /// that made the attacked model, with its parameters), found in the plugin
+    /// folders, and the rows each shadow forgets (which must be targets).
+    fn unlearn_setup(
+        &self,
+        request: &ShadowRequest,
+        targets: &[i64],
+    ) -> Result<Option<UnlearnSetup>, ServiceError> {
+        let Some(u) = &request.unlearn else {
+            return Ok(None);
+        };
+        let bad = |m: String| ServiceError::Shadow(ShadowError::Request(m));
+        let files = self.shadow.job_files.clone().ok_or_else(|| {
+            ServiceError::BadState(
+                "unlearned shadow models need the job's files (only a worker's jobs have them)"
+                    .into(),
+            )
+        })?;
+        let notes = self.meta.as_ref().map(|m| &m.provenance.notes);
+        let note = |name: &str| notes.and_then(|n| n.get(name)).cloned();
+        let model = self
+            .job
+            .original_checkpoint
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("the attacked model"));
+        let method = u
+            .method
+            .clone()
+            .or_else(|| note("plugin_id"))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} records no unlearning method (it is not the output of `lethe unlearn`): \
+                 there is no deletion to imitate on the shadow models",
+                    model.display()
+                ))
+            })?;
+        let params = match &u.params {
+            Some(p) => p.clone(),
+            None => match note("params") {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    bad(format!(
+                        "{}: its recorded method parameters are not JSON: {e}",
+                        model.display()
+                    ))
+                })?,
+                None => Value::Object(Default::default()),
+            },
+        };
+        let worker = crate::worker::WorkerOptions::current_exe()
+            .map_err(|e| ServiceError::BadState(format!("cannot find this program: {e}")))?;
+        let (library, descriptor) = crate::worker::find_plugin(
+            &crate::worker::WorkerOptions {
+                timeout: Some(std::time::Duration::from_secs(120)),
+                ..worker.clone()
+            },
+            &crate::worker::plugin_dirs(&[]),
+            &method,
+        )
+        .map_err(bad)?;
+        if descriptor.kind != "method" {
+            return Err(bad(format!(
+                "`{method}` is a {}, not an unlearning method",
+                descriptor.kind
+            )));
+        }
+        if u.method.is_none()
+            && let Some(v) = note("plugin_version")
+            && v != descriptor.version
+        {
+            return Err(bad(format!(
+                "{} was unlearned by {method} {v}, but {} offers version {}: the shadow \
+                 models must be unlearned by the method that made the model",
+                model.display(),
+                library.display(),
+                descriptor.version
+            )));
+        }
+        let library_sha256 = crate::plugin_host::trust::file_sha256(&library)
+            .map_err(|e| bad(format!("{}: {e}", library.display())))?;
+        let mut forget_rows = self.rows_of(&u.forget)?;
+        forget_rows.sort_unstable();
+        forget_rows.dedup();
+        let mut sorted_targets = targets.to_vec();
+        sorted_targets.sort_unstable();
+        if let Some(r) = forget_rows
+            .iter()
+            .find(|r| sorted_targets.binary_search(r).is_err())
+        {
+            return Err(bad(format!(
+                "`unlearn.forget` names sample {r}, which is not among the request's targets"
+            )));
+        }
+        let reference = crate::jobs::run_record::RunRecord::load(
+            model.parent().unwrap_or(std::path::Path::new(".")),
+        )
+        .ok()
+        .map(|r| {
+            let len = |split| self.splits.get(split).map_or(0, Vec::len);
+            let trained = len(DataSplit::Retain) + len(DataSplit::Forget);
+            (r.seconds, trained)
+        });
+        Ok(Some(UnlearnSetup {
+            method,
+            version: descriptor.version,
+            library,
+            library_sha256,
+            params,
+            forget_rows,
+            data: files.data,
+            seed: files.seed,
+            device: files.device,
+            worker,
+            reference,
+        }))
+    }
+
     /// The plan of `request` over the job's splits, the recipe the models
     /// follow and the cache: the same for the attack's worker and for a
     /// shadow unit on another node.
     fn shadow_setup(
         &self,
         request: &ShadowRequest,
-    ) -> Result<(ShadowPlan, ShadowRecipe, ShadowCache), ServiceError> {
+    ) -> Result<(ShadowPlan, ShadowRecipe, ShadowCache, Option<UnlearnSetup>), ServiceError> {
         let (targets, all) = self.shadow_rows(request)?;
         let plan = ShadowPlan::new(request, &all, &targets)?;
+        let unlearn = self.unlearn_setup(request, &targets)?;
         let checkpoint = self
             .job
             .original_checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from("the job's model"));
         let recipe = ShadowRecipe::resolve(&self.arch, self.meta.as_ref(), &checkpoint)?;
-        Ok((plan, recipe, ShadowCache::new(&self.shadow.cache_dir)))
+        Ok((
+            plan,
+            recipe,
+            ShadowCache::new(&self.shadow.cache_dir),
+            unlearn,
+        ))
     }
 
     /// Loads or trains the models `request_json` asks for; returns the summary
     /// the plugin reads (models, cached, trained, estimate, recipe, key).
     pub fn shadow_prepare(&self, request_json: &str) -> Result<Value, ServiceError> {
         let request = ShadowRequest::parse(request_json)?;
-        let (plan, recipe, cache) = self.shadow_setup(&request)?;
-        let est = self.with_shadow_ctx(&request, &recipe, &cache, |ctx| estimate(&plan, ctx))?;
+        let (plan, recipe, cache, unlearn) = self.shadow_setup(&request)?;
+        let unlearn = unlearn.as_ref();
+        let est = self.with_shadow_ctx(&request, &recipe, &cache, unlearn, |ctx| {
+            estimate(&plan, ctx)
+        })?;
+        if let Some(u) = unlearn {
+            self.log(
+                LogLevel::Info,
+                &format!(
+                    "each shadow model is unlearned with {} {} ({} of {} copies cached, {} to make; \
+                     about {} s per unlearning run)",
+                    u.method,
+                    u.version,
+                    est.models - est.to_unlearn,
+                    est.models,
+                    est.to_unlearn,
+                    est.seconds_per_unlearn
+                        .map_or("an unknown number of".into(), |s| format!("{s:.0}"))
+                ),
+            );
+        }
         self.log(
             LogLevel::Info,
             &format!(
@@ -189,12 +336,12 @@ impl EngineServices {
             }
             .into());
         }
-        if est.to_train > 0
+        if est.to_train + est.to_unlearn > 0
             && let Some(executor) = self.shadow.executor.as_ref().filter(|e| !e.is_inline())
         {
             self.train_on_executor(executor, &request, &plan, &est, &cache)?;
         }
-        let done = self.with_shadow_ctx(&request, &recipe, &cache, |ctx| {
+        let done = self.with_shadow_ctx(&request, &recipe, &cache, unlearn, |ctx| {
             self.finish_prepare(&request, &plan, &recipe, ctx, est, est_json)
         })?;
         self.keep_prepared(done)
@@ -207,6 +354,7 @@ impl EngineServices {
         request: &ShadowRequest,
         recipe: &ShadowRecipe,
         cache: &ShadowCache,
+        unlearn: Option<&UnlearnSetup>,
         f: impl FnOnce(&ShadowContext<'_>) -> R,
     ) -> R {
         let state = lock(&self.state);
@@ -216,6 +364,7 @@ impl EngineServices {
             epochs: request.epochs,
             cache,
             device: self.device,
+            unlearn,
         })
     }
 
@@ -248,8 +397,9 @@ impl EngineServices {
             )
         })?;
         let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let served = est.unlearn_key.as_deref().unwrap_or(&est.key);
         let missing: Vec<usize> = (0..plan.models())
-            .filter(|&k| !cache.model_path(&est.key, k).exists())
+            .filter(|&k| !cache.model_path(served, k).exists())
             .collect();
         let cache_dir = abs(cache.root());
         let units = missing
@@ -275,7 +425,7 @@ impl EngineServices {
         // One folder per set of missing models: a second attack asking for the
         // same set while the first still trains re-attaches to its tasks.
         let stage = Stage {
-            dir: abs(&cache.dir(&est.key)).join(format!("jobs-{}", missing.len())),
+            dir: abs(&cache.dir(served)).join(format!("jobs-{}", missing.len())),
             name: format!("shadow models {}", &est.key[..est.key.len().min(12)]),
             units,
             program,
@@ -359,8 +509,8 @@ impl EngineServices {
         key: &str,
         log: &mut dyn FnMut(&str),
     ) -> Result<usize, ServiceError> {
-        let (plan, recipe, cache) = self.shadow_setup(request)?;
-        self.with_shadow_ctx(request, &recipe, &cache, |ctx| {
+        let (plan, recipe, cache, unlearn) = self.shadow_setup(request)?;
+        self.with_shadow_ctx(request, &recipe, &cache, unlearn.as_ref(), |ctx| {
             let (mine, spec) = plan.key(&recipe, request.epochs, ctx.dataset);
             if mine != key {
                 return Err(ServiceError::Shadow(ShadowError::Request(format!(
@@ -423,6 +573,13 @@ impl EngineServices {
             "request": serde_json::to_value(request).unwrap_or(Value::Null),
             "key": prepared.estimate.key,
             "cache_dir": prepared.estimate.cache_dir,
+            "unlearn": ctx.unlearn.map(|u| json!({
+                "method": u.method,
+                "version": u.version,
+                "params": u.params,
+                "forget_samples": u.forget_rows.len(),
+                "key": prepared.estimate.unlearn_key,
+            })),
         });
         Ok((summary, prepared))
     }

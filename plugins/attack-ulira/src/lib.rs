@@ -1,0 +1,298 @@
+//! U-LiRA, the per-sample evaluation of inexact unlearning of Hayes, Shumailov,
+//! Triantafillou, Khalifa and Papernot ("Inexact Unlearning Needs More Careful
+//! Evaluations to Avoid a False Sense of Privacy", SaTML 2025), as a Lethe
+//! attack plugin, `org.lethe.attack.ulira`.
+//!
+//! It attacks an *unlearned* model. The engine trains `K` shadow models with
+//! the original model's recorded recipe on random halves of a pool (each
+//! target in about half of them, as online LiRA) and then unlearns each of
+//! them with the very method and parameters that made the attacked model
+//! (`lethe.shadow/1` with an `unlearn` block, ABI 1.4): every target a shadow
+//! trained on is in its forget set. So for each sample there are two kinds of
+//! reference models: trained on it and then unlearned (IN), and never trained
+//! on it (OUT). The statistic is LiRA's logit-scaled confidence
+//! `φ = log(p_y / (1 − p_y))`; the score is `log N(φ; μ_in, σ_in²) −
+//! log N(φ; μ_out, σ_out²)` of the attacked model's φ, and the p-value the
+//! chance that a model that never saw the sample scores at least as high
+//! (`lethe_attack_kit::lira::lr_pvalue`).
+//!
+//! Roles: the forget split (the deletion under test), as many held-out
+//! validation samples the model never saw (non-members; unlearned in the
+//! shadows that trained on them, like the forget set, so both sides are
+//! judged by the same test and a shadow forgets about as many samples as the
+//! deletion did) and as many retain samples (members, kept by the shadows:
+//! how exposed retained data is after the deletion). The yes/no decisions are
+//! calibrated to `decision_fpr` on the non-members themselves. The engine
+//! turns the scores into AUC and TPR at low FPR with intervals, and the
+//! p-values into the share of forgotten samples an attacker can still tell
+//! apart, with its Clopper–Pearson interval.
+
+use lethe_attack_kit::lira::{Fit, Observation, Spread, Variance, online_pvalues, online_scores};
+use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
+use lethe_attack_kit::shadow_attack::{
+    Roles, ShadowSettings, decide, gather, observations, put_roles,
+};
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{
+    Descriptor, HostContext, Kind, Params, Plugin, PluginError, ShadowMode, ShadowRequest,
+    ShadowTargets, ShadowUnlearn, Split,
+};
+use serde_json::json;
+
+/// Id of the attack.
+pub const ID: &str = "org.lethe.attack.ulira";
+
+/// The attack's settings.
+pub struct ULira {
+    shadow: ShadowSettings,
+    variance: Option<Variance>,
+    alpha: f64,
+}
+
+/// The shadow request: forget, held-out members and non-members as targets;
+/// every target but the members is forgotten by the shadows that trained on it.
+fn request(roles: &Roles, s: &ShadowSettings) -> ShadowRequest {
+    let forget = ShadowTargets {
+        split: Split::Forget,
+        positions: None,
+    };
+    let nonmembers = ShadowTargets {
+        split: roles.nonmember_split,
+        positions: Some(roles.nonmembers.clone()),
+    };
+    ShadowRequest {
+        models: s.models,
+        mode: ShadowMode::Online,
+        targets: vec![
+            forget.clone(),
+            ShadowTargets {
+                split: Split::Retain,
+                positions: Some(roles.members.clone()),
+            },
+            nonmembers.clone(),
+        ],
+        population: s.population,
+        epochs: s.epochs,
+        seed: s.seed,
+        unlearn: Some(ShadowUnlearn {
+            forget: vec![forget, nonmembers],
+            method: None,
+            params: None,
+        }),
+    }
+}
+
+impl Plugin for ULira {
+    fn descriptor() -> Descriptor {
+        Descriptor::new(
+            ID,
+            "U-LiRA (per-sample unlearning check)",
+            "0.1.0",
+            Kind::Attack,
+        )
+        .description(
+            "Attacks an unlearned model sample by sample. Shadow models are trained by the \
+                 original model's recipe and then unlearned with the same method and parameters \
+                 (cached between runs); for every sample, the logit-scaled confidence of \
+                 models that trained on it and then forgot it is compared with that of models \
+                 that never saw it, and the unlearned model's confidence is scored by their \
+                 likelihood ratio, with a p-value against 'never saw it'. Higher = still \
+                 member-like.",
+        )
+        .citation(
+            "Hayes, Shumailov, Triantafillou, Khalifa, Papernot, Inexact Unlearning Needs \
+                 More Careful Evaluations to Avoid a False Sense of Privacy, SaTML 2025 \
+                 (arXiv 2403.01218).",
+        )
+        .param(
+            ParamSpec::int("shadow_models", "Shadow models", 2, 1024, 16)
+                .group("Shadow models")
+                .help(
+                    "K: each is a training run of the recipe on half the pool plus one run \
+                         of the unlearning method. Each sample is trained and then unlearned in \
+                         about K/2 of them and never seen by the others.",
+                ),
+        )
+        .param(
+            ParamSpec::choice(
+                "variance",
+                "Variance",
+                &["auto", "per-example", "global"],
+                "auto",
+            )
+            .group("Shadow models")
+            .help(
+                "Per-sample Gaussian variances, or one shared variance; auto = global below \
+                     64 shadow models, as LiRA's authors advise.",
+            ),
+        )
+        .param(
+            ParamSpec::int("shadow_epochs", "Epochs per shadow model", 0, 100_000, 0)
+                .group("Shadow models")
+                .help("0 = the original model's recorded recipe."),
+        )
+        .param(
+            ParamSpec::int("shadow_population", "Shadow pool size", 0, 100_000_000, 0)
+                .group("Shadow models")
+                .help(
+                    "Samples the shadow models' halves are drawn from, the targets \
+                         included; 0 = every sample of the dataset.",
+                ),
+        )
+        .param(
+            ParamSpec::int("heldout_size", "Held-out set size", 0, 10_000_000, 0)
+                .group("Data")
+                .help(
+                    "Held-out non-members (validation) and as many retained members; 0 = as \
+                         many as the forget set, so that a shadow model forgets about as many \
+                         samples as the deletion did.",
+                ),
+        )
+        .param(
+            ParamSpec::float("alpha", "Significance level", 1e-6, 0.5, 0.05)
+                .group("Decisions")
+                .help(
+                    "A forgotten sample counts as distinguishable when its p-value is below \
+                         this.",
+                ),
+        )
+        .param(
+            ParamSpec::float(
+                "decision_fpr",
+                "Decision false-positive rate",
+                0.0,
+                1.0,
+                0.05,
+            )
+            .group("Decisions")
+            .help(
+                "The member/non-member decisions call this share of the held-out \
+                     non-members members.",
+            ),
+        )
+        .param(
+            ParamSpec::int("seed", "Seed", 0, i64::from(i32::MAX), 0)
+                .help("Draws the held-out subsets and the shadow models."),
+        )
+        .param(ParamSpec::int("batch_size", "Batch size", 1, 8192, 512).group("Data"))
+    }
+
+    fn create(params: &Params) -> Result<Self, PluginError> {
+        let models = u32::try_from(params.i64("shadow_models")?)
+            .map_err(|_| PluginError::msg("shadow_models out of range"))?;
+        let count = |k: &str| -> Result<u64, PluginError> {
+            Ok(u64::try_from(params.i64(k)?).unwrap_or(0))
+        };
+        let variance = match params.str("variance")? {
+            "per-example" => Some(Variance::PerExample),
+            "global" => Some(Variance::Global),
+            _ => None,
+        };
+        Ok(ULira {
+            shadow: ShadowSettings {
+                models,
+                mode: ShadowMode::Online,
+                epochs: u32::try_from(count("shadow_epochs")?).unwrap_or(u32::MAX),
+                population: count("shadow_population")?,
+                heldout: count("heldout_size")? as usize,
+                // No separate population: decisions are calibrated on the
+                // held-out non-members.
+                z_samples: 1,
+                decision_fpr: params.f64("decision_fpr")?,
+                seed: count("seed")?,
+                batch_size: u32::try_from(count("batch_size")?.max(1)).unwrap_or(512),
+            },
+            variance,
+            alpha: params.f64("alpha")?,
+        })
+    }
+
+    fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        let mut s = self.shadow.clone();
+        if s.heldout == 0 {
+            s.heldout = ctx
+                .data_len(Split::Forget)?
+                .map_or(0, |n| n as usize)
+                .max(1);
+        }
+        let roles = Roles::for_job(ctx, &s)?;
+        ctx.progress(0.0, "shadow models: training, then unlearning each");
+        let shadows = ctx.shadow_prepare(&request(&roles, &s))?;
+        ctx.progress(0.9, "scoring");
+        let gathered = gather(ctx, &roles, s.batch_size)?;
+        let variance = self
+            .variance
+            .unwrap_or_else(|| Variance::auto(s.models as usize));
+        let obs = [
+            observations(&gathered.forget)?,
+            observations(&gathered.members)?,
+            observations(&gathered.nonmembers)?,
+        ];
+        let spread = Spread::pooled(&obs.concat());
+        let fit = match variance {
+            Variance::Global => Fit::Global(spread),
+            Variance::PerExample => Fit::PerExample,
+        };
+        let err = |e: lethe_attack_kit::lira::LiraError| PluginError::msg(e.to_string());
+        let score = |o: &[Observation]| online_scores(o, fit).map_err(err);
+        let pvalue = |o: &[Observation]| online_pvalues(o, fit).map_err(err);
+        let [forget, members, nonmembers] = &obs;
+        let (forget_scores, member_scores, non_scores) =
+            (score(forget)?, score(members)?, score(nonmembers)?);
+        let threshold = decide(&non_scores, s.decision_fpr);
+        let (forget_p, member_p, non_p) = (pvalue(forget)?, pvalue(members)?, pvalue(nonmembers)?);
+        let rates = put_roles(
+            ctx,
+            &[
+                (Role::Forget, forget_scores),
+                (Role::Member, member_scores),
+                (Role::NonMember, non_scores),
+            ],
+            threshold,
+        )?;
+        put_pvalues(ctx, Role::Forget, &forget_p)?;
+        put_pvalues(ctx, Role::Member, &member_p)?;
+        put_pvalues(ctx, Role::NonMember, &non_p)?;
+        put_positions(ctx, Role::Member, &roles.members)?;
+        put_positions(ctx, Role::NonMember, &roles.nonmembers)?;
+        let below = |p: &[f64]| p.iter().filter(|v| **v < self.alpha).count();
+        let summary = json!({
+            "attack": ID,
+            "variant": "online",
+            "statistic": "logit-scaled confidence of the true class, log(p/(1-p))",
+            "score": "log N(phi; mu_in, sd_in) - log N(phi; mu_out, sd_out); IN = trained, then unlearned by the same method",
+            "pvalue": "P(score >= observed | phi ~ N(mu_out, sd_out)): the chance that a model that never saw the sample looks at least as member-like",
+            "variance": variance.name(),
+            "global_sd": match fit {
+                Fit::Global(g) => json!({"in": g.inside, "out": g.outside}),
+                Fit::PerExample => json!(null),
+            },
+            "shadow_models": s.models,
+            "alpha": self.alpha,
+            "distinguishable": {
+                "forget": {"samples": forget_p.len(), "below_alpha": below(&forget_p)},
+                "nonmember": {"samples": non_p.len(), "below_alpha": below(&non_p)},
+                "member": {"samples": member_p.len(), "below_alpha": below(&member_p)},
+            },
+            "decision": {
+                "rule": "score > threshold",
+                "threshold": threshold,
+                "calibrated_on": "held-out non-members",
+                "fpr": s.decision_fpr,
+            },
+            "shadows": shadows,
+            "roles": {
+                "target": {"split": "forget", "samples": roles.forget.len()},
+                "heldout_members": {"split": "retain", "order": "seeded shuffle", "samples": roles.members.len(), "unlearned_in_shadows": false},
+                "heldout_nonmembers": {"split": roles.nonmember_split.name(), "order": "seeded shuffle", "samples": roles.nonmembers.len(), "unlearned_in_shadows": true},
+            },
+            "seed": s.seed,
+            "results": rates,
+        });
+        put_summary(ctx, &summary)?;
+        ctx.progress_metrics(1.0, "done", &rates);
+        Ok(())
+    }
+}
+
+lethe_plugin_api::declare_plugin!(ULira);

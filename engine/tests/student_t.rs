@@ -166,3 +166,49 @@ print(json.dumps([float(x) for x in out]))
     let single = mean_t_interval(&[0.5], 0.95).unwrap();
     assert_eq!((single.low, single.high), (None, None));
 }
+
+/// The exact binomial interval of the per-sample report: Clopper–Pearson as
+/// `statsmodels`' `proportion_confint(method="beta")` computes it, written
+/// out with `scipy.stats.beta.ppf`.
+#[test]
+fn clopper_pearson_matches_scipy() {
+    use lethe_engine::metrics::binomial::clopper_pearson;
+    let cases: Vec<(usize, usize, f64)> = vec![
+        (0, 10, 0.95),
+        (1, 10, 0.95),
+        (5, 10, 0.95),
+        (10, 10, 0.95),
+        (12, 100, 0.95),
+        (3, 271, 0.99),
+        (49, 50, 0.9),
+        (0, 1, 0.95),
+        (731, 2000, 0.95),
+    ];
+    let want = scipy(
+        r#"
+import json, sys
+from scipy import stats
+out = []
+for k, n, level in json.load(sys.stdin):
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else stats.beta.ppf(a, k, n - k + 1)
+    hi = 1.0 if k == n else stats.beta.ppf(1 - a, k + 1, n - k)
+    out += [float(lo), float(hi)]
+print(json.dumps(out))
+"#,
+        serde_json::json!(cases),
+    );
+    for (i, (k, n, level)) in cases.iter().enumerate() {
+        let p = clopper_pearson(*k, *n, *level);
+        for (ours, theirs, end) in [
+            (p.low, want[2 * i], "low"),
+            (p.high, want[2 * i + 1], "high"),
+        ] {
+            assert!(
+                (ours - theirs).abs() < 1e-9,
+                "{k}/{n} at {level}: {end} {ours} vs scipy {theirs}"
+            );
+        }
+        assert!(p.low <= p.fraction && p.fraction <= p.high, "{p:?}");
+    }
+}

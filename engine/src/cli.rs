@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::worker::cli::PluginsCommand,
     },
+    /// Check a deletion sample by sample: U-LiRA on the unlearned model (shadow
+    /// models trained by the original's recipe and unlearned by the same method)
+    /// and LiRA on the original, with p-values, exact intervals and the retained
+    /// samples that became more exposed.
+    VerifySamples(Box<crate::eval::cli::VerifySamplesArgs>),
     /// Write the compliance report of a deletion run (PDF, HTML, CSV, JSON, LaTeX).
     Report(Box<crate::report::cli::ReportArgs>),
     /// Check or list the workspace's audit trail (`audit.sqlite`).
@@ -653,6 +658,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(started) = &started {
                 audit::finish(&mut entry, &result, &out);
                 entry.plugin = result.as_ref().ok().map(audit::attack_plugin);
+                audit::end(started, &entry).context("the audit record could not be written")?;
+            }
+            result?;
+        }
+        Command::VerifySamples(args) if args.estimate => {
+            crate::eval::cli::run_verify_samples(&args, &cli.plugins, std::path::Path::new(""))?;
+        }
+        Command::VerifySamples(args) => {
+            use crate::audit::jobs as audit;
+            let out = args.out_or_default(unix_now());
+            let ran = args.run.join("run.json").is_file() && !out.exists();
+            let settings = serde_json::json!({
+                "run": args.run,
+                "shadow_models": args.shadow_models,
+                "shadow_population": args.shadow_population,
+                "shadow_epochs": args.shadow_epochs,
+                "heldout": args.heldout,
+                "z_samples": args.z_samples,
+                "seed": args.seed,
+                "alpha": args.alpha,
+                "device": args.device,
+            });
+            let model = args.run.join("model.safetensors");
+            let record = crate::jobs::run_record::RunRecord::load(&args.run).ok();
+            let (data, forget) = record
+                .as_ref()
+                .map(|r| (r.data.path.clone(), r.forget.list.path.clone()))
+                .unwrap_or_default();
+            let mut entry = audit::attack_entry(
+                &audit::AttackJob {
+                    attack: "per-sample verification (U-LiRA after, LiRA before)",
+                    checkpoint: &model,
+                    data: &data,
+                    forget: &forget,
+                    settings: &settings,
+                },
+                &out,
+            );
+            let started = if ran {
+                let ws = audit::workspace_for(cli.workspace.as_deref(), Some(&out));
+                Some(audit::begin(&ws, &entry).context(START_RECORD_FAILED)?)
+            } else {
+                None
+            };
+            let result = crate::eval::cli::run_verify_samples(&args, &cli.plugins, &out);
+            if let Some(started) = &started {
+                audit::finish(&mut entry, &result, &out);
                 audit::end(started, &entry).context("the audit record could not be written")?;
             }
             result?;

@@ -10,7 +10,11 @@
 //!   p < alpha than never-seen ones do (the test's own false-positive line);
 //! * a fine-tuning deletion gets its per-sample report with intervals;
 //! * the shadows are trained once and every unlearned copy is cached: a second
-//!   run trains and unlearns nothing and gives the same scores.
+//!   run trains and unlearns nothing and gives the same scores;
+//! * `lethe verify-samples` on the fine-tuning deletion sets U-LiRA after
+//!   beside LiRA on the original before (which leaks), on the same shadows,
+//!   with the most distinguishable forgotten samples and the retained samples
+//!   whose exposure grew.
 // Test helpers (not #[test] fns, so clippy's test exemption misses them) unwrap freely.
 #![allow(clippy::unwrap_used)]
 
@@ -248,4 +252,80 @@ fn ulira_catches_a_do_nothing_deletion_and_passes_retraining_sample_by_sample() 
     let (again, log) = ulira(s, &retrain.join("model.safetensors"), &s.join("att-rt2"));
     assert!(log.contains("8 of 8 copies cached, 0 to make"), "{log}");
     assert_eq!(again["forget_scores"], rt_r["forget_scores"]);
+
+    // The whole per-sample verification of the fine-tuning deletion: U-LiRA
+    // after (from the cache: same settings as above) and LiRA on the original
+    // before, on the same trained shadows.
+    let out = s.join("verify");
+    let (text, log) = lethe(
+        s,
+        &[
+            "verify-samples",
+            finetune.to_str().unwrap(),
+            "--shadow-models",
+            "8",
+            "--shadow-population",
+            "4000",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    // Nothing trains: U-LiRA's copies are cached, and LiRA on the original
+    // finds U-LiRA's trained shadow models.
+    assert!(
+        log.matches("8 cached, 0 to train").count() == 2 && !log.contains("epoch "),
+        "LiRA must reuse U-LiRA's trained shadows:\n{log}"
+    );
+    for line in [
+        "before (original, LiRA)",
+        "never-seen samples with p < 0.05",
+        "onion effect",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("per_sample.json")).unwrap()).unwrap();
+    assert_eq!(report["method"], "org.lethe.baseline.finetune");
+    // The original leaks: LiRA tells its forget set from never-seen samples.
+    let before = &report["before"]["forget"];
+    assert!(
+        before["auc_ci"]["low"].as_f64().unwrap() > 0.5,
+        "the original model must leak: {before}"
+    );
+    // After = the U-LiRA run above, from the cache.
+    assert_eq!(
+        report["after"]["forget"]["auc"],
+        ft_r["metrics"]["forget"]["auc"]
+    );
+    let forget_rows: Vec<i64> = std::fs::read_to_string(demo_dir().join("forget-2k.txt"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let most = report["most_distinguishable"].as_array().unwrap();
+    assert_eq!(most.len(), 10);
+    let p_after: Vec<f64> = most
+        .iter()
+        .map(|l| l["p_after"].as_f64().unwrap())
+        .collect();
+    assert!(p_after.windows(2).all(|w| w[0] <= w[1]), "{p_after:?}");
+    assert!(
+        most.iter()
+            .all(|l| forget_rows.contains(&l["row"].as_i64().unwrap()))
+    );
+    let onion = &report["onion"];
+    assert_eq!(onion["samples"], 100);
+    for l in onion["most_exposed"].as_array().unwrap() {
+        let row = l["row"].as_i64().unwrap();
+        assert!(
+            !forget_rows.contains(&row),
+            "retained row {row} is in the forget list"
+        );
+        assert!(
+            l["p_after"].as_f64().unwrap() < l["p_before"].as_f64().unwrap(),
+            "{l}"
+        );
+    }
 }

@@ -367,6 +367,12 @@ pub fn run_attack_estimate(
     };
     let e = estimate_attack(&worker, &req)
         .with_context(|| format!("estimating attack {} failed", args.attack))?;
+    print_estimate(&e);
+    Ok(e)
+}
+
+/// An attack's estimate as text.
+fn print_estimate(e: &AttackEstimate) {
     match &e.shadows {
         None => println!(
             "{} trains no shadow models (its dry run finished in {:.1} s)",
@@ -418,7 +424,6 @@ pub fn run_attack_estimate(
             );
         }
     }
-    Ok(e)
 }
 
 fn fmt_ci(v: f64, ci: Option<&crate::metrics::Interval>) -> String {
@@ -515,5 +520,245 @@ fn print_attack(r: &AttackReport) {
     }
     for f in &r.flags {
         println!("{:?} {}: {}", f.severity, f.code, f.message);
+    }
+}
+
+/// `lethe verify-samples`: per-sample verification of a deletion.
+#[derive(Debug, Clone, Args)]
+pub struct VerifySamplesArgs {
+    /// The deletion's run folder (what `lethe unlearn --out` made, with run.json).
+    pub run: PathBuf,
+    /// Shadow models K (each: one training run of the recipe on half the
+    /// pool, then one run of the deletion's method).
+    #[arg(long, default_value_t = 16)]
+    pub shadow_models: u32,
+    /// Pool the shadow models' halves are drawn from (0 = every sample).
+    #[arg(long, default_value_t = 0)]
+    pub shadow_population: u64,
+    /// Epochs per shadow model (0 = the original's recorded recipe).
+    #[arg(long, default_value_t = 0)]
+    pub shadow_epochs: u32,
+    /// Held-out never-seen and retained samples (0 = as many as the forget set).
+    #[arg(long, default_value_t = 0)]
+    pub heldout: usize,
+    /// Population samples in the pool (LiRA's).
+    #[arg(long, default_value_t = 1000)]
+    pub z_samples: usize,
+    /// Seed of the held-out samples and the shadow models.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Significance level of the per-sample counts.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// New output folder (default `runs/verify-samples-TIME`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Bootstrap replicates for the AUC and TPR intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Confidence level of every interval.
+    #[arg(long, default_value_t = 0.95)]
+    pub ci: f64,
+    /// Only say what it will cost (shadow models to train and unlearn).
+    #[arg(long)]
+    pub estimate: bool,
+    /// Where the shadow models are trained and unlearned.
+    #[command(flatten)]
+    pub executor: crate::exec::cli::ExecutorArgs,
+}
+
+impl VerifySamplesArgs {
+    /// The default output folder at Unix time `now`.
+    pub fn out_or_default(&self, now: u64) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/verify-samples-{now}")))
+    }
+}
+
+/// Runs `lethe verify-samples` (or its `--estimate`).
+pub fn run_verify_samples(
+    args: &VerifySamplesArgs,
+    extra_dirs: &[PathBuf],
+    out: &Path,
+) -> anyhow::Result<Option<super::per_sample::PerSampleReport>> {
+    use super::per_sample::{self, LIRA, ULIRA, VerifyRequest, VerifySettings};
+    if !(args.alpha > 0.0 && args.alpha < 1.0) {
+        bail!(
+            "--alpha {}: expected a level in (0, 1), like 0.05",
+            args.alpha
+        );
+    }
+    if !(args.ci > 0.0 && args.ci < 1.0) {
+        bail!("--ci {}: expected a level in (0, 1), like 0.95", args.ci);
+    }
+    if args.shadow_models < 2 {
+        bail!(
+            "--shadow-models {}: per-sample tests need at least 2",
+            args.shadow_models
+        );
+    }
+    let device = resolve_device(&args.device)?;
+    let mut worker = WorkerOptions::current_exe()?;
+    pass_plugin_dirs(&mut worker, extra_dirs);
+    worker.timeout = Some(SCAN_TIMEOUT);
+    let dirs = plugin_dirs(extra_dirs);
+    let ulira = find_plugin(&worker, &dirs, ULIRA).map_err(anyhow::Error::msg)?;
+    let lira = find_plugin(&worker, &dirs, LIRA).map_err(anyhow::Error::msg)?;
+    worker.timeout = None;
+    let executor = args.executor.config(None)?;
+    if !executor.is_inline() {
+        eprintln!("verify-samples: shadow models on {}", executor.describe());
+        worker.env.push((
+            crate::exec::EXECUTOR_ENV.to_string(),
+            serde_json::to_string(&executor)?,
+        ));
+    }
+    let req = VerifyRequest {
+        run_dir: args.run.clone(),
+        settings: VerifySettings {
+            shadow_models: args.shadow_models,
+            shadow_population: args.shadow_population,
+            shadow_epochs: args.shadow_epochs,
+            heldout: args.heldout,
+            z_samples: args.z_samples,
+            seed: args.seed,
+            alpha: args.alpha,
+        },
+        out_dir: out.to_path_buf(),
+        device,
+        metrics: MetricOptions {
+            resamples: args.bootstrap,
+            level: args.ci,
+            seed: args.seed,
+            ..MetricOptions::default()
+        },
+        ulira,
+        lira,
+    };
+    if args.estimate {
+        let e = per_sample::estimate(&worker, &req)
+            .with_context(|| format!("estimating the verification of {}", args.run.display()))?;
+        print_estimate(&e);
+        println!("  LiRA on the original model then reuses these shadow models (trained once)");
+        return Ok(None);
+    }
+    let report = per_sample::verify_samples(&worker, &req, |event| match event {
+        FromWorker::Progress {
+            fraction, message, ..
+        } => {
+            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
+            eprintln!("[{pct}] {message}");
+        }
+        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
+        _ => {}
+    })
+    .with_context(|| format!("verifying {} sample by sample", args.run.display()))?;
+    print_per_sample(&report);
+    println!("wrote {}", out.join("per_sample.json").display());
+    Ok(Some(report))
+}
+
+/// The per-sample report as text.
+pub fn print_per_sample(r: &super::per_sample::PerSampleReport) {
+    use crate::metrics::binomial::Proportion;
+    println!(
+        "per-sample verification of {} ({} from {})",
+        r.unlearned.display(),
+        r.method,
+        r.original.display()
+    );
+    println!(
+        "  {} shadow models trained by the original's recipe, each unlearned by {}; {}took {:.0} s",
+        r.settings.shadow_models,
+        r.method,
+        r.estimated_seconds
+            .map(|e| format!("estimated {e:.0} s, "))
+            .unwrap_or_default(),
+        r.seconds
+    );
+    let (b, a) = (&r.before, &r.after);
+    println!(
+        "{:<40}{:>32}{:>32}",
+        "", "before (original, LiRA)", "after (unlearned, U-LiRA)"
+    );
+    let auc = |m: &super::attack::AttackMetrics| fmt_ci(m.forget.auc, m.forget.auc_ci.as_ref());
+    println!(
+        "{:<40}{:>32}{:>32}",
+        "forget vs never-seen: AUC",
+        auc(b),
+        auc(a)
+    );
+    for fpr in [0.01, 0.001] {
+        let at = |m: &super::attack::AttackMetrics| {
+            m.forget
+                .tpr_at_fpr
+                .iter()
+                .find(|t| (t.fpr - fpr).abs() < 1e-12)
+                .map(|t| fmt_ci(t.tpr, t.ci.as_ref()))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<40}{:>32}{:>32}",
+            format!("  TPR @ {}% FPR", fpr * 100.0),
+            at(b),
+            at(a)
+        );
+    }
+    let share = |q: Option<&Proportion>| {
+        q.map(|q| {
+            format!(
+                "{}/{} = {:.3} [{:.3}, {:.3}]",
+                q.k, q.n, q.fraction, q.low, q.high
+            )
+        })
+        .unwrap_or_else(|| "-".into())
+    };
+    let alpha = r.settings.alpha;
+    for (label, pick) in [
+        (
+            format!("forgotten samples with p < {alpha}"),
+            (|p: &super::attack::PerSample| Some(p.forget)) as fn(&_) -> Option<Proportion>,
+        ),
+        (
+            format!("never-seen samples with p < {alpha}"),
+            |p: &super::attack::PerSample| p.nonmember,
+        ),
+        (
+            format!("retained samples with p < {alpha}"),
+            |p: &super::attack::PerSample| p.member,
+        ),
+    ] {
+        let cell =
+            |m: &super::attack::AttackMetrics| share(m.per_sample.as_ref().and_then(pick).as_ref());
+        println!("{:<40}{:>32}{:>32}", label, cell(b), cell(a));
+    }
+    println!(
+        "  (the never-seen line is the test's own false-positive rate on this model: read the \
+         forgotten line against it, not against {alpha})"
+    );
+    println!("forgotten samples an attacker tells apart best after the deletion:");
+    for l in &r.most_distinguishable {
+        println!(
+            "  row {:>7}   p after {:.2e}   (before {:.2e})",
+            l.row, l.p_after, l.p_before
+        );
+    }
+    let o = &r.onion;
+    println!(
+        "retained samples (onion effect): {} compared, {} significant only after, {} only before, median change of -log10 p {:+.3}",
+        o.samples, o.newly_significant, o.no_longer_significant, o.median_change
+    );
+    for l in &o.most_exposed {
+        println!(
+            "  row {:>7}   p {:.2e} -> {:.2e}   (-log10 p {:+.2})",
+            l.row,
+            l.p_before,
+            l.p_after,
+            l.exposure_change()
+        );
     }
 }

@@ -12,13 +12,16 @@
 //!   distribution;
 //! * [`attack`]: reads an attack plugin's score files into the metric set;
 //! * [`evaluate`]: `lethe evaluate`'s work ([`evaluate::EvaluateRequest`]);
-//! * [`cli`]: `lethe evaluate` and `lethe attack`.
+//! * [`per_sample`]: U-LiRA after and LiRA before a deletion, side by side
+//!   (`lethe verify-samples`);
+//! * [`cli`]: `lethe evaluate`, `lethe attack` and `lethe verify-samples`.
 
 pub mod alignment;
 pub mod attack;
 pub mod cli;
 pub mod evaluate;
 pub mod job_data;
+pub mod per_sample;
 pub mod shift;
 pub mod utility;
 

@@ -61,6 +61,10 @@ pub enum UnitSpec {
         key: String,
         /// The shadow cache.
         cache_dir: PathBuf,
+        /// The unlearning method the attack's worker resolved, for requests
+        /// with an `unlearn` block (U-LiRA).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<crate::shadows::ShadowMethod>,
     },
 }
 
@@ -217,6 +221,7 @@ pub fn run_unit(spec: &UnitSpec) -> Result<(String, Value), String> {
             models,
             key,
             cache_dir,
+            method,
             ..
         } => {
             let files = crate::worker::child::JobFiles {
@@ -227,8 +232,14 @@ pub fn run_unit(spec: &UnitSpec) -> Result<(String, Value), String> {
                 seed: *seed,
                 device: device.clone(),
             };
-            let trained =
-                crate::worker::child::train_shadow_models(&files, request, models, key, cache_dir)?;
+            let trained = crate::worker::child::train_shadow_models(
+                &files,
+                request,
+                models,
+                key,
+                cache_dir,
+                method.clone(),
+            )?;
             Ok((
                 format!("{trained} of {} shadow model(s) trained", models.len()),
                 serde_json::json!({ "trained": trained }),

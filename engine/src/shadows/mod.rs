@@ -36,7 +36,7 @@ pub use cache::{SHADOW_CACHE_ENV, SHADOW_ESTIMATE_ENV, ShadowCache, default_cach
 pub use plan::ShadowPlan;
 pub use recipe::ShadowRecipe;
 pub use train::{PreparedShadows, ShadowEstimate, ShadowProgress, estimate, prepare};
-pub use unlearn::{ShadowUnlearn, UnlearnSetup};
+pub use unlearn::{ShadowMethod, ShadowUnlearn, UnlearnSetup};
 
 use serde::{Deserialize, Serialize};
 

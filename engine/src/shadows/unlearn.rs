@@ -47,6 +47,22 @@ pub struct ShadowUnlearn {
     pub params: Option<Value>,
 }
 
+/// The method of an `unlearn` block once the attack's worker found it: what
+/// its shadow units on an executor run, without searching the plugin folders
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowMethod {
+    /// Descriptor id.
+    pub id: String,
+    /// Descriptor version.
+    pub version: String,
+    /// The library.
+    pub library: PathBuf,
+    /// Full parameters.
+    pub params: Value,
+}
+
 /// An `unlearn` block resolved against the job: which plugin runs, with what,
 /// on which rows, and how its worker is started.
 #[derive(Debug, Clone)]
@@ -77,6 +93,16 @@ pub struct UnlearnSetup {
 }
 
 impl UnlearnSetup {
+    /// The method, for a shadow unit.
+    pub fn method(&self) -> ShadowMethod {
+        ShadowMethod {
+            id: self.method.clone(),
+            version: self.version.clone(),
+            library: self.library.clone(),
+            params: self.params.clone(),
+        }
+    }
+
     /// The cache key of the unlearned copies of the models keyed `base_key`,
     /// and what it hashes.
     pub fn key(&self, base_key: &str) -> (String, Value) {

@@ -480,6 +480,7 @@ pub fn train_shadow_models(
     models: &[usize],
     key: &str,
     cache_dir: &Path,
+    method: Option<crate::shadows::ShadowMethod>,
 ) -> Result<usize, String> {
     let (model, dataset, splits) = load_job(files, None)?;
     let job = JobInfo {
@@ -496,6 +497,7 @@ pub fn train_shadow_models(
             estimate_only: false,
             executor: None,
             job_files: Some(files.clone()),
+            method,
         });
     services
         .shadow_train_only(request, models, key, &mut |line| eprintln!("{line}"))

@@ -21,8 +21,10 @@
 //! shadows that trained on them, like the forget set, so both sides are
 //! judged by the same test and a shadow forgets about as many samples as the
 //! deletion did) and as many retain samples (members, kept by the shadows:
-//! how exposed retained data is after the deletion). The yes/no decisions are
-//! calibrated to `decision_fpr` on the non-members themselves. The engine
+//! how exposed retained data is after the deletion). The pool also holds
+//! LiRA's population samples, unscored, so that LiRA on the original model
+//! with the same settings finds the same trained shadows. The yes/no
+//! decisions are calibrated to `decision_fpr` on the non-members themselves. The engine
 //! turns the scores into AUC and TPR at low FPR with intervals, and the
 //! p-values into the share of forgotten samples an attacker can still tell
 //! apart, with its Clopper–Pearson interval.
@@ -49,37 +51,27 @@ pub struct ULira {
     alpha: f64,
 }
 
-/// The shadow request: forget, held-out members and non-members as targets;
-/// every target but the members is forgotten by the shadows that trained on it.
+/// LiRA's shadow request for the same roles (so that LiRA on the original
+/// model with the same settings shares the trained shadow models), with the
+/// forget set and the held-out non-members forgotten by every shadow that
+/// trained on them; members and population samples stay in.
 fn request(roles: &Roles, s: &ShadowSettings) -> ShadowRequest {
-    let forget = ShadowTargets {
-        split: Split::Forget,
-        positions: None,
-    };
-    let nonmembers = ShadowTargets {
-        split: roles.nonmember_split,
-        positions: Some(roles.nonmembers.clone()),
-    };
-    ShadowRequest {
-        models: s.models,
-        mode: ShadowMode::Online,
-        targets: vec![
-            forget.clone(),
+    let mut request = roles.request(s);
+    request.unlearn = Some(ShadowUnlearn {
+        forget: vec![
             ShadowTargets {
-                split: Split::Retain,
-                positions: Some(roles.members.clone()),
+                split: Split::Forget,
+                positions: None,
             },
-            nonmembers.clone(),
+            ShadowTargets {
+                split: roles.nonmember_split,
+                positions: Some(roles.nonmembers.clone()),
+            },
         ],
-        population: s.population,
-        epochs: s.epochs,
-        seed: s.seed,
-        unlearn: Some(ShadowUnlearn {
-            forget: vec![forget, nonmembers],
-            method: None,
-            params: None,
-        }),
-    }
+        method: None,
+        params: None,
+    });
+    request
 }
 
 impl Plugin for ULira {
@@ -149,6 +141,15 @@ impl Plugin for ULira {
                 ),
         )
         .param(
+            ParamSpec::int("z_samples", "Population samples", 1, 10_000_000, 1000)
+                .group("Data")
+                .help(
+                    "Test-split samples in the shadow models' pool, as LiRA has them: with the \
+                     same settings, LiRA on the original model reuses these shadow models \
+                     (lethe verify-samples runs both). Not scored.",
+                ),
+        )
+        .param(
             ParamSpec::float("alpha", "Significance level", 1e-6, 0.5, 0.05)
                 .group("Decisions")
                 .help(
@@ -195,9 +196,7 @@ impl Plugin for ULira {
                 epochs: u32::try_from(count("shadow_epochs")?).unwrap_or(u32::MAX),
                 population: count("shadow_population")?,
                 heldout: count("heldout_size")? as usize,
-                // No separate population: decisions are calibrated on the
-                // held-out non-members.
-                z_samples: 1,
+                z_samples: count("z_samples")? as usize,
                 decision_fpr: params.f64("decision_fpr")?,
                 seed: count("seed")?,
                 batch_size: u32::try_from(count("batch_size")?.max(1)).unwrap_or(512),

@@ -35,6 +35,9 @@ pub struct ShadowSettings {
     pub executor: Option<ExecutorConfig>,
     /// The job's files, which the units load again (needed with `executor`).
     pub job_files: Option<JobFiles>,
+    /// The unlearning method already resolved (a shadow unit's, from the
+    /// attack's worker): used as is instead of searching the plugin folders.
+    pub method: Option<crate::shadows::ShadowMethod>,
 }
 
 impl Default for ShadowSettings {
@@ -45,6 +48,7 @@ impl Default for ShadowSettings {
             estimate_only: false,
             executor: None,
             job_files: None,
+            method: None,
         }
     }
 }
@@ -67,6 +71,7 @@ impl ShadowSettings {
             estimate_only: std::env::var(SHADOW_ESTIMATE_ENV).is_ok_and(|v| v == "1"),
             executor,
             job_files: None,
+            method: None,
         }
     }
 }
@@ -171,58 +176,65 @@ impl EngineServices {
             .original_checkpoint
             .clone()
             .unwrap_or_else(|| PathBuf::from("the attacked model"));
-        let method = u
-            .method
-            .clone()
-            .or_else(|| note("plugin_id"))
-            .ok_or_else(|| {
-                bad(format!(
-                    "{} records no unlearning method (it is not the output of `lethe unlearn`): \
-                 there is no deletion to imitate on the shadow models",
-                    model.display()
-                ))
-            })?;
-        let params = match &u.params {
-            Some(p) => p.clone(),
-            None => match note("params") {
-                Some(text) => serde_json::from_str(&text).map_err(|e| {
-                    bad(format!(
-                        "{}: its recorded method parameters are not JSON: {e}",
-                        model.display()
-                    ))
-                })?,
-                None => Value::Object(Default::default()),
-            },
-        };
         let worker = crate::worker::WorkerOptions::current_exe()
             .map_err(|e| ServiceError::BadState(format!("cannot find this program: {e}")))?;
-        let (library, descriptor) = crate::worker::find_plugin(
-            &crate::worker::WorkerOptions {
-                timeout: Some(std::time::Duration::from_secs(120)),
-                ..worker.clone()
-            },
-            &crate::worker::plugin_dirs(&[]),
-            &method,
-        )
-        .map_err(bad)?;
-        if descriptor.kind != "method" {
-            return Err(bad(format!(
-                "`{method}` is a {}, not an unlearning method",
-                descriptor.kind
-            )));
-        }
-        if u.method.is_none()
-            && let Some(v) = note("plugin_version")
-            && v != descriptor.version
-        {
-            return Err(bad(format!(
-                "{} was unlearned by {method} {v}, but {} offers version {}: the shadow \
-                 models must be unlearned by the method that made the model",
-                model.display(),
-                library.display(),
-                descriptor.version
-            )));
-        }
+        let (method, version, library, params) = match &self.shadow.method {
+            Some(m) => (
+                m.id.clone(),
+                m.version.clone(),
+                m.library.clone(),
+                m.params.clone(),
+            ),
+            None => {
+                let method = u.method.clone().or_else(|| note("plugin_id")).ok_or_else(|| {
+                    bad(format!(
+                        "{} records no unlearning method (it is not the output of `lethe unlearn`): \
+                         there is no deletion to imitate on the shadow models",
+                        model.display()
+                    ))
+                })?;
+                let params = match &u.params {
+                    Some(p) => p.clone(),
+                    None => match note("params") {
+                        Some(text) => serde_json::from_str(&text).map_err(|e| {
+                            bad(format!(
+                                "{}: its recorded method parameters are not JSON: {e}",
+                                model.display()
+                            ))
+                        })?,
+                        None => Value::Object(Default::default()),
+                    },
+                };
+                let (library, descriptor) = crate::worker::find_plugin(
+                    &crate::worker::WorkerOptions {
+                        timeout: Some(std::time::Duration::from_secs(120)),
+                        ..worker.clone()
+                    },
+                    &crate::worker::plugin_dirs(&[]),
+                    &method,
+                )
+                .map_err(bad)?;
+                if descriptor.kind != "method" {
+                    return Err(bad(format!(
+                        "`{method}` is a {}, not an unlearning method",
+                        descriptor.kind
+                    )));
+                }
+                if u.method.is_none()
+                    && let Some(v) = note("plugin_version")
+                    && v != descriptor.version
+                {
+                    return Err(bad(format!(
+                        "{} was unlearned by {method} {v}, but {} offers version {}: the shadow \
+                         models must be unlearned by the method that made the model",
+                        model.display(),
+                        library.display(),
+                        descriptor.version
+                    )));
+                }
+                (method, descriptor.version, library, params)
+            }
+        };
         let library_sha256 = crate::plugin_host::trust::file_sha256(&library)
             .map_err(|e| bad(format!("{}: {e}", library.display())))?;
         let mut forget_rows = self.rows_of(&u.forget)?;
@@ -249,7 +261,7 @@ impl EngineServices {
         });
         Ok(Some(UnlearnSetup {
             method,
-            version: descriptor.version,
+            version,
             library,
             library_sha256,
             params,
@@ -339,7 +351,7 @@ impl EngineServices {
         if est.to_train + est.to_unlearn > 0
             && let Some(executor) = self.shadow.executor.as_ref().filter(|e| !e.is_inline())
         {
-            self.train_on_executor(executor, &request, &plan, &est, &cache)?;
+            self.train_on_executor(executor, &request, &plan, &est, &cache, unlearn)?;
         }
         let done = self.with_shadow_ctx(&request, &recipe, &cache, unlearn, |ctx| {
             self.finish_prepare(&request, &plan, &recipe, ctx, est, est_json)
@@ -389,6 +401,7 @@ impl EngineServices {
         plan: &ShadowPlan,
         est: &crate::shadows::ShadowEstimate,
         cache: &ShadowCache,
+        unlearn: Option<&UnlearnSetup>,
     ) -> Result<(), ServiceError> {
         let files = self.shadow.job_files.clone().ok_or_else(|| {
             ServiceError::BadState(
@@ -417,6 +430,7 @@ impl EngineServices {
                     models: vec![k],
                     key: est.key.clone(),
                     cache_dir: cache_dir.clone(),
+                    method: unlearn.map(UnlearnSetup::method),
                 },
             })
             .collect::<Vec<_>>();

@@ -174,6 +174,8 @@ pub struct LetheApp {
     pub attack_reports: HashMap<String, Loadable<crate::attack_report::AttackSummary>>,
     /// Shadow-model cost estimates, by model, attack and parameters.
     pub estimates: HashMap<String, Loadable<String>>,
+    /// Deletion runs whose "Verify per sample" panel the user opened.
+    pub verify_open: std::collections::HashSet<String>,
     /// Verdicts of deletion runs as their evidence stands: the evidence's key
     /// and the verdict (recomputed when the key changes).
     pub verdicts: HashMap<String, (String, Loadable<lethe_engine::report::verdict::Verdict>)>,
@@ -262,6 +264,7 @@ impl LetheApp {
             verdicts: HashMap::new(),
             verdicts_updating: Default::default(),
             estimates: HashMap::new(),
+            verify_open: Default::default(),
             studies,
             study_list: Vec::new(),
             study_results: HashMap::new(),
@@ -642,6 +645,7 @@ impl LetheApp {
         self.scores.clear();
         self.attack_reports.clear();
         self.estimates.clear();
+        self.verify_open.clear();
         self.exports.clear();
         self.verdicts.clear();
         self.verdicts_updating.clear();

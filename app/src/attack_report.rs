@@ -73,6 +73,126 @@ pub struct AttackSummary {
     pub nonmember_split: String,
     /// Warnings.
     pub flags: Vec<Flag>,
+    /// Per-sample evidence, from attacks that write p-values (U-LiRA).
+    pub per_sample: Option<PerSampleSummary>,
+}
+
+/// A share of samples with its exact (Clopper-Pearson) interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    /// Samples counted.
+    pub k: usize,
+    /// Samples in all.
+    pub n: usize,
+    /// `k / n`.
+    pub fraction: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+}
+
+/// One forgotten sample and how clearly the attack tells it from unseen data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distinguishable {
+    /// Its dataset row.
+    pub row: i64,
+    /// The attack's membership score (higher: more member-like).
+    pub score: f64,
+    /// Its p-value, when the p-value file was read.
+    pub pvalue: Option<f64>,
+}
+
+/// The per-sample section of `attack.json` (`metrics.per_sample`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerSampleSummary {
+    /// Significance level.
+    pub alpha: f64,
+    /// Forgotten samples with p < alpha.
+    pub forget: Share,
+    /// Never-seen samples with p < alpha: the test's own false-positive rate.
+    pub nonmember: Option<Share>,
+    /// Retained samples with p < alpha.
+    pub member: Option<Share>,
+    /// The forget p-values in ten bins of width 0.1.
+    pub histogram: [usize; 10],
+    /// The forgotten samples the attack tells apart best, best first.
+    pub top: Vec<Distinguishable>,
+}
+
+/// How many of the most distinguishable forgotten samples the view keeps.
+pub const TOP_SAMPLES: usize = 24;
+
+fn share(v: &Value) -> Option<Share> {
+    Some(Share {
+        k: v.get("k")?.as_u64()? as usize,
+        n: v.get("n")?.as_u64()? as usize,
+        fraction: v.get("fraction")?.as_f64()?,
+        low: v.get("low")?.as_f64()?,
+        high: v.get("high")?.as_f64()?,
+    })
+}
+
+/// The forgotten samples by how clearly the attack tells them apart: lowest
+/// p-value first when the p-values (in the forget scores' order) are known,
+/// else highest score. Samples without a dataset row are left out.
+pub fn most_distinguishable(
+    scores: &[(i64, f64)],
+    pvalues: Option<&[f64]>,
+    keep: usize,
+) -> Vec<Distinguishable> {
+    // P-values that do not line up with the scores belong to another run.
+    let pvalues = pvalues.filter(|p| p.len() == scores.len());
+    let mut all: Vec<Distinguishable> = scores
+        .iter()
+        .enumerate()
+        .filter(|(_, (row, score))| *row >= 0 && score.is_finite())
+        .map(|(i, &(row, score))| Distinguishable {
+            row,
+            score,
+            pvalue: pvalues.map(|p| p[i]),
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        let p = |d: &Distinguishable| d.pvalue.unwrap_or(0.0);
+        p(a).total_cmp(&p(b)).then(b.score.total_cmp(&a.score))
+    });
+    all.truncate(keep);
+    all
+}
+
+fn per_sample(v: &Value, pvalues: Option<&[f64]>) -> Option<PerSampleSummary> {
+    let ps = v.get("metrics")?.get("per_sample")?;
+    let bins = ps.get("histogram")?.as_array()?;
+    let mut histogram = [0usize; 10];
+    if bins.len() != histogram.len() {
+        return None;
+    }
+    for (slot, b) in histogram.iter_mut().zip(bins) {
+        *slot = b.as_u64()? as usize;
+    }
+    let scores: Vec<(i64, f64)> = v
+        .get("forget_scores")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    (
+                        s.get("index").and_then(Value::as_i64).unwrap_or(-1),
+                        s.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PerSampleSummary {
+        alpha: ps.get("alpha")?.as_f64()?,
+        forget: share(ps.get("forget")?)?,
+        nonmember: ps.get("nonmember").and_then(share),
+        member: ps.get("member").and_then(share),
+        histogram,
+        top: most_distinguishable(&scores, pvalues, TOP_SAMPLES),
+    })
 }
 
 fn interval(v: &Value) -> Option<(f64, f64)> {
@@ -107,6 +227,12 @@ fn separation(v: &Value) -> Option<Separation> {
 
 /// Reads the parts the GUI shows from `attack.json`'s contents.
 pub fn parse(v: &Value) -> Result<AttackSummary, String> {
+    parse_with(v, None)
+}
+
+/// As [`parse`], with the forget p-values (in the forget scores' order) that
+/// rank the most distinguishable samples.
+pub fn parse_with(v: &Value, pvalues: Option<&[f64]>) -> Result<AttackSummary, String> {
     let metrics = v.get("metrics").ok_or("attack.json: no `metrics`")?;
     let forget = metrics
         .get("forget")
@@ -133,6 +259,7 @@ pub fn parse(v: &Value) -> Result<AttackSummary, String> {
                     .collect()
             })
             .unwrap_or_default(),
+        per_sample: per_sample(v, pvalues),
     })
 }
 
@@ -146,7 +273,12 @@ pub fn load(out_dir: &Path) -> Result<Option<AttackSummary>, String> {
     };
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse(&v)
+    // Without the p-value file the samples are ranked by score, which orders
+    // them the same way for a likelihood-ratio attack.
+    let pvalues = lethe_engine::eval::attack::read_pvalues(out_dir, "forget")
+        .ok()
+        .flatten();
+    parse_with(&v, pvalues.as_deref())
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -200,6 +332,9 @@ pub fn compute(job: &ReportJob) -> Result<AttackSummary, String> {
     };
     let report = report_from_dir(&req, job.seconds).map_err(|e| e.to_string())?;
     let v = serde_json::to_value(&report).map_err(|e| format!("cannot encode attack.json: {e}"))?;
+    let pvalues = lethe_engine::eval::attack::read_pvalues(&job.out_dir, "forget")
+        .ok()
+        .flatten();
     let bytes =
         serde_json::to_vec_pretty(&v).map_err(|e| format!("cannot encode attack.json: {e}"))?;
     let path = job.out_dir.join(ATTACK_FILE);
@@ -211,7 +346,7 @@ pub fn compute(job: &ReportJob) -> Result<AttackSummary, String> {
             None => Err(format!("{}: {e}", path.display())),
         };
     }
-    parse(&v)
+    parse_with(&v, pvalues.as_deref())
 }
 
 /// What an attack with shadow models will cost, in one line for a person.
@@ -233,6 +368,34 @@ pub fn estimate_line(e: &lethe_engine::eval::attack::AttackEstimate) -> String {
             s.epochs,
             s.train_samples_per_model
         ));
+    }
+    if s.to_unlearn > 0 {
+        line.push_str(&format!(
+            "; {} unlearned cop{} to make with {}",
+            s.to_unlearn,
+            if s.to_unlearn == 1 { "y" } else { "ies" },
+            s.unlearn_method
+                .as_deref()
+                .unwrap_or("the deletion's method")
+        ));
+        if let Some(each) = s.seconds_per_unlearn {
+            line.push_str(&format!(
+                " ({} each: the deletion's own time scaled to a shadow's training set{})",
+                crate::jobs::format_duration(each),
+                if s.to_train > 0 {
+                    ", included above"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if s.to_train == 0 {
+            line.push_str(&format!(
+                " — about {} on {}",
+                crate::jobs::format_duration(s.seconds),
+                s.device
+            ));
+        }
     }
     line
 }
@@ -395,6 +558,60 @@ mod tests {
     }
 
     #[test]
+    fn the_per_sample_section_is_read_with_the_best_told_apart_samples_first() {
+        let mut v = report();
+        assert!(
+            parse(&v).unwrap().per_sample.is_none(),
+            "an attack without p-values"
+        );
+        let line = |k: u64, n: u64| {
+            json!({"k": k, "n": n, "fraction": k as f64 / n as f64,
+            "low": 0.01, "high": 0.2, "level": 0.95})
+        };
+        v["metrics"]["per_sample"] = json!({
+            "alpha": 0.05, "forget": line(3, 4), "nonmember": line(1, 40), "member": null,
+            "histogram": [3, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        });
+        v["forget_scores"] = json!([
+            {"index": 10, "score": 0.5, "member": null},
+            {"index": 11, "score": 4.0, "member": null},
+            {"index": -1, "score": 9.0, "member": null},
+            {"index": 13, "score": 2.0, "member": null}
+        ]);
+        let ps = parse(&v).unwrap().per_sample.unwrap();
+        assert_eq!(ps.forget.k, 3);
+        assert_eq!(ps.nonmember.as_ref().map(|n| n.n), Some(40));
+        assert!(ps.member.is_none());
+        assert_eq!(ps.histogram[9], 1);
+        let rows = |ps: &PerSampleSummary| ps.top.iter().map(|d| d.row).collect::<Vec<_>>();
+        assert_eq!(
+            rows(&ps),
+            [11, 13, 10],
+            "by score without p-values; no row, no place"
+        );
+        // The p-values rank when they are there (here against the scores).
+        let p = [0.001, 0.2, 0.0, 0.03];
+        let ps = parse_with(&v, Some(&p)).unwrap().per_sample.unwrap();
+        assert_eq!(rows(&ps), [10, 13, 11]);
+        assert_eq!(ps.top[0].pvalue, Some(0.001));
+        // P-values of another length are another run's.
+        let ps = parse_with(&v, Some(&p[..3])).unwrap().per_sample.unwrap();
+        assert_eq!(rows(&ps), [11, 13, 10]);
+        assert!(ps.top.iter().all(|d| d.pvalue.is_none()));
+        v["metrics"]["per_sample"]["histogram"] = json!([1, 2]);
+        assert!(parse(&v).unwrap().per_sample.is_none(), "not ten bins");
+    }
+
+    #[test]
+    fn most_distinguishable_keeps_the_asked_number() {
+        let scores: Vec<(i64, f64)> = (0..100).map(|i| (i, i as f64)).collect();
+        let top = most_distinguishable(&scores, None, TOP_SAMPLES);
+        assert_eq!(top.len(), TOP_SAMPLES);
+        assert_eq!(top[0].row, 99);
+        assert_eq!(top[TOP_SAMPLES - 1].row, 100 - TOP_SAMPLES as i64);
+    }
+
+    #[test]
     fn load_reads_a_saved_file_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()).unwrap(), None);
@@ -424,6 +641,20 @@ mod tests {
             "8 shadow model(s): 2 already cached, 6 to train — about 1 min 12 s on cpu (12 s each: \
              10 epoch(s) of 600 samples, timed just now on a mini-batch; a machine busier during \
              the run makes it longer)"
+        );
+        let mut s = e.shadows.clone().unwrap();
+        s.to_train = 0;
+        s.cached = 8;
+        s.to_unlearn = 4;
+        s.unlearn_method = Some("org.lethe.baseline.finetune".into());
+        s.seconds_per_unlearn = Some(5.0);
+        s.seconds = 20.0;
+        e.shadows = Some(s);
+        assert_eq!(
+            estimate_line(&e),
+            "8 shadow model(s): 8 already cached, 0 to train; 4 unlearned copies to make with \
+             org.lethe.baseline.finetune (5 s each: the deletion's own time scaled to a shadow's \
+             training set) — about 20 s on cpu"
         );
         e.shadows = None;
         assert_eq!(estimate_line(&e), "LiRA needs no shadow models");

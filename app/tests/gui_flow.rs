@@ -816,7 +816,7 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
     h.step();
     // The third step: the compliance report, in the run folder, in the audit
     // log with the run itself (and its run.json, written when it ended).
-    h.get_by_label("3. Write the report (PDF)").click();
+    h.get_by_label("4. Write the report (PDF)").click();
     step_until(&mut h, "the report", 120, |a| {
         !matches!(
             a.exports.get(&run.id),

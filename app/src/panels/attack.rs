@@ -78,7 +78,13 @@ pub fn attack_results(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
     ui.add_space(8.0);
     ui.label(RichText::new("What the attack found").strong());
     match app.attack_reports.get(&r.id).cloned() {
-        Some(Loadable::Ready(s)) => summary_ui(ui, &s),
+        Some(Loadable::Ready(s)) => {
+            summary_ui(ui, &s);
+            if let Some(ps) = &s.per_sample {
+                ui.add_space(8.0);
+                super::per_sample::view(ui, app, &s, ps, &r.spec.data, &r.id);
+            }
+        }
         Some(Loadable::Failed(e)) => {
             ui.colored_label(RED, "The attack's metrics could not be computed");
             ui.add(egui::Label::new(RichText::new(e).monospace().small()).wrap());
@@ -262,7 +268,7 @@ pub fn default_attack(attacks: &[crate::catalog::PluginEntry], encoder: bool) ->
 
 /// The attack's jobs on `model` (and, with `compare`, on the original), the
 /// original's left out when that same job already ran or is under way.
-fn queue_attack(
+pub(crate) fn queue_attack(
     app: &mut LetheApp,
     r: &JobRecord,
     model: &Path,
@@ -349,6 +355,48 @@ fn is_encoder(app: &LetheApp, r: &JobRecord) -> bool {
         .is_some_and(|a| !matches!(a.head, lethe_engine::models::HeadConfig::Classifier { .. }))
 }
 
+/// Where the estimate of `entry` with `params` on `model` is kept in
+/// `app.estimates` (a change of settings asks for a new one).
+pub(crate) fn estimate_key(
+    model: &Path,
+    entry: &crate::catalog::PluginEntry,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let params = serde_json::Value::Object(params.clone());
+    format!("{}|{}|{params}", model.display(), entry.info.id)
+}
+
+/// Starts the dry run that estimates an attack's cost (off the UI thread).
+pub(crate) fn start_estimate(
+    app: &mut LetheApp,
+    r: &JobRecord,
+    model: &Path,
+    entry: &crate::catalog::PluginEntry,
+    key: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) {
+    let spec = JobSpec {
+        kind: "attack".into(),
+        plugin_id: entry.info.id.clone(),
+        plugin_name: entry.info.name.clone(),
+        library: entry.library.clone(),
+        params: serde_json::Value::Object(params.clone()),
+        checkpoint: model.to_path_buf(),
+        data: r.spec.data.clone(),
+        forget: r.spec.forget.clone(),
+        forget_label: r.spec.forget_label.clone(),
+        device: r.spec.device.clone(),
+        seed: r.spec.seed,
+    };
+    app.estimates.insert(key.to_string(), Loadable::Loading);
+    app.tasks.estimate_attack(
+        key.to_string(),
+        app.worker_opts.clone(),
+        spec,
+        entry.info.clone(),
+    );
+}
+
 /// The cost of an attack's shadow models, estimated on request (they are
 /// trained once and cached, but the first time can take hours).
 fn estimate_ui(
@@ -359,8 +407,7 @@ fn estimate_ui(
     entry: &crate::catalog::PluginEntry,
     params: &serde_json::Map<String, serde_json::Value>,
 ) {
-    let params = serde_json::Value::Object(params.clone());
-    let key = format!("{}|{}|{params}", model.display(), entry.info.id);
+    let key = estimate_key(model, entry, params);
     let state = app.estimates.get(&key).cloned();
     ui.horizontal_wrapped(|ui| {
         let busy = matches!(state, Some(Loadable::Loading));
@@ -372,26 +419,7 @@ fn estimate_ui(
             )
             .clicked()
         {
-            let spec = JobSpec {
-                kind: "attack".into(),
-                plugin_id: entry.info.id.clone(),
-                plugin_name: entry.info.name.clone(),
-                library: entry.library.clone(),
-                params,
-                checkpoint: model.to_path_buf(),
-                data: r.spec.data.clone(),
-                forget: r.spec.forget.clone(),
-                forget_label: r.spec.forget_label.clone(),
-                device: r.spec.device.clone(),
-                seed: r.spec.seed,
-            };
-            app.estimates.insert(key.clone(), Loadable::Loading);
-            app.tasks.estimate_attack(
-                key.clone(),
-                app.worker_opts.clone(),
-                spec,
-                entry.info.clone(),
-            );
+            start_estimate(app, r, model, entry, &key, params);
         }
         match &state {
             Some(Loadable::Loading) => {

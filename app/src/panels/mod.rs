@@ -8,6 +8,7 @@ pub mod deletion;
 mod home;
 mod inspect;
 mod jobs;
+mod per_sample;
 mod plugins;
 mod report;
 mod results;

@@ -30,6 +30,8 @@ pub fn show(ui: &mut egui::Ui, app: &mut LetheApp, id: &str) {
         if record.status == JobStatus::Succeeded && record.spec.kind == "method" {
             ui.add_space(4.0);
             next_steps(ui, app, &record, &run_dir);
+            ui.add_space(4.0);
+            super::per_sample::verify_section(ui, app, &record);
             ui.add_space(6.0);
             super::report::verdict_banner(ui, app, &record, &run_dir);
         }
@@ -477,9 +479,9 @@ fn start_evaluation(
     app.tasks.evaluate(r.id.clone(), req);
 }
 
-/// A finished deletion's three next steps, one click each with the defaults,
-/// at the top of the view: evaluate, attack (the new and the original model),
-/// write the report. The sections below hold the details and the settings.
+/// A finished deletion's next steps, one click each with the defaults, at the
+/// top of the view: evaluate, attack (the new and the original model), verify
+/// per sample (U-LiRA, its cost shown first), write the report. The sections below hold the details and the settings.
 fn next_steps(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &std::path::Path) {
     use crate::tasks::Loadable;
     let Some(model) = r.model_artifact().cloned() else {
@@ -494,7 +496,12 @@ fn next_steps(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &st
     let attacked = app.project.as_ref().is_some_and(|p| {
         p.runs
             .iter()
-            .any(|a| a.spec.kind == "attack" && a.spec.checkpoint == model.path)
+            // U-LiRA attacks the new model alone: it is step 3's, not this one's.
+            .any(|a| {
+                a.spec.kind == "attack"
+                    && a.spec.checkpoint == model.path
+                    && a.spec.plugin_id != super::per_sample::ULIRA
+            })
     });
     let writing = matches!(app.exports.get(&r.id), Some(Loadable::Loading));
     let done = |ok: bool| if ok { " ✔" } else { "" };
@@ -520,11 +527,12 @@ fn next_steps(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &st
         {
             super::attack::quick_attack(app, r, &model.path);
         }
+        super::per_sample::verify_button(ui, app, r, &model.path);
         let ext = app.state.report_format.clone();
         if ui
             .add_enabled(
                 !writing,
-                egui::Button::new(format!("3. Write the report ({})", ext.to_uppercase())),
+                egui::Button::new(format!("4. Write the report ({})", ext.to_uppercase())),
             )
             .on_hover_text("The compliance report, into exports/ in the run folder (format below)")
             .clicked()

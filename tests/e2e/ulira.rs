@@ -6,8 +6,9 @@
 //! * a do-nothing deletion (fine-tuning at lr 1e-7 for one epoch) is caught:
 //!   the forget set is told from never-seen samples (AUC interval above 0.5);
 //! * the model retrained without the forget set is at chance, sample by
-//!   sample: the AUC interval holds 0.5, and no more forgotten samples have
-//!   p < alpha than never-seen ones do (the test's own false-positive line);
+//!   sample: the AUC interval holds 0.5, and the never-seen samples' share
+//!   with p < alpha (the test's own false-positive line) lies within the
+//!   forgotten samples' exact interval;
 //! * a fine-tuning deletion gets its per-sample report with intervals;
 //! * the shadows are trained once and every unlearned copy is cached: a second
 //!   run trains and unlearns nothing and gives the same scores;
@@ -209,11 +210,14 @@ fn ulira_catches_a_do_nothing_deletion_and_passes_retraining_sample_by_sample() 
 
     let per = |r: &Value| r["metrics"]["per_sample"].clone();
     let (rt_p, ft_p) = (per(&rt_r), per(&ft_r));
-    // Retrained: no more forgotten samples flagged than never-seen ones.
-    let k = |p: &Value, role: &str| p[role]["k"].as_u64().unwrap();
+    // Retrained: the never-seen samples' share lies within the forgotten
+    // samples' exact interval (the forget set is flagged at the test's own
+    // false-positive rate).
+    let share = |p: &Value, role: &str, end: &str| p[role][end].as_f64().unwrap();
+    let never = share(&rt_p, "nonmember", "fraction");
     assert!(
-        k(&rt_p, "forget") <= k(&rt_p, "nonmember"),
-        "retrained model flagged more forgotten than never-seen samples: {rt_p}"
+        share(&rt_p, "forget", "low") <= never && never <= share(&rt_p, "forget", "high"),
+        "retrained model: forgotten samples flagged unlike never-seen ones: {rt_p}"
     );
     // The fine-tuning deletion's per-sample report: every line with its
     // interval, the histogram holding every forgotten sample.

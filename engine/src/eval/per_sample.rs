@@ -331,7 +331,7 @@ pub fn verify_samples(
         .collect();
     most.sort_by(|a, b| a.p_after.total_cmp(&b.p_after).then(a.row.cmp(&b.row)));
     most.truncate(TOP);
-    let onion = onion(&after_dir, &before_dir, &job, s.alpha, &need)?;
+    let onion = onion(&after_dir, &before_dir, &job, s.alpha)?;
     let params = record.params.clone();
     let report = PerSampleReport {
         original: record.original.path.clone(),
@@ -354,15 +354,15 @@ pub fn verify_samples(
     Ok(report)
 }
 
+/// `pvalues_<role>` of an attack that must have written it.
+fn need(dir: &Path, role: &str) -> Result<Vec<f64>, EvalError> {
+    read_pvalues(dir, role)?
+        .ok_or_else(|| EvalError::Invalid(format!("{} holds no pvalues_{role}", dir.display())))
+}
+
 /// The held-out retained samples' exposure before and after (both runs drew
 /// the same ones: same seed, same split sizes; checked).
-fn onion(
-    after: &Path,
-    before: &Path,
-    job: &JobData,
-    alpha: f64,
-    need: &dyn Fn(&Path, &str) -> Result<Vec<f64>, EvalError>,
-) -> Result<Onion, EvalError> {
+fn onion(after: &Path, before: &Path, job: &JobData, alpha: f64) -> Result<Onion, EvalError> {
     let positions = |dir: &Path| -> Result<Vec<i64>, EvalError> {
         read_positions(dir, "member")?.ok_or_else(|| {
             EvalError::Invalid(format!("{} holds no positions_member", dir.display()))

@@ -64,7 +64,7 @@ pub enum UnitSpec {
         /// The unlearning method the attack's worker resolved, for requests
         /// with an `unlearn` block (U-LiRA).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        method: Option<crate::shadows::ShadowMethod>,
+        method: Option<Box<crate::shadows::ShadowMethod>>,
     },
 }
 
@@ -238,7 +238,7 @@ pub fn run_unit(spec: &UnitSpec) -> Result<(String, Value), String> {
                 models,
                 key,
                 cache_dir,
-                method.clone(),
+                method.as_deref().cloned(),
             )?;
             Ok((
                 format!("{trained} of {} shadow model(s) trained", models.len()),

@@ -430,7 +430,7 @@ impl EngineServices {
                     models: vec![k],
                     key: est.key.clone(),
                     cache_dir: cache_dir.clone(),
-                    method: unlearn.map(UnlearnSetup::method),
+                    method: unlearn.map(|u| Box::new(u.method())),
                 },
             })
             .collect::<Vec<_>>();

@@ -295,6 +295,7 @@ fn encodermu_brings_the_forget_loss_to_the_level_of_unseen_data() {
     assert!(after.retain_acc > 0.9, "{after:?}");
     assert_eq!(run.summary["model_kind"], "classifier");
     assert_eq!(run.summary["critic_output"], "classifier");
+    assert_eq!(run.summary["critic_mode"], "eval");
 }
 
 /// EncoderMU on the SimCLR encoder: the contrastive loss gap between forget

@@ -13,7 +13,7 @@ use lethe_plugin_kit::epoch::{Cycle, for_each_batch_ticking};
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
 use lethe_plugin_kit::{EpochProgress, ModelKind, Objective, evaluate, finish, prepare};
-use losses::{Weights, gradient_penalty, interpolate, mean_output_norm, total};
+use losses::{Critic, Weights, interpolate, mean_output_norm, model_gradient_penalty, total};
 use serde_json::json;
 
 /// Id of the method.
@@ -70,7 +70,10 @@ impl Plugin for EncoderMu {
                  model from collapsing; L_GP is the WGAN-GP penalty mean((‖∇_z D(z)‖₂ − 1)²) \
                  with the model itself as the critic D (gradient of the sum of its outputs) at \
                  points z interpolated between forget and non-member inputs, which makes \
-                 members and non-members alike; L_norm is the mean L2 norm of the model's \
+                 members and non-members alike; the critic pass runs in eval mode, so that \
+                 BatchNorm uses its running statistics and each sample's input gradient is its \
+                 own (WGAN-GP's per-sample penalty; in train mode BatchNorm would mix the \
+                 batch into every gradient; see FIDELITY.md, EncoderMU); L_norm is the mean L2 norm of the model's \
                  outputs on the forget batch, which lowers its confidence. The paper gives no \
                  values for α, β, γ or the unlearning optimiser; the defaults here (α 1, β 0.1, \
                  γ 0.1, SGD lr 0.01, 10 epochs) were checked on the bundled demo, where \
@@ -254,6 +257,8 @@ impl Plugin for EncoderMu {
             "steps": trainer.steps(),
             "alpha": w.member, "beta": w.penalty, "gamma": w.norm,
             "critic_output": format!("{head:?}").to_lowercase(),
+            // The penalty's critic pass (see `losses::model_gradient_penalty`).
+            "critic_mode": "eval",
             "non_member_split": format!("{non_member:?}").to_lowercase(),
         });
         if let Some(m) = extra.as_object_mut() {
@@ -297,6 +302,22 @@ fn rows(t: &Tensor) -> i64 {
     t.size().first().copied().unwrap_or(0)
 }
 
+/// The job's model as the penalty's critic, on the chosen output.
+struct HostCritic<'a> {
+    ctx: &'a mut HostContext,
+    head: ModelHead,
+}
+
+impl Critic for HostCritic<'_> {
+    fn set_train(&mut self, train: bool) -> Result<(), PluginError> {
+        self.ctx.model_set_train(train)
+    }
+
+    fn forward(&mut self, z: &Tensor) -> Result<Tensor, PluginError> {
+        self.ctx.model_forward(self.head, z)
+    }
+}
+
 fn step_terms(
     ctx: &mut HostContext,
     objective: &Objective,
@@ -316,7 +337,7 @@ fn step_terms(
     let n = rows(x).min(rows(&xn));
     let t = Tensor::f_rand([n], (DType::Float, x.device()))?;
     let z = interpolate(&x.f_narrow(0, 0, n)?, &xn.f_narrow(0, 0, n)?, &t)?;
-    let penalty = gradient_penalty(&z, |z| ctx.model_forward(head, z))?;
+    let penalty = model_gradient_penalty(&mut HostCritic { ctx, head }, &z)?;
     let norm = mean_output_norm(&ctx.model_forward(head, x)?)?;
     Ok(Terms {
         member,

@@ -8,7 +8,16 @@
 //!   lets the model being unlearned play WGAN's critic `D`, members standing for
 //!   "real" and non-members for "fake" samples; its output is a vector, so, as
 //!   WGAN-GP code does with `grad_outputs = ones`, the gradient taken is that of the
-//!   sum of its outputs.
+//!   sum of its outputs. The critic runs in eval mode ([`Critic`],
+//!   [`model_gradient_penalty`]): WGAN-GP penalises each sample's own input
+//!   gradient, and Gulrajani et al. removed batch normalisation from the critic
+//!   because in train mode it makes every output depend on the whole batch, so the
+//!   gradient at `z_i` would also carry the other samples' terms. The model being
+//!   unlearned cannot drop its BatchNorm layers, but in eval mode each layer is a
+//!   fixed affine map of its own sample (running statistics), which restores the
+//!   per-sample gradient; it is also the function the model computes when it is
+//!   queried (membership attacks query it in eval mode), and the interpolated
+//!   points, which are no data, no longer move the running statistics.
 //! * `L_Norm`: the mean L2 norm of the model's outputs on member data, which lowers
 //!   its prediction confidence.
 
@@ -52,10 +61,11 @@ fn row_norms(x: &Tensor) -> Result<Tensor, PluginError> {
         .f_sqrt()?)
 }
 
-/// The WGAN-GP term at the points `z` (`[B, ...]`, detached): runs `critic` on them
-/// and differentiates the sum of its outputs with respect to `z`, keeping the graph
-/// so that the penalty itself can be back-propagated into the critic's parameters.
-pub fn gradient_penalty<F>(z: &Tensor, mut critic: F) -> Result<Tensor, PluginError>
+/// The gradient of the sum of `critic`'s outputs with respect to its input, at the
+/// points `z` (`[B, ...]`, detached); row `i` is sample `i`'s input gradient as
+/// long as the critic treats samples independently. The graph is kept so that a
+/// penalty on these gradients can be back-propagated into the critic's parameters.
+pub fn input_gradients<F>(z: &Tensor, mut critic: F) -> Result<Tensor, PluginError>
 where
     F: FnMut(&Tensor) -> Result<Tensor, PluginError>,
 {
@@ -64,16 +74,57 @@ where
     if !out.requires_grad() {
         return Err(PluginError::msg(
             "the critic's output does not depend on its input through autograd \
-             (is the model in eval mode?)",
+             (a host older than 2.0 records no graph in eval mode)",
         ));
     }
     let total = out.f_sum(Kind::Float)?;
     let grads = Tensor::f_run_backward(&[&total], &[&z], true, true)?;
-    let g = grads
+    grads
         .into_iter()
         .next()
-        .ok_or_else(|| PluginError::msg("autograd returned no gradient for the critic input"))?;
-    penalty_from_gradients(&g)
+        .ok_or_else(|| PluginError::msg("autograd returned no gradient for the critic input"))
+}
+
+/// The WGAN-GP term at the points `z` (`[B, ...]`, detached): runs `critic` on them
+/// and penalises the [`input_gradients`], keeping the graph so that the penalty
+/// itself can be back-propagated into the critic's parameters.
+pub fn gradient_penalty<F>(z: &Tensor, critic: F) -> Result<Tensor, PluginError>
+where
+    F: FnMut(&Tensor) -> Result<Tensor, PluginError>,
+{
+    penalty_from_gradients(&input_gradients(z, critic)?)
+}
+
+/// A model that plays WGAN-GP's critic: it can be switched between train and
+/// eval mode and run on a batch (the host's model in the plugin, a small
+/// BatchNorm net in the tests).
+pub trait Critic {
+    /// Switches the model to train (`true`) or eval (`false`) mode.
+    fn set_train(&mut self, train: bool) -> Result<(), PluginError>;
+    /// The critic's outputs `[B, ...]` for the inputs `z`, differentiable into
+    /// `z` and the parameters in either mode.
+    fn forward(&mut self, z: &Tensor) -> Result<Tensor, PluginError>;
+}
+
+/// [`input_gradients`] of `critic` in eval mode, then back to train mode (the
+/// mode the training step runs in): per-sample gradients even through
+/// BatchNorm, see the module documentation.
+pub fn model_input_gradients<C: Critic>(critic: &mut C, z: &Tensor) -> Result<Tensor, PluginError> {
+    critic.set_train(false)?;
+    let g = input_gradients(z, |z| critic.forward(z));
+    // Restore train mode even when the pass failed, then report the first error.
+    let restored = critic.set_train(true);
+    let g = g?;
+    restored?;
+    Ok(g)
+}
+
+/// The WGAN-GP term with `critic` in eval mode ([`model_input_gradients`]).
+pub fn model_gradient_penalty<C: Critic>(
+    critic: &mut C,
+    z: &Tensor,
+) -> Result<Tensor, PluginError> {
+    penalty_from_gradients(&model_input_gradients(critic, z)?)
 }
 
 /// Mean over rows of the L2 norm of `outputs` (`[B, D]`, or any `[B, ...]`).
@@ -108,7 +159,8 @@ pub fn total(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lethe_plugin_api::tch::Device;
+    use lethe_plugin_api::tch::{Device, nn};
+    use lethe_plugin_kit::oracle::torch_oracle;
     use std::io::Write;
     use std::process::{Command, Stdio};
 
@@ -276,6 +328,181 @@ print(json.dumps({"gp": gp.item(), "dw1": w1.grad.flatten().tolist(), "dw2": w2.
             assert_eq!(ours.len(), theirs.len());
             for (a, b) in ours.iter().zip(&theirs) {
                 assert!(close(*a, *b), "{key}: {a} vs {b}");
+            }
+        }
+    }
+    /// A small critic with a BatchNorm layer, `Linear(4, 6) → BatchNorm1d(6) → ReLU
+    /// → Linear(6, 3)`, whose running statistics and affine parameters are not
+    /// the identity, so that eval mode is visibly different from train mode.
+    struct BnCritic {
+        _vs: nn::VarStore,
+        l1: nn::Linear,
+        bn: nn::BatchNorm,
+        l2: nn::Linear,
+        train: bool,
+    }
+
+    impl BnCritic {
+        fn new() -> Self {
+            lethe_plugin_api::tch::manual_seed(5);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let l1 = nn::linear(&root / "l1", 4, 6, Default::default());
+            let bn = nn::batch_norm1d(&root / "bn", 6, Default::default());
+            let l2 = nn::linear(&root / "l2", 6, 3, Default::default());
+            let mut c = BnCritic {
+                _vs: vs,
+                l1,
+                bn,
+                l2,
+                train: true,
+            };
+            lethe_plugin_api::tch::no_grad(|| {
+                let opts = (Kind::Float, Device::Cpu);
+                if let (Some(w), Some(b)) = (c.bn.ws.as_mut(), c.bn.bs.as_mut()) {
+                    w.copy_(&(Tensor::rand([6], opts) + 0.5));
+                    b.copy_(&(Tensor::randn([6], opts) * 0.3));
+                }
+                // Training passes move the running statistics off (0, 1).
+                for _ in 0..20 {
+                    let x = Tensor::randn([16, 4], opts) * 2.0 + 1.0;
+                    let _ = c.forward(&x).unwrap();
+                }
+            });
+            c
+        }
+
+        fn params(&self) -> Vec<(&'static str, Tensor)> {
+            let bn_w = self.bn.ws.as_ref().unwrap();
+            let bn_b = self.bn.bs.as_ref().unwrap();
+            vec![
+                ("l1w", self.l1.ws.shallow_clone()),
+                ("l1b", self.l1.bs.as_ref().unwrap().shallow_clone()),
+                ("bnw", bn_w.shallow_clone()),
+                ("bnb", bn_b.shallow_clone()),
+                ("l2w", self.l2.ws.shallow_clone()),
+            ]
+        }
+    }
+
+    impl Critic for BnCritic {
+        fn set_train(&mut self, train: bool) -> Result<(), PluginError> {
+            self.train = train;
+            Ok(())
+        }
+
+        fn forward(&mut self, z: &Tensor) -> Result<Tensor, PluginError> {
+            Ok(z.apply(&self.l1)
+                .apply_t(&self.bn, self.train)
+                .relu()
+                .apply(&self.l2))
+        }
+    }
+
+    /// Item 7 of issue 18: sample `i`'s input gradient must not depend on sample
+    /// `j` (WGAN-GP's per-sample penalty). Changing only the last sample of the
+    /// batch leaves the other samples' gradients as they were; in train mode the
+    /// same critic mixes them (checked too, so the test can tell the difference),
+    /// and the penalty pass leaves the critic in train mode with its running
+    /// statistics untouched.
+    #[test]
+    fn penalty_gradients_do_not_mix_samples_through_batchnorm() {
+        let mut critic = BnCritic::new();
+        let opts = (Kind::Float, Device::Cpu);
+        let z = Tensor::randn([4, 4], opts);
+        let z2 = z.copy();
+        z2.narrow(0, 3, 1).copy_(&Tensor::randn([1, 4], opts));
+        let (mean0, var0) = (critic.bn.running_mean.copy(), critic.bn.running_var.copy());
+
+        let g = model_input_gradients(&mut critic, &z).unwrap();
+        let g2 = model_input_gradients(&mut critic, &z2).unwrap();
+        assert!(
+            critic.train,
+            "train mode is restored after the penalty pass"
+        );
+        let first3 = |g: &Tensor| values(&g.narrow(0, 0, 3));
+        for (a, b) in first3(&g).iter().zip(first3(&g2)) {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "{:?} vs {:?}",
+                first3(&g),
+                first3(&g2)
+            );
+        }
+        let last = |g: &Tensor| values(&g.narrow(0, 3, 1));
+        assert_ne!(last(&g), last(&g2));
+        assert_eq!(values(&critic.bn.running_mean), values(&mean0));
+        assert_eq!(values(&critic.bn.running_var), values(&var0));
+        // Each sample's gradient is that of a batch of one (eval-mode BatchNorm).
+        for i in 0..4 {
+            let gi = model_input_gradients(&mut critic, &z.narrow(0, i, 1)).unwrap();
+            for (a, b) in values(&gi).iter().zip(values(&g.narrow(0, i, 1))) {
+                assert!((a - b).abs() < 1e-6);
+            }
+        }
+
+        // The same critic in train mode (the penalty before the fix) mixes samples.
+        critic.set_train(true).unwrap();
+        let t = input_gradients(&z, |z| critic.forward(z)).unwrap();
+        let t2 = input_gradients(&z2, |z| critic.forward(z)).unwrap();
+        let moved = first3(&t)
+            .iter()
+            .zip(first3(&t2))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved > 1e-3,
+            "train-mode BatchNorm should mix samples: {moved}"
+        );
+    }
+
+    /// The penalty of the BatchNorm critic and its gradient into every weight,
+    /// against PyTorch with the critic in `eval()` mode.
+    #[test]
+    fn bn_critic_penalty_matches_pytorch_in_eval_mode() {
+        let mut critic = BnCritic::new();
+        let opts = (Kind::Float, Device::Cpu);
+        let z = Tensor::randn([5, 4], opts);
+        let gp = model_gradient_penalty(&mut critic, &z).unwrap();
+        gp.backward();
+        let mut input = serde_json::json!({
+            "z": values(&z),
+            "mean": values(&critic.bn.running_mean),
+            "var": values(&critic.bn.running_var),
+            "l2b": values(critic.l2.bs.as_ref().unwrap()),
+        });
+        for (name, t) in critic.params() {
+            input[name] = serde_json::json!(values(&t.detach()));
+        }
+        let script = r#"
+import json, sys, torch
+d = json.load(sys.stdin)
+T = lambda k, *s: torch.tensor(d[k], dtype=torch.float64).view(*s)
+net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(), torch.nn.Linear(6, 3)).double()
+with torch.no_grad():
+    net[0].weight.copy_(T("l1w", 6, 4)); net[0].bias.copy_(T("l1b", 6))
+    net[1].weight.copy_(T("bnw", 6)); net[1].bias.copy_(T("bnb", 6))
+    net[1].running_mean.copy_(T("mean", 6)); net[1].running_var.copy_(T("var", 6))
+    net[3].weight.copy_(T("l2w", 3, 6)); net[3].bias.copy_(T("l2b", 3))
+net.eval()
+z = T("z", 5, 4).requires_grad_()
+out = net(z)
+g, = torch.autograd.grad(out, z, grad_outputs=torch.ones_like(out), create_graph=True)
+gp = ((g.norm(2, dim=1) - 1) ** 2).mean()
+gp.backward()
+grads = {"l1w": net[0].weight, "l1b": net[0].bias, "bnw": net[1].weight, "bnb": net[1].bias, "l2w": net[3].weight}
+print(json.dumps({"gp": gp.item(), **{k: p.grad.flatten().tolist() for k, p in grads.items()}}))
+"#;
+        let theirs = torch_oracle(script, &input);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        let want = theirs["gp"].as_f64().unwrap();
+        assert!(close(scalar(&gp), want), "{} vs {want}", scalar(&gp));
+        for (name, t) in critic.params() {
+            let ours = values(&t.grad());
+            let want: Vec<f64> = serde_json::from_value(theirs[name].clone()).unwrap();
+            assert_eq!(ours.len(), want.len(), "{name}");
+            for (a, b) in ours.iter().zip(&want) {
+                assert!(close(*a, *b), "{name}: {ours:?} vs {want:?}");
             }
         }
     }

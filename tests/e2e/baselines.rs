@@ -175,6 +175,8 @@ fn finetune_keeps_accuracy_and_neggrad_raises_the_forget_loss_relative_to_it() {
     ng_params["forget_weight"] = json!(50.0);
     let ng = unlearn("neggrad", "classifier", ng_params);
     ng.assert_reports(&["retain_loss", "forget_loss", "lr"]);
+    let objective = ng.summary["objective"].as_str().unwrap_or_default();
+    assert!(objective.contains("one forward pass"), "{objective}");
     let mut ft_params = common.clone();
     ft_params["batch_size"] = ng.summary["retain_batch"].clone();
     assert_eq!(ft_params["batch_size"], 122);

@@ -1,13 +1,23 @@
 //! NegGrad: descend the loss on retain examples and ascend it on forget
 //! examples in the same batches, `(Σ_retain ℓ − w·Σ_forget ℓ) / (n_r + n_f)`.
+//!
+//! Each batch mixes retain and forget examples and goes through the model once
+//! ([`mixed_batch_loss`]), as in the Alignment Calibration code behind the
+//! encoder baselines (`algs.py`, `unlearn_mode == 'ng'`: one NT-Xent with
+//! per-row reduction over the shuffled retain ∪ unlearn batch, then
+//! `(loss[retain rows].sum() − loss[unlearn rows].sum()) / len(loss)`). For an
+//! encoder the difference matters: a forget example's InfoNCE takes its
+//! negatives from the whole mixed batch, not from a batch of forget examples
+//! alone; for a classifier with BatchNorm the forget rows are normalised with the
+//! mixed batch's statistics, as a shuffled concatenation of the two sets gives.
 
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{Descriptor, HostContext, Kind, Params, Plugin, PluginError, Split};
-use lethe_plugin_api::tch::Kind as DType;
+use lethe_plugin_api::tch::{Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::{Cycle, for_each_batch, mixed_batch_sizes, report_epoch};
 use lethe_plugin_kit::params::{self, Optim, OptimDefaults, Prune, Training};
 use lethe_plugin_kit::train::{Trainer, steps_per_epoch};
-use lethe_plugin_kit::{evaluate, finish, prepare};
+use lethe_plugin_kit::{ModelKind, Objective, evaluate, finish, prepare};
 use serde_json::json;
 
 /// Retain descent plus weighted forget ascent.
@@ -30,8 +40,11 @@ impl Plugin for NegGrad {
         .description(
             "Fine-tunes on batches mixing retain and forget examples (in proportion to the \
              split sizes), descending the retain loss and ascending the forget loss: \
-             (Σ_retain ℓ − w·Σ_forget ℓ)/(n_r + n_f). Cross-entropy for classifiers, NT-Xent \
-             for encoders. Reference settings: 10 epochs, w = 1 (Alignment Calibration).",
+             (Σ_retain ℓ − w·Σ_forget ℓ)/(n_r + n_f). Each mixed batch goes through the model \
+             once: cross-entropy for classifiers; for encoders one NT-Xent over the whole mixed \
+             batch (two augmented views, every other sample a negative), as the Alignment \
+             Calibration reference code computes it. Reference settings: 10 epochs, w = 1 \
+             (Alignment Calibration). See FIDELITY.md, NegGrad.",
         )
         .citation(
             "Golatkar, Achille and Soatto, \"Eternal Sunshine of the Spotless Net: Selective \
@@ -79,17 +92,13 @@ impl Plugin for NegGrad {
             let (mut f_sum, mut f_n) = (0.0, 0i64);
             let stats = for_each_batch(ctx, Split::Retain, br, true, max, |ctx, x, y| {
                 let (xf, yf) = forget.next_batch(ctx)?;
-                let lr_ = objective.per_sample(ctx, x, y)?;
-                let lf = objective.per_sample(ctx, &xf, &yf)?;
-                let n = (lr_.size()[0] + lf.size()[0]) as f64;
-                let loss = lr_
-                    .f_sum(DType::Float)?
-                    .f_sub(&lf.f_sum(DType::Float)?.f_mul_scalar(w)?)?
-                    .f_div_scalar(n)?;
-                f_sum += lf.f_sum(DType::Float)?.f_double_value(&[])?;
-                f_n += lf.size()[0];
-                let retain_mean = lr_.f_mean(DType::Float)?.f_double_value(&[])?;
-                trainer.step(&loss)?;
+                let m = mixed_batch_loss((x, y), (&xf, &yf), w, |x, y| {
+                    objective.per_sample(ctx, x, y)
+                })?;
+                f_sum += m.forget.f_sum(DType::Float)?.f_double_value(&[])?;
+                f_n += m.forget.size()[0];
+                let retain_mean = m.retain.f_mean(DType::Float)?.f_double_value(&[])?;
+                trainer.step(&m.loss)?;
                 Ok(retain_mean)
             })?;
             report_epoch(
@@ -109,9 +118,69 @@ impl Plugin for NegGrad {
             bs,
             &before,
             json!({"method": "neggrad", "steps": trainer.steps(), "forget_weight": w,
-                   "retain_batch": br, "forget_batch": bf}),
+                   "retain_batch": br, "forget_batch": bf,
+                   "objective": objective_name(&objective)}),
         )
     }
 }
 
+/// What the summary says ran: the loss and that each mixed batch was one pass.
+fn objective_name(objective: &Objective) -> String {
+    match objective.kind {
+        ModelKind::Classifier { .. } => {
+            "(Σ_retain CE − w·Σ_forget CE)/n over one forward pass of each mixed batch".into()
+        }
+        ModelKind::Encoder { .. } => format!(
+            "(Σ_retain ℓ − w·Σ_forget ℓ)/n, ℓ the per-sample SimCLR NT-Xent (τ {}) of one \
+             InfoNCE over each mixed retain+forget batch",
+            objective.temperature
+        ),
+    }
+}
+
+/// NegGrad's loss on one mixed batch and its per-sample parts.
+#[derive(Debug)]
+pub struct MixedLoss {
+    /// `(Σ_retain ℓ − w·Σ_forget ℓ) / (n_r + n_f)`.
+    pub loss: Tensor,
+    /// The retain examples' losses `[n_r]`.
+    pub retain: Tensor,
+    /// The forget examples' losses `[n_f]`.
+    pub forget: Tensor,
+}
+
+/// Stacks the retain rows and the forget rows into one batch, runs
+/// `per_sample(inputs, labels)` once on it (so an encoder's InfoNCE contrasts
+/// every sample with the whole mixed batch), and flips the sign of the forget
+/// part: `(Σ_retain ℓ − w·Σ_forget ℓ) / (n_r + n_f)`.
+pub fn mixed_batch_loss<F>(
+    (xr, yr): (&Tensor, &Tensor),
+    (xf, yf): (&Tensor, &Tensor),
+    w: f64,
+    mut per_sample: F,
+) -> Result<MixedLoss, PluginError>
+where
+    F: FnMut(&Tensor, &Tensor) -> Result<Tensor, PluginError>,
+{
+    let n_r = xr.size().first().copied().unwrap_or(0);
+    let x = Tensor::f_cat(&[xr, xf], 0)?;
+    let y = Tensor::f_cat(&[yr, yf], 0)?;
+    let l = per_sample(&x, &y)?;
+    let n = l.size().first().copied().unwrap_or(0);
+    let retain = l.f_narrow(0, 0, n_r)?;
+    let forget = l.f_narrow(0, n_r, n - n_r)?;
+    let loss = retain
+        .f_sum(DType::Float)?
+        .f_sub(&forget.f_sum(DType::Float)?.f_mul_scalar(w)?)?
+        .f_div_scalar(n.max(1) as f64)?;
+    Ok(MixedLoss {
+        loss,
+        retain,
+        forget,
+    })
+}
+
 lethe_plugin_api::declare_plugin!(NegGrad);
+
+#[cfg(test)]
+mod tests;

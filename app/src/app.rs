@@ -176,6 +176,11 @@ pub struct LetheApp {
     pub estimates: HashMap<String, Loadable<String>>,
     /// Deletion runs whose "Verify per sample" panel the user opened.
     pub verify_open: std::collections::HashSet<String>,
+    /// Per-sample verifications (`lethe verify-samples`) by deletion run id
+    /// (`Ready(None)`: never verified).
+    pub verifications: HashMap<String, Loadable<Option<Box<crate::verify::Verification>>>>,
+    /// Verifications under way, by deletion run id.
+    pub verifying: HashMap<String, crate::verify::Running>,
     /// Verdicts of deletion runs as their evidence stands: the evidence's key
     /// and the verdict (recomputed when the key changes).
     pub verdicts: HashMap<String, (String, Loadable<lethe_engine::report::verdict::Verdict>)>,
@@ -183,7 +188,7 @@ pub struct LetheApp {
     /// meanwhile, marked as out of date).
     pub verdicts_updating: std::collections::HashSet<String>,
     /// The last report written per run: the file and the verdict line.
-    pub exports: HashMap<String, Loadable<(PathBuf, String)>>,
+    pub exports: HashMap<String, Loadable<crate::export::Written>>,
     /// Running studies.
     pub(crate) studies: crate::study::StudyRunner,
     /// The project's study folders.
@@ -265,6 +270,8 @@ impl LetheApp {
             verdicts_updating: Default::default(),
             estimates: HashMap::new(),
             verify_open: Default::default(),
+            verifications: HashMap::new(),
+            verifying: HashMap::new(),
             studies,
             study_list: Vec::new(),
             study_results: HashMap::new(),
@@ -646,6 +653,13 @@ impl LetheApp {
         self.attack_reports.clear();
         self.estimates.clear();
         self.verify_open.clear();
+        // A verification of the project left behind stops (its folder stays
+        // as it was; a stopped one is not read back).
+        for v in self.verifying.values() {
+            v.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.verifying.clear();
+        self.verifications.clear();
         self.exports.clear();
         self.verdicts.clear();
         self.verdicts_updating.clear();
@@ -773,20 +787,64 @@ impl LetheApp {
             Done::Report(run, r) => {
                 match &r {
                     // The banner has the reasons; the notice names the file.
-                    Ok((path, verdict)) => self.notify(
-                        format!(
-                            "Report written: {} ({}); \"Open the report\" opens it",
-                            path.file_name().unwrap_or_default().to_string_lossy(),
-                            verdict.split(" — ").next().unwrap_or(verdict)
-                        ),
-                        false,
-                    ),
+                    Ok(w) => {
+                        self.notify(
+                            format!(
+                                "Report written: {} ({}){}; \"Open the report\" opens it",
+                                w.path.file_name().unwrap_or_default().to_string_lossy(),
+                                w.verdict.split(" — ").next().unwrap_or(&w.verdict),
+                                if w.certificate.is_some() {
+                                    ", signed"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            false,
+                        );
+                        if let Some(key) =
+                            w.certificate.as_ref().and_then(|c| c.key_created.as_ref())
+                        {
+                            self.notify(
+                                format!(
+                                    "Made this project's signing key {} (Ed25519); keep it \
+                                     private, it signs the deletion certificates made here",
+                                    key.display()
+                                ),
+                                false,
+                            );
+                        }
+                    }
                     Err(e) => {
                         let name = self.run_title(&run);
                         self.notify(format!("The report of the {name} failed: {e}"), true)
                     }
                 }
                 self.exports.insert(run, r.into());
+            }
+            Done::Verification(run, r) => {
+                if let Some(v) = self.verifying.remove(&run) {
+                    let name = self.run_title(&run);
+                    match &r {
+                        Ok(_) => self.notify(
+                            format!("Per-sample verification of the {name} finished"),
+                            false,
+                        ),
+                        Err(_) if v.cancel.load(std::sync::atomic::Ordering::SeqCst) => {
+                            self.notify(
+                                format!("Per-sample verification of the {name} stopped"),
+                                false,
+                            );
+                            // The last finished one stays what is known.
+                            self.verifications.remove(&run);
+                            return;
+                        }
+                        Err(_) => self.notify(
+                            format!("Per-sample verification of the {name} failed"),
+                            true,
+                        ),
+                    }
+                }
+                self.verifications.insert(run, r.into());
             }
             Done::Estimate(key, r) => {
                 self.estimates.insert(key, r.into());
@@ -836,6 +894,11 @@ impl LetheApp {
                     }
                 }
                 for e in self.evaluations.values_mut() {
+                    if matches!(e, Loadable::Loading) {
+                        *e = Loadable::Failed(format!("internal error: {what}"));
+                    }
+                }
+                for e in self.verifications.values_mut() {
                     if matches!(e, Loadable::Loading) {
                         *e = Loadable::Failed(format!("internal error: {what}"));
                     }

@@ -74,15 +74,53 @@ pub fn verdict(job: &ReportJob) -> Result<lethe_engine::report::verdict::Verdict
     }
 }
 
-/// Writes the report; returns the file and its verdict line (a study's: its
-/// title).
-pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
+/// Where a deletion's certificate was written, and who signed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateInfo {
+    /// `<report>.cert.json`.
+    pub path: PathBuf,
+    /// SHA-256 of the workspace's public key (what `lethe report verify` names).
+    pub fingerprint: String,
+    /// The audit record the certificate names as the log's head.
+    pub head_seq: i64,
+    /// Whether the workspace's signing key was made for this report.
+    pub key_created: Option<PathBuf>,
+}
+
+/// A written report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// The report file.
+    pub path: PathBuf,
+    /// Its verdict line (a study's: its title).
+    pub verdict: String,
+    /// The detached certificate (deletions only).
+    pub certificate: Option<CertificateInfo>,
+}
+
+/// Writes the report as `lethe report` does: the job's start is recorded in
+/// the audit log first (that record is the head the certificate names), a
+/// deletion report is certified with the workspace's Ed25519 key (made on
+/// first use) and its certificate written beside it as `<report>.cert.json`,
+/// and the end is recorded with the certificate in its details.
+pub fn write_report(job: &ReportJob) -> Result<Written, String> {
+    use lethe_engine::report::certificate::{self, Certificate};
     let report = open_report(job)?;
     if let Some(dir) = job.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    lethe_engine::report::write(&report, job.format, job.now, &job.out, false)
-        .map_err(|e| format!("cannot write {}: {e}", job.out.display()))?;
+    let cert_path = match &report {
+        Report::Deletion(_) => Some(certificate::detached_path(&job.out)),
+        Report::Study(_) => None,
+    };
+    // Exports never replace a file; the certificate's name follows the report's.
+    if let Some(p) = cert_path.as_ref().filter(|p| p.exists()) {
+        return Err(format!(
+            "cannot write the report {}: {} exists and is never overwritten",
+            job.out.display(),
+            p.display()
+        ));
+    }
     let (line, outcome) = match &report {
         Report::Deletion(d) => (
             format!("{} — {}", d.verdict.outcome.label(), d.verdict.headline),
@@ -90,9 +128,9 @@ pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
         ),
         Report::Study(s) => (s.table.title.clone(), serde_json::Value::Null),
     };
-    let entry = Entry {
+    let mut entry = Entry {
         kind: "report".into(),
-        status: "succeeded".into(),
+        status: lethe_engine::audit::STARTED.into(),
         subject: format!(
             "{} report of {} (GUI)",
             job.format.extension(),
@@ -104,7 +142,7 @@ pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
             .iter()
             .map(|p| FileRef::of("result", p))
             .collect(),
-        outputs: vec![FileRef::of("report", &job.out)],
+        outputs: Vec::new(),
         details: serde_json::json!({
             "format": job.format,
             "generated_unix": job.now,
@@ -112,9 +150,81 @@ pub fn write_report(job: &ReportJob) -> Result<(PathBuf, String), String> {
             "source": "gui",
         }),
     };
-    lethe_engine::audit::jobs::record(&job.workspace, &entry)
-        .map_err(|e| format!("the report was written but its audit record could not be: {e}"))?;
-    Ok((job.out.clone(), line))
+    let started = lethe_engine::audit::jobs::begin(&job.workspace, &entry).map_err(|e| {
+        format!(
+            "the audit record of the report's start could not be written, so no report was \
+             made: {e}"
+        )
+    })?;
+    let result =
+        (|| -> Result<Option<(certificate::SignedCertificate, Option<PathBuf>)>, String> {
+            let signed = match (&report, &cert_path) {
+                (Report::Deletion(d), Some(_)) => {
+                    let key = lethe_engine::audit::key::load_or_create(&started.workspace)
+                        .map_err(|e| format!("the workspace's signing key: {e}"))?;
+                    let made = key.created().then(|| key.path().to_path_buf());
+                    let signed = Certificate::of(d, job.now, &started.record, &key.public())
+                        .sign(&key)
+                        .map_err(|e| e.to_string())?;
+                    Some((signed, made))
+                }
+                _ => None,
+            };
+            let file_name = cert_path
+                .as_deref()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let certified = signed
+                .as_ref()
+                .map(|(s, _)| lethe_engine::report::Certified {
+                    signed: s,
+                    file_name: &file_name,
+                });
+            let bytes = lethe_engine::report::render_with(&report, job.format, job.now, certified)
+                .map_err(|e| e.to_string())?;
+            lethe_engine::jobs::atomic::write_atomic(&job.out, &bytes, false)
+                .map_err(|e| e.to_string())?;
+            if let (Some((s, _)), Some(p)) = (&signed, &cert_path) {
+                let bytes = s.to_file_bytes().map_err(|e| e.to_string())?;
+                lethe_engine::jobs::atomic::write_atomic(p, &bytes, false)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            Ok(signed)
+        })();
+    entry.status = lethe_engine::audit::jobs::status_of(&result);
+    entry.outputs = std::iter::once(&job.out)
+        .chain(cert_path.as_ref())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let role = if Some(p) == cert_path.as_ref() {
+                "certificate"
+            } else {
+                "report"
+            };
+            FileRef::of(role, p)
+        })
+        .collect();
+    if let (Ok(Some((signed, _))), Some(m)) = (&result, entry.details.as_object_mut()) {
+        m.insert("certificate".into(), signed.to_value());
+    }
+    let ended = lethe_engine::audit::jobs::end(&started, &entry);
+    let signed = result.map_err(|e| format!("cannot write {}: {e}", job.out.display()))?;
+    ended.map_err(|e| format!("the report was written but its audit record could not be: {e}"))?;
+    let certificate = match (signed, cert_path) {
+        (Some((s, made)), Some(path)) => Some(CertificateInfo {
+            path,
+            fingerprint: s.certificate.signer.public_key_sha256.clone(),
+            head_seq: s.certificate.audit.head_seq,
+            key_created: made,
+        }),
+        _ => None,
+    };
+    Ok(Written {
+        path: job.out.clone(),
+        verdict: line,
+        certificate,
+    })
 }
 
 /// The audit record of a finished GUI job (`unlearn` or `attack`), its files
@@ -354,5 +464,126 @@ mod tests {
         assert_eq!(records[0].entry.kind, "unlearn");
         assert_eq!(records[0].entry.status, "succeeded");
         assert!(log.verify(None).unwrap().ok());
+    }
+
+    #[test]
+    fn a_report_written_by_the_app_is_certified_and_verifies() {
+        use lethe_engine::report::certificate::{VerifyRequest, verify};
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("m.safetensors");
+        std::fs::write(&ckpt, "weights").unwrap();
+        let forget = dir.path().join("f.txt");
+        std::fs::write(&forget, "3\n5\n").unwrap();
+        let run_dir = dir.path().join("runs/run-1");
+        let out = run_dir.join("output");
+        std::fs::create_dir_all(&out).unwrap();
+        let model = out.join("model.safetensors");
+        std::fs::write(&model, "new weights").unwrap();
+        let mut r = JobRecord::new(
+            "run-1".into(),
+            crate::jobs::JobSpec {
+                kind: "method".into(),
+                plugin_id: "org.x.ft".into(),
+                plugin_name: "FT".into(),
+                library: dir.path().join("lib.so"),
+                params: serde_json::json!({"lr": 0.1}),
+                checkpoint: ckpt.clone(),
+                data: dir.path().join("d.npz"),
+                forget: forget.clone(),
+                forget_label: String::new(),
+                device: "cpu".into(),
+                seed: 3,
+            },
+            0.0,
+        );
+        r.mark_started(100.0);
+        r.finished = Some(130.0);
+        r.status = JobStatus::Succeeded;
+        r.artifacts.push(crate::jobs::ArtifactRef {
+            name: "model".into(),
+            path: model.clone(),
+        });
+        record_job(dir.path(), &r, &run_dir, Some("2.0".into())).unwrap();
+        let job = |format: Format, name: &str| ReportJob {
+            sources: DeletionSources {
+                run: run_dir.clone(),
+                evaluations: Vec::new(),
+                attacks: Vec::new(),
+                retrain: None,
+            },
+            pending_attacks: Vec::new(),
+            format,
+            out: run_dir.join("exports").join(name),
+            workspace: dir.path().to_path_buf(),
+            now: 1_700_000_000,
+        };
+        let w = write_report(&job(Format::Html, "report.html")).unwrap();
+        let cert = w
+            .certificate
+            .clone()
+            .expect("a deletion report is certified");
+        assert_eq!(cert.path, run_dir.join("exports/report.html.cert.json"));
+        assert!(cert.path.is_file());
+        assert!(
+            cert.key_created.is_some(),
+            "the first report makes the project's key"
+        );
+        let html = std::fs::read_to_string(&w.path).unwrap();
+        assert!(
+            html.contains(&cert.fingerprint),
+            "the report shows its signer"
+        );
+        let check = |file: &Path| {
+            verify(&VerifyRequest {
+                file: file.to_path_buf(),
+                model: Some(model.clone()),
+                original: Some(ckpt.clone()),
+                forget: Some(forget.clone()),
+                data: None,
+                workspace: dir.path().to_path_buf(),
+            })
+            .unwrap()
+        };
+        let v = check(&w.path);
+        let fails: Vec<_> = v.failures().map(|f| f.message.clone()).collect();
+        assert!(v.ok(), "{fails:?}");
+        // A second report reuses the key, and both certificates still verify.
+        let w2 = write_report(&job(Format::Json, "report.json")).unwrap();
+        let c2 = w2.certificate.unwrap();
+        assert_eq!(c2.key_created, None);
+        assert_eq!(c2.fingerprint, cert.fingerprint);
+        assert!(c2.head_seq > cert.head_seq);
+        assert!(check(&w2.path).ok());
+        // The audit log holds each report's start and end, the end naming the
+        // certificate.
+        let log =
+            lethe_engine::audit::AuditLog::open_existing(&dir.path().join("audit.sqlite")).unwrap();
+        let records = log.records().unwrap();
+        let ends: Vec<_> = records
+            .iter()
+            .filter(|r| r.entry.kind == "report" && r.entry.status == "succeeded")
+            .collect();
+        assert_eq!(ends.len(), 2);
+        assert!(ends[0].entry.details["certificate"]["signature"].is_object());
+        assert!(
+            ends[0]
+                .entry
+                .outputs
+                .iter()
+                .any(|o| o.role == "certificate")
+        );
+        // A swapped model no longer matches the certificate.
+        std::fs::write(&model, "other weights").unwrap();
+        let v = check(&w.path);
+        assert!(!v.ok());
+        assert!(
+            v.failures().any(|f| f.message.contains("unlearned")),
+            "{:?}",
+            v.findings
+        );
+        // An existing certificate is never replaced.
+        std::fs::write(run_dir.join("exports/again.html.cert.json"), "x").unwrap();
+        let err = write_report(&job(Format::Html, "again.html")).unwrap_err();
+        assert!(err.contains("never overwritten"), "{err}");
     }
 }

@@ -24,6 +24,7 @@ pub mod study;
 pub mod study_tasks;
 pub mod tasks;
 pub mod thumbs;
+pub mod verify;
 pub mod widgets;
 
 pub use app::run;

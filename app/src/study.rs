@@ -910,7 +910,7 @@ pub enum Ended {
 pub type Polled = (Vec<(PathBuf, String)>, Vec<(PathBuf, Ended)>);
 
 /// Sends SIGTERM to a child not waited for yet (so its id is still its own).
-fn terminate(child: &Child) -> Result<(), String> {
+pub(crate) fn terminate(child: &Child) -> Result<(), String> {
     // std offers SIGKILL only; the shell's `kill` is everywhere.
     let status = Command::new("sh")
         .arg("-c")

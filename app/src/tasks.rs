@@ -127,7 +127,7 @@ pub enum Done {
         Result<lethe_engine::report::verdict::Verdict, String>,
     ),
     /// A deletion report was written (by run id): the file and the verdict.
-    Report(String, Result<(PathBuf, String), String>),
+    Report(String, Result<crate::export::Written, String>),
     /// A study folder was read (shared: the results are large).
     Study(
         PathBuf,
@@ -143,6 +143,12 @@ pub enum Done {
     Estimate(String, Result<String, String>),
     /// The metric set of a finished attack run (by run id).
     AttackReport(String, Result<crate::attack_report::AttackSummary, String>),
+    /// A per-sample verification of a deletion ended, or a saved one was read
+    /// (by the deletion's run id; `None`: never verified).
+    Verification(
+        String,
+        Result<Option<Box<crate::verify::Verification>>, String>,
+    ),
     /// A task panicked (a bug in Lethe); the message is shown.
     Panicked(String),
 }
@@ -414,6 +420,52 @@ impl Tasks {
         let cancel = Arc::clone(&self.cancel);
         self.spawn("evaluate a run", move || {
             Done::Evaluation(run, crate::evaluation::run(&req, &cancel))
+        });
+    }
+
+    /// Runs `lethe verify-samples` on a deletion (a subprocess, off the UI
+    /// thread); `cancel` stops it, as does the window closing.
+    pub fn verify_samples(
+        &mut self,
+        run: String,
+        job: crate::verify::VerifyJob,
+        running: crate::verify::Running,
+    ) {
+        let closing = Arc::clone(&self.cancel);
+        self.spawn("verify a deletion per sample", move || {
+            let r = crate::verify::run(&job, &running.cancel, &closing, &running.progress);
+            Done::Verification(run, r.map(|v| Some(Box::new(v))))
+        });
+    }
+
+    /// Reads the newest saved verification of a run folder.
+    pub fn load_verification(&mut self, run: String, run_dir: PathBuf) {
+        self.spawn("read a verification", move || {
+            Done::Verification(
+                run,
+                crate::verify::load_saved(&run_dir).map(|v| v.map(Box::new)),
+            )
+        });
+    }
+
+    /// Estimates what verifying a deletion per sample will cost (U-LiRA's
+    /// shadow models and their unlearned copies; LiRA reuses them).
+    pub fn estimate_verification(
+        &mut self,
+        key: String,
+        worker: WorkerOptions,
+        req: lethe_engine::eval::per_sample::VerifyRequest,
+    ) {
+        self.spawn("estimate a verification's cost", move || {
+            let r = lethe_engine::eval::per_sample::estimate(&worker, &req)
+                .map(|e| {
+                    format!(
+                        "{}; LiRA on the original then reuses these shadow models",
+                        crate::attack_report::estimate_line(&e)
+                    )
+                })
+                .map_err(|e| e.to_string());
+            Done::Estimate(key, r)
         });
     }
 

@@ -823,10 +823,25 @@ fn a_finished_run_is_evaluated_and_the_result_survives_a_restart() {
             None | Some(lethe_app::tasks::Loadable::Loading)
         )
     });
-    let report = match h.state().exports.get(&run.id) {
-        Some(lethe_app::tasks::Loadable::Ready((path, _))) => path.clone(),
+    let (report, cert) = match h.state().exports.get(&run.id) {
+        Some(lethe_app::tasks::Loadable::Ready(w)) => (w.path.clone(), w.certificate.clone()),
         other => panic!("{other:?}"),
     };
+    // The report is certified as `lethe report` certifies it, and verifies.
+    let cert = cert.expect("a deletion report comes with its certificate");
+    assert!(cert.path.is_file(), "{}", cert.path.display());
+    let v = lethe_engine::report::certificate::verify(
+        &lethe_engine::report::certificate::VerifyRequest {
+            file: report.clone(),
+            model: None,
+            original: None,
+            forget: None,
+            data: None,
+            workspace: tmp.path().join("Demo"),
+        },
+    )
+    .unwrap();
+    assert!(v.ok(), "{:?}", v.findings);
     assert!(
         report.starts_with(run_dir.join("exports")),
         "{}",
@@ -1047,7 +1062,9 @@ fn a_stored_study_reopens_with_its_table_sorted_and_exported() {
         )
     });
     match h.state().exports.get(&key) {
-        Some(lethe_app::tasks::Loadable::Ready((path, title))) => {
+        Some(lethe_app::tasks::Loadable::Ready(w)) => {
+            let (path, title) = (&w.path, &w.verdict);
+            assert!(w.certificate.is_none(), "a study report is not certified");
             assert_eq!(path.extension().unwrap(), "html");
             assert!(title.starts_with("Study demo"), "{title}");
             let html = std::fs::read_to_string(path).unwrap();

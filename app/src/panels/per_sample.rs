@@ -5,44 +5,24 @@
 //! to the never-seen line (the test's own false-positive rate), and the
 //! forgotten samples the attack tells apart best, with their pictures.
 
-use crate::app::{Command, LetheApp};
+use crate::app::LetheApp;
 use crate::attack_report::{AttackSummary, PerSampleSummary, Share, with_interval};
 use crate::form::{FormValues, form_ui};
-use crate::jobs::{JobRecord, JobStatus};
-use crate::state::View;
+use crate::jobs::JobRecord;
 use crate::tasks::Loadable;
 use crate::thumbs::Thumb;
+use crate::verify::{Verification, VerifySettings};
 use egui::{Color32, RichText};
 use egui_plot::{Bar, BarChart, HLine, Legend, Plot};
 use std::path::Path;
 
 /// The U-LiRA attack plugin.
 pub const ULIRA: &str = "org.lethe.attack.ulira";
+/// The LiRA attack plugin (the "before" side).
+pub const LIRA: &str = lethe_engine::eval::per_sample::LIRA;
 
 const RED: Color32 = Color32::from_rgb(220, 60, 60);
 const AMBER: Color32 = Color32::from_rgb(200, 150, 40);
-
-/// The U-LiRA runs on this deletion's new model: the latest one of any status
-/// (what is happening now) and the latest that succeeded (what is known).
-fn ulira_runs<'a>(
-    runs: &'a [JobRecord],
-    r: &JobRecord,
-    model: &Path,
-) -> (Option<&'a JobRecord>, Option<&'a JobRecord>) {
-    let mine = || {
-        runs.iter().filter(|a| {
-            a.spec.kind == "attack"
-                && a.spec.plugin_id == ULIRA
-                && a.spec.checkpoint == model
-                && a.spec.data == r.spec.data
-                && a.spec.forget == r.spec.forget
-        })
-    };
-    (
-        mine().next_back(),
-        mine().rfind(|a| a.status == JobStatus::Succeeded),
-    )
-}
 
 /// `12.3 % (246 of 2000) [10.9 %, 13.8 %]`.
 pub fn share_text(s: &Share) -> String {
@@ -95,32 +75,37 @@ pub fn reading(ps: &PerSampleSummary) -> String {
     }
 }
 
+/// The deletion's newest verification, loaded from its run folder once.
+fn verification(app: &mut LetheApp, r: &JobRecord) -> Option<Loadable<Option<Box<Verification>>>> {
+    if !app.verifications.contains_key(&r.id) && !app.verifying.contains_key(&r.id) {
+        let dir = app.project.as_ref()?.run_dir(&r.id);
+        app.verifications.insert(r.id.clone(), Loadable::Loading);
+        app.tasks.load_verification(r.id.clone(), dir);
+    }
+    app.verifications.get(&r.id).cloned()
+}
+
 /// The "Verify per sample" button of a finished deletion's next steps: opens
 /// the panel below them and starts the estimate.
-pub fn verify_button(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, model: &Path) {
-    let done = app
-        .project
-        .as_ref()
-        .is_some_and(|p| ulira_runs(&p.runs, r, model).1.is_some());
+pub fn verify_button(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, _model: &Path) {
+    let done = matches!(verification(app, r), Some(Loadable::Ready(Some(_))));
     if ui
         .button(format!(
             "3. Verify per sample{}",
             if done { " ✔" } else { "" }
         ))
         .on_hover_text(
-            "U-LiRA: for each forgotten sample, can an attacker tell this model from one that \
-             never saw it? Shows the cost first",
+            "U-LiRA on the new model and LiRA on the original with the same shadow models: for \
+             each forgotten sample, can an attacker tell this model from one that never saw it, \
+             and which retained samples became more exposed? Shows the cost first",
         )
         .clicked()
     {
         app.verify_open.insert(r.id.clone());
-        if let Some((entry, params)) = ulira_with_params(app)
-            && !app
-                .estimates
-                .contains_key(&super::attack::estimate_key(model, &entry, &params))
+        if let Some((req, key)) = estimate_request(app, r)
+            && !app.estimates.contains_key(&key)
         {
-            let key = super::attack::estimate_key(model, &entry, &params);
-            super::attack::start_estimate(app, r, model, &entry, &key, &params);
+            start_estimate(app, req, key);
         }
     }
 }
@@ -142,78 +127,153 @@ fn ulira_with_params(
     Some((entry, params))
 }
 
+/// What estimating the verification of `r` with the form's settings needs,
+/// and where its answer is kept (a change of settings asks for a new one).
+fn estimate_request(
+    app: &mut LetheApp,
+    r: &JobRecord,
+) -> Option<(lethe_engine::eval::per_sample::VerifyRequest, String)> {
+    let (ulira, params) = ulira_with_params(app)?;
+    let lira = app.catalog.ready()?.get(LIRA)?.clone();
+    let run_dir = app.project.as_ref()?.run_dir(&r.id);
+    let settings = VerifySettings::from_params(&params);
+    let key = format!(
+        "verify|{}|{settings:?}|{}",
+        run_dir.display(),
+        r.spec.device
+    );
+    let req = lethe_engine::eval::per_sample::VerifyRequest {
+        run_dir,
+        settings: settings.engine(),
+        // The estimate writes nothing there.
+        out_dir: std::env::temp_dir(),
+        device: r.spec.device.clone(),
+        metrics: Default::default(),
+        ulira: (ulira.library.clone(), ulira.info.clone()),
+        lira: (lira.library.clone(), lira.info.clone()),
+    };
+    Some((req, key))
+}
+
+fn start_estimate(
+    app: &mut LetheApp,
+    req: lethe_engine::eval::per_sample::VerifyRequest,
+    key: String,
+) {
+    app.estimates.insert(key.clone(), Loadable::Loading);
+    app.tasks
+        .estimate_verification(key, app.worker_opts.clone(), req);
+}
+
+/// Where the shadow models go: this machine (some at once) or Slurm with the
+/// Study page's settings. Kept per deletion for the session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Placement {
+    slurm: bool,
+    jobs: usize,
+}
+
+fn placement_ui(
+    ui: &mut egui::Ui,
+    app: &LetheApp,
+    r: &JobRecord,
+) -> Result<lethe_engine::exec::ExecutorConfig, String> {
+    let id = egui::Id::unique(("verify-placement", &r.id));
+    let mut p = ui
+        .ctx()
+        .data(|d| d.get_temp::<Placement>(id))
+        .unwrap_or(Placement {
+            slurm: false,
+            jobs: 1,
+        });
+    let cores = crate::study::cores();
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Shadow models run on");
+        ui.radio_value(&mut p.slurm, false, "this machine")
+            .on_hover_text("One after another, or several at once");
+        ui.radio_value(&mut p.slurm, true, "Slurm cluster")
+            .on_hover_text(
+                "Each shadow model and its unlearned copy becomes a task of one Slurm job array, \
+             with the settings of the Study page's \"Run on\" (partition, time, memory, GPUs)",
+            );
+        if !p.slurm {
+            ui.label("at once");
+            ui.add(egui::DragValue::new(&mut p.jobs).range(1..=cores))
+                .on_hover_text(format!(
+                    "1: one after another in the verification's own process; more: each its \
+                     own process (this machine has {cores} cores)"
+                ));
+        }
+    });
+    ui.ctx().data_mut(|d| d.insert_temp(id, p));
+    if p.slurm {
+        app.state
+            .study_draft
+            .run_on
+            .slurm
+            .settings()
+            .map(lethe_engine::exec::ExecutorConfig::Slurm)
+            .map_err(|e| format!("Slurm settings (Study page): {}", e.join("; ")))
+    } else {
+        Ok(lethe_engine::exec::ExecutorConfig::Local { jobs: p.jobs })
+    }
+}
+
 /// The "Verify per sample" panel of a finished deletion: shown once asked for,
-/// or when a U-LiRA run on its model exists.
+/// while one runs, or when one was made.
 pub fn verify_section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord) {
     let Some(model) = r.model_artifact().map(|m| m.path.clone()) else {
         return;
     };
-    let (latest, result) = app
-        .project
-        .as_ref()
-        .map(|p| {
-            let (a, b) = ulira_runs(&p.runs, r, &model);
-            (a.cloned(), b.cloned())
-        })
-        .unwrap_or_default();
-    if latest.is_none() && !app.verify_open.contains(&r.id) {
+    let state = verification(app, r);
+    let running = app.verifying.get(&r.id).cloned();
+    let have = matches!(state, Some(Loadable::Ready(Some(_))));
+    if !have && running.is_none() && !app.verify_open.contains(&r.id) {
         return;
     }
     egui::Frame::group(ui.style())
         .inner_margin(10.0)
         .show(ui, |ui| {
             ui.set_width(ui.available_width());
-            ui.label(RichText::new("Verify per sample (U-LiRA)").strong().size(16.0));
+            ui.label(
+                RichText::new("Verify per sample (U-LiRA after, LiRA before)")
+                    .strong()
+                    .size(16.0),
+            );
             ui.add(
                 egui::Label::new(
                     "For each forgotten sample: can an attacker tell this model from one that \
                      never saw it? U-LiRA trains shadow models on random halves of the data, \
                      deletes from them with the same method and settings as this deletion, and \
                      compares each forgotten sample's confidence under both kinds of shadow \
-                     (Hayes et al., SaTML 2025).",
+                     (Hayes et al., SaTML 2025). LiRA on the original model, with the same \
+                     shadow models, gives the same numbers before the deletion, and shows which \
+                     retained samples the deletion made more exposed (the onion effect).",
                 )
                 .wrap(),
             );
-            launcher(ui, app, r, &model, latest.as_ref());
-            if let Some(run) = &result {
-                super::attack::ensure_report(app, run);
-                match app.attack_reports.get(&run.id).cloned() {
-                    Some(Loadable::Ready(s)) => match &s.per_sample {
-                        Some(ps) => {
-                            ui.add_space(6.0);
-                            view(ui, app, &s, ps, &run.spec.data, &run.id);
-                        }
-                        None => {
-                            ui.colored_label(
-                                RED,
-                                "This U-LiRA run wrote no p-values: the per-sample view needs them.",
-                            );
-                        }
-                    },
-                    Some(Loadable::Failed(e)) => {
-                        ui.colored_label(RED, format!("The result could not be read: {e}"));
-                    }
-                    _ => {
-                        ui.horizontal(|ui| {
-                            ui.spinner();
-                            ui.label("Reading the result…");
-                        });
-                    }
+            launcher(ui, app, r, &model, running.as_ref());
+            match &state {
+                Some(Loadable::Ready(Some(v))) => {
+                    ui.add_space(6.0);
+                    result_view(ui, app, r, v);
                 }
-                if ui.link("Open this U-LiRA run").clicked() {
-                    app.commands.push(Command::Show(View::Run(run.id.clone())));
+                Some(Loadable::Failed(e)) => {
+                    ui.colored_label(RED, "The verification failed:");
+                    ui.add(egui::Label::new(RichText::new(e).monospace().small()).wrap());
                 }
+                _ => {}
             }
         });
 }
 
-/// Settings, the estimate, and the Run button; the status of a run under way.
+/// Settings, executor, the estimate, Run and Stop; the progress of a run.
 fn launcher(
     ui: &mut egui::Ui,
     app: &mut LetheApp,
     r: &JobRecord,
-    model: &Path,
-    latest: Option<&JobRecord>,
+    _model: &Path,
+    running: Option<&crate::verify::Running>,
 ) {
     let Some(cat) = app.catalog.ready().cloned() else {
         ui.horizontal(|ui| {
@@ -222,13 +282,44 @@ fn launcher(
         });
         return;
     };
-    let Some(entry) = cat.get(ULIRA).cloned() else {
+    let (Some(entry), true) = (cat.get(ULIRA).cloned(), cat.get(LIRA).is_some()) else {
         ui.colored_label(
             RED,
-            format!("The U-LiRA attack plugin ({ULIRA}) is not installed in the plugin folders."),
+            format!(
+                "The U-LiRA ({ULIRA}) and LiRA ({LIRA}) attack plugins must both be installed \
+                 in the plugin folders."
+            ),
         );
         return;
     };
+    if let Some(run) = running {
+        let (line, fraction) = run
+            .progress
+            .lock()
+            .map(|p| (p.line.clone(), p.fraction))
+            .unwrap_or_default();
+        ui.horizontal_wrapped(|ui| {
+            ui.spinner();
+            let elapsed = crate::project::now() - run.started;
+            ui.label(format!("Verifying… {elapsed:.0} s"));
+            if ui
+                .button("⏹ Stop")
+                .on_hover_text("Stops both attacks; trained shadow models stay in the cache")
+                .clicked()
+            {
+                run.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        if let Some(f) = fraction {
+            ui.add(egui::ProgressBar::new(f as f32).show_percentage());
+        }
+        if !line.is_empty() {
+            ui.label(RichText::new(line).small().weak());
+        }
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(500));
+        return;
+    }
     let values = app
         .state
         .forms
@@ -238,6 +329,15 @@ fn launcher(
         .id_salt(("ulira-settings", &r.id))
         .show(ui, |ui| {
             ui.push_id("ulira-form", |ui| form_ui(ui, &entry.info.schema, values));
+            ui.label(
+                RichText::new(
+                    "Both attacks take the shadow models, pool, held-out size, population \
+                     samples, seed and level from here; variance, decision rate and batch size \
+                     keep the plugins' defaults.",
+                )
+                .small()
+                .weak(),
+            );
         });
     let params = match values.validated(&entry.info.schema) {
         Ok(p) => p,
@@ -248,9 +348,11 @@ fn launcher(
             return;
         }
     };
-    let key = super::attack::estimate_key(model, &entry, &params);
+    let executor = placement_ui(ui, app, r);
+    let Some((req, key)) = estimate_request(app, r) else {
+        return;
+    };
     let estimate = app.estimates.get(&key).cloned();
-    let running = latest.is_some_and(|l| !l.status.is_final());
     ui.horizontal_wrapped(|ui| match &estimate {
         Some(Loadable::Loading) => {
             ui.spinner();
@@ -265,50 +367,235 @@ fn launcher(
         }
         None => {
             if ui.button("Estimate the cost").clicked() {
-                super::attack::start_estimate(app, r, model, &entry, &key, &params);
+                start_estimate(app, req.clone(), key.clone());
             }
         }
     });
-    ui.horizontal_wrapped(|ui| {
-        // The cost is seen before anything is trained: it can be hours.
-        let can_run = matches!(estimate, Some(Loadable::Ready(_))) && !running;
-        if ui
-            .add_enabled(
-                can_run,
-                egui::Button::new(RichText::new("▶ Run U-LiRA").strong()),
-            )
-            .on_disabled_hover_text(if running {
-                "A U-LiRA run on this model is under way"
-            } else {
-                "Estimate the cost first"
-            })
-            .clicked()
-        {
-            super::attack::queue_attack(app, r, model, &entry, params.clone(), false);
-            // The run fills the shadow cache, so the estimate no longer holds.
-            app.estimates.remove(&key);
-        }
-        ui.label(
-            RichText::new(
-                "Runs on this machine (the executors a study can use are not offered for a single \
-                 attack).",
-            )
-            .small()
-            .weak(),
-        );
-    });
-    if let Some(l) = latest.filter(|l| l.status != JobStatus::Succeeded) {
-        ui.horizontal_wrapped(|ui| {
-            if l.status.is_final() {
-                ui.colored_label(RED, format!("The last U-LiRA run {}.", l.status.label()));
-            } else {
-                ui.spinner();
-                ui.label(format!("U-LiRA is {}…", l.status.label()));
-            }
-            if ui.link("open it").clicked() {
-                app.commands.push(Command::Show(View::Run(l.id.clone())));
+    if let Err(e) = &executor {
+        ui.colored_label(RED, e);
+    }
+    // The cost is seen before anything is trained: it can be hours.
+    let can_run = matches!(estimate, Some(Loadable::Ready(_))) && executor.is_ok();
+    if ui
+        .add_enabled(
+            can_run,
+            egui::Button::new(RichText::new("▶ Verify per sample").strong()),
+        )
+        .on_disabled_hover_text("Estimate the cost first")
+        .clicked()
+        && let Ok(executor) = executor
+        && let Some(project) = app.project.as_ref()
+    {
+        let now = crate::project::now();
+        let run_dir = project.run_dir(&r.id);
+        let job = crate::verify::VerifyJob {
+            exe: app.worker_opts.exe.clone(),
+            plugin_dirs: app.extra_plugin_dirs.clone(),
+            out: crate::verify::new_folder(&run_dir, now),
+            run_dir,
+            settings: VerifySettings::from_params(&params),
+            device: r.spec.device.clone(),
+            executor,
+        };
+        let running = crate::verify::Running {
+            cancel: Default::default(),
+            progress: Default::default(),
+            started: now,
+            out: job.out.clone(),
+        };
+        app.verifying.insert(r.id.clone(), running.clone());
+        app.tasks.verify_samples(r.id.clone(), job, running);
+        // The run fills the shadow cache, so the estimate no longer holds.
+        app.estimates.remove(&key);
+    }
+}
+
+/// `0.91 [0.89, 0.93]` or `–`.
+fn tpr_at(s: &AttackSummary, fpr: f64) -> String {
+    s.forget
+        .tprs
+        .iter()
+        .find(|t| (t.fpr - fpr).abs() < 1e-9)
+        .map(|t| with_interval(t.tpr, t.ci))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The before/after table: the same numbers on the original (LiRA) and the
+/// unlearned model (U-LiRA).
+pub fn before_after_rows(v: &Verification) -> Vec<(String, String, String)> {
+    let (b, a) = (&v.before, &v.after);
+    let mut rows = vec![
+        (
+            "AUC, forgotten vs never-seen (0.5 = chance)".to_string(),
+            with_interval(b.forget.auc, b.forget.auc_ci),
+            with_interval(a.forget.auc, a.forget.auc_ci),
+        ),
+        ("TPR at 1 % FPR".into(), tpr_at(b, 0.01), tpr_at(a, 0.01)),
+        (
+            "TPR at 0.1 % FPR".into(),
+            tpr_at(b, 0.001),
+            tpr_at(a, 0.001),
+        ),
+    ];
+    let alpha = v.file.settings.alpha;
+    let share = |s: &AttackSummary, pick: fn(&PerSampleSummary) -> Option<&Share>| {
+        s.per_sample
+            .as_ref()
+            .and_then(pick)
+            .map(share_text)
+            .unwrap_or_else(|| "–".into())
+    };
+    rows.push((
+        format!("Forgotten samples with p < {alpha}"),
+        share(b, |p| Some(&p.forget)),
+        share(a, |p| Some(&p.forget)),
+    ));
+    rows.push((
+        "Never-seen samples flagged (false-positive line)".into(),
+        share(b, |p| p.nonmember.as_ref()),
+        share(a, |p| p.nonmember.as_ref()),
+    ));
+    rows.push((
+        "Retained samples flagged".into(),
+        share(b, |p| p.member.as_ref()),
+        share(a, |p| p.member.as_ref()),
+    ));
+    rows
+}
+
+/// The onion effect in one sentence.
+pub fn onion_text(o: &crate::verify::Onion, alpha: f64) -> String {
+    format!(
+        "Of {} held-out retained samples, {} became distinguishable (p < {alpha}) that were not \
+         before and {} stopped being so; the median change of −log10 p is {:+.2}.",
+        o.samples, o.newly_significant, o.no_longer_significant, o.median_change
+    )
+}
+
+/// A finished verification: before and after side by side, the per-sample
+/// view of U-LiRA, and the retained samples that became more exposed.
+fn result_view(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, v: &Verification) {
+    ui.label(RichText::new("Before and after the deletion").strong());
+    egui::Grid::new(("verify-before-after", &r.id))
+        .num_columns(3)
+        .spacing([16.0, 4.0])
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("");
+            ui.label(RichText::new("before (original, LiRA)").strong());
+            ui.label(RichText::new("after (unlearned, U-LiRA)").strong());
+            ui.end_row();
+            for (name, b, a) in before_after_rows(v) {
+                ui.label(name);
+                ui.label(b);
+                ui.label(a);
+                ui.end_row();
             }
         });
+    ui.label(
+        RichText::new(format!(
+            "{} shadow models, shared by both attacks; {}took {:.0} s.",
+            v.file.settings.shadow_models,
+            v.file
+                .estimated_seconds
+                .map(|e| format!("estimated {e:.0} s, "))
+                .unwrap_or_default(),
+            v.file.seconds
+        ))
+        .small()
+        .weak(),
+    );
+    ui.add_space(6.0);
+    let data = r.spec.data.clone();
+    if let Some(ps) = v.after.per_sample.clone() {
+        view(ui, app, &v.after, &ps, &data, &format!("verify-{}", r.id));
+    }
+    ui.add_space(6.0);
+    ui.label(RichText::new("Retained samples that became more exposed").strong());
+    ui.add(egui::Label::new(onion_text(&v.file.onion, v.file.settings.alpha)).wrap());
+    if v.file.onion.most_exposed.is_empty() {
+        ui.label(RichText::new("No retained sample became more exposed.").weak());
+    } else {
+        let items: Vec<(i64, String, String)> = v
+            .file
+            .onion
+            .most_exposed
+            .iter()
+            .map(|l| {
+                (
+                    l.row,
+                    format!(
+                        "#{} · p {} -> {}",
+                        l.row,
+                        p_text(l.p_before),
+                        p_text(l.p_after)
+                    ),
+                    format!("p-value before {:.2e}, after {:.2e}", l.p_before, l.p_after),
+                )
+            })
+            .collect();
+        sample_pictures(ui, app, &data, &format!("onion:{}", r.id), &items);
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.label(RichText::new("Files:").small().weak());
+        ui.label(
+            RichText::new(v.folder.display().to_string())
+                .monospace()
+                .small(),
+        );
+        if ui.small_button("Open the folder").clicked() {
+            app.tasks.open_externally(v.folder.clone());
+        }
+    });
+}
+
+/// Pictures of dataset rows with their captions (through the sample-thumbnail
+/// workers), and what could not be drawn.
+fn sample_pictures(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    data: &Path,
+    salt: &str,
+    items: &[(i64, String, String)],
+) {
+    let rows: Vec<i64> = items.iter().map(|i| i.0).collect();
+    app.ensure_samples(data, &rows);
+    let pictures = app.samples.get(data);
+    let thumbs: Vec<Thumb> = items
+        .iter()
+        .filter_map(|(row, label, detail)| {
+            pictures.and_then(|m| m.get(row)).map(|t| Thumb {
+                label: label.clone(),
+                detail: format!("{} · {detail}", t.detail),
+                ..t.clone()
+            })
+        })
+        .collect();
+    crate::widgets::thumb_grid(ui, &mut app.textures, salt, &thumbs, 56.0);
+    if thumbs.len() < rows.len() {
+        let why = app
+            .skipped(data)
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        let missing: Vec<String> = items
+            .iter()
+            .filter(|(row, ..)| pictures.and_then(|m| m.get(row)).is_none())
+            .map(|i| i.1.clone())
+            .collect();
+        let waiting = rows
+            .iter()
+            .any(|i| app.samples_pending.contains(&(data.to_path_buf(), *i)));
+        if waiting && why.is_empty() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Drawing the pictures…");
+            });
+        } else {
+            ui.colored_label(
+                AMBER,
+                format!("No pictures{why} for: {}", missing.join(", ")),
+            );
+        }
     }
 }
 
@@ -414,63 +701,28 @@ pub fn view(
             .strong(),
     );
     let rows: Vec<i64> = ps.top.iter().map(|d| d.row).collect();
-    app.ensure_samples(data, &rows);
-    let pictures = app.samples.get(data);
     let caption = |d: &crate::attack_report::Distinguishable| match d.pvalue {
         Some(p) => format!("#{} · p {}", d.row, p_text(p)),
         None => format!("#{} · {:.3}", d.row, d.score),
     };
-    let thumbs: Vec<Thumb> = ps
+    let items: Vec<(i64, String, String)> = ps
         .top
         .iter()
-        .filter_map(|d| {
-            pictures.and_then(|m| m.get(&d.row)).map(|t| Thumb {
-                label: caption(d),
-                detail: format!(
-                    "{} · score {:.4}{}",
-                    t.detail,
+        .map(|d| {
+            (
+                d.row,
+                caption(d),
+                format!(
+                    "score {:.4}{}",
                     d.score,
                     d.pvalue
                         .map(|p| format!(" · p-value {p:.2e}"))
                         .unwrap_or_default()
                 ),
-                ..t.clone()
-            })
+            )
         })
         .collect();
-    crate::widgets::thumb_grid(
-        ui,
-        &mut app.textures,
-        &format!("ulira:{key}"),
-        &thumbs,
-        56.0,
-    );
-    if thumbs.len() < rows.len() {
-        let why = app
-            .skipped(data)
-            .map(|w| format!(" ({w})"))
-            .unwrap_or_default();
-        let missing: Vec<String> = ps
-            .top
-            .iter()
-            .filter(|d| pictures.and_then(|m| m.get(&d.row)).is_none())
-            .map(caption)
-            .collect();
-        let waiting = rows
-            .iter()
-            .any(|i| app.samples_pending.contains(&(data.to_path_buf(), *i)));
-        if waiting && why.is_empty() {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("Drawing the pictures…");
-            });
-        } else {
-            ui.colored_label(
-                AMBER,
-                format!("No pictures{why} for: {}", missing.join(", ")),
-            );
-        }
-    }
+    sample_pictures(ui, app, data, &format!("ulira:{key}"), &items);
     ui.label(
         RichText::new(format!(
             "Dataset rows, best told apart first: {}",
@@ -487,7 +739,6 @@ pub fn view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::JobSpec;
 
     fn share(k: usize, n: usize, low: f64, high: f64) -> Share {
         Share {
@@ -539,58 +790,5 @@ mod tests {
             share_text(&share(246, 2000, 0.109, 0.138)),
             "12.3 % (246 of 2000) [10.9 %, 13.8 %]"
         );
-    }
-
-    fn run(id: &str, plugin: &str, ckpt: &str, status: JobStatus) -> JobRecord {
-        let mut r = JobRecord::new(
-            id.into(),
-            JobSpec {
-                kind: if plugin.contains("method") {
-                    "method"
-                } else {
-                    "attack"
-                }
-                .into(),
-                plugin_id: plugin.into(),
-                plugin_name: plugin.into(),
-                library: "/l.so".into(),
-                params: serde_json::json!({}),
-                checkpoint: ckpt.into(),
-                data: "/d".into(),
-                forget: "/f".into(),
-                forget_label: String::new(),
-                device: "cpu".into(),
-                seed: 0,
-            },
-            0.0,
-        );
-        r.status = status;
-        r
-    }
-
-    #[test]
-    fn the_panel_shows_the_latest_ulira_run_and_the_latest_result() {
-        let del = run("del", "org.x.method", "/orig.pt", JobStatus::Succeeded);
-        let model = Path::new("/new.st");
-        let runs = vec![
-            del.clone(),
-            run("u1", ULIRA, "/new.st", JobStatus::Succeeded),
-            run(
-                "l1",
-                "org.lethe.attack.lira",
-                "/new.st",
-                JobStatus::Succeeded,
-            ),
-            run("u2", ULIRA, "/orig.pt", JobStatus::Succeeded),
-            run("u3", ULIRA, "/new.st", JobStatus::Running),
-        ];
-        let (latest, result) = ulira_runs(&runs, &del, model);
-        assert_eq!(latest.map(|r| r.id.as_str()), Some("u3"));
-        assert_eq!(
-            result.map(|r| r.id.as_str()),
-            Some("u1"),
-            "a run under way does not hide the last result; other attacks and models are left out"
-        );
-        assert_eq!(ulira_runs(&runs[..1], &del, model), (None, None));
     }
 }

@@ -159,7 +159,7 @@ pub fn verdict_banner(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_
                 });
             }
             let report = match app.exports.get(&r.id) {
-                Some(Loadable::Ready((path, _))) => Some(path.clone()),
+                Some(Loadable::Ready(w)) => Some(w.path.clone()),
                 _ => None,
             };
             let offer_reference = r.spec.plugin_id != RETRAIN_ID
@@ -292,7 +292,7 @@ pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &P
                 !busy,
                 egui::Button::new(RichText::new("📄 Write the deletion report").strong()),
             )
-            .on_hover_text("Written into exports/ in the run folder, never over an earlier one; recorded in the project's audit log");
+            .on_hover_text("Written into exports/ in the run folder, never over an earlier one, signed with the project's key (its certificate beside it as .cert.json) and recorded in the project's audit log");
         if b.clicked()
             && let Some(job) = report_job(app, r, format_from(&ext))
         {
@@ -305,9 +305,10 @@ pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &P
         }
     });
     match state {
-        Some(Loadable::Ready((path, verdict))) => {
+        Some(Loadable::Ready(w)) => {
+            let path = w.path.clone();
             ui.horizontal_wrapped(|ui| {
-                ui.label(RichText::new(&verdict).strong());
+                ui.label(RichText::new(&w.verdict).strong());
             });
             ui.horizontal(|ui| {
                 ui.monospace(path.display().to_string());
@@ -329,6 +330,7 @@ pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &P
                         }));
                 }
             });
+            certificate_ui(ui, app, w.certificate.as_ref());
         }
         Some(Loadable::Failed(e)) => {
             ui.colored_label(
@@ -339,6 +341,41 @@ pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &P
         }
         _ => {}
     }
+}
+
+/// Where the deletion certificate was written and who signed it, and the
+/// command that checks it.
+fn certificate_ui(
+    ui: &mut egui::Ui,
+    app: &mut LetheApp,
+    cert: Option<&crate::export::CertificateInfo>,
+) {
+    let Some(c) = cert else {
+        return;
+    };
+    ui.horizontal_wrapped(|ui| {
+        ui.label(RichText::new("Certificate:").strong());
+        ui.monospace(c.path.display().to_string());
+        if ui.small_button("📋 Copy path").clicked() {
+            ui.ctx().copy_text(c.path.display().to_string());
+            app.commands.push(Command::Notify(
+                format!("Copied {}", c.path.display()),
+                false,
+            ));
+        }
+    });
+    ui.label(
+        RichText::new(format!(
+            "Signed with this project's Ed25519 key (fingerprint {}…), audit log head #{}. \
+             Anyone can check it, and the model and forget list against it, with: lethe report \
+             verify {} --model MODEL --forget LIST",
+            c.fingerprint.get(..16).unwrap_or(&c.fingerprint),
+            c.head_seq,
+            c.path.display()
+        ))
+        .small()
+        .weak(),
+    );
 }
 
 fn file_name_of(p: &Path) -> String {

@@ -1215,7 +1215,8 @@ fn exports_ui(
     });
     if let Some(state) = app.exports.get(&dir.display().to_string()).cloned() {
         match state {
-            Loadable::Ready((path, _)) => {
+            Loadable::Ready(w) => {
+                let path = w.path;
                 ui.horizontal(|ui| {
                     ui.label("Written:");
                     ui.monospace(path.display().to_string());

@@ -1,0 +1,499 @@
+//! Per-sample verification of a deletion: `lethe verify-samples RUN` runs as a
+//! subprocess of this executable (off the UI thread, as `lethe evaluate` and
+//! `lethe study` do), so the GUI gets exactly what the CLI computes: U-LiRA on
+//! the unlearned model and online LiRA on the original with the same shadow
+//! models, and the onion effect on retained samples. It writes into a new
+//! folder `verify-samples-TIME` inside the deletion's run folder (`after/` and
+//! `before/` hold each attack's files), where the GUI finds it after a restart.
+//!
+//! A subprocess rather than two queued attack jobs: the comparison (same roles,
+//! same held-out rows, the onion table) is the engine's, the executor choice is
+//! the CLI's `--jobs`/`--executor slurm`, and stopping it is stopping one process.
+
+use crate::attack_report::AttackSummary;
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The result file `lethe verify-samples` writes.
+pub const RESULT_FILE: &str = "per_sample.json";
+/// Prefix of the result folders inside a run folder.
+pub const FOLDER_PREFIX: &str = "verify-samples-";
+
+/// One sample of a table: p-values on the original (LiRA) and the unlearned
+/// model (U-LiRA).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SampleLine {
+    /// Dataset row.
+    pub row: i64,
+    /// p-value before the deletion.
+    pub p_before: f64,
+    /// p-value after.
+    pub p_after: f64,
+}
+
+/// The retained samples before and after.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Onion {
+    /// Held-out retained samples compared.
+    pub samples: usize,
+    /// Significant after but not before.
+    pub newly_significant: usize,
+    /// Significant before but not after.
+    pub no_longer_significant: usize,
+    /// Median of `−log10 p` after minus before.
+    pub median_change: f64,
+    /// The largest increases of exposure.
+    pub most_exposed: Vec<SampleLine>,
+}
+
+/// The settings both attacks shared.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Settings {
+    /// Shadow models.
+    pub shadow_models: u32,
+    /// Significance level.
+    pub alpha: f64,
+}
+
+/// The parts of `per_sample.json` the GUI shows.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PerSampleFile {
+    /// Shared settings.
+    pub settings: Settings,
+    /// Forgotten samples told apart best after the deletion.
+    pub most_distinguishable: Vec<SampleLine>,
+    /// The onion effect.
+    pub onion: Onion,
+    /// Estimated seconds (made first).
+    pub estimated_seconds: Option<f64>,
+    /// Seconds both attacks took.
+    pub seconds: f64,
+}
+
+/// A finished verification, as read back.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Its folder.
+    pub folder: PathBuf,
+    /// `per_sample.json`.
+    pub file: PerSampleFile,
+    /// U-LiRA on the unlearned model (`after/attack.json`).
+    pub after: AttackSummary,
+    /// LiRA on the original (`before/attack.json`).
+    pub before: AttackSummary,
+}
+
+/// Reads a verification folder.
+pub fn read(folder: &Path) -> Result<Verification, String> {
+    let path = folder.join(RESULT_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: PerSampleFile =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let attack = |sub: &str| -> Result<AttackSummary, String> {
+        let dir = folder.join(sub);
+        crate::attack_report::load(&dir)?
+            .ok_or_else(|| format!("{}: no attack.json", dir.display()))
+    };
+    Ok(Verification {
+        folder: folder.to_path_buf(),
+        file,
+        after: attack("after")?,
+        before: attack("before")?,
+    })
+}
+
+/// The newest finished verification folder of a run.
+pub fn latest_folder(run_dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(run_dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(FOLDER_PREFIX))
+                && p.join(RESULT_FILE).is_file()
+        })
+        .collect();
+    // The stamp is fixed-width Unix milliseconds, so names sort by time.
+    found.sort();
+    found.pop()
+}
+
+/// The newest saved verification of a run (`Ok(None)`: never verified).
+pub fn load_saved(run_dir: &Path) -> Result<Option<Verification>, String> {
+    latest_folder(run_dir).map(|f| read(&f)).transpose()
+}
+
+/// The shadow settings, from U-LiRA's form (the keys `lethe verify-samples`
+/// takes; the rest of the form keeps the plugin's defaults there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifySettings {
+    /// `--shadow-models`.
+    pub shadow_models: u32,
+    /// `--shadow-population`.
+    pub shadow_population: u64,
+    /// `--shadow-epochs`.
+    pub shadow_epochs: u32,
+    /// `--heldout`.
+    pub heldout: usize,
+    /// `--z-samples`.
+    pub z_samples: usize,
+    /// `--seed`.
+    pub seed: u64,
+    /// `--alpha`.
+    pub alpha: f64,
+}
+
+impl VerifySettings {
+    /// From U-LiRA's validated form values; absent keys take the CLI's defaults.
+    pub fn from_params(p: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let int = |k: &str, d: u64| p.get(k).and_then(|v| v.as_u64()).unwrap_or(d);
+        VerifySettings {
+            shadow_models: u32::try_from(int("shadow_models", 16)).unwrap_or(u32::MAX),
+            shadow_population: int("shadow_population", 0),
+            shadow_epochs: u32::try_from(int("shadow_epochs", 0)).unwrap_or(u32::MAX),
+            heldout: usize::try_from(int("heldout_size", 0)).unwrap_or(usize::MAX),
+            z_samples: usize::try_from(int("z_samples", 1000)).unwrap_or(usize::MAX),
+            seed: int("seed", 0),
+            alpha: p.get("alpha").and_then(|v| v.as_f64()).unwrap_or(0.05),
+        }
+    }
+
+    /// The engine's form of them.
+    pub fn engine(&self) -> lethe_engine::eval::per_sample::VerifySettings {
+        lethe_engine::eval::per_sample::VerifySettings {
+            shadow_models: self.shadow_models,
+            shadow_population: self.shadow_population,
+            shadow_epochs: self.shadow_epochs,
+            heldout: self.heldout,
+            z_samples: self.z_samples,
+            seed: self.seed,
+            alpha: self.alpha,
+        }
+    }
+}
+
+/// One verification to run.
+#[derive(Debug, Clone)]
+pub struct VerifyJob {
+    /// The executable with the `verify-samples` subcommand (this one).
+    pub exe: PathBuf,
+    /// Further plugin folders (`--plugins`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The deletion's run folder (with `run.json`).
+    pub run_dir: PathBuf,
+    /// The new output folder.
+    pub out: PathBuf,
+    /// Shadow settings.
+    pub settings: VerifySettings,
+    /// Device.
+    pub device: String,
+    /// Where the shadow models are trained.
+    pub executor: lethe_engine::exec::ExecutorConfig,
+}
+
+/// The command line (after the program).
+pub fn args(job: &VerifyJob) -> Vec<OsString> {
+    use lethe_engine::exec::ExecutorConfig;
+    let s = &job.settings;
+    let mut a: Vec<OsString> = Vec::new();
+    for d in &job.plugin_dirs {
+        a.push("--plugins".into());
+        a.push(d.into());
+    }
+    a.push("verify-samples".into());
+    a.push(job.run_dir.clone().into());
+    for (flag, value) in [
+        ("--shadow-models", s.shadow_models.to_string()),
+        ("--shadow-population", s.shadow_population.to_string()),
+        ("--shadow-epochs", s.shadow_epochs.to_string()),
+        ("--heldout", s.heldout.to_string()),
+        ("--z-samples", s.z_samples.to_string()),
+        ("--seed", s.seed.to_string()),
+        ("--alpha", s.alpha.to_string()),
+        ("--device", job.device.clone()),
+    ] {
+        a.push(flag.into());
+        a.push(value.into());
+    }
+    a.push("--out".into());
+    a.push(job.out.clone().into());
+    match &job.executor {
+        ExecutorConfig::Local { jobs } if *jobs > 1 => {
+            a.push("--jobs".into());
+            a.push(jobs.to_string().into());
+        }
+        ExecutorConfig::Local { .. } => {}
+        ExecutorConfig::Slurm(sl) => {
+            a.push("--executor".into());
+            a.push("slurm".into());
+            let mut opt = |flag: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    a.push(flag.into());
+                    a.push(v.into());
+                }
+            };
+            opt("--partition", sl.partition.clone());
+            opt("--time", sl.time.clone());
+            opt("--cpus-per-task", sl.cpus_per_task.map(|c| c.to_string()));
+            opt("--mem", sl.mem.clone());
+            opt("--gres", sl.gres.clone());
+            opt("--account", sl.account.clone());
+            opt(
+                "--max-parallel",
+                (sl.max_parallel > 0).then(|| sl.max_parallel.to_string()),
+            );
+            opt("--attempts", Some(sl.attempts.to_string()));
+            for x in &sl.extra_args {
+                a.push(format!("--sbatch-arg={x}").into());
+            }
+        }
+    }
+    a
+}
+
+/// What a running verification says, shared with the UI thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The last progress line.
+    pub line: String,
+    /// The last fraction reported (`[ 42%] …`).
+    pub fraction: Option<f64>,
+}
+
+/// A verification under way: its stop flag and its progress.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// Set by "Stop".
+    pub cancel: Arc<AtomicBool>,
+    /// The last line it printed.
+    pub progress: Arc<Mutex<Progress>>,
+    /// Unix seconds.
+    pub started: f64,
+    /// Its output folder.
+    pub out: PathBuf,
+}
+
+/// Reads `[ 42%] message` (the CLI's progress lines) as (0.42, message).
+pub fn parse_progress(line: &str) -> (Option<f64>, &str) {
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some((pct, msg)) = rest.split_once("%]")
+        && let Ok(p) = pct.trim().parse::<f64>()
+    {
+        return (Some(p / 100.0), msg.trim());
+    }
+    (None, line.trim())
+}
+
+/// How long a verification asked to stop gets (SIGTERM) before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs `lethe verify-samples` and reads its result; an error carries the end
+/// of its stderr. `cancel` (Stop, or the window closing) stops it: SIGTERM,
+/// then SIGKILL after a grace period; its workers die with it.
+pub fn run(
+    job: &VerifyJob,
+    cancel: &AtomicBool,
+    closing: &AtomicBool,
+    progress: &Mutex<Progress>,
+) -> Result<Verification, String> {
+    let mut child = Command::new(&job.exe)
+        .args(args(job))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
+    let tail = Arc::new(Mutex::new(std::collections::VecDeque::<String>::new()));
+    let reader = child.stderr.take().map(|err| {
+        let tail = Arc::clone(&tail);
+        // The last lines are kept: the newest is the progress the UI shows,
+        // the rest explain a failure.
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut t) = tail.lock() {
+                    t.push_back(line);
+                    if t.len() > 40 {
+                        t.pop_front();
+                    }
+                }
+            }
+        })
+    });
+    let mut stopping: Option<Instant> = None;
+    let status = loop {
+        if let Ok(t) = tail.lock()
+            && let Some(last) = t.back()
+            && let Ok(mut p) = progress.lock()
+        {
+            let (f, msg) = parse_progress(last);
+            if f.is_some() {
+                p.fraction = f;
+            }
+            p.line = msg.to_string();
+        }
+        let asked = cancel.load(Ordering::SeqCst) || closing.load(Ordering::SeqCst);
+        match stopping {
+            None if asked => {
+                stopping = Some(Instant::now());
+                if crate::study::terminate(&child).is_err() {
+                    let _ = child.kill();
+                }
+            }
+            Some(t) if t.elapsed() > STOP_GRACE || closing.load(Ordering::SeqCst) => {
+                let _ = child.kill();
+            }
+            _ => {}
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("lethe verify-samples: {e}")),
+        }
+    };
+    if stopping.is_some() {
+        // The reader is not joined: a process the child left may hold the pipe.
+        drop(reader);
+        return Err("stopped".into());
+    }
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    if !status.success() {
+        let text = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        return Err(format!(
+            "lethe verify-samples failed ({status}):\n{}",
+            text.trim()
+        ));
+    }
+    read(&job.out)
+}
+
+/// The new output folder of a verification started at `now` (unix seconds).
+pub fn new_folder(run_dir: &Path, now: f64) -> PathBuf {
+    // Fixed-width milliseconds, so that folder names sort by time.
+    run_dir.join(format!(
+        "{FOLDER_PREFIX}{:013}",
+        (now * 1000.0).max(0.0) as u64
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(executor: lethe_engine::exec::ExecutorConfig) -> VerifyJob {
+        VerifyJob {
+            exe: "/bin/lethe".into(),
+            plugin_dirs: vec!["/p".into()],
+            run_dir: "/runs/del".into(),
+            out: "/runs/del/verify-samples-1".into(),
+            settings: VerifySettings::from_params(
+                serde_json::json!({"shadow_models": 8, "shadow_population": 4000, "alpha": 0.01,
+                                   "heldout_size": 0, "z_samples": 500, "seed": 7,
+                                   "shadow_epochs": 0, "variance": "auto"})
+                .as_object()
+                .unwrap(),
+            ),
+            device: "cpu".into(),
+            executor,
+        }
+    }
+
+    fn strings(a: Vec<OsString>) -> Vec<String> {
+        a.into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_carries_the_forms_settings_and_the_executor() {
+        use lethe_engine::exec::{ExecutorConfig, SlurmSettings};
+        let a = strings(args(&job(ExecutorConfig::Local { jobs: 1 })));
+        assert_eq!(&a[..4], ["--plugins", "/p", "verify-samples", "/runs/del"]);
+        let joined = a.join(" ");
+        for part in [
+            "--shadow-models 8",
+            "--shadow-population 4000",
+            "--alpha 0.01",
+            "--z-samples 500",
+            "--seed 7",
+            "--device cpu",
+            "--out /runs/del/verify-samples-1",
+        ] {
+            assert!(joined.contains(part), "{part} in {joined}");
+        }
+        assert!(!joined.contains("--jobs"), "one at a time is the default");
+        let a = strings(args(&job(ExecutorConfig::Local { jobs: 4 }))).join(" ");
+        assert!(a.ends_with("--jobs 4"), "{a}");
+        let slurm = SlurmSettings {
+            partition: Some("gpu".into()),
+            max_parallel: 0,
+            extra_args: vec!["--qos=short".into()],
+            ..SlurmSettings::default()
+        };
+        let a = strings(args(&job(ExecutorConfig::Slurm(slurm)))).join(" ");
+        assert!(a.contains("--executor slurm --partition gpu"), "{a}");
+        assert!(a.contains("--sbatch-arg=--qos=short"), "{a}");
+        assert!(!a.contains("--max-parallel"), "0 means no limit: {a}");
+    }
+
+    #[test]
+    fn progress_lines_are_read_and_other_lines_kept_as_they_are() {
+        assert_eq!(
+            parse_progress("[ 42%] shadow model 3 of 8"),
+            (Some(0.42), "shadow model 3 of 8")
+        );
+        assert_eq!(parse_progress("[    ] loading"), (None, "[    ] loading"));
+        assert_eq!(parse_progress("Info: hello"), (None, "Info: hello"));
+    }
+
+    #[test]
+    fn the_newest_finished_folder_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_saved(dir.path()).unwrap().is_none());
+        let old = new_folder(dir.path(), 1_000.0);
+        let new = new_folder(dir.path(), 20_000.0);
+        let unfinished = new_folder(dir.path(), 30_000.0);
+        for d in [&old, &new, &unfinished] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for d in [&old, &new] {
+            std::fs::write(d.join(RESULT_FILE), "{}").unwrap();
+        }
+        assert_eq!(latest_folder(dir.path()), Some(new.clone()));
+        let err = load_saved(dir.path()).unwrap_err();
+        assert!(err.contains("per_sample.json"), "{err}");
+    }
+
+    #[test]
+    fn per_sample_json_is_read_with_its_onion_table() {
+        let v = serde_json::json!({
+            "original": "/o", "unlearned": "/u", "method": "m", "params": {},
+            "data": "/d", "forget": "/f",
+            "settings": {"shadow_models": 8, "shadow_population": 4000, "shadow_epochs": 0,
+                          "heldout": 200, "z_samples": 1000, "seed": 0, "alpha": 0.05},
+            "after": {}, "before": {},
+            "most_distinguishable": [{"row": 5, "p_before": 0.001, "p_after": 0.02}],
+            "onion": {"samples": 200, "newly_significant": 3, "no_longer_significant": 1,
+                      "median_change": 0.1,
+                      "most_exposed": [{"row": 9, "p_before": 0.5, "p_after": 0.004}]},
+            "estimated_seconds": 20.0, "seconds": 25.5
+        });
+        let f: PerSampleFile = serde_json::from_value(v).unwrap();
+        assert_eq!(f.onion.most_exposed[0].row, 9);
+        assert_eq!(f.onion.newly_significant, 3);
+        assert_eq!(f.settings.shadow_models, 8);
+        assert_eq!(f.estimated_seconds, Some(20.0));
+    }
+}

@@ -260,7 +260,8 @@ fn ulira_catches_a_do_nothing_deletion_and_passes_retraining_sample_by_sample() 
     // The whole per-sample verification of the fine-tuning deletion: U-LiRA
     // after (from the cache: same settings as above) and LiRA on the original
     // before, on the same trained shadows.
-    let out = s.join("verify");
+    // Inside the run folder, where the deletion's report finds it.
+    let out = finetune.join("verify-samples-test");
     let (text, log) = lethe(
         s,
         &[

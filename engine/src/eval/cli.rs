@@ -550,7 +550,8 @@ pub struct VerifySamplesArgs {
     /// Significance level of the per-sample counts.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
-    /// New output folder (default `runs/verify-samples-TIME`).
+    /// New output folder (default `RUN/verify-samples-TIME`, where the
+    /// deletion's report finds it).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
@@ -575,7 +576,7 @@ impl VerifySamplesArgs {
     pub fn out_or_default(&self, now: u64) -> PathBuf {
         self.out
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("runs/verify-samples-{now}")))
+            .unwrap_or_else(|| self.run.join(format!("verify-samples-{now}")))
     }
 }
 

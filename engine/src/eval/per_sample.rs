@@ -139,6 +139,9 @@ pub struct PerSampleReport {
     pub original: PathBuf,
     /// The unlearned model.
     pub unlearned: PathBuf,
+    /// Its SHA-256 when verified: a report of the deletion uses this
+    /// verification only while the deletion's model still has it.
+    pub unlearned_sha256: Option<String>,
     /// The method that unlearned it.
     pub method: String,
     /// Its parameters.
@@ -163,10 +166,12 @@ pub struct PerSampleReport {
     pub seconds: f64,
 }
 
-/// The deletion of `run_dir`: its record, and the job's data.
+/// The deletion of `run_dir` (a `lethe unlearn` folder or the app's): its
+/// record, the unlearned model, and the job's data.
 fn deletion(run_dir: &Path) -> Result<(RunRecord, PathBuf, JobData), EvalError> {
-    let record = RunRecord::load(run_dir)?;
-    // A run folder that moved keeps its model beside run.json.
+    let (record, _) =
+        crate::report::sources::read_run(run_dir).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    // A `lethe unlearn` folder that moved keeps its model beside run.json.
     let unlearned = record
         .unlearned
         .as_ref()
@@ -335,6 +340,7 @@ pub fn verify_samples(
     let params = record.params.clone();
     let report = PerSampleReport {
         original: record.original.path.clone(),
+        unlearned_sha256: crate::audit::path_sha256(&unlearned),
         unlearned,
         method: record.method.id.clone(),
         params,

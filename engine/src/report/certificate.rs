@@ -97,6 +97,26 @@ pub struct CertifiedVerdict {
     pub checks: Vec<CertifiedCheck>,
 }
 
+/// The per-sample verification behind the report (`lethe verify-samples`), as
+/// the report prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedPerSample {
+    /// SHA-256 of its `per_sample.json`.
+    pub file_sha256: Option<String>,
+    /// Shadow models (trained, then unlearned by the same method).
+    pub shadow_models: u64,
+    /// Significance level.
+    pub alpha: String,
+    /// Forgotten samples told apart after the deletion, `k/n = x % [lo, hi]`.
+    pub forgotten_told_apart: String,
+    /// Never-seen samples told apart: the test's own false-positive rate.
+    pub never_seen_told_apart: String,
+    /// U-LiRA's AUC on the unlearned model, with its interval.
+    pub auc_after: String,
+    /// LiRA's AUC on the original model, with its interval.
+    pub auc_before: String,
+}
+
 /// The audit log's head when the report was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertifiedAudit {
@@ -140,6 +160,10 @@ pub struct Certificate {
     pub forget_samples: u64,
     /// The verdict summary.
     pub verdict: CertifiedVerdict,
+    /// The per-sample verification summary, when the report has one (absent
+    /// from certificates made before it existed, which still verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_sample: Option<CertifiedPerSample>,
     /// The audit log's head.
     pub audit: CertifiedAudit,
     /// The signer.
@@ -225,6 +249,24 @@ impl Certificate {
                     })
                     .collect(),
             },
+            per_sample: report.per_sample.as_ref().map(|v| {
+                let share = |q: Option<super::sources::ShareView>| {
+                    q.map_or_else(|| "not measured".to_string(), |q| q.text())
+                };
+                let shares = v.after.per_sample.as_ref();
+                let auc = |m: &super::sources::MembershipView| {
+                    super::format::with_ci(m.auc, m.auc_pair())
+                };
+                CertifiedPerSample {
+                    file_sha256: v.file_sha256.clone(),
+                    shadow_models: v.settings.shadow_models,
+                    alpha: v.settings.alpha.to_string(),
+                    forgotten_told_apart: share(shares.map(|p| p.forget)),
+                    never_seen_told_apart: share(shares.and_then(|p| p.nonmember)),
+                    auc_after: auc(&v.after.forget),
+                    auc_before: auc(&v.before.forget),
+                }
+            }),
             audit: CertifiedAudit {
                 log: crate::audit::AUDIT_FILE.into(),
                 head_seq: head.seq,
@@ -1035,6 +1077,7 @@ mod tests {
                     measured: "0.5012 [0.47, 0.53]".into(),
                 }],
             },
+            per_sample: None,
             audit: CertifiedAudit {
                 log: "audit.sqlite".into(),
                 head_seq: 7,

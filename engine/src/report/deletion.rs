@@ -10,8 +10,8 @@ use super::ReportError;
 use super::doc::{Align, Block, Curve, Document, Heatmap, RocPlot, Style, Table, palette};
 use super::format::{duration, mean_std, num, pct, pts, utc_datetime, with_ci};
 use super::sources::{
-    AttackView, EvaluationView, MembershipView, read_attack, read_evaluation, read_run,
-    still_matches, subfolders_with,
+    AttackView, EvaluationView, MembershipView, PerSampleView, read_attack, read_evaluation,
+    read_per_sample, read_run, still_matches, subfolders_with,
 };
 use super::verdict::{self, Outcome, Verdict};
 use crate::jobs::run_record::{HashedPath, RunRecord, shell_quote};
@@ -92,6 +92,9 @@ pub struct DeletionReport {
     pub ignored: Vec<String>,
     /// The alignment matrices.
     pub matrices: Option<Matrices>,
+    /// The latest per-sample verification of the unlearned model
+    /// (`lethe verify-samples`).
+    pub per_sample: Option<PerSampleView>,
     /// The verdict.
     pub verdict: Verdict,
     /// Commands that repeat the run, its evaluation and its attacks.
@@ -146,7 +149,15 @@ impl DeletionReport {
         let mut eval_dirs = subfolders_with(&run_dir, "evaluation.json");
         eval_dirs.extend(src.evaluations.iter().cloned());
         let mut attack_dirs = subfolders_with(&run_dir, "attack.json");
-        attack_dirs.extend(src.attacks.iter().cloned());
+        let mut per_sample_dirs = subfolders_with(&run_dir, "per_sample.json");
+        // `--attack` may name a verification folder too.
+        for d in &src.attacks {
+            if d.join("per_sample.json").is_file() {
+                per_sample_dirs.push(d.clone());
+            } else {
+                attack_dirs.push(d.clone());
+            }
+        }
         if let Some((_, dir)) = &retrain_run {
             eval_dirs.extend(subfolders_with(dir, "evaluation.json"));
             attack_dirs.extend(subfolders_with(dir, "attack.json"));
@@ -202,6 +213,20 @@ impl DeletionReport {
             }
         }
 
+        let mut per_sample = None;
+        for d in &per_sample_dirs {
+            let v = read_per_sample(d)?;
+            if v.unlearned_sha256.is_some() && v.unlearned_sha256 == unlearned_sha {
+                // Name order: the latest verification wins.
+                per_sample = Some(v);
+            } else {
+                ignored.push(format!(
+                    "{}: verifies another model than this deletion's unlearned one",
+                    d.display()
+                ));
+            }
+        }
+
         let verdict = verdict::decide(&verdict::Evidence {
             evaluation: evaluation.as_ref(),
             retrain_eval: retrain_eval.as_ref(),
@@ -252,6 +277,7 @@ impl DeletionReport {
             retrain,
             ignored,
             matrices,
+            per_sample,
             verdict,
             reproduce,
         })
@@ -278,6 +304,9 @@ impl DeletionReport {
             .chain(retrain_attacks)
         {
             v.push(a.folder.join("attack.json"));
+        }
+        if let Some(p) = &self.per_sample {
+            v.push(p.folder.join("per_sample.json"));
         }
         v
     }
@@ -915,6 +944,100 @@ impl DeletionReport {
                 .collect();
             for f in flags {
                 b.push(Block::Note(f));
+            }
+        }
+
+        // Per-sample verification.
+        b.push(Block::Heading("Per-sample verification (U-LiRA)".into()));
+        match &self.per_sample {
+            None => b.push(Block::Paragraph(
+                "No per-sample verification was found. Run `lethe verify-samples RUN` (it writes into the run folder)."
+                    .into(),
+            )),
+            Some(v) => {
+                b.push(Block::Paragraph(format!(
+                    "{} shadow models were trained by the original model's recipe and each unlearned by {} with this deletion's parameters; for every sample, models that trained on it and then forgot it are compared with models that never saw it (U-LiRA, Hayes et al., SaTML 2025). Before: online LiRA on the original model with the same shadow models. A sample counts as told apart when its p-value is below {}.",
+                    v.settings.shadow_models, v.method, v.settings.alpha
+                )));
+                let auc = |m: &MembershipView| with_ci(m.auc, m.auc_pair());
+                let share = |side: &super::sources::PerSampleSideView,
+                             pick: fn(&super::sources::PerSampleSharesView)
+                                 -> Option<super::sources::ShareView>| {
+                    side.per_sample
+                        .as_ref()
+                        .and_then(pick)
+                        .map_or_else(|| "-".to_string(), |q| q.text())
+                };
+                let rows = vec![
+                    vec![
+                        "forget vs never-seen: AUC".into(),
+                        auc(&v.before.forget),
+                        auc(&v.after.forget),
+                    ],
+                    vec![
+                        "forgotten samples told apart".into(),
+                        share(&v.before, |p| Some(p.forget)),
+                        share(&v.after, |p| Some(p.forget)),
+                    ],
+                    vec![
+                        "never-seen samples told apart (the test's own false-positive rate)".into(),
+                        share(&v.before, |p| p.nonmember),
+                        share(&v.after, |p| p.nonmember),
+                    ],
+                    vec![
+                        "retained samples told apart".into(),
+                        share(&v.before, |p| p.member),
+                        share(&v.after, |p| p.member),
+                    ],
+                ];
+                b.push(Block::Table(Table {
+                    name: "per-sample".into(),
+                    header: vec![
+                        "".into(),
+                        "before (original, LiRA)".into(),
+                        "after (unlearned, U-LiRA)".into(),
+                    ],
+                    rows,
+                    align: vec![Align::Left, Align::Right, Align::Right],
+                    note: Some(format!(
+                        "Brackets: 95 % intervals (exact for the shares, bootstrap for the AUC). Read the forgotten line against the never-seen one, not against {}. From {}.",
+                        v.settings.alpha,
+                        v.folder.display()
+                    )),
+                }));
+                let lines = |l: &[super::sources::SampleLineView]| -> Vec<Vec<String>> {
+                    l.iter()
+                        .map(|x| {
+                            vec![
+                                x.row.to_string(),
+                                format!("{:.2e}", x.p_before),
+                                format!("{:.2e}", x.p_after),
+                            ]
+                        })
+                        .collect()
+                };
+                let header = vec![
+                    "dataset row".into(),
+                    "p before".into(),
+                    "p after".into(),
+                ];
+                b.push(Block::Table(Table {
+                    name: "most distinguishable forgotten samples".into(),
+                    header: header.clone(),
+                    rows: lines(&v.most_distinguishable),
+                    align: vec![Align::Right, Align::Right, Align::Right],
+                    note: Some("The forgotten samples an attacker tells apart best after the deletion (lowest p-value first).".into()),
+                }));
+                b.push(Block::Table(Table {
+                    name: "retained samples more exposed".into(),
+                    header,
+                    rows: lines(&v.onion.most_exposed),
+                    align: vec![Align::Right, Align::Right, Align::Right],
+                    note: Some(format!(
+                        "The onion effect: of {} held-out retained samples, {} became significant after the deletion and {} stopped being; the largest increases of -log10 p.",
+                        v.onion.samples, v.onion.newly_significant, v.onion.no_longer_significant
+                    )),
+                }));
             }
         }
 

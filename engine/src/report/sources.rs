@@ -198,6 +198,130 @@ pub struct AttackMetricsView {
     pub reference: Option<MembershipView>,
 }
 
+/// A count with its exact interval (`per_sample.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShareView {
+    /// Samples flagged.
+    pub k: u64,
+    /// Samples.
+    pub n: u64,
+    /// `k / n`.
+    pub fraction: f64,
+    /// Lower end of the exact interval.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+}
+
+impl ShareView {
+    /// `k/n = 14.0 % [7.9 %, 22.4 %]`.
+    pub fn text(&self) -> String {
+        format!(
+            "{}/{} = {:.1} % [{:.1} %, {:.1} %]",
+            self.k,
+            self.n,
+            self.fraction * 100.0,
+            self.low * 100.0,
+            self.high * 100.0
+        )
+    }
+}
+
+/// The per-sample section of one attack (`per_sample.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerSampleSharesView {
+    /// Significance level.
+    pub alpha: f64,
+    /// Forgotten samples with p < alpha.
+    pub forget: ShareView,
+    /// Never-seen samples with p < alpha.
+    #[serde(default)]
+    pub nonmember: Option<ShareView>,
+    /// Retained samples with p < alpha.
+    #[serde(default)]
+    pub member: Option<ShareView>,
+}
+
+/// One attack of a per-sample verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerSampleSideView {
+    /// Forget set vs never-seen samples.
+    pub forget: MembershipView,
+    /// The per-sample shares.
+    pub per_sample: Option<PerSampleSharesView>,
+}
+
+/// A sample line of a per-sample verification.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SampleLineView {
+    /// Dataset row.
+    pub row: i64,
+    /// p-value on the original model.
+    pub p_before: f64,
+    /// p-value on the unlearned model.
+    pub p_after: f64,
+}
+
+/// The onion effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnionView {
+    /// Retained samples compared.
+    pub samples: u64,
+    /// Significant only after.
+    pub newly_significant: u64,
+    /// Significant only before.
+    pub no_longer_significant: u64,
+    /// The largest increases of exposure.
+    pub most_exposed: Vec<SampleLineView>,
+}
+
+/// The settings a verification ran with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerSampleSettingsView {
+    /// Shadow models.
+    pub shadow_models: u64,
+    /// Significance level.
+    pub alpha: f64,
+}
+
+/// `per_sample.json` of `lethe verify-samples`, the fields a report uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerSampleView {
+    /// The folder it was read from.
+    #[serde(skip_deserializing)]
+    pub folder: PathBuf,
+    /// SHA-256 of the file (the certificate names it).
+    #[serde(skip_deserializing)]
+    pub file_sha256: Option<String>,
+    /// The unlearned model's hash when verified.
+    #[serde(default)]
+    pub unlearned_sha256: Option<String>,
+    /// The method whose copies the shadows were.
+    pub method: String,
+    /// Settings.
+    pub settings: PerSampleSettingsView,
+    /// U-LiRA on the unlearned model.
+    pub after: PerSampleSideView,
+    /// LiRA on the original.
+    pub before: PerSampleSideView,
+    /// Forgotten samples told apart best after the deletion.
+    pub most_distinguishable: Vec<SampleLineView>,
+    /// Retained samples.
+    pub onion: OnionView,
+    /// Wall time.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// Reads `per_sample.json` from `dir`.
+pub fn read_per_sample(dir: &Path) -> Result<PerSampleView, ReportError> {
+    let path = dir.join("per_sample.json");
+    let mut v: PerSampleView = read_json(&path)?;
+    v.folder = dir.to_path_buf();
+    v.file_sha256 = path_sha256(&path);
+    Ok(v)
+}
+
 /// A sanity warning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlagView {

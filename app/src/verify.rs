@@ -108,21 +108,26 @@ pub fn read(folder: &Path) -> Result<Verification, String> {
     })
 }
 
-/// The newest finished verification folder of a run.
+/// The newest finished verification folder of a run: by the time its
+/// `per_sample.json` was written, since the CLI names its folders by seconds
+/// and the GUI by milliseconds (names alone do not sort by time).
 pub fn latest_folder(run_dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(run_dir)
+    std::fs::read_dir(run_dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(FOLDER_PREFIX))
-                && p.join(RESULT_FILE).is_file()
         })
-        .collect();
-    // The stamp is fixed-width Unix milliseconds, so names sort by time.
-    found.sort();
-    found.pop()
+        .filter_map(|p| {
+            let t = std::fs::metadata(p.join(RESULT_FILE))
+                .and_then(|m| m.modified())
+                .ok()?;
+            Some((t, p))
+        })
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// The newest saved verification of a run (`Ok(None)`: never verified).
@@ -381,7 +386,7 @@ pub fn run(
 
 /// The new output folder of a verification started at `now` (unix seconds).
 pub fn new_folder(run_dir: &Path, now: f64) -> PathBuf {
-    // Fixed-width milliseconds, so that folder names sort by time.
+    // Milliseconds: two verifications started within a second get two folders.
     run_dir.join(format!(
         "{FOLDER_PREFIX}{:013}",
         (now * 1000.0).max(0.0) as u64
@@ -462,16 +467,26 @@ mod tests {
     fn the_newest_finished_folder_is_read_back() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load_saved(dir.path()).unwrap().is_none());
-        let old = new_folder(dir.path(), 1_000.0);
-        let new = new_folder(dir.path(), 20_000.0);
-        let unfinished = new_folder(dir.path(), 30_000.0);
-        for d in [&old, &new, &unfinished] {
+        // A CLI folder (seconds) of the same second as a GUI one
+        // (milliseconds), written later: its name sorts first, yet the later
+        // file wins.
+        let gui = new_folder(dir.path(), 1_796_681_833.5);
+        let cli = dir.path().join(format!("{FOLDER_PREFIX}1796681833"));
+        let unfinished = new_folder(dir.path(), 1_796_690_000.0);
+        for d in [&gui, &cli, &unfinished] {
             std::fs::create_dir_all(d).unwrap();
         }
-        for d in [&old, &new] {
-            std::fs::write(d.join(RESULT_FILE), "{}").unwrap();
+        assert!(
+            gui.file_name() > cli.file_name(),
+            "the names disagree with time"
+        );
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        for (d, t) in [(&gui, old), (&cli, std::time::SystemTime::now())] {
+            let f = std::fs::File::create(d.join(RESULT_FILE)).unwrap();
+            std::io::Write::write_all(&mut &f, b"{}").unwrap();
+            f.set_modified(t).unwrap();
         }
-        assert_eq!(latest_folder(dir.path()), Some(new.clone()));
+        assert_eq!(latest_folder(dir.path()), Some(cli.clone()));
         let err = load_saved(dir.path()).unwrap_err();
         assert!(err.contains("per_sample.json"), "{err}");
     }

@@ -791,4 +791,61 @@ mod tests {
             "12.3 % (246 of 2000) [10.9 %, 13.8 %]"
         );
     }
+
+    fn attack(auc: f64, flagged: usize) -> AttackSummary {
+        crate::attack_report::parse(&serde_json::json!({
+            "attack": {"name": "x"},
+            "checkpoint": "/m",
+            "metrics": {
+                "forget": {
+                    "members": 100, "non_members": 100, "auc": auc,
+                    "auc_ci": {"low": auc - 0.05, "high": auc + 0.05},
+                    "tpr_at_fpr": [
+                        {"fpr": 0.01, "tpr": 0.2, "ci": {"low": 0.1, "high": 0.3}, "resolved": true}
+                    ]
+                },
+                "per_sample": {
+                    "alpha": 0.05, "histogram": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    "forget": {"k": flagged, "n": 100, "fraction": flagged as f64 / 100.0,
+                               "low": 0.0, "high": 0.5},
+                    "nonmember": {"k": 5, "n": 100, "fraction": 0.05, "low": 0.02, "high": 0.11}
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn before_and_after_stand_side_by_side_and_the_onion_is_counted() {
+        let file: crate::verify::PerSampleFile = serde_json::from_value(serde_json::json!({
+            "settings": {"shadow_models": 8, "alpha": 0.05},
+            "most_distinguishable": [],
+            "onion": {"samples": 100, "newly_significant": 3, "no_longer_significant": 1,
+                      "median_change": 0.12,
+                      "most_exposed": [{"row": 9, "p_before": 0.5, "p_after": 0.0004}]},
+            "estimated_seconds": null, "seconds": 20.0
+        }))
+        .unwrap();
+        let v = Verification {
+            folder: "/r/verify-samples-1".into(),
+            file,
+            after: attack(0.52, 6),
+            before: attack(0.81, 40),
+        };
+        let rows = before_after_rows(&v);
+        assert_eq!(rows[0].1, with_interval(0.81, Some((0.76, 0.86))));
+        assert_eq!(rows[0].2, with_interval(0.52, Some((0.47, 0.57))));
+        assert!(rows[3].0.contains("p < 0.05"), "{:?}", rows[3]);
+        assert!(rows[3].1.starts_with("40.0 % (40 of 100)"), "{}", rows[3].1);
+        assert!(rows[3].2.starts_with("6.0 % (6 of 100)"), "{}", rows[3].2);
+        assert_eq!(rows[2].1, "–", "no TPR at 0.1 % was measured");
+        assert_eq!(rows[5].1, "–", "no retained line");
+        let text = onion_text(&v.file.onion, 0.05);
+        assert!(
+            text.contains("3 became distinguishable") && text.contains("1 stopped"),
+            "{text}"
+        );
+        assert!(text.contains("+0.12"), "{text}");
+        assert_eq!(p_text(0.0004), "4e-4");
+    }
 }

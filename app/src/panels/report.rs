@@ -102,13 +102,21 @@ pub fn report_job(app: &LetheApp, r: &JobRecord, format: Format) -> Option<Repor
 }
 
 /// What the verdict of `job` depends on, as a key: the attack folders, the
-/// retrained reference, and the evaluations' modification times.
+/// retrained reference, and the evaluations' and per-sample verifications'
+/// modification times.
 fn evidence_key(job: &ReportJob, run_dir: &Path) -> String {
     let mut evaluations: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> =
         std::fs::read_dir(run_dir)
             .map(|rd| {
+                // Per-sample verifications are evidence too: the report reads
+                // every subfolder holding a per_sample.json.
                 rd.filter_map(Result::ok)
-                    .map(|e| e.path().join("evaluation.json"))
+                    .flat_map(|e| {
+                        [
+                            e.path().join("evaluation.json"),
+                            e.path().join(crate::verify::RESULT_FILE),
+                        ]
+                    })
                     .filter(|p| p.is_file())
                     .map(|p| {
                         let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
@@ -263,6 +271,16 @@ pub fn section(ui: &mut egui::Ui, app: &mut LetheApp, r: &JobRecord, run_dir: &P
             "no attack yet: run one above".to_string()
         });
         ui.end_row();
+        // The report reads every subfolder holding a per_sample.json.
+        let verified = crate::verify::latest_folder(run_dir);
+        ui.label(tick(verified.is_some()));
+        ui.label(match &verified {
+            Some(_) => "per-sample verification (U-LiRA after, LiRA before), signed into the \
+                        certificate"
+                .to_string(),
+            None => "no per-sample verification yet: 3. Verify per sample above".to_string(),
+        });
+        ui.end_row();
         ui.label(tick(retrain.is_some()));
         ui.label(match &retrain {
             Some(id) => format!("retrained reference: {id}"),
@@ -353,9 +371,8 @@ fn certificate_ui(
     let Some(c) = cert else {
         return;
     };
-    ui.horizontal_wrapped(|ui| {
-        ui.label(RichText::new("Certificate:").strong());
-        ui.monospace(c.path.display().to_string());
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Certificate").strong());
         if ui.small_button("📋 Copy path").clicked() {
             ui.ctx().copy_text(c.path.display().to_string());
             app.commands.push(Command::Notify(
@@ -364,6 +381,8 @@ fn certificate_ui(
             ));
         }
     });
+    // Paths are long: wrapped on their own line rather than cut at the edge.
+    ui.add(egui::Label::new(RichText::new(c.path.display().to_string()).monospace()).wrap());
     ui.label(
         RichText::new(format!(
             "Signed with this project's Ed25519 key (fingerprint {}…), audit log head #{}. \

@@ -511,4 +511,54 @@ mod tests {
         assert_eq!(f.settings.shadow_models, 8);
         assert_eq!(f.estimated_seconds, Some(20.0));
     }
+
+    /// A stand-in for `lethe`: a shell script that ignores its arguments.
+    fn fake_exe(dir: &Path, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join("fake-lethe");
+        std::fs::write(&exe, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    #[test]
+    fn stop_ends_the_process_and_a_failure_carries_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(lethe_engine::exec::ExecutorConfig::Local { jobs: 1 });
+        j.out = dir.path().join("out");
+        j.exe = fake_exe(
+            dir.path(),
+            "echo '[ 25%] shadow model 1 of 4' >&2\nexec sleep 60",
+        );
+        let cancel = Arc::new(AtomicBool::new(false));
+        let closing = AtomicBool::new(false);
+        let progress = Mutex::new(Progress::default());
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let c = Arc::clone(&cancel);
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(800));
+                c.store(true, Ordering::SeqCst);
+            });
+            let err = run(&j, &cancel, &closing, &progress).unwrap_err();
+            assert_eq!(err, "stopped");
+        });
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "SIGTERM ends it, no waiting for the sleep"
+        );
+        let p = progress.lock().unwrap();
+        assert_eq!(p.fraction, Some(0.25));
+        assert_eq!(p.line, "shadow model 1 of 4");
+        drop(p);
+        j.exe = fake_exe(
+            dir.path(),
+            "echo 'Error: no run.json in /runs/del' >&2\nexit 3",
+        );
+        let err = run(&j, &AtomicBool::new(false), &closing, &progress).unwrap_err();
+        assert!(
+            err.contains("failed") && err.contains("no run.json"),
+            "{err}"
+        );
+    }
 }

@@ -64,6 +64,25 @@ pub fn inputs(
     draws: usize,
     noise: f64,
 ) -> Result<Tensor, PluginError> {
+    inputs_from(
+        |batch| ctx.model_forward(ModelHead::Classifier, batch),
+        x,
+        y,
+        draws,
+        noise,
+    )
+}
+
+/// [`inputs`] with the model given as `logits`, a function from a batch to its
+/// logits: lets a caller's unit test put a stand-alone `tch` model (e.g. one with
+/// BatchNorm, in a chosen mode) where the host's model would be.
+pub fn inputs_from(
+    mut logits: impl FnMut(&Tensor) -> Result<Tensor, PluginError>,
+    x: &Tensor,
+    y: Option<&Tensor>,
+    draws: usize,
+    noise: f64,
+) -> Result<Tensor, PluginError> {
     // The clean batch and its m noisy copies in one forward pass: one large
     // batch runs much faster than m + 1 small ones (the copies differ by 1e-3,
     // so batch statistics are those of the clean batch).
@@ -75,9 +94,7 @@ pub fn inputs(
     let noisy_x = copies
         .f_add(&copies.f_randn_like()?.f_mul_scalar(noise)?)?
         .f_flatten(0, 1)?;
-    let all = ctx
-        .model_forward(ModelHead::Classifier, &Tensor::f_cat(&[x, &noisy_x], 0)?)?
-        .f_softmax(-1, Kind::Float)?;
+    let all = logits(&Tensor::f_cat(&[x, &noisy_x], 0)?)?.f_softmax(-1, Kind::Float)?;
     let p = all.f_narrow(0, 0, b)?;
     let noisy: Vec<Tensor> = (0..m)
         .map(|k| all.f_narrow(0, b * (k + 1), b))
@@ -228,7 +245,7 @@ impl Attacker {
 
     /// A fresh attacker initialised as Yuan and Zhang's PyTorch code does
     /// ([`Attacker::reference_init`]); `new` keeps tch's defaults (DAU's
-    /// attacker).
+    /// `attacker_init = tch` option).
     pub fn with_reference_init(classes: i64, device: Device) -> Result<Self, PluginError> {
         let a = Attacker::new(classes, device);
         a.reference_init()?;
@@ -244,7 +261,10 @@ impl Attacker {
     /// this transformer far more slowly.
     pub fn reference_init(&self) -> Result<(), PluginError> {
         lethe_plugin_api::tch::no_grad(|| -> Result<(), PluginError> {
-            for (name, mut t) in self.vs.variables() {
+            // In name order: `VarStore::variables` is a hash map, whose order
+            // differs between instances, so drawing in its order gave a seed a
+            // different attacker on every construction.
+            for (name, mut t) in self.variables() {
                 let size = t.size();
                 let (fan_out, fan_in) = (
                     size.first().copied().unwrap_or(1) as f64,
@@ -576,6 +596,12 @@ print(json.dumps(out.flatten().tolist()))
     fn reference_init_follows_the_pytorch_code() {
         lethe_plugin_api::tch::manual_seed(1);
         let a = Attacker::with_reference_init(10, Device::Cpu).unwrap();
+        // A seed gives one attacker (the draws once followed a hash map's order).
+        lethe_plugin_api::tch::manual_seed(1);
+        let again = Attacker::with_reference_init(10, Device::Cpu).unwrap();
+        for ((n, t), (_, u)) in a.variables().iter().zip(again.variables()) {
+            assert!(t.equal(&u), "{n}");
+        }
         for (name, t) in a.variables() {
             let mean = t.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
             if name.ends_with(".bias") {

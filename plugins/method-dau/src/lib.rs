@@ -17,7 +17,7 @@ use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
-use lethe_plugin_api::tch::{self, Kind as DType, Tensor};
+use lethe_plugin_api::tch::{self, Device, Kind as DType, Tensor};
 use lethe_plugin_kit::epoch::Cycle;
 use lethe_plugin_kit::forgetting::{self, Forgetting};
 use lethe_plugin_kit::losses::cross_entropy;
@@ -30,9 +30,148 @@ use serde_json::{Value, json};
 /// Id of the method.
 pub const ID: &str = "org.lethe.method.dau";
 
+/// How the attacker's weights are drawn before pre-training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackerInit {
+    /// Yuan and Zhang's code: Xavier-normal Linear weights, zero biases, norms at
+    /// 1 ([`Attacker::reference_init`]); the paper keeps their attacker's
+    /// configuration.
+    Reference,
+    /// tch's defaults (batch-norm scales U(0, 1), Kaiming-uniform Linear
+    /// weights): Lethe's attacker before issue 18 item 6, for comparing runs.
+    Tch,
+}
+
+/// The model's mode (train: batch statistics in BatchNorm, dropout on) when the
+/// attacker's inputs and the Barlow-Twins features are computed from the forget
+/// and non-member batches. The retain cross-entropy always trains in train mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelMode {
+    /// Attacker and defender both see the eval-mode model: the model that is
+    /// queried after unlearning, and the mode Yuan and Zhang's attack queries its
+    /// target in. The defender's gradient still reaches every weight (BatchNorm's
+    /// affine ones included) through the running statistics.
+    Eval,
+    /// Lethe before issue 18 item 6: the attacker learns on eval-mode outputs,
+    /// the defender is penalised through train-mode BatchNorm, which normalises
+    /// each single-source batch (forget only, non-members only) by its own
+    /// statistics, so the outputs it is penalised on are not the ones the
+    /// attacker was trained to read, and forget batches move the running
+    /// statistics. Also the reading of Yuan and Zhang's own
+    /// adversarial-regularisation defence (`train_defend_adv`: attacker against
+    /// `model.eval()`, model penalised in `model.train()`).
+    Mixed,
+}
+
+impl ModelMode {
+    /// The model's mode (true: train) for the attacker's own updates and its
+    /// final measurement.
+    pub fn attacker_train(self) -> bool {
+        false
+    }
+
+    /// The model's mode for the defender's attacker term and Barlow-Twins term.
+    pub fn defender_train(self) -> bool {
+        matches!(self, ModelMode::Mixed)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ModelMode::Eval => "eval",
+            ModelMode::Mixed => "mixed",
+        }
+    }
+}
+
+/// The model as the game queries it: the host's model in a run, a stand-alone
+/// `tch` model in unit tests.
+pub trait Target {
+    /// Puts the model in train (`true`) or eval mode.
+    fn set_train(&mut self, train: bool) -> Result<(), PluginError>;
+    /// The model's output `head` for `x`.
+    fn forward(&mut self, head: ModelHead, x: &Tensor) -> Result<Tensor, PluginError>;
+}
+
+impl Target for HostContext {
+    fn set_train(&mut self, train: bool) -> Result<(), PluginError> {
+        self.model_set_train(train)
+    }
+    fn forward(&mut self, head: ModelHead, x: &Tensor) -> Result<Tensor, PluginError> {
+        self.model_forward(head, x)
+    }
+}
+
+/// How attacker and defender look at the model: the mode of each, and what
+/// goes into the attacker's inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// The model's mode for each side.
+    pub mode: ModelMode,
+    /// Whether the attacker's inputs carry the one-hot label.
+    pub labels: bool,
+    /// Sensitivity draws m.
+    pub draws: usize,
+    /// Sensitivity noise ε.
+    pub noise: f64,
+}
+
+impl View {
+    fn inputs<T: Target>(
+        &self,
+        model: &mut T,
+        train: bool,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        model.set_train(train)?;
+        let y = self.labels.then_some(y);
+        transformer::inputs_from(
+            |b| model.forward(ModelHead::Classifier, b),
+            x,
+            y,
+            self.draws,
+            self.noise,
+        )
+    }
+
+    /// The attacker's inputs for `(x, y)` as the attacker learns from them.
+    pub fn for_attacker<T: Target>(
+        &self,
+        model: &mut T,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        self.inputs(model, self.mode.attacker_train(), x, y)
+    }
+
+    /// The attacker's inputs for `(x, y)` as the defender is penalised through
+    /// them (differentiable into the model unless under `no_grad`).
+    pub fn for_defender<T: Target>(
+        &self,
+        model: &mut T,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        self.inputs(model, self.mode.defender_train(), x, y)
+    }
+
+    /// The model's `head` output for the defender's Barlow-Twins term, in the
+    /// defender's mode.
+    pub fn defender_features<T: Target>(
+        &self,
+        model: &mut T,
+        head: ModelHead,
+        x: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        model.set_train(self.mode.defender_train())?;
+        model.forward(head, x)
+    }
+}
+
 /// The attacker's optimiser and schedule.
 #[derive(Debug, Clone, Copy)]
 struct AttackerSettings {
+    init: AttackerInit,
     lr: f64,
     sgd: SgdConfig,
     pretrain_steps: usize,
@@ -58,6 +197,37 @@ pub struct Dau {
     class_lambda_off_after: usize,
     clip_grad_norm: f64,
     non_members: Split,
+    model_mode: ModelMode,
+}
+
+impl Dau {
+    /// A fresh attacker for a `classes`-way model, initialised as
+    /// `attacker_init` says.
+    pub fn new_attacker(&self, classes: i64, device: Device) -> Result<Attacker, PluginError> {
+        match self.attacker.init {
+            AttackerInit::Reference => Attacker::with_reference_init(classes, device),
+            AttackerInit::Tch => Ok(Attacker::new(classes, device)),
+        }
+    }
+
+    /// The attacker's SGD over `attacker`'s parameters and its learning rate.
+    pub fn attacker_optimiser(&self, attacker: &Attacker) -> (Sgd, f64) {
+        (
+            Sgd::new(attacker.parameters(), self.attacker.sgd),
+            self.attacker.lr,
+        )
+    }
+
+    /// How attacker and defender see the model; `labels`: whether the
+    /// attacker's inputs carry the one-hot label.
+    pub fn view(&self, labels: bool) -> View {
+        View {
+            mode: self.model_mode,
+            labels,
+            draws: self.attacker.draws,
+            noise: self.attacker.noise,
+        }
+    }
 }
 
 impl Plugin for Dau {
@@ -91,7 +261,11 @@ impl Plugin for Dau {
              forgotten class's samples, the attacker leans on it and gives the model no \
              gradient: with the label, the demo kept class 7 on seed 1 even with the paper's \
              schedule (100 pre-training steps, λ for 30 iterations); without it, seeds 1, 3 \
-             and 4 forgot it with retain accuracy ≥ 0.99.",
+             and 4 forgot it with retain accuracy ≥ 0.99. The attacker is initialised and \
+             trained as Yuan and Zhang's code (Xavier init, SGD lr 1e-3, momentum 0.9, \
+             weight decay 5e-4), and attacker and defender see the model in the same mode \
+             (eval; `model_mode = mixed` gives Lethe's earlier train-mode defender). \
+             Fidelity: FIDELITY.md, row DAU.",
         )
         .citation(
             "Rohan Sharma, Shijie Zhou, Kaiyi Ji and Changyou Chen, \"Discriminative \
@@ -176,9 +350,38 @@ impl Plugin for Dau {
                 .group("Attacker"),
         )
         .param(
-            ParamSpec::float("attacker_lr", "Attacker learning rate", 1e-7, 10.0, 0.01)
+            ParamSpec::float("attacker_lr", "Attacker learning rate", 1e-7, 10.0, 1e-3)
                 .log_scale()
-                .group("Attacker"),
+                .group("Attacker")
+                .help("SGD rate of the attacker; 1e-3 as Yuan and Zhang's code (Lethe used 1e-2 before)."),
+        )
+        .param(
+            ParamSpec::choice("attacker_init", "Attacker initialisation", &["reference", "tch"], "reference")
+                .group("Attacker")
+                .help(
+                    "reference: Yuan and Zhang's weight_init (Xavier-normal Linear weights, zero \
+                     biases, norm scales 1), whose configuration the paper keeps; tch: tch's \
+                     defaults (batch-norm scales U(0, 1), larger Kaiming-uniform weights), \
+                     Lethe's attacker before, which trains more slowly.",
+                ),
+        )
+        .param(
+            ParamSpec::choice("model_mode", "Model mode of the game", &["eval", "mixed"], "eval")
+                .group("Attacker")
+                .help(
+                    "The model's mode when the attacker's inputs and the Barlow-Twins features \
+                     are computed on forget and non-member batches (the retain loss always \
+                     trains in train mode). eval: attacker and defender both see the eval-mode \
+                     model, the one queried after unlearning and the mode Yuan and Zhang's \
+                     attack queries its target in; the gradient still reaches every weight. \
+                     mixed: Lethe before: the attacker learns on eval-mode outputs while the \
+                     defender is penalised through train-mode BatchNorm, which normalises each \
+                     forget-only or non-member-only batch by its own statistics (so the \
+                     penalised outputs are not those the attacker reads) and lets forget \
+                     batches move the running statistics (as Yuan and Zhang's own \
+                     adversarial-regularisation defence does). Same for models without BatchNorm \
+                     or dropout.",
+                ),
         )
         .param(ParamSpec::float("attacker_momentum", "Attacker momentum", 0.0, 0.999, 0.9).group("Attacker"))
         .param(
@@ -233,6 +436,10 @@ impl Plugin for Dau {
                 _ => ModelHead::Encoder,
             },
             attacker: AttackerSettings {
+                init: match p.str("attacker_init")? {
+                    "tch" => AttackerInit::Tch,
+                    _ => AttackerInit::Reference,
+                },
                 lr: p.f64("attacker_lr")?,
                 sgd: SgdConfig {
                     momentum: p.f64("attacker_momentum")?,
@@ -258,6 +465,10 @@ impl Plugin for Dau {
             non_members: match p.str("non_members")? {
                 "test" => Split::Test,
                 _ => Split::Validation,
+            },
+            model_mode: match p.str("model_mode")? {
+                "mixed" => ModelMode::Mixed,
+                _ => ModelMode::Eval,
             },
         })
     }
@@ -298,13 +509,12 @@ impl Plugin for Dau {
         let device = ctx.model_device()?;
         let labels = self.attacker_label.unwrap_or(!class_forgetting);
         let mut game = Game {
-            attacker: Attacker::new(classes, device),
-            settings: self.attacker,
-            labels,
+            attacker: self.new_attacker(classes, device)?,
+            view: self.view(labels),
             forget: Cycle::new(Split::Forget, bs),
             non_members: Cycle::new(self.non_members, bs),
         };
-        let mut attacker_sgd = Sgd::new(game.attacker.parameters(), self.attacker.sgd);
+        let (mut attacker_sgd, attacker_lr) = self.attacker_optimiser(&game.attacker);
 
         let mut pre = Running::default();
         if self.attacker.pretrain_steps > 0 {
@@ -316,7 +526,7 @@ impl Plugin for Dau {
             )?;
             for _ in 0..self.attacker.pretrain_steps {
                 ctx.check_cancelled()?;
-                pre.add(game.attacker_step(ctx, &mut attacker_sgd)?);
+                pre.add(game.attacker_step(ctx, &mut attacker_sgd, attacker_lr)?);
                 ticker.tick(ctx);
             }
             progress.report_metrics(
@@ -343,7 +553,7 @@ impl Plugin for Dau {
             for _ in 0..iterations {
                 ctx.check_cancelled()?;
                 for _ in 0..self.attacker.steps_per_iteration {
-                    att.add(game.attacker_step(ctx, &mut attacker_sgd)?);
+                    att.add(game.attacker_step(ctx, &mut attacker_sgd, attacker_lr)?);
                 }
                 lambda = lambda_at(
                     self.lambda,
@@ -378,7 +588,7 @@ impl Plugin for Dau {
         progress.phase(ctx, "measuring the attacker after unlearning")?;
         let mut last = Running::default();
         for _ in 0..4 {
-            let (x, members) = game.membership_batch(ctx, false)?;
+            let (x, members) = game.membership_batch(ctx)?;
             let logits = tch::no_grad(|| game.attacker.forward(&x, false))?;
             last.add(score(&logits, &members)?);
         }
@@ -391,6 +601,12 @@ impl Plugin for Dau {
                 "method": "dau",
                 "forgetting": if class_forgetting { "class" } else { "sample" },
                 "attacker_label": labels,
+                "attacker_init": match self.attacker.init {
+                    AttackerInit::Reference => "reference",
+                    AttackerInit::Tch => "tch",
+                },
+                "attacker_lr": attacker_lr,
+                "model_mode": self.model_mode.name(),
                 "iterations": iteration,
                 "lambda": self.lambda,
                 "barlow_weight": self.barlow_weight,
@@ -406,9 +622,7 @@ impl Plugin for Dau {
 /// The attacker with its data streams.
 struct Game {
     attacker: Attacker,
-    settings: AttackerSettings,
-    /// Whether the attacker's inputs carry the one-hot label.
-    labels: bool,
+    view: View,
     forget: Cycle,
     non_members: Cycle,
 }
@@ -438,28 +652,20 @@ fn score(logits: &Tensor, members: &Tensor) -> Result<(f64, f64), PluginError> {
 }
 
 impl Game {
-    /// The attacker's inputs for `(x, y)`: differentiable into the model when it is
-    /// in train mode.
-    fn inputs(&self, ctx: &mut HostContext, x: &Tensor, y: &Tensor) -> Result<Tensor, PluginError> {
-        let y = self.labels.then_some(y);
-        transformer::inputs(ctx, x, y, self.settings.draws, self.settings.noise)
-    }
-
     /// Equal numbers of forget (member) and non-member samples: their attack
-    /// inputs and membership labels. `train`: the model's mode for the queries.
-    fn membership_batch(
-        &mut self,
-        ctx: &mut HostContext,
-        train: bool,
-    ) -> Result<(Tensor, Tensor), PluginError> {
+    /// inputs as the attacker sees them, and membership labels.
+    fn membership_batch(&mut self, ctx: &mut HostContext) -> Result<(Tensor, Tensor), PluginError> {
         let ((xf, yf), (xv, yv)) = (
             self.forget.next_batch(ctx)?,
             self.non_members.next_batch(ctx)?,
         );
         let n = rows(&xf).min(rows(&xv));
-        ctx.model_set_train(train)?;
-        let f = self.inputs(ctx, &xf.f_narrow(0, 0, n)?, &yf.f_narrow(0, 0, n)?)?;
-        let v = self.inputs(ctx, &xv.f_narrow(0, 0, n)?, &yv.f_narrow(0, 0, n)?)?;
+        let f = self
+            .view
+            .for_attacker(ctx, &xf.f_narrow(0, 0, n)?, &yf.f_narrow(0, 0, n)?)?;
+        let v = self
+            .view
+            .for_attacker(ctx, &xv.f_narrow(0, 0, n)?, &yv.f_narrow(0, 0, n)?)?;
         let members = Tensor::f_cat(
             &[
                 Tensor::f_ones([n], (DType::Bool, f.device()))?,
@@ -470,22 +676,18 @@ impl Game {
         Ok((Tensor::f_cat(&[f, v], 0)?, members))
     }
 
-    /// One attacker update on the model's current (eval-mode, detached) outputs.
+    /// One attacker update on the model's current (detached) outputs.
     fn attacker_step(
         &mut self,
         ctx: &mut HostContext,
         sgd: &mut Sgd,
+        lr: f64,
     ) -> Result<(f64, f64), PluginError> {
         ctx.check_cancelled()?;
         // The attacker learns from the model's outputs as they are: recording no
         // graph through the model saves its memory and time.
-        let (x, members) = tch::no_grad(|| self.membership_batch(ctx, false))?;
-        sgd.zero_grad()?;
-        let logits = self.attacker.forward(&x, true)?;
-        let loss = membership_loss(&logits, &members)?;
-        loss.f_backward()?;
-        sgd.step(self.settings.lr)?;
-        score(&logits.f_detach()?, &members)
+        let (x, members) = tch::no_grad(|| self.membership_batch(ctx))?;
+        attacker_update(&self.attacker, sgd, lr, &x, &members)
     }
 
     /// The defender's terms: retain cross-entropy, the attacker term and the
@@ -500,6 +702,9 @@ impl Game {
     ) -> Result<DefenderTerms, PluginError> {
         ctx.check_cancelled()?;
         ctx.model_set_train(true)?;
+        // Retain cross-entropy trains as any fine-tuning step does (train mode);
+        // the forget and non-member passes below use the defender's mode of the
+        // view, the same as the attacker's by default.
         let retain_ce = cross_entropy(&ctx.model_forward(ModelHead::Classifier, xr)?, yr)?;
         let ((xf, yf), (xv, yv)) = (
             self.forget.next_batch(ctx)?,
@@ -510,9 +715,9 @@ impl Game {
         let (xv, yv) = (xv.f_narrow(0, 0, n)?, yv.f_narrow(0, 0, n)?);
         // With λ = 0 the attacker term only informs the report: no graph.
         let guard = (!adversarial).then(tch::no_grad_guard);
-        let f = self.inputs(ctx, &xf, &yf)?;
+        let f = self.view.for_defender(ctx, &xf, &yf)?;
         ctx.check_cancelled()?;
-        let v = self.inputs(ctx, &xv, &yv)?;
+        let v = self.view.for_defender(ctx, &xv, &yv)?;
         let device = f.device();
         let (attack, attacker_acc) = match dau.opposition {
             Opposition::MinMax => {
@@ -539,8 +744,8 @@ impl Game {
         drop(guard);
         let barlow = if dau.barlow_weight > 0.0 {
             barlow_twins(
-                &ctx.model_forward(dau.barlow_head, &xf)?,
-                &ctx.model_forward(dau.barlow_head, &xv)?,
+                &self.view.defender_features(ctx, dau.barlow_head, &xf)?,
+                &self.view.defender_features(ctx, dau.barlow_head, &xv)?,
                 dau.off_diagonal,
             )?
         } else {
@@ -553,6 +758,24 @@ impl Game {
             attacker_acc,
         })
     }
+}
+
+/// One SGD step of `attacker` at rate `lr` on membership inputs `x` with labels
+/// `members` (attacker in train mode: its dropout and BatchNorm on). Returns
+/// `(loss, accuracy)` on the batch before the step.
+pub fn attacker_update(
+    attacker: &Attacker,
+    sgd: &mut Sgd,
+    lr: f64,
+    x: &Tensor,
+    members: &Tensor,
+) -> Result<(f64, f64), PluginError> {
+    sgd.zero_grad()?;
+    let logits = attacker.forward(x, true)?;
+    let loss = membership_loss(&logits, members)?;
+    loss.f_backward()?;
+    sgd.step(lr)?;
+    score(&logits.f_detach()?, members)
 }
 
 #[derive(Default)]
@@ -614,3 +837,218 @@ impl DefenderSums {
 }
 
 lethe_plugin_api::declare_plugin!(Dau);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lethe_plugin_api::tch::nn::{self, Module, ModuleT};
+
+    fn with(overrides: Value) -> Dau {
+        let mut values = Dau::descriptor().schema.defaults();
+        if let Value::Object(o) = overrides {
+            values.extend(o);
+        }
+        Dau::create(&Params::from_map(values)).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(DType::Double).flatten(0, -1)).unwrap()
+    }
+
+    /// Yuan and Zhang's `weight_init`, by default: the same draws as the kit's
+    /// reference initialisation for the same seed, and its formula (zero biases,
+    /// norm scales 1, Xavier-normal std √(2/(fan_in + fan_out)) on the large
+    /// Linear weights). tch's defaults (the old attacker) fail all three.
+    #[test]
+    fn the_attacker_starts_from_the_reference_initialisation() {
+        let dau = with(json!({}));
+        tch::manual_seed(1);
+        let a = dau.new_attacker(10, Device::Cpu).unwrap();
+        tch::manual_seed(1);
+        let r = Attacker::with_reference_init(10, Device::Cpu).unwrap();
+        let (ours, theirs) = (a.variables(), r.variables());
+        assert_eq!(ours.len(), theirs.len());
+        for ((n, t), (m, u)) in ours.iter().zip(&theirs) {
+            assert_eq!(n, m);
+            assert!(t.equal(u), "{n} differs from the reference initialisation");
+        }
+        let mut xavier = 0;
+        for (name, t) in &ours {
+            if name.contains("running_") || name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            let v = values(t);
+            if name.ends_with(".bias") {
+                assert!(v.iter().all(|x| *x == 0.0), "{name}: {v:?}");
+            } else if name == "bn.weight" || name.contains(".norm") {
+                assert!(v.iter().all(|x| *x == 1.0), "{name}: {v:?}");
+            } else if ["fc1.weight", "linear1.weight", "linear2.weight"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
+                let size = t.size();
+                let want = (2.0 / (size[0] + size[1]) as f64).sqrt();
+                let n = v.len() as f64;
+                let mean = v.iter().sum::<f64>() / n;
+                let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                // ≥ 8192 draws: the sample std is within 5 % of the truth with
+                // overwhelming probability; Kaiming-uniform's is √(1/(3·fan_in)).
+                assert!(
+                    (std / want - 1.0).abs() < 0.05,
+                    "{name}: std {std} vs {want}"
+                );
+                xavier += 1;
+            }
+        }
+        assert_eq!(xavier, 7, "fc1 and linear1/2 of three layers");
+        // The documented alternative still gives tch's defaults.
+        tch::manual_seed(1);
+        let old = with(json!({"attacker_init": "tch"}))
+            .new_attacker(10, Device::Cpu)
+            .unwrap();
+        let bias = old
+            .variables()
+            .into_iter()
+            .find(|(n, _)| n == "fc1.bias")
+            .unwrap()
+            .1;
+        assert!(values(&bias).iter().any(|x| *x != 0.0));
+    }
+
+    /// The attacker's SGD runs at Yuan and Zhang's rate 1e-3 (momentum 0.9,
+    /// weight decay 5e-4): one update moves every parameter by exactly
+    /// `−1e-3·(g + 5e-4·w)` (the first momentum buffer is the step itself).
+    #[test]
+    fn the_attacker_learns_at_the_reference_rate() {
+        let dau = with(json!({}));
+        tch::manual_seed(2);
+        let a = dau.new_attacker(3, Device::Cpu).unwrap();
+        let (mut sgd, lr) = dau.attacker_optimiser(&a);
+        let x = Tensor::randn([6, 9], (DType::Float, Device::Cpu));
+        let members = Tensor::from_slice(&[true, true, true, false, false, false]);
+        // The gradient at the current weights, with the dropout draw the update
+        // will make.
+        tch::manual_seed(5);
+        membership_loss(&a.forward(&x, true).unwrap(), &members)
+            .unwrap()
+            .backward();
+        let before: Vec<(String, Vec<f64>, Vec<f64>)> = a
+            .parameters()
+            .into_iter()
+            .map(|(n, t)| (n, values(&t), values(&t.grad())))
+            .collect();
+        for (_, t) in a.parameters() {
+            let _ = t.grad().zero_();
+        }
+        tch::manual_seed(5);
+        attacker_update(&a, &mut sgd, lr, &x, &members).unwrap();
+        let mut moved = 0;
+        for ((name, w, g), (_, t)) in before.iter().zip(a.parameters()) {
+            for ((w, g), now) in w.iter().zip(g).zip(values(&t)) {
+                let want = w - 1e-3 * (g + 5e-4 * w);
+                assert!(
+                    (now - want).abs() <= 1e-6 * w.abs().max(1e-3),
+                    "{name}: {w} -> {now}, want {want} (rate {lr})"
+                );
+                moved += usize::from(now != *w);
+            }
+        }
+        assert!(moved > 100, "{moved}");
+        assert_eq!(lr, 1e-3);
+    }
+
+    /// A classifier with BatchNorm, standing in for the host's model.
+    struct BnModel {
+        _vs: nn::VarStore,
+        first: nn::Linear,
+        bn: nn::BatchNorm,
+        head: nn::Linear,
+        train: bool,
+    }
+
+    impl BnModel {
+        fn new() -> Self {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let root = vs.root();
+            BnModel {
+                first: nn::linear(&root / "first", 4, 6, Default::default()),
+                bn: nn::batch_norm1d(&root / "bn", 6, Default::default()),
+                head: nn::linear(&root / "head", 6, 3, Default::default()),
+                _vs: vs,
+                train: true,
+            }
+        }
+    }
+
+    impl Target for BnModel {
+        fn set_train(&mut self, train: bool) -> Result<(), PluginError> {
+            self.train = train;
+            Ok(())
+        }
+        fn forward(&mut self, head: ModelHead, x: &Tensor) -> Result<Tensor, PluginError> {
+            let z = self.bn.forward_t(&self.first.forward(x), self.train).relu();
+            Ok(match head {
+                ModelHead::Classifier => self.head.forward(&z),
+                _ => z,
+            })
+        }
+    }
+
+    /// By default the defender is penalised on exactly the outputs the attacker
+    /// learns from: with a BatchNorm model and a single-source batch (forget
+    /// samples only, as the game feeds them), the defender's attacker inputs and
+    /// Barlow features equal the attacker's eval-mode view of the same batch,
+    /// still carry a gradient into the model, and leave the running statistics
+    /// alone. The old behaviour (`mixed`: defender through train-mode BatchNorm)
+    /// gives different outputs and moves the statistics.
+    #[test]
+    fn attacker_and_defender_see_the_model_in_the_same_mode() {
+        tch::manual_seed(4);
+        let mut model = BnModel::new();
+        // Running statistics far from any one batch's, so the modes differ.
+        for _ in 0..20 {
+            let x = Tensor::randn([32, 4], (DType::Float, Device::Cpu)) * 3.0 - 1.0;
+            let _ = tch::no_grad(|| model.forward(ModelHead::Classifier, &x));
+        }
+        let x = Tensor::randn([8, 4], (DType::Float, Device::Cpu)) + 2.0;
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]);
+        let stats = |m: &BnModel| m.bn.running_mean.copy();
+
+        let sides = |dau: &Dau, model: &mut BnModel| {
+            let view = dau.view(true);
+            tch::manual_seed(9);
+            let attacker = tch::no_grad(|| view.for_attacker(model, &x, &y)).unwrap();
+            let stats_before = stats(model);
+            tch::manual_seed(9);
+            let defender = view.for_defender(model, &x, &y).unwrap();
+            let features = view
+                .defender_features(model, ModelHead::Encoder, &x)
+                .unwrap();
+            let moved = !stats(model).equal(&stats_before);
+            (view, attacker, defender, features, moved)
+        };
+
+        let (view, attacker, defender, features, moved) = sides(&with(json!({})), &mut model);
+        let gap = (&defender - &attacker).abs().max().double_value(&[]);
+        assert!(
+            gap < 1e-6,
+            "defender's view differs from the attacker's by {gap}"
+        );
+        assert!(!moved, "the defender's passes moved the running statistics");
+        model.set_train(false).unwrap();
+        let eval_features = tch::no_grad(|| model.forward(ModelHead::Encoder, &x)).unwrap();
+        assert!(features.allclose(&eval_features, 1e-6, 1e-6, false));
+        assert_eq!(view.mode, ModelMode::Eval);
+        // The penalty still reaches the weights, BatchNorm's affine ones included.
+        defender.sum(DType::Float).backward();
+        for w in [&model.first.ws, model.bn.ws.as_ref().unwrap()] {
+            assert!(w.grad().abs().sum(DType::Float).double_value(&[]) > 0.0);
+        }
+
+        let (_, attacker, defender, _, moved) =
+            sides(&with(json!({"model_mode": "mixed"})), &mut model);
+        let gap = (&defender - &attacker).abs().max().double_value(&[]);
+        assert!(gap > 1e-3, "mixed mode should differ, gap {gap}");
+        assert!(moved);
+    }
+}

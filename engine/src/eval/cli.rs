@@ -128,6 +128,20 @@ pub struct AttackArgs {
     pub executor: crate::exec::cli::ExecutorArgs,
 }
 
+/// A worker's progress and log lines on stderr, as `lethe attack` shows them.
+fn print_event(event: FromWorker) {
+    match event {
+        FromWorker::Progress {
+            fraction, message, ..
+        } => {
+            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
+            eprintln!("[{pct}] {message}");
+        }
+        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
+        _ => {}
+    }
+}
+
 /// Tells the worker about `--plugins` folders too: an attack that unlearns
 /// shadow models (U-LiRA) looks for the deletion's method there.
 pub fn pass_plugin_dirs(worker: &mut WorkerOptions, extra_dirs: &[PathBuf]) {
@@ -318,17 +332,8 @@ pub fn run_attack_command(
             ..MetricOptions::default()
         },
     };
-    let report = run_attack(&worker, &req, |event| match event {
-        FromWorker::Progress {
-            fraction, message, ..
-        } => {
-            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
-            eprintln!("[{pct}] {message}");
-        }
-        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
-        _ => {}
-    })
-    .with_context(|| format!("attack {} failed", args.attack))?;
+    let report = run_attack(&worker, &req, print_event)
+        .with_context(|| format!("attack {} failed", args.attack))?;
     print_attack(&report);
     println!("wrote {}", out.join("attack.json").display());
     Ok(report)
@@ -647,17 +652,8 @@ pub fn run_verify_samples(
         println!("  LiRA on the original model then reuses these shadow models (trained once)");
         return Ok(None);
     }
-    let report = per_sample::verify_samples(&worker, &req, |event| match event {
-        FromWorker::Progress {
-            fraction, message, ..
-        } => {
-            let pct = fraction.map_or("    ".into(), |f| format!("{:3.0}%", f * 100.0));
-            eprintln!("[{pct}] {message}");
-        }
-        FromWorker::Log { level, text } => eprintln!("{level:?}: {text}"),
-        _ => {}
-    })
-    .with_context(|| format!("verifying {} sample by sample", args.run.display()))?;
+    let report = per_sample::verify_samples(&worker, &req, print_event)
+        .with_context(|| format!("verifying {} sample by sample", args.run.display()))?;
     print_per_sample(&report);
     println!("wrote {}", out.join("per_sample.json").display());
     Ok(Some(report))

@@ -153,6 +153,17 @@ pub enum Fit {
     Global(Spread),
 }
 
+impl Fit {
+    /// The fit of `variance` over every sample an attack scores (`obs`): one
+    /// pooled spread shared by all of them, or each sample's own.
+    pub fn over(variance: Variance, obs: &[Observation]) -> Fit {
+        match variance {
+            Variance::Global => Fit::Global(Spread::pooled(obs)),
+            Variance::PerExample => Fit::PerExample,
+        }
+    }
+}
+
 fn moments(values: &[f64]) -> Option<(f64, f64)> {
     if values.is_empty() {
         return None;

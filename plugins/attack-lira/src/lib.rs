@@ -30,7 +30,7 @@
 //! `shadow_epochs` and `shadow_population` trade power for time.
 
 use lethe_attack_kit::lira::{
-    Fit, Observation, Spread, Variance, offline_scores, online_pvalues, online_scores,
+    Fit, Observation, Variance, offline_scores, online_pvalues, online_scores,
 };
 use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
 use lethe_attack_kit::shadow_attack::{
@@ -139,11 +139,7 @@ impl Plugin for Lira {
             observations(&gathered.nonmembers)?,
         ];
         // One spread for every sample asked about, shared by all roles.
-        let spread = Spread::pooled(&roles_obs.concat());
-        let fit = match variance {
-            Variance::Global => Fit::Global(spread),
-            Variance::PerExample => Fit::PerExample,
-        };
+        let fit = Fit::over(variance, &roles_obs.concat());
         let score = |obs: &[Observation]| -> Result<Vec<f64>, PluginError> {
             match s.mode {
                 ShadowMode::Online => online_scores(obs, fit),

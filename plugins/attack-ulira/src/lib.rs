@@ -29,7 +29,7 @@
 //! p-values into the share of forgotten samples an attacker can still tell
 //! apart, with its Clopper–Pearson interval.
 
-use lethe_attack_kit::lira::{Fit, Observation, Spread, Variance, online_pvalues, online_scores};
+use lethe_attack_kit::lira::{Fit, Observation, Variance, online_pvalues, online_scores};
 use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
 use lethe_attack_kit::shadow_attack::{
     Roles, ShadowSettings, decide, gather, observations, put_roles,
@@ -227,11 +227,7 @@ impl Plugin for ULira {
             observations(&gathered.members)?,
             observations(&gathered.nonmembers)?,
         ];
-        let spread = Spread::pooled(&obs.concat());
-        let fit = match variance {
-            Variance::Global => Fit::Global(spread),
-            Variance::PerExample => Fit::PerExample,
-        };
+        let fit = Fit::over(variance, &obs.concat());
         let err = |e: lethe_attack_kit::lira::LiraError| PluginError::msg(e.to_string());
         let score = |o: &[Observation]| online_scores(o, fit).map_err(err);
         let pvalue = |o: &[Observation]| online_pvalues(o, fit).map_err(err);

@@ -461,6 +461,9 @@ fn contrastive_unlearning_stops_when_the_forget_set_is_no_better_than_unseen_dat
     eprintln!("CU sample\n  before {before:?}\n  after  {after:?}");
     assert_eq!(run.summary["mode"], "sample");
     assert_eq!(run.summary["stopped_early"], true);
+    // The demo classifier has no projection head: its normalised backbone
+    // features ran (a fresh plugin head absorbs the loss here; FIDELITY.md).
+    assert_eq!(run.summary["representation"], "backbone");
     assert!(after.forget_acc <= after.test_acc + 0.02, "{after:?}");
     assert!(after.forget_acc < before.forget_acc, "{before:?} {after:?}");
     assert!(after.forget_loss > 0.2 * after.test_loss, "{after:?}");
@@ -473,8 +476,9 @@ fn contrastive_unlearning_stops_when_the_forget_set_is_no_better_than_unseen_dat
 }
 
 /// Contrastive Unlearning, class unlearning of digit 7: detected from the splits,
-/// it stops once the class is recognised no better than chance, and the other
-/// classes keep their accuracy.
+/// it stops once no forget sample is recognised (forget accuracy 0, what
+/// retraining without the class gives; it used to stop at chance, 1/C), and the
+/// other classes keep their accuracy.
 #[test]
 fn contrastive_unlearning_forgets_a_whole_class() {
     let demo = demo();
@@ -489,6 +493,8 @@ fn contrastive_unlearning_forgets_a_whole_class() {
     run.assert_reports(&["loss", "contrastive_loss", "pull", "retain_ce"]);
     assert_eq!(run.summary["mode"], "class");
     assert_eq!(run.summary["stopped_early"], true);
+    assert_eq!(run.summary["stop_target"], 0.0);
+    assert_eq!(run.summary["representation"], "backbone");
     let labels = demo.data.label_slice();
     let (class, others): (Vec<i64>, Vec<i64>) =
         demo.test.iter().partition(|&&i| labels[i as usize] == 7);
@@ -508,7 +514,7 @@ fn contrastive_unlearning_forgets_a_whole_class() {
     eprintln!(
         "CU class 7: forget acc {forget_acc:.4}, class-7 test acc {class_test:.4}, other classes {others_before:.4} -> {others_after:.4}"
     );
-    assert!(forget_acc <= 0.1, "{forget_acc}");
+    assert_eq!(forget_acc, 0.0, "{forget_acc}");
     assert!(class_test < 0.3, "{class_test}");
     assert!(
         others_after > others_before - 0.03,

@@ -341,7 +341,10 @@ impl Plugin for AlignmentCalibration {
             "forget_alignment_after": audit_after.forget,
             "test_alignment_before": audit_before.test,
             "test_alignment_after": audit_after.test,
-            "forgetting_score": audit_before.forget - audit_after.forget,
+            // Not the forgetting score: FS is `lethe evaluate`'s (backbone
+            // features, several view pairs, the paper's eq. 2), the one number
+            // reports and studies show. This is the training objective's view.
+            "projection_alignment_drop": audit_before.forget - audit_after.forget,
         });
         if let Value::Object(o) = &mut extra {
             match c.formulation {

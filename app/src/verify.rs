@@ -135,54 +135,10 @@ pub fn load_saved(run_dir: &Path) -> Result<Option<Verification>, String> {
     latest_folder(run_dir).map(|f| read(&f)).transpose()
 }
 
-/// The shadow settings, from U-LiRA's form (the keys `lethe verify-samples`
-/// takes; the rest of the form keeps the plugin's defaults there).
-#[derive(Debug, Clone, PartialEq)]
-pub struct VerifySettings {
-    /// `--shadow-models`.
-    pub shadow_models: u32,
-    /// `--shadow-population`.
-    pub shadow_population: u64,
-    /// `--shadow-epochs`.
-    pub shadow_epochs: u32,
-    /// `--heldout`.
-    pub heldout: usize,
-    /// `--z-samples`.
-    pub z_samples: usize,
-    /// `--seed`.
-    pub seed: u64,
-    /// `--alpha`.
-    pub alpha: f64,
-}
-
-impl VerifySettings {
-    /// From U-LiRA's validated form values; absent keys take the CLI's defaults.
-    pub fn from_params(p: &serde_json::Map<String, serde_json::Value>) -> Self {
-        let int = |k: &str, d: u64| p.get(k).and_then(|v| v.as_u64()).unwrap_or(d);
-        VerifySettings {
-            shadow_models: u32::try_from(int("shadow_models", 16)).unwrap_or(u32::MAX),
-            shadow_population: int("shadow_population", 0),
-            shadow_epochs: u32::try_from(int("shadow_epochs", 0)).unwrap_or(u32::MAX),
-            heldout: usize::try_from(int("heldout_size", 0)).unwrap_or(usize::MAX),
-            z_samples: usize::try_from(int("z_samples", 1000)).unwrap_or(usize::MAX),
-            seed: int("seed", 0),
-            alpha: p.get("alpha").and_then(|v| v.as_f64()).unwrap_or(0.05),
-        }
-    }
-
-    /// The engine's form of them.
-    pub fn engine(&self) -> lethe_engine::eval::per_sample::VerifySettings {
-        lethe_engine::eval::per_sample::VerifySettings {
-            shadow_models: self.shadow_models,
-            shadow_population: self.shadow_population,
-            shadow_epochs: self.shadow_epochs,
-            heldout: self.heldout,
-            z_samples: self.z_samples,
-            seed: self.seed,
-            alpha: self.alpha,
-        }
-    }
-}
+/// The shadow settings `lethe verify-samples` takes, read from U-LiRA's form
+/// with [`VerifySettings::from_params`] (the rest of the form keeps the
+/// plugin's defaults there).
+pub use lethe_engine::eval::per_sample::VerifySettings;
 
 /// One verification to run.
 #[derive(Debug, Clone)]

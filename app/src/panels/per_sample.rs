@@ -144,7 +144,7 @@ fn estimate_request(
     );
     let req = lethe_engine::eval::per_sample::VerifyRequest {
         run_dir,
-        settings: settings.engine(),
+        settings,
         // The estimate writes nothing there.
         out_dir: std::env::temp_dir(),
         device: r.spec.device.clone(),

@@ -48,39 +48,45 @@ fn read_tensor(path: &Path, name: &str) -> Result<tch::Tensor, EvalError> {
         .ok_or_else(|| EvalError::Invalid(format!("{} has no tensor `{name}`", path.display())))
 }
 
-/// Reads `scores_<role>` (and `predictions_<role>`) from `dir`; `None` when the
-/// attack wrote no scores for that role.
-pub fn read_role(dir: &Path, role: &str) -> Result<Option<RoleScores>, EvalError> {
-    let name = format!("scores_{role}");
+/// The tensor `name` of `dir/<name>.safetensors`, flattened to `kind`, with
+/// the file's path; `None` when the attack wrote no such file.
+fn optional_tensor(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+) -> Result<Option<(PathBuf, tch::Tensor)>, EvalError> {
     let path = dir.join(format!("{name}.safetensors"));
     if !path.exists() {
         return Ok(None);
     }
-    let scores = Vec::<f64>::try_from(
-        read_tensor(&path, &name)?
-            .f_to_kind(Kind::Double)?
-            .f_flatten(0, -1)?,
-    )?;
-    let pname = format!("predictions_{role}");
-    let ppath = dir.join(format!("{pname}.safetensors"));
-    let predictions = if ppath.exists() {
-        let p = Vec::<i64>::try_from(
-            read_tensor(&ppath, &pname)?
-                .f_to_kind(Kind::Int64)?
-                .f_flatten(0, -1)?,
-        )?;
-        if p.len() != scores.len() {
-            return Err(EvalError::Invalid(format!(
-                "{} has {} entries but {} has {}",
-                ppath.display(),
-                p.len(),
-                path.display(),
-                scores.len()
-            )));
+    let t = read_tensor(&path, name)?
+        .f_to_kind(kind)?
+        .f_flatten(0, -1)?;
+    Ok(Some((path, t)))
+}
+
+/// Reads `scores_<role>` (and `predictions_<role>`) from `dir`; `None` when the
+/// attack wrote no scores for that role.
+pub fn read_role(dir: &Path, role: &str) -> Result<Option<RoleScores>, EvalError> {
+    let Some((path, t)) = optional_tensor(dir, &format!("scores_{role}"), Kind::Double)? else {
+        return Ok(None);
+    };
+    let scores = Vec::<f64>::try_from(t)?;
+    let predictions = match optional_tensor(dir, &format!("predictions_{role}"), Kind::Int64)? {
+        Some((ppath, t)) => {
+            let p = Vec::<i64>::try_from(t)?;
+            if p.len() != scores.len() {
+                return Err(EvalError::Invalid(format!(
+                    "{} has {} entries but {} has {}",
+                    ppath.display(),
+                    p.len(),
+                    path.display(),
+                    scores.len()
+                )));
+            }
+            Some(p.into_iter().map(|v| v != 0).collect())
         }
-        Some(p.into_iter().map(|v| v != 0).collect())
-    } else {
-        None
+        None => None,
     };
     Ok(Some(RoleScores {
         scores,
@@ -134,16 +140,10 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 
 /// Reads `pvalues_<role>` from `dir`, when the attack wrote it.
 pub fn read_pvalues(dir: &Path, role: &str) -> Result<Option<Vec<f64>>, EvalError> {
-    let name = format!("pvalues_{role}");
-    let path = dir.join(format!("{name}.safetensors"));
-    if !path.exists() {
+    let Some((path, t)) = optional_tensor(dir, &format!("pvalues_{role}"), Kind::Double)? else {
         return Ok(None);
-    }
-    let p = Vec::<f64>::try_from(
-        read_tensor(&path, &name)?
-            .f_to_kind(Kind::Double)?
-            .f_flatten(0, -1)?,
-    )?;
+    };
+    let p = Vec::<f64>::try_from(t)?;
     if let Some(bad) = p.iter().find(|v| !(0.0..=1.0).contains(*v)) {
         return Err(EvalError::Invalid(format!(
             "{} holds {bad}, not a p-value",
@@ -155,16 +155,9 @@ pub fn read_pvalues(dir: &Path, role: &str) -> Result<Option<Vec<f64>>, EvalErro
 
 /// Reads `positions_<role>` (split positions) from `dir`, when written.
 pub fn read_positions(dir: &Path, role: &str) -> Result<Option<Vec<i64>>, EvalError> {
-    let name = format!("positions_{role}");
-    let path = dir.join(format!("{name}.safetensors"));
-    if !path.exists() {
-        return Ok(None);
-    }
-    Ok(Some(Vec::<i64>::try_from(
-        read_tensor(&path, &name)?
-            .f_to_kind(Kind::Int64)?
-            .f_flatten(0, -1)?,
-    )?))
+    optional_tensor(dir, &format!("positions_{role}"), Kind::Int64)?
+        .map(|(_, t)| Vec::<i64>::try_from(t).map_err(EvalError::from))
+        .transpose()
 }
 
 /// The per-sample section from the p-value files in `dir` (`None` when the

@@ -76,6 +76,26 @@ impl Default for VerifySettings {
     }
 }
 
+impl VerifySettings {
+    /// From U-LiRA's parameters (its form or `--set` values); the keys it
+    /// lacks keep [`VerifySettings::default`].
+    pub fn from_params(p: &serde_json::Map<String, Value>) -> Self {
+        let d = VerifySettings::default();
+        let int = |k: &str, default: u64| p.get(k).and_then(Value::as_u64).unwrap_or(default);
+        VerifySettings {
+            shadow_models: u32::try_from(int("shadow_models", u64::from(d.shadow_models)))
+                .unwrap_or(u32::MAX),
+            shadow_population: int("shadow_population", d.shadow_population),
+            shadow_epochs: u32::try_from(int("shadow_epochs", u64::from(d.shadow_epochs)))
+                .unwrap_or(u32::MAX),
+            heldout: usize::try_from(int("heldout_size", d.heldout as u64)).unwrap_or(usize::MAX),
+            z_samples: usize::try_from(int("z_samples", d.z_samples as u64)).unwrap_or(usize::MAX),
+            seed: int("seed", d.seed),
+            alpha: p.get("alpha").and_then(Value::as_f64).unwrap_or(d.alpha),
+        }
+    }
+}
+
 /// One verification to run.
 #[derive(Debug, Clone)]
 pub struct VerifyRequest {
@@ -284,19 +304,17 @@ pub fn verify_samples(
     }
     let (record, unlearned, job) = deletion(&req.run_dir)?;
     let s = resolved(&req.settings, &job);
-    let estimated = estimate(worker, req)
+    let after_dir = req.out_dir.join("after");
+    let before_dir = req.out_dir.join("before");
+    let after_req = request(req, &record, &req.ulira, &unlearned, &s, after_dir.clone());
+    // The estimate writes nothing into the request's folder.
+    let estimated = estimate_attack(worker, &after_req)
         .ok()
         .and_then(|e| e.shadows.map(|sh| sh.seconds));
     std::fs::create_dir_all(&req.out_dir)
         .map_err(|e| EvalError::Invalid(format!("{}: {e}", req.out_dir.display())))?;
     let started = Instant::now();
-    let after_dir = req.out_dir.join("after");
-    let before_dir = req.out_dir.join("before");
-    let after = run_attack(
-        worker,
-        &request(req, &record, &req.ulira, &unlearned, &s, after_dir.clone()),
-        on_event.clone(),
-    )?;
+    let after = run_attack(worker, &after_req, on_event.clone())?;
     let before = run_attack(
         worker,
         &request(

@@ -329,38 +329,19 @@ pub fn prepare(
                 message: format!("shadow model {}/{to_do} (#{k}): {message}", done + 1),
             });
         };
-        let made = match &unlearning {
-            Some((setup, ukey)) => unlearned_model(
-                plan,
-                ctx,
-                (&key, ukey),
-                setup,
-                &cfg,
-                k,
-                &mask,
-                cancelled,
-                &mut report,
-            )?,
-            None => {
-                let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
-                    report(
-                        epoch as f64 / epochs.max(1) as f64,
-                        format!("epoch {epoch}/{epochs}, loss {loss:.4}"),
-                    )
-                };
-                train_model(
-                    plan,
-                    ctx,
-                    &key,
-                    &cfg,
-                    k,
-                    &mask,
-                    false,
-                    cancelled,
-                    &mut on_epoch,
-                )?
-            }
-        };
+        let made = make_model(
+            plan,
+            ctx,
+            &key,
+            unlearning
+                .as_ref()
+                .map(|(setup, ukey)| (*setup, ukey.as_str())),
+            &cfg,
+            k,
+            &mask,
+            cancelled,
+            &mut report,
+        )?;
         let Some(logits) = made else {
             return Err(ShadowError::Cancelled {
                 done: cached + trained,
@@ -431,6 +412,54 @@ fn train_model(
     ctx.cache
         .store(key, k, &logits, mask, started.elapsed().as_secs_f64())?;
     Ok(Some(logits))
+}
+
+/// Makes model `k` of `plan` now: trained (its logits stored under `key`),
+/// or with `unlearning` (the setup and its key) trained and unlearned (see
+/// [`unlearned_model`]). Its served logits, or `None` when `cancelled`
+/// stopped it. `report(fraction of this model, message)`.
+#[allow(clippy::too_many_arguments)]
+fn make_model(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    key: &str,
+    unlearning: Option<(&UnlearnSetup, &str)>,
+    cfg: &TrainConfig,
+    k: usize,
+    mask: &[bool],
+    cancelled: &dyn Fn() -> bool,
+    report: &mut dyn FnMut(f64, String),
+) -> Result<Option<Tensor>, ShadowError> {
+    if let Some((setup, ukey)) = unlearning {
+        return unlearned_model(
+            plan,
+            ctx,
+            (key, ukey),
+            setup,
+            cfg,
+            k,
+            mask,
+            cancelled,
+            report,
+        );
+    }
+    let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
+        report(
+            epoch as f64 / epochs.max(1) as f64,
+            format!("epoch {epoch}/{epochs}, loss {loss:.4}"),
+        )
+    };
+    train_model(
+        plan,
+        ctx,
+        key,
+        cfg,
+        k,
+        mask,
+        false,
+        cancelled,
+        &mut on_epoch,
+    )
 }
 
 /// Keeps model `k`'s checkpoint in the cache, with the architecture and a
@@ -558,48 +587,29 @@ pub fn train_one(
             message: format!("shadow model #{k}: {message}"),
         });
     };
-    let made = match ctx.unlearn {
-        Some(setup) => {
-            let (ukey, uspec) = setup.key(key);
-            if ctx.cache.load(&ukey, k, classes(ctx), &mask).is_some() {
-                return Ok(false);
-            }
-            ctx.cache.write_spec(&ukey, &uspec)?;
-            unlearned_model(
-                plan,
-                ctx,
-                (key, &ukey),
-                setup,
-                &cfg,
-                k,
-                &mask,
-                cancelled,
-                &mut report,
-            )?
-        }
-        None => {
-            if ctx.cache.load(key, k, classes(ctx), &mask).is_some() {
-                return Ok(false);
-            }
-            let mut on_epoch = |epoch: usize, epochs: usize, loss: f64| {
-                report(
-                    epoch as f64 / epochs.max(1) as f64,
-                    format!("epoch {epoch}/{epochs}, loss {loss:.4}"),
-                )
-            };
-            train_model(
-                plan,
-                ctx,
-                key,
-                &cfg,
-                k,
-                &mask,
-                false,
-                cancelled,
-                &mut on_epoch,
-            )?
-        }
-    };
+    let unlearning = ctx.unlearn.map(|setup| (setup, setup.key(key)));
+    let served = unlearning
+        .as_ref()
+        .map_or(key, |(_, (ukey, _))| ukey.as_str());
+    if ctx.cache.load(served, k, classes(ctx), &mask).is_some() {
+        return Ok(false);
+    }
+    if let Some((_, (ukey, uspec))) = &unlearning {
+        ctx.cache.write_spec(ukey, uspec)?;
+    }
+    let made = make_model(
+        plan,
+        ctx,
+        key,
+        unlearning
+            .as_ref()
+            .map(|(setup, (ukey, _))| (*setup, ukey.as_str())),
+        &cfg,
+        k,
+        &mask,
+        cancelled,
+        &mut report,
+    )?;
     match made {
         Some(_) => Ok(true),
         None => Err(ShadowError::Cancelled { done: 0, total: 1 }),

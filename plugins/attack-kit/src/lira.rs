@@ -227,6 +227,19 @@ pub fn log_pdf(x: f64, g: Gaussian) -> f64 {
 /// Online LiRA scores: `log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²)` per
 /// sample. Every sample needs IN and OUT models.
 pub fn online_scores(obs: &[Observation], fit: Fit) -> Result<Vec<f64>, LiraError> {
+    online_map(obs, fit, "online LiRA needs both", |o, gin, gout| {
+        log_pdf(o.target, gin) - log_pdf(o.target, gout)
+    })
+}
+
+/// `f(sample, IN, OUT)` for every sample; an error naming `need` for a sample
+/// no shadow model trained on.
+fn online_map(
+    obs: &[Observation],
+    fit: Fit,
+    need: &str,
+    f: impl Fn(&Observation, Gaussian, Gaussian) -> f64,
+) -> Result<Vec<f64>, LiraError> {
     fits(obs, fit)?
         .into_iter()
         .zip(obs)
@@ -234,10 +247,10 @@ pub fn online_scores(obs: &[Observation], fit: Fit) -> Result<Vec<f64>, LiraErro
         .map(|(i, ((gin, gout), o))| {
             let gin = gin.ok_or_else(|| {
                 LiraError(format!(
-                    "sample {i} has no shadow model trained with it (IN); online LiRA needs both"
+                    "sample {i} has no shadow model trained with it (IN); {need}"
                 ))
             })?;
-            Ok(log_pdf(o.target, gin) - log_pdf(o.target, gout))
+            Ok(f(o, gin, gout))
         })
         .collect()
 }
@@ -296,25 +309,11 @@ pub fn lr_pvalue(x: f64, gin: Gaussian, gout: Gaussian) -> f64 {
 /// samples come out "significant" far more often than the level says. The
 /// scores keep LiRA's own fits.
 pub fn online_pvalues(obs: &[Observation], fit: Fit) -> Result<Vec<f64>, LiraError> {
-    fits(obs, fit)?
-        .into_iter()
-        .zip(obs)
-        .enumerate()
-        .map(|(i, ((gin, gout), o))| {
-            let gin = gin.ok_or_else(|| {
-                LiraError(format!(
-                    "sample {i} has no shadow model trained with it (IN); a p-value needs both"
-                ))
-            })?;
-            let n_in = o.inside.iter().filter(|m| **m).count() as f64;
-            let n_out = o.inside.len() as f64 - n_in;
-            Ok(lr_pvalue(
-                o.target,
-                predictive(gin, n_in),
-                predictive(gout, n_out),
-            ))
-        })
-        .collect()
+    online_map(obs, fit, "a p-value needs both", |o, gin, gout| {
+        let n_in = o.inside.iter().filter(|m| **m).count() as f64;
+        let n_out = o.inside.len() as f64 - n_in;
+        lr_pvalue(o.target, predictive(gin, n_in), predictive(gout, n_out))
+    })
 }
 
 /// `g` widened for a fresh draw when its mean and variance come from `n`

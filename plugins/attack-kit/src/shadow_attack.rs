@@ -141,6 +141,33 @@ impl ShadowSettings {
     }
 }
 
+/// The `variance` choice of the LiRA-style attacks.
+pub fn variance_param() -> ParamSpec {
+    ParamSpec::choice(
+        "variance",
+        "Variance",
+        &["auto", "per-example", "global"],
+        "auto",
+    )
+    .group("Shadow models")
+    .help(
+        "Per-sample Gaussian variances, or one shared variance; auto = global below 64 \
+         shadow models, as LiRA's authors advise.",
+    )
+}
+
+/// The [`variance_param`] chosen: `None` for `auto`.
+pub fn variance_of(
+    params: &lethe_plugin_api::sdk::Params,
+) -> Result<Option<crate::lira::Variance>, PluginError> {
+    use crate::lira::Variance;
+    Ok(match params.str("variance")? {
+        "per-example" => Some(Variance::PerExample),
+        "global" => Some(Variance::Global),
+        _ => None,
+    })
+}
+
 /// Positions (within their splits) of every role.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Roles {

@@ -34,7 +34,7 @@ use lethe_attack_kit::lira::{
 };
 use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
 use lethe_attack_kit::shadow_attack::{
-    Roles, ShadowSettings, decide, gather, observations, put_roles,
+    Roles, ShadowSettings, decide, gather, observations, put_roles, variance_of, variance_param,
 };
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
@@ -80,19 +80,7 @@ impl Plugin for Lira {
                          16 to 64; each is one training run of the recipe on half the pool.",
                     ),
             )
-            .param(
-                ParamSpec::choice(
-                    "variance",
-                    "Variance",
-                    &["auto", "per-example", "global"],
-                    "auto",
-                )
-                .group("Shadow models")
-                .help(
-                    "Per-sample Gaussian variances, or one shared variance; auto = global below \
-                     64 shadow models, as the paper advises.",
-                ),
-            );
+            .param(variance_param());
         for p in ShadowSettings::params(1000) {
             d = d.param(p);
         }
@@ -111,11 +99,7 @@ impl Plugin for Lira {
                 "online LiRA needs at least 2 shadow models (with and without each sample)",
             ));
         }
-        let variance = match params.str("variance")? {
-            "per-example" => Some(Variance::PerExample),
-            "global" => Some(Variance::Global),
-            _ => None,
-        };
+        let variance = variance_of(params)?;
         Ok(Lira {
             shadow: ShadowSettings::from_params(params, models, mode)?,
             variance,

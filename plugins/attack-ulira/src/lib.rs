@@ -32,7 +32,7 @@
 use lethe_attack_kit::lira::{Fit, Observation, Variance, online_pvalues, online_scores};
 use lethe_attack_kit::results::{Role, put_positions, put_pvalues, put_summary};
 use lethe_attack_kit::shadow_attack::{
-    Roles, ShadowSettings, decide, gather, observations, put_roles,
+    Roles, ShadowSettings, decide, gather, observations, put_roles, variance_of, variance_param,
 };
 use lethe_plugin_api::schema::ParamSpec;
 use lethe_plugin_api::sdk::{
@@ -76,7 +76,7 @@ fn request(roles: &Roles, s: &ShadowSettings) -> ShadowRequest {
 
 impl Plugin for ULira {
     fn descriptor() -> Descriptor {
-        Descriptor::new(
+        let mut d = Descriptor::new(
             ID,
             "U-LiRA (per-sample unlearning check)",
             "0.1.0",
@@ -105,103 +105,53 @@ impl Plugin for ULira {
                          about K/2 of them and never seen by the others.",
                 ),
         )
-        .param(
-            ParamSpec::choice(
-                "variance",
-                "Variance",
-                &["auto", "per-example", "global"],
-                "auto",
-            )
-            .group("Shadow models")
-            .help(
-                "Per-sample Gaussian variances, or one shared variance; auto = global below \
-                     64 shadow models, as LiRA's authors advise.",
-            ),
-        )
-        .param(
-            ParamSpec::int("shadow_epochs", "Epochs per shadow model", 0, 100_000, 0)
-                .group("Shadow models")
-                .help("0 = the original model's recorded recipe."),
-        )
-        .param(
-            ParamSpec::int("shadow_population", "Shadow pool size", 0, 100_000_000, 0)
-                .group("Shadow models")
-                .help(
-                    "Samples the shadow models' halves are drawn from, the targets \
-                         included; 0 = every sample of the dataset.",
+        .param(variance_param());
+        // LiRA's shadow settings, read the U-LiRA way where it differs.
+        for p in ShadowSettings::params(1000) {
+            let key = p.key.clone();
+            d = d.param(match key.as_str() {
+                "shadow_epochs" => p.help("0 = the original model's recorded recipe."),
+                "shadow_population" => p.help(
+                    "Samples the shadow models' halves are drawn from, the targets included; \
+                     0 = every sample of the dataset.",
                 ),
-        )
-        .param(
-            ParamSpec::int("heldout_size", "Held-out set size", 0, 10_000_000, 0)
-                .group("Data")
-                .help(
+                "heldout_size" => p.help(
                     "Held-out non-members (validation) and as many retained members; 0 = as \
-                         many as the forget set, so that a shadow model forgets about as many \
-                         samples as the deletion did.",
+                     many as the forget set, so that a shadow model forgets about as many \
+                     samples as the deletion did.",
                 ),
-        )
-        .param(
-            ParamSpec::int("z_samples", "Population samples", 1, 10_000_000, 1000)
-                .group("Data")
-                .help(
+                "z_samples" => p.help(
                     "Test-split samples in the shadow models' pool, as LiRA has them: with the \
                      same settings, LiRA on the original model reuses these shadow models \
                      (lethe verify-samples runs both). Not scored.",
                 ),
-        )
-        .param(
-            ParamSpec::float("alpha", "Significance level", 1e-6, 0.5, 0.05)
-                .group("Decisions")
-                .help(
-                    "A forgotten sample counts as distinguishable when its p-value is below \
-                         this.",
-                ),
-        )
-        .param(
-            ParamSpec::float(
-                "decision_fpr",
-                "Decision false-positive rate",
-                0.0,
-                1.0,
-                0.05,
-            )
-            .group("Decisions")
-            .help(
-                "The member/non-member decisions call this share of the held-out \
+                "decision_fpr" => p.help(
+                    "The member/non-member decisions call this share of the held-out \
                      non-members members.",
-            ),
-        )
-        .param(
-            ParamSpec::int("seed", "Seed", 0, i64::from(i32::MAX), 0)
-                .help("Draws the held-out subsets and the shadow models."),
-        )
-        .param(ParamSpec::int("batch_size", "Batch size", 1, 8192, 512).group("Data"))
+                ),
+                "seed" => p.help("Draws the held-out subsets and the shadow models."),
+                _ => p,
+            });
+            if key == "z_samples" {
+                d = d.param(
+                    ParamSpec::float("alpha", "Significance level", 1e-6, 0.5, 0.05)
+                        .group("Decisions")
+                        .help(
+                            "A forgotten sample counts as distinguishable when its p-value is \
+                             below this.",
+                        ),
+                );
+            }
+        }
+        d
     }
 
     fn create(params: &Params) -> Result<Self, PluginError> {
         let models = u32::try_from(params.i64("shadow_models")?)
             .map_err(|_| PluginError::msg("shadow_models out of range"))?;
-        let count = |k: &str| -> Result<u64, PluginError> {
-            Ok(u64::try_from(params.i64(k)?).unwrap_or(0))
-        };
-        let variance = match params.str("variance")? {
-            "per-example" => Some(Variance::PerExample),
-            "global" => Some(Variance::Global),
-            _ => None,
-        };
         Ok(ULira {
-            shadow: ShadowSettings {
-                models,
-                mode: ShadowMode::Online,
-                epochs: u32::try_from(count("shadow_epochs")?).unwrap_or(u32::MAX),
-                population: count("shadow_population")?,
-                heldout: count("heldout_size")? as usize,
-                z_samples: count("z_samples")? as usize,
-                decision_fpr: params.f64("decision_fpr")?,
-                seed: count("seed")?,
-                batch_size: u32::try_from(count("batch_size")?.max(1)).unwrap_or(512),
-            },
-            variance,
+            shadow: ShadowSettings::from_params(params, models, ShadowMode::Online)?,
+            variance: variance_of(params)?,
             alpha: params.f64("alpha")?,
         })
     }

@@ -625,7 +625,7 @@ pub fn table_model(t: &ComparisonTable) -> TableModel {
         })
         .collect();
     columns.push(Column {
-        label: "Avg. Gap".into(),
+        label: t.avg_gap_label.clone(),
         help: "Mean of the row's gaps to retrain over the Avg. Gap columns: smaller is better"
             .into(),
         decimals: 2,

@@ -911,6 +911,8 @@ fn write_study(dir: &Path, data: &Path, forget: &Path, ckpt: &Path) {
         device: "cpu".into(),
         metrics: vec!["ua".into(), "ra".into()],
         avg_gap: None,
+        labels: Default::default(),
+        avg_gap_label: None,
         original: false,
         timeout: None,
         retrain: RetrainSpec::default(),
@@ -921,6 +923,7 @@ fn write_study(dir: &Path, data: &Path, forget: &Path, ckpt: &Path) {
         ],
         attacks: vec![],
         slurm: None,
+        scales: None,
     };
     let manifest = StudyManifest {
         format: FORMAT,

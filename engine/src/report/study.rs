@@ -280,7 +280,7 @@ impl StudyReport {
         b.push(Block::Heading("Comparison with retraining".into()));
         let mut header = vec!["method".to_string()];
         header.extend(t.columns.iter().map(|c| c.label.clone()));
-        header.push("Avg. Gap".into());
+        header.push(t.avg_gap_label.clone());
         header.push("RTE".into());
         let rows = t
             .rows
@@ -448,7 +448,7 @@ impl StudyReport {
         ));
         let mut head = vec!["Method".to_string()];
         head.extend(t.columns.iter().map(|c| tex_escape(&c.label)));
-        head.push("Avg. Gap".into());
+        head.push(tex_escape(&t.avg_gap_label));
         head.push("RTE (s)".into());
         out.push_str(&format!("{} \\\\\n\\midrule\n", head.join(" & ")));
         for (i, r) in t.rows.iter().enumerate() {

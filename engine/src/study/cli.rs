@@ -27,6 +27,10 @@ pub struct StudyArgs {
     /// The study file (a commented example: resources/demo/study.toml).
     #[arg(value_name = "FILE", required = true)]
     pub file: Option<PathBuf>,
+    /// Run the study at the size its `[scales.NAME]` table gives (e.g. `ci`:
+    /// a paper's protocol scaled down to seconds) instead of as written.
+    #[arg(long, value_name = "NAME")]
+    pub scale: Option<String>,
     /// The study folder: created, or resumed when it already holds this study
     /// (finished runs are reused). Default: `runs/study-<name>`.
     #[arg(long)]
@@ -87,7 +91,7 @@ pub fn run(
     let Some(file) = args.file.as_deref() else {
         bail!("give a study file (lethe study FILE) or `lethe study show DIR`");
     };
-    let spec = StudySpec::load(file)?;
+    let spec = StudySpec::load_scaled(file, args.scale.as_deref())?;
     let out = args
         .out
         .clone()

@@ -293,7 +293,7 @@ impl StudyResults {
                 let key = MetricKey::parse(k)?;
                 Some(Column {
                     key: stored_key(k),
-                    label: key.label(),
+                    label: spec.labels.get(k).cloned().unwrap_or_else(|| key.label()),
                     scale: key.scale(),
                     decimals: if key == MetricKey::Fs { 4 } else { 2 },
                     in_avg_gap: avg.contains(k),
@@ -312,7 +312,7 @@ impl StudyResults {
                     .runs
                     .iter()
                     .filter(|r| r.row == label)
-                    .map(|r| (r.seed, r.metrics.clone(), r.seconds))
+                    .map(|r| (r.seed, derived(&r.metrics), r.seconds))
                     .collect(),
                 label,
                 kind,
@@ -333,8 +333,23 @@ impl StudyResults {
         if missing > 0 {
             title.push_str(&format!(" [incomplete: {missing} run(s) missing]"));
         }
-        build_table(title, self.columns(), rows)
+        let table = build_table(title, self.columns(), rows);
+        match &spec.avg_gap_label {
+            Some(label) => table.with_avg_gap_label(label),
+            None => table,
+        }
     }
+}
+
+/// A run's stored metrics with those computed from them: `forget_error`
+/// (1 − `ua`, the "UA" of the OPTML and DAU tables), also for runs stored
+/// before it existed.
+fn derived(metrics: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut m = metrics.clone();
+    if let Some(ua) = metrics.get("ua") {
+        m.entry("forget_error".into()).or_insert(1.0 - ua);
+    }
+    m
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 //!
 //! The complete, commented example is `resources/demo/study.toml`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,13 @@ pub struct StudySpec {
     /// Columns averaged into Avg. Gap; default: every column.
     #[serde(default)]
     pub avg_gap: Option<Vec<String>>,
+    /// Column headings by metric key, replacing the default ones (a paper's
+    /// names: `{ "emia.efficacy" = "EMIA" }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Heading of the Avg. Gap column (the DAU paper's "Avg. Disparity").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_gap_label: Option<String>,
     /// Also evaluate and attack the original model (a row without a method).
     #[serde(default)]
     pub original: bool,
@@ -83,6 +91,11 @@ pub struct StudySpec {
     /// the study is: a study started on one executor resumes on another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<crate::exec::SlurmSettings>,
+    /// Named variants of the study (`[scales.ci]`), chosen with `lethe study
+    /// FILE --scale NAME`; see [`StudySpec::load_scaled`]. Only read while
+    /// loading: a loaded spec has none.
+    #[serde(default, skip_serializing)]
+    pub scales: Option<toml::Table>,
 }
 
 impl StudySpec {
@@ -226,6 +239,10 @@ pub enum MetricKey {
     Ua,
     /// `va`: validation accuracy.
     Va,
+    /// `forget_error`: 1 − UA, the error on the forget set: what the OPTML
+    /// (Unlearn-Sparse), SalUn and DAU tables print as "UA". Same gap to
+    /// Retrain as `ua`.
+    ForgetError,
     /// `fs`: the forgetting score of the alignment audit (encoders).
     Fs,
     /// `<attack>.efficacy`: share of the forget set the attack calls
@@ -246,6 +263,7 @@ impl MetricKey {
             "ta" => MetricKey::Ta,
             "ua" => MetricKey::Ua,
             "va" => MetricKey::Va,
+            "forget_error" => MetricKey::ForgetError,
             "fs" => MetricKey::Fs,
             other => {
                 let (attack, stat) = other.split_once('.')?;
@@ -279,6 +297,7 @@ impl MetricKey {
             MetricKey::Ta => "TA".into(),
             MetricKey::Ua => "UA".into(),
             MetricKey::Va => "VA".into(),
+            MetricKey::ForgetError => "UA err".into(),
             MetricKey::Fs => "FS".into(),
             MetricKey::Efficacy(a) => format!("{a} efficacy"),
             MetricKey::Auc(a) => format!("{a} AUC"),
@@ -303,6 +322,96 @@ fn bad(path: &Path, message: impl Into<String>) -> StudyError {
     }
 }
 
+/// The study of `text` with `scales[scale]` merged in (see
+/// [`StudySpec::load_scaled`]).
+fn scaled(
+    path: &Path,
+    text: &str,
+    mut scales: toml::Table,
+    scale: &str,
+) -> Result<StudySpec, StudyError> {
+    let Some(over) = scales.remove(scale) else {
+        let known: Vec<&String> = scales.keys().collect();
+        return Err(bad(
+            path,
+            if known.is_empty() {
+                format!("--scale {scale}: the file has no [scales.<name>] tables")
+            } else {
+                format!(
+                    "--scale {scale}: no [scales.{scale}] table; the file has {}",
+                    known
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        ));
+    };
+    let toml::Value::Table(over) = over else {
+        return Err(bad(path, format!("scales.{scale} must be a table")));
+    };
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| bad(path, format!("not a valid study file: {e}")))?;
+    doc.remove("scales");
+    let at = |what: String| bad(path, format!("scales.{scale}: {what}"));
+    for (key, value) in over {
+        match key.as_str() {
+            "methods" | "attacks" => {
+                let toml::Value::Table(by_name) = value else {
+                    return Err(at(format!(
+                        "{key} must be a table of entries by name, like {key}.<name>.params = {{ … }}"
+                    )));
+                };
+                let entries = doc
+                    .get_mut(&key)
+                    .and_then(|v| v.as_array_mut())
+                    .ok_or_else(|| at(format!("the study has no [[{key}]] entries")))?;
+                for (name, change) in by_name {
+                    let entry = entries
+                        .iter_mut()
+                        .filter_map(|e| e.as_table_mut())
+                        .find(|e| e.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))
+                        .ok_or_else(|| {
+                            at(format!(
+                                "{key}.{name}: no [[{key}]] entry is named {name:?}"
+                            ))
+                        })?;
+                    let toml::Value::Table(change) = change else {
+                        return Err(at(format!("{key}.{name} must be a table")));
+                    };
+                    merge(entry, change);
+                }
+            }
+            "name" | "scales" => {
+                return Err(at(format!("{key} cannot be changed by a scale")));
+            }
+            _ => match (doc.get_mut(&key), value) {
+                (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => merge(mine, theirs),
+                (_, value) => {
+                    doc.insert(key, value);
+                }
+            },
+        }
+    }
+    let mut spec = StudySpec::deserialize(toml::Value::Table(doc))
+        .map_err(|e| at(format!("the scaled study is not valid: {e}")))?;
+    spec.name = format!("{}-{scale}", spec.name);
+    Ok(spec)
+}
+
+/// Merges `over` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => merge(mine, theirs),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 40
@@ -314,9 +423,29 @@ fn valid_name(name: &str) -> bool {
 impl StudySpec {
     /// Reads and checks `path`; relative paths inside are taken from its folder.
     pub fn load(path: &Path) -> Result<StudySpec, StudyError> {
+        StudySpec::load_scaled(path, None)
+    }
+
+    /// [`StudySpec::load`], with the file's `[scales.<scale>]` table merged in
+    /// first when `scale` is given: the same study at another size (a CI-sized
+    /// run of a paper's protocol), kept in the file beside the full one.
+    ///
+    /// The scale's keys replace the study's (`seeds = [0]`), its tables merge
+    /// into the study's key by key (`evaluate = { probe_epochs = 2 }`), and its
+    /// `methods` / `attacks` tables are keyed by entry name, each merged into
+    /// that entry (`methods.FT.params = { epochs = 1 }` changes FT's epochs and
+    /// keeps its other parameters). The scaled study is named `<name>-<scale>`,
+    /// so its default folder and its table say which it is.
+    pub fn load_scaled(path: &Path, scale: Option<&str>) -> Result<StudySpec, StudyError> {
         let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
+        // Parsed as the typed spec first, so that a mistake in the file itself is
+        // reported with its line.
         let mut spec: StudySpec =
             toml::from_str(&text).map_err(|e| bad(path, format!("not a valid study file: {e}")))?;
+        if let Some(scale) = scale {
+            spec = scaled(path, &text, spec.scales.take().unwrap_or_default(), scale)?;
+        }
+        spec.scales = None;
         let base = path.parent().unwrap_or(Path::new("."));
         // `data = "fashion-mnist"` names the installed dataset, unless the study's
         // folder holds something of that name.
@@ -460,7 +589,7 @@ impl StudySpec {
                 return Err(bad(
                     path,
                     format!(
-                        "metric {key:?}: expected ra, ta, ua, va, fs or <attack>.efficacy / .auc / .tpr@1%"
+                        "metric {key:?}: expected ra, ta, ua, forget_error, va, fs or <attack>.efficacy / .auc / .tpr@1%"
                     ),
                 ));
             };
@@ -479,6 +608,12 @@ impl StudySpec {
             return Err(bad(
                 path,
                 format!("avg_gap {k:?} is not one of the metrics columns"),
+            ));
+        }
+        if let Some(k) = self.labels.keys().find(|k| !metrics.contains(k)) {
+            return Err(bad(
+                path,
+                format!("labels {k:?} is not one of the metrics columns"),
             ));
         }
         match self.device.as_str() {
@@ -571,6 +706,96 @@ mod tests {
         }
     }
 
+    /// A study with a `[scales.ci]` table, as the paper-protocol studies have.
+    const SCALED: &str = "name = \"p\"\ncheckpoint = \"m.safetensors\"\ndata = \"d.npz\"\nforget = \"f.txt\"\n\
+        seeds = [0, 1, 2, 3, 4]\nmetrics = [\"forget_error\", \"mia.efficacy\", \"ra\", \"ta\"]\n\
+        labels = { forget_error = \"UA\", \"mia.efficacy\" = \"MIA-Efficacy\" }\n\
+        avg_gap_label = \"Avg. Disparity\"\n\
+        [evaluate]\nprobe_epochs = 100\npairs = 10\n\
+        [retrain]\nparams = { max_epochs = 182, lr = 0.1 }\n\
+        [[methods]]\nname = \"FT\"\nid = \"x.ft\"\nparams = { lr = 0.01, epochs = 10 }\n\
+        [[methods]]\nname = \"GA\"\nid = \"x.ga\"\nparams = { lr = 1e-4, epochs = 5 }\n\
+        [[attacks]]\nname = \"mia\"\nid = \"x.mia\"\n\
+        [scales.ci]\nseeds = [0]\nevaluate = { probe_epochs = 2 }\nretrain = { params = { max_epochs = 1 } }\n\
+        [scales.ci.methods.FT]\nparams = { epochs = 1, max_batches = 3 }\n\
+        [scales.ci.attacks.mia]\nbootstrap = 0\n";
+
+    #[test]
+    fn a_scale_changes_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), SCALED);
+        let full = StudySpec::load(&p).unwrap();
+        assert_eq!(full.name, "p");
+        assert_eq!(full.seeds, [0, 1, 2, 3, 4]);
+        assert_eq!(full.scales, None, "a loaded spec keeps no scales");
+        assert_eq!(full.labels["forget_error"], "UA");
+        let ci = StudySpec::load_scaled(&p, Some("ci")).unwrap();
+        assert_eq!(ci.name, "p-ci");
+        assert_eq!(ci.seeds, [0]);
+        // Tables merge key by key: the scale's keys change, the others stay.
+        assert_eq!((ci.evaluate.probe_epochs, ci.evaluate.pairs), (2, 10));
+        assert_eq!(
+            ci.retrain.params,
+            serde_json::json!({ "max_epochs": 1, "lr": 0.1 })
+        );
+        assert_eq!(
+            ci.methods[0].params,
+            serde_json::json!({ "lr": 0.01, "epochs": 1, "max_batches": 3 })
+        );
+        assert_eq!(ci.methods[1], full.methods[1], "GA is not in the scale");
+        assert_eq!(
+            (ci.attacks[0].bootstrap, full.attacks[0].bootstrap),
+            (0, 1000)
+        );
+        assert_eq!((&ci.metrics, &ci.labels), (&full.metrics, &full.labels));
+        assert_eq!(ci.avg_gap_label.as_deref(), Some("Avg. Disparity"));
+        assert_eq!(ci.checkpoint, full.checkpoint, "paths resolved as unscaled");
+    }
+
+    #[test]
+    fn scale_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                SCALED.to_string(),
+                "big",
+                "no [scales.big] table; the file has ci",
+            ),
+            (
+                SCALED.replace("scales.ci.methods.FT]", "scales.ci.methods.SCRUB]"),
+                "ci",
+                "scales.ci: methods.SCRUB: no [[methods]] entry is named \"SCRUB\"",
+            ),
+            (
+                SCALED.replace("seeds = [0]\n", "seeds = [0]\ncolour = 1\n"),
+                "ci",
+                "scales.ci: the scaled study is not valid: unknown field `colour`",
+            ),
+            (
+                SCALED.replace("seeds = [0]\n", "seeds = []\n"),
+                "ci",
+                "at least one seed",
+            ),
+            (
+                format!("{HEAD}[[methods]]\nname = \"A\"\nid = \"x\"\n"),
+                "ci",
+                "no [scales.<name>] tables",
+            ),
+            (
+                SCALED.replace("forget_error = \"UA\"", "ta_x = \"UA\""),
+                "ci",
+                "labels \"ta_x\" is not one of the metrics columns",
+            ),
+        ];
+        for (text, scale, want) in cases {
+            let p = write(dir.path(), &text);
+            let e = StudySpec::load_scaled(&p, Some(scale))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains("study.toml"), "{want}: {e}");
+        }
+    }
+
     #[test]
     fn metric_keys_parse() {
         assert_eq!(MetricKey::parse("ra"), Some(MetricKey::Ra));
@@ -581,6 +806,10 @@ mod tests {
         assert_eq!(
             MetricKey::parse("mia.efficacy").unwrap().label(),
             "mia efficacy"
+        );
+        assert_eq!(
+            MetricKey::parse("forget_error"),
+            Some(MetricKey::ForgetError)
         );
         assert_eq!(MetricKey::parse("mia.bogus"), None);
         assert_eq!(MetricKey::parse(".auc"), None);

@@ -125,6 +125,13 @@ pub struct ComparisonTable {
     pub rows: Vec<TableRow>,
     /// How the numbers were computed.
     pub notes: Vec<String>,
+    /// Heading of the Avg. Gap column ("Avg. Disparity" in the DAU paper).
+    #[serde(default = "default_avg_gap_label")]
+    pub avg_gap_label: String,
+}
+
+fn default_avg_gap_label() -> String {
+    "Avg. Gap".into()
 }
 
 /// One row's raw results: per seed, its metrics (unscaled, by key) and run time.
@@ -288,6 +295,7 @@ pub fn build_table(title: String, columns: Vec<Column>, rows: Vec<RowInput>) -> 
         ],
         columns,
         rows: out,
+        avg_gap_label: default_avg_gap_label(),
     }
 }
 
@@ -345,7 +353,7 @@ impl ComparisonTable {
     pub fn to_text(&self) -> String {
         let mut header = vec!["method".to_string()];
         header.extend(self.columns.iter().map(|c| c.label.clone()));
-        header.extend(["Avg. Gap".to_string(), "RTE (s)".to_string()]);
+        header.extend([self.avg_gap_label.clone(), "RTE (s)".to_string()]);
         let has_tow = self.rows.iter().any(|r| r.tow.is_some());
         let has_tow_mia = self.rows.iter().any(|r| r.tow_mia.is_some());
         if has_tow {
@@ -479,6 +487,18 @@ impl ComparisonTable {
             out.push('\n');
         }
         out
+    }
+
+    /// The table with its Avg. Gap column headed `label` (a paper's name for
+    /// it, e.g. "Avg. Disparity"), in the heading and the notes.
+    pub fn with_avg_gap_label(mut self, label: &str) -> ComparisonTable {
+        for n in &mut self.notes {
+            if let Some(rest) = n.strip_prefix(&format!("{} =", self.avg_gap_label)) {
+                *n = format!("{label} ={rest}");
+            }
+        }
+        self.avg_gap_label = label.to_string();
+        self
     }
 
     /// The table without run times: what must be identical when a study is
@@ -629,6 +649,71 @@ mod tests {
         assert!(close(o.cells[0].gap, 5.0));
         assert!(close(o.avg_gap, 2.5)); // (5 + 0) / 2
         assert!(!o.avg_gap_best && !o.cells.iter().any(|c| c.best));
+    }
+
+    /// The Alignment Calibration layout (FS, EMIA, RA, TA, UA, CMIA; Avg. Gap
+    /// over the five after FS, as its Table 1) on the first rows of that
+    /// table (MoCo, 10 %): Fine-Tune's printed Avg. Gap is 1.74.
+    #[test]
+    fn avg_gap_over_a_chosen_column_set_matches_the_paper_by_hand() {
+        let fs = Column {
+            scale: 1.0,
+            decimals: 4,
+            ..col("fs", false)
+        };
+        let mut cols = vec![fs];
+        cols.extend(["emia.efficacy", "ra", "ta", "ua", "cmia.efficacy"].map(|k| col(k, true)));
+        let pct = |fs: f64, v: [f64; 5]| -> Vec<(&'static str, f64)> {
+            let mut out = vec![("fs", fs)];
+            for (k, x) in ["emia.efficacy", "ra", "ta", "ua", "cmia.efficacy"]
+                .into_iter()
+                .zip(v)
+            {
+                out.push((k, x / 100.0));
+            }
+            out
+        };
+        let t = build_table(
+            "AC".into(),
+            cols,
+            vec![
+                row(
+                    "Retrain",
+                    RowKind::Retrain,
+                    vec![run(
+                        0,
+                        &pct(0.0266, [49.72, 89.54, 87.76, 88.42, 34.38]),
+                        1.0,
+                    )],
+                ),
+                row(
+                    "FT",
+                    RowKind::Method,
+                    vec![run(
+                        0,
+                        &pct(0.0393, [50.15, 88.34, 86.46, 87.59, 29.42]),
+                        1.0,
+                    )],
+                ),
+            ],
+        )
+        .with_avg_gap_label("Avg. Gap (%)");
+        // Gaps 0.43, 1.20, 1.30, 0.83, 4.96: sum 8.72, mean 1.744 (printed 1.74);
+        // FS's gap 0.0127 is shown but not averaged.
+        let ft = &t.rows[1];
+        assert!(close(ft.avg_gap.map(|g| (g * 1e6).round() / 1e6), 1.744));
+        assert!((ft.cells[0].gap.unwrap() - 0.0127).abs() < 1e-12);
+        assert!(close(t.rows[0].avg_gap, 0.0), "Retrain's own Avg. Gap is 0");
+        let text = t.to_text();
+        assert!(
+            text.lines().nth(1).unwrap().contains("Avg. Gap (%)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Avg. Gap (%) = mean gap over EMIA.EFFICACY, RA, TA, UA, CMIA.EFFICACY"),
+            "{text}"
+        );
+        assert!(text.contains("1.74*"), "{text}");
     }
 
     #[test]

@@ -28,7 +28,8 @@ impl Plugin for Finetune {
         .description(
             "Trains the model on the retain set only for a few epochs, so what it learnt \
              from the forget set fades (catastrophic forgetting). Cross-entropy for \
-             classifiers, NT-Xent over two augmented views for encoders. Reference \
+             classifiers; for encoders the InfoNCE they were trained with (SimCLR NT-Xent, or \
+             MoCo's with a momentum encoder and a queue, as the checkpoint records). Reference \
              settings: lr 0.01, 10 epochs (OPTML Unlearn-Sparse); 0.003-0.03 for encoders \
              (Alignment Calibration).",
         )
@@ -53,6 +54,8 @@ impl Plugin for Finetune {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &self.prune)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;

@@ -26,8 +26,8 @@ impl Plugin for GradientAscent {
         )
         .description(
             "Steps up the gradient of the loss on the forget set only (SGD on the negated \
-             loss): cross-entropy for classifiers, NT-Xent over two augmented views for \
-             encoders. Fast, but unbounded: too many steps destroy the model. Reference \
+             loss): cross-entropy for classifiers; for encoders the InfoNCE they were trained \
+             with (SimCLR NT-Xent, or MoCo's with a momentum encoder and a queue). Fast, but unbounded: too many steps destroy the model. Reference \
              settings: lr 1e-4, 5 epochs (OPTML Unlearn-Sparse); 1e-6-1e-4 for encoders.",
         )
         .citation(
@@ -52,6 +52,8 @@ impl Plugin for GradientAscent {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &self.prune)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;

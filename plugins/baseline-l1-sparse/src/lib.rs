@@ -32,7 +32,7 @@ impl Plugin for L1Sparse {
         .description(
             "Fine-tunes on the retain set with an l1 penalty α_t·‖θ‖₁ whose coefficient \
              decays linearly from α to 0 over the first E − no_l1_epochs epochs (sparsity-\
-             aware unlearning). Cross-entropy for classifiers, NT-Xent for encoders. \
+             aware unlearning). Cross-entropy for classifiers; for encoders the InfoNCE they were trained with (SimCLR NT-Xent or MoCo). \
              Reference settings: lr 0.01, 10 epochs, α 5e-4 (1e-6-1e-3 for encoders).",
         )
         .citation(
@@ -68,6 +68,8 @@ impl Plugin for L1Sparse {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &self.prune)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;

@@ -41,9 +41,11 @@ impl Plugin for NegGrad {
             "Fine-tunes on batches mixing retain and forget examples (in proportion to the \
              split sizes), descending the retain loss and ascending the forget loss: \
              (Σ_retain ℓ − w·Σ_forget ℓ)/(n_r + n_f). Each mixed batch goes through the model \
-             once: cross-entropy for classifiers; for encoders one NT-Xent over the whole mixed \
-             batch (two augmented views, every other sample a negative), as the Alignment \
-             Calibration reference code computes it. Reference settings: 10 epochs, w = 1 \
+             once: cross-entropy for classifiers; for encoders one InfoNCE over the whole mixed \
+             batch, as the Alignment Calibration reference code computes it: SimCLR NT-Xent \
+             (two augmented views, every other sample a negative) or, for a MoCo encoder, \
+             MoCo's InfoNCE (keys from a momentum encoder, negatives from a queue, the \
+             batch's keys enqueued). Reference settings: 10 epochs, w = 1 \
              (Alignment Calibration). See FIDELITY.md, NegGrad.",
         )
         .citation(
@@ -73,6 +75,8 @@ impl Plugin for NegGrad {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &self.prune)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;
@@ -119,7 +123,8 @@ impl Plugin for NegGrad {
             &before,
             json!({"method": "neggrad", "steps": trainer.steps(), "forget_weight": w,
                    "retain_batch": br, "forget_batch": bf,
-                   "objective": objective_name(&objective)}),
+                   "objective": objective_name(&objective),
+                   "objective_settings": objective.describe()}),
         )
     }
 }
@@ -131,9 +136,9 @@ fn objective_name(objective: &Objective) -> String {
             "(Σ_retain CE − w·Σ_forget CE)/n over one forward pass of each mixed batch".into()
         }
         ModelKind::Encoder { .. } => format!(
-            "(Σ_retain ℓ − w·Σ_forget ℓ)/n, ℓ the per-sample SimCLR NT-Xent (τ {}) of one \
-             InfoNCE over each mixed retain+forget batch",
-            objective.temperature
+            "(Σ_retain ℓ − w·Σ_forget ℓ)/n, ℓ the per-sample {} of one InfoNCE over each \
+             mixed retain+forget batch",
+            objective.loss_name()
         ),
     }
 }

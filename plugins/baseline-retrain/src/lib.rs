@@ -40,7 +40,9 @@ impl Plugin for Retrain {
              With recipe = original, the epochs, batch size, learning rate, optimiser (SGD \
              with momentum, or Adam), weight decay, schedule, augmentation and temperature \
              recorded in the checkpoint are used (the form's values fill what it does not record). Classifiers: \
-             cross-entropy; encoders: SimCLR NT-Xent. Form defaults: the OPTML original \
+             cross-entropy; encoders: the objective the checkpoint records (SimCLR NT-Xent, or \
+             MoCo InfoNCE with a momentum encoder and a queue of random unit vectors at the start, \
+             as lethe train), the summary's objective says which ran. Form defaults: the OPTML original \
              recipe (182 epochs, lr 0.1, ×0.1 at 50 %/75 %); Alignment Calibration retrains \
              encoders for 800 epochs at lr 0.06, cosine.",
         )
@@ -107,7 +109,11 @@ impl Plugin for Retrain {
         ctx.model_reinitialize(self.seed)?;
         tch::manual_seed(i64::try_from(self.seed).unwrap_or(i64::MAX));
         zero_pruned(&prep.params, &prep.masks)?;
+        // After the re-initialisation: a MoCo key encoder starts from the new
+        // weights and its queue from random keys, as MoCo's training does.
         let objective = prep.objective(&training);
+        objective.limit_queue(ctx)?;
+        ctx.info(&format!("retraining with {}", objective.loss_name()));
         let bs = optim.batch_size;
         let max = training.max_batches;
         let mut steps = steps_per_epoch(ctx, Split::Retain, bs, max)?;
@@ -154,7 +160,8 @@ impl Plugin for Retrain {
             "schedule": format!("{:?}", optim.schedule),
             "augment": training.augment,
             "drop_last": drop_last,
-            "temperature": training.temperature,
+            "temperature": objective.temperature,
+            "objective": objective.describe(),
             "steps": trainer.steps(),
             "retain_examples_seen": seen,
             "test_loss": test.map(|t| t.loss),

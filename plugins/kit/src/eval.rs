@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 /// Loss and accuracy on a split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
-    /// Mean loss per example (cross-entropy, or NT-Xent for encoders).
+    /// Mean loss per example (cross-entropy, or for encoders the objective's
+    /// InfoNCE, see [`Objective::measure_per_sample`]).
     pub loss: f64,
     /// Top-1 accuracy (classifiers only).
     pub accuracy: Option<f64>,
@@ -70,7 +71,10 @@ pub fn evaluate(
                             .f_mean(Kind::Float)?
                             .f_double_value(&[])?
                     }
-                    ModelKind::Encoder { .. } => objective.loss(ctx, x, y)?.f_double_value(&[])?,
+                    ModelKind::Encoder { .. } => objective
+                        .measure_per_sample(ctx, x, y)?
+                        .f_mean(Kind::Float)?
+                        .f_double_value(&[])?,
                 })
             },
         )
@@ -106,6 +110,9 @@ pub fn finish(
         _ => serde_json::Map::new(),
     };
     summary.insert("model_kind".into(), json!(objective.kind.name()));
+    summary
+        .entry("objective")
+        .or_insert_with(|| objective.describe());
     for (prefix, e) in [("forget_before", before), ("forget_after", &after)] {
         if let Value::Object(m) = e.to_json(prefix) {
             summary.extend(m);

@@ -3,6 +3,8 @@
 //! * [`model`]: is the job's model a classifier or an encoder ([`model_kind`]);
 //! * [`losses`]: cross-entropy and SimCLR NT-Xent, and [`Objective`], the loss a
 //!   method optimises on a batch whatever the model kind;
+//! * [`moco`]: MoCo's InfoNCE with a momentum encoder and a queue, for encoders
+//!   trained with MoCo;
 //! * [`optim`]: SGD with momentum, weight decay, learning-rate schedules and
 //!   per-parameter masks that keep masked weights bit-identical;
 //! * [`adam`]: Adam (PyTorch's rule) with the same masks, for models trained
@@ -36,6 +38,7 @@ pub mod importance;
 pub mod l1;
 pub mod losses;
 pub mod model;
+pub mod moco;
 pub mod optim;
 pub mod oracle;
 pub mod params;

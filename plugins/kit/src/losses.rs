@@ -1,9 +1,14 @@
-//! The losses the baselines optimise: cross-entropy for classifiers, SimCLR's
-//! NT-Xent (InfoNCE over two augmented views of a batch) for encoders.
+//! The losses the baselines optimise: cross-entropy for classifiers; for
+//! encoders the objective they were trained with, SimCLR's NT-Xent (InfoNCE over
+//! two augmented views of a batch) or MoCo's InfoNCE ([`crate::moco`]).
 
+use crate::moco::{Moco, in_batch_infonce_per_sample};
 use crate::model::ModelKind;
-use lethe_plugin_api::sdk::{Augment, HostContext, ModelHead, PluginError};
+use lethe_plugin_api::sdk::{Augment, HostContext, ModelHead, PluginError, Split};
 use lethe_plugin_api::tch::{Kind, Reduction, Tensor};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Mean cross-entropy of `logits` (`[B, C]`) against int64 `labels` (`[B]`).
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor, PluginError> {
@@ -52,23 +57,29 @@ pub fn nt_xent_per_sample(
 }
 
 /// The loss of a method on a batch, whatever the model: cross-entropy on the
-/// (optionally augmented) inputs for a classifier, NT-Xent between two augmented
-/// views for an encoder.
-#[derive(Debug, Clone, Copy)]
+/// (optionally augmented) inputs for a classifier; for an encoder, InfoNCE
+/// between two augmented views as it was trained: SimCLR's NT-Xent, or MoCo's
+/// InfoNCE against a momentum encoder's keys and a queue when [`Objective::moco`]
+/// is set (clones share that state).
+#[derive(Debug, Clone)]
 pub struct Objective {
     /// The model's kind.
     pub kind: ModelKind,
-    /// NT-Xent temperature (encoders).
+    /// InfoNCE temperature (encoders).
     pub temperature: f64,
     /// Whether a classifier sees augmented inputs.
     pub augment: bool,
     /// The augmentation recipe (inputs of a classifier, views of an encoder).
     pub recipe: Augment,
+    /// MoCo's key encoder and queue, for an encoder trained with MoCo.
+    pub moco: Option<Rc<RefCell<Moco>>>,
 }
 
 impl Objective {
-    /// Per-sample losses `[B]` of the batch; differentiable into the parameters
-    /// when the model is in train mode.
+    /// Per-sample losses `[B]` of a training step; differentiable into the
+    /// parameters when the model is in train mode. With MoCo this is a step of
+    /// MoCo's own: the key encoder takes its momentum step and the batch's keys
+    /// enter the queue (measurements use [`Objective::measure_per_sample`]).
     pub fn per_sample(
         &self,
         ctx: &mut HostContext,
@@ -80,9 +91,104 @@ impl Objective {
             ModelKind::Encoder { head } => {
                 let v1 = ctx.augment(x, self.recipe)?;
                 let v2 = ctx.augment(x, self.recipe)?;
-                let z1 = ctx.model_forward(head, &v1)?;
-                let z2 = ctx.model_forward(head, &v2)?;
-                nt_xent_per_sample(&z1, &z2, self.temperature)
+                match &self.moco {
+                    None => {
+                        let z1 = ctx.model_forward(head, &v1)?;
+                        let z2 = ctx.model_forward(head, &v2)?;
+                        nt_xent_per_sample(&z1, &z2, self.temperature)
+                    }
+                    Some(moco) => {
+                        if !moco.borrow().has_queue() {
+                            self.limit_queue(ctx)?;
+                        }
+                        moco.borrow_mut()
+                            .step(|v| ctx.model_forward(head, v), &v1, &v2)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-sample losses `[B]` for a measurement (before/after losses,
+    /// per-sample gradients): [`Objective::per_sample`] without run state. MoCo
+    /// encoders: InfoNCE of the model's queries against its own (detached) keys,
+    /// the batch's other keys the negatives, neither the momentum encoder nor the
+    /// queue used or changed, so numbers taken before and after a run compare.
+    pub fn measure_per_sample(
+        &self,
+        ctx: &mut HostContext,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<Tensor, PluginError> {
+        match (self.kind, &self.moco) {
+            (ModelKind::Encoder { head }, Some(_)) => {
+                let v1 = ctx.augment(x, self.recipe)?;
+                let v2 = ctx.augment(x, self.recipe)?;
+                let q = ctx.model_forward(head, &v1)?;
+                let k = ctx.model_forward(head, &v2)?.f_detach()?;
+                in_batch_infonce_per_sample(&q, &k, self.temperature)
+            }
+            _ => self.per_sample(ctx, x, y),
+        }
+    }
+
+    /// Caps a MoCo queue that does not exist yet at the retain set's size, as
+    /// `lethe train` caps it at its training set's (the first training step
+    /// does it otherwise); nothing for other objectives.
+    pub fn limit_queue(&self, ctx: &mut HostContext) -> Result<(), PluginError> {
+        if let Some(moco) = &self.moco {
+            let n = ctx.data_len(Split::Retain)?.unwrap_or(0);
+            moco.borrow_mut()
+                .limit_capacity(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    /// Fills a MoCo queue with keys of shuffled, augmented `split` samples at
+    /// the current weights (see [`Moco::fill`]); nothing for other objectives.
+    /// Unlearning methods start from a trained model, whose queue held keys of
+    /// training samples; a retrain starts from a random queue, as MoCo does.
+    pub fn fill_queue(
+        &self,
+        ctx: &mut HostContext,
+        split: Split,
+        batch_size: u32,
+    ) -> Result<(), PluginError> {
+        match (self.kind, &self.moco) {
+            (ModelKind::Encoder { head }, Some(moco)) => {
+                moco.borrow_mut()
+                    .fill(ctx, head, self.recipe, split, batch_size)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The objective for the summary: `{"loss": "cross_entropy" |
+    /// "simclr_nt_xent" | "moco_infonce", "temperature", …}` (MoCo adds its
+    /// momentum, queue size and queue start).
+    pub fn describe(&self) -> Value {
+        match (self.kind, &self.moco) {
+            (ModelKind::Classifier { .. }, _) => json!({"loss": "cross_entropy"}),
+            (ModelKind::Encoder { .. }, None) => {
+                json!({"loss": "simclr_nt_xent", "temperature": self.temperature})
+            }
+            (ModelKind::Encoder { .. }, Some(m)) => m.borrow().describe(),
+        }
+    }
+
+    /// The loss in words, for summaries and logs.
+    pub fn loss_name(&self) -> String {
+        match (self.kind, &self.moco) {
+            (ModelKind::Classifier { .. }, _) => "cross-entropy".into(),
+            (ModelKind::Encoder { .. }, None) => {
+                format!("SimCLR NT-Xent (τ {})", self.temperature)
+            }
+            (ModelKind::Encoder { .. }, Some(m)) => {
+                let d = m.borrow().describe();
+                format!(
+                    "MoCo InfoNCE (τ {}, key momentum {}, queue {})",
+                    self.temperature, d["momentum"], d["queue_size"]
+                )
             }
         }
     }

@@ -125,10 +125,9 @@ pub fn training(d: Descriptor) -> Descriptor {
             .help("Classifiers: train on augmented inputs (the model's training recipe). Encoders always see two augmented views."),
     )
     .param(
-        ParamSpec::float("temperature", "InfoNCE temperature", 0.01, 10.0, 0.5)
-            .log_scale()
+        ParamSpec::float("temperature", "InfoNCE temperature", 0.0, 10.0, 0.0)
             .group("Encoders")
-            .help("NT-Xent temperature for encoders (SimCLR: 0.5)."),
+            .help("Encoders: the InfoNCE temperature; 0: the one the checkpoint records, else SimCLR's 0.5 or MoCo's 0.1. The objective follows the recorded task: SimCLR NT-Xent, or MoCo InfoNCE with a momentum encoder (0.99) and a queue (4096)."),
     )
     .param(
         ParamSpec::int("max_batches", "Batches per epoch", 0, 1_000_000, 0)
@@ -142,7 +141,7 @@ pub fn training(d: Descriptor) -> Descriptor {
 pub struct Training {
     /// Augment classifier inputs.
     pub augment: bool,
-    /// NT-Xent temperature.
+    /// InfoNCE temperature (0: the checkpoint's, else the task's default).
     pub temperature: f64,
     /// Batches per epoch (0: all).
     pub max_batches: usize,

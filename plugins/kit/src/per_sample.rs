@@ -1,8 +1,8 @@
 //! Gradients of single examples' losses, for curvature estimates (Fisher,
 //! WoodFisher). Classifiers: each example through the model alone, so the
 //! gradient is exactly that of its own cross-entropy. Encoders: InfoNCE needs the
-//! rest of the batch as negatives, so each example's loss is its NT-Xent term
-//! within the batch, differentiated separately.
+//! rest of the batch as negatives, so each example's loss is its InfoNCE term
+//! within the batch ([`Objective::measure_per_sample`]), differentiated separately.
 
 use crate::flat::grad_flat;
 use crate::losses::{Objective, cross_entropy};
@@ -36,7 +36,7 @@ where
             }
         }
         ModelKind::Encoder { .. } => {
-            let losses = objective.per_sample(ctx, x, y)?;
+            let losses = objective.measure_per_sample(ctx, x, y)?;
             for i in 0..n {
                 each(grad_flat(&losses.f_get(i)?, params, i + 1 < n)?)?;
             }

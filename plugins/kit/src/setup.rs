@@ -2,6 +2,7 @@
 //! take its parameters, read its training recipe, prune if asked.
 
 use crate::losses::Objective;
+use crate::moco::{EncoderTask, Moco, resolve_temperature};
 use crate::model::{ModelKind, model_kind};
 use crate::optim::Masks;
 use crate::params::{Prune, Training};
@@ -9,6 +10,8 @@ use crate::prune::magnitude_prune;
 use lethe_plugin_api::sdk::{Augment, HostContext, PluginError};
 use lethe_plugin_api::tch::{self, Tensor};
 use serde_json::{Map, Value, json};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// What [`prepare`] found and did.
 #[derive(Debug)]
@@ -25,21 +28,40 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The objective for this model: cross-entropy or NT-Xent, with the
-    /// augmentation recipe the model was trained with (encoders whose checkpoint
-    /// records none get the SimCLR recipe, since InfoNCE needs strong views).
+    /// The objective for this model: cross-entropy, or for an encoder the one
+    /// its checkpoint records it was trained with (`task`: MoCo's InfoNCE with
+    /// a momentum encoder and a queue over [`Prepared::params`] as they are when
+    /// training starts, else SimCLR's NT-Xent), with the augmentation recipe the
+    /// model was trained with (encoders whose checkpoint records none get the
+    /// SimCLR recipe, since InfoNCE needs strong views). The temperature is the
+    /// form's when positive, else the recorded one, else the task's default
+    /// (SimCLR 0.5, MoCo 0.1).
     pub fn objective(&self, training: &Training) -> Objective {
         let recorded = self.recipe.get("augment").is_some_and(|a| !a.is_null());
         let recipe = match self.kind {
             ModelKind::Encoder { .. } if !recorded => Augment::Contrastive,
             _ => Augment::Training,
         };
+        let task = self.encoder_task();
+        let (temperature, _) = resolve_temperature(training.temperature, &self.recipe, task);
+        let moco = match (self.kind, task) {
+            (ModelKind::Encoder { .. }, EncoderTask::Moco) => {
+                Some(Rc::new(RefCell::new(Moco::new(&self.params, temperature))))
+            }
+            _ => None,
+        };
         Objective {
             kind: self.kind,
-            temperature: training.temperature,
+            temperature,
             augment: training.augment,
             recipe,
+            moco,
         }
+    }
+
+    /// The contrastive task the checkpoint records (SimCLR when none).
+    pub fn encoder_task(&self) -> EncoderTask {
+        EncoderTask::of_recipe(&self.recipe)
     }
 }
 

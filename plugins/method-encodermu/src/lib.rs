@@ -65,8 +65,9 @@ impl Plugin for EncoderMu {
             .description(
                 "Gradient-penalty unlearning for contrastive encoders and classifiers: a few \
                  epochs over the forget set minimising α·L_member + β·L_GP + γ·L_norm. \
-                 L_member is the model's training loss on member (forget) data (NT-Xent over \
-                 two augmented views for encoders, cross-entropy for classifiers) and keeps the \
+                 L_member is the model's training loss on member (forget) data (the InfoNCE the \
+                 encoder was trained with: SimCLR NT-Xent, or MoCo's with a momentum encoder \
+                 and a queue; cross-entropy for classifiers) and keeps the \
                  model from collapsing; L_GP is the WGAN-GP penalty mean((‖∇_z D(z)‖₂ − 1)²) \
                  with the model itself as the critic D (gradient of the sum of its outputs) at \
                  points z interpolated between forget and non-member inputs, which makes \
@@ -179,6 +180,8 @@ impl Plugin for EncoderMu {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &Prune::NONE)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let head = self.output.head(prep.kind);
         let non_member = self.non_member_split;
         match ctx.data_len(non_member)? {

@@ -98,6 +98,7 @@ fn checkpoint_file(dir: &Path, name: &str, trained: bool, original: Option<&Path
             hidden: Vec::new(),
             train: recipe(),
             temperature: 0.5,
+            prune: None,
             out: dir.join(name),
             overwrite: false,
         };

@@ -513,6 +513,75 @@ fn pruning_at_95_percent_keeps_the_pruned_weights_at_zero_through_the_method() {
     assert!(moved > (total / 40), "{moved}");
 }
 
+/// A sparse original keeps its pruned weights at zero through methods that
+/// know nothing of sparsity (issue 18, item 10): fine-tuning, Fisher
+/// forgetting's noise (added to every weight directly, no forward pass after
+/// it) and the Contrastive Unlearning paper method, each on the tiny MLP with
+/// 90 % of its weights pruned by OMP. The host re-imposes the mask; without it
+/// every one of these moves the pruned weights.
+#[test]
+fn a_sparse_original_keeps_its_zeros_through_methods_that_know_nothing_of_sparsity() {
+    use lethe_engine::train::prune::PruneScope;
+    let cases = [
+        (
+            baseline_library("finetune"),
+            "org.lethe.baseline.finetune",
+            json!({"lr": 0.5, "epochs": 2, "batch_size": 8, "augment": false}),
+        ),
+        (
+            baseline_library("fisher"),
+            "org.lethe.baseline.fisher",
+            json!({"alpha": 1e-3, "samples": 8, "batch_size": 8}),
+        ),
+        (
+            plugin_library("lethe_method_contrastive_unlearning"),
+            "org.lethe.method.contrastive-unlearning",
+            json!({"lr": 0.5, "epochs": 2, "batch_size": 8, "early_stop": false,
+                   "augment": false}),
+        ),
+    ];
+    for (library, id, params) in cases {
+        let (job, _, _) = in_process::tiny_job_pruned(id, Some((0.9, PruneScope::Weights)));
+        let before = parameters(&job.original);
+        job.run_plugin(&library, id, params);
+        let after = parameters(&job.artifact("model"));
+        let (mut pruned, mut kept_moved, mut total) = (0i64, 0i64, 0i64);
+        for ((name, b), (_, a)) in before.iter().zip(&after) {
+            if b.dim() < 2 {
+                continue;
+            }
+            total += b.numel() as i64;
+            let zero = b.eq(0.0);
+            pruned += zero.sum(Kind::Int64).int64_value(&[]);
+            let nonzero_after = a
+                .ne(0.0)
+                .logical_and(&zero)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            assert_eq!(
+                nonzero_after, 0,
+                "{id}: {nonzero_after} pruned weights of {name} moved"
+            );
+            kept_moved += a
+                .ne_tensor(b)
+                .logical_and(&zero.logical_not())
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+        }
+        // 0.9 of the 64·16 + 16·3 weights, round half to even.
+        assert_eq!(total, 1072);
+        assert_eq!(pruned, 965, "{id}");
+        assert!(kept_moved > 0, "{id} did not train the kept weights");
+        let kept: Value =
+            serde_json::from_slice(&std::fs::read(job.artifact("sparsity")).unwrap()).unwrap();
+        eprintln!("{id}: {kept}");
+        assert_eq!(kept["pruned_weights"], 965);
+        assert_eq!(kept["nonzero_pruned_weights"], 0);
+        assert!(kept["reset_weights"].as_i64().unwrap() > 0, "{id}: {kept}");
+        assert_eq!(kept["original"]["rule"], "omp");
+    }
+}
+
 mod in_process {
     //! White-box checks: a baseline plugin loaded into this process over
     //! [`EngineServices`], so the test can see what the host served.
@@ -521,6 +590,7 @@ mod in_process {
     use lethe_engine::models::{ArchConfig, BackboneConfig, HeadConfig};
     use lethe_engine::plugin_host::PluginLibrary;
     use lethe_engine::plugin_host::services::{EngineServices, JobInfo, SplitPositions};
+    use lethe_engine::train::prune::PruneScope;
 
     pub struct Job {
         pub _dir: tempfile::TempDir,
@@ -530,9 +600,14 @@ mod in_process {
 
     impl Job {
         pub fn run(&self, method: &str, params: Value) {
-            let lib = PluginLibrary::load(&baseline_library(method)).unwrap();
             let id = format!("org.lethe.baseline.{method}");
-            let mut inst = lib.create(&id, &params, self.services.clone()).unwrap();
+            self.run_plugin(&baseline_library(method), &id, params);
+        }
+
+        /// Runs method `id` of the plugin `library`.
+        pub fn run_plugin(&self, library: &Path, id: &str, params: Value) {
+            let lib = PluginLibrary::load(library).unwrap();
+            let mut inst = lib.create(id, &params, self.services.clone()).unwrap();
             inst.run().unwrap();
         }
 
@@ -604,6 +679,15 @@ mod in_process {
     /// A tiny problem: 40 random 1×8×8 images in 3 classes, an MLP 64→16→3
     /// (1091 weights), forget rows 0..8, retain 8..32, test 32..40.
     pub fn tiny_job(method: &str) -> (Job, Tensor, Tensor) {
+        tiny_job_pruned(method, None)
+    }
+
+    /// [`tiny_job`] over the original pruned by OMP (`prune`: ratio and scope)
+    /// as `lethe unlearn --prune-ratio` prunes it: a sparse original.
+    pub fn tiny_job_pruned(
+        method: &str,
+        prune: Option<(f64, PruneScope)>,
+    ) -> (Job, Tensor, Tensor) {
         let dir = tempfile::tempdir().unwrap();
         tch::manual_seed(11);
         let x =
@@ -629,7 +713,7 @@ mod in_process {
         tch::manual_seed(5);
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let _model = Model::new(&vs.root(), &arch).unwrap();
-        let original = dir.path().join("original.safetensors");
+        let mut original = dir.path().join("original.safetensors");
         checkpoint::save(
             &original,
             &vs,
@@ -637,6 +721,11 @@ mod in_process {
             false,
         )
         .unwrap();
+        if let Some((ratio, scope)) = prune {
+            let sparse = dir.path().join("sparse.safetensors");
+            lethe_engine::jobs::train::prune_checkpoint(&original, &sparse, ratio, scope).unwrap();
+            original = sparse;
+        }
         let splits = SplitPositions {
             forget: Some((0..8).collect()),
             retain: Some((8..32).collect()),

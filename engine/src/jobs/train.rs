@@ -15,6 +15,7 @@ use crate::models::{ArchConfig, BackboneConfig, HeadConfig, Model};
 use crate::models::{KeyQueue, MomentumEncoder};
 use crate::train::contrastive::{MocoConfig, train_moco, train_simclr};
 use crate::train::probe::{extract, train_linear_probe};
+use crate::train::prune::{Mask, PruneRecipe, SPARSITY_NOTE, Sparsity};
 use crate::train::supervised::{evaluate, train_classifier};
 use crate::train::{Flow, Schedule, TrainConfig, TrainEvent};
 
@@ -76,6 +77,11 @@ pub struct TrainJob {
     pub train: TrainConfig,
     /// Contrastive temperature (SimCLR 0.5, MoCo 0.1 in the papers).
     pub temperature: f64,
+    /// Make a sparse model: after the dense training, prune by OMP and retrain
+    /// with the mask fixed (see [`crate::train::prune`]). Older records have no
+    /// such field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneRecipe>,
     /// Where to write the checkpoint (never overwritten unless `overwrite`).
     pub out: PathBuf,
     /// Replace an existing output file.
@@ -100,8 +106,12 @@ pub struct TrainOutcome {
     pub checkpoint: PathBuf,
     /// Its architecture.
     pub arch: ArchConfig,
-    /// Accuracy per split.
+    /// Accuracy per split (of the sparse model when pruned).
     pub accuracy: SplitAccuracy,
+    /// The dense model's accuracy before pruning, when pruned.
+    pub dense_accuracy: Option<SplitAccuracy>,
+    /// What pruning did, when pruned.
+    pub sparsity: Option<Sparsity>,
     /// Mean loss of the last epoch.
     pub final_loss: f64,
     /// Training throughput.
@@ -231,36 +241,175 @@ pub fn run_train_job(
     let dataset = data::load(&job.data)?;
     let split = split_of(&dataset, job.train.seed)?;
     let arch = arch_for(job.backbone, &job.hidden, job.task, &dataset)?;
+    if let Some(p) = &job.prune {
+        p.validate(job.train.epochs)?;
+    }
     let (x_train, y_train) = subset_images(&dataset, &split.train)?;
     tch::manual_seed(job.train.seed as i64);
     let vs = VarStore::new(device);
     let model = Model::new(&vs.root(), &arch)?;
-    let summary = match job.task {
-        Task::Classifier => {
-            train_classifier(&model, &vs, &x_train, &y_train, &job.train, on_event)?
+    let train = |cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> Flow| {
+        fit(job, cfg, &model, &vs, &arch, &x_train, &y_train, on_event)
+    };
+    let Some(recipe) = &job.prune else {
+        let summary = train(&job.train, on_event)?;
+        return finish(
+            job, &model, &vs, arch, &dataset, &split, device, summary, None,
+        );
+    };
+    if !trainable(&vs).iter().any(|(_, p)| recipe.scope.covers(p)) {
+        // Said now, not after the dense training.
+        Mask::omp(&[], recipe.ratio, recipe.scope)?;
+    }
+    // The reference's `rewind_lt`: the weights (and batch-norm statistics)
+    // after this dense epoch are what the sparse model is retrained from.
+    let mut rewind: Option<Vec<(String, Tensor)>> = None;
+    let dense_summary = train(&job.train, &mut |e: &TrainEvent| {
+        if recipe.rewind_epoch > 0 && e.epoch == recipe.rewind_epoch && e.step == e.steps {
+            rewind = Some(
+                vs.variables()
+                    .into_iter()
+                    .map(|(n, t)| (n, t.detach().copy()))
+                    .collect(),
+            );
         }
-        Task::Simclr => train_simclr(&model, &vs, &x_train, job.temperature, &job.train, on_event)?,
+        on_event(e)
+    })?;
+    if dense_summary.stopped {
+        // A dense model saved under a recipe that says sparse would mislead.
+        return Err(JobError::Invalid(
+            "training was stopped before pruning; nothing was saved".into(),
+        ));
+    }
+    let dense_accuracy = measure(&model, &dataset, &split, job, device)?;
+    // The mask is chosen on the trained weights, then (rewinding) laid on the
+    // earlier ones, as `main_imp.py` prunes, reloads the rewind weights and
+    // re-applies the mask.
+    let (mask, mut record) = Mask::omp(&trainable(&vs), recipe.ratio, recipe.scope)?;
+    if recipe.rewind_epoch > 0 {
+        let Some(saved) = rewind else {
+            return Err(JobError::Invalid(format!(
+                "dense training ended before rewind epoch {}",
+                recipe.rewind_epoch
+            )));
+        };
+        let mut ours = vs.variables();
+        tch::no_grad(|| -> Result<(), JobError> {
+            for (name, t) in &saved {
+                if let Some(v) = ours.get_mut(name) {
+                    v.f_copy_(t)?;
+                }
+            }
+            Ok(())
+        })?;
+        mask.reimpose()?;
+    }
+    record.rewind_epoch = recipe.rewind_epoch;
+    record.retrain_epochs = recipe.retrain_epochs;
+    // Retraining: the dense recipe for `retrain_epochs`, every update followed
+    // by the mask, so each forward pass sees the pruned weights at zero (the
+    // reference keeps them there by `weight_orig * weight_mask`).
+    let cfg = TrainConfig {
+        epochs: recipe.retrain_epochs,
+        ..job.train.clone()
+    };
+    let mut failed = None;
+    let summary = train(&cfg, &mut |e: &TrainEvent| match mask.reimpose() {
+        Ok(_) => on_event(e),
+        Err(err) => {
+            failed = Some(err);
+            Flow::Stop
+        }
+    })?;
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    let sparse = Sparse {
+        record,
+        dense_accuracy,
+    };
+    finish(
+        job,
+        &model,
+        &vs,
+        arch,
+        &dataset,
+        &split,
+        device,
+        summary,
+        Some(sparse),
+    )
+}
+
+/// The trainable parameters by name, sorted (the order the plugin host lists
+/// them in).
+fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// What pruning made of the model, for its provenance.
+struct Sparse {
+    record: Sparsity,
+    dense_accuracy: SplitAccuracy,
+}
+
+/// Trains `model` by `job`'s objective with `cfg`.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    job: &TrainJob,
+    cfg: &TrainConfig,
+    model: &Model,
+    vs: &VarStore,
+    arch: &ArchConfig,
+    x_train: &Tensor,
+    y_train: &Tensor,
+    on_event: &mut dyn FnMut(&TrainEvent) -> Flow,
+) -> Result<crate::train::TrainSummary, JobError> {
+    Ok(match job.task {
+        Task::Classifier => train_classifier(model, vs, x_train, y_train, cfg, on_event)?,
+        Task::Simclr => train_simclr(model, vs, x_train, job.temperature, cfg, on_event)?,
         Task::Moco => {
             let moco = MocoConfig {
                 temperature: job.temperature,
                 ..MocoConfig::default()
             };
-            let mut key = MomentumEncoder::new(&vs, &arch, moco.momentum)?;
-            let queue_len = 4096.min(split.train.len() as i64);
-            let mut queue = KeyQueue::new(queue_len, arch.out_dim(), device)?;
+            let mut key = MomentumEncoder::new(vs, arch, moco.momentum)?;
+            let queue_len = 4096.min(x_train.size()[0]);
+            let mut queue = KeyQueue::new(queue_len, arch.out_dim(), vs.device())?;
             train_moco(
-                &model,
-                &vs,
+                model,
+                vs,
                 &mut key,
                 &mut queue,
-                &x_train,
+                x_train,
                 moco.temperature,
-                &job.train,
+                cfg,
                 on_event,
             )?
         }
-    };
-    let accuracy = measure(&model, &dataset, &split, job, device)?;
+    })
+}
+
+/// Measures, records and saves the trained model.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    job: &TrainJob,
+    model: &Model,
+    vs: &VarStore,
+    arch: ArchConfig,
+    dataset: &Dataset,
+    split: &Split,
+    device: Device,
+    summary: crate::train::TrainSummary,
+    sparse: Option<Sparse>,
+) -> Result<TrainOutcome, JobError> {
+    let accuracy = measure(model, dataset, split, job, device)?;
     let mut meta = CheckpointMeta::new(
         Some(arch.clone()),
         Some(format!("lethe train ({:?})", job.task)),
@@ -276,15 +425,56 @@ pub fn run_train_job(
         serde_json::to_string(&accuracy).unwrap_or_default(),
     );
     notes.insert("device".into(), format!("{device:?}"));
-    checkpoint::save(&job.out, &vs, &meta, job.overwrite)?;
+    if let Some(s) = &sparse {
+        notes.insert(
+            SPARSITY_NOTE.into(),
+            serde_json::to_string(&s.record).unwrap_or_default(),
+        );
+        notes.insert(
+            "dense_accuracy".into(),
+            serde_json::to_string(&s.dense_accuracy).unwrap_or_default(),
+        );
+    }
+    checkpoint::save(&job.out, vs, &meta, job.overwrite)?;
+    let (sparsity, dense_accuracy) = match sparse {
+        Some(s) => (Some(s.record), Some(s.dense_accuracy)),
+        None => (None, None),
+    };
     Ok(TrainOutcome {
         checkpoint: job.out.clone(),
         arch,
         accuracy,
+        dense_accuracy,
+        sparsity,
         final_loss: summary.final_loss,
         samples_per_sec: summary.samples_per_sec,
         seconds: summary.seconds,
     })
+}
+
+/// Prunes the model in `src` by OMP (no retraining) and saves it to `dst`
+/// (never replacing a file) with `src`'s provenance and the pruning record
+/// under [`SPARSITY_NOTE`]: what `lethe unlearn --prune-ratio` unlearns.
+pub fn prune_checkpoint(
+    src: &Path,
+    dst: &Path,
+    ratio: f64,
+    scope: crate::train::prune::PruneScope,
+) -> Result<Sparsity, JobError> {
+    let loaded = checkpoint::load_model(src, Device::Cpu, &checkpoint::LoadOptions::default())?;
+    let (_, record) = Mask::omp(&trainable(&loaded.vs), ratio, scope)?;
+    let mut meta = loaded
+        .meta
+        .unwrap_or_else(|| CheckpointMeta::new(Some(loaded.arch.clone()), None));
+    meta.arch = Some(loaded.arch);
+    let notes = &mut meta.provenance.notes;
+    notes.insert(
+        SPARSITY_NOTE.into(),
+        serde_json::to_string(&record).unwrap_or_default(),
+    );
+    notes.insert("pruned_from".into(), src.display().to_string());
+    checkpoint::save(dst, &loaded.vs, &meta, false)?;
+    Ok(record)
 }
 
 fn measure(
@@ -377,6 +567,100 @@ mod tests {
         let model = Model::new(&vs.root(), &arch).unwrap();
         let out = tch::nn::ModuleT::forward_t(&model, &rgb.to_float(), false);
         assert_eq!(out.size(), vec![2, arch.out_dim()]);
+    }
+
+    /// Issue 18 item 10: `lethe train --prune-ratio 0.95` trains dense, prunes by
+    /// OMP, rewinds and retrains with the mask fixed; the checkpoint has exactly
+    /// the requested sparsity in the pruned layers, records the rule and both
+    /// accuracies, and the retrained (not merely pruned) model is what it saves.
+    #[test]
+    fn a_sparse_original_is_trained_pruned_and_retrained_with_the_mask_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/demo/mnist10k-2k.npz");
+        let out = dir.path().join("sparse.safetensors");
+        let job = TrainJob {
+            data: data.clone(),
+            backbone: Backbone::Mlp,
+            task: Task::Classifier,
+            hidden: vec![32],
+            train: TrainConfig {
+                epochs: 2,
+                batch_size: 64,
+                lr: 0.05,
+                ..TrainConfig::default()
+            },
+            temperature: 0.5,
+            prune: Some(PruneRecipe {
+                ratio: 0.95,
+                scope: crate::train::prune::PruneScope::Weights,
+                rewind_epoch: 1,
+                retrain_epochs: 2,
+            }),
+            out: out.clone(),
+            overwrite: false,
+        };
+        let mut epochs = Vec::new();
+        let outcome = run_train_job(&job, Device::Cpu, &mut |e: &TrainEvent| {
+            if e.step == e.steps {
+                epochs.push(e.epoch);
+            }
+            Flow::Continue
+        })
+        .unwrap();
+        // Two dense epochs, then two of retraining.
+        assert_eq!(epochs, vec![1, 2, 1, 2]);
+        let record = outcome.sparsity.clone().unwrap();
+        let dense = outcome.dense_accuracy.clone().unwrap();
+        eprintln!(
+            "dense test accuracy {:.4}, sparse (95 %, retrained) {:.4}",
+            dense.test, outcome.accuracy.test
+        );
+        // 784·32 + 32·10 weights; round(0.95 · 25408) = 24138 (24137.6).
+        assert_eq!(record.prunable, 25_408);
+        assert_eq!(record.pruned, 24_138);
+        assert_eq!(record.rule, "omp");
+        assert_eq!((record.rewind_epoch, record.retrain_epochs), (1, 2));
+        let loaded = checkpoint::load_model(&out, Device::Cpu, &Default::default()).unwrap();
+        let params = trainable(&loaded.vs);
+        let mut zeros = 0;
+        for (name, p) in &params {
+            let z = p.eq(0.0).sum(tch::Kind::Int64).int64_value(&[]);
+            if p.dim() >= 2 {
+                assert!(record.layers.contains(name), "{name} not recorded");
+                zeros += z;
+            } else {
+                assert_eq!(z, 0, "{name}: a bias was pruned");
+            }
+        }
+        assert_eq!(
+            zeros, record.pruned,
+            "the saved model is not exactly 95 % sparse"
+        );
+        // Both accuracies are recorded; the retrained sparse MLP still learns.
+        let meta = loaded.meta.unwrap();
+        let notes = &meta.provenance.notes;
+        let saved: Sparsity = serde_json::from_str(&notes[SPARSITY_NOTE]).unwrap();
+        assert_eq!(saved, record);
+        let acc: SplitAccuracy = serde_json::from_str(&notes["accuracy"]).unwrap();
+        let dense_saved: SplitAccuracy = serde_json::from_str(&notes["dense_accuracy"]).unwrap();
+        assert_eq!(acc.test, outcome.accuracy.test);
+        assert_eq!(dense_saved.test, dense.test);
+        assert!(acc.test > 0.5, "sparse test accuracy {}", acc.test);
+        // The recipe the host hands to methods and shadow models carries it.
+        assert_eq!(meta.training_recipe()["prune"]["ratio"], 0.95);
+        // A scope the model lacks is refused before any training.
+        let conv = TrainJob {
+            prune: Some(PruneRecipe {
+                scope: crate::train::prune::PruneScope::Conv,
+                ..job.prune.clone().unwrap()
+            }),
+            out: dir.path().join("conv.safetensors"),
+            ..job.clone()
+        };
+        let err = run_train_job(&conv, Device::Cpu, &mut |_| Flow::Continue)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no convolution kernels"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod heap;
 pub mod losses;
 pub mod optim;
 pub mod probe;
+pub mod prune;
 pub mod supervised;
 
 pub use events::{Flow, TrainEvent, TrainSummary};

@@ -62,7 +62,23 @@ pub struct UnlearnArgs {
     /// The retrain cache folder (default: `.lethe-cache` beside the output folder).
     #[arg(long, requires = "reuse_retrain")]
     pub cache: Option<PathBuf>,
+    /// Prune the checkpoint right before unlearning, for any method: zero this
+    /// fraction of its weights by one-shot global magnitude pruning (OMP), with
+    /// no retraining, and unlearn the pruned copy (written to the output folder
+    /// as `pruned-original.safetensors`) with the pruned weights held at zero.
+    /// The papers' sparse setting retrains after pruning: make that original
+    /// with `lethe train --prune-ratio` instead.
+    #[arg(long, value_name = "FRACTION", conflicts_with = "reuse_retrain")]
+    pub prune_ratio: Option<f64>,
+    /// Which weights `--prune-ratio` prunes: `conv` (convolution kernels, as
+    /// the reference) or `weights` (every weight matrix and kernel).
+    #[arg(long, value_enum, default_value = "conv", requires = "prune_ratio")]
+    pub prune_scope: crate::cli::PruneScopeArg,
 }
+
+/// The pruned copy `lethe unlearn --prune-ratio` writes into its output folder
+/// and unlearns.
+pub const PRUNED_ORIGINAL: &str = "pruned-original.safetensors";
 
 /// What every `lethe unlearn` checks before starting work: its parameters as
 /// JSON, the resolved device, that the inputs exist, and the output folder
@@ -104,6 +120,36 @@ pub fn run(
     workspace: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let (params, device, out) = checked_request(&args, now)?;
+    // Pruned before the worker starts, so the worker sees a sparse original
+    // like any other and keeps its mask (see `EngineServices`).
+    let pruned = match args.prune_ratio {
+        Some(ratio) => {
+            let copy = out.join(PRUNED_ORIGINAL);
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let record = crate::jobs::train::prune_checkpoint(
+                &args.checkpoint,
+                &copy,
+                ratio,
+                args.prune_scope.into(),
+            )
+            .with_context(|| format!("pruning {} failed", args.checkpoint.display()))?;
+            eprintln!(
+                "unlearn: pruned {} of {} {} weights ({:.2} %) of {} by OMP into {}",
+                record.pruned,
+                record.prunable,
+                record.scope.name(),
+                100.0 * record.pruned as f64 / record.prunable.max(1) as f64,
+                args.checkpoint.display(),
+                copy.display()
+            );
+            Some((copy, record))
+        }
+        None => None,
+    };
+    let job_checkpoint = pruned
+        .as_ref()
+        .map_or_else(|| args.checkpoint.clone(), |(p, _)| p.clone());
     let workspace = crate::audit::jobs::workspace_for(workspace, Some(&out));
     let started = crate::audit::unix_now();
     // Absolute paths, so a report made from another folder still finds them.
@@ -171,6 +217,7 @@ pub fn run(
             "seed": args.seed,
             "device": device,
             "out": out,
+            "pruned_before_unlearning": pruned.as_ref().map(|(_, r)| r),
         }),
     };
     let audit_start = crate::audit::jobs::begin(&workspace, &entry).context(
@@ -180,7 +227,7 @@ pub fn run(
         library,
         id: args.method.clone(),
         params: params.clone(),
-        checkpoint: args.checkpoint.clone(),
+        checkpoint: job_checkpoint,
         data: args.data.clone(),
         forget: args.forget.clone(),
         train_rows: None,

@@ -44,6 +44,7 @@ use crate::checkpoint::{self, CheckpointMeta, LoadedModel};
 use crate::data::{Dataset, SplitMix64};
 use crate::models::{ArchConfig, Model};
 use crate::train::augment::{AugmentConfig, to_unit_float};
+use crate::train::prune::{Mask, SPARSITY_NOTE, Sparsity};
 
 /// Why a service call failed. The message is what the plugin reads from
 /// `last_error`, so it says what to do differently.
@@ -76,6 +77,9 @@ pub enum ServiceError {
     /// A call out of order (shadow logits before `prepare`).
     #[error("{0}")]
     BadState(String),
+    /// The sparse model's mask could not be read or kept.
+    #[error("pruning mask: {0}")]
+    Mask(#[from] crate::train::TrainError),
 }
 
 /// One of the job's data splits.
@@ -246,6 +250,10 @@ struct State {
     /// Every row each split's loaders have served, so a test can prove what a
     /// method never looked at (retraining must never see a forget row).
     served: HashMap<DataSplit, BTreeSet<i64>>,
+    /// A sparse original's pruned weights, held at zero by the host.
+    mask: Option<Mask>,
+    /// Pruned weights the method moved and the host set back to zero.
+    mask_resets: i64,
 }
 
 /// The model, data and result services of one job; pass it (in an `Arc`) to
@@ -268,6 +276,8 @@ pub struct EngineServices {
     sink: Option<EventSink>,
     /// The attacked checkpoint's metadata: where shadow models find the recipe.
     meta: Option<CheckpointMeta>,
+    /// The original's pruning record, when it is sparse.
+    sparsity: Option<Sparsity>,
     shadow: ShadowSettings,
     shadow_state: Mutex<shadow::ShadowState>,
 }
@@ -326,6 +336,15 @@ impl EngineServices {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
+        // A sparse original (its provenance records the pruning) keeps its zeros
+        // whatever the method does: the host re-imposes them before every forward
+        // pass, after a re-initialisation and before saving, as the reference's
+        // `weight_orig * weight_mask` does for every method it runs.
+        let sparsity = Sparsity::from_meta(model.meta.as_ref())?;
+        let mask = match &sparsity {
+            Some(record) => Some(Mask::from_zeros(&params, record)?),
+            None => None,
+        };
         let params = params
             .into_iter()
             .map(|(name, t)| (CString::new(name.replace('\0', "")).unwrap_or_default(), t))
@@ -356,6 +375,8 @@ impl EngineServices {
                 next_loader: 1,
                 written: Vec::new(),
                 served: HashMap::new(),
+                mask,
+                mask_resets: 0,
             }),
             arch: model.arch,
             device,
@@ -369,6 +390,7 @@ impl EngineServices {
             cancel: Arc::new(AtomicBool::new(false)),
             sink: None,
             meta,
+            sparsity,
             shadow: ShadowSettings::default(),
             shadow_state: Mutex::new(shadow::ShadowState::default()),
         })
@@ -426,6 +448,17 @@ impl EngineServices {
     /// Runs `f` on the model's `VarStore` (e.g. to compare weights after a run).
     pub fn with_var_store<R>(&self, f: impl FnOnce(&tch::nn::VarStore) -> R) -> R {
         f(&lock(&self.state).vs)
+    }
+
+    /// The original's pruning record, when it is a sparse model whose zeros the
+    /// host keeps.
+    pub fn sparsity(&self) -> Option<&Sparsity> {
+        self.sparsity.as_ref()
+    }
+
+    /// Pruned weights the method has moved so far, each set back to zero.
+    pub fn mask_resets(&self) -> i64 {
+        lock(&self.state).mask_resets
     }
 
     /// Whether the model is in train mode.
@@ -494,7 +527,8 @@ impl EngineServices {
                 input.kind()
             )));
         }
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        keep_mask(&mut state)?;
         let train = state.train;
         let run = |m: &Model| -> Result<Tensor, ServiceError> {
             Ok(match (head, m) {
@@ -701,7 +735,13 @@ impl EngineServices {
                 }
             }
             Ok(())
-        })
+        })?;
+        // Exact retraining of a sparse original retrains the sparse network, as
+        // the reference's `retrain` with `--mask` does; a fresh draw is not drift.
+        if let Some(m) = &state.mask {
+            m.reimpose()?;
+        }
+        Ok(())
     }
 
     /// Saves the model in its current state to `<output>/model.safetensors` with
@@ -730,9 +770,46 @@ impl EngineServices {
         }
         self.ensure_output_dir()?;
         let mut state = lock(&self.state);
+        keep_mask(&mut state)?;
+        let kept = match (&self.sparsity, &state.mask) {
+            (Some(record), Some(mask)) => {
+                let summary = serde_json::json!({
+                    "kept_by": "host",
+                    "pruned_weights": mask.pruned()?,
+                    "reset_weights": state.mask_resets,
+                    "nonzero_pruned_weights": mask.moved()?,
+                    "original": record,
+                });
+                meta.provenance.notes.insert(
+                    SPARSITY_NOTE.into(),
+                    serde_json::to_string(record).unwrap_or_default(),
+                );
+                meta.provenance
+                    .notes
+                    .insert("mask_kept".into(), summary.to_string());
+                Some(summary)
+            }
+            _ => None,
+        };
         let overwrite = state.written.iter().any(|a| a.path == path);
         checkpoint::save(&path, &state.vs, &meta, overwrite)?;
-        Ok(self.record(&mut state, ArtifactKind::Model, "model", path))
+        let model = self.record(&mut state, ArtifactKind::Model, "model", path);
+        if let Some(summary) = kept {
+            self.emit(ServiceEvent::Log {
+                level: LogLevel::Info,
+                message: format!(
+                    "sparse original: the host kept its {} pruned weights at zero ({} that the method moved were set back)",
+                    summary["pruned_weights"], summary["reset_weights"]
+                ),
+            });
+            let path = self.output_dir.join("sparsity.json");
+            let mut text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+            text.push('\n');
+            let overwrite = state.written.iter().any(|a| a.path == path);
+            crate::jobs::atomic::write_atomic(&path, text.as_bytes(), overwrite)?;
+            self.record(&mut state, ArtifactKind::Json, "sparsity", path);
+        }
+        Ok(model)
     }
 
     /// Writes `tensor` (copied to the CPU) to `<output>/<name>.safetensors` under
@@ -799,6 +876,15 @@ impl EngineServices {
             sink(event);
         }
     }
+}
+
+/// Sets back to zero every pruned weight of a sparse original that the method
+/// moved, counting them.
+fn keep_mask(state: &mut State) -> Result<(), ServiceError> {
+    if let Some(m) = &state.mask {
+        state.mask_resets += m.reimpose()?;
+    }
+    Ok(())
 }
 
 /// Which augmentation [`EngineServices::augment`] applies (the ABI's

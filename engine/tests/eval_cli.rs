@@ -41,6 +41,8 @@ fn lethe(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .env_remove("LETHE_PLUGIN_PATH")
         .env("XDG_DATA_HOME", cwd.join("no-user-plugins"))
+        // Probes trained here stay here (and are shared within a test).
+        .env("LETHE_PROBE_CACHE", cwd.join("probe-cache"))
         .output()
         .unwrap()
 }
@@ -159,6 +161,8 @@ fn evaluate_audits_alignment_between_encoders() {
             &original,
         ];
         args.extend(["--data", &data, "--forget", &forget, "--device", "cpu"]);
+        // The reference probe (100 epochs, crop + flip) is for real runs.
+        args.extend(["--probe", "fast"]);
         args.extend(extra);
         let out_s = out.display().to_string();
         args.extend(["--out", &out_s]);
@@ -183,6 +187,64 @@ fn evaluate_audits_alignment_between_encoders() {
     let u = &r["utility"];
     assert!(u["reader"].as_str().unwrap().contains("linear probe"));
     assert!(f(&u["test"]["accuracy"]) > 0.85, "{}", u["test"]);
+    // One probe per model: trained for the evaluated encoder, read from the
+    // cache for the original (the same weights) ...
+    let p = &u["probe"];
+    assert_eq!(p["recipe"]["preset"], "fast");
+    assert_eq!(p["recipe"]["epochs"], 30);
+    assert_eq!(p["cached"], false, "{p}");
+    let o = &r["original_utility"]["probe"];
+    assert_eq!((&o["cached"], &o["key"]), (&Value::Bool(true), &p["key"]));
+    // ... and by an attack on it: the confidence attack reads the very head
+    // the evaluation read (lethe.probe/1, same key, from the cache).
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let src = plugin("lethe_attack_metric");
+    std::fs::copy(&src, plugins.join(src.file_name().unwrap())).unwrap();
+    let attack = dir.path().join("attack");
+    let (pl, enc, data, forget, at) = (
+        plugins.display().to_string(),
+        demo("encoder.safetensors"),
+        demo("mnist10k.npz"),
+        demo("forget.txt"),
+        attack.display().to_string(),
+    );
+    let o = lethe(
+        &[
+            "--plugins",
+            &pl,
+            "attack",
+            "--attack",
+            "org.lethe.attack.metric-mia",
+            "--checkpoint",
+            &enc,
+            "--data",
+            &data,
+            "--forget",
+            &forget,
+            "--device",
+            "cpu",
+            "--bootstrap",
+            "0",
+            "--set",
+            "metric=confidence",
+            "--set",
+            "probe=fast",
+            "--out",
+            &at,
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let probs = &json(&attack.join("attack.json"))["plugin_summary"]["probabilities"];
+    assert_eq!(probs["probe"]["key"], p["key"], "{probs}");
+    assert_eq!(probs["probe"]["cached"], true, "{probs}");
+    // Its retain accuracy is the evaluation's RA: the same head.
+    assert!((f(&probs["probe_retain_accuracy"]) - f(&u["retain"]["accuracy"])).abs() < 1e-6);
+    let cached = std::fs::read_dir(dir.path().join("probe-cache"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 1, "one probe file for one model");
     let m = lethe_engine::checkpoint::read(out.join("alignment.safetensors")).unwrap();
     let am = m.state_dict.get("am_before").unwrap();
     assert_eq!(am.size(), [8, 8]);

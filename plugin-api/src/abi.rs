@@ -99,6 +99,8 @@ pub const EXT_AUGMENT: &str = "lethe.augment/1";
 pub const EXT_MODEL_INIT: &str = "lethe.model-init/1";
 /// Host extension id for [`LetheHostShadow`] (ABI 1.2).
 pub const EXT_SHADOW: &str = "lethe.shadow/1";
+/// Host extension id for [`LetheHostProbe`] (ABI 1.5).
+pub const EXT_PROBE: &str = "lethe.probe/1";
 
 /// Length of every fixed string field of [`LetheBuildInfo`], NUL included.
 pub const BUILD_STR_LEN: usize = 64;
@@ -633,6 +635,43 @@ pub struct LetheHostShadow {
         split: LetheSplit,
         out_logits: *mut LetheTensor,
         out_members: *mut LetheTensor,
+    ) -> LetheStatus,
+}
+
+/// Extension [`EXT_PROBE`] (ABI 1.5): the linear probe that reads an encoder,
+/// the one `lethe evaluate` reads RA/TA/UA with, for attacks that need class
+/// probabilities of a model without a classifier (CMIA). The host trains a
+/// `Linear(features, classes)` head on the frozen encoder features of the
+/// job's retain split with a probe recipe, keeps it in its probe cache under a
+/// key of the model's weights, the retain samples and the recipe, and reuses
+/// it wherever the same probe is asked for again (by `lethe evaluate` too).
+///
+/// A request is a JSON object, every key optional: `preset` (`"reference"`,
+/// the Alignment Calibration code's probe: 100 epochs, SGD lr 1.0 momentum
+/// 0.9, cosine, batch 512, crop + flip; or `"fast"`, for tests), `epochs`
+/// (int, 0 = the preset's), `seed` (int, default 0).
+#[repr(C)]
+#[derive(Debug)]
+pub struct LetheHostProbe {
+    /// \[main-thread\] Loads or trains the probe of `request_json`
+    /// (NUL-terminated UTF-8, borrowed), polling cancellation. Writes a
+    /// host-owned JSON summary to `out_summary` (`recipe`, cache `key`,
+    /// `cached`, `retain_accuracy`, `seconds`, `classes`), valid until the next
+    /// call of this extension.
+    pub prepare: unsafe extern "C" fn(
+        host: *const LetheHost,
+        request_json: *const c_char,
+        out_summary: *mut *const c_char,
+    ) -> LetheStatus,
+    /// \[main-thread\] The prepared probe's logits for `input` (borrowed: float
+    /// images `[B, C, H, W]` in `[0, 1]` on the model's device, as the data
+    /// extension's batches are): the encoder's features in eval mode through
+    /// the head, a new owned float `[B, classes]` tensor to `out`.
+    /// [`LetheStatus::BAD_STATE`] before a successful `prepare`.
+    pub logits: unsafe extern "C" fn(
+        host: *const LetheHost,
+        input: LetheTensor,
+        out: *mut LetheTensor,
     ) -> LetheStatus,
 }
 

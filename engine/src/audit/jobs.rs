@@ -123,6 +123,7 @@ pub fn evaluate_entry(args: &crate::eval::evaluate::EvaluateRequest, out: &Path)
         details: json!({
             "seed": args.seed,
             "device": args.device,
+            "probe": args.probe,
             "probe_epochs": args.probe_epochs,
             "alignment": args.alignment,
             "pairs": args.pairs,

@@ -43,9 +43,16 @@ pub struct EvaluateArgs {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Epochs of the linear probe that reads encoders.
-    #[arg(long, default_value_t = 30)]
-    pub probe_epochs: usize,
+    /// The linear probe that reads encoders: `reference` (the Alignment
+    /// Calibration code's: 100 epochs, SGD lr 1.0 momentum 0.9, cosine, batch
+    /// 512, crop + flip) or `fast` (30 epochs on fixed features, for tests).
+    /// Trained once per model and kept in the probe cache
+    /// (`$LETHE_PROBE_CACHE`), where attacks find it too.
+    #[arg(long, default_value = "reference", value_parser = ["reference", "fast"])]
+    pub probe: String,
+    /// The probe's epochs instead of the preset's.
+    #[arg(long)]
+    pub probe_epochs: Option<usize>,
     /// Run the alignment audit for classifiers too (on backbone features).
     #[arg(long)]
     pub alignment: bool,
@@ -70,6 +77,7 @@ impl EvaluateArgs {
             forget: self.forget.clone(),
             seed: self.seed,
             device: self.device.clone(),
+            probe: self.probe.clone(),
             probe_epochs: self.probe_epochs,
             alignment: self.alignment,
             pairs: self.pairs,

@@ -11,12 +11,13 @@ use tch::Device;
 
 use super::alignment::{AlignmentConfig, AlignmentReport, alignment_audit};
 use super::job_data::JobData;
-use super::utility::{ProbeSettings, Utility, evaluate_utility};
+use super::utility::{Utility, evaluate_utility};
 use crate::checkpoint::{self, CheckpointMeta, LoadOptions};
 use crate::jobs::atomic::write_atomic;
 use crate::jobs::train::{TrainJob, file_sha256};
 use crate::models::Model;
 use crate::train::augment::AugmentConfig;
+use crate::train::probe::{ProbeCache, ProbeRecipe};
 
 /// What to evaluate, and how (the settings of `lethe evaluate` and of a
 /// study's `[evaluate]` table).
@@ -35,8 +36,13 @@ pub struct EvaluateRequest {
     pub seed: u64,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Epochs of the linear probe that reads encoders.
-    pub probe_epochs: usize,
+    /// The linear probe that reads encoders, by preset name (`reference`, the
+    /// Alignment Calibration code's; `fast`, for tests).
+    #[serde(default = "default_probe")]
+    pub probe: String,
+    /// That probe's epochs instead of the preset's.
+    #[serde(default)]
+    pub probe_epochs: Option<usize>,
     /// Run the alignment audit even when the models are not both encoders.
     pub alignment: bool,
     /// Augmented views per sample in the audit.
@@ -45,6 +51,11 @@ pub struct EvaluateRequest {
     pub matrix_samples: usize,
     /// Most forget samples the audit reads.
     pub alignment_max: usize,
+}
+
+/// The probe preset when none is named: the reference's.
+pub fn default_probe() -> String {
+    "reference".into()
 }
 
 /// `evaluation.json`.
@@ -124,17 +135,16 @@ pub fn evaluate_into(
     };
     let model = load(&req.checkpoint)?;
     let original = req.original.as_deref().map(load).transpose()?;
-    let probe = ProbeSettings {
-        epochs: req.probe_epochs,
-        seed: req.seed,
-        ..ProbeSettings::default()
-    };
+    let probe = ProbeRecipe::preset(&req.probe)?.with(req.probe_epochs, req.seed);
+    // Shared with attacks on the same model (`lethe.probe/1`) and with the
+    // next evaluation of it.
+    let cache = ProbeCache::default();
     eprintln!("evaluate: utility of {}", req.checkpoint.display());
-    let utility = evaluate_utility(&model, &data, device, &probe)?;
+    let utility = evaluate_utility(&model, &data, device, &probe, Some(&cache))?;
     let original_utility = match original.as_ref().filter(|_| original_utility) {
         Some(o) => {
             eprintln!("evaluate: utility of the original");
-            Some(evaluate_utility(o, &data, device, &probe)?)
+            Some(evaluate_utility(o, &data, device, &probe, Some(&cache))?)
         }
         None => None,
     };

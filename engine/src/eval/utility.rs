@@ -12,9 +12,9 @@ use super::EvalError;
 use super::job_data::JobData;
 use crate::checkpoint::LoadedModel;
 use crate::models::Model;
-use crate::train::probe::{extract, train_linear_probe};
+use crate::train::Flow;
+use crate::train::probe::{ProbeCache, ProbeError, ProbeRecipe, extract, probe_for};
 use crate::train::supervised::predict_logits;
-use crate::train::{Flow, Schedule, TrainConfig};
 
 /// Accuracy and loss of one split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,16 +29,9 @@ pub struct SplitUtility {
     pub per_class: Vec<Option<f64>>,
 }
 
-/// How an encoder was read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProbeInfo {
-    /// Epochs over the retain features.
-    pub epochs: usize,
-    /// SGD learning rate (cosine schedule, momentum 0.9).
-    pub lr: f64,
-    /// Seed of the probe's initialisation and batch order.
-    pub seed: u64,
-}
+/// How an encoder was read: the probe's recipe, cache key, whether it came
+/// from the cache, and its accuracy on the retain samples it trained on.
+pub use crate::train::probe::ProbeRun as ProbeInfo;
 
 /// RA / TA / UA (and validation) of one model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,28 +48,6 @@ pub struct Utility {
     pub forget: SplitUtility,
     /// Validation samples, when the split has any.
     pub validation: Option<SplitUtility>,
-}
-
-/// Settings of the linear probe for encoders.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeSettings {
-    /// Epochs on precomputed retain features.
-    pub epochs: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// Seed.
-    pub seed: u64,
-}
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        // What `lethe train` scores its encoders with.
-        ProbeSettings {
-            epochs: 30,
-            lr: 0.5,
-            seed: 0,
-        }
-    }
 }
 
 fn split_utility(
@@ -125,12 +96,15 @@ fn split_utility(
 /// Images to logits, batch by batch.
 type LogitsFn<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
 
-/// Evaluates `model` on the retain, test, forget and validation rows of `data`.
+/// Evaluates `model` on the retain, test, forget and validation rows of `data`;
+/// an encoder through the probe of `probe`, from `cache` when it holds it
+/// (the same head an attack on the same model and retain samples gets).
 pub fn evaluate_utility(
     model: &LoadedModel,
     data: &JobData,
     device: Device,
-    probe: &ProbeSettings,
+    probe: &ProbeRecipe,
+    cache: Option<&ProbeCache>,
 ) -> Result<Utility, EvalError> {
     let classes = data.dataset.num_classes();
     let parts = |rows: &[i64]| data.dataset.subset(rows);
@@ -152,32 +126,25 @@ pub fn evaluate_utility(
         ),
         Model::Encoder(_) => {
             let feat = move |x: &Tensor| model.model.features(x, false);
-            let cfg = TrainConfig {
-                epochs: probe.epochs,
-                batch_size: 256,
-                lr: probe.lr,
-                weight_decay: 0.0,
-                schedule: Schedule::Cosine,
-                seed: probe.seed,
-                augment: None,
-                ..TrainConfig::default()
-            };
-            let (head, _) = train_linear_probe(
+            let (head, run) = probe_for(
+                &model.vs,
                 &feat,
                 retain.images(),
                 retain.labels(),
                 classes as i64,
+                probe,
                 device,
-                &cfg,
-                &mut |_| Flow::Continue,
-            )?;
+                cache,
+                &mut |_, _, _| Flow::Continue,
+            )
+            .map_err(|e| match e {
+                ProbeError::Train(t) => EvalError::Train(t),
+                ProbeError::Cache(c) => EvalError::Checkpoint(c),
+                ProbeError::Cancelled => EvalError::Invalid("probe training was cancelled".into()),
+            })?;
             (
                 "linear probe on the frozen encoder features, trained on retain".into(),
-                Some(ProbeInfo {
-                    epochs: probe.epochs,
-                    lr: probe.lr,
-                    seed: probe.seed,
-                }),
+                Some(run),
                 Box::new(move |images: &Tensor| {
                     let _guard = tch::no_grad_guard();
                     head.logits(&extract(&feat, images, device))

@@ -334,8 +334,15 @@ fn reproduce(
             shell_quote(&device_arg(&e.device)),
             shell_quote(&format!("{repeat}/evaluation")),
         );
-        if let Some(p) = &e.utility.probe {
-            cmd.push_str(&format!(" --probe-epochs {}", p.epochs));
+        match e.utility.probe.as_ref().map(|p| (&p.recipe, p.epochs)) {
+            // The preset's name and its epochs: reproduces a changed preset too.
+            Some((Some(r), _)) => cmd.push_str(&format!(
+                " --probe {} --probe-epochs {}",
+                shell_quote(&r.preset),
+                r.epochs
+            )),
+            Some((None, Some(epochs))) => cmd.push_str(&format!(" --probe-epochs {epochs}")),
+            _ => {}
         }
         if let Some(a) = &e.alignment {
             cmd.push_str(&format!(

@@ -33,6 +33,19 @@ pub struct SplitView {
 /// The linear probe that read an encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeView {
+    /// Epochs (evaluations written before probes had recipes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// The recipe's preset and epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<ProbeRecipeView>,
+}
+
+/// The part of a probe's recipe that names it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecipeView {
+    /// `reference` or `fast`.
+    pub preset: String,
     /// Epochs.
     pub epochs: usize,
 }

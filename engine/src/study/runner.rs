@@ -1025,6 +1025,7 @@ impl RunStep<'_> {
             forget: spec.forget.clone(),
             seed,
             device: self.resolved.device.as_str().into(),
+            probe: spec.evaluate.probe.clone(),
             probe_epochs: spec.evaluate.probe_epochs,
             alignment: spec.evaluate.alignment,
             pairs: spec.evaluate.pairs,

@@ -145,9 +145,13 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateSpec {
-    /// Epochs of the linear probe that reads encoders.
-    #[serde(default = "default_probe_epochs")]
-    pub probe_epochs: usize,
+    /// The linear probe that reads encoders, by preset: `reference` (the
+    /// Alignment Calibration code's, the default) or `fast` (for tests).
+    #[serde(default = "crate::eval::evaluate::default_probe")]
+    pub probe: String,
+    /// That probe's epochs instead of the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_epochs: Option<usize>,
     /// The alignment audit (forgetting score FS) also for classifiers; encoders
     /// always get it.
     #[serde(default)]
@@ -166,7 +170,8 @@ pub struct EvaluateSpec {
 impl Default for EvaluateSpec {
     fn default() -> Self {
         EvaluateSpec {
-            probe_epochs: default_probe_epochs(),
+            probe: crate::eval::evaluate::default_probe(),
+            probe_epochs: None,
             alignment: false,
             pairs: default_pairs(),
             matrix_samples: default_matrix_samples(),
@@ -175,9 +180,6 @@ impl Default for EvaluateSpec {
     }
 }
 
-fn default_probe_epochs() -> usize {
-    30
-}
 fn default_pairs() -> usize {
     5
 }
@@ -733,7 +735,7 @@ mod tests {
         assert_eq!(ci.name, "p-ci");
         assert_eq!(ci.seeds, [0]);
         // Tables merge key by key: the scale's keys change, the others stay.
-        assert_eq!((ci.evaluate.probe_epochs, ci.evaluate.pairs), (2, 10));
+        assert_eq!((ci.evaluate.probe_epochs, ci.evaluate.pairs), (Some(2), 10));
         assert_eq!(
             ci.retrain.params,
             serde_json::json!({ "max_epochs": 1, "lr": 0.1 })

@@ -909,6 +909,35 @@ impl HostContext {
             .map_err(|e| PluginError::msg(format!("the host's shadow summary is not JSON: {e}")))
     }
 
+    /// Loads or trains the host's linear probe of the model (needs the host's
+    /// `lethe.probe/1`, ABI 1.5): the one `lethe evaluate` reads encoders with,
+    /// trained once per model, retain samples and recipe and shared through
+    /// the host's probe cache. `request`: `{"preset": "reference" | "fast",
+    /// "epochs": N, "seed": S}`, every key optional. Returns the host's
+    /// summary (`recipe`, `key`, `cached`, `retain_accuracy`, `seconds`,
+    /// `classes`); then `HostContext::probe_logits` (feature `tch`) reads it.
+    pub fn probe_prepare(&mut self, request: &Value) -> Result<Value, PluginError> {
+        // SAFETY: EXT_PROBE names LetheHostProbe.
+        let p = unsafe { self.ext::<abi::LetheHostProbe>(abi::EXT_PROBE) }.map_err(|_| {
+            PluginError::msg(
+                "this Lethe has no shared linear probe (lethe.probe/1, plugin ABI 1.5); \
+                 update Lethe to read encoders",
+            )
+        })?;
+        let json = c_string(&request.to_string());
+        let mut out: *const std::ffi::c_char = std::ptr::null();
+        // SAFETY: vtable from the host; the request outlives the call, `out` is ours.
+        let status = unsafe { (p.prepare)(self.host, json.as_ptr(), &mut out) };
+        if status == LetheStatus::CANCELLED {
+            return Err(PluginError::Cancelled);
+        }
+        self.check("probe.prepare", status)?;
+        // SAFETY: host-owned summary, valid until the next probe call; copied now.
+        let text = unsafe { read_c_str(out) };
+        serde_json::from_str(&text)
+            .map_err(|e| PluginError::msg(format!("the host's probe summary is not JSON: {e}")))
+    }
+
     /// Saves the model in its current state as the job's result:
     /// `model.safetensors` in the job's output folder (every tensor of the model
     /// under torchvision-style names, with Lethe's metadata), a checkpoint Lethe

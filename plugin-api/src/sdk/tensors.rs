@@ -185,6 +185,21 @@ impl HostContext {
         Ok((l?, m?))
     }
 
+    /// Logits of the probe from `HostContext::probe_prepare` for `x` (float
+    /// images in `[0, 1]` on the model's device, as batches come): the
+    /// encoder's features in eval mode through the probe's head, `[B, classes]`.
+    pub fn probe_logits(&mut self, x: &Tensor) -> Result<Tensor, PluginError> {
+        // SAFETY: EXT_PROBE names LetheHostProbe.
+        let p = unsafe { self.ext::<abi::LetheHostProbe>(abi::EXT_PROBE) }?;
+        let mut out: LetheTensor = std::ptr::null_mut();
+        // SAFETY: vtable from the host; `x` is borrowed for the call, `out` is ours.
+        let status =
+            unsafe { (p.logits)(self.host, x.as_ptr().cast_mut().cast::<c_void>(), &mut out) };
+        self.check("probe.logits", status)?;
+        // SAFETY: a fresh handle from the host, adopted once.
+        unsafe { self.adopt(out) }
+    }
+
     /// Stores a named tensor result (e.g. per-example attack scores); the host
     /// copies it (detached, on the CPU) to `<name>.safetensors` in the job's
     /// output folder, as one tensor named `name`. `name`: 1-128 letters, digits,

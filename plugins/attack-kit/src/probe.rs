@@ -1,11 +1,13 @@
 //! Class probabilities for confidence-based attacks. A classifier gives them
 //! directly; an encoder has no classes, so, as in the Alignment Calibration
-//! evaluation (CMIA), a linear probe is trained on its frozen features of the
-//! retain split and the attack reads the probe's softmax.
+//! evaluation (CMIA), the attack reads the softmax of a linear probe on its
+//! frozen features: the host's probe (`lethe.probe/1`), trained with the same
+//! recipe and code as `lethe evaluate`'s RA/TA/UA and shared with it through
+//! the host's probe cache, so the evaluation and the attack read one head.
 
 use lethe_plugin_api::abi::LetheStatus;
-use lethe_plugin_api::sdk::{HostContext, ModelHead, PluginError, Split};
-use lethe_plugin_api::tch::nn::{self, Module, OptimizerConfig};
+use lethe_plugin_api::schema::ParamSpec;
+use lethe_plugin_api::sdk::{HostContext, ModelHead, Params, PluginError, Split};
 use lethe_plugin_api::tch::{self, Device, Kind, Tensor};
 use serde_json::{Value, json};
 
@@ -17,16 +19,12 @@ pub enum Probabilities {
         /// Width of its logits.
         classes: usize,
     },
-    /// A linear probe on the encoder's features.
+    /// The host's linear probe on the encoder's features.
     Probe {
-        /// Its variables.
-        vs: nn::VarStore,
-        /// The head.
-        linear: nn::Linear,
         /// Number of classes.
         classes: usize,
-        /// Its accuracy on the retain split it was trained on.
-        retain_accuracy: f64,
+        /// The host's summary: recipe, cache key, cached, retain accuracy.
+        summary: Value,
     },
 }
 
@@ -34,34 +32,71 @@ fn unsupported(e: &PluginError) -> bool {
     matches!(e, PluginError::Host { status, .. } if *status == LetheStatus::UNSUPPORTED)
 }
 
-/// Settings of the probe trained for encoders.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The probe presets the host knows (`reference` is the Alignment Calibration
+/// code's probe, `fast` a short one for tests).
+pub const PROBE_PRESETS: [&str; 2] = ["reference", "fast"];
+
+/// Which host probe reads an encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Passes over the retain features.
+    /// The preset (see [`PROBE_PRESETS`]).
+    pub preset: String,
+    /// Epochs instead of the preset's (0 = the preset's).
     pub epochs: i64,
-    /// Mini-batch size.
-    pub batch_size: i64,
-    /// Adam learning rate.
-    pub lr: f64,
+    /// Seed of the probe (the same seed as the evaluation's shares its probe).
+    pub seed: u64,
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            epochs: 50,
-            batch_size: 256,
-            lr: 1e-2,
+            preset: "reference".into(),
+            epochs: 0,
+            seed: 0,
         }
     }
 }
 
+impl ProbeConfig {
+    /// The `probe` and `probe_epochs` parameters of an attack that reads
+    /// encoders through the probe.
+    pub fn params() -> [ParamSpec; 2] {
+        [
+            ParamSpec::choice("probe", "Probe", &PROBE_PRESETS, "reference")
+                .group("Encoders")
+                .help(
+                    "The linear probe that reads a model without a classifier, the same as \
+                     lethe evaluate's (trained once per model and shared): reference = the \
+                     Alignment Calibration code's (100 epochs, SGD lr 1.0 momentum 0.9, \
+                     cosine, batch 512, crop + flip); fast = 30 epochs on fixed features.",
+                ),
+            ParamSpec::int("probe_epochs", "Probe epochs", 0, 10_000, 0)
+                .group("Encoders")
+                .help("Epochs of the probe instead of the preset's (0 = the preset's)."),
+        ]
+    }
+
+    /// From the parameters of [`ProbeConfig::params`] and the attack's seed.
+    pub fn from_params(params: &Params, seed: i64) -> Result<Self, PluginError> {
+        Ok(ProbeConfig {
+            preset: params.str("probe")?.to_string(),
+            epochs: params.i64("probe_epochs")?,
+            seed: u64::try_from(seed).unwrap_or(0),
+        })
+    }
+
+    /// The host's request.
+    pub fn request(&self) -> Value {
+        json!({"preset": self.preset, "epochs": self.epochs.max(0), "seed": self.seed})
+    }
+}
+
 impl Probabilities {
-    /// Uses the model's classifier when it has one, else trains a probe on the
-    /// encoder features of the retain split (libtorch's generator must be seeded
-    /// by the caller for a reproducible probe). Leaves the model in eval mode.
+    /// Uses the model's classifier when it has one, else the host's linear
+    /// probe of `probe` on the encoder (trained on the retain split, or read
+    /// from the host's probe cache). Leaves the model in eval mode.
     pub fn for_job(
         ctx: &mut HostContext,
-        batch: u32,
         probe: &ProbeConfig,
     ) -> Result<Probabilities, PluginError> {
         ctx.model_set_train(false)?;
@@ -78,61 +113,13 @@ impl Probabilities {
             Err(e) if unsupported(&e) => {}
             Err(e) => return Err(e),
         }
-        ctx.info("the model has no classifier: training a linear probe on its retain features");
-        let (mut feats, mut labels) = (Vec::new(), Vec::new());
-        tch::no_grad(|| -> Result<(), PluginError> {
-            for b in ctx.batches(Split::Retain, batch, false, false)? {
-                ctx.check_cancelled()?;
-                let (x, y) = b?;
-                feats.push(ctx.model_forward(ModelHead::Encoder, &x)?.f_detach()?);
-                labels.push(y);
-            }
-            Ok(())
-        })?;
-        let feats = Tensor::f_cat(&feats, 0)?;
-        let labels = Tensor::f_cat(&labels, 0)?.f_to_kind(Kind::Int64)?;
-        let classes = labels.f_max()?.f_int64_value(&[])? + 1;
-        let (n, dim) = (feats.size()[0], feats.size()[1]);
-        let device = feats.device();
-        let vs = nn::VarStore::new(device);
-        let linear = nn::linear(vs.root() / "probe", dim, classes, Default::default());
-        let mut opt = nn::Adam::default().build(&vs, probe.lr)?;
-        for epoch in 0..probe.epochs {
-            ctx.check_cancelled()?;
-            let order = Tensor::f_randperm(n, (Kind::Int64, device))?;
-            let mut start = 0;
-            while start < n {
-                let len = probe.batch_size.min(n - start);
-                let idx = order.f_narrow(0, start, len)?;
-                let loss = linear
-                    .forward(&feats.f_index_select(0, &idx)?)
-                    .f_cross_entropy_loss::<Tensor>(
-                        &labels.f_index_select(0, &idx)?,
-                        None,
-                        tch::Reduction::Mean,
-                        -100,
-                        0.0,
-                    )?;
-                opt.backward_step(&loss);
-                start += len;
-            }
-            ctx.progress(-1.0, &format!("probe epoch {}/{}", epoch + 1, probe.epochs));
-        }
-        let retain_accuracy = tch::no_grad(|| -> Result<f64, PluginError> {
-            Ok(linear
-                .forward(&feats)
-                .f_argmax(-1, false)?
-                .f_eq_tensor(&labels)?
-                .f_to_kind(Kind::Float)?
-                .f_mean(Kind::Float)?
-                .f_double_value(&[])?)
-        })?;
-        Ok(Probabilities::Probe {
-            vs,
-            linear,
-            classes: classes as usize,
-            retain_accuracy,
-        })
+        ctx.info("the model has no classifier: reading it through the host's linear probe");
+        let summary = ctx.probe_prepare(&probe.request())?;
+        let classes = summary["classes"]
+            .as_u64()
+            .ok_or_else(|| PluginError::msg("the host's probe summary names no classes"))?
+            as usize;
+        Ok(Probabilities::Probe { classes, summary })
     }
 
     /// Number of classes.
@@ -154,10 +141,7 @@ impl Probabilities {
         let logits = tch::no_grad(|| -> Result<Tensor, PluginError> {
             Ok(match self {
                 Probabilities::Classifier { .. } => ctx.model_forward(ModelHead::Classifier, x)?,
-                Probabilities::Probe { linear, vs, .. } => {
-                    let f = ctx.model_forward(ModelHead::Encoder, x)?;
-                    linear.forward(&f.f_to_device(vs.device())?)
-                }
+                Probabilities::Probe { .. } => ctx.probe_logits(x)?,
             })
         })?;
         let p = logits
@@ -177,14 +161,11 @@ impl Probabilities {
             Probabilities::Classifier { classes } => {
                 json!({"source": "classifier", "classes": classes})
             }
-            Probabilities::Probe {
-                classes,
-                retain_accuracy,
-                ..
-            } => json!({
-                "source": "linear probe on the encoder's retain features",
+            Probabilities::Probe { classes, summary } => json!({
+                "source": "the host's linear probe on the encoder's retain features",
                 "classes": classes,
-                "probe_retain_accuracy": retain_accuracy,
+                "probe_retain_accuracy": summary["retain_accuracy"],
+                "probe": summary,
             }),
         }
     }

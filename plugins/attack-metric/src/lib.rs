@@ -32,6 +32,7 @@ pub struct MetricMia {
 impl Plugin for MetricMia {
     fn descriptor() -> Descriptor {
         let [shadow, heldout] = Sizes::params();
+        let [probe, probe_epochs] = ProbeConfig::params();
         Descriptor::new(
             "org.lethe.attack.metric-mia",
             "Metric-based MIA (Song & Mittal)",
@@ -64,17 +65,12 @@ impl Plugin for MetricMia {
         .param(shadow)
         .param(heldout)
         .param(ParamSpec::int("batch_size", "Batch size", 1, 8192, 256).group("Data"))
+        .param(probe)
+        .param(probe_epochs)
         .param(
-            ParamSpec::int("probe_epochs", "Probe epochs", 1, 1000, 50)
-                .group("Encoders")
-                .help("Epochs of the linear probe trained on retain features when the model has no classifier."),
+            ParamSpec::int("seed", "Seed", 0, i64::from(i32::MAX), 0)
+                .help("Seeds the probe; the seed of lethe evaluate shares its probe."),
         )
-        .param(
-            ParamSpec::float("probe_lr", "Probe learning rate", 1e-5, 1.0, 1e-2)
-                .log_scale()
-                .group("Encoders"),
-        )
-        .param(ParamSpec::int("seed", "Seed", 0, i64::from(i32::MAX), 0).help("Seeds the probe."))
     }
 
     fn create(params: &Params) -> Result<Self, PluginError> {
@@ -85,11 +81,7 @@ impl Plugin for MetricMia {
             class_thresholds: params.bool("class_thresholds")?,
             sizes: Sizes::from_params(params)?,
             batch_size: u32::try_from(params.i64("batch_size")?).unwrap_or(256),
-            probe: ProbeConfig {
-                epochs: params.i64("probe_epochs")?,
-                lr: params.f64("probe_lr")?,
-                ..ProbeConfig::default()
-            },
+            probe: ProbeConfig::from_params(params, params.i64("seed")?)?,
             seed: params.i64("seed")?,
         })
     }
@@ -97,7 +89,7 @@ impl Plugin for MetricMia {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         tch::manual_seed(self.seed);
         let plan = Plan::for_job(ctx, self.sizes)?;
-        let probs = Probabilities::for_job(ctx, self.batch_size, &self.probe)?;
+        let probs = Probabilities::for_job(ctx, &self.probe)?;
         let metric = self.metric;
         let gathered = gather(ctx, &plan, self.batch_size, &mut |ctx, x, y| {
             let labels = Vec::<i64>::try_from(y.f_to_kind(tch::Kind::Int64)?)?;

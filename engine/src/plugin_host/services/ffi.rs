@@ -1,5 +1,5 @@
 //! The C vtables of `lethe.model/1`, `lethe.data/1`, `lethe.result/1`,
-//! `lethe.augment/1`, `lethe.model-init/1` and `lethe.shadow/1` over
+//! `lethe.augment/1`, `lethe.model-init/1`, `lethe.shadow/1` and `lethe.probe/1` over
 //! [`EngineServices`]. Each function finds the services behind the host pointer,
 //! converts arguments, calls the Rust API and maps errors to a status plus
 //! `last_error`. Panics (tch's non-`f_` ops panic on libtorch errors, e.g. a wrong
@@ -12,8 +12,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use lethe_plugin_api::abi::{
     self, LetheAugmentRecipe, LetheHost, LetheHostAugment, LetheHostData, LetheHostModel,
-    LetheHostModelInit, LetheHostResult, LetheHostShadow, LetheModelHead, LetheSplit, LetheStatus,
-    LetheTensor,
+    LetheHostModelInit, LetheHostProbe, LetheHostResult, LetheHostShadow, LetheModelHead,
+    LetheSplit, LetheStatus, LetheTensor,
 };
 use tch::Device;
 
@@ -53,6 +53,11 @@ static SHADOW: LetheHostShadow = LetheHostShadow {
     logits: s_logits,
 };
 
+static PROBE: LetheHostProbe = LetheHostProbe {
+    prepare: p_prepare,
+    logits: p_logits,
+};
+
 /// The vtable for `id`, or null when these services do not offer it.
 pub(super) fn extension(id: &str) -> *const c_void {
     match id {
@@ -62,6 +67,7 @@ pub(super) fn extension(id: &str) -> *const c_void {
         abi::EXT_AUGMENT => (&AUGMENT as *const LetheHostAugment).cast(),
         abi::EXT_MODEL_INIT => (&MODEL_INIT as *const LetheHostModelInit).cast(),
         abi::EXT_SHADOW => (&SHADOW as *const LetheHostShadow).cast(),
+        abi::EXT_PROBE => (&PROBE as *const LetheHostProbe).cast(),
         _ => std::ptr::null(),
     }
 }
@@ -88,6 +94,7 @@ fn status_of(e: &ServiceError) -> LetheStatus {
         }
         ServiceError::Shadow(ShadowError::Request(_)) => LetheStatus::INVALID_ARGUMENT,
         ServiceError::Shadow(ShadowError::Recipe(_)) => LetheStatus::UNSUPPORTED,
+        ServiceError::Probe(crate::train::probe::ProbeError::Cancelled) => LetheStatus::CANCELLED,
         _ => LetheStatus::ERROR,
     }
 }
@@ -430,6 +437,47 @@ unsafe extern "C" fn s_logits(
             let (logits, members) = s.shadow_logits(split_of(split)?)?;
             *out_logits = tensor_into_handle(logits);
             *out_members = tensor_into_handle(members);
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn p_prepare(
+    host: *const LetheHost,
+    request_json: *const c_char,
+    out_summary: *mut *const c_char,
+) -> LetheStatus {
+    // SAFETY: ABI contract: the request is NUL-terminated and borrowed, the
+    // out-parameter writable.
+    unsafe {
+        call(host, "probe.prepare", |s| {
+            if out_summary.is_null() {
+                return Err(null_out());
+            }
+            *out_summary = std::ptr::null();
+            s.probe_prepare(text(request_json, "probe request")?)?;
+            // The summary lives in the services until the next prepare.
+            *out_summary = s.probe_summary_ptr();
+            Ok(())
+        })
+    }
+}
+
+unsafe extern "C" fn p_logits(
+    host: *const LetheHost,
+    input: LetheTensor,
+    out: *mut LetheTensor,
+) -> LetheStatus {
+    // SAFETY: ABI contract: `input` borrowed for the call, `out` writable.
+    unsafe {
+        call(host, "probe.logits", |s| {
+            if out.is_null() {
+                return Err(null_out());
+            }
+            *out = std::ptr::null_mut();
+            let x = tensor_from_borrowed(input)
+                .ok_or_else(|| ServiceError::InvalidArgument("input tensor is null".into()))?;
+            *out = tensor_into_handle(s.probe_logits(&x)?);
             Ok(())
         })
     }

@@ -24,6 +24,7 @@
 //!   `put_tensor` copies to a file before returning.
 
 mod ffi;
+mod probe;
 mod shadow;
 
 pub use shadow::ShadowSettings;
@@ -74,6 +75,9 @@ pub enum ServiceError {
     /// Shadow models could not be provided (`lethe.shadow/1`).
     #[error(transparent)]
     Shadow(#[from] crate::shadows::ShadowError),
+    /// The linear probe could not be provided (`lethe.probe/1`).
+    #[error(transparent)]
+    Probe(#[from] crate::train::probe::ProbeError),
     /// A call out of order (shadow logits before `prepare`).
     #[error("{0}")]
     BadState(String),
@@ -280,6 +284,9 @@ pub struct EngineServices {
     sparsity: Option<Sparsity>,
     shadow: ShadowSettings,
     shadow_state: Mutex<shadow::ShadowState>,
+    /// Where `lethe.probe/1` keeps and finds probes.
+    probe_cache: crate::train::probe::ProbeCache,
+    probe_state: Mutex<probe::ProbeState>,
 }
 
 impl std::fmt::Debug for EngineServices {
@@ -393,6 +400,8 @@ impl EngineServices {
             sparsity,
             shadow: ShadowSettings::default(),
             shadow_state: Mutex::new(shadow::ShadowState::default()),
+            probe_cache: crate::train::probe::ProbeCache::default(),
+            probe_state: Mutex::new(probe::ProbeState::default()),
         })
     }
 

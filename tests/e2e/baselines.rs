@@ -881,12 +881,134 @@ fn retrain_runs_on_the_encoder_through_the_worker_with_its_recipe() {
     assert_eq!(run.summary["recipe_source"], "original");
     assert_eq!(run.summary["batch_size"], 256);
     assert_eq!(run.summary["temperature"], 0.5);
+    assert_eq!(run.summary["objective"]["loss"], "simclr_nt_xent");
     assert_eq!(run.summary["drop_last"], true);
     assert_eq!(run.summary["steps"], 4);
     let before = parameters(&checkpoint_of("encoder"));
     let after = parameters(run.model());
     for ((name, b), (_, a)) in before.iter().zip(&after) {
         assert!(!b.equal(a), "{name} kept its original value");
+    }
+}
+
+/// `lethe-cli` with `args` then `paths`; its stdout and stderr, asserting success.
+fn lethe_cli(args: &[&str], paths: &[&Path]) -> String {
+    let out = std::process::Command::new(require_binary("lethe-cli"))
+        .args(args)
+        .args(paths)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "lethe-cli {args:?} failed:\n{text}");
+    text
+}
+
+/// A MoCo encoder (trained here: a small MLP, one epoch on the 2,000 training
+/// digits of the leaky demo's data, τ 0.2) is retrained and unlearned with MoCo's
+/// InfoNCE at its recorded τ, with a momentum encoder and a queue, and the
+/// summaries say so (#18 item 1: every encoder used to get SimCLR NT-Xent at the
+/// form's τ 0.5). `lethe unlearn --method org.lethe.baseline.retrain` starts the
+/// queue from random keys, as MoCo training does; NegGrad (one mixed InfoNCE pass)
+/// from keys of retain samples; the queue holds at most the 1,900 retain
+/// samples, as `lethe train` caps it at its training set.
+#[test]
+fn a_moco_encoder_is_retrained_and_unlearned_with_moco_infonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo_dir().join("mnist10k-2k.npz");
+    let forget = demo_dir().join("forget-2k.txt");
+    let ckpt = dir.path().join("moco.safetensors");
+    lethe_cli(
+        &[
+            "train",
+            "--task",
+            "moco",
+            "--backbone",
+            "mlp",
+            "--hidden",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "250",
+            "--temperature",
+            "0.2",
+            "--device",
+            "cpu",
+            "--data",
+        ],
+        &[&data, Path::new("--out"), &ckpt],
+    );
+    let moco = |o: &Value, start: &str| {
+        assert_eq!(o["loss"], "moco_infonce", "{o}");
+        assert_eq!(o["temperature"], 0.2, "{o}");
+        assert_eq!(o["momentum"], 0.99, "{o}");
+        assert_eq!(o["queue_size"], 1900, "{o}");
+        assert_eq!(o["queue_start"], start, "{o}");
+    };
+
+    let out = dir.path().join("retrain");
+    let log = lethe_cli(
+        &[
+            "--workspace",
+            dir.path().to_str().unwrap(),
+            "unlearn",
+            "--method",
+            "org.lethe.baseline.retrain",
+            "--device",
+            "cpu",
+            "--params",
+            r#"{"max_epochs": 1, "max_batches": 2}"#,
+            "--plugins",
+        ],
+        &[
+            baseline_library("retrain").parent().unwrap(),
+            Path::new("--checkpoint"),
+            &ckpt,
+            Path::new("--data"),
+            &data,
+            Path::new("--forget"),
+            &forget,
+            Path::new("--out"),
+            &out,
+        ],
+    );
+    let retrain: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    moco(&retrain["objective"], "random unit vectors");
+    assert_eq!(retrain["temperature"], 0.2);
+    assert_eq!(retrain["steps"], 2);
+    assert!(
+        log.contains("retraining with MoCo InfoNCE (τ 0.2, key momentum 0.99, queue 1900)"),
+        "{log}"
+    );
+    assert!(out.join("model.safetensors").exists());
+
+    let out = dir.path().join("neggrad");
+    let mut job = support::job(
+        baseline_library("neggrad"),
+        "org.lethe.baseline.neggrad",
+        &ckpt,
+        &forget,
+        json!({"epochs": 1, "max_batches": 2, "batch_size": 128}),
+        &out,
+    );
+    if let lethe_engine::worker::Job::Unlearn { data: d, .. } = &mut job {
+        *d = data.clone();
+    }
+    let opts = support::options(Duration::from_secs(300));
+    let ng = support::run_to_success(&opts, job, &out, tempfile::tempdir().unwrap(), "neggrad");
+    moco(
+        &ng.summary["objective_settings"],
+        "keys of retain samples at the original weights",
+    );
+    let text = ng.summary["objective"].as_str().unwrap_or_default();
+    assert!(text.contains("MoCo InfoNCE (τ 0.2"), "{text}");
+    for key in ["forget_before_loss", "forget_after_loss"] {
+        assert!(ng.summary[key].as_f64().unwrap().is_finite(), "{key}");
     }
 }
 

@@ -7,7 +7,7 @@
 //! The reference (OPTML-Group/Unlearn-Sparse, `pruner.pruning_model`) calls
 //! `torch.nn.utils.prune.global_unstructured` with `L1Unstructured` over the
 //! weights of every `Conv2d`: one threshold for the whole model, the
-//! `round(amount · n)` smallest magnitudes zeroed. [`omp`] does the same over
+//! `round(amount · n)` smallest magnitudes zeroed. [`Mask::omp`] does the same over
 //! the parameters its [`PruneScope`] covers. The mask is kept by PyTorch's
 //! reparametrisation `weight = weight_orig * weight_mask`; here the pruned
 //! weights themselves are zero and [`Mask::reimpose`] zeroes any that an update

@@ -45,8 +45,9 @@ impl Plugin for NegGradPlus {
             "One pass per epoch over the retain set; each retain batch is paired with the next \
              batch of a cycling forget stream and the model steps on β·ℓ(retain) − (1 − β)·ℓ(forget) \
              (batch means): the forget loss is ascended, the retain loss descended, in balance. \
-             Cross-entropy for classifiers; NT-Xent of two augmented views for encoders (the \
-             same balance on the contrastive loss, a direct reading of the method). Reference \
+             Cross-entropy for classifiers; for encoders the InfoNCE they were trained with \
+             (SimCLR NT-Xent, or MoCo's with a momentum encoder and a queue; the same balance \
+             on the contrastive loss, a direct reading of the method). Reference \
              settings (the SCRUB repository's user-privacy runs on CIFAR-10): β = 0.9999, plain \
              SGD lr 0.01 without momentum or weight decay, 5 epochs, retain batch 32, forget \
              batch 16. β needs tuning per model: on a saturated model 1 − β = 1e-4 barely \
@@ -94,6 +95,8 @@ impl Plugin for NegGradPlus {
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         let prep = prepare(ctx, self.seed, &self.prune)?;
         let objective = prep.objective(&self.training);
+        // A MoCo encoder's queue starts as a trained one: keys of training samples.
+        objective.fill_queue(ctx, Split::Retain, self.optim.batch_size)?;
         let bs = self.optim.batch_size;
         let max = self.training.max_batches;
         let before = evaluate(ctx, &objective, Split::Forget, bs, 0)?;

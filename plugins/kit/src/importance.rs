@@ -60,7 +60,10 @@ pub fn accumulate(
     // Eval mode, as SSD's and SFR-on's reference code (`model.eval()`).
     ctx.model_set_train(false)?;
     for_each_batch(ctx, split, bs, false, 0, |ctx, x, y| {
-        let loss = objective.loss(ctx, x, y)?;
+        // A measurement: no MoCo run state is read or changed.
+        let loss = objective
+            .measure_per_sample(ctx, x, y)?
+            .f_mean(lethe_plugin_api::tch::Kind::Float)?;
         let g2 = grad_flat(&loss, params, false)?.f_square()?;
         for imp in into.iter_mut() {
             imp.add_squared(&g2)?;

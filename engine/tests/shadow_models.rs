@@ -17,6 +17,7 @@ use lethe_engine::plugin_host::PluginLibrary;
 use lethe_engine::plugin_host::services::{
     EngineServices, JobInfo, ServiceEvent, ShadowSettings, SplitPositions,
 };
+use lethe_engine::train::prune::{PruneRecipe, PruneScope};
 use lethe_engine::train::{OptimizerConfig, Schedule, TrainConfig};
 use lethe_plugin_api::abi::LetheStatus;
 use serde_json::{Value, json};
@@ -86,6 +87,17 @@ fn recipe() -> TrainConfig {
 /// Saves a fresh model as `name`, with the `lethe train` record of `recipe()`
 /// (`trained`) or an `original_checkpoint` note instead.
 fn checkpoint_file(dir: &Path, name: &str, trained: bool, original: Option<&Path>) -> PathBuf {
+    checkpoint_file_pruned(dir, name, trained, original, None)
+}
+
+/// [`checkpoint_file`] whose `lethe train` record prunes by `prune`.
+fn checkpoint_file_pruned(
+    dir: &Path,
+    name: &str,
+    trained: bool,
+    original: Option<&Path>,
+    prune: Option<PruneRecipe>,
+) -> PathBuf {
     tch::manual_seed(5);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let _model = Model::new(&vs.root(), &arch()).unwrap();
@@ -98,7 +110,7 @@ fn checkpoint_file(dir: &Path, name: &str, trained: bool, original: Option<&Path
             hidden: Vec::new(),
             train: recipe(),
             temperature: 0.5,
-            prune: None,
+            prune,
             out: dir.join(name),
             overwrite: false,
         };
@@ -313,6 +325,52 @@ fn shadow_models_train_on_their_halves_once_then_come_from_the_cache() {
     assert_eq!(s3["trained"], 4);
     assert_eq!(s3["recipe"]["train"]["epochs"], 2);
     assert_ne!(s3["key"], s["key"]);
+}
+
+/// Issue 18 item 10: the shadows of a sparse original (a `lethe train
+/// --prune-ratio` record) are made as it was, dense then pruned by OMP and
+/// retrained (as many retraining epochs as the attack's `epochs`), under a
+/// cache key of their own; a dense recipe's key is unchanged.
+#[test]
+fn a_sparse_recipe_makes_pruned_and_retrained_shadows_under_their_own_key() {
+    let (dir, dense, cache) = setup();
+    let prune = PruneRecipe {
+        ratio: 0.9,
+        scope: PruneScope::Weights,
+        rewind_epoch: 1,
+        retrain_epochs: 60,
+    };
+    let sparse = checkpoint_file_pruned(dir.path(), "sparse.safetensors", true, None, Some(prune));
+    let params = json!({"models": 2, "mode": "online", "epochs": 3});
+    let d = run(
+        dir.path(),
+        &dense,
+        "dense",
+        params.clone(),
+        settings(&cache),
+    );
+    let s = run(dir.path(), &sparse, "sparse", params, settings(&cache));
+    d.result.as_ref().unwrap();
+    s.result.as_ref().unwrap();
+    let (ds, ss) = (d.json("shadow_summary"), s.json("shadow_summary"));
+    assert_ne!(ds["key"], ss["key"]);
+    assert_eq!(ss["trained"], 2);
+    let spec = |key: &Value| -> Value {
+        let key = key.as_str().unwrap();
+        serde_json::from_slice(&std::fs::read(cache.join(&key[..32]).join("spec.json")).unwrap())
+            .unwrap()
+    };
+    assert!(spec(&ds["key"]).get("prune").is_none());
+    assert_eq!(spec(&ss["key"])["prune"]["ratio"], 0.9);
+    // Each sparse shadow: 3 dense epochs, then 3 of retraining.
+    let epochs = |r: &Run| {
+        r.progress()
+            .iter()
+            .filter(|m| m.contains(": epoch "))
+            .count()
+    };
+    assert_eq!(epochs(&d), 2 * 3);
+    assert_eq!(epochs(&s), 2 * (3 + 3), "{:?}", s.progress());
 }
 
 #[test]

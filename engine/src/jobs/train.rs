@@ -15,7 +15,9 @@ use crate::models::{ArchConfig, BackboneConfig, HeadConfig, Model};
 use crate::models::{KeyQueue, MomentumEncoder};
 use crate::train::contrastive::{MocoConfig, train_moco, train_simclr};
 use crate::train::probe::{extract, train_linear_probe};
-use crate::train::prune::{Mask, PruneRecipe, SPARSITY_NOTE, Sparsity};
+use crate::train::prune::{
+    Mask, PruneRecipe, SPARSITY_NOTE, Sparsity, prune_and_retrain, snapshot, trainable,
+};
 use crate::train::supervised::{evaluate, train_classifier};
 use crate::train::{Flow, Schedule, TrainConfig, TrainEvent};
 
@@ -263,15 +265,10 @@ pub fn run_train_job(
     }
     // The reference's `rewind_lt`: the weights (and batch-norm statistics)
     // after this dense epoch are what the sparse model is retrained from.
-    let mut rewind: Option<Vec<(String, Tensor)>> = None;
+    let mut rewind = None;
     let dense_summary = train(&job.train, &mut |e: &TrainEvent| {
-        if recipe.rewind_epoch > 0 && e.epoch == recipe.rewind_epoch && e.step == e.steps {
-            rewind = Some(
-                vs.variables()
-                    .into_iter()
-                    .map(|(n, t)| (n, t.detach().copy()))
-                    .collect(),
-            );
+        if recipe.is_rewind_point(e) {
+            rewind = Some(snapshot(&vs));
         }
         on_event(e)
     })?;
@@ -282,48 +279,17 @@ pub fn run_train_job(
         ));
     }
     let dense_accuracy = measure(&model, &dataset, &split, job, device)?;
-    // The mask is chosen on the trained weights, then (rewinding) laid on the
-    // earlier ones, as `main_imp.py` prunes, reloads the rewind weights and
-    // re-applies the mask.
-    let (mask, mut record) = Mask::omp(&trainable(&vs), recipe.ratio, recipe.scope)?;
-    if recipe.rewind_epoch > 0 {
-        let Some(saved) = rewind else {
-            return Err(JobError::Invalid(format!(
-                "dense training ended before rewind epoch {}",
-                recipe.rewind_epoch
-            )));
-        };
-        let mut ours = vs.variables();
-        tch::no_grad(|| -> Result<(), JobError> {
-            for (name, t) in &saved {
-                if let Some(v) = ours.get_mut(name) {
-                    v.f_copy_(t)?;
-                }
-            }
-            Ok(())
-        })?;
-        mask.reimpose()?;
-    }
-    record.rewind_epoch = recipe.rewind_epoch;
-    record.retrain_epochs = recipe.retrain_epochs;
-    // Retraining: the dense recipe for `retrain_epochs`, every update followed
-    // by the mask, so each forward pass sees the pruned weights at zero (the
-    // reference keeps them there by `weight_orig * weight_mask`).
     let cfg = TrainConfig {
         epochs: recipe.retrain_epochs,
         ..job.train.clone()
     };
-    let mut failed = None;
-    let summary = train(&cfg, &mut |e: &TrainEvent| match mask.reimpose() {
-        Ok(_) => on_event(e),
-        Err(err) => {
-            failed = Some(err);
-            Flow::Stop
-        }
-    })?;
-    if let Some(err) = failed {
-        return Err(err.into());
-    }
+    let (record, summary) = prune_and_retrain(
+        &vs,
+        recipe,
+        rewind,
+        |on_event: &mut dyn FnMut(&TrainEvent) -> Flow| train(&cfg, on_event),
+        on_event,
+    )?;
     let sparse = Sparse {
         record,
         dense_accuracy,
@@ -339,18 +305,6 @@ pub fn run_train_job(
         summary,
         Some(sparse),
     )
-}
-
-/// The trainable parameters by name, sorted (the order the plugin host lists
-/// them in).
-fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut params: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    params
 }
 
 /// What pruning made of the model, for its provenance.

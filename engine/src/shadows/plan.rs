@@ -183,7 +183,7 @@ impl ShadowPlan {
         for r in &self.pool {
             pool.update(r.to_le_bytes());
         }
-        let spec = json!({
+        let mut spec = json!({
             "format": FORMAT,
             "arch": recipe.arch,
             "train": train,
@@ -193,6 +193,11 @@ impl ShadowPlan {
             "models": self.models(),
             "seed": self.seed,
         });
+        // Sparse shadows are other models than dense ones; dense keys stay as
+        // they were.
+        if let Some(p) = recipe.job.as_ref().and_then(|j| j.prune.as_ref()) {
+            spec["prune"] = json!(p);
+        }
         let key = format!("{:x}", Sha256::digest(spec.to_string().as_bytes()));
         (key, spec)
     }

@@ -17,6 +17,7 @@ use crate::checkpoint::CheckpointMeta;
 use crate::data::Dataset;
 use crate::models::{HeadConfig, Model};
 use crate::train::augment::to_unit_float;
+use crate::train::prune::{PruneRecipe, SPARSITY_NOTE, Sparsity, prune_and_retrain, snapshot};
 use crate::train::supervised::{predict_logits, train_classifier};
 use crate::train::{Flow, TrainConfig};
 
@@ -398,13 +399,43 @@ fn train_model(
         }
         Flow::Continue
     };
-    let summary = train_classifier(&model, &vs, &x, &y, &cfg, &mut on_event)
-        .map_err(|source| ShadowError::Train { model: k, source })?;
+    // A sparse original's shadows are made as it was: dense, pruned by OMP,
+    // retrained with the mask fixed.
+    let prune = shadow_pruning(ctx, &cfg);
+    let mut rewind = None;
+    let summary = train_classifier(&model, &vs, &x, &y, &cfg, &mut |e| {
+        if prune.as_ref().is_some_and(|p| p.is_rewind_point(e)) {
+            rewind = Some(snapshot(&vs));
+        }
+        on_event(e)
+    })
+    .map_err(|source| ShadowError::Train { model: k, source })?;
     if summary.stopped {
         return Ok(None);
     }
+    let mut sparsity = None;
+    if let Some(p) = &prune {
+        let retrain = TrainConfig {
+            epochs: p.retrain_epochs,
+            ..cfg.clone()
+        };
+        let (record, summary) = prune_and_retrain(
+            &vs,
+            p,
+            rewind,
+            |on_event: &mut dyn FnMut(&crate::train::TrainEvent) -> Flow| {
+                train_classifier(&model, &vs, &x, &y, &retrain, on_event)
+            },
+            &mut on_event,
+        )
+        .map_err(|source| ShadowError::Train { model: k, source })?;
+        if summary.stopped {
+            return Ok(None);
+        }
+        sparsity = Some(record);
+    }
     if keep_weights {
-        save_weights(ctx, key, k, &vs, &cfg)?;
+        save_weights(ctx, key, k, &vs, &cfg, sparsity.as_ref())?;
     }
     let logits = predict_logits(&model, ctx.dataset.images(), 512, ctx.device)
         .to_kind(Kind::Float)
@@ -462,6 +493,19 @@ fn make_model(
     )
 }
 
+/// The pruning a shadow model of the recipe gets, if the original is sparse.
+/// Shadows trained for another number of epochs than the original (the
+/// attack's `epochs`) are retrained for as many, rewound no later than their
+/// last epoch.
+fn shadow_pruning(ctx: &ShadowContext<'_>, cfg: &TrainConfig) -> Option<PruneRecipe> {
+    let mut p = ctx.recipe.job.as_ref()?.prune.clone()?;
+    if cfg.epochs != ctx.recipe.train.epochs {
+        p.retrain_epochs = cfg.epochs;
+        p.rewind_epoch = p.rewind_epoch.min(cfg.epochs);
+    }
+    Some(p)
+}
+
 /// Keeps model `k`'s checkpoint in the cache, with the architecture and a
 /// `lethe train` record of its own (the recipe with the model's seed), as a
 /// method unlearning it expects of a trained model.
@@ -471,6 +515,7 @@ fn save_weights(
     k: usize,
     vs: &VarStore,
     cfg: &TrainConfig,
+    sparsity: Option<&Sparsity>,
 ) -> Result<(), ShadowError> {
     let path = ctx.cache.weights_path(key, k);
     let mut meta = CheckpointMeta::new(
@@ -486,6 +531,13 @@ fn save_weights(
         notes.insert(
             "job".into(),
             serde_json::to_string(&job).unwrap_or_default(),
+        );
+    }
+    // Its unlearned copy then keeps the mask, as the original's does.
+    if let Some(record) = sparsity {
+        notes.insert(
+            SPARSITY_NOTE.into(),
+            serde_json::to_string(record).unwrap_or_default(),
         );
     }
     crate::checkpoint::save(&path, vs, &meta, true).map_err(|e| ShadowError::Cache {

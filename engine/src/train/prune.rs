@@ -18,9 +18,10 @@
 //! names ([`Mask::from_zeros`]), since the pruned weights are stored as zeros.
 
 use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use super::TrainError;
+use super::{Flow, TrainError, TrainEvent, TrainSummary};
 use crate::checkpoint::CheckpointMeta;
 
 /// The provenance note of a sparse checkpoint: its [`Sparsity`] as JSON.
@@ -275,6 +276,86 @@ impl Mask {
         }
         Ok(moved)
     }
+}
+
+/// The trainable parameters of `vs` by name, sorted (the order the plugin host
+/// lists them in).
+pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
+/// Copies of every variable of `vs` (weights and batch-norm statistics): the
+/// rewind point of [`prune_and_retrain`], taken at the end of dense epoch
+/// [`PruneRecipe::rewind_epoch`] (see [`PruneRecipe::is_rewind_point`]).
+pub fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
+    vs.variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect()
+}
+
+impl PruneRecipe {
+    /// Whether the dense training's event `e` ends the rewind epoch.
+    pub fn is_rewind_point(&self, e: &TrainEvent) -> bool {
+        self.rewind_epoch > 0 && e.epoch == self.rewind_epoch && e.step == e.steps
+    }
+}
+
+/// The second half of OMP, after the dense training of `vs`: prunes by
+/// `recipe` (the mask chosen on the trained weights), rewinds to `rewind` when
+/// the recipe asks for it (the mask then laid on those weights, as `main_imp.py`
+/// prunes, reloads the rewind weights and re-applies the mask), and retrains
+/// with `retrain` (which trains `vs` for `recipe.retrain_epochs`), setting the
+/// pruned weights back to zero after every update so that every forward pass
+/// sees them at zero (the reference keeps them there by `weight_orig *
+/// weight_mask`). Returns the pruning record and the retraining's summary.
+pub fn prune_and_retrain<E: From<TrainError>>(
+    vs: &VarStore,
+    recipe: &PruneRecipe,
+    rewind: Option<Vec<(String, Tensor)>>,
+    retrain: impl FnOnce(&mut dyn FnMut(&TrainEvent) -> Flow) -> Result<TrainSummary, E>,
+    on_event: &mut dyn FnMut(&TrainEvent) -> Flow,
+) -> Result<(Sparsity, TrainSummary), E> {
+    let (mask, mut record) = Mask::omp(&trainable(vs), recipe.ratio, recipe.scope)?;
+    if recipe.rewind_epoch > 0 {
+        let Some(saved) = rewind else {
+            return Err(TrainError::Invalid(format!(
+                "dense training ended before rewind epoch {}",
+                recipe.rewind_epoch
+            ))
+            .into());
+        };
+        let mut ours = vs.variables();
+        tch::no_grad(|| -> Result<(), TrainError> {
+            for (name, t) in &saved {
+                if let Some(v) = ours.get_mut(name) {
+                    v.f_copy_(t)?;
+                }
+            }
+            Ok(())
+        })?;
+        mask.reimpose()?;
+    }
+    record.rewind_epoch = recipe.rewind_epoch;
+    record.retrain_epochs = recipe.retrain_epochs;
+    let mut failed = None;
+    let summary = retrain(&mut |e: &TrainEvent| match mask.reimpose() {
+        Ok(_) => on_event(e),
+        Err(err) => {
+            failed = Some(err);
+            Flow::Stop
+        }
+    })?;
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    Ok((record, summary))
 }
 
 #[cfg(test)]

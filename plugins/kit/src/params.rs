@@ -177,7 +177,7 @@ pub fn pruning(d: Descriptor) -> Descriptor {
     d.param(
         ParamSpec::float("prune_ratio", "Prune ratio", 0.0, 0.999, 0.0)
             .group("Sparsity")
-            .help("One-shot global magnitude pruning before the method (0.95: the \"95 % sparse\" setting of Jia et al.); pruned weights stay zero."),
+            .help("One-shot global magnitude pruning right before the method, without retraining; pruned weights stay zero. A variant: Jia et al.'s \"95 % sparse\" setting prunes and retrains first (lethe train --prune-ratio 0.95), and the host keeps such a model's zeros for every method."),
     )
     .param(
         ParamSpec::choice("prune_scope", "Prune", &["weights", "conv"], "weights")

@@ -11,7 +11,7 @@ use super::StudyResults;
 use super::cache::{RetrainCache, RetrainRequest, link_folder, retrain_cached};
 use super::hash::{forget_sha256, path_sha256};
 use super::results::InputHashes;
-use super::runner::{StudyOptions, run_study};
+use super::runner::{StudyOptions, check_study, run_study};
 use super::spec::StudySpec;
 use crate::eval::job_data::JobData;
 use crate::worker::unlearn::{UnlearnArgs, checked_request};
@@ -31,6 +31,10 @@ pub struct StudyArgs {
     /// a paper's protocol scaled down to seconds) instead of as written.
     #[arg(long, value_name = "NAME")]
     pub scale: Option<String>,
+    /// Check the study (its files, plugins and every parameter set) and stop;
+    /// nothing runs and nothing is written.
+    #[arg(long)]
+    pub check: bool,
     /// The study folder: created, or resumed when it already holds this study
     /// (finished runs are reused). Default: `runs/study-<name>`.
     #[arg(long)]
@@ -122,6 +126,16 @@ pub fn run(
         program: None,
         cancel,
     };
+    if args.check {
+        check_study(&spec, file, &opts)?;
+        println!(
+            "study {}: {} method(s) × {} seed(s); files, plugins and parameters check out",
+            spec.name,
+            spec.methods.len(),
+            spec.seeds.len()
+        );
+        return Ok(());
+    }
     eprintln!(
         "study {}: {} method(s) × {} seed(s) into {}",
         spec.name,

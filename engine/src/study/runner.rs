@@ -483,6 +483,17 @@ fn resolve(
     })
 }
 
+/// Checks a study without running it: its device, that every plugin it names
+/// is found, and every parameter set (for each seed) against the plugin's
+/// schema, as [`run_study`] does before it starts.
+pub fn check_study(spec: &StudySpec, file: &Path, opts: &StudyOptions) -> Result<(), StudyError> {
+    let device = crate::runtime::resolve_device(&spec.device).map_err(|e| StudyError::Spec {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    resolve(spec, file, device, opts).map(|_| ())
+}
+
 /// What a run folder holds: `Some(true)` finished (reusable), `Some(false)`
 /// an unfinished attempt, `None` nothing yet.
 fn run_state(dir: &Path, row: &str, seed: u64, kind: RowKind) -> Result<Option<bool>, StudyError> {

@@ -357,8 +357,18 @@ fn scaled(
         toml::from_str(text).map_err(|e| bad(path, format!("not a valid study file: {e}")))?;
     doc.remove("scales");
     let at = |what: String| bad(path, format!("scales.{scale}: {what}"));
+    let mut only: Option<Vec<String>> = None;
     for (key, value) in over {
         match key.as_str() {
+            "only_methods" => {
+                let names: Option<Vec<String>> = value
+                    .as_array()
+                    .and_then(|a| a.iter().map(|v| v.as_str().map(String::from)).collect());
+                only = Some(
+                    names
+                        .ok_or_else(|| at("only_methods must be a list of method names".into()))?,
+                );
+            }
             "methods" | "attacks" => {
                 let toml::Value::Table(by_name) = value else {
                     return Err(at(format!(
@@ -395,6 +405,27 @@ fn scaled(
                 }
             },
         }
+    }
+    if let Some(only) = only {
+        let entries = doc
+            .get_mut("methods")
+            .and_then(|v| v.as_array_mut())
+            .ok_or_else(|| at("the study has no [[methods]] entries".into()))?;
+        let name_of = |e: &toml::Value| {
+            e.get("name")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+                .unwrap_or_default()
+        };
+        if let Some(missing) = only
+            .iter()
+            .find(|n| !entries.iter().any(|e| &name_of(e) == *n))
+        {
+            return Err(at(format!(
+                "only_methods: no [[methods]] entry is named {missing:?}"
+            )));
+        }
+        entries.retain(|e| only.contains(&name_of(e)));
     }
     let mut spec = StudySpec::deserialize(toml::Value::Table(doc))
         .map_err(|e| at(format!("the scaled study is not valid: {e}")))?;
@@ -436,8 +467,9 @@ impl StudySpec {
     /// into the study's key by key (`evaluate = { probe_epochs = 2 }`), and its
     /// `methods` / `attacks` tables are keyed by entry name, each merged into
     /// that entry (`methods.FT.params = { epochs = 1 }` changes FT's epochs and
-    /// keeps its other parameters). The scaled study is named `<name>-<scale>`,
-    /// so its default folder and its table say which it is.
+    /// keeps its other parameters); `only_methods = ["AC"]` keeps just those
+    /// method rows (the reference rows always run). The scaled study is named
+    /// `<name>-<scale>`, so its default folder and its table say which it is.
     pub fn load_scaled(path: &Path, scale: Option<&str>) -> Result<StudySpec, StudyError> {
         let text = std::fs::read_to_string(path).map_err(|e| bad(path, e.to_string()))?;
         // Parsed as the typed spec first, so that a mistake in the file itself is
@@ -720,7 +752,8 @@ mod tests {
         [[attacks]]\nname = \"mia\"\nid = \"x.mia\"\n\
         [scales.ci]\nseeds = [0]\nevaluate = { probe_epochs = 2 }\nretrain = { params = { max_epochs = 1 } }\n\
         [scales.ci.methods.FT]\nparams = { epochs = 1, max_batches = 3 }\n\
-        [scales.ci.attacks.mia]\nbootstrap = 0\n";
+        [scales.ci.attacks.mia]\nbootstrap = 0\n\
+        [scales.one]\nonly_methods = [\"GA\"]\n";
 
     #[test]
     fn a_scale_changes_only_what_it_names() {
@@ -752,6 +785,9 @@ mod tests {
         assert_eq!((&ci.metrics, &ci.labels), (&full.metrics, &full.labels));
         assert_eq!(ci.avg_gap_label.as_deref(), Some("Avg. Disparity"));
         assert_eq!(ci.checkpoint, full.checkpoint, "paths resolved as unscaled");
+        let one = StudySpec::load_scaled(&p, Some("one")).unwrap();
+        assert_eq!(one.methods, [full.methods[1].clone()], "only GA's row");
+        assert_eq!((one.seeds.len(), one.name.as_str()), (5, "p-one"));
     }
 
     #[test]
@@ -782,6 +818,11 @@ mod tests {
                 format!("{HEAD}[[methods]]\nname = \"A\"\nid = \"x\"\n"),
                 "ci",
                 "no [scales.<name>] tables",
+            ),
+            (
+                SCALED.replace("[\"GA\"]", "[\"SCRUB\"]"),
+                "one",
+                "only_methods: no [[methods]] entry is named \"SCRUB\"",
             ),
             (
                 SCALED.replace("forget_error = \"UA\"", "ta_x = \"UA\""),

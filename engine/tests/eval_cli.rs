@@ -230,6 +230,11 @@ fn evaluate_audits_alignment_between_encoders() {
             "metric=confidence",
             "--set",
             "probe=fast",
+            // Small role sets: what is tested here is the probe.
+            "--set",
+            "shadow_size=200",
+            "--set",
+            "heldout_size=200",
             "--out",
             &at,
         ],

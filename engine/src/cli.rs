@@ -792,7 +792,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             if let (Some(s), Some(dense)) = (&out.sparsity, &out.dense_accuracy) {
                 println!(
-                    "sparse: {} of {} {} weights pruned ({:.2} %) by OMP, retrained {} epochs{}; \
+                    "sparse: {} of the {} weights in scope `{}` pruned ({:.2} %) by OMP, retrained {} epochs{}; \
                      dense test accuracy was {:.4}",
                     s.pruned,
                     s.prunable,

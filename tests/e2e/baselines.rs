@@ -582,6 +582,80 @@ fn a_sparse_original_keeps_its_zeros_through_methods_that_know_nothing_of_sparsi
     }
 }
 
+/// `lethe unlearn --prune-ratio` (the host's "prune right before" variant,
+/// for any method): the pruned copy lands in the run folder with its record,
+/// and the method (a paper method here, which has no pruning of its own)
+/// leaves every pruned weight at zero.
+#[test]
+fn lethe_unlearn_prune_ratio_prunes_right_before_any_method_and_keeps_the_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let demo = demo_dir();
+    let output = std::process::Command::new(require_binary("lethe-cli"))
+        .args([
+            "unlearn",
+            "--method",
+            "org.lethe.method.contrastive-unlearning",
+        ])
+        .arg("--checkpoint")
+        .arg(demo.join("leaky-mlp.safetensors"))
+        .arg("--data")
+        .arg(demo.join("mnist10k-2k.npz"))
+        .arg("--forget")
+        .arg(demo.join("forget-2k.txt"))
+        .args([
+            "--prune-ratio",
+            "0.9",
+            "--prune-scope",
+            "weights",
+            "--device",
+            "cpu",
+        ])
+        .args([
+            "--set",
+            "epochs=1",
+            "--set",
+            "lr=0.1",
+            "--set",
+            "early_stop=false",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("LETHE_WORKSPACE", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("by OMP into"), "{text}");
+    // 784·512 + 512·512 + 512·10 weights, 90 % of them pruned.
+    let copy = load(&out.join("pruned-original.safetensors"));
+    let record: Value =
+        serde_json::from_str(&copy.meta.as_ref().unwrap().provenance.notes["sparsity"]).unwrap();
+    assert_eq!(record["prunable"], 668_672);
+    assert_eq!(record["pruned"], 601_805);
+    assert_eq!(record["retrain_epochs"], 0);
+    let before = parameters(&out.join("pruned-original.safetensors"));
+    let after = parameters(&out.join("model.safetensors"));
+    let mut moved_kept = 0;
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        let zero = b.eq(0.0);
+        if b.dim() >= 2 {
+            let moved = a
+                .ne(0.0)
+                .logical_and(&zero)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            assert_eq!(moved, 0, "{name}: {moved} pruned weights moved");
+        }
+        moved_kept += a.ne_tensor(b).sum(Kind::Int64).int64_value(&[]);
+    }
+    assert!(moved_kept > 0, "the method changed nothing");
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(out.join("sparsity.json")).unwrap()).unwrap();
+    assert_eq!(kept["pruned_weights"], 601_805);
+    assert!(kept["reset_weights"].as_i64().unwrap() > 0, "{kept}");
+}
+
 mod in_process {
     //! White-box checks: a baseline plugin loaded into this process over
     //! [`EngineServices`], so the test can see what the host served.

@@ -135,7 +135,7 @@ pub fn run(
             )
             .with_context(|| format!("pruning {} failed", args.checkpoint.display()))?;
             eprintln!(
-                "unlearn: pruned {} of {} {} weights ({:.2} %) of {} by OMP into {}",
+                "unlearn: pruned {} of the {} weights in scope `{}` ({:.2} %) of {} by OMP into {}",
                 record.pruned,
                 record.prunable,
                 record.scope.name(),

@@ -28,7 +28,7 @@ use super::results::{
     AttackRun, CacheUse, FORMAT, InputHashes, PluginRun, RESULT_FILE, RESULTS_FILE, RowKind,
     RunResult, STUDY_FILE, StudyManifest, StudyResults, rows, run_folder, tpr_key,
 };
-use super::spec::StudySpec;
+use super::spec::{EvaluateSpec, StudySpec};
 use crate::eval::attack::{AttackReport, AttackRequest, SCAN_TIMEOUT, run_attack};
 use crate::eval::evaluate::{EvaluateRequest, EvaluationReport, evaluate_into};
 use crate::eval::job_data::JobData;
@@ -175,6 +175,28 @@ fn full_params(
             path: file.to_path_buf(),
             message: format!("{what} (`{}`), seed {seed}: {e}", d.id),
         })
+}
+
+/// An attack's parameters with the study's probe filled in where the attack
+/// reads encoders through the host's probe (parameters `probe` and
+/// `probe_epochs`, as the confidence attacks have) and the study file leaves
+/// them out: the evaluation and the attack then ask for the same preset,
+/// epochs and seed (the run's), so the attack reads the evaluation's probe from
+/// the probe cache instead of training another.
+fn with_study_probe(d: &DescriptorInfo, given: &Value, evaluate: &EvaluateSpec) -> Value {
+    let Some(mut p) = given.as_object().cloned() else {
+        return given.clone();
+    };
+    if d.schema.get("probe").is_some() && !p.contains_key("probe") {
+        p.insert("probe".into(), Value::from(evaluate.probe.clone()));
+    }
+    if d.schema.get("probe_epochs").is_some() && !p.contains_key("probe_epochs") {
+        p.insert(
+            "probe_epochs".into(),
+            Value::from(evaluate.probe_epochs.unwrap_or(0)),
+        );
+    }
+    Value::Object(p)
 }
 
 /// Keeps others from running a study in the same folder at the same time.
@@ -471,7 +493,8 @@ fn resolve(
             full_params(d, &m.params, seed, &format!("method {}", m.name), file)?;
         }
         for (a, (_, d)) in spec.attacks.iter().zip(&attacks) {
-            full_params(d, &a.params, seed, &format!("attack {}", a.name), file)?;
+            let given = with_study_probe(d, &a.params, &spec.evaluate);
+            full_params(d, &given, seed, &format!("attack {}", a.name), file)?;
         }
     }
     Ok(Resolved {
@@ -1054,7 +1077,8 @@ impl RunStep<'_> {
         let mut attack_runs = Vec::new();
         for (a, (lib, d)) in spec.attacks.iter().zip(&self.resolved.attacks) {
             log(&what(&format!("attack {}", a.name)));
-            let params = full_params(d, &a.params, seed, &format!("attack {}", a.name), self.file)?;
+            let given = with_study_probe(d, &a.params, &spec.evaluate);
+            let params = full_params(d, &given, seed, &format!("attack {}", a.name), self.file)?;
             let folder = format!("attack-{}", a.name);
             let req = AttackRequest {
                 library: lib.clone(),
@@ -1117,5 +1141,53 @@ impl RunStep<'_> {
         let json = serde_json::to_vec_pretty(&result).map_err(|e| StudyError::io(&path, e))?;
         write_atomic(&path, &json, false).map_err(|e| StudyError::io(&path, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lethe_plugin_api::schema::{ParamSpec, Schema};
+
+    fn attack(params: Vec<ParamSpec>) -> DescriptorInfo {
+        DescriptorInfo {
+            id: "org.example.attack".into(),
+            name: "attack".into(),
+            version: "0.1.0".into(),
+            kind: "attack".into(),
+            description: String::new(),
+            citation: String::new(),
+            schema: Schema {
+                params,
+                applies_to: None,
+            },
+        }
+    }
+
+    /// A confidence attack left to its defaults reads the evaluation's probe;
+    /// what the study file sets stays; other attacks get no probe keys.
+    #[test]
+    fn attacks_with_a_probe_get_the_evaluations_unless_the_study_says_otherwise() {
+        let reads_probe = attack(vec![
+            ParamSpec::choice("probe", "Probe", &["reference", "fast"], "reference"),
+            ParamSpec::int("probe_epochs", "Probe epochs", 0, 100, 0),
+        ]);
+        let evaluate = EvaluateSpec {
+            probe: "fast".into(),
+            probe_epochs: Some(5),
+            ..EvaluateSpec::default()
+        };
+        let filled = with_study_probe(&reads_probe, &serde_json::json!({}), &evaluate);
+        assert_eq!(
+            filled,
+            serde_json::json!({"probe": "fast", "probe_epochs": 5})
+        );
+        let own = serde_json::json!({"probe": "reference", "probe_epochs": 0});
+        assert_eq!(with_study_probe(&reads_probe, &own, &evaluate), own);
+        let other = attack(vec![ParamSpec::int("k", "K", 0, 9, 1)]);
+        assert_eq!(
+            with_study_probe(&other, &serde_json::json!({"k": 2}), &evaluate),
+            serde_json::json!({"k": 2})
+        );
     }
 }

@@ -425,6 +425,15 @@ print(json.dumps([(m.weight_mask == 0).reshape(-1).tolist() for m in mods]))
             // Biases are never pruned.
             assert!(p[1].1.ne(0.0).all().int64_value(&[]) == 1);
         }
+        // 0.5 of 25 weights is 12.5: Python's `round` (torch's count) gives 12.
+        let odd = vec![(
+            "w.weight".to_string(),
+            Tensor::randn([5, 5], (Kind::Float, Device::Cpu)),
+        )];
+        assert_eq!(
+            Mask::omp(&odd, 0.5, PruneScope::Weights).unwrap().1.pruned,
+            12
+        );
     }
 
     #[test]

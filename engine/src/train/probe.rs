@@ -410,7 +410,18 @@ pub fn fit_probe(
     let dim = feature_dim(features, images, device);
     tch::manual_seed(recipe.seed as i64);
     let vs = VarStore::new(device);
-    let linear = nn::linear(vs.root() / "probe", dim, num_classes, Default::default());
+    // PyTorch's `nn.Linear` initialisation, as the reference's head: weights
+    // and bias uniform in ±1/√fan_in (tch's default draws the weights from a
+    // √6 times wider Kaiming-uniform).
+    let bound = 1.0 / (dim.max(1) as f64).sqrt();
+    let config = nn::LinearConfig {
+        ws_init: nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+        ..Default::default()
+    };
+    let linear = nn::linear(vs.root() / "probe", dim, num_classes, config);
     let done = train_head(
         &vs, &linear, features, images, labels, recipe, device, on_epoch,
     )?;
@@ -836,6 +847,34 @@ print(json.dumps({"w": fc.weight.flatten().tolist(), "b": fc.bias.tolist(), "lrs
         }
         close(&values(&linear.ws), &theirs["w"]);
         close(&values(linear.bs.as_ref().unwrap()), &theirs["b"]);
+    }
+
+    /// The head starts as PyTorch's `nn.Linear` (the reference's): weights and
+    /// bias uniform in ±1/√fan_in; at lr 0 it stays there.
+    #[test]
+    fn the_head_starts_as_pytorchs_linear() {
+        let (n, d) = (20i64, 64i64);
+        let x = Tensor::rand([n, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(10);
+        let recipe = ProbeRecipe {
+            epochs: 1,
+            lr: 0.0,
+            ..ProbeRecipe::fast()
+        };
+        let feat = |t: &Tensor| t.flatten(1, -1);
+        let probe = fit_probe(&feat, &x, &y, 10, &recipe, Device::Cpu, &mut |_, _, _| {
+            Flow::Continue
+        })
+        .unwrap()
+        .unwrap();
+        let bound = 1.0 / (d as f64).sqrt();
+        for t in [&probe.linear.ws, probe.linear.bs.as_ref().unwrap()] {
+            let max = t.abs().max().double_value(&[]);
+            assert!(
+                max <= bound && max > 0.8 * bound,
+                "max |w| {max}, bound {bound}"
+            );
+        }
     }
 
     #[test]

@@ -514,7 +514,8 @@ fn pruning_at_95_percent_keeps_the_pruned_weights_at_zero_through_the_method() {
 }
 
 /// A sparse original keeps its pruned weights at zero through methods that
-/// know nothing of sparsity (issue 18, item 10): fine-tuning, Fisher
+/// know nothing of sparsity (issue 18, item 10): fine-tuning, exact retraining
+/// (from a fresh initialisation, as the reference retrains the masked network), Fisher
 /// forgetting's noise (added to every weight directly, no forward pass after
 /// it) and the Contrastive Unlearning paper method, each on the tiny MLP with
 /// 90 % of its weights pruned by OMP. The host re-imposes the mask; without it
@@ -527,6 +528,12 @@ fn a_sparse_original_keeps_its_zeros_through_methods_that_know_nothing_of_sparsi
             baseline_library("finetune"),
             "org.lethe.baseline.finetune",
             json!({"lr": 0.5, "epochs": 2, "batch_size": 8, "augment": false}),
+        ),
+        // Exact retraining re-initialises first: the sparse network is retrained.
+        (
+            baseline_library("retrain"),
+            "org.lethe.baseline.retrain",
+            json!({"recipe": "form", "lr": 0.5, "epochs": 2, "batch_size": 8}),
         ),
         (
             baseline_library("fisher"),

@@ -101,35 +101,103 @@ impl AugmentConfig {
     }
 
     fn crop_flip_batch(&self, x: &Tensor) -> Tensor {
-        let b = x.size()[0];
-        let (dev, kind) = (x.device(), x.kind());
+        let draw = self.draw_crop(x.size()[0], x.kind(), x.device());
+        crop_flip_drawn(x, &draw)
+    }
+
+    /// The random numbers of the crop and flip for a batch of `b` images, drawn from
+    /// libtorch's generator in the order [`AugmentConfig::apply`] draws them: the
+    /// stacked trainer replays a model's draws with this, so a model trained in a
+    /// stack sees the crops it would see alone.
+    pub fn draw_crop(&self, b: i64, kind: Kind, dev: tch::Device) -> CropDraw {
         let uniform = |lo: f64, hi: f64| Tensor::rand([b], (kind, dev)) * (hi - lo) + lo;
         let area = uniform(self.crop_scale.0, self.crop_scale.1);
         let log_ratio = uniform(self.crop_ratio.0.ln(), self.crop_ratio.1.ln());
-        let ratio = log_ratio.exp();
-        // Width and height of the crop as fractions of the image side.
-        let w = (&area * &ratio).sqrt().clamp_max(1.0);
-        let h = (&area / &ratio).sqrt().clamp_max(1.0);
-        // Centre in normalised [-1, 1] coordinates, kept inside the image.
-        let cx = (Tensor::rand([b], (kind, dev)) * 2.0 - 1.0) * (1.0 - &w);
-        let cy = (Tensor::rand([b], (kind, dev)) * 2.0 - 1.0) * (1.0 - &h);
-        let flip = Tensor::rand([b], (kind, dev))
-            .lt(self.flip_p)
-            .to_kind(kind)
-            .g_mul_scalar(-2.0)
-            + 1.0;
-        let zero = Tensor::zeros([b], (kind, dev));
-        let theta = Tensor::stack(
-            &[
-                Tensor::stack(&[&w * &flip, zero.shallow_clone(), cx], 1),
-                Tensor::stack(&[zero, h, cy], 1),
-            ],
-            1,
-        );
-        let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
-        // bilinear (0), zero padding (0), align_corners false: matches pixel centres.
-        x.grid_sampler(&grid, 0, 0, false)
+        let cx = Tensor::rand([b], (kind, dev));
+        let cy = Tensor::rand([b], (kind, dev));
+        let flip = Tensor::rand([b], (kind, dev)).lt(self.flip_p).to_kind(kind);
+        CropDraw {
+            area,
+            ratio: log_ratio.exp(),
+            cx,
+            cy,
+            flip,
+        }
     }
+
+    /// Whether [`AugmentConfig::apply`] on images with `channels` channels draws
+    /// nothing but the crop and flip ([`AugmentConfig::draw_crop`]).
+    pub fn draws_only_crop(&self, channels: i64) -> bool {
+        channels != 3 || (self.jitter.is_none() && self.grayscale_p <= 0.0)
+    }
+}
+
+/// One batch's crop and flip draws (each `[B]`): crop area (fraction of the image),
+/// aspect ratio, centre draws in `[0, 1)`, and 1 where the image is mirrored.
+#[derive(Debug)]
+pub struct CropDraw {
+    /// Crop area as a fraction of the image.
+    pub area: Tensor,
+    /// Width / height of the crop.
+    pub ratio: Tensor,
+    /// Uniform draw placing the centre horizontally.
+    pub cx: Tensor,
+    /// Uniform draw placing the centre vertically.
+    pub cy: Tensor,
+    /// 1 for a mirrored image, else 0.
+    pub flip: Tensor,
+}
+
+impl CropDraw {
+    /// Draws that leave `b` images as they are (full crop, no flip): padding for a
+    /// stacked batch.
+    pub fn identity(b: i64, kind: Kind, dev: tch::Device) -> CropDraw {
+        let ones = Tensor::ones([b], (kind, dev));
+        CropDraw {
+            area: ones.copy(),
+            ratio: ones.copy(),
+            cx: ones.copy() * 0.5,
+            cy: ones * 0.5,
+            flip: Tensor::zeros([b], (kind, dev)),
+        }
+    }
+
+    /// The draws of several batches, one after another.
+    pub fn cat(parts: &[CropDraw]) -> CropDraw {
+        let pick =
+            |f: fn(&CropDraw) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0);
+        CropDraw {
+            area: pick(|d| &d.area),
+            ratio: pick(|d| &d.ratio),
+            cx: pick(|d| &d.cx),
+            cy: pick(|d| &d.cy),
+            flip: pick(|d| &d.flip),
+        }
+    }
+}
+
+/// Crops and flips `x` (`[B, C, H, W]`) as `draw` says.
+pub fn crop_flip_drawn(x: &Tensor, draw: &CropDraw) -> Tensor {
+    let (kind, dev) = (x.kind(), x.device());
+    let b = x.size()[0];
+    // Width and height of the crop as fractions of the image side.
+    let w = (&draw.area * &draw.ratio).sqrt().clamp_max(1.0);
+    let h = (&draw.area / &draw.ratio).sqrt().clamp_max(1.0);
+    // Centre in normalised [-1, 1] coordinates, kept inside the image.
+    let cx = (&draw.cx * 2.0 - 1.0) * (1.0 - &w);
+    let cy = (&draw.cy * 2.0 - 1.0) * (1.0 - &h);
+    let flip = draw.flip.g_mul_scalar(-2.0) + 1.0;
+    let zero = Tensor::zeros([b], (kind, dev));
+    let theta = Tensor::stack(
+        &[
+            Tensor::stack(&[&w * &flip, zero.shallow_clone(), cx], 1),
+            Tensor::stack(&[zero, h, cy], 1),
+        ],
+        1,
+    );
+    let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
+    // bilinear (0), zero padding (0), align_corners false: matches pixel centres.
+    x.grid_sampler(&grid, 0, 0, false)
 }
 
 /// Per-sample Bernoulli(p) mask shaped `[B, 1, 1, 1]`.

@@ -15,6 +15,7 @@ pub mod losses;
 pub mod optim;
 pub mod probe;
 pub mod prune;
+pub mod stacked;
 pub mod supervised;
 
 pub use events::{Flow, TrainEvent, TrainSummary};

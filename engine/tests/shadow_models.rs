@@ -167,6 +167,18 @@ impl Run {
 }
 
 fn run(dir: &Path, ckpt: &Path, tag: &str, params: Value, settings: ShadowSettings) -> Run {
+    run_stacked(dir, ckpt, tag, params, settings, None)
+}
+
+/// [`run`] with at most `stack` models trained at once (`None`: the default).
+fn run_stacked(
+    dir: &Path,
+    ckpt: &Path,
+    tag: &str,
+    params: Value,
+    settings: ShadowSettings,
+    stack: Option<usize>,
+) -> Run {
     let lib = plugin();
     let params = Value::Object(lib.validate_params(ID, &params).unwrap());
     let loaded = checkpoint::load_model(ckpt, Device::Cpu, &LoadOptions::default()).unwrap();
@@ -187,7 +199,11 @@ fn run(dir: &Path, ckpt: &Path, tag: &str, params: Value, settings: ShadowSettin
         1,
     )
     .unwrap()
-    .with_shadows(settings)
+    .with_shadows(settings);
+    let services = match stack {
+        Some(n) => services.with_shadow_stack(n),
+        None => services,
+    }
     .with_events(Arc::new(move |e| sink.lock().unwrap().push(e)));
     let mut inst = lib.create(ID, &params, Arc::new(services)).unwrap();
     let result = inst.run();
@@ -296,6 +312,36 @@ fn shadow_models_train_on_their_halves_once_then_come_from_the_cache() {
     let files = std::fs::read_dir(cache.join(&key[..32])).unwrap().count();
     assert_eq!(files, 5, "4 models and spec.json");
 
+    // The small MLP's models trained in one stack (#25 item 3), and each ended
+    // where it would have alone: one after another, in a cache of their own,
+    // the same key and the same logits within float tolerance.
+    assert!(
+        first.progress().iter().any(|m| m.contains("a stack of 4")),
+        "{:?}",
+        first.progress()
+    );
+    let alone = run_stacked(
+        dir.path(),
+        &ckpt,
+        "alone",
+        params.clone(),
+        settings(&dir.path().join("cache-alone")),
+        Some(1),
+    );
+    alone.result.as_ref().unwrap();
+    assert_eq!(alone.json("shadow_summary")["key"], s["key"]);
+    assert!(!alone.progress().iter().any(|m| m.contains("a stack")));
+    for split in ["forget", "retain", "test"] {
+        let name = format!("logits.{split}");
+        let (a, b) = (first.tensor(&name), alone.tensor(&name));
+        let diff = (&a - &b).abs().max().double_value(&[]);
+        let scale = b.abs().max().double_value(&[]).max(1.0);
+        assert!(
+            diff <= 1e-3 * scale,
+            "{split}: stacked vs alone differ by {diff}"
+        );
+    }
+
     // The same request again: nothing trains, the logits are the same bits.
     let second = run(dir.path(), &ckpt, "second", params, settings(&cache));
     second.result.as_ref().unwrap();
@@ -342,12 +388,15 @@ fn a_sparse_recipe_makes_pruned_and_retrained_shadows_under_their_own_key() {
     };
     let sparse = checkpoint_file_pruned(dir.path(), "sparse.safetensors", true, None, Some(prune));
     let params = json!({"models": 2, "mode": "online", "epochs": 3});
-    let d = run(
+    // The dense models one after another, so that their epoch lines compare
+    // one for one; the sparse ones are never stacked (pruning is per model).
+    let d = run_stacked(
         dir.path(),
         &dense,
         "dense",
         params.clone(),
         settings(&cache),
+        Some(1),
     );
     let s = run(dir.path(), &sparse, "sparse", params, settings(&cache));
     d.result.as_ref().unwrap();

@@ -18,8 +18,35 @@ use crate::data::Dataset;
 use crate::models::{HeadConfig, Model};
 use crate::train::augment::to_unit_float;
 use crate::train::prune::{PruneRecipe, SPARSITY_NOTE, Sparsity, prune_and_retrain, snapshot};
+use crate::train::stacked::{self, StackMember};
 use crate::train::supervised::{predict_logits, train_classifier};
 use crate::train::{Flow, TrainConfig};
+
+/// Shadow models trained at once in one stack at most, by default.
+pub const DEFAULT_STACK: usize = 16;
+
+/// Environment variable that sets the largest stack (`0` or `1`: the models train
+/// one after another).
+pub const SHADOW_STACK_ENV: &str = "LETHE_SHADOW_STACK";
+
+/// Models larger than this (parameters) train one after another: stacking pays where
+/// one model's steps are too small to keep the cores busy (issue #25 item 3), and
+/// a stack of large models would hold K copies of their optimiser state.
+pub const STACK_MAX_PARAMS: i64 = 4_000_000;
+
+/// The largest stack `$LETHE_SHADOW_STACK` asks for, else [`DEFAULT_STACK`]; an
+/// unreadable value is ignored with a message on stderr.
+pub fn stack_from_env() -> usize {
+    match std::env::var(SHADOW_STACK_ENV) {
+        Err(_) => DEFAULT_STACK,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!(
+                "{SHADOW_STACK_ENV}={v} is not a number of models; stacks of up to {DEFAULT_STACK}"
+            );
+            DEFAULT_STACK
+        }),
+    }
+}
 
 /// What a set of shadow models costs, before anything is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +142,9 @@ pub struct ShadowContext<'a> {
     pub device: Device,
     /// Unlearn each model after training (U-LiRA).
     pub unlearn: Option<&'a UnlearnSetup>,
+    /// Train up to this many small models at once ([`train_stacks`]); 0 or 1
+    /// trains them one after another.
+    pub stack: usize,
 }
 
 fn classes(ctx: &ShadowContext<'_>) -> i64 {
@@ -304,6 +334,8 @@ pub fn prepare(
         None => estimate.to_train,
     };
     let (mut cached, mut trained) = (0usize, 0usize);
+    let all: Vec<usize> = (0..total).collect();
+    let stacked = train_stacks(plan, ctx, &key, &all, to_do, cancelled, progress)?;
     let mut all_logits = Vec::with_capacity(total);
     let mut all_masks = Vec::with_capacity(total * rows);
     for k in 0..total {
@@ -318,7 +350,11 @@ pub fn prepare(
             .as_ref()
             .map_or(key.as_str(), |(_, u)| u.as_str());
         if let Some(l) = ctx.cache.load(served_key, k, classes, &mask) {
-            cached += 1;
+            if stacked.contains(&k) {
+                trained += 1;
+            } else {
+                cached += 1;
+            }
             all_logits.push(l);
             all_masks.extend(mask);
             continue;
@@ -363,6 +399,160 @@ pub fn prepare(
         trained,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// How many models of `ctx` may train in one stack: 1 unless the recipe's model is
+/// a small MLP classifier that [`stacked::stackable`] accepts and the original is
+/// not sparse (a pruned recipe trains one after another).
+fn stack_limit(ctx: &ShadowContext<'_>, cfg: &TrainConfig) -> usize {
+    if ctx.stack < 2 || shadow_pruning(ctx, cfg).is_some() {
+        return 1;
+    }
+    let channels = ctx.dataset.images().size().get(1).copied().unwrap_or(1);
+    if !stacked::stackable(&ctx.recipe.arch, cfg, channels) {
+        return 1;
+    }
+    let params = match &ctx.recipe.arch.backbone {
+        crate::models::BackboneConfig::Mlp { input_dim, hidden } => {
+            let mut d_in = *input_dim;
+            let mut n = 0;
+            for &h in hidden.iter().chain(std::iter::once(&classes(ctx))) {
+                n += (d_in + 1) * h;
+                d_in = h;
+            }
+            n
+        }
+        _ => i64::MAX,
+    };
+    if params > STACK_MAX_PARAMS {
+        return 1;
+    }
+    ctx.stack
+}
+
+/// Trains the models of `ks` that the cache lacks (their logits under `key`, and
+/// with U-LiRA their checkpoints, unless their unlearned copies are there) in
+/// stacks of up to `ctx.stack`, when their recipe allows ([`stack_limit`]); each
+/// model's entries are the ones [`train_model`] would make, within float
+/// tolerance (its own seed, initialisation, half, batch order and draws:
+/// [`stacked::train_stacked`]). The models trained; none when stacking does not
+/// apply or fewer than two are missing (the caller trains the rest one by one).
+/// Progress numbers the models out of `numbered`.
+pub fn train_stacks(
+    plan: &ShadowPlan,
+    ctx: &ShadowContext<'_>,
+    key: &str,
+    ks: &[usize],
+    numbered: usize,
+    cancelled: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(ShadowProgress),
+) -> Result<Vec<usize>, ShadowError> {
+    let cfg = ctx.recipe.with_epochs(ctx.epochs);
+    let limit = stack_limit(ctx, &cfg);
+    if limit < 2 {
+        return Ok(Vec::new());
+    }
+    let rows = ctx.dataset.len();
+    let classes = classes(ctx);
+    let ukey = ctx.unlearn.map(|u| u.key(key).0);
+    let todo: Vec<usize> = ks
+        .iter()
+        .copied()
+        .filter(|&k| k < plan.models())
+        .filter(|&k| {
+            let mask = plan.member_mask(k, rows);
+            match &ukey {
+                None => ctx.cache.load(key, k, classes, &mask).is_none(),
+                Some(u) => {
+                    ctx.cache.load(u, k, classes, &mask).is_none()
+                        && ctx.cache.weights(key, k).is_none()
+                }
+            }
+        })
+        .collect();
+    if todo.len() < 2 {
+        return Ok(Vec::new());
+    }
+    // Balanced stacks: 17 models in stacks of 16 would leave one alone.
+    let stacks = todo.len().div_ceil(limit);
+    let per = todo.len().div_ceil(stacks);
+    let mut done = Vec::with_capacity(todo.len());
+    for chunk in todo.chunks(per) {
+        let started = Instant::now();
+        let mut models = Vec::with_capacity(chunk.len());
+        for &k in chunk {
+            let mut c = cfg.clone();
+            c.seed = plan.model_seed(k);
+            // As train_model: the model's seed, then its initialisation.
+            tch::manual_seed(c.seed as i64);
+            let vs = VarStore::new(ctx.device);
+            let model = Model::new(&vs.root(), &ctx.recipe.arch)?;
+            models.push((k, c, vs, model, plan.training_rows(k)));
+        }
+        let members: Vec<StackMember<'_>> = models
+            .iter()
+            .map(|(_, c, vs, _, rows)| StackMember {
+                vs,
+                rows,
+                seed: c.seed,
+            })
+            .collect();
+        let first = done.len() + 1;
+        let last = done.len() + chunk.len();
+        let names = format!("#{}–#{}", chunk[0], chunk[chunk.len() - 1]);
+        let mut on_event = |e: &crate::train::TrainEvent| {
+            if cancelled() {
+                return Flow::Stop;
+            }
+            if e.step == e.steps {
+                let within = e.epoch as f64 / e.epochs.max(1) as f64;
+                progress(ShadowProgress {
+                    fraction: ((first - 1) as f64 + within * chunk.len() as f64)
+                        / numbered.max(1) as f64,
+                    message: format!(
+                        "shadow model {first}/{numbered} to {last}/{numbered} (a stack of {}: \
+                         {names}): epoch {}/{}, loss {:.4}",
+                        chunk.len(),
+                        e.epoch,
+                        e.epochs,
+                        e.loss
+                    ),
+                });
+            }
+            Flow::Continue
+        };
+        let summary = stacked::train_stacked(
+            &ctx.recipe.arch,
+            ctx.dataset.images(),
+            ctx.dataset.labels(),
+            &members,
+            &cfg,
+            &mut on_event,
+        )
+        .map_err(|source| ShadowError::Train {
+            model: chunk[0],
+            source,
+        })?;
+        if summary.stopped {
+            return Err(ShadowError::Cancelled {
+                done: done.len(),
+                total: todo.len(),
+            });
+        }
+        let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
+        for (k, c, vs, model, _) in &models {
+            if ukey.is_some() {
+                save_weights(ctx, key, *k, vs, c, None)?;
+            }
+            let logits = predict_logits(model, ctx.dataset.images(), 512, ctx.device)
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu);
+            let mask = plan.member_mask(*k, rows);
+            ctx.cache.store(key, *k, &logits, &mask, seconds)?;
+            done.push(*k);
+        }
+    }
+    Ok(done)
 }
 
 /// Trains model `k` of `plan` and stores its logits in the cache (and its

@@ -82,6 +82,9 @@ pub(super) struct ShadowState {
     prepared: Option<PreparedShadows>,
     /// NUL-terminated summary; its buffer stays put until the next `prepare`.
     pub(super) summary: CString,
+    /// Largest stack of shadow models trained at once, when set
+    /// ([`EngineServices::with_shadow_stack`]); else `$LETHE_SHADOW_STACK`.
+    stack: Option<usize>,
 }
 
 fn split_named(name: &str) -> Result<DataSplit, ServiceError> {
@@ -103,6 +106,14 @@ impl EngineServices {
     /// folder, training allowed).
     pub fn with_shadows(mut self, settings: ShadowSettings) -> Self {
         self.shadow = settings;
+        self
+    }
+
+    /// Trains up to `models` small shadow models at once (0 or 1: one after
+    /// another) instead of what `$LETHE_SHADOW_STACK` says (default
+    /// [`crate::shadows::train::DEFAULT_STACK`]).
+    pub fn with_shadow_stack(self, models: usize) -> Self {
+        lock(&self.shadow_state).stack = Some(models);
         self
     }
 
@@ -369,6 +380,9 @@ impl EngineServices {
         unlearn: Option<&UnlearnSetup>,
         f: impl FnOnce(&ShadowContext<'_>) -> R,
     ) -> R {
+        let stack = lock(&self.shadow_state)
+            .stack
+            .unwrap_or_else(crate::shadows::train::stack_from_env);
         let state = lock(&self.state);
         f(&ShadowContext {
             dataset: &state.dataset,
@@ -377,6 +391,7 @@ impl EngineServices {
             cache,
             device: self.device,
             unlearn,
+            stack,
         })
     }
 
@@ -533,7 +548,20 @@ impl EngineServices {
             }
             cache.write_spec(key, &spec)?;
             let cancelled = || self.cancel.load(Ordering::SeqCst);
-            let mut trained = 0;
+            // Small models of the unit train together first; the loop then finds
+            // them in the cache (or, with U-LiRA, their checkpoints to unlearn).
+            let mut made: std::collections::BTreeSet<usize> =
+                crate::shadows::train::train_stacks(
+                    &plan,
+                    ctx,
+                    key,
+                    models,
+                    models.len(),
+                    &cancelled,
+                    &mut |p| log(&p.message),
+                )?
+                .into_iter()
+                .collect();
             for &k in models {
                 if k >= plan.models() {
                     return Err(ServiceError::Shadow(ShadowError::Request(format!(
@@ -544,10 +572,10 @@ impl EngineServices {
                 if crate::shadows::train::train_one(&plan, ctx, key, k, &cancelled, &mut |p| {
                     log(&p.message)
                 })? {
-                    trained += 1;
+                    made.insert(k);
                 }
             }
-            Ok(trained)
+            Ok(made.len())
         })
     }
 

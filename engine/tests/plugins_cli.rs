@@ -69,6 +69,107 @@ fn the_template_conforms() {
     }
 }
 
+/// The `sh` block after `<!-- tutorial:rust -->` in plugin-api/README.md.
+fn readme_tutorial() -> String {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api/README.md");
+    let text = std::fs::read_to_string(&readme).unwrap();
+    let (_, after) = text
+        .split_once("<!-- tutorial:rust -->\n```sh\n")
+        .expect("plugin-api/README.md has no tutorial:rust block");
+    let (script, _) = after.split_once("\n```").unwrap();
+    script.to_string()
+}
+
+/// Hard-links what `from` holds into `to` (folders recursively), leaving out
+/// the entries `skip` names and what `to` already has.
+fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip(&name.to_string_lossy()) || to.join(&name).exists() {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            link_tree(&entry.path(), &to.join(&name), &|_| false)?;
+        } else if entry.file_type()?.is_file() {
+            std::fs::hard_link(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_readme_tutorial_builds_the_template_outside_the_workspace() {
+    // The plugin is built by a cargo of its own, in a folder outside the
+    // workspace, into target/outside-build: not target/debug, which the cargo
+    // running this test may hold locked, and where the plugin would join the
+    // development build's plugins. Its dependencies (tch, torch-sys's C++ shim)
+    // are the very units target/debug holds (same hashes), so a new
+    // outside-build starts as hard links to them: a few seconds instead of
+    // minutes. The SDK crates themselves are left out and rebuilt, so an edit
+    // to them is always seen.
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let outside = profile.parent().unwrap().join("outside-build");
+    if !outside.join("debug/.fingerprint").exists() {
+        let ours = |n: &str| n.starts_with("lethe") || n.starts_with("liblethe");
+        for part in [".fingerprint", "build", "deps"] {
+            // Best effort: without the links the build is only slower.
+            let _ = link_tree(
+                &profile.join(part),
+                &outside.join("debug").join(part),
+                &ours,
+            );
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    assert!(!tmp.path().starts_with(&root));
+    std::fs::create_dir_all(tmp.path().join("my-method")).unwrap();
+    std::os::unix::fs::symlink(&outside, tmp.path().join("my-method/target")).unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(EXE, bin.join("lethe")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let o = Command::new("bash")
+        .args(["-euc", &readme_tutorial()])
+        .current_dir(tmp.path())
+        .env("LETHE", &root)
+        .env("PATH", path)
+        // This machine has the registry's files, not the network.
+        .env("CARGO_NET_OFFLINE", "true")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("LIBTORCH")
+        .env_remove("LIBTORCH_CXX11_ABI")
+        .env_remove("LETHE_PLUGIN_PATH")
+        .env("XDG_DATA_HOME", tmp.path().join("no-user-plugins"))
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        "Compiling my-method v0.1.0",
+        "ok   library: loads (1 method(s)/attack(s))",
+        "ok   org.example.my-method: runs on the demo (classifier.safetensors",
+        "ok   org.example.my-method: handles cancel",
+        "conforms",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    // Built against the checkout's SDK, not copied from the workspace's build.
+    assert!(outside.join("debug/libmy_method.so").is_file(), "{out}");
+    eprintln!("tutorial: {:.1}s", started.elapsed().as_secs_f64());
+}
+
 #[test]
 fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,14 +208,20 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
         out.contains("ok   org.lethe.test.classwise: handles cancel"),
         "{out}"
     );
-    // One that polls as it works stops when cancelled in the middle; one that
-    // reports no progress before it ends cannot be watched, and is told so.
+    // A cancel before run is entered stops one whose first line checks, with no
+    // race (the flag is up before the call).
     assert!(
-        out.contains("ok   org.lethe.test.misbehave: stops mid-run"),
+        out.contains("ok   org.lethe.test.classwise: handles cancel (cancelled before run was entered, it stopped)"),
+        "{out}"
+    );
+    // One that polls as it works stops when cancelled at its first log line;
+    // one that ends right after its first log line is too short to tell.
+    assert!(
+        out.contains("ok   org.lethe.test.misbehave: stops mid-run (cancelled at its first progress report or log line, it stopped"),
         "{out}"
     );
     assert!(
-        out.contains("warn org.lethe.test.classwise: stops mid-run (it reported no progress before it finished"),
+        out.contains("warn org.lethe.test.classwise: stops mid-run (it finished right after the cancel, too soon to tell"),
         "{out}"
     );
     // What a plugin logs during the demo run is shown under its line.

@@ -12,7 +12,9 @@ use lethe_engine::worker::parent::SUPERVISOR_NOTE;
 use lethe_engine::worker::protocol::{
     FromWorker, Hello, Level, PROTOCOL_VERSION, ToWorker, read_frame, write_frame,
 };
-use lethe_engine::worker::{Job, JobOutcome, JobReport, WorkerOptions, run_job, spawn_worker};
+use lethe_engine::worker::{
+    Job, JobOutcome, JobReport, WorkerOptions, run_job, spawn_worker, spawn_worker_cancelled,
+};
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::os::unix::process::ExitStatusExt;
@@ -281,6 +283,63 @@ fn cancel_stops_a_cooperative_job_without_killing_it() {
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     let seen = rx.try_iter().count();
     assert!(seen < 20, "kept running after cancel: {seen} more events");
+}
+
+/// Runs a job that starts cancelled to its end: its report and events.
+fn run_cancelled(job: Job) -> (JobReport, Vec<FromWorker>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let handle =
+        spawn_worker_cancelled(&opts(), job, move |e| sink.lock().unwrap().push(e)).unwrap();
+    let report = handle.wait();
+    let events = events.lock().unwrap().clone();
+    (report, events)
+}
+
+#[test]
+fn a_job_started_cancelled_enters_run_with_the_flag_up_every_time() {
+    // The class-wise fixture's first line is check_cancelled(); uncancelled, it
+    // logs its note and returns at once. A cancel sent after the start raced
+    // the plugin (the flag went up a few ms into run, or never): with no model to
+    // load, such a run mostly got past the check.
+    // Four at a time: 20 runs in a few seconds.
+    let runs: Vec<(JobReport, Vec<FromWorker>)> = (0..5)
+        .flat_map(|_| {
+            let batch: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        run_cancelled(run_job_on(
+                            "org.lethe.test.classwise",
+                            json!({"note": "ran"}),
+                        ))
+                    })
+                })
+                .collect();
+            batch.into_iter().map(|t| t.join().unwrap())
+        })
+        .collect();
+    assert_eq!(runs.len(), 20);
+    for (i, (report, events)) in runs.into_iter().enumerate() {
+        assert_eq!(
+            report.outcome,
+            JobOutcome::Cancelled { killed: false },
+            "run {i}: {:?}",
+            logs(&events)
+        );
+        assert!(
+            logs(&events).is_empty(),
+            "run {i} got past its first check: {:?}",
+            logs(&events)
+        );
+    }
+    // The flag is a request: a plugin that never checks it runs to the end.
+    let (report, events) = run_cancelled(misbehave("stdout"));
+    assert!(
+        matches!(report.outcome, JobOutcome::Succeeded(_)),
+        "{}",
+        report.outcome
+    );
+    assert_eq!(logs(&events)[0], "misbehaving: stdout");
 }
 
 #[test]

@@ -220,6 +220,23 @@ pub enum SchemaError {
     /// The schema text is not valid schema JSON.
     #[error("schema is not valid JSON for a parameter schema: {0}")]
     Json(String),
+    /// The schema does not parse here and the plugin was built for a newer ABI
+    /// minor: it uses a parameter type or field this host does not know.
+    #[error(
+        "the schema uses a parameter type or schema field this Lethe (plugin ABI {}.{host_minor}) \
+         does not know (the plugin was built for ABI {}.{plugin_minor}): {detail}; update Lethe, \
+         or build the plugin against this Lethe's lethe-plugin-api",
+        crate::ABI_MAJOR,
+        crate::ABI_MAJOR
+    )]
+    Newer {
+        /// The ABI minor the plugin was built for.
+        plugin_minor: u32,
+        /// This host's ABI minor ([`crate::ABI_MINOR`]).
+        host_minor: u32,
+        /// What did not parse.
+        detail: String,
+    },
     /// `applies_to` contradicts itself.
     #[error("applies_to: {0}")]
     AppliesTo(String),
@@ -368,6 +385,23 @@ impl Schema {
         Ok(schema)
     }
 
+    /// Parses the schema of a plugin built for ABI minor `plugin_minor`: as
+    /// [`Schema::from_json`], but schema text that does not parse from a plugin
+    /// of a newer minor is [`SchemaError::Newer`], which tells the user to update
+    /// Lethe rather than blaming the plugin.
+    pub fn from_plugin_json(text: &str, plugin_minor: u32) -> Result<Schema, SchemaError> {
+        match Schema::from_json(text) {
+            Err(SchemaError::Json(detail)) if plugin_minor > crate::ABI_MINOR => {
+                Err(SchemaError::Newer {
+                    plugin_minor,
+                    host_minor: crate::ABI_MINOR,
+                    detail,
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The schema as compact JSON.
     pub fn to_json(&self) -> String {
         // Serialising these plain structs cannot fail (no maps with non-string keys,
@@ -448,6 +482,17 @@ impl Schema {
                     {
                         return Err(bad(format!("default is longer than max_len {max_len}")));
                     }
+                }
+                ParamKind::Path {
+                    default: Some(d), ..
+                } if d.is_empty() => {
+                    // It would pass as a default but no job could use it (the
+                    // demo run of `lethe plugins check` failed on it).
+                    return Err(bad(
+                        "an empty default is no path: give a real default, or none to make the \
+                         parameter required"
+                            .into(),
+                    ));
                 }
                 ParamKind::Bool { .. } | ParamKind::Path { .. } => {}
             }
@@ -630,6 +675,40 @@ mod tests {
         ]}"#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_schema_from_a_newer_plugin_is_refused_in_words() {
+        // What an ABI 1.2 host met in a plugin with a string parameter, as this
+        // host meets a type of a later minor.
+        let text = r#"{"params": [{"key": "c", "label": "C", "type": "colour"}]}"#;
+        let newer = Schema::from_plugin_json(text, crate::ABI_MINOR + 1).unwrap_err();
+        let words = newer.to_string();
+        for part in [
+            format!("this Lethe (plugin ABI 1.{})", crate::ABI_MINOR),
+            format!("built for ABI 1.{}", crate::ABI_MINOR + 1),
+            "unknown variant `colour`".to_string(),
+            "update Lethe".to_string(),
+        ] {
+            assert!(words.contains(&part), "{part:?} missing in {words}");
+        }
+        // From a plugin of this minor or an older one, it is the plugin's error.
+        assert!(matches!(
+            Schema::from_plugin_json(text, crate::ABI_MINOR),
+            Err(SchemaError::Json(_))
+        ));
+        // A string parameter needs ABI 1.3; this host reads it from any plugin.
+        let string = r#"{"params": [{"key": "n", "label": "N", "type": "string"}]}"#;
+        assert!(Schema::from_plugin_json(string, 3).is_ok());
+    }
+
+    #[test]
+    fn an_empty_path_default_is_refused() {
+        let e = Schema::from_json(
+            r#"{"params": [{"key": "t", "label": "T", "type": "path", "default": ""}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("an empty default is no path"), "{e}");
     }
 
     #[test]

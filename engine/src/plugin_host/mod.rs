@@ -396,7 +396,7 @@ impl PluginLibrary {
                 };
                 let id = text(d.id, "id")?;
                 let schema_json = text(d.params_schema, "params_schema")?;
-                let schema = Schema::from_json(&schema_json)
+                let schema = Schema::from_plugin_json(&schema_json, self.entry.abi.minor)
                     .map_err(|e: SchemaError| bad(format!("`{id}`: {e}")))?;
                 out.push(PluginDescriptor {
                     name: text(d.name, "name")?,

@@ -11,15 +11,17 @@
 //!    declares nothing, the classifier, else the encoder when it refuses for want
 //!    of a projection head, and a whole class when it refuses a random list),
 //!    ending in success and, for methods, a saved model;
-//! 4. a second run is cancelled as soon as it starts, so the cancel flag is up
-//!    before the plugin's `run` begins: a plugin that checks it in its loops stops
-//!    at the first check; one that ignores it runs to the end (or is killed after
-//!    the grace period) and fails;
-//! 5. a third run is cancelled at its first progress report, in the middle of its
-//!    work: it must stop on its own (a plugin that reports no progress before it
-//!    ends gets a warning, as it cannot be watched).
+//! 4. a second run starts cancelled ([`super::spawn_worker_cancelled`]): the
+//!    worker raises its cancel flag before the plugin is created, so `run` is
+//!    entered with the flag up, every time: a plugin that checks it stops at its
+//!    first check; one that ignores it runs to the end (or is killed after the
+//!    grace period) and fails;
+//! 5. a third run is cancelled at its first progress report or log line, in the
+//!    middle of its work: it must stop on its own, within [`MID_RUN_BOUND`] (a
+//!    plugin that neither reports progress nor logs before it ends gets a
+//!    warning, as it cannot be watched).
 
-use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker};
+use super::{Job, JobOutcome, JobReport, WorkerOptions, spawn_worker, spawn_worker_cancelled};
 use crate::worker::protocol::{DescriptorInfo, FromWorker, Level};
 use lethe_plugin_api::schema::ModelClass;
 use serde_json::Value;
@@ -336,9 +338,13 @@ pub fn check_plugin(
         }
         let (cancelled, _, _) = run(model, &forget, "cancel", Cancel::AtStart);
         match &cancelled.outcome {
-            JobOutcome::Cancelled { killed: false } => {
-                push(&mut lines, id, "handles cancel", Verdict::Pass, String::new());
-            }
+            JobOutcome::Cancelled { killed: false } => push(
+                &mut lines,
+                id,
+                "handles cancel",
+                Verdict::Pass,
+                "cancelled before run was entered, it stopped".into(),
+            ),
             JobOutcome::Cancelled { killed: true } => push(&mut lines,
                 id,
                 "handles cancel",
@@ -350,7 +356,7 @@ pub fn check_plugin(
                 id,
                 "handles cancel",
                 Verdict::Fail,
-                "it was cancelled before it started and still ran to the end: call check_cancelled() in every loop".into(),
+                "it was cancelled before run was entered and still ran to the end: call check_cancelled() in every loop".into(),
             ),
             other => push(&mut lines,
                 id,
@@ -361,37 +367,52 @@ pub fn check_plugin(
         }
         // A plugin that checks only before its loops passes the check above; a
         // cancel in the middle of its work tells whether it polls as it goes.
-        let (midway, _, after_cancel) =
-            run(model, &forget, "cancel-midway", Cancel::AtFirstProgress);
+        let (midway, _, after_cancel) = run(model, &forget, "cancel-midway", Cancel::AtFirstEvent);
+        let secs = after_cancel.unwrap_or_default().as_secs_f64();
         let (verdict, detail) = match &midway.outcome {
-            JobOutcome::Cancelled { killed: false } => (Verdict::Pass, String::new()),
+            JobOutcome::Cancelled { killed: false }
+                if after_cancel.is_some_and(|d| d > MID_RUN_BOUND) =>
+            {
+                (
+                    Verdict::Fail,
+                    format!(
+                        "cancelled during its work, it stopped only {secs:.1}s later: call \
+                         check_cancelled() at least every second"
+                    ),
+                )
+            }
+            JobOutcome::Cancelled { killed: false } => (
+                Verdict::Pass,
+                format!(
+                    "cancelled at its first progress report or log line, it stopped {secs:.2}s later"
+                ),
+            ),
             JobOutcome::Cancelled { killed: true } => (
                 Verdict::Fail,
                 "cancelled during its work, it did not stop and had to be killed: call \
                  check_cancelled() in every loop"
                     .to_string(),
             ),
-            // Cancelled at its first progress report and still ran on for
-            // more than a second: it does not poll while it works.
-            JobOutcome::Succeeded(_) if after_cancel.is_some_and(|d| d > MID_RUN_GRACE) => (
+            // Cancelled at its first event and still ran on for more than the
+            // bound: it does not poll while it works.
+            JobOutcome::Succeeded(_) if after_cancel.is_some_and(|d| d > MID_RUN_BOUND) => (
                 Verdict::Fail,
                 format!(
-                    "cancelled during its work, it ran on for {:.1}s to the end: call \
-                     check_cancelled() in every loop",
-                    after_cancel.unwrap_or_default().as_secs_f64()
+                    "cancelled during its work, it ran on for {secs:.1}s to the end: call \
+                     check_cancelled() in every loop"
                 ),
             ),
             JobOutcome::Succeeded(_) if after_cancel.is_some() => (
                 Verdict::Warn,
                 "it finished right after the cancel, too soon to tell whether it polls \
-                 (its work after the first progress report is short)"
+                 (its work after its first progress report or log line is short)"
                     .to_string(),
             ),
             JobOutcome::Succeeded(_) => (
                 Verdict::Warn,
-                "it reported no progress before it finished, so it could not be cancelled \
-                 mid-run: report progress in its loops so a check, and a user, can see it \
-                 work"
+                "it reported no progress and logged nothing before it finished, so it could \
+                 not be cancelled mid-run: report progress in its loops so a check, and a \
+                 user, can see it work"
                     .to_string(),
             ),
             other => (
@@ -405,19 +426,21 @@ pub fn check_plugin(
 }
 
 /// How long a plugin cancelled mid-run may go on before it counts as not
-/// polling: a plugin should check at least every second.
-const MID_RUN_GRACE: Duration = Duration::from_secs(1);
+/// polling: a plugin should check at least every second; the second one is the
+/// worker's own ending (its final message, its exit) on a loaded machine.
+pub const MID_RUN_BOUND: Duration = Duration::from_secs(2);
 
 /// When the check cancels a demo run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cancel {
     /// Never.
     Never,
-    /// Right after the start, while the worker is still loading: the flag is up
-    /// before the plugin's `run` begins.
+    /// From the start: the worker raises the flag before it creates the
+    /// plugin, so `run` is entered with it up.
     AtStart,
-    /// At the plugin's first progress report: in the middle of its work.
-    AtFirstProgress,
+    /// At the plugin's first progress report or log line: in the middle of its
+    /// work.
+    AtFirstEvent,
 }
 
 fn push(
@@ -454,14 +477,20 @@ fn run_job_cancelling(
                 }
                 l.push_back(format!("{}: {text}", level_name(level)));
             }
+            // Only the first event matters; later sends find the receiver gone.
+            let _ = progressed.send(());
         }
         FromWorker::Progress { .. } => {
-            // Only the first matters; later sends find the receiver gone.
             let _ = progressed.send(());
         }
         _ => {}
     };
-    let handle = match spawn_worker(opts, job, on_event) {
+    let spawned = if cancel == Cancel::AtStart {
+        spawn_worker_cancelled(opts, job, on_event)
+    } else {
+        spawn_worker(opts, job, on_event)
+    };
+    let handle = match spawned {
         Ok(h) => h,
         Err(e) => {
             let report = JobReport {
@@ -476,9 +505,8 @@ fn run_job_cancelling(
     };
     let mut cancelled_at = None;
     match cancel {
-        Cancel::Never => {}
-        Cancel::AtStart => handle.cancel(),
-        Cancel::AtFirstProgress => loop {
+        Cancel::Never | Cancel::AtStart => {}
+        Cancel::AtFirstEvent => loop {
             match first_progress.recv_timeout(Duration::from_millis(50)) {
                 Ok(()) => {
                     handle.cancel();

@@ -174,8 +174,8 @@ pub fn run_worker() -> Result<(), WorkerError> {
         }
         None => return Err(WorkerError::NoJob),
     }
-    let job = match read_frame::<_, ToWorker>(&mut stdin)? {
-        Some(ToWorker::Start { job }) => job,
+    let (job, start_cancelled) = match read_frame::<_, ToWorker>(&mut stdin)? {
+        Some(ToWorker::Start { job, cancelled }) => (job, cancelled),
         Some(ToWorker::Cancel) => {
             frames.send(&FromWorker::Cancelled)?;
             return Ok(());
@@ -192,7 +192,8 @@ pub fn run_worker() -> Result<(), WorkerError> {
 
     // Watch for cancel on another thread; the parent going away (stdin closed or
     // broken) counts as cancel too.
-    let cancelled = Arc::new(AtomicBool::new(false));
+    // A job that starts cancelled has its flag up before any plugin code runs.
+    let cancelled = Arc::new(AtomicBool::new(start_cancelled));
     {
         let cancelled = Arc::clone(&cancelled);
         std::thread::spawn(move || {

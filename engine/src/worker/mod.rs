@@ -20,6 +20,7 @@ pub mod unlearn;
 
 pub use parent::{
     JobOutcome, JobReport, WorkerHandle, WorkerOptions, run_job, signal_name, spawn_worker,
+    spawn_worker_cancelled,
 };
 pub use protocol::{FromWorker, Job, ScanReport, ScannedFile, ToWorker};
 

@@ -281,6 +281,30 @@ pub fn spawn_worker(
     job: Job,
     on_event: impl FnMut(FromWorker) + Send + 'static,
 ) -> io::Result<WorkerHandle> {
+    spawn(opts, job, false, on_event)
+}
+
+/// Like [`spawn_worker`], but the job starts cancelled: the worker's cancel flag
+/// is up before the plugin is created, so its `run` is entered with the flag
+/// already raised and its first `check_cancelled()` returns `CANCELLED`, every
+/// time (a [`WorkerHandle::cancel`] right after [`spawn_worker`] reaches the
+/// worker's watcher thread at some point, maybe after `run` began). As after a
+/// cancel, the worker is killed if it has not ended a grace period after the
+/// start. For `lethe plugins check`.
+pub fn spawn_worker_cancelled(
+    opts: &WorkerOptions,
+    job: Job,
+    on_event: impl FnMut(FromWorker) + Send + 'static,
+) -> io::Result<WorkerHandle> {
+    spawn(opts, job, true, on_event)
+}
+
+fn spawn(
+    opts: &WorkerOptions,
+    job: Job,
+    cancelled: bool,
+    on_event: impl FnMut(FromWorker) + Send + 'static,
+) -> io::Result<WorkerHandle> {
     let mut cmd = Command::new(&opts.exe);
     cmd.arg("worker")
         .envs(opts.env.iter().map(|(k, v)| (k, v)))
@@ -345,7 +369,7 @@ pub fn spawn_worker(
         started,
     };
     let supervisor = std::thread::spawn(move || {
-        let (outcome, exit, note, answered_hello) = sup.run(job, on_event);
+        let (outcome, exit, note, answered_hello) = sup.run(job, cancelled, on_event);
         // The stderr reader ends when the worker's stderr closes; a grandchild
         // holding it open must not hang us, so wait only briefly.
         let until = Instant::now() + Duration::from_millis(500);
@@ -548,11 +572,15 @@ impl Supervisor {
     fn run(
         mut self,
         job: Job,
+        cancelled: bool,
         mut on_event: impl FnMut(FromWorker),
     ) -> (JobOutcome, Option<ExitStatus>, Option<String>, bool) {
         self.send(&ToWorker::Hello(Hello::ours()));
-        self.send(&ToWorker::Start { job });
+        self.send(&ToWorker::Start { job, cancelled });
         let deadline = self.timeout.map(|t| self.started + t);
+        // A job started cancelled gets the grace period a cancel gives, from the
+        // worker's hello on (process start and libtorch's loading are not the
+        // plugin's time).
         let mut kill_at: Option<Instant> = None;
         // When the final message came.
         let mut final_at: Option<Instant> = None;
@@ -640,6 +668,9 @@ impl Supervisor {
                         break;
                     }
                     got_hello = true;
+                    if cancelled && kill_at.is_none() {
+                        kill_at = Some(Instant::now() + self.grace);
+                    }
                 }
                 Msg::Frame(other) if !got_hello => {
                     last = Some(JobOutcome::Protocol(

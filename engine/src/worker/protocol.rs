@@ -17,7 +17,8 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 /// Bumped whenever a message changes shape; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: [`ToWorker::Start`] carries `cancelled`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts. Frames carry control messages and small
 /// JSON results only, so anything bigger is a corrupted stream, not data.
@@ -173,9 +174,20 @@ pub enum ToWorker {
     Start {
         /// The job.
         job: Job,
+        /// Whether the job starts cancelled: the worker raises its cancel flag
+        /// before anything runs, so the plugin's first `check_cancelled()` sees
+        /// it. `lethe plugins check` uses it to cancel a run before the plugin's
+        /// `run` is entered, which a [`ToWorker::Cancel`] sent right after the
+        /// start cannot promise (the worker's watcher thread may read it late).
+        #[serde(default, skip_serializing_if = "is_false")]
+        cancelled: bool,
     },
     /// Stop the job soon; the parent kills the worker after a grace period.
     Cancel,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Log severity on the wire.
@@ -425,11 +437,13 @@ mod tests {
                     id: "org.x".into(),
                     params: json!({"steps": 3}),
                 },
+                cancelled: true,
             },
             ToWorker::Start {
                 job: Job::Scan {
                     libraries: vec!["/a.so".into()],
                 },
+                cancelled: false,
             },
             ToWorker::Cancel,
         ];
@@ -497,6 +511,7 @@ mod tests {
         // A valid frame of the other direction's type is refused too.
         let bytes = encode(&ToWorker::Start {
             job: Job::Scan { libraries: vec![] },
+            cancelled: false,
         });
         assert!(matches!(
             read_frame::<_, FromWorker>(&mut bytes.as_slice()),

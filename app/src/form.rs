@@ -336,7 +336,9 @@ fn range_text(p: &ParamSpec) -> String {
         ParamKind::Choice { choices, default } => {
             format!("One of {}; default {default}", choices.join(", "))
         }
-        ParamKind::Path { default, directory } => format!(
+        ParamKind::Path {
+            default, directory, ..
+        } => format!(
             "{}{}",
             if *directory { "A folder" } else { "A file" },
             default

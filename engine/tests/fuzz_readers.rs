@@ -1338,7 +1338,10 @@ fn plugin_parameter_json() {
             "org.lethe.test.misbehave",
             br#"{"how": "slow", "steps": 3}"#,
         ),
-        ("org.lethe.test.fail", br#"{"target": "/x/scores.npy"}"#),
+        (
+            "org.lethe.test.fail",
+            br#"{"target": "/x/scores.npy", "reference": "/x/ref.safetensors"}"#,
+        ),
         ("org.lethe.test.tensors", br#"{"lr": 0.5}"#),
     ];
     let read = |id: &'static str, bytes: Vec<u8>| {

@@ -259,7 +259,7 @@ fn plugin_errors_carry_their_message() {
     let mut inst = lib
         .create(
             "org.lethe.test.fail",
-            &json!({"target": "/data/scores.npy"}),
+            &json!({"target": "/data/scores.npy", "reference": "/data/ref.safetensors"}),
             rec.clone(),
         )
         .unwrap();

@@ -232,9 +232,10 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
     );
     // A required parameter (no default) is not a defect, but the check needs a
     // demo value: it says how to give one, and takes it from --set.
+    // A required checkpoint path it fills with the demo's, and says so.
     assert!(
         out.contains(
-            "FAIL org.lethe.test.fail: defaults (required parameter(s) without a default: give demo values with --set target=VALUE)"
+            "FAIL org.lethe.test.fail: defaults (required parameter(s) without a default: give demo values with --set target=VALUE; the check supplies reference = the demo's classifier.safetensors (a checkpoint))"
         ),
         "{out}"
     );
@@ -256,7 +257,17 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
     );
     let with = text(&with);
     assert!(
-        with.contains("ok   org.lethe.test.fail: defaults (1 parameter(s), target from --set)"),
+        with.contains("ok   org.lethe.test.fail: defaults (2 parameter(s), target from --set, reference = the demo's classifier.safetensors (a checkpoint))"),
+        "{with}"
+    );
+    // The supplied value reached the run (its log line, under the run's line).
+    let reference = demo().join("classifier.safetensors");
+    assert!(
+        with.lines()
+            .any(|l| l.starts_with("         | info: reference: ")
+                && Path::new(l.trim_start_matches("         | info: reference: "))
+                    .canonicalize()
+                    .is_ok_and(|p| p == reference.canonicalize().unwrap())),
         "{with}"
     );
     // Cancelled at its first progress report, it worked on for 2.5 s without

@@ -138,7 +138,10 @@ fn plugin_errors_panics_and_bad_params_are_failures_with_messages() {
 
     let (report, _) = run(
         &opts(),
-        run_job_on("org.lethe.test.fail", json!({"target": "/x/scores.npy"})),
+        run_job_on(
+            "org.lethe.test.fail",
+            json!({"target": "/x/scores.npy", "reference": "/x/ref.safetensors"}),
+        ),
     );
     assert!(
         matches!(&report.outcome, JobOutcome::Failed(m) if m.contains("deliberate failure: cannot score /x/scores.npy")),

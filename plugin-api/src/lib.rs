@@ -23,7 +23,7 @@ pub use tch;
 /// Major version of the plugin ABI: a host loads only plugins with the same major.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version of the plugin ABI: grows when extensions are added compatibly.
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 
 /// Version of this crate, recorded in every plugin's build info.
 pub const PLUGIN_API_VERSION: &str = env!("CARGO_PKG_VERSION");

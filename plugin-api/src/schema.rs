@@ -9,7 +9,7 @@
 //!   {"key": "epochs", "label": "Epochs", "type": "int", "min": 1, "max": 100, "default": 5},
 //!   {"key": "reset_head", "label": "Reset head", "type": "bool", "default": false},
 //!   {"key": "loss", "label": "Loss", "type": "choice", "choices": ["ce", "kl"], "default": "ce"},
-//!   {"key": "teacher", "label": "Teacher checkpoint", "type": "path"},
+//!   {"key": "teacher", "label": "Teacher checkpoint", "type": "path", "holds": "checkpoint"},
 //!   {"key": "note", "label": "Run note", "type": "string", "default": "", "max_len": 200}
 //! ],
 //!  "applies_to": {"models": ["classifier"], "whole_classes_only": true}}
@@ -138,6 +138,31 @@ pub struct ParamSpec {
     pub kind: ParamKind,
 }
 
+/// What a path parameter's file holds, when it is a kind of file Lethe itself
+/// reads and writes (`"holds": "checkpoint"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathHolds {
+    /// A model checkpoint (`.safetensors`, or a PyTorch file Lethe loads), like a
+    /// teacher or a reference model.
+    Checkpoint,
+    /// A dataset (`.npz`, an image folder: what `--data` takes).
+    Dataset,
+    /// A forget list (`.txt`, `.csv` or `.json` of training-sample indices).
+    ForgetList,
+}
+
+impl PathHolds {
+    /// The kind in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PathHolds::Checkpoint => "a checkpoint",
+            PathHolds::Dataset => "a dataset",
+            PathHolds::ForgetList => "a forget list",
+        }
+    }
+}
+
 /// Type-specific part of a [`ParamSpec`], tagged by `"type"` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -184,6 +209,11 @@ pub enum ParamKind {
         /// Whether a folder (not a file) is expected, for the GUI's picker.
         #[serde(default)]
         directory: bool,
+        /// What the file holds, when it is one of Lethe's own kinds (since ABI
+        /// 1.6): `lethe plugins check` then gives a required path the demo's
+        /// file of that kind. Older hosts ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holds: Option<PathHolds>,
     },
     /// Free text (since ABI 1.3): a name, a prompt, a list in the plugin's own
     /// syntax. Without a default the key is required and may not be empty.
@@ -700,6 +730,30 @@ mod tests {
         // A string parameter needs ABI 1.3; this host reads it from any plugin.
         let string = r#"{"params": [{"key": "n", "label": "N", "type": "string"}]}"#;
         assert!(Schema::from_plugin_json(string, 3).is_ok());
+    }
+
+    #[test]
+    fn a_path_says_what_it_holds() {
+        let text =
+            r#"{"params": [{"key": "t", "label": "T", "type": "path", "holds": "checkpoint"}]}"#;
+        let s = Schema::from_json(text).unwrap();
+        assert!(matches!(
+            s.params[0].kind,
+            ParamKind::Path {
+                holds: Some(PathHolds::Checkpoint),
+                ..
+            }
+        ));
+        assert_eq!(Schema::from_json(&s.to_json()).unwrap(), s);
+        assert!(s.to_json().contains(r#""holds":"checkpoint""#));
+        // Without it, the JSON is what ABI 1.5 hosts wrote.
+        let plain = r#"{"params": [{"key": "t", "label": "T", "type": "path"}]}"#;
+        assert!(
+            !Schema::from_json(plain)
+                .unwrap()
+                .to_json()
+                .contains("holds")
+        );
     }
 
     #[test]

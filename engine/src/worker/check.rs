@@ -185,14 +185,31 @@ pub fn check_plugin(
             .filter(|(k, _)| d.schema.get(k).is_some())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let params = match d.schema.validate(&Value::Object(given.clone())) {
+        // What the method declares it applies to picks the demo model and forget
+        // list; for a plugin that declares nothing, its refusal does.
+        let declared = d.schema.applies_to.clone().unwrap_or_default();
+        let wants_encoder = declared.projection_head
+            || (!declared.models.is_empty() && !declared.models.contains(&ModelClass::Classifier));
+        // A required path that says what it holds gets the demo's file of that
+        // kind; other required parameters need a value from --set.
+        let supplied = demo_values(d, &given, demo, wants_encoder);
+        let mut values = given.clone();
+        values.extend(supplied.iter().map(|(k, v, _)| (k.clone(), v.clone())));
+        let supplied_words = supplied
+            .iter()
+            .map(|(k, _, what)| format!("{k} = {what}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params = match d.schema.validate(&Value::Object(values)) {
             Ok(p) => {
-                let with = if given.is_empty() {
-                    String::new()
-                } else {
+                let mut with = String::new();
+                if !given.is_empty() {
                     let keys: Vec<&str> = given.keys().map(String::as_str).collect();
-                    format!(", {} from --set", keys.join(", "))
-                };
+                    with.push_str(&format!(", {} from --set", keys.join(", ")));
+                }
+                if !supplied.is_empty() {
+                    with.push_str(&format!(", {supplied_words}"));
+                }
                 push(
                     &mut lines,
                     id,
@@ -215,8 +232,13 @@ pub fn check_plugin(
                     .collect();
                 let detail = if !required.is_empty() && required.len() == e.problems.len() {
                     // Required parameters are allowed; the check needs a value.
+                    let also = if supplied.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the check supplies {supplied_words}")
+                    };
                     format!(
-                        "required parameter(s) without a default: give demo values with {}",
+                        "required parameter(s) without a default: give demo values with {}{also}",
                         required
                             .iter()
                             .map(|k| format!("--set {k}=VALUE"))
@@ -247,11 +269,6 @@ pub fn check_plugin(
             run_job_cancelling(opts, job, cancel)
         };
         let started = Instant::now();
-        // What the method declares it applies to picks the demo model and forget
-        // list; for a plugin that declares nothing, its refusal does.
-        let declared = d.schema.applies_to.clone().unwrap_or_default();
-        let wants_encoder = declared.projection_head
-            || (!declared.models.is_empty() && !declared.models.contains(&ModelClass::Classifier));
         let mut model = if wants_encoder {
             &demo.encoder
         } else {
@@ -423,6 +440,47 @@ pub fn check_plugin(
         push(&mut lines, id, "stops mid-run", verdict, detail);
     }
     lines
+}
+
+/// Demo values for the required path parameters of `d` that say what they hold
+/// and that `given` leaves out: `(key, value, the value in words)`.
+fn demo_values(
+    d: &DescriptorInfo,
+    given: &serde_json::Map<String, Value>,
+    demo: &Demo,
+    wants_encoder: bool,
+) -> Vec<(String, Value, String)> {
+    use lethe_plugin_api::schema::{ParamKind, PathHolds};
+    d.schema
+        .params
+        .iter()
+        .filter(|p| !given.contains_key(&p.key))
+        .filter_map(|p| match &p.kind {
+            ParamKind::Path {
+                default: None,
+                holds: Some(holds),
+                ..
+            } => {
+                let file = match holds {
+                    PathHolds::Checkpoint if wants_encoder => &demo.encoder,
+                    PathHolds::Checkpoint => &demo.classifier,
+                    PathHolds::Dataset => &demo.data,
+                    PathHolds::ForgetList => &demo.forget,
+                };
+                let name = file.file_name().map(|f| f.to_string_lossy().into_owned());
+                Some((
+                    p.key.clone(),
+                    Value::from(file.to_string_lossy().into_owned()),
+                    format!(
+                        "the demo's {} ({})",
+                        name.unwrap_or_default(),
+                        holds.describe()
+                    ),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// How long a plugin cancelled mid-run may go on before it counts as not

@@ -165,6 +165,8 @@ pub enum Job {
 }
 
 /// Parent → worker.
+// One message of each per job: the size of `Start` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {

@@ -213,6 +213,7 @@ impl ParamSpec {
             ParamKind::Path {
                 default: default.map(str::to_string),
                 directory: false,
+                holds: None,
             },
         )
     }
@@ -254,6 +255,16 @@ impl ParamSpec {
     pub fn log_scale(mut self) -> Self {
         if let ParamKind::Float { log_scale, .. } = &mut self.kind {
             *log_scale = true;
+        }
+        self
+    }
+
+    /// Says what a path parameter's file holds when it is one of Lethe's kinds
+    /// (no effect on other kinds; since ABI 1.6): `lethe plugins check` gives a
+    /// required one the demo's file of that kind instead of asking for it.
+    pub fn holds(mut self, what: crate::schema::PathHolds) -> Self {
+        if let ParamKind::Path { holds, .. } = &mut self.kind {
+            *holds = Some(what);
         }
         self
     }

@@ -5,8 +5,9 @@
 //!   with the loss as a metric every step, and stopping on cancellation;
 //! * `org.lethe.test.panic` (method): panics in `create` or `run`, to prove the
 //!   boundary turns a panic into a status;
-//! * `org.lethe.test.fail` (attack): returns an error naming its required `target`
-//!   path parameter;
+//! * `org.lethe.test.fail` (attack): logs its required `reference` checkpoint
+//!   path (which `lethe plugins check` can supply) and returns an error naming
+//!   its required `target` path (which it cannot);
 //! * `org.lethe.test.tensors` (method): one step of gradient ascent on the forget
 //!   split through the host's model, data and result extensions, so tensors cross
 //!   the boundary both ways and parameters are updated in place;
@@ -21,7 +22,7 @@
 //!   the hosts' greying-out and refusals.
 #![deny(missing_docs)]
 
-use lethe_plugin_api::schema::{ModelClass, ParamSpec};
+use lethe_plugin_api::schema::{ModelClass, ParamSpec, PathHolds};
 use lethe_plugin_api::sdk::{
     Descriptor, HostContext, Kind, ModelHead, Params, Plugin, PluginError, Split,
 };
@@ -129,6 +130,7 @@ impl Plugin for PanicMethod {
 /// An attack that always fails with an error naming its input.
 pub struct FailingAttack {
     target: String,
+    reference: String,
 }
 
 impl Plugin for FailingAttack {
@@ -136,16 +138,23 @@ impl Plugin for FailingAttack {
         Descriptor::new("org.lethe.test.fail", "Failure test", "0.2.0", Kind::Attack)
             .description("Returns an error on purpose.")
             .param(ParamSpec::path("target", "Target scores", None).help("Required."))
+            .param(
+                ParamSpec::path("reference", "Reference model", None)
+                    .holds(PathHolds::Checkpoint)
+                    .help("Required; a checkpoint, so plugins check supplies the demo's."),
+            )
     }
 
     fn create(params: &Params) -> Result<Self, PluginError> {
         Ok(FailingAttack {
             target: params.path("target")?.display().to_string(),
+            reference: params.path("reference")?.display().to_string(),
         })
     }
 
     fn run(&mut self, ctx: &mut HostContext) -> Result<(), PluginError> {
         ctx.error("giving up");
+        ctx.info(&format!("reference: {}", self.reference));
         Err(PluginError::msg(format!(
             "deliberate failure: cannot score {}",
             self.target

@@ -14,7 +14,8 @@ different data pipelines. Optimiser: SGD, lr 0.01, momentum 0.9, weight decay 5e
 one `loss.item()` per step (Lethe's loop reads the loss every step too).
 
 A second mode (spec with "kind": "unlearn") runs one whole unlearning run on the
-demo (see `run_unlearn` below).
+demo (see `run_unlearn` below); a third ("kind": "shadows") trains LiRA's shadow
+models of the leaky demo MLP (see `run_shadows`).
 """
 
 import json
@@ -479,10 +480,112 @@ def run_unlearn(spec):
     }
 
 
+# ------------------------------------------------------ shadow models
+#
+# LiRA's shadow models as the papers' code trains them (Privacy Meter, Deep
+# Unlearn): a loop over the models, each a full training run of its own on its
+# random half of the demo's 2,000 training digits, then its logits on every
+# sample. "func" trains all of them at once as one torch.func ensemble instead
+# (stack_module_state + vmap over functional_call, one Adam over the stacked
+# parameters: Adam is elementwise, so each model gets its own update).
+
+
+def shadow_mlp(d_in, hidden, classes):
+    layers, d = [nn.Flatten()], d_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU()]
+        d = h
+    layers.append(nn.Linear(d, classes))
+    return nn.Sequential(*layers)
+
+
+def run_shadows(spec):
+    import numpy as np
+
+    torch.set_num_threads(spec["threads"])
+    data = np.load(spec["data"])
+    x = torch.from_numpy(data["x"])
+    y = torch.from_numpy(data["y"]).to(torch.int64)
+    train = torch.from_numpy(data["train_idx"]).to(torch.int64)
+    torch.manual_seed(spec["seed"])
+    n, k_models, bs = train.numel(), spec["models"], spec["batch"]
+    halves = [train[torch.randperm(n)[: n // 2]] for _ in range(k_models)]
+    d_in = int(np.prod(x.shape[1:]))
+    classes = int(y.max().item()) + 1
+    start = time.perf_counter()
+    checksum = 0.0
+    if spec["pytorch"] == "loop":
+        for k, half in enumerate(halves):
+            torch.manual_seed(spec["seed"] + k)
+            model = shadow_mlp(d_in, spec["hidden"], classes)
+            opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
+            model.train()
+            for _ in range(spec["epochs"]):
+                for xb, yb in batches(x, y, half, bs, True):
+                    loss = F.cross_entropy(model(xb), yb)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    loss.item()
+            model.eval()
+            with torch.no_grad():
+                for xb, _ in batches(x, y, torch.arange(x.shape[0]), 512, False):
+                    checksum += model(xb).sum().item()
+    else:
+        from torch.func import functional_call, stack_module_state
+
+        models = []
+        for k in range(k_models):
+            torch.manual_seed(spec["seed"] + k)
+            models.append(shadow_mlp(d_in, spec["hidden"], classes))
+        params, buffers = stack_module_state(models)
+        base = shadow_mlp(d_in, spec["hidden"], classes).to("meta")
+
+        def one(p, b, xb):
+            return functional_call(base, (p, b), (xb,))
+
+        ensemble = torch.vmap(one)
+        opt = torch.optim.Adam(list(params.values()), lr=spec["lr"])
+        h = n // 2
+        for _ in range(spec["epochs"]):
+            orders = torch.stack([half[torch.randperm(h)] for half in halves])
+            for i in range(0, h, bs):
+                idx = orders[:, i : i + bs]
+                xb = x.index_select(0, idx.reshape(-1)).float().div(255.0)
+                xb = xb.view(k_models, idx.shape[1], -1)
+                yb = y.index_select(0, idx.reshape(-1))
+                logits = ensemble(params, buffers, xb)
+                # The sum of the models' mean losses: each model's gradient is its own.
+                loss = (
+                    F.cross_entropy(logits.reshape(-1, classes), yb, reduction="none")
+                    .view(k_models, -1)
+                    .mean(1)
+                    .sum()
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss.item()
+        with torch.no_grad():
+            for xb, _ in batches(x, y, torch.arange(x.shape[0]), 512, False):
+                xk = xb.flatten(1).unsqueeze(0).expand(k_models, -1, -1)
+                checksum += ensemble(params, buffers, xk).sum().item()
+    seconds = time.perf_counter() - start
+    if not math.isfinite(checksum):
+        raise SystemExit("the shadow models' logits are not finite")
+    return {
+        "images_per_sec": k_models * spec["epochs"] * (n // 2) / max(seconds, 1e-9),
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
 def main():
     spec = json.loads(sys.argv[1])
     if spec.get("kind") == "unlearn":
         print(json.dumps(run_unlearn(spec)))
+    elif spec.get("kind") == "shadows":
+        print(json.dumps(run_shadows(spec)))
     else:
         print(json.dumps(run_row(spec)))
 

@@ -198,3 +198,55 @@ fn the_finetune_run_does_the_same_work_on_both_sides() {
         );
     }
 }
+
+/// The batched-shadow rows (#25 item 3) run every way on a tiny MLP: Lethe
+/// stacked and one by one in this process, PyTorch's `torch.func` ensemble
+/// through the reference script (its plain loop is the fine-tune row's loop
+/// over the same batches; one Python start keeps the test short); and the
+/// table puts them in a section of their own with PyTorch's time over Lethe's.
+#[test]
+fn the_shadow_rows_run_every_way_on_both_sides() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rows = lethe_engine::bench::shadows::default_shadow_rows(&root.join("resources/demo"), 1);
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows[0]
+            .name
+            .starts_with("LiRA, 16 shadow models of the leaky demo MLP")
+    );
+    let mut spec = rows[2].clone();
+    (spec.models, spec.epochs, spec.hidden, spec.stack) = (3, 1, vec![16], 2);
+    assert_eq!(spec.pytorch, "func");
+    let json = serde_json::to_string(&Spec::Shadows(spec.clone())).unwrap();
+    let out = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("bench/pytorch_reference.py"))
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let theirs: RowResult = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let mut results = Vec::new();
+    for lethe in ["stacked", "sequential"] {
+        spec.lethe = lethe.into();
+        let ours = lethe_engine::bench::shadows::run_shadow_row(&spec).unwrap();
+        for r in [&ours, &theirs] {
+            assert!(r.seconds > 0.0 && r.peak_rss_mib > 10.0, "{lethe}: {r:?}");
+        }
+        results.push(Comparison::from_runs(
+            Spec::Shadows(spec.clone()),
+            vec![ours],
+            vec![theirs.clone()],
+        ));
+    }
+    let table = render(&results);
+    assert!(
+        table.contains("Shadow models trained and run on every sample"),
+        "{table}"
+    );
+    assert!(table.contains("| 3 × 1 |"), "{table}");
+}

@@ -12,6 +12,7 @@
 //! add sections with [`run_with`].
 
 pub mod rows;
+pub mod shadows;
 pub mod unlearn;
 
 use anyhow::{Context, bail};
@@ -21,12 +22,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rows::{RowResult, RowSpec, default_rows};
+use shadows::{ShadowSpec, default_shadow_rows};
 use unlearn::{UnlearnSpec, default_unlearn_rows};
 
 /// A row spec of either kind, as passed to `--run-row` and the reference script.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Spec {
+    /// Shadow models trained and run (has `"kind": "shadows"`).
+    Shadows(ShadowSpec),
     /// A whole unlearning run (has `"kind": "unlearn"`).
     Unlearn(UnlearnSpec),
     /// Training throughput.
@@ -38,7 +42,7 @@ impl Spec {
     fn ratio(&self, lethe: &RowResult, pytorch: &RowResult) -> f64 {
         match self {
             Spec::Throughput(_) => lethe.images_per_sec / pytorch.images_per_sec.max(1e-12),
-            Spec::Unlearn(_) => pytorch.seconds / lethe.seconds.max(1e-12),
+            Spec::Unlearn(_) | Spec::Shadows(_) => pytorch.seconds / lethe.seconds.max(1e-12),
         }
     }
 
@@ -47,6 +51,7 @@ impl Spec {
         match self {
             Spec::Unlearn(s) => &s.name,
             Spec::Throughput(s) => &s.name,
+            Spec::Shadows(s) => &s.name,
         }
     }
 }
@@ -118,7 +123,7 @@ impl Comparison {
             });
         let measure = |r: &RowResult| match spec {
             Spec::Throughput(_) => r.images_per_sec,
-            Spec::Unlearn(_) => r.seconds,
+            Spec::Unlearn(_) | Spec::Shadows(_) => r.seconds,
         };
         let median = |mut v: Vec<RowResult>| {
             v.sort_by(|a, b| measure(a).total_cmp(&measure(b)));
@@ -180,6 +185,7 @@ pub fn run_with(args: BenchArgs, extras: Vec<ExtraSection>) -> anyhow::Result<()
         let result = match &spec {
             Spec::Throughput(s) => rows::run_row(s).map_err(anyhow::Error::from),
             Spec::Unlearn(s) => unlearn::run_unlearn_row(s),
+            Spec::Shadows(s) => shadows::run_shadow_row(s),
         }
         .with_context(|| format!("row `{}`", spec.name()))?;
         println!("{}", serde_json::to_string(&result)?);
@@ -211,6 +217,11 @@ pub fn run_with(args: BenchArgs, extras: Vec<ExtraSection>) -> anyhow::Result<()
             default_unlearn_rows(&demo, threads)
                 .into_iter()
                 .map(Spec::Unlearn),
+        )
+        .chain(
+            default_shadow_rows(&demo, threads)
+                .into_iter()
+                .map(Spec::Shadows),
         )
         .filter(|s| wanted(s.name()))
         .collect();
@@ -276,7 +287,7 @@ pub fn render(rows: &[Comparison]) -> String {
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Throughput(s) => Some((s, r)),
-            Spec::Unlearn(_) => None,
+            Spec::Unlearn(_) | Spec::Shadows(_) => None,
         })
         .collect();
     if !throughput.is_empty() {
@@ -308,7 +319,7 @@ pub fn render(rows: &[Comparison]) -> String {
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Unlearn(s) => Some((s, r)),
-            Spec::Throughput(_) => None,
+            Spec::Throughput(_) | Spec::Shadows(_) => None,
         })
         .collect();
     if !runs.is_empty() {
@@ -334,6 +345,36 @@ pub fn render(rows: &[Comparison]) -> String {
                 r.ratio_cell(),
                 loss(&r.lethe),
                 loss(&r.pytorch),
+                r.lethe.peak_rss_mib,
+                r.pytorch.peak_rss_mib
+            ));
+        }
+    }
+    let sets: Vec<_> = rows
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Shadows(s) => Some((s, r)),
+            _ => None,
+        })
+        .collect();
+    if !sets.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(
+            "Shadow models trained and run on every sample, data loaded to last logits (ratio: PyTorch's time over Lethe's):\n\n\
+             | row | models × epochs | Lethe s | PyTorch s | ratio | Lethe peak MiB | PyTorch peak MiB |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for (s, r) in sets {
+            out.push_str(&format!(
+                "| {} | {} × {} | {:.1} | {:.1} | {} | {:.0} | {:.0} |\n",
+                s.name,
+                s.models,
+                s.epochs,
+                r.lethe.seconds,
+                r.pytorch.seconds,
+                r.ratio_cell(),
                 r.lethe.peak_rss_mib,
                 r.pytorch.peak_rss_mib
             ));

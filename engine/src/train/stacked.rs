@@ -350,52 +350,56 @@ fn update(
     device: Device,
 ) -> Result<(), TrainError> {
     let _guard = tch::no_grad_guard();
-    let lr = Tensor::from_slice(lrs)
+    // In place wherever libtorch allows: a stack of 16 small MLPs holds tens of
+    // megabytes of parameters, and each extra pass over them costs as much as a
+    // matrix product of the step.
+    let neg_lr = Tensor::from_slice(lrs)
         .to_kind(Kind::Float)
         .to_device(device)
+        .neg()
         .view([-1, 1, 1]);
     let wd = cfg.weight_decay;
     for s in slots.iter_mut() {
-        let g = s.p.grad();
+        let mut g = s.p.grad();
         if !g.defined() {
             continue;
         }
-        let g = if wd != 0.0 { &g + &s.p * wd } else { g };
+        if wd != 0.0 {
+            let _ = g.g_add_(&s.p.g_mul_scalar(wd));
+        }
+        let mut p = s.p.shallow_clone();
         match cfg.optimizer {
             OptimizerConfig::Sgd { momentum, nesterov } => {
-                let d = if momentum != 0.0 {
-                    let buf = match s.buf.take() {
-                        None => g.copy(),
-                        Some(b) => b * momentum + &g,
-                    };
-                    let d = if nesterov {
-                        &g + &buf * momentum
-                    } else {
-                        buf.shallow_clone()
-                    };
-                    s.buf = Some(buf);
-                    d
-                } else {
-                    g
+                if momentum == 0.0 {
+                    let _ = p.f_addcmul_(&g, &neg_lr)?;
+                    continue;
+                }
+                let buf = match s.buf.take() {
+                    None => g.copy(),
+                    Some(mut b) => {
+                        let _ = b.g_mul_scalar_(momentum).g_add_(&g);
+                        b
+                    }
                 };
-                let mut p = s.p.shallow_clone();
-                let _ = p.f_sub_(&(d * &lr))?;
+                if nesterov {
+                    let _ = p.f_addcmul_(&(&g + &buf * momentum), &neg_lr)?;
+                } else {
+                    let _ = p.f_addcmul_(&buf, &neg_lr)?;
+                }
+                s.buf = Some(buf);
             }
             OptimizerConfig::Adam { beta1, beta2 } => {
                 let step = (t + 1) as i32;
-                let m = match s.buf.take() {
-                    None => &g * (1.0 - beta1),
-                    Some(m) => m * beta1 + &g * (1.0 - beta1),
-                };
-                let v = match s.sq.take() {
-                    None => &g * &g * (1.0 - beta2),
-                    Some(v) => v * beta2 + &g * &g * (1.0 - beta2),
-                };
+                let mut m = s.buf.take().unwrap_or_else(|| g.zeros_like());
+                let mut v = s.sq.take().unwrap_or_else(|| g.zeros_like());
+                // m ← β1·m + (1-β1)·g and v ← β2·v + (1-β2)·g², as lerps.
+                let _ = m.lerp_(&g, 1.0 - beta1);
+                let _ = v.lerp_(&(&g * &g), 1.0 - beta2);
                 let bc1 = 1.0 - beta1.powi(step);
                 let bc2 = 1.0 - beta2.powi(step);
-                let denom = v.sqrt() / bc2.sqrt() + 1e-8;
-                let mut p = s.p.shallow_clone();
-                let _ = p.f_sub_(&(&m / denom * (&lr / bc1)))?;
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(1e-8);
+                let _ = p.f_addcdiv_(&(&m * &neg_lr / bc1), &denom)?;
                 s.buf = Some(m);
                 s.sq = Some(v);
             }

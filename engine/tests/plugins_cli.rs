@@ -277,6 +277,13 @@ fn the_check_fails_plugins_that_ignore_cancel_panic_or_mismatch_the_abi() {
             && with.contains("FAIL org.lethe.test.classwise: stops mid-run (cancelled during its work, it ran on for"),
         "{with}"
     );
+    // Its log lines from that run are shown under the failed step (indented).
+    let lines: Vec<&str> = with.lines().collect();
+    let failed = lines
+        .iter()
+        .position(|l| l.contains("FAIL org.lethe.test.classwise: stops mid-run"))
+        .unwrap();
+    assert_eq!(lines[failed + 1], "         | info: note: 7", "{with}");
     // A string parameter crosses the ABI (a number on the command line is its text).
     assert!(
         with.contains(

@@ -353,7 +353,7 @@ pub fn check_plugin(
         if !matches!(report.outcome, JobOutcome::Succeeded(_)) {
             continue;
         }
-        let (cancelled, _, _) = run(model, &forget, "cancel", Cancel::AtStart);
+        let (cancelled, cancel_log, _) = run(model, &forget, "cancel", Cancel::AtStart);
         match &cancelled.outcome {
             JobOutcome::Cancelled { killed: false } => push(
                 &mut lines,
@@ -382,9 +382,14 @@ pub fn check_plugin(
                 with_log(&format!("after a cancel: {other}"), &cancelled),
             ),
         }
+        // What it logged while it should have been stopping shows where it went on.
+        if let Some(l) = lines.last_mut().filter(|l| l.verdict == Verdict::Fail) {
+            l.log = cancel_log;
+        }
         // A plugin that checks only before its loops passes the check above; a
         // cancel in the middle of its work tells whether it polls as it goes.
-        let (midway, _, after_cancel) = run(model, &forget, "cancel-midway", Cancel::AtFirstEvent);
+        let (midway, midway_log, after_cancel) =
+            run(model, &forget, "cancel-midway", Cancel::AtFirstEvent);
         let secs = after_cancel.unwrap_or_default().as_secs_f64();
         let (verdict, detail) = match &midway.outcome {
             JobOutcome::Cancelled { killed: false }
@@ -438,6 +443,9 @@ pub fn check_plugin(
             ),
         };
         push(&mut lines, id, "stops mid-run", verdict, detail);
+        if let Some(l) = lines.last_mut().filter(|l| l.verdict == Verdict::Fail) {
+            l.log = midway_log;
+        }
     }
     lines
 }

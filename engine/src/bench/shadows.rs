@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::rows::{RowResult, peak_rss_mib};
 use crate::models::{ArchConfig, BackboneConfig, HeadConfig, Model};
-use crate::train::stacked::{StackMember, train_stacked};
+use crate::train::stacked::{StackMember, predict_stacked, train_stacked};
 use crate::train::supervised::{predict_logits, train_classifier};
 use crate::train::{Flow, OptimizerConfig, Schedule, TrainConfig};
 
@@ -194,10 +194,9 @@ pub fn run_shadow_row(spec: &ShadowSpec) -> anyhow::Result<RowResult> {
                     &cfg,
                     &mut |_| Flow::Continue,
                 )?;
-                for (_, _, model) in &models {
-                    checksum += predict_logits(model, data.images(), 512, Device::Cpu)
-                        .sum(Kind::Double)
-                        .double_value(&[]);
+                let stores: Vec<&VarStore> = models.iter().map(|(_, vs, _)| vs).collect();
+                for logits in predict_stacked(&arch, &stores, data.images(), 512)? {
+                    checksum += logits.sum(Kind::Double).double_value(&[]);
                 }
             }
         }

@@ -539,14 +539,19 @@ pub fn train_stacks(
                 total: todo.len(),
             });
         }
+        let stores: Vec<&VarStore> = models.iter().map(|(_, _, vs, _, _)| vs).collect();
+        let all_logits =
+            stacked::predict_stacked(&ctx.recipe.arch, &stores, ctx.dataset.images(), 512)
+                .map_err(|source| ShadowError::Train {
+                    model: chunk[0],
+                    source,
+                })?;
         let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
-        for (k, c, vs, model, _) in &models {
+        for ((k, c, vs, _, _), logits) in models.iter().zip(all_logits) {
             if ukey.is_some() {
                 save_weights(ctx, key, *k, vs, c, None)?;
             }
-            let logits = predict_logits(model, ctx.dataset.images(), 512, ctx.device)
-                .to_kind(Kind::Float)
-                .to_device(Device::Cpu);
+            let logits = logits.to_kind(Kind::Float).to_device(Device::Cpu);
             let mask = plan.member_mask(*k, rows);
             ctx.cache.store(key, *k, &logits, &mask, seconds)?;
             done.push(*k);

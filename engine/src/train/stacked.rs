@@ -339,6 +339,74 @@ pub fn train_stacked(
     })
 }
 
+/// Logits of every model in `stores` (each an MLP classifier of `arch`, as
+/// [`linear_layers`] names it) on `images`, `batch` rows at a time, all models at
+/// once: the first layer of all of them is one matrix product with the shared
+/// input, the others one `baddbmm`. Eval mode, no gradients; equal to
+/// [`super::supervised::predict_logits`] of each model within float tolerance.
+pub fn predict_stacked(
+    arch: &ArchConfig,
+    stores: &[&VarStore],
+    images: &Tensor,
+    batch: i64,
+) -> Result<Vec<Tensor>, TrainError> {
+    let layers = linear_layers(arch)
+        .ok_or_else(|| TrainError::Invalid(format!("{arch} cannot be run in a stack")))?;
+    let Some(first) = stores.first() else {
+        return Ok(Vec::new());
+    };
+    let device = first.device();
+    let _guard = tch::no_grad_guard();
+    let k = stores.len() as i64;
+    let mut params = Vec::with_capacity(layers.len());
+    for name in &layers {
+        let mut pair = Vec::with_capacity(2);
+        for part in ["weight", "bias"] {
+            let full = format!("{name}.{part}");
+            let mut parts = Vec::with_capacity(stores.len());
+            for vs in stores {
+                parts.push(vs.variables().remove(&full).ok_or_else(|| {
+                    TrainError::Invalid(format!("the model has no variable {full}"))
+                })?);
+            }
+            pair.push(Tensor::stack(&parts, 0));
+        }
+        params.push(pair);
+    }
+    let n = images.size().first().copied().unwrap_or(0);
+    let mut outs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = batch.max(1).min(n - start);
+        let x = to_unit_float(&images.narrow(0, start, len).to_device(device)).flatten(1, -1);
+        let mut h = Tensor::zeros([0], (Kind::Float, device));
+        for (i, pair) in params.iter().enumerate() {
+            let (w, b) = (&pair[0], &pair[1]);
+            h = if i == 0 {
+                let (out, d_in) = (w.size()[1], w.size()[2]);
+                x.matmul(&w.view([k * out, d_in]).tr())
+                    .view([len, k, out])
+                    .transpose(0, 1)
+                    + b.unsqueeze(1)
+            } else {
+                b.unsqueeze(1).baddbmm(&h, &w.transpose(1, 2), 1.0, 1.0)
+            };
+            if i + 1 < params.len() {
+                h = h.relu();
+            }
+        }
+        outs.push(h);
+        start += len;
+    }
+    if outs.is_empty() {
+        return Ok((0..k)
+            .map(|_| Tensor::zeros([0], (Kind::Float, device)))
+            .collect());
+    }
+    let all = Tensor::cat(&outs, 1);
+    Ok((0..k).map(|m| all.get(m)).collect())
+}
+
 /// One step of libtorch's SGD or Adam (L2 weight decay added to the gradient) on every
 /// stacked parameter, each model with its own rate (`lrs`, 0 for a finished model).
 /// `t` is the 0-based step, the same for every model still training.
@@ -517,8 +585,16 @@ mod tests {
             .unwrap();
             // The longest half (80 rows, 5 batches of 16) sets the steps.
             assert_eq!(events, 3 * 5);
+            let stores: Vec<&VarStore> = models.iter().map(|(vs, _)| vs).collect();
+            let together = predict_stacked(&arch(), &stores, &x, 50).unwrap();
             for (m, ((_, model), want)) in models.iter().zip(&alone).enumerate() {
                 let got = predict_logits(model, &x, 512, Device::Cpu);
+                // All models' logits at once are each model's own.
+                let stacked = (&together[m] - &got).abs().max().double_value(&[]);
+                assert!(
+                    stacked < 1e-5,
+                    "model {m}: stacked logits differ by {stacked}"
+                );
                 let diff = (&got - want).abs().max().double_value(&[]);
                 let scale = want.abs().max().double_value(&[]);
                 assert!(

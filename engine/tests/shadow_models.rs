@@ -253,7 +253,15 @@ fn mean_true_probability(logits: &Tensor, members: &Tensor, labels: &[i64], insi
 fn shadow_models_train_on_their_halves_once_then_come_from_the_cache() {
     let (dir, ckpt, cache) = setup();
     let params = json!({"models": 4, "mode": "online"});
-    let first = run(dir.path(), &ckpt, "first", params.clone(), settings(&cache));
+    // In stacks (the CPU's default is one after another; see stack_from_env).
+    let first = run_stacked(
+        dir.path(),
+        &ckpt,
+        "first",
+        params.clone(),
+        settings(&cache),
+        Some(16),
+    );
     first.result.as_ref().unwrap();
     let s = first.json("shadow_summary");
     assert_eq!(

@@ -110,8 +110,8 @@ impl EngineServices {
     }
 
     /// Trains up to `models` small shadow models at once (0 or 1: one after
-    /// another) instead of what `$LETHE_SHADOW_STACK` says (default
-    /// [`crate::shadows::train::DEFAULT_STACK`]).
+    /// another) instead of what `$LETHE_SHADOW_STACK` says (default: see
+    /// [`crate::shadows::train::stack_from_env`]).
     pub fn with_shadow_stack(self, models: usize) -> Self {
         lock(&self.shadow_state).stack = Some(models);
         self
@@ -382,7 +382,7 @@ impl EngineServices {
     ) -> R {
         let stack = lock(&self.shadow_state)
             .stack
-            .unwrap_or_else(crate::shadows::train::stack_from_env);
+            .unwrap_or_else(|| crate::shadows::train::stack_from_env(self.device));
         let state = lock(&self.state);
         f(&ShadowContext {
             dataset: &state.dataset,

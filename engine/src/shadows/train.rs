@@ -435,8 +435,8 @@ fn stack_limit(ctx: &ShadowContext<'_>, cfg: &TrainConfig) -> usize {
 
 /// Trains the models of `ks` that the cache lacks (their logits under `key`, and
 /// with U-LiRA their checkpoints, unless their unlearned copies are there) in
-/// stacks of up to `ctx.stack`, when their recipe allows ([`stack_limit`]); each
-/// model's entries are the ones [`train_model`] would make, within float
+/// stacks of up to `ctx.stack`, when their recipe allows (`stack_limit`); each
+/// model's entries are the ones `train_model` would make, within float
 /// tolerance (its own seed, initialisation, half, batch order and draws:
 /// [`stacked::train_stacked`]). The models trained; none when stacking does not
 /// apply or fewer than two are missing (the caller trains the rest one by one).

@@ -30,9 +30,13 @@ trap 'rm -rf "$records" "$outputs"' EXIT
 # Interrupted: stop the binaries still running (they share our process group).
 trap 'trap - INT TERM; kill -TERM 0; exit 130' INT TERM
 
+# Test binaries live here; anything else cargo hands the runner (doc tests) runs at once.
+target="${CARGO_TARGET_DIR:-target}"
+[[ "$target" == /* ]] || target="$PWD/$target"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 runner_var="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$triple")_RUNNER"
 env "$runner_var=$PWD/tests/record-run.sh" LETHE_TEST_RECORDS="$records" \
+  LETHE_TEST_TARGET="$target" \
   cargo test "${selection[@]}" --no-fail-fast 2>&1
 build_status=${PIPESTATUS[0]}
 
@@ -62,11 +66,20 @@ run_one() {
   local rec="$1" name start status
   name="$(basename "$rec")"
   mapfile -d '' -t parts <"$rec.cmd"
+  # Without the recording runner: a test that runs cargo itself (tests/e2e/
+  # harness.rs) must get its binaries run.
+  local kept=() kv
   mapfile -d '' -t envs <"$rec.env"
+  for kv in "${envs[@]}"; do
+    case "$kv" in
+      "$runner_var="* | LETHE_TEST_RECORDS=* | LETHE_TEST_TARGET=*) ;;
+      *) kept+=("$kv") ;;
+    esac
+  done
   start=$(date +%s)
   (
     cd "${parts[0]}" || exit 1
-    exec env -i "${envs[@]}" OMP_WAIT_POLICY=PASSIVE "${parts[@]:1}"
+    exec env -i "${kept[@]}" OMP_WAIT_POLICY=PASSIVE "${parts[@]:1}"
   ) >"$outputs/$name.out" 2>&1
   status=$?
   echo "$status $(($(date +%s) - start))" >"$outputs/$name.status"

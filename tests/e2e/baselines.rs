@@ -598,7 +598,12 @@ fn lethe_unlearn_prune_ratio_prunes_right_before_any_method_and_keeps_the_zeros(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let demo = demo_dir();
+    // `cargo test` leaves plugin libraries in target/debug/deps only: name a folder.
+    let plugins =
+        support::studies::plugin_folder(dir.path(), &["lethe_method_contrastive_unlearning"]);
     let output = std::process::Command::new(require_binary("lethe-cli"))
+        .arg("--plugins")
+        .arg(&plugins)
         .args([
             "unlearn",
             "--method",
